@@ -1,0 +1,369 @@
+"""Wire format v1: one binary frame per bed per 2-s window.
+
+Layout (all integers big-endian)::
+
+    header   magic  "WDST"                      4 B
+             version u8 (=1)                    1 B
+             flags   u8 (bit 0: HMAC tag)       1 B
+             bed_id  u32                        4 B
+             seq     u32 (per device, +1/window) 4 B
+             t_start i64 (µs since epoch, device clock, first sample) 8 B
+             fs      u16 (Hz)                   2 B
+             n_samp  u16 (samples per window)   2 B
+             model   u16 (codec model id)       2 B
+             n_mod   u8                         1 B      -> 29 B
+    n_mod x  modality u8 (0 ECG, 1 EEG)         1 B
+             level   u8 (0 = raw int16)         1 B
+             count   u16 (samples or indices)   2 B
+             side    gain, offset: 2 x f32 (raw) or 2 x f16 (VQ levels)
+             payload raw: count x i16; VQ: count indices bit-packed MSB-first
+                     at ceil(log2 K) bits, zero padded to a byte
+    crc32    u32 over every byte before it      4 B
+    hmac     16 B truncated HMAC-SHA256 over every byte before it (if flag)
+
+Physical value of a raw sample = offset + gain * code. For VQ levels, gain and
+offset are the de-normalisation (std, mean) the decoder applies.
+
+`encode_frame` and `decode_frame` are pure functions; every malformed input raises
+a specific `FrameError` subclass whose ``reason`` is a short stable code used for
+dead-letter accounting.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac as _hmac
+import math
+import struct
+import zlib
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Callable, Mapping
+
+import numpy as np
+
+MAGIC = b"WDST"
+VERSION = 1
+FLAG_HMAC = 0x01
+HMAC_LEN = 16
+CRC_LEN = 4
+_HEADER = struct.Struct(">4sBBIIqHHHB")
+_MOD_HEAD = struct.Struct(">BBH")
+_SIDE_F32 = struct.Struct(">ff")
+_SIDE_F16 = struct.Struct(">ee")
+HEADER_SIZE = _HEADER.size
+MAX_SAMPLES = 8192
+
+
+class Modality(IntEnum):
+    ECG = 0
+    EEG = 1
+
+
+# --------------------------------------------------------------------------- errors
+class FrameError(ValueError):
+    """A frame that cannot be accepted. ``reason`` is a stable dead-letter code."""
+
+    reason = "malformed"
+
+
+class TruncatedFrame(FrameError):
+    reason = "truncated"
+
+
+class BadMagic(FrameError):
+    reason = "bad_magic"
+
+
+class UnsupportedVersion(FrameError):
+    reason = "bad_version"
+
+
+class BadChecksum(FrameError):
+    reason = "bad_crc"
+
+
+class BadSignature(FrameError):
+    reason = "bad_hmac"
+
+
+class MissingSignature(FrameError):
+    reason = "missing_hmac"
+
+
+class UnknownModel(FrameError):
+    reason = "unknown_model"
+
+
+class UnknownLevel(FrameError):
+    reason = "unknown_level"
+
+
+class UnknownModality(FrameError):
+    reason = "unknown_modality"
+
+
+class IndexOutOfRange(FrameError):
+    reason = "index_out_of_range"
+
+
+class BadLength(FrameError):
+    reason = "bad_length"
+
+
+# --------------------------------------------------------------------------- codecs
+@dataclass(frozen=True)
+class LevelSpec:
+    """One compression level: raw int16 samples, or ``n_indices`` codes from a K-entry codebook."""
+
+    level: int
+    n_indices: int = 0  # 0 for the raw level
+    codebook_size: int = 0
+
+    @property
+    def raw(self) -> bool:
+        return self.n_indices == 0
+
+    @property
+    def bits(self) -> int:
+        return max(1, math.ceil(math.log2(self.codebook_size))) if not self.raw else 16
+
+    def payload_bytes(self, n_samples: int) -> int:
+        if self.raw:
+            return 2 * n_samples
+        return (self.n_indices * self.bits + 7) // 8
+
+    def side_struct(self) -> struct.Struct:
+        return _SIDE_F32 if self.raw else _SIDE_F16
+
+
+RAW_LEVEL = LevelSpec(level=0)
+
+
+@dataclass(frozen=True)
+class CodecSpec:
+    """What a codec model id means on the wire: its levels per modality (same for both)."""
+
+    model_id: int
+    name: str
+    levels: Mapping[int, LevelSpec] = field(default_factory=lambda: {0: RAW_LEVEL})
+
+    def level(self, level: int) -> LevelSpec:
+        try:
+            return self.levels[level]
+        except KeyError:
+            raise UnknownLevel(f"model {self.model_id} ({self.name}) has no level {level}; "
+                               f"known: {sorted(self.levels)}") from None
+
+
+RAW_MODEL_ID = 0
+REGISTRY: dict[int, CodecSpec] = {RAW_MODEL_ID: CodecSpec(RAW_MODEL_ID, "raw-int16")}
+
+
+def register_codec(spec: CodecSpec) -> None:
+    """Make a codec model id known to encode/decode. Level 0 must be the raw level."""
+    if spec.levels.get(0) != RAW_LEVEL:
+        raise ValueError("every codec must keep level 0 as raw int16")
+    REGISTRY[spec.model_id] = spec
+
+
+# --------------------------------------------------------------------------- frame
+@dataclass(frozen=True)
+class Channel:
+    """One modality's payload in a frame.
+
+    ``data`` is ``int16[n_samples]`` at the raw level, ``uint16[n_indices]`` otherwise.
+    """
+
+    modality: Modality
+    level: int
+    gain: float
+    offset: float
+    data: np.ndarray
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Channel):
+            return NotImplemented
+        return (self.modality == other.modality and self.level == other.level
+                and self.gain == other.gain and self.offset == other.offset
+                and self.data.dtype == other.data.dtype and np.array_equal(self.data, other.data))
+
+    def physical(self) -> np.ndarray:
+        """Raw level only: samples in physical units (float32)."""
+        if self.level != 0:
+            raise ValueError("physical() needs the raw level; VQ levels need the codec decoder")
+        return (self.offset + self.gain * self.data.astype(np.float32)).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class Frame:
+    bed_id: int
+    seq: int
+    t_start_us: int
+    fs: int
+    n_samples: int
+    model_id: int
+    channels: tuple[Channel, ...]
+
+    def channel(self, modality: Modality) -> Channel | None:
+        for ch in self.channels:
+            if ch.modality == modality:
+                return ch
+        return None
+
+    @property
+    def window_end_us(self) -> int:
+        return self.t_start_us + (self.n_samples * 1_000_000) // self.fs
+
+
+def pack_indices(indices: np.ndarray, bits: int) -> bytes:
+    """Pack non-negative integers at ``bits`` bits each, MSB first, zero padded."""
+    idx = np.asarray(indices, dtype=np.uint32)
+    shifts = np.arange(bits - 1, -1, -1, dtype=np.uint32)
+    bitmat = ((idx[:, None] >> shifts) & 1).astype(np.uint8)
+    return np.packbits(bitmat.reshape(-1)).tobytes()
+
+
+def unpack_indices(buf: bytes, count: int, bits: int) -> np.ndarray:
+    bitarr = np.unpackbits(np.frombuffer(buf, dtype=np.uint8))
+    used = bitarr[: count * bits].reshape(count, bits).astype(np.uint32)
+    if bitarr[count * bits:].any():
+        raise BadLength("non-zero padding bits after the packed indices")
+    weights = (1 << np.arange(bits - 1, -1, -1, dtype=np.uint32))
+    return (used @ weights).astype(np.uint16)
+
+
+def _spec(model_id: int, registry: Mapping[int, CodecSpec]) -> CodecSpec:
+    try:
+        return registry[model_id]
+    except KeyError:
+        raise UnknownModel(f"unknown codec model id {model_id}; known: {sorted(registry)}") from None
+
+
+def encode_frame(frame: Frame, hmac_key: bytes | None = None,
+                 registry: Mapping[int, CodecSpec] = REGISTRY) -> bytes:
+    """Serialise ``frame``; raises `FrameError` for a frame that could not be decoded again."""
+    spec = _spec(frame.model_id, registry)
+    if not (0 < frame.n_samples <= MAX_SAMPLES) or frame.fs <= 0:
+        raise BadLength(f"impossible window: fs={frame.fs} n_samples={frame.n_samples}")
+    if len({ch.modality for ch in frame.channels}) != len(frame.channels):
+        raise BadLength("a modality appears twice")
+    flags = FLAG_HMAC if hmac_key else 0
+    out = bytearray(_HEADER.pack(MAGIC, VERSION, flags, frame.bed_id, frame.seq, frame.t_start_us,
+                                 frame.fs, frame.n_samples, frame.model_id, len(frame.channels)))
+    for ch in frame.channels:
+        lv = spec.level(ch.level)
+        data = np.asarray(ch.data)
+        if lv.raw:
+            if data.shape != (frame.n_samples,):
+                raise BadLength(f"raw payload has {data.shape} samples, window is {frame.n_samples}")
+            payload = data.astype(">i2").tobytes()
+        else:
+            if data.shape != (lv.n_indices,):
+                raise BadLength(f"level {lv.level} carries {lv.n_indices} indices, got {data.shape}")
+            if data.size and (int(data.min()) < 0 or int(data.max()) >= lv.codebook_size):
+                raise IndexOutOfRange(f"index outside codebook of {lv.codebook_size}")
+            payload = pack_indices(data, lv.bits)
+        out += _MOD_HEAD.pack(int(ch.modality), ch.level, data.shape[0])
+        out += lv.side_struct().pack(ch.gain, ch.offset)
+        out += payload
+    out += struct.pack(">I", zlib.crc32(out))
+    if hmac_key:
+        out += _hmac.new(hmac_key, bytes(out), hashlib.sha256).digest()[:HMAC_LEN]
+    return bytes(out)
+
+
+def peek_bed_id(buf: bytes) -> int | None:
+    """The bed id of a frame without validating it (for keying dead letters), or None."""
+    if len(buf) >= 10 and buf[:4] == MAGIC:
+        return struct.unpack_from(">I", buf, 6)[0]
+    return None
+
+
+def decode_frame(buf: bytes, hmac_key_for: Callable[[int], bytes | None] | None = None,
+                 require_hmac: bool = False,
+                 registry: Mapping[int, CodecSpec] = REGISTRY) -> Frame:
+    """Parse and validate one frame.
+
+    Parameters
+    ----------
+    buf : the frame bytes, exactly one frame.
+    hmac_key_for : bed id -> key, or None when the device has no key.
+    require_hmac : reject frames without a tag (devices must sign).
+    """
+    buf = bytes(buf)
+    if len(buf) < HEADER_SIZE + CRC_LEN:
+        raise TruncatedFrame(f"{len(buf)} bytes is shorter than header + crc")
+    magic, version, flags, bed_id, seq, t_start, fs, n_samples, model_id, n_mod = \
+        _HEADER.unpack_from(buf, 0)
+    if magic != MAGIC:
+        raise BadMagic(f"magic {magic!r} is not {MAGIC!r}")
+    if version != VERSION:
+        raise UnsupportedVersion(f"wire version {version} is not supported (this build reads {VERSION})")
+    if flags & ~FLAG_HMAC:
+        raise UnsupportedVersion(f"unknown flag bits {flags:#04x}")
+    body_end = len(buf) - CRC_LEN - (HMAC_LEN if flags & FLAG_HMAC else 0)
+    if body_end < HEADER_SIZE:
+        raise TruncatedFrame("frame too short for its trailer")
+    (crc,) = struct.unpack_from(">I", buf, body_end)
+    if zlib.crc32(buf[:body_end]) != crc:
+        raise BadChecksum(f"crc32 mismatch for bed {bed_id} seq {seq}")
+    key = hmac_key_for(bed_id) if hmac_key_for else None
+    if flags & FLAG_HMAC:
+        if key is None:
+            raise BadSignature(f"frame from bed {bed_id} is signed but no key is known for it")
+        tag = buf[body_end + CRC_LEN:]
+        want = _hmac.new(key, buf[:body_end + CRC_LEN], hashlib.sha256).digest()[:HMAC_LEN]
+        if not _hmac.compare_digest(tag, want):
+            raise BadSignature(f"hmac mismatch for bed {bed_id} seq {seq}")
+    elif require_hmac or key is not None:
+        raise MissingSignature(f"frame from bed {bed_id} is not signed")
+    if fs == 0 or n_samples == 0 or n_samples > MAX_SAMPLES:
+        raise BadLength(f"impossible window: fs={fs} n_samples={n_samples}")
+    if n_mod == 0 or n_mod > len(Modality):
+        raise BadLength(f"impossible modality count {n_mod}")
+    spec = _spec(model_id, registry)
+    pos = HEADER_SIZE
+    channels: list[Channel] = []
+    for _ in range(n_mod):
+        if pos + _MOD_HEAD.size > body_end:
+            raise TruncatedFrame("modality header runs past the frame body")
+        mod, level, count = _MOD_HEAD.unpack_from(buf, pos)
+        pos += _MOD_HEAD.size
+        try:
+            modality = Modality(mod)
+        except ValueError:
+            raise UnknownModality(f"modality {mod}") from None
+        if any(c.modality == modality for c in channels):
+            raise BadLength(f"modality {modality.name} appears twice")
+        lv = spec.level(level)
+        want_count = n_samples if lv.raw else lv.n_indices
+        if count != want_count:
+            raise BadLength(f"{modality.name} level {level} declares {count} values, expected {want_count}")
+        side = lv.side_struct()
+        if pos + side.size > body_end:
+            raise TruncatedFrame("side information runs past the frame body")
+        gain, offset = side.unpack_from(buf, pos)
+        pos += side.size
+        if not (math.isfinite(gain) and math.isfinite(offset)):
+            raise BadLength(f"{modality.name} side information is not finite")
+        nbytes = lv.payload_bytes(n_samples)
+        if pos + nbytes > body_end:
+            raise TruncatedFrame(f"{modality.name} payload runs past the frame body")
+        chunk = buf[pos:pos + nbytes]
+        pos += nbytes
+        if lv.raw:
+            data = np.frombuffer(chunk, dtype=">i2").astype(np.int16)
+        else:
+            data = unpack_indices(chunk, count, lv.bits)
+            if data.size and int(data.max()) >= lv.codebook_size:
+                raise IndexOutOfRange(f"{modality.name} index {int(data.max())} >= {lv.codebook_size}")
+        channels.append(Channel(modality, level, float(gain), float(offset), data))
+    if pos != body_end:
+        raise BadLength(f"{body_end - pos} unexpected bytes after the last modality")
+    return Frame(bed_id, seq, t_start, fs, n_samples, model_id, tuple(channels))
+
+
+def raw_bits(frame: Frame) -> int:
+    """Bits the window would take as uncompressed 16-bit samples, all modalities."""
+    return 16 * frame.n_samples * len(frame.channels)

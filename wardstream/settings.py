@@ -1,0 +1,107 @@
+"""One frozen settings object, read from the environment (``WARDSTREAM_*``) and CLI flags.
+
+Secrets (InfluxDB token, device HMAC master secret) come only from the environment.
+Every address defaults to 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import hmac
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def default_data_dir() -> Path:
+    """``../shared/data`` beside the project when it exists, else ``./data``."""
+    shared = PROJECT_ROOT.parent / "shared" / "data"
+    return shared if shared.exists() else Path("data")
+
+
+@dataclass(frozen=True)
+class Settings:
+    kafka_bootstrap: str = "127.0.0.1:19092"
+    influx_url: str = "http://127.0.0.1:8086"
+    influx_api: str = "v1"  # "v1": /write?db=&rp= (InfluxDB 1.x); "v2": /api/v2/write (2.x, token)
+    influx_db: str = "wardstream"
+    influx_rp: str = ""
+    influx_org: str = "wardstream"
+    influx_bucket: str = "wardstream"
+    influx_token: str = ""  # environment only
+    state_dir: Path = PROJECT_ROOT / ".wardstream"
+    data_dir: Path = dataclasses.field(default_factory=default_data_dir)
+    frames_topic: str = "ward.frames"
+    dlq_topic: str = "ward.frames.dlq"
+    control_topic: str = "ward.control"
+    frames_partitions: int = 16
+    worker_web_port: int = 6066
+    worker_web_host: str = "127.0.0.1"
+    device_secret: str = ""  # environment only: master secret for per-device HMAC keys
+    require_hmac: bool = False
+
+    @property
+    def kafka_port(self) -> int:
+        return int(self.kafka_bootstrap.rsplit(":", 1)[1])
+
+    @property
+    def influx_port(self) -> int:
+        return int(self.influx_url.rsplit(":", 1)[1].split("/")[0])
+
+    def device_key(self, bed_id: int) -> bytes | None:
+        """Per-device HMAC key derived from the master secret (None: devices do not sign)."""
+        if not self.device_secret:
+            return None
+        return hmac.new(self.device_secret.encode(), f"bed:{bed_id}".encode(), hashlib.sha256).digest()
+
+    def replace(self, **changes) -> "Settings":
+        changes = {k: v for k, v in changes.items() if v is not None}
+        return dataclasses.replace(self, **changes)
+
+
+_ENV = {
+    "kafka_bootstrap": "WARDSTREAM_KAFKA_BOOTSTRAP",
+    "influx_url": "WARDSTREAM_INFLUX_URL",
+    "influx_api": "WARDSTREAM_INFLUX_API",
+    "influx_db": "WARDSTREAM_INFLUX_DB",
+    "influx_rp": "WARDSTREAM_INFLUX_RP",
+    "influx_org": "WARDSTREAM_INFLUX_ORG",
+    "influx_bucket": "WARDSTREAM_INFLUX_BUCKET",
+    "influx_token": "WARDSTREAM_INFLUX_TOKEN",
+    "state_dir": "WARDSTREAM_STATE_DIR",
+    "data_dir": "WARDSTREAM_DATA_DIR",
+    "frames_topic": "WARDSTREAM_FRAMES_TOPIC",
+    "dlq_topic": "WARDSTREAM_DLQ_TOPIC",
+    "control_topic": "WARDSTREAM_CONTROL_TOPIC",
+    "frames_partitions": "WARDSTREAM_FRAMES_PARTITIONS",
+    "worker_web_port": "WARDSTREAM_WORKER_WEB_PORT",
+    "worker_web_host": "WARDSTREAM_WORKER_WEB_HOST",
+    "device_secret": "WARDSTREAM_DEVICE_SECRET",
+    "require_hmac": "WARDSTREAM_REQUIRE_HMAC",
+}
+
+
+def from_env(env: dict[str, str] | None = None, **overrides) -> Settings:
+    """Settings from ``env`` (default ``os.environ``), then explicit overrides (CLI flags)."""
+    env = os.environ if env is None else env
+    base = Settings()
+    values: dict = {}
+    for name, var in _ENV.items():
+        if var not in env:
+            continue
+        raw = env[var]
+        kind = type(getattr(base, name))
+        if kind is bool:
+            values[name] = raw.strip().lower() in {"1", "true", "yes", "on"}
+        elif kind is int:
+            values[name] = int(raw)
+        elif isinstance(getattr(base, name), Path):
+            values[name] = Path(raw)
+        else:
+            values[name] = raw
+    if values.get("influx_api", base.influx_api) not in {"v1", "v2"}:
+        raise ValueError("WARDSTREAM_INFLUX_API must be 'v1' or 'v2'")
+    return dataclasses.replace(base, **values).replace(**overrides)
