@@ -1,0 +1,178 @@
+"""Streaming QRS detection with carried state (Pan-Tompkins-style adaptive thresholds).
+
+``ecg_peaks_stream(ecg, fs, state) -> (state, beats)`` takes one window at a time, in order.
+The state carries the last ``history_s`` seconds of signal, the adaptive signal/noise peak levels,
+the recent RR intervals and the last sample already decided, so a beat that straddles a window
+edge is found exactly once.
+
+Latency: a sample is decided once ``lookahead_s`` (0.3 s) of signal after it has arrived, so a
+beat in the last 0.3 s of a window is reported with the next window. Filtering is zero-phase over
+the carried history plus the new window; the lookahead keeps decisions away from the filter's
+trailing edge.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.signal import butter, find_peaks, sosfiltfilt
+
+_SOS_CACHE: dict[int, np.ndarray] = {}
+
+
+def _bandpass(fs: int) -> np.ndarray:
+    if fs not in _SOS_CACHE:
+        _SOS_CACHE[fs] = butter(2, [5.0, 18.0], btype="bandpass", fs=fs, output="sos")
+    return _SOS_CACHE[fs]
+
+
+@dataclass
+class QrsState:
+    """Per-stream detector state. ``n_seen``: absolute index of the next sample."""
+
+    fs: int = 128
+    n_seen: int = 0
+    decided_until: int = 0  # absolute index: candidates before it are decided
+    history: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    spk: float = 0.0  # running signal-peak level of the integrated feature
+    npk: float = 0.0  # running noise-peak level
+    last_beat: int = -1  # absolute sample index of the last beat
+    last_slope: float = 0.0
+    rr: list[int] = field(default_factory=list)  # last RR intervals, samples
+    initialised: bool = False
+
+    def to_dict(self) -> dict:
+        return {"fs": self.fs, "n": self.n_seen, "d": self.decided_until,
+                "h": base64.b64encode(self.history.astype("<f4").tobytes()).decode(),
+                "spk": self.spk, "npk": self.npk, "lb": self.last_beat, "ls": self.last_slope,
+                "rr": self.rr, "i": self.initialised}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "QrsState":
+        return cls(fs=d["fs"], n_seen=d["n"], decided_until=d["d"],
+                   history=np.frombuffer(base64.b64decode(d["h"]), dtype="<f4").copy(),
+                   spk=d["spk"], npk=d["npk"], last_beat=d["lb"], last_slope=d["ls"],
+                   rr=list(d["rr"]), initialised=d["i"])
+
+
+@dataclass(frozen=True)
+class Beats:
+    """Detected beats: absolute sample indices (stream time) and the R amplitude (input units)."""
+
+    samples: np.ndarray
+    amplitudes: np.ndarray
+
+
+HISTORY_S = 3.0
+LOOKAHEAD_S = 0.3
+REFRACTORY_S = 0.2
+TWAVE_S = 0.36
+
+
+def _rr_mean(state: QrsState) -> float:
+    return float(np.mean(state.rr[-8:])) if state.rr else 0.0
+
+
+def ecg_peaks_stream(ecg: np.ndarray, fs: int, state: QrsState | None = None,
+                     lookahead_s: float = LOOKAHEAD_S) -> tuple[QrsState, Beats]:
+    """Feed one window of ECG (any units, float) and get the beats decided by it.
+
+    Parameters
+    ----------
+    ecg : float[n] new samples, following on from the samples already fed.
+    fs : sampling rate in Hz (the detector is tuned for 128 Hz, works from 100 Hz up).
+    state : carried state, ``None`` to start a stream.
+
+    Returns
+    -------
+    (state, beats) : the new state and the beats whose decision this window completed.
+    """
+    if state is None or state.fs != fs:
+        state = QrsState(fs=fs)
+    x_new = np.nan_to_num(np.asarray(ecg, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+    hist_len = int(HISTORY_S * fs)
+    x = np.concatenate([state.history, x_new])
+    base = state.n_seen - state.history.size  # absolute index of x[0]
+    end = state.n_seen + x_new.size
+    state.history = x[-hist_len:].copy()
+    state.n_seen = end
+    if x.size < int(0.5 * fs):
+        return state, Beats(np.zeros(0, np.int64), np.zeros(0, np.float32))
+
+    xc = x - np.median(x)
+    padlen = min(x.size - 1, 3 * 7)
+    filt = sosfiltfilt(_bandpass(fs), xc, padlen=padlen)
+    slope = np.gradient(filt)
+    energy = slope * slope
+    w = max(1, int(round(0.15 * fs)))
+    mwi = np.convolve(energy, np.ones(w) / w, mode="same")
+
+    refractory = int(REFRACTORY_S * fs)
+    twave = int(TWAVE_S * fs)
+    peaks, _ = find_peaks(mwi, distance=max(1, int(0.2 * fs)))
+    limit = end - int(lookahead_s * fs)
+
+    if not state.initialised:
+        first = mwi[: min(mwi.size, 2 * fs)]
+        state.spk = float(first.max()) / 3.0
+        state.npk = float(first.mean()) / 2.0
+        state.initialised = True
+
+    out_s: list[int] = []
+    out_a: list[float] = []
+    half_qrs = max(1, int(0.08 * fs))
+
+    def locate(p: int) -> tuple[int, float, float]:
+        lo, hi = max(0, p - half_qrs), min(x.size, p + half_qrs + 1)
+        seg = xc[lo:hi]
+        k = lo + int(np.argmax(np.abs(seg)))
+        sl = float(np.max(np.abs(slope[lo:hi])))
+        return k, float(xc[k]), sl
+
+    def accept(p: int, level: float, weight: float) -> None:
+        k, amp, sl = locate(p)
+        absk = base + k
+        if state.last_beat >= 0:
+            rr = absk - state.last_beat
+            if rr < refractory:
+                return
+            state.rr.append(int(rr))
+            del state.rr[:-8]
+        state.spk = weight * level + (1 - weight) * state.spk
+        state.last_beat = absk
+        state.last_slope = sl
+        out_s.append(absk)
+        out_a.append(amp)
+
+    for p in peaks:
+        ap = base + int(p)
+        if ap < state.decided_until or ap > limit:
+            continue
+        thr1 = state.npk + 0.25 * (state.spk - state.npk)
+        level = float(mwi[p])
+        # search back for a missed beat when the gap is long
+        rrm = _rr_mean(state)
+        if state.last_beat >= 0 and rrm > 0 and ap - state.last_beat > 1.66 * rrm:
+            lo_abs = state.last_beat + refractory
+            hi_abs = ap - refractory
+            cand = [q for q in peaks if lo_abs <= base + q <= hi_abs and base + q >= state.decided_until - 3 * fs]
+            if cand:
+                q = max(cand, key=lambda c: mwi[c])
+                if mwi[q] > 0.5 * thr1:
+                    accept(int(q), float(mwi[q]), 0.25)
+        if level > thr1:
+            if state.last_beat >= 0 and ap - state.last_beat < twave:
+                _, _, sl = locate(int(p))
+                if sl < 0.5 * state.last_slope or ap - state.last_beat < refractory:
+                    state.npk = 0.125 * level + 0.875 * state.npk
+                    continue
+            accept(int(p), level, 0.125)
+        else:
+            state.npk = 0.125 * level + 0.875 * state.npk
+    state.decided_until = max(state.decided_until, limit + 1)
+    # a long silence (asystole, lead-off) lets the signal level decay so detection can resume
+    if state.last_beat >= 0 and end - state.last_beat > 3 * fs:
+        state.spk *= 0.5
+    return state, Beats(np.asarray(out_s, np.int64), np.asarray(out_a, np.float32))

@@ -1,0 +1,111 @@
+"""Loaders for the real recordings (layout of ``../shared/data/README.md``), resampled to 128 Hz.
+
+Every loader takes a data directory and fails with `DataMissing` naming what it looked for.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+from scipy.signal import resample_poly
+
+FS = 128
+
+DS1 = ["101", "106", "108", "109", "112", "114", "115", "116", "118", "119", "122", "124", "201",
+       "203", "205", "207", "208", "209", "215", "220", "223", "230"]
+DS2 = ["100", "103", "105", "111", "113", "117", "121", "123", "200", "202", "210", "212", "213",
+       "214", "219", "221", "222", "228", "231", "232", "233", "234"]
+PACED = ["102", "104", "107", "217"]
+ALL_MITDB = sorted(DS1 + DS2 + PACED)
+
+# annotation symbols that mark a beat (WFDB convention)
+BEAT_SYMBOLS = set("NLRBAaJSVrFejnE/fQ?")
+
+
+class DataMissing(FileNotFoundError):
+    pass
+
+
+def _need(path: Path, what: str) -> Path:
+    if not path.exists():
+        raise DataMissing(f"{what} not found at {path}. Pass --data-dir pointing at a directory "
+                          "with the shared layout (see ../shared/data/README.md), or set "
+                          "WARDSTREAM_DATA_DIR.")
+    return path
+
+
+def resample(x: np.ndarray, fs_in: float, fs_out: int = FS) -> np.ndarray:
+    frac = Fraction(fs_out / fs_in).limit_denominator(1000)
+    return resample_poly(x, frac.numerator, frac.denominator, axis=-1)
+
+
+@dataclass(frozen=True)
+class MitRecord:
+    name: str
+    ecg_mv: np.ndarray  # float32[n], MLII (first channel) at 128 Hz
+    beat_times_s: np.ndarray  # float64[m]
+    beat_symbols: np.ndarray  # str[m]
+    rhythm_times_s: np.ndarray
+    rhythm_labels: np.ndarray
+    fs: int = FS
+
+
+def mitdb_split(split: str) -> list[str]:
+    if split == "test":
+        return list(DS2)
+    if split == "train":
+        return list(DS1)
+    if split == "all":
+        return list(ALL_MITDB)
+    raise ValueError(f"unknown split {split!r}; choose from test, train, all")
+
+
+def load_mitdb(data_dir: Path, record: str) -> MitRecord:
+    import wfdb
+
+    base = _need(Path(data_dir) / "mitdb", "MIT-BIH directory (mitdb/)")
+    _need(base / f"{record}.hea", f"MIT-BIH record {record}")
+    rec = wfdb.rdrecord(str(base / record))
+    ann = wfdb.rdann(str(base / record), "atr")
+    fs_in = float(rec.fs)
+    ecg = resample(rec.p_signal[:, 0].astype(np.float64), fs_in).astype(np.float32)
+    syms = np.asarray(ann.symbol)
+    t = np.asarray(ann.sample) / fs_in
+    is_beat = np.isin(syms, list(BEAT_SYMBOLS))
+    aux = np.asarray([a.strip("\x00").strip() for a in ann.aux_note])
+    is_rhythm = (syms == "+") & (aux != "")
+    return MitRecord(record, ecg, t[is_beat], syms[is_beat], t[is_rhythm], aux[is_rhythm])
+
+
+def mitdb_records_present(data_dir: Path) -> list[str]:
+    base = Path(data_dir) / "mitdb"
+    return sorted(p.stem for p in base.glob("*.hea"))
+
+
+@dataclass(frozen=True)
+class EegmatRecording:
+    name: str
+    eeg_uv: np.ndarray  # float32[4, n]: F3, F4, C3, C4
+    ecg_mv: np.ndarray  # float32[n]
+    fs: int = FS
+
+
+def load_eegmat(data_dir: Path, subjects: range | list[int] | None = None) -> list[EegmatRecording]:
+    path = _need(Path(data_dir) / "eegmat" / "eegmat_128hz.npz", "eegmat archive")
+    out = []
+    with np.load(path) as z:
+        fs = int(z["fs"]) if "fs" in z.files else FS
+        if fs != FS:
+            raise ValueError(f"eegmat archive is at {fs} Hz, expected {FS}")
+        for key in sorted(k for k in z.files if k.startswith("Subject")):
+            sub = int(key[7:9])
+            if subjects is not None and sub not in subjects:
+                continue
+            arr = z[key].astype(np.float32)
+            out.append(EegmatRecording(key, arr[:4], arr[4]))
+    if not out:
+        raise DataMissing(f"no eegmat recordings for subjects {subjects} in {path}")
+    return out
