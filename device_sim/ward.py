@@ -1,0 +1,237 @@
+"""A simulated ward: N wearables, each producing one wire frame per 2-s window to Kafka.
+
+Each device has its own clock (a random phase inside the 2-s period, so beds do not all send at
+once), a monotonic sequence number, and optionally a per-device HMAC key. With ``speed`` > 1 the
+windows are produced that many times faster than real time; device time still advances 2 s per
+window. Simulated clocks never run backwards across runs: the last device time used is kept in
+the state directory and the next run starts after it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Protocol
+
+import numpy as np
+
+from device_sim.sources import EegmatReplay, MitdbReplay, SyntheticBed
+from stream.topics import bed_key
+from stream.wire import RAW_MODEL_ID, Channel, Frame, Modality, encode_frame
+
+log = logging.getLogger("wardstream.sim")
+
+FS = 128
+WINDOW = 256
+WINDOW_US = WINDOW * 1_000_000 // FS
+ECG_GAIN_MV = 0.001  # 1 µV per LSB: ±32 mV range
+EEG_GAIN_UV = 0.1  # 0.1 µV per LSB: ±3.2 mV range
+SOURCES = ("synthetic", "mitdb", "eegmat", "replay")
+
+
+class Source(Protocol):
+    def next_window(self) -> tuple[np.ndarray, np.ndarray | None]: ...
+
+
+def quantise(x: np.ndarray, gain: float) -> np.ndarray:
+    return np.clip(np.rint(np.nan_to_num(x) / gain), -32768, 32767).astype(np.int16)
+
+
+class RawEncoder:
+    """The uncompressed level: int16 samples with their gain. Used when no codec weights exist."""
+
+    model_id = RAW_MODEL_ID
+    name = "raw-int16"
+
+    def channels(self, ecg: np.ndarray, eeg: np.ndarray | None) -> tuple[Channel, ...]:
+        out = [Channel(Modality.ECG, 0, ECG_GAIN_MV, 0.0, quantise(ecg, ECG_GAIN_MV))]
+        if eeg is not None:
+            out.append(Channel(Modality.EEG, 0, EEG_GAIN_UV, 0.0, quantise(eeg, EEG_GAIN_UV)))
+        return tuple(out)
+
+
+def load_edge_encoder() -> RawEncoder:
+    """The project's codec once trained weights are committed; the raw level until then."""
+    return RawEncoder()
+
+
+@dataclass
+class Device:
+    bed_id: int
+    source: Source
+    clock0_us: int  # device time of its first sample
+    encoder: RawEncoder = field(default_factory=RawEncoder)
+    hmac_key: bytes | None = None
+    seq: int = 0
+
+    def next_frame(self) -> tuple[bytes, Frame]:
+        ecg, eeg = self.source.next_window()
+        frame = Frame(self.bed_id, self.seq, self.clock0_us + self.seq * WINDOW_US, FS, WINDOW,
+                      self.encoder.model_id, self.encoder.channels(ecg, eeg))
+        self.seq += 1
+        return encode_frame(frame, self.hmac_key), frame
+
+
+def make_sources(kind: str, beds: list[int], data_dir: Path | None, seed: int) -> dict[int, Source]:
+    if kind not in SOURCES:
+        raise ValueError(f"unknown source {kind!r}; choose from {', '.join(SOURCES)}")
+    out: dict[int, Source] = {}
+    rng = np.random.default_rng(seed)
+    if kind in ("mitdb", "replay"):
+        from wardstream.datasets import mitdb_records_present
+
+        records = mitdb_records_present(data_dir)
+        if not records:
+            from wardstream.datasets import DataMissing
+            raise DataMissing(f"no MIT-BIH records under {data_dir}/mitdb")
+    if kind in ("eegmat", "replay"):
+        from wardstream.datasets import load_eegmat
+
+        recs = load_eegmat(data_dir)
+    cache: dict[str, object] = {}
+    for i, bed in enumerate(beds):
+        use = kind if kind != "replay" else ("mitdb" if i % 2 == 0 else "eegmat")
+        if use == "synthetic":
+            out[bed] = SyntheticBed(bed, seed=seed)
+        elif use == "mitdb":
+            rec = records[i % len(records)]
+            src = MitdbReplay.__new__(MitdbReplay)
+            if rec not in cache:
+                cache[rec] = MitdbReplay(data_dir, rec).record
+            src.record = cache[rec]
+            src.pos = int(rng.uniform(0, 1500) * FS)
+            out[bed] = src
+        else:
+            r = recs[i % len(recs)]
+            out[bed] = EegmatReplay(r, channel=i % 4, start_s=float(rng.uniform(0, 30)))
+    return out
+
+
+def corrupt(frame: bytes, how: int) -> tuple[bytes, str]:
+    """A malformed variant of a good frame, for dead-letter exercise."""
+    b = bytearray(frame)
+    kind = how % 4
+    if kind == 0:
+        b[40] ^= 0xFF
+        return bytes(b), "bad_crc"
+    if kind == 1:
+        return bytes(b[: len(b) // 2]), "truncated"
+    if kind == 2:
+        b[:4] = b"XXXX"
+        return bytes(b), "bad_magic"
+    return b"not a frame at all", "truncated"
+
+
+@dataclass
+class WardReport:
+    frames_sent: int = 0
+    frames_accepted: int = 0
+    frames_failed: int = 0
+    bad_frames_sent: int = 0
+    wire_bytes: int = 0
+    raw_bytes: int = 0
+    accepted: dict[int, list[int]] = field(default_factory=dict)  # bed -> seqs acknowledged
+    t_first_us: int = 0
+    t_last_end_us: int = 0
+    send_wall_s: float = 0.0
+
+
+def _clock_file(state_dir: Path) -> Path:
+    return Path(state_dir) / "sim_clock.json"
+
+
+def next_clock_start(state_dir: Path) -> int:
+    now = int(time.time() * 1e6)
+    try:
+        last = json.loads(_clock_file(state_dir).read_text())["last_end_us"]
+    except (OSError, ValueError, KeyError):
+        last = 0
+    return max(now, last + WINDOW_US)
+
+
+async def run_ward(settings, n_beds: int, duration_s: float, speed: float = 1.0,
+                   source: str = "synthetic", seed: int = 0, bad_every: int = 0,
+                   first_bed: int = 1, producer=None,
+                   on_tick: Callable[[WardReport], None] | None = None) -> WardReport:
+    """Run the ward for ``duration_s`` of wall time; returns what was sent and acknowledged."""
+    from aiokafka import AIOKafkaProducer
+
+    beds = list(range(first_bed, first_bed + n_beds))
+    sources = make_sources(source, beds, settings.data_dir, seed)
+    for src in sources.values():
+        if hasattr(src, "prime"):
+            src.prime()
+    encoder = load_edge_encoder()
+    clock0 = next_clock_start(settings.state_dir)
+    rng = np.random.default_rng(seed)
+    phases = {b: int(rng.uniform(0, WINDOW_US)) for b in beds}
+    devices = {b: Device(b, sources[b], clock0 + phases[b], encoder, settings.device_key(b))
+               for b in beds}
+    own = producer is None
+    if own:
+        producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all",
+                                    enable_idempotence=True, linger_ms=5,
+                                    max_batch_size=256 * 1024, request_timeout_ms=30000)
+        await producer.start()
+    rep = WardReport(t_first_us=clock0)
+    wall0 = time.time()
+    # heap of (due wall time, bed): a window is sent when its last sample has been acquired
+    heap = [(wall0 + (phases[b] + WINDOW_US) / 1e6 / speed, b) for b in beds]
+    heapq.heapify(heap)
+    end_wall = wall0 + duration_s
+    pending: list[tuple[asyncio.Future, int, int]] = []
+    n_bad = 0
+    try:
+        while heap and heap[0][0] <= end_wall:
+            due, bed = heap[0]
+            delay = due - time.time()
+            if delay > 0:
+                await _settle(pending, rep)
+                await asyncio.sleep(min(delay, 0.05))
+                continue
+            heapq.heappop(heap)
+            dev = devices[bed]
+            raw, frame = dev.next_frame()
+            key = bed_key(bed)
+            pending.append((await producer.send(settings.frames_topic, raw, key=key), bed, frame.seq))
+            rep.frames_sent += 1
+            rep.wire_bytes += len(raw)
+            rep.raw_bytes += 2 * frame.n_samples * len(frame.channels)
+            rep.t_last_end_us = max(rep.t_last_end_us, frame.window_end_us)
+            if bad_every and rep.frames_sent % bad_every == 0:
+                bad, _ = corrupt(raw, n_bad)
+                n_bad += 1
+                await producer.send(settings.frames_topic, bad, key=key)
+                rep.bad_frames_sent += 1
+            heapq.heappush(heap, (due + WINDOW_US / 1e6 / speed, bed))
+            if len(pending) >= 2000:
+                await _settle(pending, rep)
+            if on_tick:
+                on_tick(rep)
+        await producer.flush()
+        await _settle(pending, rep)
+    finally:
+        if own:
+            await producer.stop()
+        rep.send_wall_s = time.time() - wall0
+        Path(settings.state_dir).mkdir(parents=True, exist_ok=True)
+        _clock_file(settings.state_dir).write_text(json.dumps({"last_end_us": rep.t_last_end_us}))
+    return rep
+
+
+async def _settle(pending: list, rep: WardReport) -> None:
+    for fut, bed, seq in pending:
+        try:
+            await fut
+        except Exception as exc:  # not acknowledged: not an accepted window
+            rep.frames_failed += 1
+            log.warning("frame bed %s seq %s not acknowledged: %s", bed, seq, exc)
+            continue
+        rep.frames_accepted += 1
+        rep.accepted.setdefault(bed, []).append(seq)
+    pending.clear()

@@ -1,0 +1,161 @@
+"""Faust agents: frames in, points to InfluxDB, bad frames to the dead-letter topic.
+
+Order of work for each batch (this order is what makes delivery exactly-once in InfluxDB):
+
+1. decode and validate every frame; a bad one is sent to the dead-letter topic (delivery awaited)
+   with its reason, and counted;
+2. step each bed's state (pure, deterministic) and buffer the points;
+3. flush the points to InfluxDB (retried until acknowledged: back-pressure);
+4. only then store the new bed states in the changelogged table;
+5. Faust acks the batch, and its offsets are committed afterwards.
+
+A crash before 4 replays the batch from the old state: same points, same timestamps, the write
+overwrites itself. A crash after 4 replays windows the state has already seen: they are skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections import Counter
+
+from processors.bed import BedState, process_frame
+from processors.decode import reconstruct
+from processors.influx_sink import InfluxSink, line
+from stream.app import app, bed_table, dlq_topic, frames_topic, settings
+from stream.wire import FrameError, decode_frame
+
+log = logging.getLogger("wardstream.agents")
+
+BATCH_MAX = 1000
+BATCH_WITHIN_S = 0.05
+WORKER_ID = os.environ.get("WARDSTREAM_WORKER_ID", str(os.getpid()))
+
+
+class Stats:
+    def __init__(self) -> None:
+        self.frames = 0
+        self.windows_written = 0
+        self.replays = 0
+        self.gaps = 0
+        self.dead = Counter()
+        self.latency_ms = Counter()  # 1-ms buckets: window end (device clock) -> InfluxDB ack
+        self.batches = 0
+        self.started = time.time()
+        self.cpu0 = time.process_time()
+
+    def as_dict(self, sink: InfluxSink) -> dict:
+        return {"worker": WORKER_ID, "frames": self.frames, "windows_written": self.windows_written,
+                "replays": self.replays, "gaps": self.gaps, "dead_lettered": dict(self.dead),
+                "batches": self.batches, "uptime_s": time.time() - self.started,
+                "cpu_s": time.process_time() - self.cpu0,
+                "latency_ms_hist": {str(k): v for k, v in sorted(self.latency_ms.items())},
+                "influx": vars(sink.stats)}
+
+
+stats = Stats()
+sink = InfluxSink(settings)
+
+
+async def _dead_letter(key: bytes | None, value: bytes, err: FrameError, event) -> None:
+    msg = event.message
+    headers = [("reason", err.reason.encode()), ("error", str(err)[:500].encode()),
+               ("source", f"{msg.topic}/{msg.partition}/{msg.offset}".encode()),
+               ("worker", WORKER_ID.encode())]
+    fut = await dlq_topic.send(key=key, value=value, headers=headers)
+    await fut  # delivered before the source offset can be committed
+    stats.dead[err.reason] += 1
+    log.warning("dead-lettered %s/%s@%s: %s (%s)", msg.topic, msg.partition, msg.offset,
+                err.reason, err)
+
+
+async def handle_batch(events) -> None:
+    t_begin = time.time()
+    decoded = []  # (key, frame, wire_len)
+    for ev in events:
+        key, value = ev.key, ev.value
+        try:
+            frame = decode_frame(value, hmac_key_for=settings.device_key,
+                                 require_hmac=settings.require_hmac)
+            signals = reconstruct(frame)
+        except FrameError as err:
+            await _dead_letter(key, value, err, ev)
+            continue
+        decoded.append((key, frame, signals, len(value)))
+    stats.frames += len(events)
+
+    states: dict[bytes, BedState] = {}
+    written = []  # window end times (µs) of windows whose points are buffered
+    for key, frame, signals, wire_len in decoded:
+        st = states.get(key)
+        if st is None:
+            st = BedState.from_bytes(bed_table.get(key))
+        st, res = process_frame(st, frame, signals, wire_len)
+        states[key] = st
+        if res.replay:
+            stats.replays += 1
+            continue
+        stats.gaps += res.gap
+        for p in res.points:
+            sink.add(p)
+        written.append(frame.window_end_us)
+
+    t_flush = time.time()
+    if len(sink):
+        flush = asyncio.ensure_future(sink.flush())
+        try:
+            await asyncio.shield(flush)
+        except asyncio.CancelledError:
+            # Faust acks a take() batch in a finally block: never let it commit unwritten points
+            try:
+                await asyncio.wait_for(flush, timeout=10)
+            except Exception:
+                log.critical("stopping with %d unflushed points; exiting without committing", len(sink))
+                os._exit(75)
+            raise
+    ack_us = time.time() * 1e6
+    worst_ms = 0
+    for end_us in written:
+        lat = max(0, int((ack_us - end_us) / 1000))
+        worst_ms = max(worst_ms, lat)
+        stats.latency_ms[lat] += 1
+    if worst_ms > 1000 or ack_us / 1e6 - t_begin > 0.5:
+        log.warning("slow batch: %d events, process %.0f ms, flush %.0f ms, worst window %d ms",
+                    len(events), (t_flush - t_begin) * 1000, (ack_us / 1e6 - t_flush) * 1000, worst_ms)
+    stats.windows_written += len(written)
+    for key, st in states.items():
+        bed_table[key] = st.to_bytes()
+    stats.batches += 1
+
+
+@app.agent(frames_topic, concurrency=1)
+async def process_frames(stream):
+    async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
+        await handle_batch(events)
+
+
+@app.task
+async def on_start() -> None:
+    await sink.ensure_database()
+
+
+@app.timer(interval=5.0)
+async def pipeline_metrics() -> None:
+    """Worker health into InfluxDB every 5 s (frames, dead letters, write failures, CPU)."""
+    d = stats.as_dict(sink)
+    fields = {"frames": d["frames"], "windows_written": d["windows_written"],
+              "replays": d["replays"], "gaps": d["gaps"], "dead_lettered": sum(stats.dead.values()),
+              "write_failures": sink.stats.write_failures, "points_written": sink.stats.points_written,
+              "cpu_s": float(d["cpu_s"]), "uptime_s": float(d["uptime_s"])}
+    sink.add(line("pipeline", {"worker": WORKER_ID}, fields, int(time.time() * 1000)))
+    for reason, n in stats.dead.items():
+        sink.add(line("dead_letters", {"worker": WORKER_ID, "reason": reason}, {"count": n},
+                      int(time.time() * 1000)))
+    await sink.flush()
+
+
+@app.page("/stats/")
+async def stats_page(web, request):
+    return web.json(stats.as_dict(sink))

@@ -1,0 +1,136 @@
+"""One bed's stream step: ``process_frame(state, frame, signals) -> (state, points)``.
+
+Pure and deterministic, so a replayed window produces the very same points (same series, same
+timestamps) and overwrites itself in InfluxDB. A window whose sequence number and device time are both
+not newer than the last one processed is a replay of work already written and yields nothing;
+a sequence that restarts with a later clock is a rebooted device and starts a new stream.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from processors.influx_sink import line
+from processors.qrs import QrsState, ecg_peaks_stream
+from processors.vitals import ecg_quality, eeg_band_powers, hrv
+from stream.wire import HEADER_SIZE, REGISTRY, Frame, Modality
+
+HRV_SPAN_S = 60.0
+
+
+@dataclass
+class BedState:
+    last_seq: int = -1
+    last_t_us: int = -1  # device time of the last window processed
+    anchor_seq: int = 0  # seq whose first sample is stream sample 0
+    anchor_us: int = 0  # device time of that sample
+    fs: int = 0
+    n_samples: int = 0
+    qrs: QrsState | None = None
+    beats: list[int] = field(default_factory=list)  # stream sample indices, last HRV_SPAN_S
+    windows: int = 0
+    gaps: int = 0  # windows missing in sequence
+    restarts: int = 0  # device restarts seen (sequence reset with a later clock)
+
+    def to_bytes(self) -> bytes:
+        return json.dumps({"ls": self.last_seq, "lt": self.last_t_us, "r": self.restarts, "as": self.anchor_seq, "au": self.anchor_us,
+                           "fs": self.fs, "ns": self.n_samples,
+                           "q": self.qrs.to_dict() if self.qrs else None, "b": self.beats,
+                           "w": self.windows, "g": self.gaps}, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_bytes(cls, raw: bytes | None) -> "BedState":
+        if not raw:
+            return cls()
+        d = json.loads(raw)
+        return cls(last_seq=d["ls"], last_t_us=d["lt"], restarts=d["r"], anchor_seq=d["as"], anchor_us=d["au"], fs=d["fs"],
+                   n_samples=d["ns"], qrs=QrsState.from_dict(d["q"]) if d["q"] else None,
+                   beats=list(d["b"]), windows=d["w"], gaps=d["g"])
+
+
+@dataclass(frozen=True)
+class StepResult:
+    points: list[str]
+    replay: bool = False
+    gap: int = 0  # windows missing before this one
+    beats: int = 0
+
+
+def _reanchor(state: BedState, frame: Frame) -> None:
+    state.anchor_seq = frame.seq
+    state.anchor_us = frame.t_start_us
+    state.fs = frame.fs
+    state.n_samples = frame.n_samples
+    state.qrs = None
+    state.beats = []
+
+
+def process_frame(state: BedState, frame: Frame, signals: dict[Modality, np.ndarray],
+                  wire_len: int) -> tuple[BedState, StepResult]:
+    """Advance one bed by one decoded window.
+
+    ``signals`` holds each modality's reconstruction in physical units (ECG mV, EEG µV).
+    """
+    if frame.seq <= state.last_seq and frame.t_start_us <= state.last_t_us:
+        return state, StepResult([], replay=True)
+    gap = 0
+    if frame.seq <= state.last_seq or frame.t_start_us <= state.last_t_us:
+        state.restarts += 1  # a rebooted device: new sequence, later clock
+        _reanchor(state, frame)
+    elif state.last_seq < 0 or frame.fs != state.fs or frame.n_samples != state.n_samples:
+        _reanchor(state, frame)
+    elif frame.seq != state.last_seq + 1:
+        gap = frame.seq - state.last_seq - 1
+        state.gaps += gap
+        _reanchor(state, frame)  # the signal is discontinuous: restart the detector
+    fs = frame.fs
+    bed = str(frame.bed_id)
+    ts_ms = frame.t_start_us // 1000
+    points: list[str] = []
+    fields: dict[str, float | int] = {}
+    n_beats = 0
+
+    ecg = signals.get(Modality.ECG)
+    if ecg is not None:
+        state.qrs, beats = ecg_peaks_stream(ecg, fs, state.qrs)
+        prev = state.beats[-1] if state.beats else None
+        for k, amp in zip(beats.samples.tolist(), beats.amplitudes.tolist()):
+            bf: dict[str, float | int] = {"amp_mv": float(amp)}
+            if prev is not None:
+                bf["rr_ms"] = (k - prev) * 1000.0 / fs
+            t_ms = (state.anchor_us + k * 1_000_000 // fs) // 1000
+            points.append(line("beat", {"bed": bed}, bf, t_ms))
+            prev = k
+            state.beats.append(k)
+        n_beats = int(beats.samples.size)
+        now_idx = (frame.seq - state.anchor_seq + 1) * frame.n_samples
+        horizon = now_idx - int(HRV_SPAN_S * fs)
+        state.beats = [b for b in state.beats if b >= horizon]
+        fields.update(hrv(np.asarray(state.beats, np.float64) / fs, now_idx / fs, HRV_SPAN_S))
+        fields["sqi"] = ecg_quality(ecg, fs)
+        fields["beats"] = n_beats
+        points.append(line("vitals", {"bed": bed}, fields, ts_ms))
+
+    eeg = signals.get(Modality.EEG)
+    if eeg is not None:
+        points.append(line("eeg_bands", {"bed": bed}, eeg_band_powers(eeg, fs), ts_ms))
+
+    for ch in frame.channels:
+        lv = REGISTRY[frame.model_id].level(ch.level)
+        wire_bits = 8 * (4 + lv.side_struct().size + lv.payload_bytes(frame.n_samples))
+        raw_bits = 16 * frame.n_samples
+        points.append(line("bandwidth", {"bed": bed, "modality": ch.modality.name.lower()},
+                           {"level": ch.level, "wire_bits": wire_bits, "raw_bits": raw_bits,
+                            "gain": raw_bits / wire_bits}, ts_ms))
+    raw_total = 2 * frame.n_samples * len(frame.channels)
+    points.append(line("frame", {"bed": bed},
+                       {"seq": frame.seq, "wire_bytes": wire_len, "raw_bytes": raw_total,
+                        "gain": raw_total / wire_len, "gap": gap, "model": frame.model_id,
+                        "header_bytes": HEADER_SIZE}, ts_ms))
+    state.last_seq = frame.seq
+    state.last_t_us = frame.t_start_us
+    state.windows += 1
+    return state, StepResult(points, gap=gap, beats=n_beats)

@@ -1,0 +1,155 @@
+"""Batching InfluxDB sink: line protocol over the v1 (`/write`) or v2 (`/api/v2/write`) API.
+
+``add()`` per point, ``await flush()`` before the Kafka offsets of those points are committed.
+Transient failures (connection refused, timeouts, 429, 5xx) are retried with exponential back-off
+for as long as it takes: the caller does not consume more input meanwhile (back-pressure), so
+nothing is lost while InfluxDB is down. A 4xx other than 429 means the points themselves are bad
+(a programming error) and raises `SinkRejected`. Points are keyed by series and timestamp, so a
+replayed window overwrites itself instead of adding a second point.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+
+import aiohttp
+
+from wardstream.settings import Settings
+
+log = logging.getLogger("wardstream.influx")
+
+
+class SinkRejected(RuntimeError):
+    pass
+
+
+def _esc_tag(v: str) -> str:
+    return v.replace("\\", "\\\\").replace(",", "\\,").replace("=", "\\=").replace(" ", "\\ ")
+
+
+def line(measurement: str, tags: dict[str, str], fields: dict[str, float | int | str | bool],
+         ts_ms: int) -> str:
+    """One line of line protocol; ints get the ``i`` suffix, non-finite floats are dropped."""
+    t = ",".join(f"{_esc_tag(k)}={_esc_tag(str(v))}" for k, v in sorted(tags.items()))
+    parts = []
+    for k, v in fields.items():
+        if isinstance(v, bool):
+            parts.append(f"{_esc_tag(k)}={'true' if v else 'false'}")
+        elif isinstance(v, int):
+            parts.append(f"{_esc_tag(k)}={v}i")
+        elif isinstance(v, float):
+            if v == v and abs(v) != float("inf"):
+                parts.append(f"{_esc_tag(k)}={v!r}")
+        else:
+            s = str(v).replace("\\", "\\\\").replace('"', '\\"')
+            parts.append(f'{_esc_tag(k)}="{s}"')
+    if not parts:
+        raise ValueError(f"point {measurement} has no finite field")
+    head = _esc_tag(measurement) + ("," + t if t else "")
+    return f"{head} {','.join(parts)} {ts_ms}"
+
+
+@dataclass
+class SinkStats:
+    points_written: int = 0
+    batches: int = 0
+    write_failures: int = 0
+    last_error: str = ""
+    retry_seconds: float = 0.0
+    by_status: dict[str, int] = field(default_factory=dict)
+
+
+class InfluxSink:
+    def __init__(self, settings: Settings, batch_size: int = 5000, max_backoff_s: float = 5.0,
+                 session: aiohttp.ClientSession | None = None):
+        self.s = settings
+        self.batch_size = batch_size
+        self.max_backoff_s = max_backoff_s
+        self._lines: list[str] = []
+        self._lock = asyncio.Lock()
+        self._session = session
+        self.stats = SinkStats()
+        base = settings.influx_url.rstrip("/")
+        if settings.influx_api == "v2":
+            self.url = f"{base}/api/v2/write"
+            self.params = {"org": settings.influx_org, "bucket": settings.influx_bucket, "precision": "ms"}
+        else:
+            self.url = f"{base}/write"
+            self.params = {"db": settings.influx_db, "precision": "ms"}
+            if settings.influx_rp:
+                self.params["rp"] = settings.influx_rp
+        self.headers = {"Content-Type": "text/plain; charset=utf-8"}
+        if settings.influx_token:
+            self.headers["Authorization"] = f"Token {settings.influx_token}"
+
+    async def _sess(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    def add(self, point_line: str) -> None:
+        self._lines.append(point_line)
+
+    def __len__(self) -> int:
+        return len(self._lines)
+
+    async def ensure_database(self) -> None:
+        """v1 only: ``CREATE DATABASE`` (idempotent), retried until InfluxDB answers."""
+        if self.s.influx_api != "v1":
+            return
+        await self._retry(lambda sess: sess.post(self.s.influx_url.rstrip("/") + "/query",
+                                                 data={"q": f'CREATE DATABASE "{self.s.influx_db}"'},
+                                                 headers={k: v for k, v in self.headers.items()
+                                                          if k == "Authorization"}),
+                          what="create database")
+
+    async def flush(self) -> int:
+        """Write every buffered point; returns how many. Retries transient failures forever."""
+        async with self._lock:
+            return await self._flush_locked()
+
+    async def _flush_locked(self) -> int:
+        n = 0
+        while self._lines:
+            chunk = self._lines[: self.batch_size]
+            body = ("\n".join(chunk)).encode()
+            await self._retry(lambda sess: sess.post(self.url, params=self.params, data=body,
+                                                     headers=self.headers), what=f"write {len(chunk)} points")
+            del self._lines[: len(chunk)]
+            self.stats.points_written += len(chunk)
+            self.stats.batches += 1
+            n += len(chunk)
+        return n
+
+    async def _retry(self, request, what: str) -> None:
+        delay = 0.05
+        t0 = time.monotonic()
+        while True:
+            try:
+                sess = await self._sess()
+                async with request(sess) as resp:
+                    status = resp.status
+                    text = await resp.text() if status >= 300 else ""
+                self.stats.by_status[str(status)] = self.stats.by_status.get(str(status), 0) + 1
+                if status < 300:
+                    if time.monotonic() - t0 > 0.5:
+                        log.warning("influx %s succeeded after %.1fs of retries", what, time.monotonic() - t0)
+                    self.stats.retry_seconds += time.monotonic() - t0 if delay > 0.05 else 0.0
+                    return
+                if status != 429 and status < 500:
+                    raise SinkRejected(f"InfluxDB rejected {what}: HTTP {status}: {text[:300]}")
+                err = f"HTTP {status}: {text[:200]}"
+            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+                err = f"{type(exc).__name__}: {exc}"
+            self.stats.write_failures += 1
+            self.stats.last_error = err
+            log.warning("influx %s failed (%s); retrying in %.2fs", what, err, delay)
+            await asyncio.sleep(delay)
+            delay = min(self.max_backoff_s, delay * 2)

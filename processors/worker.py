@@ -1,0 +1,17 @@
+"""Entry point of one worker process: ``python -m processors.worker`` (or ``wardstream worker``)."""
+
+from __future__ import annotations
+
+import sys
+
+
+def main(argv: list[str] | None = None) -> None:
+    from stream.app import app
+    import processors.agents  # noqa: F401  (registers the agents with the app)
+
+    sys.argv = ["wardstream-worker", "worker", "-l", "info", *(argv or [])]
+    app.main()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

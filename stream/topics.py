@@ -1,0 +1,63 @@
+"""Every topic wardstream uses, with its key/value type and partition count, and their creation.
+
+Frames are keyed by bed (`bed_key`), so one bed's windows stay in order on one partition and the
+per-bed state table is co-partitioned with them. Topics are created explicitly: a broker that
+auto-creates topics would give them one partition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from wardstream.settings import Settings
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    key: str  # what the key holds
+    value: str  # what the value holds
+    retention_ms: int | None = None
+
+
+def bed_key(bed_id: int) -> bytes:
+    """Kafka key of a bed; the same bytes key the per-bed state table."""
+    return b"bed-%06d" % bed_id
+
+
+def topic_specs(s: Settings) -> list[TopicSpec]:
+    return [
+        TopicSpec(s.frames_topic, s.frames_partitions, "bed_key", "wire frame v1 (stream.wire)"),
+        TopicSpec(s.dlq_topic, max(1, s.frames_partitions // 4), "original key",
+                  "original bytes; headers: reason, error, source partition/offset",
+                  retention_ms=14 * 24 * 3600 * 1000),
+        TopicSpec(s.control_topic, 1, "ward or bed id", "JSON control message (bounds, settings)"),
+    ]
+
+
+async def ensure_topics(s: Settings, timeout_s: float = 30.0) -> list[str]:
+    """Create missing topics with their partition counts; returns the names created."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=s.kafka_bootstrap, request_timeout_ms=10000)
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        try:
+            await admin.start()
+            break
+        except Exception:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.5)
+    try:
+        existing = set(await admin.list_topics())
+        new = [NewTopic(t.name, t.partitions, 1,
+                        topic_configs={"retention.ms": str(t.retention_ms)} if t.retention_ms else {})
+               for t in topic_specs(s) if t.name not in existing]
+        if new:
+            await admin.create_topics(new)
+        return [t.name for t in new]
+    finally:
+        await admin.close()

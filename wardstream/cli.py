@@ -1,0 +1,156 @@
+"""The `wardstream` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from pathlib import Path
+
+from wardstream.settings import from_env
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--kafka", dest="kafka_bootstrap", help="bootstrap host:port (WARDSTREAM_KAFKA_BOOTSTRAP)")
+    p.add_argument("--influx-url", help="InfluxDB base URL (WARDSTREAM_INFLUX_URL)")
+    p.add_argument("--influx-api", choices=["v1", "v2"], help="InfluxDB write API (WARDSTREAM_INFLUX_API)")
+    p.add_argument("--state-dir", type=Path, help="where local services keep data (WARDSTREAM_STATE_DIR)")
+    p.add_argument("--data-dir", type=Path, help="recordings directory (WARDSTREAM_DATA_DIR)")
+
+
+def _settings(a: argparse.Namespace):
+    return from_env(kafka_bootstrap=a.kafka_bootstrap, influx_url=a.influx_url,
+                    influx_api=a.influx_api, state_dir=a.state_dir, data_dir=a.data_dir)
+
+
+def _write_json(d: dict, path: Path | None) -> None:
+    text = json.dumps(d, indent=2, default=str)
+    if path:
+        Path(path).write_text(text)
+    print(text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="wardstream", description=__doc__)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    sv = sub.add_parser("services", help="local broker and InfluxDB on 127.0.0.1")
+    sv.add_argument("action", choices=["up", "down", "status"])
+    _common(sv)
+
+    tp = sub.add_parser("topics", help="create the topics with their partition counts")
+    _common(tp)
+
+    wk = sub.add_parser("worker", help="run one Faust worker in the foreground")
+    _common(wk)
+
+    sim = sub.add_parser("sim", help="run the device simulator against the broker")
+    _common(sim)
+    sim.add_argument("--beds", type=int, default=200)
+    sim.add_argument("--duration", type=float, default=60.0)
+    sim.add_argument("--speed", type=float, default=1.0)
+    sim.add_argument("--source", default="synthetic", choices=["synthetic", "mitdb", "eegmat", "replay"])
+    sim.add_argument("--seed", type=int, default=0)
+
+    dm = sub.add_parser("demo", help="services + workers + simulated ward + exactly-once audit")
+    _common(dm)
+    dm.add_argument("--beds", type=int, default=200)
+    dm.add_argument("--duration", type=float, default=60.0)
+    dm.add_argument("--speed", type=float, default=1.0)
+    dm.add_argument("--workers", type=int, default=1)
+    dm.add_argument("--source", default="synthetic", choices=["synthetic", "mitdb", "eegmat", "replay"])
+    dm.add_argument("--bad-every", type=int, default=500,
+                    help="also send one malformed frame every N windows (0: none)")
+    dm.add_argument("--seed", type=int, default=0)
+    dm.add_argument("--json", type=Path)
+
+    bn = sub.add_parser("bench", help="benchmarks that print JSON")
+    bsub = bn.add_subparsers(dest="what", required=True)
+    bp = bsub.add_parser("pipeline", help="windows/s one worker process sustains")
+    _common(bp)
+    bp.add_argument("--beds", type=int, default=2000)
+    bp.add_argument("--duration", type=float, default=60.0)
+    bp.add_argument("--json", type=Path)
+
+    ev = sub.add_parser("eval", help="evaluations on recorded data")
+    esub = ev.add_subparsers(dest="what", required=True)
+    eq = esub.add_parser("qrs", help="streaming QRS detection on MIT-BIH")
+    _common(eq)
+    eq.add_argument("--split", default="test", choices=["test", "train", "all"])
+    eq.add_argument("--tolerance", type=float, default=0.15)
+    eq.add_argument("--json", type=Path)
+
+    a = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    s = _settings(a)
+
+    if a.cmd == "services":
+        from wardstream import services
+
+        try:
+            if a.action == "up":
+                sts = services.up(s)
+            elif a.action == "down":
+                services.down(s)
+                sts = services.status(s)
+            else:
+                sts = services.status(s)
+        except services.ServiceError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        for st in sts:
+            state = "healthy" if st.healthy else ("running, not answering" if st.running else "stopped")
+            print(f"{st.name:9s} {state:24s} {st.address}  pid={st.pid}")
+        return 0 if a.action == "down" or all(st.healthy for st in sts) else 1
+
+    if a.cmd == "topics":
+        from stream.topics import ensure_topics
+
+        print("created:", asyncio.run(ensure_topics(s)) or "nothing (all exist)")
+        return 0
+
+    if a.cmd == "worker":
+        from processors.worker import main as worker_main
+
+        worker_main([])
+        return 0
+
+    if a.cmd == "sim":
+        from device_sim.ward import run_ward
+
+        rep = asyncio.run(run_ward(s, a.beds, a.duration, a.speed, source=a.source, seed=a.seed))
+        print(json.dumps({k: v for k, v in vars(rep).items() if k != "accepted"}, indent=2))
+        return 0 if rep.frames_failed == 0 else 1
+
+    if a.cmd == "demo":
+        from wardstream.demo import main as demo_main
+
+        return demo_main(s, a.beds, a.duration, a.speed, a.workers, a.source, a.bad_every, a.seed, a.json)
+
+    if a.cmd == "bench" and a.what == "pipeline":
+        from wardstream.bench import bench_pipeline
+
+        d = asyncio.run(bench_pipeline(s, a.beds, a.duration))
+        _write_json(d, a.json)
+        return 0
+
+    if a.cmd == "eval" and a.what == "qrs":
+        from wardstream.datasets import DataMissing
+        from wardstream.eval_qrs import evaluate
+
+        try:
+            d = evaluate(s.data_dir, a.split, a.tolerance)
+        except DataMissing as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        _write_json(d, a.json)
+        return 0
+    ap.error("unknown command")
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

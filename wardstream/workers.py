@@ -1,0 +1,122 @@
+"""Start, watch, kill and restart Faust worker processes; read their /stats/ pages."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from wardstream.settings import Settings
+
+_ENV_NAMES = {
+    "kafka_bootstrap": "WARDSTREAM_KAFKA_BOOTSTRAP", "influx_url": "WARDSTREAM_INFLUX_URL",
+    "influx_api": "WARDSTREAM_INFLUX_API", "influx_db": "WARDSTREAM_INFLUX_DB",
+    "influx_rp": "WARDSTREAM_INFLUX_RP", "influx_org": "WARDSTREAM_INFLUX_ORG",
+    "influx_bucket": "WARDSTREAM_INFLUX_BUCKET", "frames_topic": "WARDSTREAM_FRAMES_TOPIC",
+    "dlq_topic": "WARDSTREAM_DLQ_TOPIC", "frames_partitions": "WARDSTREAM_FRAMES_PARTITIONS",
+    "state_dir": "WARDSTREAM_STATE_DIR", "require_hmac": "WARDSTREAM_REQUIRE_HMAC",
+}
+
+
+def settings_env(s: Settings) -> dict[str, str]:
+    """Environment that makes a child process see the same settings (secrets pass through)."""
+    env = dict(os.environ)
+    for name, var in _ENV_NAMES.items():
+        v = getattr(s, name)
+        env[var] = ("1" if v else "0") if isinstance(v, bool) else str(v)
+    return env
+
+
+@dataclass
+class WorkerProc:
+    index: int
+    port: int
+    log_path: Path
+    proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stats(self, timeout: float = 2.0) -> dict | None:
+        try:
+            with urllib.request.urlopen(self.url + "/stats/", timeout=timeout) as r:
+                return json.loads(r.read())
+        except (OSError, ValueError):
+            return None
+
+    def ready(self) -> bool:
+        try:
+            return "Worker ready" in self.log_path.read_text(errors="replace")
+        except OSError:
+            return False
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+class WorkerPool:
+    def __init__(self, settings: Settings, n: int = 1, base_port: int | None = None,
+                 log_dir: Path | None = None):
+        self.s = settings
+        base = base_port or settings.worker_web_port
+        self.log_dir = Path(log_dir or Path(settings.state_dir) / "workers")
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.workers = [WorkerProc(i, base + i, self.log_dir / f"worker-{i}.log") for i in range(n)]
+
+    def start(self, i: int) -> WorkerProc:
+        w = self.workers[i]
+        env = settings_env(self.s)
+        env["WARDSTREAM_WORKER_WEB_PORT"] = str(w.port)
+        env["WARDSTREAM_WORKER_ID"] = f"w{i}"
+        w.log_path.write_text("")
+        datadir = Path(self.s.state_dir) / "faust" / f"w{i}"
+        datadir.mkdir(parents=True, exist_ok=True)
+        env["WARDSTREAM_FAUST_DATADIR"] = str(datadir)
+        w.proc = subprocess.Popen([sys.executable, "-m", "processors.worker"],
+                                  stdout=open(w.log_path, "ab"), stderr=subprocess.STDOUT,
+                                  stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+        return w
+
+    def start_all(self) -> None:
+        for i in range(len(self.workers)):
+            self.start(i)
+
+    def wait_ready(self, timeout: float = 90.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for w in self.workers:
+                if w.proc is not None and w.proc.poll() is not None:
+                    tail = w.log_path.read_text(errors="replace")[-3000:]
+                    raise RuntimeError(f"worker {w.index} exited with {w.proc.returncode}:\n{tail}")
+            if all(w.ready() and w.stats() is not None for w in self.workers if w.proc):
+                return
+            time.sleep(0.2)
+        raise TimeoutError(f"workers not ready within {timeout}s; logs in {self.log_dir}")
+
+    def kill(self, i: int, sig: int = signal.SIGKILL) -> None:
+        w = self.workers[i]
+        if w.alive():
+            os.killpg(w.proc.pid, sig)
+            w.proc.wait(timeout=30)
+
+    def stop_all(self) -> None:
+        for w in self.workers:
+            if w.alive():
+                os.killpg(w.proc.pid, signal.SIGTERM)
+        for w in self.workers:
+            if w.proc is not None:
+                try:
+                    w.proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    os.killpg(w.proc.pid, signal.SIGKILL)
+                    w.proc.wait()
+
+    def stats(self) -> list[dict]:
+        return [st for w in self.workers if (st := w.stats()) is not None]
