@@ -1,0 +1,38 @@
+"""Regenerate the golden frames (run only on a deliberate wire-format change):
+``python tests/golden/make_golden.py``. The tests check that today's encoder reproduces them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from stream.wire import RAW_LEVEL, REGISTRY, Channel, CodecSpec, Frame, LevelSpec, Modality, encode_frame
+
+HERE = Path(__file__).parent
+
+
+def F32(x: float) -> float:
+    """Side information travels as float32 at the raw level: use representable values."""
+    return float(np.float32(x))
+TEST_KEY = b"golden-test-key-not-a-secret"
+TEST_REGISTRY = {**REGISTRY, 7: CodecSpec(7, "golden-vq", {0: RAW_LEVEL, 1: LevelSpec(1, 32, 1024),
+                                                         2: LevelSpec(2, 8, 256)})}
+
+
+def frames() -> dict[str, tuple[Frame, bytes | None]]:
+    t = np.arange(256)
+    ecg = (1000 * np.sin(2 * np.pi * t / 128)).astype(np.int16)
+    eeg = (200 * np.cos(2 * np.pi * 10 * t / 128)).astype(np.int16)
+    raw = Frame(42, 7, 1_700_000_000_000_000, 128, 256, 0,
+                (Channel(Modality.ECG, 0, F32(0.001), 0.0, ecg), Channel(Modality.EEG, 0, F32(0.1), 0.0, eeg)))
+    vq = Frame(3, 123456, 1_700_000_002_000_000, 128, 256, 7,
+               (Channel(Modality.ECG, 1, 0.5, -0.25, (np.arange(32) * 31 % 1024).astype(np.uint16)),
+                Channel(Modality.EEG, 2, 12.0, 1.5, (np.arange(8) * 37 % 256).astype(np.uint16))))
+    return {"raw_ecg_eeg": (raw, None), "raw_signed": (raw, TEST_KEY), "vq_levels": (vq, None)}
+
+
+if __name__ == "__main__":
+    for name, (frame, key) in frames().items():
+        (HERE / f"{name}.bin").write_bytes(encode_frame(frame, key, registry=TEST_REGISTRY))
+        print(name)

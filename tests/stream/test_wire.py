@@ -1,0 +1,213 @@
+import random
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from stream import wire
+from stream.wire import (BadChecksum, BadLength, BadMagic, BadSignature, Channel, Frame,
+                         FrameError, IndexOutOfRange, MissingSignature, Modality, TruncatedFrame,
+                         UnknownLevel, UnknownModel, UnknownModality, UnsupportedVersion,
+                         decode_frame, encode_frame)
+from tests.golden.make_golden import HERE, TEST_KEY, TEST_REGISTRY, frames
+
+GOLDEN = frames()
+
+
+def _recrc(b: bytearray) -> bytes:
+    """Fix the CRC after a deliberate edit, so the test reaches the check behind it."""
+    body = bytes(b[:-4])
+    return body + struct.pack(">I", zlib.crc32(body))
+
+
+@pytest.mark.parametrize("name", sorted(GOLDEN))
+def test_golden_frames_are_stable(name):
+    frame, key = GOLDEN[name]
+    golden = (HERE / f"{name}.bin").read_bytes()
+    assert encode_frame(frame, key, registry=TEST_REGISTRY) == golden
+    got = decode_frame(golden, hmac_key_for=lambda bed: key, registry=TEST_REGISTRY)
+    assert got == frame
+
+
+def test_golden_sizes_count_every_bit():
+    # raw: 29 header + 2 x (4 + 8 side + 512) + 4 crc
+    assert len((HERE / "raw_ecg_eeg.bin").read_bytes()) == 29 + 2 * (4 + 8 + 512) + 4
+    assert len((HERE / "raw_signed.bin").read_bytes()) == 29 + 2 * (4 + 8 + 512) + 4 + 16
+    # VQ: 32 indices x 10 bits = 40 B, 8 x 8 bits = 8 B, float16 side info
+    assert len((HERE / "vq_levels.bin").read_bytes()) == 29 + (4 + 4 + 40) + (4 + 4 + 8) + 4
+
+
+def test_physical_units():
+    frame, _ = GOLDEN["raw_ecg_eeg"]
+    ecg = frame.channel(Modality.ECG)
+    assert ecg.physical()[32] == pytest.approx(1.0, abs=1e-3)  # 1000 LSB x 1 µV = 1 mV
+
+
+@st.composite
+def any_frame(draw):
+    n = draw(st.sampled_from([64, 256, 257, 512]))
+    mods = draw(st.lists(st.sampled_from(list(Modality)), min_size=1, max_size=2, unique=True))
+    chans = []
+    for m in mods:
+        level = draw(st.sampled_from([0, 1, 2]))
+        if level == 0:
+            data = np.array(draw(st.lists(st.integers(-32768, 32767), min_size=n, max_size=n)), np.int16)
+            gain = draw(st.floats(0.0009765625, 1024.0, width=32))
+            off = draw(st.floats(-1e3, 1e3, width=32))
+        else:
+            lv = TEST_REGISTRY[7].levels[level]
+            data = np.array(draw(st.lists(st.integers(0, lv.codebook_size - 1),
+                                          min_size=lv.n_indices, max_size=lv.n_indices)), np.uint16)
+            gain = draw(st.floats(0.5, 100, width=16))
+            off = draw(st.floats(-100, 100, width=16))
+        chans.append(Channel(m, level, float(gain), float(off), data))
+    return Frame(draw(st.integers(0, 2**32 - 1)), draw(st.integers(0, 2**32 - 1)),
+                 draw(st.integers(-(2**63), 2**63 - 1)), draw(st.integers(1, 65535)), n, 7, tuple(chans))
+
+
+@settings(max_examples=150, deadline=None)
+@given(any_frame(), st.one_of(st.none(), st.binary(min_size=1, max_size=64)))
+def test_round_trip(frame, key):
+    buf = encode_frame(frame, key, registry=TEST_REGISTRY)
+    assert decode_frame(buf, hmac_key_for=lambda bed: key, registry=TEST_REGISTRY) == frame
+
+
+@pytest.mark.parametrize("bits", [1, 3, 8, 10, 13, 16])
+def test_pack_unpack_indices(bits):
+    rng = np.random.default_rng(bits)
+    idx = rng.integers(0, 2**bits, size=37)
+    packed = wire.pack_indices(idx, bits)
+    assert len(packed) == (37 * bits + 7) // 8
+    assert np.array_equal(wire.unpack_indices(packed, 37, bits), idx)
+
+
+RAW = (HERE / "raw_ecg_eeg.bin").read_bytes()
+VQ = (HERE / "vq_levels.bin").read_bytes()
+SIGNED = (HERE / "raw_signed.bin").read_bytes()
+
+
+def _dec(b, **kw):
+    return decode_frame(b, registry=TEST_REGISTRY, **kw)
+
+
+def test_truncated():
+    for cut in (0, 3, 20, 33, len(RAW) - 5, len(RAW) - 1):
+        with pytest.raises(TruncatedFrame if cut < 33 else (TruncatedFrame, BadChecksum)):
+            _dec(RAW[:cut])
+
+
+def test_bad_magic_and_version():
+    b = bytearray(RAW)
+    b[:4] = b"WDSX"
+    with pytest.raises(BadMagic):
+        _dec(bytes(b))
+    b = bytearray(RAW)
+    b[4] = 2
+    with pytest.raises(UnsupportedVersion):
+        _dec(bytes(b))
+    b = bytearray(RAW)
+    b[5] = 0x80  # unknown flag bit
+    with pytest.raises(UnsupportedVersion):
+        _dec(bytes(b))
+
+
+def test_bad_crc():
+    b = bytearray(RAW)
+    b[100] ^= 1
+    with pytest.raises(BadChecksum):
+        _dec(bytes(b))
+
+
+def test_hmac():
+    assert _dec(SIGNED, hmac_key_for=lambda bed: TEST_KEY).bed_id == 42
+    with pytest.raises(BadSignature):
+        _dec(SIGNED, hmac_key_for=lambda bed: b"another key")
+    with pytest.raises(BadSignature):
+        _dec(SIGNED)  # signed, but no key known for the device
+    forged = bytearray(SIGNED)
+    forged[-1] ^= 1
+    with pytest.raises(BadSignature):
+        _dec(bytes(forged), hmac_key_for=lambda bed: TEST_KEY)
+    with pytest.raises(MissingSignature):
+        _dec(RAW, require_hmac=True)
+    with pytest.raises(MissingSignature):
+        _dec(RAW, hmac_key_for=lambda bed: TEST_KEY)  # the device has a key: it must sign
+
+
+def test_unknown_model_level_modality():
+    b = bytearray(RAW)
+    b[26:28] = struct.pack(">H", 999)
+    with pytest.raises(UnknownModel):
+        _dec(_recrc(b))
+    b = bytearray(RAW)
+    b[29 + 1] = 9  # ECG level 9
+    with pytest.raises(UnknownLevel):
+        _dec(_recrc(b))
+    b = bytearray(RAW)
+    b[29] = 5  # modality 5
+    with pytest.raises(UnknownModality):
+        _dec(_recrc(b))
+
+
+def test_index_out_of_range():
+    # level 2 has a 256-entry codebook at 8 bits: every byte value is in range; build an
+    # out-of-range 10-bit index for level 1 (K=1024 -> 10 bits holds 0..1023) with a K=1000 spec
+    reg = {**TEST_REGISTRY, 7: wire.CodecSpec(7, "k1000", {0: wire.RAW_LEVEL, 1: wire.LevelSpec(1, 32, 1000),
+                                                          2: wire.LevelSpec(2, 8, 256)})}
+    b = bytearray(VQ)
+    b[29 + 8] = 0xFF  # first index's top 8 bits -> >= 1020
+    with pytest.raises(IndexOutOfRange):
+        decode_frame(_recrc(b), registry=reg)
+    frame, _ = GOLDEN["vq_levels"]
+    bad = Frame(frame.bed_id, frame.seq, frame.t_start_us, frame.fs, frame.n_samples, 7,
+                (Channel(Modality.ECG, 1, 1.0, 0.0, np.full(32, 1024, np.uint16)),))
+    with pytest.raises(IndexOutOfRange):
+        encode_frame(bad, registry=TEST_REGISTRY)
+
+
+def test_impossible_lengths():
+    b = bytearray(RAW)
+    b[24:26] = struct.pack(">H", 0)  # n_samples 0
+    with pytest.raises(BadLength):
+        _dec(_recrc(b))
+    b = bytearray(RAW)
+    b[28] = 3  # three modalities
+    with pytest.raises(BadLength):
+        _dec(_recrc(b))
+    b = bytearray(RAW)
+    b[29 + 2:29 + 4] = struct.pack(">H", 255)  # declared count != window
+    with pytest.raises(BadLength):
+        _dec(_recrc(b))
+    with pytest.raises(BadLength):
+        _dec(_recrc(bytearray(RAW[:-4] + b"\x00\x00" + RAW[-4:])))  # trailing bytes
+    b = bytearray(RAW)
+    b[29 + 4 + 8 + 512] = 0  # second modality also ECG
+    with pytest.raises(BadLength):
+        _dec(_recrc(b))
+    b = bytearray(VQ)
+    b[29 + 4 + 4 + 39] |= 0x01  # padding bit after 32 x 10 bits is set... (320 bits: no padding)
+    _dec(_recrc(b))  # 320 bits fill 40 bytes exactly, so this is a valid index change
+
+
+def test_fuzz_never_raises_anything_but_frame_error():
+    rng = random.Random(1234)
+    seeds = [RAW, VQ, SIGNED]
+    for i in range(3000):
+        b = bytearray(rng.choice(seeds))
+        for _ in range(rng.randint(1, 6)):
+            op = rng.randrange(4)
+            if op == 0 and b:
+                b[rng.randrange(len(b))] = rng.randrange(256)
+            elif op == 1:
+                del b[rng.randrange(len(b) + 1):]
+            elif op == 2:
+                b[rng.randrange(len(b) + 1):0] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 9)))
+            elif op == 3 and len(b) > 8:
+                b = bytearray(_recrc(b))
+        try:
+            _dec(bytes(b), hmac_key_for=lambda bed: TEST_KEY if bed == 42 else None)
+        except FrameError as exc:
+            assert exc.reason
