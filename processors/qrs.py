@@ -17,15 +17,9 @@ import base64
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.signal import butter, find_peaks, sosfiltfilt
+from scipy.signal import find_peaks
 
-_SOS_CACHE: dict[int, np.ndarray] = {}
-
-
-def _bandpass(fs: int) -> np.ndarray:
-    if fs not in _SOS_CACHE:
-        _SOS_CACHE[fs] = butter(2, [5.0, 18.0], btype="bandpass", fs=fs, output="sos")
-    return _SOS_CACHE[fs]
+from processors.dsp import bandpass_sos, filtfilt_sos
 
 
 @dataclass
@@ -103,7 +97,7 @@ def ecg_peaks_stream(ecg: np.ndarray, fs: int, state: QrsState | None = None,
 
     xc = x - np.median(x)
     padlen = min(x.size - 1, 3 * 7)
-    filt = sosfiltfilt(_bandpass(fs), xc, padlen=padlen)
+    filt = filtfilt_sos(*bandpass_sos(5.0, 18.0, fs), xc, padlen=padlen)
     slope = np.gradient(filt)
     energy = slope * slope
     w = max(1, int(round(0.15 * fs)))

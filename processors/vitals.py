@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy.signal import welch
+from processors.dsp import welch_psd
 
 EEG_BANDS = {"delta": (0.5, 4.0), "theta": (4.0, 8.0), "alpha": (8.0, 13.0),
              "beta": (13.0, 30.0), "gamma": (30.0, 45.0)}
@@ -51,7 +51,7 @@ def ecg_quality(ecg_mv: np.ndarray, fs: int) -> float:
     run = np.max(np.diff(np.flatnonzero(np.diff(x) != 0), prepend=0), initial=0)
     if run > fs // 4:  # a quarter second stuck at one value: saturated or dropped out
         return 0.0
-    f, p = welch(x - x.mean(), fs=fs, nperseg=min(x.size, 128))
+    f, p = welch_psd(x - x.mean(), fs, min(x.size, 128))
     band = p[(f >= 5) & (f <= 15)].sum()
     total = p[(f >= 5) & (f <= 40)].sum()
     if total <= 0:
@@ -62,6 +62,6 @@ def ecg_quality(ecg_mv: np.ndarray, fs: int) -> float:
 def eeg_band_powers(eeg_uv: np.ndarray, fs: int) -> dict[str, float]:
     """Absolute band powers (µV²) of one window via Welch (1-s segments)."""
     x = np.nan_to_num(np.asarray(eeg_uv, np.float64))
-    f, p = welch(x - x.mean(), fs=fs, nperseg=min(x.size, fs))
+    f, p = welch_psd(x - x.mean(), fs, min(x.size, fs))
     df = f[1] - f[0]
     return {name: float(p[(f >= lo) & (f < hi)].sum() * df) for name, (lo, hi) in EEG_BANDS.items()}

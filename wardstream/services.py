@@ -11,7 +11,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -33,6 +32,22 @@ class Status:
     pid: int | None
     address: str
     detail: str = ""
+
+
+def _group_alive(pgid: int) -> bool:
+    """Any live process left in the service's process group (it was started as a new session)."""
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return any(_pid_alive(int(p)) for p in os.listdir("/proc") if p.isdigit() and _pgid(int(p)) == pgid)
+
+
+def _pgid(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except OSError:
+        return None
 
 
 def _pid_alive(pid: int) -> bool:
@@ -75,7 +90,7 @@ class _Service:
             pid = int(self.pidfile.read_text().strip())
         except (OSError, ValueError):
             return None
-        return pid if _pid_alive(pid) else None
+        return pid if _group_alive(pid) else None
 
     def status(self) -> Status:
         pid = self.pid()
@@ -116,13 +131,13 @@ class _Service:
         except ProcessLookupError:
             pass
         deadline = time.monotonic() + timeout
-        while _pid_alive(pid) and time.monotonic() < deadline:
+        while _group_alive(pid) and time.monotonic() < deadline:
             time.sleep(0.05)
             try:
                 os.waitpid(pid, os.WNOHANG)
             except ChildProcessError:
                 pass
-        if _pid_alive(pid):
+        if _group_alive(pid):
             os.killpg(pid, signal.SIGKILL)
         self.pidfile.unlink(missing_ok=True)
 
@@ -131,8 +146,13 @@ class Broker(_Service):
     name = "broker"
 
     def binary(self) -> str:
-        exe = shutil.which("noida-db") or str(Path(sys.executable).parent / "noida-db")
-        if not Path(exe).exists():
+        """The server binary shipped in the noida-db wheel (not its Python wrapper script)."""
+        try:
+            import noida_db
+            exe = str(Path(noida_db.__file__).parent / "noida-db")
+        except ImportError:
+            exe = ""
+        if not exe or not Path(exe).exists():
             raise ServiceError("broker: the `noida-db` executable is missing; install the project "
                                "(`pip install -e .` installs noida-db from PyPI)")
         return exe

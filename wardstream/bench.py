@@ -1,0 +1,124 @@
+"""`wardstream bench pipeline`: windows per second one worker process sustains.
+
+The frames topic is preloaded with ``beds`` x ``windows_per_bed`` synthetic windows at the
+uncompressed level (frames keyed by bed, as the simulator sends them); then one worker starts on
+that backlog and its progress and CPU time are sampled from its /stats/ page once a second. The
+rate is measured between the first and the last sample with progress, over at most ``duration``
+seconds. The broker and InfluxDB run on the same 2-core machine and compete for CPU.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import platform
+import time
+
+from device_sim.sources import SyntheticBed
+from device_sim.ward import WINDOW_US, Device, load_edge_encoder, next_clock_start
+from stream.topics import bed_key, ensure_topics
+from wardstream import services
+from wardstream.influxq import exactly_once, frame_seqs
+from wardstream.settings import Settings
+from wardstream.workers import WorkerPool
+
+BENCH_BED_BASE = 1_000_000  # bench beds never collide with demo beds
+
+
+async def preload(s: Settings, beds: int, windows_per_bed: int) -> tuple[dict[int, list[int]], int, int, float]:
+    from aiokafka import AIOKafkaProducer
+
+    clock0 = next_clock_start(s.state_dir)
+    enc = load_edge_encoder()
+    devices = [Device(BENCH_BED_BASE + b, SyntheticBed(BENCH_BED_BASE + b, seed=1), clock0 + b * 997,
+                      enc, s.device_key(BENCH_BED_BASE + b)) for b in range(beds)]
+    prod = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap, acks="all", enable_idempotence=True,
+                            linger_ms=20, max_batch_size=512 * 1024)
+    await prod.start()
+    t0 = time.time()
+    accepted: dict[int, list[int]] = {}
+    try:
+        for _ in range(windows_per_bed):
+            futs = []
+            for d in devices:
+                raw, fr = d.next_frame()
+                futs.append((await prod.send(s.frames_topic, raw, key=bed_key(d.bed_id)), d.bed_id, fr.seq))
+            for f, bed, seq in futs:
+                await f
+                accepted.setdefault(bed, []).append(seq)
+    finally:
+        await prod.stop()
+    last_end = clock0 + beds * 997 + windows_per_bed * WINDOW_US
+    from device_sim.ward import _clock_file
+    import json
+    _clock_file(s.state_dir).write_text(json.dumps({"last_end_us": last_end}))
+    return accepted, clock0, last_end, time.time() - t0
+
+
+async def delete_topic(s: Settings, name: str) -> None:
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=s.kafka_bootstrap)
+    await admin.start()
+    try:
+        await admin.delete_topics([name])
+    finally:
+        await admin.close()
+
+
+async def bench_pipeline(s: Settings, beds: int = 2000, duration_s: float = 60.0,
+                         windows_per_bed: int | None = None) -> dict:
+    services.up(s)
+    # a topic of its own: no backlog left by an earlier run can count towards this one
+    s = dataclasses.replace(s, frames_topic=f"bench.frames.{int(time.time())}")
+    await ensure_topics(s)
+    wpb = windows_per_bed or max(5, int(duration_s * 2500 / beds))  # enough backlog for 2.5k/s
+    accepted, t_first, t_last, preload_s = await preload(s, beds, wpb)
+    total = sum(len(v) for v in accepted.values())
+    pool = WorkerPool(s, 1)
+    pool.start_all()
+    samples: list[tuple[float, int, float]] = []
+    try:
+        pool.wait_ready()
+        w = pool.workers[0]
+        base = w.stats()
+        base_done = base["windows_written"]
+        t_end = time.time() + duration_s
+        while time.time() < t_end:
+            st = w.stats()
+            done = st["windows_written"] - base_done
+            samples.append((time.time(), done, st["cpu_s"]))
+            if done >= total:
+                break
+            await asyncio.sleep(1.0)
+        final = w.stats()
+    finally:
+        pool.stop_all()
+        await delete_topic(s, s.frames_topic)
+    prog = [x for x in samples if x[1] > 0]
+    first = next((x for x in samples if x[1] > 0), samples[0])
+    start = samples[max(0, samples.index(first) - 1)]
+    last = prog[-1] if prog else samples[-1]
+    elapsed = last[0] - start[0]
+    windows = last[1] - start[1]
+    stored = frame_seqs(s, t_first // 1000, t_last // 1000)
+    missing, dup = exactly_once(accepted, stored)
+    return {
+        "beds": beds, "windows_preloaded": total, "windows_per_bed": wpb,
+        "level": "uncompressed (raw int16)", "preload_s": round(preload_s, 1),
+        "windows_processed": windows, "measured_s": round(elapsed, 2),
+        "windows_per_s": round(windows / elapsed, 1) if elapsed > 0 else None,
+        "worker_cpu_s": round(last[2] - start[2], 2),
+        "worker_cpu_share": round((last[2] - start[2]) / elapsed, 3) if elapsed > 0 else None,
+        "windows_per_cpu_s": round(windows / (last[2] - start[2]), 1) if last[2] > start[2] else None,
+        "backlog_drained": final["windows_written"] - base_done >= total,
+        "windows_missing": missing if final["windows_written"] - base_done >= total else None,
+        "windows_duplicated": dup,
+        "replays": final["replays"],
+        "influx_points_written": final["influx"]["points_written"],
+        "influx_write_failures": final["influx"]["write_failures"],
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                    "processor": platform.processor() or platform.machine()},
+        "goal_windows_per_s": 1000,
+    }
