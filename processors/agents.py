@@ -21,7 +21,7 @@ import os
 import time
 from collections import Counter
 
-from processors.bed import BedState, process_frame
+from processors.bed import BedState, batch_features, process_frame
 from processors.decode import reconstruct
 from processors.influx_sink import InfluxSink, line
 from stream.app import app, bed_table, dlq_topic, frames_topic, settings
@@ -88,11 +88,15 @@ async def handle_batch(events) -> None:
 
     states: dict[bytes, BedState] = {}
     written = []  # window end times (µs) of windows whose points are buffered
-    for key, frame, signals, wire_len in decoded:
+    feats = {}
+    for fs in {frame.fs for _, frame, _, _ in decoded}:
+        items = [(i, d) for i, d in enumerate(decoded) if d[1].fs == fs]
+        feats.update(zip([i for i, _ in items], batch_features([d[2] for _, d in items], fs)))
+    for i, (key, frame, signals, wire_len) in enumerate(decoded):
         st = states.get(key)
         if st is None:
             st = BedState.from_bytes(bed_table.get(key))
-        st, res = process_frame(st, frame, signals, wire_len)
+        st, res = process_frame(st, frame, signals, wire_len, feats[i])
         states[key] = st
         if res.replay:
             stats.replays += 1

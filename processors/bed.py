@@ -15,7 +15,8 @@ import numpy as np
 
 from processors.influx_sink import line
 from processors.qrs import QrsState, ecg_peaks_stream
-from processors.vitals import ecg_quality, eeg_band_powers, hrv
+from processors.vitals import (ecg_quality, ecg_quality_batch, eeg_band_powers,
+                               eeg_band_powers_batch, hrv)
 from stream.wire import HEADER_SIZE, REGISTRY, Frame, Modality
 
 HRV_SPAN_S = 60.0
@@ -68,11 +69,40 @@ def _reanchor(state: BedState, frame: Frame) -> None:
     state.beats = []
 
 
+@dataclass(frozen=True)
+class Features:
+    """Per-window features that are cheaper to compute for a whole batch at once."""
+
+    sqi: float | None = None
+    bands: dict[str, float] | None = None
+
+
+def batch_features(signals: list[dict[Modality, np.ndarray]], fs: int) -> list[Features]:
+    """`Features` for many windows of one sampling rate, vectorised per window length."""
+    sqi: dict[int, float] = {}
+    bands: dict[int, dict[str, float]] = {}
+    for mod in (Modality.ECG, Modality.EEG):
+        by_len: dict[int, list[int]] = {}
+        for i, sig in enumerate(signals):
+            if mod in sig:
+                by_len.setdefault(sig[mod].size, []).append(i)
+        for idx in by_len.values():
+            arr = np.stack([signals[i][mod] for i in idx])
+            if mod == Modality.ECG:
+                sqi.update(zip(idx, ecg_quality_batch(arr, fs).tolist()))
+            else:
+                b = eeg_band_powers_batch(arr, fs)
+                for j, i in enumerate(idx):
+                    bands[i] = {k: float(v[j]) for k, v in b.items()}
+    return [Features(sqi.get(i), bands.get(i)) for i in range(len(signals))]
+
+
 def process_frame(state: BedState, frame: Frame, signals: dict[Modality, np.ndarray],
-                  wire_len: int) -> tuple[BedState, StepResult]:
+                  wire_len: int, features: Features | None = None) -> tuple[BedState, StepResult]:
     """Advance one bed by one decoded window.
 
-    ``signals`` holds each modality's reconstruction in physical units (ECG mV, EEG µV).
+    ``signals`` holds each modality's reconstruction in physical units (ECG mV, EEG µV);
+    ``features``, when given, are the same window's `batch_features`.
     """
     if frame.seq <= state.last_seq and frame.t_start_us <= state.last_t_us:
         return state, StepResult([], replay=True)
@@ -109,14 +139,15 @@ def process_frame(state: BedState, frame: Frame, signals: dict[Modality, np.ndar
         now_idx = (frame.seq - state.anchor_seq + 1) * frame.n_samples
         horizon = now_idx - int(HRV_SPAN_S * fs)
         state.beats = [b for b in state.beats if b >= horizon]
-        fields.update(hrv(np.asarray(state.beats, np.float64) / fs, now_idx / fs, HRV_SPAN_S))
-        fields["sqi"] = ecg_quality(ecg, fs)
+        fields.update(hrv([b / fs for b in state.beats], now_idx / fs, HRV_SPAN_S))
+        fields["sqi"] = features.sqi if features and features.sqi is not None else ecg_quality(ecg, fs)
         fields["beats"] = n_beats
         points.append(line("vitals", {"bed": bed}, fields, ts_ms))
 
     eeg = signals.get(Modality.EEG)
     if eeg is not None:
-        points.append(line("eeg_bands", {"bed": bed}, eeg_band_powers(eeg, fs), ts_ms))
+        bands = features.bands if features and features.bands is not None else eeg_band_powers(eeg, fs)
+        points.append(line("eeg_bands", {"bed": bed}, bands, ts_ms))
 
     for ch in frame.channels:
         lv = REGISTRY[frame.model_id].level(ch.level)

@@ -40,19 +40,23 @@ def _hann(n: int) -> tuple[np.ndarray, float]:
 
 
 def welch_psd(x: np.ndarray, fs: int, nperseg: int) -> tuple[np.ndarray, np.ndarray]:
-    """One-sided Welch PSD (Hann, 50 % overlap, mean detrend per segment), as scipy's default."""
+    """One-sided Welch PSD (Hann, 50 % overlap, mean detrend per segment), as scipy's default.
+
+    ``x`` is ``float[n]`` or ``float[N x n]`` (one PSD per row).
+    """
     x = np.asarray(x, np.float64)
-    nperseg = min(nperseg, x.size)
+    n = x.shape[-1]
+    nperseg = min(nperseg, n)
     step = nperseg // 2
-    n_seg = 1 + (x.size - nperseg) // step
+    n_seg = 1 + (n - nperseg) // step
     idx = np.arange(nperseg)[None, :] + step * np.arange(n_seg)[:, None]
-    seg = x[idx]
-    seg = seg - seg.mean(axis=1, keepdims=True)
+    seg = x[..., idx]  # [..., n_seg, nperseg]
+    seg = seg - seg.mean(axis=-1, keepdims=True)
     w, wss = _hann(nperseg)
-    spec = np.abs(np.fft.rfft(seg * w, axis=1)) ** 2
-    psd = spec.mean(axis=0) / (fs * wss)
+    spec = np.abs(np.fft.rfft(seg * w, axis=-1)) ** 2
+    psd = spec.mean(axis=-2) / (fs * wss)
     if nperseg % 2 == 0:
-        psd[1:-1] *= 2
+        psd[..., 1:-1] *= 2
     else:
-        psd[1:] *= 2
+        psd[..., 1:] *= 2
     return np.fft.rfftfreq(nperseg, 1 / fs), psd

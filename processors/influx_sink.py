@@ -32,7 +32,11 @@ def _esc_tag(v: str) -> str:
 
 def line(measurement: str, tags: dict[str, str], fields: dict[str, float | int | str | bool],
          ts_ms: int) -> str:
-    """One line of line protocol; ints get the ``i`` suffix, non-finite floats are dropped."""
+    """One line of line protocol; ints get the ``i`` suffix, non-finite floats are dropped.
+
+    Floats are written with 7 significant digits: more than any measurement here carries, and
+    it makes a replayed window's values byte-identical whatever batch it was computed in.
+    """
     t = ",".join(f"{_esc_tag(k)}={_esc_tag(str(v))}" for k, v in sorted(tags.items()))
     parts = []
     for k, v in fields.items():
@@ -42,7 +46,7 @@ def line(measurement: str, tags: dict[str, str], fields: dict[str, float | int |
             parts.append(f"{_esc_tag(k)}={v}i")
         elif isinstance(v, float):
             if v == v and abs(v) != float("inf"):
-                parts.append(f"{_esc_tag(k)}={v!r}")
+                parts.append(f"{_esc_tag(k)}={v:.7g}")
         else:
             s = str(v).replace("\\", "\\\\").replace('"', '\\"')
             parts.append(f'{_esc_tag(k)}="{s}"')

@@ -66,7 +66,8 @@ TWAVE_S = 0.36
 
 
 def _rr_mean(state: QrsState) -> float:
-    return float(np.mean(state.rr[-8:])) if state.rr else 0.0
+    last = state.rr[-8:]
+    return sum(last) / len(last) if last else 0.0
 
 
 def ecg_peaks_stream(ecg: np.ndarray, fs: int, state: QrsState | None = None,
@@ -85,7 +86,9 @@ def ecg_peaks_stream(ecg: np.ndarray, fs: int, state: QrsState | None = None,
     """
     if state is None or state.fs != fs:
         state = QrsState(fs=fs)
-    x_new = np.nan_to_num(np.asarray(ecg, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+    x_new = np.asarray(ecg, dtype=np.float32)
+    if not np.isfinite(x_new).all():
+        x_new = np.nan_to_num(x_new, nan=0.0, posinf=0.0, neginf=0.0)
     hist_len = int(HISTORY_S * fs)
     x = np.concatenate([state.history, x_new])
     base = state.n_seen - state.history.size  # absolute index of x[0]
@@ -95,10 +98,13 @@ def ecg_peaks_stream(ecg: np.ndarray, fs: int, state: QrsState | None = None,
     if x.size < int(0.5 * fs):
         return state, Beats(np.zeros(0, np.int64), np.zeros(0, np.float32))
 
-    xc = x - np.median(x)
+    xc = x - x.mean()
     padlen = min(x.size - 1, 3 * 7)
     filt = filtfilt_sos(*bandpass_sos(5.0, 18.0, fs), xc, padlen=padlen)
-    slope = np.gradient(filt)
+    slope = np.empty_like(filt)
+    slope[1:-1] = (filt[2:] - filt[:-2]) * 0.5
+    slope[0] = filt[1] - filt[0]
+    slope[-1] = filt[-1] - filt[-2]
     energy = slope * slope
     w = max(1, int(round(0.15 * fs)))
     mwi = np.convolve(energy, np.ones(w) / w, mode="same")
@@ -119,11 +125,12 @@ def ecg_peaks_stream(ecg: np.ndarray, fs: int, state: QrsState | None = None,
     half_qrs = max(1, int(0.08 * fs))
 
     def locate(p: int) -> tuple[int, float, float]:
+        # R peak: largest band-passed deflection near the energy peak (zero-phase, so aligned);
+        # amplitude against the local mean of the raw signal
         lo, hi = max(0, p - half_qrs), min(x.size, p + half_qrs + 1)
-        seg = xc[lo:hi]
-        k = lo + int(np.argmax(np.abs(seg)))
-        sl = float(np.max(np.abs(slope[lo:hi])))
-        return k, float(xc[k]), sl
+        k = lo + int(np.abs(filt[lo:hi]).argmax())
+        sl = float(np.abs(slope[lo:hi]).max())
+        return k, float(x[k] - x[lo:hi].mean()), sl
 
     def accept(p: int, level: float, weight: float) -> None:
         k, amp, sl = locate(p)

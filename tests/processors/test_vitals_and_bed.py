@@ -101,3 +101,33 @@ def test_vq_level_without_decoder_is_a_frame_error():
             reconstruct(fr)
     finally:
         del REGISTRY[4242]
+
+
+def test_batch_features_equal_single_window_features():
+    from processors.vitals import ecg_quality_batch, eeg_band_powers_batch
+
+    rng = np.random.default_rng(3)
+    wins = [SyntheticBed(b, seed=1).next_window() for b in range(5)]
+    ecg = np.stack([w[0] for w in wins] + [np.zeros(256), rng.standard_normal(256),
+                                            np.full(256, np.nan), np.repeat([0.0, 1.0], 128)])
+    q = ecg_quality_batch(ecg, FS)
+    assert np.allclose(q, [ecg_quality(row, FS) for row in ecg])
+    eeg = np.stack([w[1] for w in wins])
+    bands = eeg_band_powers_batch(eeg, FS)
+    for i, row in enumerate(eeg):
+        single = eeg_band_powers(row, FS)
+        assert all(np.isclose(bands[k][i], v) for k, v in single.items())
+
+
+def test_batch_features_give_the_same_points():
+    from processors.bed import batch_features
+
+    frames = _frames(n=15)
+    _, plain = _run(BedState(), frames)
+    sigs = [reconstruct(fr) for fr, _ in frames]
+    feats = batch_features(sigs, FS)
+    st, pts = BedState(), []
+    for (fr, n), sig, f in zip(frames, sigs, feats):
+        st, res = process_frame(st, fr, sig, n, f)
+        pts.extend(res.points)
+    assert pts == plain
