@@ -24,6 +24,7 @@ from collections import Counter
 from processors.bed import BedState, batch_features, process_frame
 from processors.decode import reconstruct
 from processors.influx_sink import InfluxSink, line
+from stream import faust_gaps
 from stream.app import app, bed_table, dlq_topic, frames_topic, settings
 from stream.wire import FrameError, decode_frame
 
@@ -32,6 +33,7 @@ log = logging.getLogger("wardstream.agents")
 BATCH_MAX = 1000
 BATCH_WITHIN_S = 0.05
 WORKER_ID = os.environ.get("WARDSTREAM_WORKER_ID", str(os.getpid()))
+TRACE = os.environ.get("WARDSTREAM_TRACE") == "1"  # log every window's fate (diagnosis only)
 
 
 class Stats:
@@ -40,6 +42,8 @@ class Stats:
         self.windows_written = 0
         self.replays = 0
         self.gaps = 0
+        self.late = 0
+        self.gap_records = 0
         self.dead = Counter()
         self.latency_ms = Counter()  # 1-ms buckets: window end (device clock) -> InfluxDB ack
         self.batches = 0
@@ -48,7 +52,7 @@ class Stats:
 
     def as_dict(self, sink: InfluxSink) -> dict:
         return {"worker": WORKER_ID, "frames": self.frames, "windows_written": self.windows_written,
-                "replays": self.replays, "gaps": self.gaps, "dead_lettered": dict(self.dead),
+                "replays": self.replays, "gaps": self.gaps, "late": self.late, "gap_records": self.gap_records, "dead_lettered": dict(self.dead),
                 "batches": self.batches, "uptime_s": time.time() - self.started,
                 "cpu_s": time.process_time() - self.cpu0,
                 "latency_ms_hist": {str(k): v for k, v in sorted(self.latency_ms.items())},
@@ -57,34 +61,66 @@ class Stats:
 
 stats = Stats()
 sink = InfluxSink(settings)
+faust_gaps.install({settings.frames_topic})
+gap_reader = faust_gaps.RangeReader(settings.kafka_bootstrap)
 
 
-async def _dead_letter(key: bytes | None, value: bytes, err: FrameError, event) -> None:
-    msg = event.message
+async def _dead_letter(key: bytes | None, value: bytes, err: FrameError, source: str) -> None:
     headers = [("reason", err.reason.encode()), ("error", str(err)[:500].encode()),
-               ("source", f"{msg.topic}/{msg.partition}/{msg.offset}".encode()),
-               ("worker", WORKER_ID.encode())]
+               ("source", source.encode()), ("worker", WORKER_ID.encode())]
     fut = await dlq_topic.send(key=key, value=value, headers=headers)
     await fut  # delivered before the source offset can be committed
     stats.dead[err.reason] += 1
-    log.warning("dead-lettered %s/%s@%s: %s (%s)", msg.topic, msg.partition, msg.offset,
-                err.reason, err)
+    log.warning("dead-lettered %s: %s (%s)", source, err.reason, err)
+
+
+_expected: dict = {}  # TP -> (consumer generation, next offset we expect from Faust)
+
+
+def _check_offsets(events) -> None:
+    """Queue every offset Faust skipped, whatever the reason (see stream.faust_gaps).
+
+    Per partition we expect offsets to follow on from the committed offset (at the start of each
+    consumer generation) and then from the last one seen; a jump is a gap whose records are read
+    directly from Kafka. A record delivered again (offset below what we expect) is no gap.
+    """
+    gen = app.consumer_generation_id
+    for ev in events:
+        tp, off = ev.message.tp, ev.message.offset
+        g, nxt = _expected.get(tp, (None, None))
+        if g != gen:
+            nxt = app.consumer._committed_offset.get(tp)
+        if nxt is not None and off > nxt:
+            log.warning("partition %s/%s: got offset %d, expected %d: fetching the skipped records",
+                        tp.topic, tp.partition, off, nxt)
+            faust_gaps.PENDING.append(faust_gaps.Gap(tp, nxt, off))
+        _expected[tp] = (gen, max(off + 1, nxt or 0))
 
 
 async def handle_batch(events) -> None:
     t_begin = time.time()
-    decoded = []  # (key, frame, wire_len)
-    for ev in events:
-        key, value = ev.key, ev.value
+    _check_offsets(events)
+    # records Faust fetched but dropped (see stream.faust_gaps) join this batch
+    gaps = faust_gaps.take_pending()
+    inputs = [(ev.key, ev.value, f"{ev.message.topic}/{ev.message.partition}/{ev.message.offset}")
+              for ev in events]
+    for gap in gaps:
+        for r in await gap_reader.fetch_range(gap):
+            inputs.append((r.key, r.value, f"{r.topic}/{r.partition}/{r.offset}"))
+        stats.gap_records += gap.end - gap.start
+    decoded = []  # (key, frame, signals, wire_len)
+    for key, value, source in inputs:
         try:
             frame = decode_frame(value, hmac_key_for=settings.device_key,
                                  require_hmac=settings.require_hmac)
             signals = reconstruct(frame)
         except FrameError as err:
-            await _dead_letter(key, value, err, ev)
+            await _dead_letter(key, value, err, source)
             continue
         decoded.append((key, frame, signals, len(value)))
-    stats.frames += len(events)
+        if TRACE:
+            log.info("trace in bed=%s seq=%s %s", frame.bed_id, frame.seq, source)
+    stats.frames += len(inputs)
 
     states: dict[bytes, BedState] = {}
     written = []  # window end times (µs) of windows whose points are buffered
@@ -92,15 +128,23 @@ async def handle_batch(events) -> None:
     for fs in {frame.fs for _, frame, _, _ in decoded}:
         items = [(i, d) for i, d in enumerate(decoded) if d[1].fs == fs]
         feats.update(zip([i for i, _ in items], batch_features([d[2] for _, d in items], fs)))
-    for i, (key, frame, signals, wire_len) in enumerate(decoded):
+    # per bed in sequence order: Kafka keeps one partition in order, but a rebalance re-seek can
+    # hand the agent a window again after later ones (bed.process_frame also copes with that)
+    order = sorted(range(len(decoded)), key=lambda i: (decoded[i][0], decoded[i][1].seq))
+    for i in order:
+        key, frame, signals, wire_len = decoded[i]
         st = states.get(key)
         if st is None:
             st = BedState.from_bytes(bed_table.get(key))
         st, res = process_frame(st, frame, signals, wire_len, feats[i])
         states[key] = st
+        if TRACE:
+            log.info("trace %s bed=%s seq=%s", "replay" if res.replay else "late" if res.late else "ok",
+                     frame.bed_id, frame.seq)
         if res.replay:
             stats.replays += 1
             continue
+        stats.late += int(res.late)
         stats.gaps += res.gap
         for p in res.points:
             sink.add(p)
@@ -131,6 +175,10 @@ async def handle_batch(events) -> None:
     stats.windows_written += len(written)
     for key, st in states.items():
         bed_table[key] = st.to_bytes()
+    for gap in gaps:  # processed and written: Faust may now commit past them
+        await faust_gaps.mark_done(app.consumer, gap)
+    if TRACE:
+        log.info("trace flushed+stored %d windows", len(written))
     stats.batches += 1
 
 

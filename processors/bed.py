@@ -20,6 +20,8 @@ from processors.vitals import (ecg_quality, ecg_quality_batch, eeg_band_powers,
 from stream.wire import HEADER_SIZE, REGISTRY, Frame, Modality
 
 HRV_SPAN_S = 60.0
+DONE_WINDOWS = 256  # how far back a redelivered window is still recognised (8.5 min at 2 s)
+_DONE_MASK = (1 << DONE_WINDOWS) - 1
 
 
 @dataclass
@@ -35,12 +37,15 @@ class BedState:
     windows: int = 0
     gaps: int = 0  # windows missing in sequence
     restarts: int = 0  # device restarts seen (sequence reset with a later clock)
+    done: int = 0  # bit i set: window last_seq - i has been processed (i < DONE_WINDOWS)
+    late: int = 0  # windows processed after a later one (redelivered out of order)
 
     def to_bytes(self) -> bytes:
         return json.dumps({"ls": self.last_seq, "lt": self.last_t_us, "r": self.restarts, "as": self.anchor_seq, "au": self.anchor_us,
                            "fs": self.fs, "ns": self.n_samples,
                            "q": self.qrs.to_dict() if self.qrs else None, "b": self.beats,
-                           "w": self.windows, "g": self.gaps}, separators=(",", ":")).encode()
+                           "w": self.windows, "g": self.gaps, "dm": self.done, "lw": self.late},
+                          separators=(",", ":")).encode()
 
     @classmethod
     def from_bytes(cls, raw: bytes | None) -> "BedState":
@@ -49,13 +54,14 @@ class BedState:
         d = json.loads(raw)
         return cls(last_seq=d["ls"], last_t_us=d["lt"], restarts=d["r"], anchor_seq=d["as"], anchor_us=d["au"], fs=d["fs"],
                    n_samples=d["ns"], qrs=QrsState.from_dict(d["q"]) if d["q"] else None,
-                   beats=list(d["b"]), windows=d["w"], gaps=d["g"])
+                   beats=list(d["b"]), windows=d["w"], gaps=d["g"], done=d["dm"], late=d["lw"])
 
 
 @dataclass(frozen=True)
 class StepResult:
     points: list[str]
     replay: bool = False
+    late: bool = False  # processed after a later window of the same stream
     gap: int = 0  # windows missing before this one
     beats: int = 0
 
@@ -105,8 +111,18 @@ def process_frame(state: BedState, frame: Frame, signals: dict[Modality, np.ndar
     ``features``, when given, are the same window's `batch_features`.
     """
     if frame.seq <= state.last_seq and frame.t_start_us <= state.last_t_us:
-        return state, StepResult([], replay=True)
+        age = state.last_seq - frame.seq
+        if age >= DONE_WINDOWS or (state.done >> age) & 1:
+            return state, StepResult([], replay=True)
+        # Never processed, but a later window was: Kafka redelivered it out of order (a
+        # rebalance re-seek). Process it on its own, with a cold detector, and leave the live
+        # stream state alone. A replay of it is recognised by its bit from now on.
+        _, res = process_frame(BedState(), frame, signals, wire_len, features)
+        state.done |= 1 << age
+        state.late += 1
+        return state, StepResult(res.points, late=True, beats=res.beats)
     gap = 0
+    fresh = True
     if frame.seq <= state.last_seq or frame.t_start_us <= state.last_t_us:
         state.restarts += 1  # a rebooted device: new sequence, later clock
         _reanchor(state, frame)
@@ -116,6 +132,9 @@ def process_frame(state: BedState, frame: Frame, signals: dict[Modality, np.ndar
         gap = frame.seq - state.last_seq - 1
         state.gaps += gap
         _reanchor(state, frame)  # the signal is discontinuous: restart the detector
+        fresh = False
+    else:
+        fresh = False
     fs = frame.fs
     bed = str(frame.bed_id)
     ts_ms = frame.t_start_us // 1000
@@ -161,6 +180,10 @@ def process_frame(state: BedState, frame: Frame, signals: dict[Modality, np.ndar
                        {"seq": frame.seq, "wire_bytes": wire_len, "raw_bytes": raw_total,
                         "gain": raw_total / wire_len, "gap": gap, "model": frame.model_id,
                         "header_bytes": HEADER_SIZE}, ts_ms))
+    if fresh:
+        state.done = 1
+    else:  # missing windows keep a 0 bit: should they arrive later, they are processed late
+        state.done = ((state.done << (frame.seq - state.last_seq)) | 1) & _DONE_MASK
     state.last_seq = frame.seq
     state.last_t_us = frame.t_start_us
     state.windows += 1

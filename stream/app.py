@@ -16,7 +16,7 @@ settings = from_env()
 kafka_compat.install()
 
 app = faust.App(
-    "wardstream",
+    settings.app_id,
     broker=f"kafka://{settings.kafka_bootstrap}",
     store="memory://",  # tables are rebuilt from their changelog topics on start
     topic_partitions=settings.frames_partitions,

@@ -22,11 +22,11 @@ from wardstream.workers import WorkerPool
 log = logging.getLogger("wardstream.demo")
 
 
-async def consumer_lag(s: Settings, group: str = "wardstream") -> int:
+async def consumer_lag(s: Settings, group: str | None = None) -> int:
     """Messages on the frames topic not yet committed by the worker group."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
-    c = AIOKafkaConsumer(bootstrap_servers=s.kafka_bootstrap, group_id=group,
+    c = AIOKafkaConsumer(bootstrap_servers=s.kafka_bootstrap, group_id=group or s.app_id,
                          enable_auto_commit=False)
     await c.start()
     try:

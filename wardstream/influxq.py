@@ -35,12 +35,16 @@ def frame_seqs(s: Settings, t0_ms: int, t1_ms: int, beds: list[int] | None = Non
     return out
 
 
+def missing_windows(accepted: dict[int, list[int]], stored: dict[int, list[int]]) -> list[tuple[int, int]]:
+    """(bed, seq) of every accepted window that has no point in InfluxDB."""
+    out = []
+    for bed, seqs in sorted(accepted.items()):
+        hs = set(stored.get(bed, []))
+        out.extend((bed, q) for q in sorted(set(seqs)) if q not in hs)
+    return out
+
+
 def exactly_once(accepted: dict[int, list[int]], stored: dict[int, list[int]]) -> tuple[int, int]:
     """(windows missing, windows duplicated) of accepted windows against stored points."""
-    missing = dup = 0
-    for bed, seqs in accepted.items():
-        have = stored.get(bed, [])
-        hs = set(have)
-        missing += sum(1 for q in set(seqs) if q not in hs)
-        dup += len(have) - len(hs)
-    return missing, dup
+    dup = sum(len(have) - len(set(have)) for bed, have in stored.items() if bed in accepted)
+    return len(missing_windows(accepted, stored)), dup

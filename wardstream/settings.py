@@ -24,6 +24,7 @@ def default_data_dir() -> Path:
 
 @dataclass(frozen=True)
 class Settings:
+    app_id: str = "wardstream"  # Faust app id: consumer group and changelog topic prefix
     kafka_bootstrap: str = "127.0.0.1:19092"
     influx_url: str = "http://127.0.0.1:8086"
     influx_api: str = "v1"  # "v1": /write?db=&rp= (InfluxDB 1.x); "v2": /api/v2/write (2.x, token)
@@ -63,6 +64,7 @@ class Settings:
 
 
 _ENV = {
+    "app_id": "WARDSTREAM_APP_ID",
     "kafka_bootstrap": "WARDSTREAM_KAFKA_BOOTSTRAP",
     "influx_url": "WARDSTREAM_INFLUX_URL",
     "influx_api": "WARDSTREAM_INFLUX_API",

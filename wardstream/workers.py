@@ -15,6 +15,7 @@ from pathlib import Path
 from wardstream.settings import Settings
 
 _ENV_NAMES = {
+    "app_id": "WARDSTREAM_APP_ID", "control_topic": "WARDSTREAM_CONTROL_TOPIC",
     "kafka_bootstrap": "WARDSTREAM_KAFKA_BOOTSTRAP", "influx_url": "WARDSTREAM_INFLUX_URL",
     "influx_api": "WARDSTREAM_INFLUX_API", "influx_db": "WARDSTREAM_INFLUX_DB",
     "influx_rp": "WARDSTREAM_INFLUX_RP", "influx_org": "WARDSTREAM_INFLUX_ORG",
@@ -39,6 +40,7 @@ class WorkerProc:
     port: int
     log_path: Path
     proc: subprocess.Popen | None = None
+    starts: int = 0
 
     @property
     def url(self) -> str:
@@ -68,14 +70,15 @@ class WorkerPool:
         base = base_port or settings.worker_web_port
         self.log_dir = Path(log_dir or Path(settings.state_dir) / "workers")
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        self.workers = [WorkerProc(i, base + i, self.log_dir / f"worker-{i}.log") for i in range(n)]
+        self.workers = [WorkerProc(i, base + i, self.log_dir / f"worker-{i}.0.log") for i in range(n)]
 
     def start(self, i: int) -> WorkerProc:
         w = self.workers[i]
         env = settings_env(self.s)
         env["WARDSTREAM_WORKER_WEB_PORT"] = str(w.port)
         env["WARDSTREAM_WORKER_ID"] = f"w{i}"
-        w.log_path.write_text("")
+        w.starts += 1
+        w.log_path = self.log_dir / f"worker-{i}.{w.starts}.log"  # one log per start, kept
         datadir = Path(self.s.state_dir) / "faust" / f"w{i}"
         datadir.mkdir(parents=True, exist_ok=True)
         env["WARDSTREAM_FAUST_DATADIR"] = str(datadir)

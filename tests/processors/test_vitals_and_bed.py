@@ -131,3 +131,20 @@ def test_batch_features_give_the_same_points():
         st, res = process_frame(st, fr, sig, n, f)
         pts.extend(res.points)
     assert pts == plain
+
+
+def test_window_redelivered_after_a_later_one_is_processed_not_skipped():
+    frames = _frames(n=12)
+    st, _ = _run(BedState(), frames[:5])
+    # seq 6 arrives before seq 5 (stale buffer after a rebalance re-seek), then seq 5, then 6 again
+    st, r6 = process_frame(st, frames[6][0], reconstruct(frames[6][0]), frames[6][1])
+    assert r6.gap == 1 and r6.points
+    st, r5 = process_frame(st, frames[5][0], reconstruct(frames[5][0]), frames[5][1])
+    assert r5.late and not r5.replay and any(p.startswith("frame,") for p in r5.points)
+    st, again5 = process_frame(st, frames[5][0], reconstruct(frames[5][0]), frames[5][1])
+    st, again6 = process_frame(st, frames[6][0], reconstruct(frames[6][0]), frames[6][1])
+    assert again5.replay and again6.replay
+    restored = BedState.from_bytes(st.to_bytes())
+    assert restored.done == st.done and restored.late == 1
+    _, r7 = process_frame(restored, frames[7][0], reconstruct(frames[7][0]), frames[7][1])
+    assert r7.gap == 0 and not r7.late and not r7.replay

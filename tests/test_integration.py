@@ -1,0 +1,146 @@
+"""End to end against the real broker and the real influxd: simulated beds -> Kafka -> Faust
+worker -> InfluxDB, with the worker killed and restarted, the broker restarted and InfluxDB
+stopped for a while in the middle of the run. Every accepted window must be in InfluxDB exactly
+once, and malformed frames must reach the dead-letter topic with their reason."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from device_sim.ward import run_ward
+from wardstream import services
+from wardstream.influxq import exactly_once, frame_seqs, missing_windows, query
+from wardstream.workers import WorkerPool
+
+pytestmark = pytest.mark.servers
+
+
+async def _dead_letters(s, n_expected: int, timeout_s: float = 30.0) -> list:
+    from aiokafka import AIOKafkaConsumer
+
+    c = AIOKafkaConsumer(s.dlq_topic, bootstrap_servers=s.kafka_bootstrap, group_id=None,
+                         auto_offset_reset="earliest")
+    await c.start()
+    out = []
+    try:
+        deadline = time.monotonic() + timeout_s
+        while len(out) < n_expected and time.monotonic() < deadline:
+            batch = await c.getmany(timeout_ms=500)
+            for msgs in batch.values():
+                out.extend(msgs)
+    finally:
+        await c.stop()
+    return out
+
+
+async def _explain(s, lost: list[tuple[int, int]]) -> list[str]:
+    """Where each lost window sits in the frames topic, against the group's committed offset."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from stream.wire import decode_frame
+
+    want = set(lost)
+    c = AIOKafkaConsumer(s.frames_topic, bootstrap_servers=s.kafka_bootstrap, group_id=None,
+                         auto_offset_reset="earliest")
+    await c.start()
+    found = []
+    try:
+        end = time.monotonic() + 20
+        while time.monotonic() < end:
+            batch = await c.getmany(timeout_ms=1000)
+            if not batch:
+                break
+            for tp, msgs in batch.items():
+                for m in msgs:
+                    try:
+                        fr = decode_frame(m.value)
+                    except Exception:
+                        continue
+                    if (fr.bed_id, fr.seq) in want:
+                        found.append((fr.bed_id, fr.seq, tp.partition, m.offset))
+    finally:
+        await c.stop()
+    g = AIOKafkaConsumer(bootstrap_servers=s.kafka_bootstrap, group_id=s.app_id, enable_auto_commit=False)
+    await g.start()
+    try:
+        out = []
+        for bed, seq, part, off in found:
+            committed = await g.committed(TopicPartition(s.frames_topic, part))
+            out.append(f"bed {bed} seq {seq}: partition {part} offset {off}, committed {committed}")
+        return out + [f"not in topic: {sorted(want - {(b, q) for b, q, _, _ in found})}"]
+    finally:
+        await g.stop()
+
+
+def _wait_for_all(s, rep, timeout_s: float = 120.0):
+    deadline = time.monotonic() + timeout_s
+    while True:
+        stored = frame_seqs(s, rep.t_first_us // 1000, rep.t_last_end_us // 1000)
+        missing, dup = exactly_once(rep.accepted, stored)
+        if missing == 0 or time.monotonic() > deadline:
+            return stored, missing, dup
+        time.sleep(1.0)
+
+
+def test_exactly_once_through_worker_kill_broker_restart_and_influx_outage(servers, ward_settings):
+    s = ward_settings
+    pool = WorkerPool(s, 1)
+    pool.start_all()
+    broker, influx = services.Broker(servers), services.Influx(servers)
+    events: list[str] = []
+    try:
+        pool.wait_ready()
+
+        async def chaos() -> None:
+            await asyncio.sleep(6)
+            pool.kill(0)  # SIGKILL: no graceful shutdown, no final commit
+            events.append("worker killed")
+            await asyncio.sleep(2)
+            pool.start(0)
+            events.append("worker restarted")
+            await asyncio.sleep(8)
+            broker.down()
+            events.append("broker stopped")
+            await asyncio.sleep(2)
+            broker.up()
+            events.append("broker restarted")
+            await asyncio.sleep(6)
+            influx.down()
+            events.append("influxd stopped")
+            await asyncio.sleep(4)
+            influx.up()
+            events.append("influxd restarted")
+
+        async def main():
+            task = asyncio.ensure_future(chaos())
+            rep = await run_ward(s, 20, 32.0, speed=8.0, seed=5, bad_every=150)
+            await task
+            return rep
+
+        rep = asyncio.run(main())
+        assert len(events) == 6, events
+        assert rep.frames_accepted >= 0.9 * rep.frames_sent, "most windows must get through"
+        assert rep.frames_accepted > 2000
+        stored, missing, dup = _wait_for_all(s, rep)
+        if missing:
+            lost = missing_windows(rep.accepted, stored)
+            detail = asyncio.run(_explain(s, lost[:20]))
+            pytest.fail(f"{missing} accepted windows missing from InfluxDB; events {events}:\n"
+                        + "\n".join(detail))
+        assert dup == 0, f"{dup} windows stored twice"
+        assert pool.workers[0].alive(), "the worker must survive a broker restart and an InfluxDB outage"
+        # the malformed frames went to the dead-letter topic with a reason, and nothing stopped
+        dead = asyncio.run(_dead_letters(s, rep.bad_frames_sent))
+        assert rep.bad_frames_sent >= 10
+        assert len(dead) >= rep.bad_frames_sent
+        reasons = {dict(m.headers)["reason"].decode() for m in dead}
+        assert reasons <= {"bad_crc", "truncated", "bad_magic"} and len(reasons) >= 2
+        # vitals were derived: heart rate for every bed
+        hr = query(s, 'SELECT count("hr_bpm") FROM "vitals" GROUP BY "bed"')
+        assert len(hr) == 20
+        assert all(series["values"][0][1] > 50 for series in hr)
+    finally:
+        pool.stop_all()
