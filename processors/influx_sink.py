@@ -104,15 +104,33 @@ class InfluxSink:
     def __len__(self) -> int:
         return len(self._lines)
 
-    async def ensure_database(self) -> None:
-        """v1 only: ``CREATE DATABASE`` (idempotent), retried until InfluxDB answers."""
+    async def ensure_database(self, timeout_s: float = 60.0) -> None:
+        """v1 only: ``CREATE DATABASE`` (idempotent), retried until InfluxDB has it.
+
+        InfluxQL answers HTTP 200 even when a statement fails (the error is in the JSON body),
+        and a just-started influxd can answer /ping before its meta store is open: so the
+        database is looked up again after creating it.
+        """
         if self.s.influx_api != "v1":
             return
-        await self._retry(lambda sess: sess.post(self.s.influx_url.rstrip("/") + "/query",
-                                                 data={"q": f'CREATE DATABASE "{self.s.influx_db}"'},
-                                                 headers={k: v for k, v in self.headers.items()
-                                                          if k == "Authorization"}),
-                          what="create database")
+        url = self.s.influx_url.rstrip("/") + "/query"
+        auth = {k: v for k, v in self.headers.items() if k == "Authorization"}
+        deadline = time.monotonic() + timeout_s
+        while True:
+            await self._retry(lambda sess: sess.post(url, data={"q": f'CREATE DATABASE "{self.s.influx_db}"'},
+                                                     headers=auth), what="create database")
+            sess = await self._sess()
+            try:
+                async with sess.get(url, params={"q": "SHOW DATABASES"}, headers=auth) as resp:
+                    body = await resp.json(content_type=None)
+                names = [v[0] for series in body["results"][0].get("series", []) for v in series["values"]]
+                if self.s.influx_db in names:
+                    return
+            except (aiohttp.ClientError, asyncio.TimeoutError, OSError, KeyError, ValueError) as exc:
+                log.warning("checking database %s: %s", self.s.influx_db, exc)
+            if time.monotonic() > deadline:
+                raise SinkRejected(f"database {self.s.influx_db!r} still missing after {timeout_s:.0f}s")
+            await asyncio.sleep(0.2)
 
     async def flush(self) -> int:
         """Write every buffered point; returns how many. Retries transient failures forever."""

@@ -1,0 +1,78 @@
+"""The sink against the real influxd: writes, idempotent rewrites, and no loss across an outage."""
+
+import asyncio
+
+import pytest
+
+from processors.influx_sink import InfluxSink, SinkRejected, line
+from wardstream import services
+from wardstream.influxq import query
+
+pytestmark = pytest.mark.servers
+
+
+def test_line_protocol_escaping_and_types():
+    assert line("m x", {"bed": "a,b=c d"}, {"f": 1, "g": 2.5, "ok": True, "s": 'q"'}, 7) == \
+        'm\\ x,bed=a\\,b\\=c\\ d f=1i,g=2.5,ok=true,s="q\\"" 7'
+    assert line("m", {}, {"a": float("nan"), "b": 1.0}, 1) == "m b=1 1"
+    with pytest.raises(ValueError):
+        line("m", {}, {"a": float("inf")}, 1)
+
+
+def test_write_and_idempotent_rewrite(ward_settings):
+    s = ward_settings
+
+    async def go():
+        sink = InfluxSink(s)
+        await sink.ensure_database()
+        for _ in range(2):  # the same window twice lands on the same point
+            for i in range(3):
+                sink.add(line("vitals", {"bed": "1"}, {"hr_bpm": 60.0 + i}, 1_700_000_000_000 + 2000 * i))
+            assert await sink.flush() == 3
+        await sink.close()
+        return sink.stats
+
+    stats = asyncio.run(go())
+    rows = query(s, 'SELECT "hr_bpm" FROM "vitals"')[0]["values"]
+    assert [r[1] for r in rows] == [60.0, 61.0, 62.0]
+    assert stats.points_written == 6 and stats.write_failures == 0
+
+
+def test_nothing_lost_while_influxdb_is_down(servers, ward_settings):
+    s = ward_settings
+    influx = services.Influx(servers)
+
+    async def go():
+        sink = InfluxSink(s, max_backoff_s=0.5)
+        await sink.ensure_database()
+        influx.down()
+        for i in range(100):
+            sink.add(line("vitals", {"bed": "2"}, {"hr_bpm": float(i)}, 1_700_000_000_000 + i))
+        flush = asyncio.ensure_future(sink.flush())
+        await asyncio.sleep(2.0)
+        assert not flush.done()  # back-pressure: still retrying
+        influx.up()
+        await asyncio.wait_for(flush, 30)
+        await sink.close()
+        return sink.stats
+
+    try:
+        stats = asyncio.run(go())
+    finally:
+        influx.up()
+    assert stats.write_failures >= 2 and stats.points_written == 100
+    assert query(s, 'SELECT count("hr_bpm") FROM "vitals"')[0]["values"][0][1] == 100
+
+
+def test_bad_points_are_rejected_loudly(ward_settings):
+    async def go():
+        sink = InfluxSink(ward_settings)
+        await sink.ensure_database()
+        sink.add("this is not line protocol")
+        try:
+            await sink.flush()
+        finally:
+            await sink.close()
+
+    with pytest.raises(SinkRejected, match="HTTP 400"):
+        asyncio.run(go())
