@@ -211,3 +211,13 @@ async def pipeline_metrics() -> None:
 @app.page("/stats/")
 async def stats_page(web, request):
     return web.json(stats.as_dict(sink))
+
+
+@app.on_before_shutdown.connect
+async def close_clients(app, **kwargs) -> None:
+    """Flush what is buffered and close the HTTP session and the gap reader."""
+    try:
+        await asyncio.wait_for(sink.flush(), timeout=10)
+    finally:
+        await sink.close()
+        await gap_reader.close()
