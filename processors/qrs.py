@@ -39,14 +39,14 @@ class QrsState:
 
     def to_dict(self) -> dict:
         return {"fs": self.fs, "n": self.n_seen, "d": self.decided_until,
-                "h": base64.b64encode(self.history.astype("<f4").tobytes()).decode(),
+                "h": base64.b64encode(self.history.astype("<f2").tobytes()).decode(),
                 "spk": self.spk, "npk": self.npk, "lb": self.last_beat, "ls": self.last_slope,
                 "rr": self.rr, "i": self.initialised}
 
     @classmethod
     def from_dict(cls, d: dict) -> "QrsState":
         return cls(fs=d["fs"], n_seen=d["n"], decided_until=d["d"],
-                   history=np.frombuffer(base64.b64decode(d["h"]), dtype="<f4").copy(),
+                   history=np.frombuffer(base64.b64decode(d["h"]), dtype="<f2").astype(np.float32),
                    spk=d["spk"], npk=d["npk"], last_beat=d["lb"], last_slope=d["ls"],
                    rr=list(d["rr"]), initialised=d["i"])
 
@@ -59,7 +59,7 @@ class Beats:
     amplitudes: np.ndarray
 
 
-HISTORY_S = 3.0
+HISTORY_S = 2.5
 LOOKAHEAD_S = 0.3
 REFRACTORY_S = 0.2
 TWAVE_S = 0.36
