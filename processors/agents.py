@@ -26,7 +26,14 @@ from processors.decode import reconstruct
 from processors.influx_sink import InfluxSink, line
 from stream import faust_gaps
 from stream.app import app, bed_table, dlq_topic, frames_topic, settings
+from stream.topics import bed_key
 from stream.wire import FrameError, decode_frame
+
+
+class KeyMismatch(FrameError):
+    """The Kafka key is not the frame's bed: its state would land on another bed's."""
+
+    reason = "key_mismatch"
 
 log = logging.getLogger("wardstream.agents")
 
@@ -113,6 +120,8 @@ async def handle_batch(events) -> None:
         try:
             frame = decode_frame(value, hmac_key_for=settings.device_key,
                                  require_hmac=settings.require_hmac)
+            if key != bed_key(frame.bed_id):
+                raise KeyMismatch(f"key {key!r} carries a frame of bed {frame.bed_id}")
             signals = reconstruct(frame)
         except FrameError as err:
             await _dead_letter(key, value, err, source)
