@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.signal import find_peaks
 
-from processors.dsp import bandpass_sos, filtfilt_sos
+from processors.dsp import bandpass_ba, filtfilt_ba
 
 
 @dataclass
@@ -100,7 +100,7 @@ def ecg_peaks_stream(ecg: np.ndarray, fs: int, state: QrsState | None = None,
 
     xc = x - x.mean()
     padlen = min(x.size - 1, 3 * 7)
-    filt = filtfilt_sos(*bandpass_sos(5.0, 18.0, fs), xc, padlen=padlen)
+    filt = filtfilt_ba(*bandpass_ba(5.0, 18.0, fs), xc, padlen=padlen)
     slope = np.empty_like(filt)
     slope[1:-1] = (filt[2:] - filt[:-2]) * 0.5
     slope[0] = filt[1] - filt[0]
