@@ -39,7 +39,8 @@ class QrsState:
 
     def to_dict(self) -> dict:
         return {"fs": self.fs, "n": self.n_seen, "d": self.decided_until,
-                "h": base64.b64encode(self.history.astype("<f2").tobytes()).decode(),
+                # float16 halves the state; clip so absurd inputs cannot become inf on restore
+                "h": base64.b64encode(np.clip(self.history, -65000, 65000).astype("<f2").tobytes()).decode(),
                 "spk": self.spk, "npk": self.npk, "lb": self.last_beat, "ls": self.last_slope,
                 "rr": self.rr, "i": self.initialised}
 
