@@ -139,7 +139,9 @@ async def handle_batch(events) -> None:
         feats.update(zip([i for i, _ in items], batch_features([d[2] for _, d in items], fs)))
     # per bed in sequence order: Kafka keeps one partition in order, but a rebalance re-seek can
     # hand the agent a window again after later ones (bed.process_frame also copes with that)
-    order = sorted(range(len(decoded)), key=lambda i: (decoded[i][0], decoded[i][1].seq))
+    # (device time first: a rebooted device restarts its sequence numbers with a later clock)
+    order = sorted(range(len(decoded)),
+                   key=lambda i: (decoded[i][0], decoded[i][1].t_start_us, decoded[i][1].seq))
     for i in order:
         key, frame, signals, wire_len = decoded[i]
         st = states.get(key)
@@ -194,7 +196,16 @@ async def handle_batch(events) -> None:
 @app.agent(frames_topic, concurrency=1)
 async def process_frames(stream):
     async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
-        await handle_batch(events)
+        try:
+            await handle_batch(events)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # a bug, not bad input (bad input is dead-lettered). take_events() would ack this
+            # batch on the way out and its windows would never be written: exit without
+            # committing instead, so a restarted worker processes the batch again.
+            log.critical("unexpected error in a batch; exiting without committing it", exc_info=True)
+            os._exit(70)
 
 
 @app.task
