@@ -65,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="also send one malformed frame every N windows (0: none)")
     dm.add_argument("--seed", type=int, default=0)
     dm.add_argument("--json", type=Path)
+    dm.add_argument("--no-services", action="store_true",
+                    help="use the configured broker and InfluxDB as they are; start nothing local")
 
     bn = sub.add_parser("bench", help="benchmarks that print JSON")
     bsub = bn.add_subparsers(dest="what", required=True)
@@ -128,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     if a.cmd == "demo":
         from wardstream.demo import main as demo_main
 
-        return demo_main(s, a.beds, a.duration, a.speed, a.workers, a.source, a.bad_every, a.seed, a.json)
+        return demo_main(s, a.beds, a.duration, a.speed, a.workers, a.source, a.bad_every, a.seed,
+                         a.json, start_services=not a.no_services)
 
     if a.cmd == "bench" and a.what == "pipeline":
         from wardstream.bench import bench_pipeline

@@ -91,9 +91,12 @@ async def drain(pool: WorkerPool, s: Settings, expect_windows: int, expect_dead:
 
 
 async def run_demo(s: Settings, beds: int, duration_s: float, speed: float, workers: int,
-                   source: str, bad_every: int, seed: int) -> dict:
+                   source: str, bad_every: int, seed: int, start_services: bool = True) -> dict:
+    """Run the ward and audit it. ``start_services=False`` uses the configured broker and
+    InfluxDB as they are (Apache Kafka, InfluxDB 2.x, or servers started elsewhere)."""
     t0 = time.time()
-    services.up(s)
+    if start_services:
+        services.up(s)
     await ensure_topics(s)
     pool = WorkerPool(s, workers)
     pool.start_all()
@@ -180,8 +183,9 @@ wardstream demo: {d['beds']} beds, {d['duration_s']:.0f}s at {d['speed']}x, {d['
 
 
 def main(s: Settings, beds: int, duration_s: float, speed: float, workers: int, source: str,
-         bad_every: int, seed: int, json_path: Path | None) -> int:
-    d = asyncio.run(run_demo(s, beds, duration_s, speed, workers, source, bad_every, seed))
+         bad_every: int, seed: int, json_path: Path | None, start_services: bool = True) -> int:
+    d = asyncio.run(run_demo(s, beds, duration_s, speed, workers, source, bad_every, seed,
+                             start_services))
     print_summary(d)
     if json_path:
         Path(json_path).write_text(json.dumps(d, indent=2))

@@ -1,0 +1,33 @@
+"""The main job's summary, on the real servers: a small, short ward."""
+
+import asyncio
+
+import pytest
+
+from wardstream.demo import percentiles, run_demo
+
+pytestmark = pytest.mark.servers
+
+KEYS = {"frames_sent", "frames_received", "frames_dead_lettered", "windows_written",
+        "windows_missing", "windows_duplicated", "latency_ms", "wire_bytes", "raw_bytes"}
+
+
+def test_demo_summary_has_the_acceptance_keys_and_balances(ward_settings):
+    d = asyncio.run(run_demo(ward_settings, beds=6, duration_s=8.0, speed=1.0, workers=1,
+                             source="synthetic", bad_every=5, seed=1, start_services=False))
+    assert KEYS <= set(d)
+    assert {"p50", "p95", "p99"} <= set(d["latency_ms"])
+    assert d["windows_missing"] == 0 and d["windows_duplicated"] == 0
+    assert d["windows_written"] == d["windows_accepted"] >= 18
+    assert d["frames_received"] == d["frames_sent"] == d["windows_sent"] + d["bad_frames_sent"]
+    assert d["frames_dead_lettered"] == d["bad_frames_sent"] >= 3
+    assert d["latency_ms"]["p99"] is not None and 0 <= d["latency_ms"]["p50"] <= d["latency_ms"]["p99"]
+    assert d["consumer_lag"]["final"] == 0
+    assert d["wire_bytes"] > d["raw_bytes"] > 0  # raw level: header, side information and CRC on top
+
+
+def test_percentiles_from_a_histogram():
+    h = {10: 50, 20: 45, 900: 4, 2000: 1}
+    p = percentiles(h)
+    assert (p["p50"], p["p95"], p["p99"], p["max"], p["count"]) == (10.0, 20.0, 900.0, 2000.0, 100)
+    assert percentiles({})["p50"] is None
