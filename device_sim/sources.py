@@ -154,12 +154,10 @@ class SyntheticBed:
 
 
 class MitdbReplay:
-    """Loop an MIT-BIH record (MLII, 128 Hz) from a data directory; no EEG."""
+    """Loop a loaded MIT-BIH record (MLII, 128 Hz; `wardstream.datasets.load_mitdb`); no EEG."""
 
-    def __init__(self, data_dir: Path, record: str, start_s: float = 0.0):
-        from wardstream.datasets import load_mitdb
-
-        self.record = load_mitdb(data_dir, record)
+    def __init__(self, record, start_s: float = 0.0):
+        self.record = record
         self.pos = int(start_s * FS) % self.record.ecg_mv.size
 
     def next_window(self) -> tuple[np.ndarray, np.ndarray | None]:

@@ -93,19 +93,18 @@ def make_sources(kind: str, beds: list[int], data_dir: Path | None, seed: int) -
         from wardstream.datasets import load_eegmat
 
         recs = load_eegmat(data_dir)
-    cache: dict[str, object] = {}
+    loaded: dict[str, object] = {}  # one copy of each record, shared by the beds replaying it
     for i, bed in enumerate(beds):
         use = kind if kind != "replay" else ("mitdb" if i % 2 == 0 else "eegmat")
         if use == "synthetic":
             out[bed] = SyntheticBed(bed, seed=seed)
         elif use == "mitdb":
+            from wardstream.datasets import load_mitdb
+
             rec = records[i % len(records)]
-            src = MitdbReplay.__new__(MitdbReplay)
-            if rec not in cache:
-                cache[rec] = MitdbReplay(data_dir, rec).record
-            src.record = cache[rec]
-            src.pos = int(rng.uniform(0, 1500) * FS)
-            out[bed] = src
+            if rec not in loaded:
+                loaded[rec] = load_mitdb(data_dir, rec)
+            out[bed] = MitdbReplay(loaded[rec], start_s=float(rng.uniform(0, 1500)))
         else:
             r = recs[i % len(recs)]
             out[bed] = EegmatReplay(r, channel=i % 4, start_s=float(rng.uniform(0, 30)))
@@ -143,6 +142,12 @@ class WardReport:
 
 def _clock_file(state_dir: Path) -> Path:
     return Path(state_dir) / "sim_clock.json"
+
+
+def save_clock_end(state_dir: Path, last_end_us: int) -> None:
+    """Remember the last device time used, so the next run's clocks start after it."""
+    Path(state_dir).mkdir(parents=True, exist_ok=True)
+    _clock_file(state_dir).write_text(json.dumps({"last_end_us": last_end_us}))
 
 
 def next_clock_start(state_dir: Path) -> int:
@@ -219,8 +224,7 @@ async def run_ward(settings, n_beds: int, duration_s: float, speed: float = 1.0,
         if own:
             await producer.stop()
         rep.send_wall_s = time.time() - wall0
-        Path(settings.state_dir).mkdir(parents=True, exist_ok=True)
-        _clock_file(settings.state_dir).write_text(json.dumps({"last_end_us": rep.t_last_end_us}))
+        save_clock_end(settings.state_dir, rep.t_last_end_us)
     return rep
 
 

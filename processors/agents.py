@@ -29,18 +29,18 @@ from stream.app import app, bed_table, dlq_topic, frames_topic, settings
 from stream.topics import bed_key
 from stream.wire import FrameError, decode_frame
 
-
-class KeyMismatch(FrameError):
-    """The Kafka key is not the frame's bed: its state would land on another bed's."""
-
-    reason = "key_mismatch"
-
 log = logging.getLogger("wardstream.agents")
 
 BATCH_MAX = 1000
 BATCH_WITHIN_S = 0.05
 WORKER_ID = os.environ.get("WARDSTREAM_WORKER_ID", str(os.getpid()))
 TRACE = os.environ.get("WARDSTREAM_TRACE") == "1"  # log every window's fate (diagnosis only)
+
+
+class KeyMismatch(FrameError):
+    """The Kafka key is not the frame's bed: its state would land on another bed's."""
+
+    reason = "key_mismatch"
 
 
 class Stats:
@@ -59,7 +59,8 @@ class Stats:
 
     def as_dict(self, sink: InfluxSink) -> dict:
         return {"worker": WORKER_ID, "frames": self.frames, "windows_written": self.windows_written,
-                "replays": self.replays, "gaps": self.gaps, "late": self.late, "gap_records": self.gap_records, "dead_lettered": dict(self.dead),
+                "replays": self.replays, "gaps": self.gaps, "late": self.late,
+                "gap_records": self.gap_records, "dead_lettered": dict(self.dead),
                 "batches": self.batches, "uptime_s": time.time() - self.started,
                 "cpu_s": time.process_time() - self.cpu0,
                 "latency_ms_hist": {str(k): v for k, v in sorted(self.latency_ms.items())},
@@ -70,6 +71,7 @@ stats = Stats()
 sink = InfluxSink(settings)
 faust_gaps.install({settings.frames_topic})
 gap_reader = faust_gaps.RangeReader(settings.kafka_bootstrap)
+offsets = faust_gaps.OffsetTracker()
 
 
 async def _dead_letter(key: bytes | None, value: bytes, err: FrameError, source: str) -> None:
@@ -81,34 +83,10 @@ async def _dead_letter(key: bytes | None, value: bytes, err: FrameError, source:
     log.warning("dead-lettered %s: %s (%s)", source, err.reason, err)
 
 
-_expected: dict = {}  # TP -> (consumer generation, next offset we expect from Faust)
-
-
-def _check_offsets(events) -> None:
-    """Queue every offset Faust skipped, whatever the reason (see stream.faust_gaps).
-
-    Per partition we expect offsets to follow on from the committed offset (at the start of each
-    consumer generation) and then from the last one seen; a jump is a gap whose records are read
-    directly from Kafka. A record delivered again (offset below what we expect) is no gap.
-    """
-    gen = app.consumer_generation_id
-    for ev in events:
-        tp, off = ev.message.tp, ev.message.offset
-        g, nxt = _expected.get(tp, (None, None))
-        if g != gen:
-            nxt = app.consumer._committed_offset.get(tp)
-        if nxt is not None and off > nxt:
-            log.warning("partition %s/%s: got offset %d, expected %d: fetching the skipped records",
-                        tp.topic, tp.partition, off, nxt)
-            faust_gaps.PENDING.append(faust_gaps.Gap(tp, nxt, off))
-        _expected[tp] = (gen, max(off + 1, nxt or 0))
-
-
 async def handle_batch(events) -> None:
     t_begin = time.time()
-    _check_offsets(events)
     # records Faust fetched but dropped (see stream.faust_gaps) join this batch
-    gaps = faust_gaps.take_pending()
+    gaps = offsets.check(events, app.consumer_generation_id, app.consumer._committed_offset)
     inputs = [(ev.key, ev.value, f"{ev.message.topic}/{ev.message.partition}/{ev.message.offset}")
               for ev in events]
     for gap in gaps:

@@ -8,11 +8,17 @@ compacted topics and transaction markers and wrong here: the offsets are committ
 are never processed. Measured in tests/test_integration.py: 5 to 29 of ~2,400 windows lost per
 run with a worker restart (faust-streaming issues #216, #221 and #223 describe neighbours).
 
-For the frames topic (never compacted, never written transactionally, so every offset holds a
-record) this replaces that step: the gap is queued in `PENDING` instead. The agent reads the
-missing offsets directly from Kafka (`fetch_range`), processes them with its batch, and only
-after their points are in InfluxDB calls `mark_done`, which hands the gap to Faust's own
-bookkeeping so the commit can move past it.
+Faust does not always notice the gap either (its read offset is reset on rebalance: offsets
+110-113 were delivered, then 115, and 114 was never flagged). So for the frames topic (never
+compacted, never written transactionally, so every offset holds a record):
+
+* `install` stops Faust from marking gaps done on its own;
+* `OffsetTracker` finds every gap from the offsets the agent receives: per partition they must
+  follow on from the committed offset (at the start of each consumer generation), then from the
+  last one seen;
+* the agent reads the missing offsets directly from Kafka (`RangeReader`), processes them with
+  its batch, and only after their points are in InfluxDB calls `mark_done`, which hands the gap
+  to Faust's bookkeeping so the commit can move past it.
 """
 
 from __future__ import annotations
@@ -31,7 +37,6 @@ class Gap:
     end: int  # first offset after the gap (the message Faust delivered next)
 
 
-PENDING: list[Gap] = []
 CONTIGUOUS_TOPICS: set[str] = set()
 _original_add_gap = None
 
@@ -48,21 +53,32 @@ def install(topics: set[str]) -> None:
     async def _add_gap(self, tp, offset_from: int, offset_to: int) -> None:
         if tp.topic not in CONTIGUOUS_TOPICS:
             return await _original_add_gap(self, tp, offset_from, offset_to)
-        committed = self._committed_offset[tp]
-        if committed is not None:
-            offset_from = max(offset_from, committed)
-        if offset_from < offset_to:  # offset_to itself is being delivered now
-            log.warning("offset gap on %s/%s: %d..%d were not delivered; they will be fetched",
-                        tp.topic, tp.partition, offset_from, offset_to - 1)
-            PENDING.append(Gap(tp, offset_from, offset_to))
+        # not done: the agent's OffsetTracker sees the same jump and fetches the records
 
     Consumer._add_gap = _add_gap
 
 
-def take_pending() -> list[Gap]:
-    out = PENDING[:]
-    del PENDING[: len(out)]
-    return out
+class OffsetTracker:
+    """Finds the offsets Faust skipped, from the offsets the agent is handed."""
+
+    def __init__(self) -> None:
+        self._next: dict = {}  # TP -> (consumer generation, next offset expected)
+
+    def check(self, events, generation: int, committed: dict) -> list[Gap]:
+        """``committed``: TP -> next offset to read, as last committed (Faust's own map)."""
+        gaps = []
+        for ev in events:
+            tp, off = ev.message.tp, ev.message.offset
+            gen, nxt = self._next.get(tp, (None, None))
+            if gen != generation:
+                nxt = committed.get(tp)
+            if nxt is not None and off > nxt:
+                log.warning("partition %s/%s: got offset %d, expected %d: fetching the skipped records",
+                            tp.topic, tp.partition, off, nxt)
+                gaps.append(Gap(tp, nxt, off))
+            # a record delivered again (offset below what we expect) is no gap
+            self._next[tp] = (generation, max(off + 1, nxt or 0))
+        return gaps
 
 
 async def mark_done(consumer, gap: Gap) -> None:

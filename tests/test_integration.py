@@ -94,25 +94,19 @@ def test_exactly_once_through_worker_kill_broker_restart_and_influx_outage(serve
     try:
         pool.wait_ready()
 
+        # (seconds to wait first, what to do, what happened), run during the ward
+        steps = [(6, lambda: pool.kill(0), "worker killed"),  # SIGKILL: no final commit
+                 (2, lambda: pool.start(0), "worker restarted"),
+                 (8, broker.down, "broker stopped"),
+                 (2, broker.up, "broker restarted"),
+                 (6, influx.down, "influxd stopped"),
+                 (4, influx.up, "influxd restarted")]
+
         async def chaos() -> None:
-            await asyncio.sleep(6)
-            pool.kill(0)  # SIGKILL: no graceful shutdown, no final commit
-            events.append("worker killed")
-            await asyncio.sleep(2)
-            pool.start(0)
-            events.append("worker restarted")
-            await asyncio.sleep(8)
-            broker.down()
-            events.append("broker stopped")
-            await asyncio.sleep(2)
-            broker.up()
-            events.append("broker restarted")
-            await asyncio.sleep(6)
-            influx.down()
-            events.append("influxd stopped")
-            await asyncio.sleep(4)
-            influx.up()
-            events.append("influxd restarted")
+            for wait_s, action, label in steps:
+                await asyncio.sleep(wait_s)
+                action()
+                events.append(label)
 
         async def main():
             task = asyncio.ensure_future(chaos())

@@ -16,7 +16,7 @@ import platform
 import time
 
 from device_sim.sources import SyntheticBed
-from device_sim.ward import WINDOW_US, Device, load_edge_encoder, next_clock_start
+from device_sim.ward import WINDOW_US, Device, load_edge_encoder, next_clock_start, save_clock_end
 from stream.topics import bed_key, ensure_topics
 from wardstream import services
 from wardstream.influxq import exactly_once, frame_seqs
@@ -50,9 +50,7 @@ async def preload(s: Settings, beds: int, windows_per_bed: int) -> tuple[dict[in
     finally:
         await prod.stop()
     last_end = clock0 + beds * 997 + windows_per_bed * WINDOW_US
-    from device_sim.ward import _clock_file
-    import json
-    _clock_file(s.state_dir).write_text(json.dumps({"last_end_us": last_end}))
+    save_clock_end(s.state_dir, last_end)
     return accepted, clock0, last_end, time.time() - t0
 
 

@@ -86,6 +86,23 @@ _ENV = {
 }
 
 
+SECRETS = {"influx_token", "device_secret"}
+
+
+def to_env(s: Settings) -> dict[str, str]:
+    """The ``WARDSTREAM_*`` variables that make another process read the same settings.
+
+    Secrets are left out: they reach child processes only through the inherited environment.
+    """
+    out = {}
+    for name, var in _ENV.items():
+        if name in SECRETS:
+            continue
+        v = getattr(s, name)
+        out[var] = ("1" if v else "0") if isinstance(v, bool) else str(v)
+    return out
+
+
 def from_env(env: dict[str, str] | None = None, **overrides) -> Settings:
     """Settings from ``env`` (default ``os.environ``), then explicit overrides (CLI flags)."""
     env = os.environ if env is None else env

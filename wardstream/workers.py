@@ -12,26 +12,11 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from wardstream.settings import Settings
-
-_ENV_NAMES = {
-    "app_id": "WARDSTREAM_APP_ID", "control_topic": "WARDSTREAM_CONTROL_TOPIC",
-    "kafka_bootstrap": "WARDSTREAM_KAFKA_BOOTSTRAP", "influx_url": "WARDSTREAM_INFLUX_URL",
-    "influx_api": "WARDSTREAM_INFLUX_API", "influx_db": "WARDSTREAM_INFLUX_DB",
-    "influx_rp": "WARDSTREAM_INFLUX_RP", "influx_org": "WARDSTREAM_INFLUX_ORG",
-    "influx_bucket": "WARDSTREAM_INFLUX_BUCKET", "frames_topic": "WARDSTREAM_FRAMES_TOPIC",
-    "dlq_topic": "WARDSTREAM_DLQ_TOPIC", "frames_partitions": "WARDSTREAM_FRAMES_PARTITIONS",
-    "state_dir": "WARDSTREAM_STATE_DIR", "require_hmac": "WARDSTREAM_REQUIRE_HMAC",
-}
-
+from wardstream.settings import Settings, to_env
 
 def settings_env(s: Settings) -> dict[str, str]:
     """Environment that makes a child process see the same settings (secrets pass through)."""
-    env = dict(os.environ)
-    for name, var in _ENV_NAMES.items():
-        v = getattr(s, name)
-        env[var] = ("1" if v else "0") if isinstance(v, bool) else str(v)
-    return env
+    return {**os.environ, **to_env(s)}
 
 
 @dataclass

@@ -65,3 +65,13 @@ def test_cli_reports_missing_data_clearly(tmp_path):
                         str(tmp_path)], capture_output=True, text=True, cwd=Path(__file__).parents[2])
     assert r.returncode == 2
     assert "MIT-BIH" in r.stderr and str(tmp_path) in r.stderr
+
+
+def test_to_env_round_trips_and_leaves_secrets_out():
+    from wardstream.settings import to_env
+
+    s = from_env({"WARDSTREAM_INFLUX_TOKEN": "secret"}, app_id="x", frames_partitions=12,
+                 require_hmac=True, state_dir=Path("/srv/ward"))
+    env = to_env(s)
+    assert "WARDSTREAM_INFLUX_TOKEN" not in env and "WARDSTREAM_DEVICE_SECRET" not in env
+    assert from_env(env).replace(influx_token="secret") == s
