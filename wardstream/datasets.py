@@ -109,3 +109,55 @@ def load_eegmat(data_dir: Path, subjects: range | list[int] | None = None) -> li
     if not out:
         raise DataMissing(f"no eegmat recordings for subjects {subjects} in {path}")
     return out
+
+
+# --------------------------------------------------------------------------- CinC 2017
+CINC_LABELS = ("N", "A", "O", "~")
+
+
+@dataclass(frozen=True)
+class CincSet:
+    records: np.ndarray  # str[n]
+    labels: np.ndarray  # str[n], one of CINC_LABELS
+    signals: list[np.ndarray]  # float32 mV at 128 Hz, one per record
+    fs: int = FS
+
+
+def load_cinc(data_dir: Path, split: str = "all", seed: int = 2017, val_fraction: float = 0.2) -> CincSet:
+    """CinC 2017 records of ``split``: ``train`` / ``val`` (a seeded, label-stratified draw fixed
+    for the project), or ``all`` (every record present — also any held-out set of this layout)."""
+    path = _need(Path(data_dir) / "cinc2017" / "cinc2017_128hz.npz", "CinC 2017 archive")
+    with np.load(path, allow_pickle=False) as z:
+        ecg, offsets = z["ecg_uv"], z["offsets"].astype(np.int64)
+        rec, lab = z["record"].astype(str), z["label"].astype(str)
+        fs = int(z["fs"]) if "fs" in z.files else FS
+    if fs != FS:
+        raise ValueError(f"CinC archive is at {fs} Hz, expected {FS}")
+    if len(offsets) == len(rec):  # start offsets only
+        offsets = np.append(offsets, len(ecg))
+    keep = np.arange(len(rec))
+    if split in ("train", "val"):
+        rng = np.random.default_rng(seed)
+        val = np.zeros(len(rec), bool)
+        for lbl in np.unique(lab):
+            idx = np.flatnonzero(lab == lbl)
+            idx = idx[np.argsort(rec[idx])]
+            pick = rng.permutation(len(idx))[: int(round(val_fraction * len(idx)))]
+            val[idx[pick]] = True
+        keep = np.flatnonzero(val if split == "val" else ~val)
+    elif split not in ("all", "test"):
+        raise ValueError(f"unknown split {split!r}; choose from train, val, all")
+    sigs = [ecg[offsets[i]:offsets[i + 1]].astype(np.float32) / 1000.0 for i in keep]
+    return CincSet(rec[keep], lab[keep], sigs)
+
+
+# --------------------------------------------------------------------------- Bonn
+def load_bonn(data_dir: Path, sets: str = "ZO") -> list[np.ndarray]:
+    """Bonn EEG segments of the given sets, resampled 173.61 -> 128 Hz (original units, ~µV)."""
+    path = _need(Path(data_dir) / "bonn" / "bonn_eeg.npz", "Bonn EEG archive")
+    with np.load(path, allow_pickle=False) as z:
+        eeg, st, fs = z["eeg"], z["set"].astype(str), float(z["fs"])
+    pick = np.isin(st, list(sets))
+    if not pick.any():
+        raise DataMissing(f"no Bonn segments of sets {sets!r} in {path}")
+    return [resample(eeg[i].astype(np.float64), fs).astype(np.float32) for i in np.flatnonzero(pick)]

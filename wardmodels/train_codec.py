@@ -1,0 +1,141 @@
+"""Train a codec variant: resumable, step-scheduled, with a wall-clock budget.
+
+The cosine schedule runs over ``steps`` (so a run is reproducible whatever the machine);
+``budget_min`` stops early with a checkpoint, and running the same command again resumes.
+At the end the weights are written as ``<out>/codec-<variant>-<sha256[:12]>.pt`` (state dict +
+config + training record), the file the pipeline loads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from wardmodels.codec import MODALITIES, CodecConfig, DualCodec, recon_loss, variant
+
+log = logging.getLogger(__name__)
+
+
+def save_weights(model: DualCodec, out_dir: Path, record: dict) -> Path:
+    buf = io.BytesIO()
+    state = {k: v for k, v in model.state_dict().items()}
+    torch.save({"config": model.cfg.to_dict(), "state_dict": state, "train": record}, buf)
+    blob = buf.getvalue()
+    digest = hashlib.sha256(blob).hexdigest()[:12]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"codec-{model.cfg.name}-{digest}.pt"
+    path.write_bytes(blob)
+    return path
+
+
+def load_weights(path: Path) -> DualCodec:
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    model = DualCodec(CodecConfig.from_dict(blob["config"]))
+    model.load_state_dict(blob["state_dict"])
+    model.eval()
+    model.train_record = blob.get("train", {})
+    return model
+
+
+def lr_at(cfg: CodecConfig, step: int, steps: int) -> float:
+    return cfg.lr_min + 0.5 * (cfg.lr - cfg.lr_min) * (1 + math.cos(math.pi * min(step, steps) / steps))
+
+
+def train(data_dir: Path, variant_name: str = "ward", ablation: str | None = None, steps: int = 12000,
+          budget_min: float | None = None, run_dir: Path = Path("runs"), out_dir: Path | None = None,
+          seed: int = 0, threads: int | None = None, log_every: int = 200) -> dict:
+    from wardmodels.codec_data import CodecData
+
+    if threads:
+        torch.set_num_threads(threads)
+    cfg = variant(variant_name, ablation)
+    run = Path(run_dir) / f"codec-{cfg.name}-s{seed}"
+    run.mkdir(parents=True, exist_ok=True)
+    ckpt_path = run / "checkpoint.pt"
+    torch.manual_seed(seed)
+    model = DualCodec(cfg)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    rng = np.random.default_rng(seed)
+    step, history, elapsed_before = 0, [], 0.0
+    if ckpt_path.exists():
+        ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        if ck["steps"] != steps or ck["config"] != cfg.to_dict():
+            raise SystemExit(f"{ckpt_path} belongs to another run (steps/config differ); "
+                             "remove it or use another --run-dir")
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["opt"])
+        rng.bit_generator.state = ck["rng"]
+        torch.set_rng_state(ck["torch_rng"])
+        step, history, elapsed_before = ck["step"], ck["history"], ck["elapsed_s"]
+        log.info("resumed %s at step %d", ckpt_path, step)
+
+    t_load = time.monotonic()
+    data = CodecData(data_dir)
+    log.info("data ready in %.1f s: %s", time.monotonic() - t_load, data.summary())
+
+    def checkpoint():
+        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "rng": rng.bit_generator.state,
+                    "torch_rng": torch.get_rng_state(), "step": step, "steps": steps,
+                    "history": history, "config": cfg.to_dict(),
+                    "elapsed_s": elapsed_before + time.monotonic() - t0}, ckpt_path.with_suffix(".tmp"))
+        ckpt_path.with_suffix(".tmp").replace(ckpt_path)
+
+    t0 = time.monotonic()
+    last_ckpt = t0
+    model.train()
+    acc: dict[str, float] = {}
+    weights = {"ecg": cfg.loss_ecg, "eeg": cfg.loss_eeg}
+    while step < steps:
+        if budget_min is not None and (time.monotonic() - t0) / 60 >= budget_min:
+            checkpoint()
+            log.info("budget reached at step %d/%d; checkpoint saved, rerun to resume", step, steps)
+            return {"done": False, "step": step, "checkpoint": str(ckpt_path)}
+        for g in opt.param_groups:
+            g["lr"] = lr_at(cfg, step, steps)
+        xb, paired = data.batch(rng, cfg.batch)
+        x = {m: torch.from_numpy(xb[m]) for m in MODALITIES}
+        pair = torch.from_numpy(paired)
+        keep = {m: pair & (torch.rand(cfg.batch) >= cfg.partner_dropout) for m in MODALITIES}
+        n_stages = 1 if (cfg.stages > 1 and rng.random() < cfg.stage_dropout) else cfg.stages
+        rec, idx, vq_loss = model(x, keep, n_stages)
+        losses = {m: recon_loss(x[m], rec[m], weights[m], cfg.spectral) for m in MODALITIES}
+        loss = losses["ecg"] + losses["eeg"] + vq_loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        step += 1
+        with torch.no_grad():
+            for m in MODALITIES:
+                prd = torch.sqrt(((x[m] - rec[m]) ** 2).sum(-1) / ((x[m] ** 2).sum(-1) + 1e-8)).mean()
+                acc[f"prd_{m}_s{n_stages}"] = acc.get(f"prd_{m}_s{n_stages}", 0.0) + float(prd)
+                acc[f"n_s{n_stages}_{m}"] = acc.get(f"n_s{n_stages}_{m}", 0.0) + 1
+            acc["loss"] = acc.get("loss", 0.0) + float(loss)
+        if step % log_every == 0 or step == steps:
+            row = {"step": step, "lr": lr_at(cfg, step, steps), "loss": acc.pop("loss") / log_every,
+                   "elapsed_s": round(elapsed_before + time.monotonic() - t0, 1)}
+            for k in [k for k in acc if k.startswith("prd_")]:
+                m, s = k.split("_")[1], k.split("_")[2]
+                row[k] = round(100 * acc[k] / max(acc[f"n_{s}_{m}"], 1), 2)
+            acc.clear()
+            history.append(row)
+            log.info("%s", json.dumps(row))
+        if time.monotonic() - last_ckpt > 300:
+            checkpoint()
+            last_ckpt = time.monotonic()
+    model.eval()
+    record = {"variant": variant_name, "ablation": ablation, "steps": steps, "seed": seed,
+              "elapsed_s": round(elapsed_before + time.monotonic() - t0, 1),
+              "final": history[-1] if history else {}, "torch": torch.__version__}
+    path = save_weights(model, Path(out_dir) if out_dir else run, record)
+    checkpoint()
+    log.info("weights written to %s", path)
+    return {"done": True, "step": step, "weights": str(path), **record}
