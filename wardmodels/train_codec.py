@@ -37,7 +37,9 @@ def save_weights(model: DualCodec, out_dir: Path, record: dict) -> Path:
 
 
 def load_weights(path: Path) -> DualCodec:
-    blob = torch.load(path, map_location="cpu", weights_only=True)
+    # TorchVersion: the first committed weights recorded torch.__version__ unconverted
+    with torch.serialization.safe_globals([torch.torch_version.TorchVersion]):
+        blob = torch.load(path, map_location="cpu", weights_only=True)
     model = DualCodec(CodecConfig.from_dict(blob["config"]))
     model.load_state_dict(blob["state_dict"])
     model.eval()
@@ -134,7 +136,7 @@ def train(data_dir: Path, variant_name: str = "ward", ablation: str | None = Non
     model.eval()
     record = {"variant": variant_name, "ablation": ablation, "steps": steps, "seed": seed,
               "elapsed_s": round(elapsed_before + time.monotonic() - t0, 1),
-              "final": history[-1] if history else {}, "torch": torch.__version__}
+              "final": history[-1] if history else {}, "torch": str(torch.__version__)}
     path = save_weights(model, Path(out_dir) if out_dir else run, record)
     checkpoint()
     log.info("weights written to %s", path)

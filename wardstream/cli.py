@@ -76,6 +76,36 @@ def main(argv: list[str] | None = None) -> int:
     bp.add_argument("--duration", type=float, default=60.0)
     bp.add_argument("--json", type=Path)
 
+    bc = bsub.add_parser("codec", help="codec decode throughput, encode cost, model sizes")
+    _common(bc)
+    bc.add_argument("--model-id", type=int)
+    bc.add_argument("--threads", type=int, default=2)
+    bc.add_argument("--seconds", type=float, default=5.0)
+    bc.add_argument("--json", type=Path)
+
+    tr = sub.add_parser("train", help="train models on the recordings (resumable)")
+    tsub = tr.add_subparsers(dest="what", required=True)
+    tc = tsub.add_parser("codec", help="the dual VQ codec")
+    _common(tc)
+    tc.add_argument("--variant", default="ward")
+    tc.add_argument("--ablation", default=None)
+    tc.add_argument("--steps", type=int, default=11000)
+    tc.add_argument("--budget-min", type=float, default=None, help="stop (resumably) after this long")
+    tc.add_argument("--seed", type=int, default=0)
+    tc.add_argument("--run-dir", type=Path, default=Path("runs"))
+    tc.add_argument("--out-dir", type=Path, default=None, help="where the final weights go")
+    tc.add_argument("--threads", type=int, default=None)
+
+    xp = sub.add_parser("export", help="deployable artefacts from trained weights")
+    xsub = xp.add_subparsers(dest="what", required=True)
+    xc = xsub.add_parser("codec", help="int8 edge encoder + entropy tables, recorded in MANIFEST.json")
+    _common(xc)
+    xc.add_argument("weights", type=Path)
+    xc.add_argument("--model-id", type=int, default=1)
+    xc.add_argument("--act-bits", type=int, default=16, choices=[8, 16])
+    xc.add_argument("--context-classes", type=int, default=4)
+    xc.add_argument("--out-dir", type=Path, default=None)
+
     ev = sub.add_parser("eval", help="evaluations on recorded data")
     esub = ev.add_subparsers(dest="what", required=True)
     eq = esub.add_parser("qrs", help="streaming QRS detection on MIT-BIH")
@@ -83,6 +113,15 @@ def main(argv: list[str] | None = None) -> int:
     eq.add_argument("--split", default="test", choices=["test", "train", "all"])
     eq.add_argument("--tolerance", type=float, default=0.15)
     eq.add_argument("--json", type=Path)
+
+    ec = esub.add_parser("codec", help="codec quality, bits and int8 agreement on recordings")
+    _common(ec)
+    ec.add_argument("--split", default="test", choices=["test", "train", "all"])
+    ec.add_argument("--level", type=int, default=1, help="level whose metrics are the top-level keys")
+    ec.add_argument("--encoder", default="int8", choices=["int8", "fp32"])
+    ec.add_argument("--weights", default=None, help="evaluate this checkpoint (fp32) instead of the deployed codec")
+    ec.add_argument("--max-records", type=int, default=None)
+    ec.add_argument("--json", type=Path)
 
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -132,6 +171,35 @@ def main(argv: list[str] | None = None) -> int:
 
         return demo_main(s, a.beds, a.duration, a.speed, a.workers, a.source, a.bad_every, a.seed,
                          a.json, start_services=not a.no_services)
+
+    if a.cmd == "train" and a.what == "codec":
+        from wardmodels.train_codec import train
+
+        d = train(s.data_dir, a.variant, a.ablation, a.steps, a.budget_min, a.run_dir, a.out_dir, a.seed,
+                  a.threads)
+        _write_json(d, None)
+        return 0 if d["done"] else 3
+
+    if a.cmd == "export" and a.what == "codec":
+        from wardmodels.export import export
+
+        cmd = "wardstream export codec " + " ".join(argv or sys.argv[3:])
+        _write_json(export(a.weights, s.data_dir, a.model_id, a.act_bits, classes=a.context_classes,
+                           out_dir=a.out_dir, reproduce=[cmd]), None)
+        return 0
+
+    if a.cmd == "eval" and a.what == "codec":
+        from wardstream.eval_codec import evaluate
+
+        _write_json(evaluate(s.data_dir, a.split, a.level, a.encoder, a.weights,
+                             max_records=a.max_records), a.json)
+        return 0
+
+    if a.cmd == "bench" and a.what == "codec":
+        from wardstream.bench_codec import bench
+
+        _write_json(bench(a.model_id, a.threads, a.seconds), a.json)
+        return 0
 
     if a.cmd == "bench" and a.what == "pipeline":
         from wardstream.bench import bench_pipeline

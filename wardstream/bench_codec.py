@@ -1,0 +1,76 @@
+"""`wardstream bench codec`: cloud decode throughput and edge encode cost of the deployed codec.
+
+Decode = scale lookup + codebook lookup + cross-modal attention + both decoders, for ECG+EEG
+window pairs, batched as the worker batches them; ``torch`` threads as configured (default 2).
+Encode = the integer edge encoder as specified in `wardmodels.int8`, run here in numpy — a
+host-side cost, not a Cortex-M7 timing; the multiply-accumulate count is what firmware pays.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from wardmodels.codec import MODALITIES, count_params
+
+
+def _macs(model) -> int:
+    """Multiply-accumulates of one modality's encoder per window (convolutions only)."""
+    total, length = 0, 256
+    for st in model.enc["ecg"].stages:
+        down = st["down"].conv
+        length = (length + 2 * (down.kernel_size[0] // 2) - down.kernel_size[0]) // 2 + 1
+        total += down.weight.numel() * length
+        total += 2 * st["res"].c1.conv.weight.numel() * length
+    total += model.enc["ecg"].proj.weight.numel() * length
+    return total
+
+
+def bench(model_id: int | None = None, threads: int = 2, seconds: float = 5.0, batches=(1, 64, 256)) -> dict:
+    from wardmodels import runtime
+
+    torch.set_num_threads(threads)
+    codec = runtime.load_deployed(model_id if model_id is not None else runtime.deployed_ids()[0])
+    rng = np.random.default_rng(0)
+    k, pos = codec.codebook_size, codec.positions
+    out = {"codec": codec.name, "threads": threads, "decode": {}}
+    for level in codec.levels:
+        n = codec.stages_for(level) * pos
+        for b in batches:
+            idx = {m: rng.integers(0, k, (b, n)).astype(np.uint16) for m in MODALITIES}
+            codes = {m: rng.integers(60, 200, b).astype(np.uint8) for m in MODALITIES}
+            codec.decode(idx, codes)  # warm up
+            t0, pairs = time.perf_counter(), 0
+            while time.perf_counter() - t0 < seconds:
+                codec.decode(idx, codes)
+                pairs += b
+            rate = pairs / (time.perf_counter() - t0)
+            out["decode"][f"level{level}_batch{b}"] = round(rate, 1)
+    out["decode_pairs_per_s"] = max(v for kk, v in out["decode"].items() if kk.startswith("level1_"))
+    x = {m: rng.standard_normal((64, 256)).astype(np.float32) for m in MODALITIES}
+    if codec.edge is not None:
+        for m in MODALITIES:
+            codec.edge.encode(m, x[m][:1])
+        t0 = time.perf_counter()
+        reps = 0
+        while time.perf_counter() - t0 < seconds:
+            for m in MODALITIES:
+                codec.edge.encode(m, x[m][:1])
+            reps += 1
+        out["encode_ms"] = round(1000 * (time.perf_counter() - t0) / reps, 3)
+        out["encode_ms_note"] = "one ECG+EEG window pair, integer encoder in numpy on this host"
+        out["encoder_int8_bytes"] = codec.edge.nbytes()
+        out["entropy_tables_bytes"] = codec.edge.prior_nbytes()
+    out["encoder_macs_per_pair"] = 2 * _macs(codec.model)
+    m = codec.model
+    out["params"] = {
+        "encoders": sum(count_params(m.enc[x]) for x in MODALITIES),
+        "codebooks": sum(vq.embed.numel() for x in MODALITIES for vq in m.vq[x].stages),
+        "attention": count_params(m.attn) if m.attn is not None else 0,
+        "decoders": sum(count_params(d) for d in {id(m.dec[x]): m.dec[x] for x in MODALITIES}.values()),
+    }
+    out["cloud_fp32_bytes"] = 4 * (out["params"]["attention"] + out["params"]["decoders"]
+                                   + out["params"]["codebooks"])
+    return out

@@ -1,0 +1,270 @@
+"""`wardstream eval codec`: the deployed codec on real recordings, as the pipeline runs it.
+
+* ECG: MIT-BIH (``test`` = DS2, ``all`` = every record present), lead MLII at 128 Hz, causally
+  band-passed as the device does, cut into consecutive 2-s windows, encoded by the int8 edge
+  encoder (``--encoder fp32`` for the float reference), decoded without an EEG partner (these
+  recordings have none). QRS detection runs the pipeline's streaming detector on the
+  reconstruction and on the original 128-Hz signal, scored against the ``.atr`` beats.
+* EEG: eegmat (``test`` = subjects 24–29, ``all`` = every recording present), each of F3, F4,
+  C3, C4 decoded jointly with the simultaneous ECG window, as a bed's frame carries them.
+
+PRD / SNR compare against the band-passed signal the codec is given (which has no DC, so PRD
+and PRDN nearly coincide; both are reported). Windows whose reference is flat (lead off) have
+no defined PRD and are counted, not scored.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from wardmodels.frontend import FS, WINDOW, filter_record
+from wardstream import datasets as ds
+
+FLAT = {"ecg": 0.005, "eeg": 0.1}  # window std (mV, µV) below which PRD is undefined
+BANDS = {"delta": (0.5, 4.0), "theta": (4.0, 8.0), "alpha": (8.0, 13.0), "beta": (13.0, 30.0)}
+HEADER_BYTES, MOD_HEAD_BYTES, SIDE_BYTES, CRC_BYTES = 29, 4, 1, 4
+
+
+def _windows(x: np.ndarray) -> np.ndarray:
+    n = len(x) // WINDOW
+    return x[: n * WINDOW].reshape(n, WINDOW)
+
+
+def window_metrics(ref: np.ndarray, rec: np.ndarray, modality: str) -> dict[str, np.ndarray]:
+    ok = ref.std(1) >= FLAT[modality]
+    err = ((ref - rec) ** 2).sum(1)
+    sig = (ref ** 2).sum(1)
+    dm = ref - ref.mean(1, keepdims=True)
+    return {"ok": ok,
+            "prd": 100 * np.sqrt(err / np.maximum(sig, 1e-30)),
+            "prdn": 100 * np.sqrt(err / np.maximum((dm ** 2).sum(1), 1e-30)),
+            "snr": 10 * np.log10(np.maximum(sig, 1e-30) / np.maximum(err, 1e-30))}
+
+
+def coherence(ref: np.ndarray, rec: np.ndarray) -> float:
+    from scipy.signal import coherence as msc
+
+    f, c = msc(ref, rec, fs=FS, nperseg=WINDOW)
+    band = (f >= 0.5) & (f <= 40.0)
+    return float(np.nanmean(c[band]))
+
+
+def band_power_errors(ref: np.ndarray, rec: np.ndarray, ok: np.ndarray) -> dict[str, np.ndarray]:
+    from scipy.signal import welch
+
+    f, pr = welch(ref, fs=FS, nperseg=128, axis=-1)
+    _, px = welch(rec, fs=FS, nperseg=128, axis=-1)
+    out = {}
+    for name, (lo, hi) in BANDS.items():
+        sel = (f >= lo) & (f < hi)
+        a, b = pr[:, sel].sum(1), px[:, sel].sum(1)
+        good = ok & (a > 0)
+        out[name] = np.abs(b[good] - a[good]) / a[good]
+    return out
+
+
+def _usage(idx: np.ndarray, k: int, positions: int) -> list[dict]:
+    out = []
+    for s in range(idx.shape[1] // positions):
+        v = idx[:, s * positions:(s + 1) * positions].ravel()
+        p = np.bincount(v, minlength=k) / max(v.size, 1)
+        nz = p[p > 0]
+        out.append({"stage": s + 1, "used": int((p > 0).sum()), "fraction": float((p > 0).mean()),
+                    "perplexity": float(np.exp(-(nz * np.log(nz)).sum())) if nz.size else 0.0})
+    return out
+
+
+# --------------------------------------------------------------------------- workers
+_CODEC = None
+
+
+def _codec(weights: str | None):
+    global _CODEC
+    if _CODEC is None:
+        import torch
+
+        torch.set_num_threads(1)
+        from wardmodels import runtime
+
+        if weights:
+            model = runtime.load_model(Path(weights))
+            _CODEC = runtime.DeployedCodec(0, Path(weights).stem, model, None)
+        else:
+            _CODEC = runtime.load_deployed(runtime.deployed_ids()[0])
+    return _CODEC
+
+
+def _ecg_record(args) -> dict:
+    from wardstream.eval_qrs import detect_stream, match_beats
+
+    data_dir, rec_name, weights, encoder, tol = args
+    codec = _codec(weights)
+    r = ds.load_mitdb(Path(data_dir), rec_name)
+    ref = _windows(filter_record(r.ecg_mv))
+    codes, idx = codec.encode("ecg", ref, 1, encoder)
+    out = {"record": rec_name, "windows": len(ref), "idx": idx, "levels": {}}
+    if encoder == "int8":
+        _, fp = codec.encode("ecg", ref, 1, "fp32")
+        out["agree"] = (fp == idx)
+    end_s = len(ref) * WINDOW / FS - 0.3
+    beats = r.beat_times_s[r.beat_times_s < end_s]
+    det0 = detect_stream(r.ecg_mv[: len(ref) * WINDOW])
+    out["qrs_original"] = match_beats(beats, det0[det0 < end_s], tol)
+    for level in codec.levels:
+        n = codec.stages_for(level) * codec.positions
+        rec = codec.decode({"ecg": idx[:, :n], "eeg": None}, {"ecg": codes})["ecg"]
+        wm = window_metrics(ref, rec, "ecg")
+        det = detect_stream(rec.ravel())
+        out["levels"][level] = {**wm, "coherence": coherence(ref.ravel(), rec.ravel()),
+                                "qrs": match_beats(beats, det[det < end_s], tol)}
+    return out
+
+
+def _eeg_recording(args) -> dict:
+    data_dir, name, weights, encoder = args
+    codec = _codec(weights)
+    sub = int(name[7:9])
+    rec = next(r for r in ds.load_eegmat(Path(data_dir), [sub]) if r.name == name)
+    ecg_ref = _windows(filter_record(rec.ecg_mv))
+    ecg_codes, ecg_idx = codec.encode("ecg", ecg_ref, 1, encoder)
+    out = {"recording": name, "channels": [], "idx": [], "agree": []}
+    for c in range(rec.eeg_uv.shape[0]):
+        ref = _windows(filter_record(rec.eeg_uv[c]))
+        codes, idx = codec.encode("eeg", ref, 1, encoder)
+        out["idx"].append(idx)
+        if encoder == "int8":
+            out["agree"].append(codec.encode("eeg", ref, 1, "fp32")[1] == idx)
+        ch = {"levels": {}}
+        for level in codec.levels:
+            n = codec.stages_for(level) * codec.positions
+            dec = codec.decode({"ecg": ecg_idx[:, :n], "eeg": idx[:, :n]}, {"ecg": ecg_codes, "eeg": codes})
+            wm = window_metrics(ref, dec["eeg"], "eeg")
+            lv = {**wm, "coherence": coherence(ref.ravel(), dec["eeg"].ravel()),
+                  "bandpower": band_power_errors(ref, dec["eeg"], wm["ok"])}
+            if c == 0:
+                lv["ecg"] = window_metrics(ecg_ref, dec["ecg"], "ecg")
+            ch["levels"][level] = lv
+        out["channels"].append(ch)
+    return out
+
+
+def _dist(v: np.ndarray) -> dict:
+    v = np.asarray(v, dtype=np.float64)
+    if v.size == 0:
+        return {"mean": None, "median": None, "p90": None, "n": 0}
+    return {"mean": float(v.mean()), "median": float(np.median(v)), "p90": float(np.percentile(v, 90)),
+            "n": int(v.size)}
+
+
+def evaluate(data_dir: Path, split: str = "test", level: int = 1, encoder: str = "int8",
+             weights: str | None = None, jobs: int | None = None, tol_s: float = 0.15,
+             max_records: int | None = None) -> dict:
+    data_dir = Path(data_dir)
+    jobs = jobs or min(2, os.cpu_count() or 1)
+    if weights and encoder == "int8":
+        encoder = "fp32"  # a bare checkpoint has no calibrated int8 encoder
+    present = set(ds.mitdb_records_present(data_dir)) if (data_dir / "mitdb").exists() else set()
+    ecg_recs = [r for r in (ds.ALL_MITDB if split == "all" else ds.mitdb_split(split)) if r in present]
+    eeg_names = []
+    if (data_dir / "eegmat" / "eegmat_128hz.npz").exists():
+        with np.load(data_dir / "eegmat" / "eegmat_128hz.npz") as z:
+            subs = range(24, 30) if split == "test" else (range(0, 24) if split == "train" else None)
+            eeg_names = sorted(k for k in z.files if k.startswith("Subject")
+                               and (subs is None or int(k[7:9]) in subs))
+    if max_records:
+        ecg_recs, eeg_names = ecg_recs[:max_records], eeg_names[:max_records]
+    if not ecg_recs and not eeg_names:
+        raise ds.DataMissing(f"no MIT-BIH records or eegmat recordings of split {split!r} under {data_dir}")
+    with ProcessPoolExecutor(max_workers=jobs) as ex:
+        ecg_rows = list(ex.map(_ecg_record, [(str(data_dir), r, weights, encoder, tol_s) for r in ecg_recs]))
+        eeg_rows = list(ex.map(_eeg_recording, [(str(data_dir), n, weights, encoder) for n in eeg_names]))
+    codec = _codec(weights)
+    return summarise(codec, ecg_rows, eeg_rows, split, level, encoder, weights, data_dir)
+
+
+def summarise(codec, ecg_rows, eeg_rows, split, level, encoder, weights, data_dir) -> dict:
+    from wardmodels import entropy
+
+    per_level = {}
+    for lv in codec.levels:
+        d: dict = {"level": lv, "stages": codec.stages_for(lv)}
+        if ecg_rows:
+            ok = np.concatenate([r["levels"][lv]["ok"] for r in ecg_rows])
+            get = lambda k: np.concatenate([r["levels"][lv][k] for r in ecg_rows])[ok]  # noqa: E731
+            tp, fn, fp = (sum(r["levels"][lv]["qrs"][i] for r in ecg_rows) for i in range(3))
+            d.update(ecg_prd=_dist(get("prd")), ecg_prdn=_dist(get("prdn")),
+                     ecg_snr_db=float(get("snr").mean()),
+                     ecg_coherence=float(np.mean([r["levels"][lv]["coherence"] for r in ecg_rows])),
+                     ecg_windows_scored=int(ok.sum()), ecg_windows_flat=int((~ok).sum()),
+                     qrs_sensitivity=tp / max(1, tp + fn), qrs_ppv=tp / max(1, tp + fp),
+                     qrs_counts={"tp": tp, "fn": fn, "fp": fp})
+        if eeg_rows:
+            chans = [ch["levels"][lv] for r in eeg_rows for ch in r["channels"]]
+            ok = np.concatenate([c["ok"] for c in chans])
+            get = lambda k: np.concatenate([c[k] for c in chans])[ok]  # noqa: E731
+            d.update(eeg_prd=_dist(get("prd")), eeg_prdn=_dist(get("prdn")),
+                     eeg_snr_db=float(get("snr").mean()),
+                     eeg_coherence=float(np.mean([c["coherence"] for c in chans])),
+                     eeg_bandpower_error={b: float(np.mean(np.concatenate([c["bandpower"][b] for c in chans])))
+                                          for b in BANDS},
+                     eeg_windows_scored=int(ok.sum()), eeg_windows_flat=int((~ok).sum()))
+            e = [r["channels"][0]["levels"][lv]["ecg"] for r in eeg_rows]
+            eok = np.concatenate([x["ok"] for x in e])
+            d["ecg_prd_eegmat"] = _dist(np.concatenate([x["prd"] for x in e])[eok])
+        per_level[lv] = d
+
+    idx = {}
+    if ecg_rows:
+        idx["ecg"] = np.concatenate([r["idx"] for r in ecg_rows])
+    if eeg_rows:
+        idx["eeg"] = np.concatenate([i for r in eeg_rows for i in r["idx"]])
+    usage = {m: _usage(v, codec.codebook_size, codec.positions) for m, v in idx.items()}
+    for lv in codec.levels:
+        d = per_level[lv]
+        n = codec.stages_for(lv) * codec.positions
+        fixed = codec.bits(lv)
+        coded = {m: entropy.measure(codec, m, v[:, :n]) for m, v in idx.items()}
+        payload = (n * int(np.ceil(np.log2(codec.codebook_size))) + 7) // 8
+        frame_bytes = HEADER_BYTES + 2 * (MOD_HEAD_BYTES + SIDE_BYTES + payload) + CRC_BYTES
+        ent = {m: c["bits_per_window_mean"] + 8 for m, c in coded.items()}  # + scale byte
+        d["bits_per_window"] = {
+            "fixed_per_modality": fixed,
+            "entropy_coded_per_modality": ent,
+            "entropy_coder": {m: {k: v for k, v in c.items() if k != "bits_per_window_mean"} for m, c in coded.items()},
+            "frame_bytes_fixed_ecg_eeg": frame_bytes,
+        }
+        d["compression_ratio"] = {
+            "fixed": 16 * WINDOW / fixed,
+            "entropy_coded": {m: 16 * WINDOW / b for m, b in ent.items()},
+            "frame_fixed_ecg_eeg": 2 * 16 * WINDOW / (8 * frame_bytes),
+        }
+    agree = {}
+    if encoder == "int8":
+        a_ecg = [r["agree"] for r in ecg_rows]
+        a_eeg = [a for r in eeg_rows for a in r["agree"]]
+        allv = np.concatenate([a.ravel() for a in a_ecg + a_eeg]) if (a_ecg or a_eeg) else np.zeros(0)
+        st1 = np.concatenate([a[:, : codec.positions].ravel() for a in a_ecg + a_eeg]) if allv.size else allv
+        agree = {"all_positions": float(allv.mean()) if allv.size else None,
+                 "stage1_positions": float(st1.mean()) if st1.size else None,
+                 "ecg": float(np.concatenate([a.ravel() for a in a_ecg]).mean()) if a_ecg else None,
+                 "eeg": float(np.concatenate([a.ravel() for a in a_eeg]).mean()) if a_eeg else None}
+    head = per_level[level]
+    qrs0 = [sum(r["qrs_original"][i] for r in ecg_rows) for i in range(3)] if ecg_rows else [0, 0, 0]
+    out = {
+        "codec": codec.name, "weights": weights or "deployed", "encoder": encoder, "split": split,
+        "data_dir": str(data_dir), "level": level,
+        "ecg_records": [r["record"] for r in ecg_rows], "eeg_recordings": [r["recording"] for r in eeg_rows],
+        **{k: v for k, v in head.items() if k not in ("level", "stages")},
+        "qrs_sensitivity_original": qrs0[0] / max(1, qrs0[0] + qrs0[1]) if ecg_rows else None,
+        "qrs_ppv_original": qrs0[0] / max(1, qrs0[0] + qrs0[2]) if ecg_rows else None,
+        "codebook_usage": usage,
+        "encoder_int8_bytes": codec.edge.nbytes() if codec.edge is not None else None,
+        "int8_index_agreement": agree.get("all_positions"),
+        "int8_index_agreement_detail": agree,
+        "levels": per_level,
+    }
+    return out
