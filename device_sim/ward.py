@@ -55,9 +55,24 @@ class RawEncoder:
         return tuple(out)
 
 
-def load_edge_encoder() -> RawEncoder:
-    """The project's codec once trained weights are committed; the raw level until then."""
-    return RawEncoder()
+class Encoder(Protocol):
+    model_id: int
+    name: str
+
+    def channels(self, ecg: np.ndarray, eeg: np.ndarray | None) -> tuple[Channel, ...]: ...
+
+
+def encoder_factory(model_id: int, level: int) -> Callable[[], Encoder]:
+    """Per-device encoders (each keeps its own filter state): the deployed codec ``model_id`` at
+    ``level``, or the raw level when either is 0."""
+    if model_id == RAW_MODEL_ID or level == 0:
+        return RawEncoder
+    from wardmodels.wire_codec import CodecEncoder, register_deployed
+
+    if model_id not in register_deployed():
+        raise ValueError(f"codec model {model_id} is not deployed (wardmodels/weights/MANIFEST.json)")
+    CodecEncoder(model_id, level)  # load and validate once, before any device starts
+    return lambda: CodecEncoder(model_id, level)
 
 
 @dataclass
@@ -65,16 +80,36 @@ class Device:
     bed_id: int
     source: Source
     clock0_us: int  # device time of its first sample
-    encoder: RawEncoder = field(default_factory=RawEncoder)
+    encoder: Encoder = field(default_factory=RawEncoder)
     hmac_key: bytes | None = None
     seq: int = 0
 
     def next_frame(self) -> tuple[bytes, Frame]:
-        ecg, eeg = self.source.next_window()
+        return next_frames([self])[0]
+
+    def _frame(self, channels: tuple[Channel, ...]) -> tuple[bytes, Frame]:
         frame = Frame(self.bed_id, self.seq, self.clock0_us + self.seq * WINDOW_US, FS, WINDOW,
-                      self.encoder.model_id, self.encoder.channels(ecg, eeg))
+                      self.encoder.model_id, channels)
         self.seq += 1
         return encode_frame(frame, self.hmac_key), frame
+
+
+def next_frames(devices: list[Device]) -> list[tuple[bytes, Frame]]:
+    """The next frame of each device; codec devices are encoded in one batch."""
+    windows = [d.source.next_window() for d in devices]
+    chans: list = [None] * len(devices)
+    coded = [i for i, d in enumerate(devices) if hasattr(d.encoder, "filters")]
+    if coded:
+        from wardmodels.wire_codec import encode_many
+
+        res = encode_many([devices[i].encoder for i in coded], [windows[i][0] for i in coded],
+                          [windows[i][1] for i in coded])
+        for i, c in zip(coded, res):
+            chans[i] = c
+    for i, d in enumerate(devices):
+        if chans[i] is None:
+            chans[i] = d.encoder.channels(*windows[i])
+    return [d._frame(c) for d, c in zip(devices, chans)]
 
 
 def make_sources(kind: str, beds: list[int], data_dir: Path | None, seed: int) -> dict[int, Source]:
@@ -171,11 +206,11 @@ async def run_ward(settings, n_beds: int, duration_s: float, speed: float = 1.0,
     for src in sources.values():
         if hasattr(src, "prime"):
             src.prime()
-    encoder = load_edge_encoder()
+    make_encoder = encoder_factory(settings.codec_model, settings.codec_level)
     clock0 = next_clock_start(settings.state_dir)
     rng = np.random.default_rng(seed)
     phases = {b: int(rng.uniform(0, WINDOW_US)) for b in beds}
-    devices = {b: Device(b, sources[b], clock0 + phases[b], encoder, settings.device_key(b))
+    devices = {b: Device(b, sources[b], clock0 + phases[b], make_encoder(), settings.device_key(b))
                for b in beds}
     own = producer is None
     if own:
@@ -199,21 +234,24 @@ async def run_ward(settings, n_beds: int, duration_s: float, speed: float = 1.0,
                 await _settle(pending, rep)
                 await asyncio.sleep(min(delay, 0.05))
                 continue
-            heapq.heappop(heap)
-            dev = devices[bed]
-            raw, frame = dev.next_frame()
-            key = bed_key(bed)
-            pending.append((await producer.send(settings.frames_topic, raw, key=key), bed, frame.seq))
-            rep.frames_sent += 1
-            rep.wire_bytes += len(raw)
-            rep.raw_bytes += 2 * frame.n_samples * len(frame.channels)
-            rep.t_last_end_us = max(rep.t_last_end_us, frame.window_end_us)
-            if bad_every and rep.frames_sent % bad_every == 0:
-                bad, _ = corrupt(raw, n_bad)
-                n_bad += 1
-                await producer.send(settings.frames_topic, bad, key=key)
-                rep.bad_frames_sent += 1
-            heapq.heappush(heap, (due + WINDOW_US / 1e6 / speed, bed))
+            now = time.time()
+            batch = []  # every device whose window is complete, encoded together
+            while heap and heap[0][0] <= min(now, end_wall) and len(batch) < 512:
+                batch.append(heapq.heappop(heap))
+            made = next_frames([devices[b] for _, b in batch])
+            for (due, bed), (raw, frame) in zip(batch, made):
+                key = bed_key(bed)
+                pending.append((await producer.send(settings.frames_topic, raw, key=key), bed, frame.seq))
+                rep.frames_sent += 1
+                rep.wire_bytes += len(raw)
+                rep.raw_bytes += 2 * frame.n_samples * len(frame.channels)
+                rep.t_last_end_us = max(rep.t_last_end_us, frame.window_end_us)
+                if bad_every and rep.frames_sent % bad_every == 0:
+                    bad, _ = corrupt(raw, n_bad)
+                    n_bad += 1
+                    await producer.send(settings.frames_topic, bad, key=key)
+                    rep.bad_frames_sent += 1
+                heapq.heappush(heap, (due + WINDOW_US / 1e6 / speed, bed))
             if len(pending) >= 2000:
                 await _settle(pending, rep)
             if on_tick:

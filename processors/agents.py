@@ -22,7 +22,7 @@ import time
 from collections import Counter
 
 from processors.bed import BedState, batch_features, process_frame
-from processors.decode import reconstruct
+from processors.decode import reconstruct_batch
 from processors.influx_sink import InfluxSink, line
 from stream import faust_gaps
 from stream.app import app, bed_table, dlq_topic, frames_topic, settings
@@ -93,16 +93,21 @@ async def handle_batch(events) -> None:
         for r in await gap_reader.fetch_range(gap):
             inputs.append((r.key, r.value, f"{r.topic}/{r.partition}/{r.offset}"))
         stats.gap_records += gap.end - gap.start
-    decoded = []  # (key, frame, signals, wire_len)
+    parsed = []  # (key, value, source, frame)
     for key, value, source in inputs:
         try:
             frame = decode_frame(value, hmac_key_for=settings.device_key,
                                  require_hmac=settings.require_hmac)
             if key != bed_key(frame.bed_id):
                 raise KeyMismatch(f"key {key!r} carries a frame of bed {frame.bed_id}")
-            signals = reconstruct(frame)
         except FrameError as err:
             await _dead_letter(key, value, err, source)
+            continue
+        parsed.append((key, value, source, frame))
+    decoded = []  # (key, frame, signals, wire_len)
+    for (key, value, source, frame), signals in zip(parsed, reconstruct_batch([p[3] for p in parsed])):
+        if isinstance(signals, FrameError):
+            await _dead_letter(key, value, signals, source)
             continue
         decoded.append((key, frame, signals, len(value)))
         if TRACE:

@@ -1,32 +1,28 @@
-"""Reconstruct each modality of a validated frame in physical units (ECG mV, EEG µV)."""
+"""Reconstruct each modality of validated frames in physical units (ECG mV, EEG µV).
+
+Raw channels are scaled samples; codec channels go through the deployed codec's decoder
+(`wardmodels.wire_codec`), batched over all frames of a worker batch.
+"""
 
 from __future__ import annotations
 
-from typing import Callable
-
 import numpy as np
 
-from stream.wire import Channel, Frame, FrameError, Modality
+from stream.wire import Frame, FrameError, Modality
+from wardmodels.wire_codec import NoDecoder, decode_frames, register_deployed
+
+__all__ = ["NoDecoder", "reconstruct", "reconstruct_batch", "register_deployed"]
+
+# every process that parses frames must know the deployed codecs' model ids
+register_deployed()
 
 
-class NoDecoder(FrameError):
-    """The frame names a codec level this worker has no decoder weights for."""
-
-    reason = "no_decoder"
-
-
-# model id -> decoder(channel, frame) -> float32 samples; codecs register themselves here
-DECODERS: dict[int, Callable[[Channel, Frame], np.ndarray]] = {}
+def reconstruct_batch(frames: list[Frame]) -> list[dict[Modality, np.ndarray] | FrameError]:
+    return decode_frames(frames)
 
 
 def reconstruct(frame: Frame) -> dict[Modality, np.ndarray]:
-    out: dict[Modality, np.ndarray] = {}
-    for ch in frame.channels:
-        if ch.level == 0:
-            out[ch.modality] = ch.physical()
-            continue
-        dec = DECODERS.get(frame.model_id)
-        if dec is None:
-            raise NoDecoder(f"no decoder loaded for model {frame.model_id} level {ch.level}")
-        out[ch.modality] = dec(ch, frame)
-    return out
+    res = decode_frames([frame])[0]
+    if isinstance(res, FrameError):
+        raise res
+    return res

@@ -15,14 +15,17 @@ Layout (all integers big-endian)::
     n_mod x  modality u8 (0 ECG, 1 EEG)         1 B
              level   u8 (0 = raw int16)         1 B
              count   u16 (samples or indices)   2 B
-             side    gain, offset: 2 x f32 (raw) or 2 x f16 (VQ levels)
+             side    raw: gain, offset as 2 x f32; VQ levels: 2 x f16 (gain, offset)
+                     or, for levels declared ``side="scale8"``, one u8 scale code
              payload raw: count x i16; VQ: count indices bit-packed MSB-first
                      at ceil(log2 K) bits, zero padded to a byte
     crc32    u32 over every byte before it      4 B
     hmac     16 B truncated HMAC-SHA256 over every byte before it (if flag)
 
 Physical value of a raw sample = offset + gain * code. For VQ levels, gain and
-offset are the de-normalisation (std, mean) the decoder applies.
+offset are the de-normalisation (std, mean) the decoder applies; a ``scale8`` level carries
+only the codec's one-byte scale code, exposed as ``Channel.gain`` (an integer 0..255) with
+``offset`` 0 — the codec maps it to a scale (`wardmodels.frontend.scale_value`).
 
 `encode_frame` and `decode_frame` are pure functions; every malformed input raises
 a specific `FrameError` subclass whose ``reason`` is a short stable code used for
@@ -51,6 +54,8 @@ _HEADER = struct.Struct(">4sBBIIqHHHB")
 _MOD_HEAD = struct.Struct(">BBH")
 _SIDE_F32 = struct.Struct(">ff")
 _SIDE_F16 = struct.Struct(">ee")
+_SIDE_U8 = struct.Struct(">B")
+SIDE_KINDS = ("f16x2", "scale8")
 HEADER_SIZE = _HEADER.size
 MAX_SAMPLES = 8192
 
@@ -119,6 +124,11 @@ class LevelSpec:
     level: int
     n_indices: int = 0  # 0 for the raw level
     codebook_size: int = 0
+    side: str = "f16x2"  # VQ levels: "f16x2" (gain, offset) or "scale8" (one scale code)
+
+    def __post_init__(self):
+        if self.side not in SIDE_KINDS:
+            raise ValueError(f"unknown side kind {self.side!r}; known: {SIDE_KINDS}")
 
     @property
     def raw(self) -> bool:
@@ -134,7 +144,23 @@ class LevelSpec:
         return (self.n_indices * self.bits + 7) // 8
 
     def side_struct(self) -> struct.Struct:
-        return _SIDE_F32 if self.raw else _SIDE_F16
+        if self.raw:
+            return _SIDE_F32
+        return _SIDE_U8 if self.side == "scale8" else _SIDE_F16
+
+    def pack_side(self, gain: float, offset: float) -> bytes:
+        if not self.raw and self.side == "scale8":
+            code = int(gain)
+            if code != gain or not 0 <= code <= 255 or offset != 0:
+                raise BadLength(f"level {self.level} carries a scale code 0..255 and no offset, "
+                                f"got gain={gain} offset={offset}")
+            return _SIDE_U8.pack(code)
+        return self.side_struct().pack(gain, offset)
+
+    def unpack_side(self, buf: bytes, pos: int) -> tuple[float, float]:
+        if not self.raw and self.side == "scale8":
+            return float(_SIDE_U8.unpack_from(buf, pos)[0]), 0.0
+        return self.side_struct().unpack_from(buf, pos)
 
 
 RAW_LEVEL = LevelSpec(level=0)
@@ -265,7 +291,7 @@ def encode_frame(frame: Frame, hmac_key: bytes | None = None,
                 raise IndexOutOfRange(f"index outside codebook of {lv.codebook_size}")
             payload = pack_indices(data, lv.bits)
         out += _MOD_HEAD.pack(int(ch.modality), ch.level, data.shape[0])
-        out += lv.side_struct().pack(ch.gain, ch.offset)
+        out += lv.pack_side(ch.gain, ch.offset)
         out += payload
     out += struct.pack(">I", zlib.crc32(out))
     if hmac_key:
@@ -343,7 +369,7 @@ def decode_frame(buf: bytes, hmac_key_for: Callable[[int], bytes | None] | None 
         side = lv.side_struct()
         if pos + side.size > body_end:
             raise TruncatedFrame("side information runs past the frame body")
-        gain, offset = side.unpack_from(buf, pos)
+        gain, offset = lv.unpack_side(buf, pos)
         pos += side.size
         if not (math.isfinite(gain) and math.isfinite(offset)):
             raise BadLength(f"{modality.name} side information is not finite")

@@ -31,6 +31,7 @@ MODALITIES = ("ecg", "eeg")
 class CodecConfig:
     name: str
     channels: tuple[int, int, int] = (64, 128, 128)
+    dec_channels: tuple[int, int, int] | None = None  # decoder widths, deepest first; None: channels reversed
     kernels: tuple[int, int, int] = (5, 3, 3)
     dim: int = 64
     codebook_size: int = 256
@@ -73,6 +74,9 @@ class CodecConfig:
         for k, v in d.items():
             if k in fields:
                 kw[k] = tuple(v) if isinstance(v, list) else v
+        unknown = set(d) - set(fields)
+        if unknown:
+            raise ValueError(f"unknown codec config fields {sorted(unknown)}")
         return cls(**kw)
 
 
@@ -83,6 +87,9 @@ VARIANTS: dict[str, CodecConfig] = {
         lr=2e-4, weight_decay=5e-5),
     "ward": CodecConfig(name="ward", channels=(64, 96, 96), dim=64, codebook_size=256, stages=2),
 }
+# the same edge and codebooks with a decoder of about a third of the multiply-accumulates,
+# trained on the frozen encoders of a trained `ward` (train --init-from)
+VARIANTS["ward-fastdec"] = dataclasses.replace(VARIANTS["ward"], name="ward-fastdec", dec_channels=(64, 64, 32))
 
 # the paper's five ablations, as switches on any variant
 ABLATIONS = {
@@ -155,7 +162,7 @@ class Encoder(nn.Module):
 class Decoder(nn.Module):
     def __init__(self, cfg: CodecConfig):
         super().__init__()
-        ch = list(cfg.channels[::-1])  # e.g. 128, 96, 64
+        ch = list(cfg.dec_channels or cfg.channels[::-1])  # deepest first, e.g. 96, 96, 64
         self.proj = nn.Conv1d(cfg.dim, ch[0], 1)
         ups = []
         for i, c in enumerate(ch):

@@ -42,6 +42,7 @@ def export(codec_path: Path, data_dir: Path, model_id: int = 1, act_bits: int = 
         log.info("%s: prior fitted on %d windows x %d positions", m, len(idx), pos)
     path = edge.save(out_dir, f"edge-{model.cfg.name}")
     entry = {"model_id": model_id, "variant": model.cfg.name, "codec": codec_path.name, "edge": path.name,
+             "stages": model.cfg.stages, "positions": pos, "codebook_size": model.cfg.codebook_size,
              "act_bits": act_bits, "context_classes": classes, "encoder_bytes": edge.nbytes(),
              "reproduce": reproduce or []}
     if out_dir.resolve() == runtime.WEIGHTS_DIR.resolve():

@@ -1,24 +1,30 @@
 """Post-training INT8 edge encoder, specified as integer arithmetic a C kernel can match bit for bit.
 
-Graph per modality (BatchNorm folded into the preceding convolution)::
+Weights are int8 with one scale per output channel; activations are calibrated per tensor and
+held as int16 (``act_bits=16``, the deployed form: CMSIS-NN's s16 kernels — int8 weights,
+int16 activations, int64 bias) or int8 (``act_bits=8``, measured and reported for comparison:
+it loses index agreement). Graph per modality (BatchNorm folded into the preceding convolution)::
 
-    x  --quant-->  x_q int8
-    3 x [ a  = LReLU(conv_s2(h))          int8
-          r1 = LReLU(conv(a))             int8
-          r2 = LReLU(conv(r1))            int8
-          h  = add(a, r2)                 int8 ]
+    x  --quant-->  x_q                    (act)
+    3 x [ a  = LReLU(conv_s2(h))          (act)
+          r1 = LReLU(conv(a))             (act)
+          r2 = LReLU(conv(r1))            (act)
+          h  = add(a, r2)                 (act) ]
     z  = conv1x1(h)                       int16, scale 2^-p
     residual nearest-neighbour search over int8 codebooks -> indices
 
 Integer rules (all shifts arithmetic, i.e. floor; intermediate products in int64):
 
-* input: ``x_q = clamp(floor(x * inv_sx + 0.5), -128, 127)``, ``x`` and ``inv_sx`` float32.
+* ``[lo, hi]`` = ``[-2^(b-1), 2^(b-1) - 1]`` for ``b = act_bits``.
+* input: ``x_q = clamp(floor(x * inv_sx + 0.5), lo, hi)``, ``x`` and ``inv_sx`` float32.
 * convolution: ``acc[o,t] = b[o] + sum_{i,k} w[o,i,k] * x[i, t*stride + k - k//2]`` with
   zero padding; ``w`` int8 (per-output-channel scale), ``b`` int32.
 * requantisation: ``y = clamp((acc * m + (1 << (s - 1))) >> s, lo, hi)`` where ``m = m_pos[o]``
-  when ``acc >= 0`` else ``m_neg[o]`` (LeakyReLU(0.1) folded into the multiplier; equal
-  without activation), ``s = shift[o]``; ``m`` < 2^31.
-* add: ``y = clamp((a * ma + b * mb + (1 << (s - 1))) >> s, -128, 127)``.
+  when ``acc >= 0`` else ``m_neg[o]``, ``s = shift[o]``, ``2^30 <= m_pos < 2^31``. LeakyReLU(0.1)
+  is folded into the multiplier: ``m_neg = (m_pos * 6554 + 32768) >> 16`` (slope 0.100006) for
+  layers with the activation, ``m_neg = m_pos`` for the projection; only ``m_pos`` is stored.
+  Activation layers clamp to ``[lo, hi]``, the projection to int16.
+* add: ``y = clamp((a * ma + b * mb + (1 << (s - 1))) >> s, lo, hi)``, ``s = 24``.
 * search, stage ``j``: codebook ``e_j`` int8 at scale 2^-q_j, ``d_j = p - q_j >= 0``;
   ``k* = argmin_k sum_d (r[d] - (e_j[k,d] << d_j))^2`` (ties: smallest k), then
   ``r -= e_j[k*] << d_j``, starting from ``r = z``.
@@ -42,6 +48,12 @@ import torch
 from wardmodels.codec import MODALITIES, ConvBN, DualCodec, Encoder
 
 SLOPE = 0.1
+SLOPE_Q16 = 6554  # the integer path's LeakyReLU slope, in 1/65536
+
+
+def neg_multiplier(m_pos: np.ndarray, act: bool) -> np.ndarray:
+    m_pos = np.asarray(m_pos, dtype=np.int64)
+    return (m_pos * SLOPE_Q16 + 32768) >> 16 if act else m_pos
 ADD_SHIFT = 24
 CALIB_PERCENTILE = 99.99
 A16_HEADROOM = 1.5
@@ -162,7 +174,7 @@ class Int8Modality:
                 c = self.convs[3 * s + j]
                 acc = np.rint(_conv(inp, c["w"].astype(np.float64), c["stride"])).astype(np.int64) \
                     + c["b"].astype(np.int64)[None, :, None]
-                y = _requant(acc, c["m_pos"].astype(np.int64), c["m_neg"].astype(np.int64),
+                y = _requant(acc, c["m_pos"].astype(np.int64), neg_multiplier(c["m_pos"], True),
                              c["shift"].astype(np.int64), lo, hi)
                 outs.append(y)
                 inp = y.astype(np.float64)
@@ -174,34 +186,42 @@ class Int8Modality:
         c = self.convs[-1]
         acc = np.rint(_conv(h, c["w"].astype(np.float64), 1)).astype(np.int64) \
             + c["b"].astype(np.int64)[None, :, None]
-        return _requant(acc, c["m_pos"].astype(np.int64), c["m_neg"].astype(np.int64),
+        return _requant(acc, c["m_pos"].astype(np.int64), neg_multiplier(c["m_pos"], False),
                         c["shift"].astype(np.int64), -32768, 32767)
+
+    def _codewords(self):
+        cw = getattr(self, "_cw", None)
+        if cw is None:
+            cw = []
+            for cb, q in zip(self.codebooks, self.cb_exp):
+                e = cb.astype(np.int64) << np.int64(self.p - q)
+                cw.append((e, e.T.astype(np.float64).copy(), (e * e).sum(1)))
+            self._cw = cw
+        return cw
 
     def search(self, z: np.ndarray, stages: int | None = None) -> np.ndarray:
         """z int64 (N, D, T) -> indices (N, S, T) by the integer residual search."""
         n, d, t = z.shape
         r = z.transpose(0, 2, 1).reshape(-1, d).astype(np.int64)
         out = []
-        for j, (cb, q) in enumerate(zip(self.codebooks, self.cb_exp)):
+        for j, (e, e_t, e_norm) in enumerate(self._codewords()):
             if stages is not None and j >= stages:
                 break
-            e = cb.astype(np.int64) << np.int64(self.p - q)
-            # |r - e|^2 = |r|^2 - 2 r.e + |e|^2; r.e exact in float64 (|r| < 2^17, |e| < 2^15, D <= 512)
-            dots = np.rint(r.astype(np.float64) @ e.T.astype(np.float64)).astype(np.int64)
-            dist = (e * e).sum(1)[None, :] - 2 * dots
-            idx = dist.argmin(1)
+            # |r - e|^2 - |r|^2 = |e|^2 - 2 r.e; r.e exact in float64 (|r| < 2^17, |e| < 2^15, D <= 512)
+            dots = np.rint(r.astype(np.float64) @ e_t).astype(np.int64)
+            idx = (e_norm[None, :] - 2 * dots).argmin(1)
             r = r - e[idx]
             out.append(idx.reshape(n, t))
         return np.stack(out, 1)
 
     def nbytes(self) -> int:
-        """Bytes the device stores: weights int8, biases int32, two multipliers int32 + shift
-        int8 per output channel, add constants, codebooks int8."""
+        """Bytes the device stores: weights int8, biases (int32 for A8W8, int64 for A16W8), a
+        multiplier int32 + shift int8 per output channel, add constants, codebooks int8."""
         total = 4  # inv_sx
         bias_bytes = 4 if self.act_bits == 8 else 8
         for c in self.convs:
             o = c["w"].shape[0]
-            total += c["w"].size + bias_bytes * o + 4 * o * 2 + o
+            total += c["w"].size + bias_bytes * o + 4 * o + o
         total += 9 * len(self.adds) + 1
         total += sum(cb.size for cb in self.codebooks) + len(self.codebooks)
         return total
@@ -231,7 +251,7 @@ class Int8Encoder:
             arrays[f"{name}/act_bits"] = np.array(mod.act_bits, np.int32)
             arrays[f"{name}/p"] = np.array(mod.p, np.int32)
             for i, c in enumerate(mod.convs):
-                for k in ("w", "b", "m_pos", "m_neg", "shift"):
+                for k in ("w", "b", "m_pos", "shift"):
                     arrays[f"{name}/conv{i}/{k}"] = c[k]
                 arrays[f"{name}/conv{i}/stride"] = np.array(c["stride"], np.int32)
             for i, a in enumerate(mod.adds):
@@ -269,7 +289,7 @@ class Int8Encoder:
             n_conv = len({k.split("/")[1] for k in z.files if k.startswith(f"{name}/conv")})
             n_add = len([k for k in z.files if k.startswith(f"{name}/add")])
             n_cb = len([k for k in z.files if k.startswith(f"{name}/cb") and k.count("/") == 1])
-            convs = [{k: z[f"{name}/conv{i}/{k}"] for k in ("w", "b", "m_pos", "m_neg", "shift")}
+            convs = [{k: z[f"{name}/conv{i}/{k}"] for k in ("w", "b", "m_pos", "shift")}
                      | {"stride": int(z[f"{name}/conv{i}/stride"])} for i in range(n_conv)]
             adds = [dict(zip(("ma", "mb", "shift"), (int(v) for v in z[f"{name}/add{i}"])))
                     for i in range(n_add)]
@@ -329,9 +349,8 @@ def _quant_conv(L: dict, s_in: float, s_out: float, act: bool, bias_bits: int) -
     bq = bq.astype(np.int32 if bias_bits == 32 else np.int64)
     real = s_in * sw / s_out
     m_pos, shift = _multiplier(real)
-    m_neg = np.round(real * (SLOPE if act else 1.0) * np.exp2(shift)).astype(np.int64)
-    return {"w": wq, "b": bq, "m_pos": m_pos.astype(np.int32), "m_neg": m_neg.astype(np.int32),
-            "shift": shift.astype(np.int8), "stride": L["stride"]}
+    return {"w": wq, "b": bq, "m_pos": m_pos.astype(np.int32), "shift": shift.astype(np.int8),
+            "stride": L["stride"]}
 
 
 def quantise(model: DualCodec, calib: dict[str, np.ndarray], act_bits: int = 16) -> Int8Encoder:

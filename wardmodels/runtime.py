@@ -146,7 +146,10 @@ def load_model(path: Path) -> DualCodec:
 def load_deployed(model_id: int) -> DeployedCodec:
     for entry in manifest():
         if entry["model_id"] == model_id:
+            from wardmodels.fused import fuse_decoders
+
             model = load_model(WEIGHTS_DIR / entry["codec"])
+            fuse_decoders(model)
             edge = Int8Encoder.load(verify_hash(WEIGHTS_DIR / entry["edge"])) if entry.get("edge") else None
             return DeployedCodec(model_id, f"{entry['variant']}-{model_id}", model, edge)
     raise WeightsError(f"no deployed codec with model id {model_id} in {MANIFEST}")

@@ -53,7 +53,11 @@ def lr_at(cfg: CodecConfig, step: int, steps: int) -> float:
 
 def train(data_dir: Path, variant_name: str = "ward", ablation: str | None = None, steps: int = 12000,
           budget_min: float | None = None, run_dir: Path = Path("runs"), out_dir: Path | None = None,
-          seed: int = 0, threads: int | None = None, log_every: int = 200) -> dict:
+          seed: int = 0, threads: int | None = None, log_every: int = 200,
+          init_from: Path | None = None) -> dict:
+    """``init_from``: weights of a trained codec whose encoders and codebooks are kept frozen
+    while the attention and decoders (of this variant's shape) train from scratch — a cheaper
+    cloud side for the same edge and wire format."""
     from wardmodels.codec_data import CodecData
 
     if threads:
@@ -64,12 +68,21 @@ def train(data_dir: Path, variant_name: str = "ward", ablation: str | None = Non
     ckpt_path = run / "checkpoint.pt"
     torch.manual_seed(seed)
     model = DualCodec(cfg)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    frozen = None
+    if init_from is not None:
+        base = load_weights(Path(init_from))
+        for part in ("enc", "vq"):
+            getattr(model, part).load_state_dict(getattr(base, part).state_dict())
+            for p_ in getattr(model, part).parameters():
+                p_.requires_grad_(False)
+        frozen = (model.enc, model.vq)
+    opt = torch.optim.Adam([p_ for p_ in model.parameters() if p_.requires_grad], lr=cfg.lr,
+                           weight_decay=cfg.weight_decay)
     rng = np.random.default_rng(seed)
     step, history, elapsed_before = 0, [], 0.0
     if ckpt_path.exists():
         ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        if ck["steps"] != steps or ck["config"] != cfg.to_dict():
+        if ck["steps"] != steps or CodecConfig.from_dict(ck["config"]) != cfg:
             raise SystemExit(f"{ckpt_path} belongs to another run (steps/config differ); "
                              "remove it or use another --run-dir")
         model.load_state_dict(ck["model"])
@@ -93,6 +106,9 @@ def train(data_dir: Path, variant_name: str = "ward", ablation: str | None = Non
     t0 = time.monotonic()
     last_ckpt = t0
     model.train()
+    if frozen:
+        for part in frozen:
+            part.eval()  # no BN statistics or codebook EMA updates
     acc: dict[str, float] = {}
     weights = {"ecg": cfg.loss_ecg, "eeg": cfg.loss_eeg}
     while step < steps:
@@ -135,6 +151,7 @@ def train(data_dir: Path, variant_name: str = "ward", ablation: str | None = Non
             last_ckpt = time.monotonic()
     model.eval()
     record = {"variant": variant_name, "ablation": ablation, "steps": steps, "seed": seed,
+              "init_from": Path(init_from).name if init_from else None,
               "elapsed_s": round(elapsed_before + time.monotonic() - t0, 1),
               "final": history[-1] if history else {}, "torch": str(torch.__version__)}
     path = save_weights(model, Path(out_dir) if out_dir else run, record)

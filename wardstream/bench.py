@@ -16,7 +16,7 @@ import platform
 import time
 
 from device_sim.sources import SyntheticBed
-from device_sim.ward import WINDOW_US, Device, load_edge_encoder, next_clock_start, save_clock_end
+from device_sim.ward import WINDOW_US, Device, encoder_factory, next_clock_start, next_frames, save_clock_end
 from stream.topics import bed_key, ensure_topics
 from wardstream import services
 from wardstream.influxq import exactly_once, frame_seqs
@@ -30,9 +30,9 @@ async def preload(s: Settings, beds: int, windows_per_bed: int) -> tuple[dict[in
     from aiokafka import AIOKafkaProducer
 
     clock0 = next_clock_start(s.state_dir)
-    enc = load_edge_encoder()
+    make_encoder = encoder_factory(s.codec_model, s.codec_level)
     devices = [Device(BENCH_BED_BASE + b, SyntheticBed(BENCH_BED_BASE + b, seed=1), clock0 + b * 997,
-                      enc, s.device_key(BENCH_BED_BASE + b)) for b in range(beds)]
+                      make_encoder(), s.device_key(BENCH_BED_BASE + b)) for b in range(beds)]
     prod = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap, acks="all", enable_idempotence=True,
                             linger_ms=20, max_batch_size=512 * 1024)
     await prod.start()
@@ -41,9 +41,9 @@ async def preload(s: Settings, beds: int, windows_per_bed: int) -> tuple[dict[in
     try:
         for _ in range(windows_per_bed):
             futs = []
-            for d in devices:
-                raw, fr = d.next_frame()
-                futs.append((await prod.send(s.frames_topic, raw, key=bed_key(d.bed_id)), d.bed_id, fr.seq))
+            for i in range(0, len(devices), 256):
+                for d, (raw, fr) in zip(devices[i:i + 256], next_frames(devices[i:i + 256])):
+                    futs.append((await prod.send(s.frames_topic, raw, key=bed_key(d.bed_id)), d.bed_id, fr.seq))
             for f, bed, seq in futs:
                 await f
                 accepted.setdefault(bed, []).append(seq)

@@ -95,6 +95,15 @@ def main(argv: list[str] | None = None) -> int:
     tc.add_argument("--run-dir", type=Path, default=Path("runs"))
     tc.add_argument("--out-dir", type=Path, default=None, help="where the final weights go")
     tc.add_argument("--threads", type=int, default=None)
+    tc.add_argument("--init-from", type=Path, default=None,
+                    help="freeze this trained codec's encoders and codebooks; train attention + decoders")
+
+    ta = tsub.add_parser("codec-ablations", help="the paper's five ablations at one step budget")
+    _common(ta)
+    ta.add_argument("--variant", default="ward")
+    ta.add_argument("--steps", type=int, default=1000)
+    ta.add_argument("--max-records", type=int, default=6)
+    ta.add_argument("--run-dir", type=Path, default=Path("runs"))
 
     xp = sub.add_parser("export", help="deployable artefacts from trained weights")
     xsub = xp.add_subparsers(dest="what", required=True)
@@ -176,9 +185,15 @@ def main(argv: list[str] | None = None) -> int:
         from wardmodels.train_codec import train
 
         d = train(s.data_dir, a.variant, a.ablation, a.steps, a.budget_min, a.run_dir, a.out_dir, a.seed,
-                  a.threads)
+                  a.threads, init_from=a.init_from)
         _write_json(d, None)
         return 0 if d["done"] else 3
+
+    if a.cmd == "train" and a.what == "codec-ablations":
+        from wardmodels.ablate import run
+
+        _write_json(run(s.data_dir, a.variant, a.steps, a.run_dir, a.max_records), None)
+        return 0
 
     if a.cmd == "export" and a.what == "codec":
         from wardmodels.export import export

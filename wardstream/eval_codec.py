@@ -79,12 +79,11 @@ def _usage(idx: np.ndarray, k: int, positions: int) -> list[dict]:
 
 
 # --------------------------------------------------------------------------- workers
-_CODEC = None
+_CODECS: dict = {}
 
 
 def _codec(weights: str | None):
-    global _CODEC
-    if _CODEC is None:
+    if weights not in _CODECS:
         import torch
 
         torch.set_num_threads(1)
@@ -92,10 +91,10 @@ def _codec(weights: str | None):
 
         if weights:
             model = runtime.load_model(Path(weights))
-            _CODEC = runtime.DeployedCodec(0, Path(weights).stem, model, None)
+            _CODECS[weights] = runtime.DeployedCodec(0, Path(weights).stem, model, None)
         else:
-            _CODEC = runtime.load_deployed(runtime.deployed_ids()[0])
-    return _CODEC
+            _CODECS[weights] = runtime.load_deployed(runtime.deployed_ids()[0])
+    return _CODECS[weights]
 
 
 def _ecg_record(args) -> dict:

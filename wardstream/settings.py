@@ -43,6 +43,8 @@ class Settings:
     worker_web_host: str = "127.0.0.1"
     device_secret: str = ""  # environment only: master secret for per-device HMAC keys
     require_hmac: bool = False
+    codec_model: int = 1  # wire model id the simulated devices encode with (0: raw int16)
+    codec_level: int = 1  # the level they send (0: raw; see wardmodels.runtime for the ladder)
 
     @property
     def kafka_port(self) -> int:
@@ -83,6 +85,8 @@ _ENV = {
     "worker_web_host": "WARDSTREAM_WORKER_WEB_HOST",
     "device_secret": "WARDSTREAM_DEVICE_SECRET",
     "require_hmac": "WARDSTREAM_REQUIRE_HMAC",
+    "codec_model": "WARDSTREAM_CODEC_MODEL",
+    "codec_level": "WARDSTREAM_CODEC_LEVEL",
 }
 
 

@@ -211,3 +211,25 @@ def test_fuzz_never_raises_anything_but_frame_error():
             _dec(bytes(b), hmac_key_for=lambda bed: TEST_KEY if bed == 42 else None)
         except FrameError as exc:
             assert exc.reason
+
+
+SCALE8 = {7: wire.CodecSpec(7, "scale8-test", {0: wire.RAW_LEVEL,
+                                                1: wire.LevelSpec(1, 64, 256, side="scale8"),
+                                                2: wire.LevelSpec(2, 32, 256, side="scale8")})}
+
+
+def test_scale8_level_is_one_byte_of_side_information():
+    idx = np.arange(64, dtype=np.uint16) * 3 % 256
+    f = Frame(3, 9, 10**15, 128, 256, 7, (Channel(Modality.ECG, 1, 117.0, 0.0, idx),
+                                          Channel(Modality.EEG, 2, 3.0, 0.0, idx[:32])))
+    buf = wire.encode_frame(f, registry=SCALE8)
+    # header + 2 x (modality head 4 + side 1) + 64 B + 32 B of 8-bit indices + crc
+    assert len(buf) == wire.HEADER_SIZE + 2 * (4 + 1) + 64 + 32 + 4
+    assert wire.decode_frame(buf, registry=SCALE8) == f
+
+
+@pytest.mark.parametrize("gain,offset", [(1.5, 0.0), (256.0, 0.0), (-1.0, 0.0), (3.0, 0.5)])
+def test_scale8_rejects_what_one_byte_cannot_carry(gain, offset):
+    f = Frame(3, 9, 0, 128, 256, 7, (Channel(Modality.ECG, 2, gain, offset, np.zeros(32, np.uint16)),))
+    with pytest.raises(BadLength):
+        wire.encode_frame(f, registry=SCALE8)

@@ -1,0 +1,42 @@
+import pytest
+
+from wardstream.settings import default_data_dir
+
+
+@pytest.fixture(scope="session")
+def data_dir():
+    d = default_data_dir()
+    if not (d / "mitdb" / "100.hea").exists() or not (d / "eegmat" / "eegmat_128hz.npz").exists():
+        pytest.skip(f"recordings not found under {d}")
+    return d
+
+
+@pytest.fixture(scope="session")
+def codec():
+    from wardmodels import runtime
+
+    ids = runtime.deployed_ids()
+    assert ids, "no deployed codec in wardmodels/weights/MANIFEST.json"
+    return runtime.load_deployed(ids[0])
+
+
+@pytest.fixture(scope="session")
+def ecg_windows(data_dir):
+    """Band-passed 2-s windows of MIT-BIH record 100 (DS2, never trained on), 5 minutes."""
+    from wardmodels.frontend import filter_record
+    from wardstream.datasets import load_mitdb
+
+    x = filter_record(load_mitdb(data_dir, "100").ecg_mv)[: 150 * 256]
+    return x.reshape(150, 256)
+
+
+@pytest.fixture(scope="session")
+def eeg_windows(data_dir):
+    """F3 of eegmat subject 25 (test subject), with its simultaneous ECG, 2 minutes."""
+    from wardmodels.frontend import filter_record
+    from wardstream.datasets import load_eegmat
+
+    rec = load_eegmat(data_dir, [25])[0]
+    eeg = filter_record(rec.eeg_uv[0])[: 60 * 256].reshape(60, 256)
+    ecg = filter_record(rec.ecg_mv)[: 60 * 256].reshape(60, 256)
+    return eeg, ecg
