@@ -32,6 +32,7 @@ class CodecConfig:
     name: str
     channels: tuple[int, int, int] = (64, 128, 128)
     dec_channels: tuple[int, int, int] | None = None  # decoder widths, deepest first; None: channels reversed
+    folded_encoder: bool = False  # encoder convs carry a bias and no BatchNorm (see fold_and_snap_encoder)
     kernels: tuple[int, int, int] = (5, 3, 3)
     dim: int = 64
     codebook_size: int = 256
@@ -89,7 +90,8 @@ VARIANTS: dict[str, CodecConfig] = {
 }
 # the same edge and codebooks with a decoder of about a third of the multiply-accumulates,
 # trained on the frozen encoders of a trained `ward` (train --init-from)
-VARIANTS["ward-fastdec"] = dataclasses.replace(VARIANTS["ward"], name="ward-fastdec", dec_channels=(64, 64, 32))
+VARIANTS["ward-fastdec"] = dataclasses.replace(VARIANTS["ward"], name="ward-fastdec", dec_channels=(64, 64, 32),
+                                               folded_encoder=True)
 
 # the paper's five ablations, as switches on any variant
 ABLATIONS = {
@@ -120,10 +122,10 @@ def _act(x: torch.Tensor) -> torch.Tensor:
 
 
 class ConvBN(nn.Module):
-    def __init__(self, cin: int, cout: int, k: int, stride: int = 1):
+    def __init__(self, cin: int, cout: int, k: int, stride: int = 1, folded: bool = False):
         super().__init__()
-        self.conv = nn.Conv1d(cin, cout, k, stride=stride, padding=k // 2, bias=False)
-        self.bn = nn.BatchNorm1d(cout)
+        self.conv = nn.Conv1d(cin, cout, k, stride=stride, padding=k // 2, bias=folded)
+        self.bn = nn.Identity() if folded else nn.BatchNorm1d(cout)
 
     def forward(self, x):
         return self.bn(self.conv(x))
@@ -132,10 +134,10 @@ class ConvBN(nn.Module):
 class ResBlock(nn.Module):
     """h + σ(W2 * σ(W1 * h)), size-3 kernels, BN after each conv (folded at export)."""
 
-    def __init__(self, c: int):
+    def __init__(self, c: int, folded: bool = False):
         super().__init__()
-        self.c1 = ConvBN(c, c, 3)
-        self.c2 = ConvBN(c, c, 3)
+        self.c1 = ConvBN(c, c, 3, folded=folded)
+        self.c2 = ConvBN(c, c, 3, folded=folded)
 
     def forward(self, h):
         return h + _act(self.c2(_act(self.c1(h))))
@@ -146,8 +148,10 @@ class Encoder(nn.Module):
         super().__init__()
         stages = []
         cin = 1
+        f = cfg.folded_encoder
         for c, k in zip(cfg.channels, cfg.kernels):
-            stages.append(nn.ModuleDict({"down": ConvBN(cin, c, k, stride=2), "res": ResBlock(c)}))
+            stages.append(nn.ModuleDict({"down": ConvBN(cin, c, k, stride=2, folded=f),
+                                         "res": ResBlock(c, folded=f)}))
             cin = c
         self.stages = nn.ModuleList(stages)
         self.proj = nn.Conv1d(cin, cfg.dim, 1)
@@ -365,6 +369,45 @@ def recon_loss(x: torch.Tensor, y: torch.Tensor, w: tuple[float, float, float], 
     else:
         spec = (fy - fx).abs().mean()
     return w[0] * mse + w[1] * prd + w[2] * spec
+
+
+@torch.no_grad()
+def fold_and_snap_encoder(model: "DualCodec") -> "DualCodec":
+    """The same codec with BatchNorm folded into the encoder convolutions and every encoder
+    weight rounded to its per-output-channel int8 grid (scale max|w| / 127).
+
+    The result is still a float network, but one whose weights the int8 encoder holds exactly,
+    so the integer encoder differs from it only by activation rounding. Decoders trained on it
+    (``train --init-from``) learn from the codes the device really sends.
+    """
+    cfg = dataclasses.replace(model.cfg, folded_encoder=True)
+    out = DualCodec(cfg)
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith("enc.")}
+    out.load_state_dict(state, strict=False)
+
+    def snap(w):
+        sw = w.abs().reshape(w.shape[0], -1).amax(1).clamp_min(1e-12) / 127.0
+        return torch.round(w / sw[:, None, None]).clamp(-127, 127) * sw[:, None, None]
+
+    for m in MODALITIES:
+        src, dst = model.enc[m], out.enc[m]
+        pairs = []
+        for s_st, d_st in zip(src.stages, dst.stages):
+            pairs += [(s_st["down"], d_st["down"]), (s_st["res"].c1, d_st["res"].c1),
+                      (s_st["res"].c2, d_st["res"].c2)]
+        for a, b in pairs:
+            if isinstance(a.bn, nn.Identity):
+                w, bias = a.conv.weight, a.conv.bias
+            else:
+                g = a.bn.weight / torch.sqrt(a.bn.running_var + a.bn.eps)
+                w = a.conv.weight * g[:, None, None]
+                bias = a.bn.bias - a.bn.running_mean * g
+            b.conv.weight.copy_(snap(w))
+            b.conv.bias.copy_(bias)
+        dst.proj.weight.copy_(snap(src.proj.weight))
+        dst.proj.bias.copy_(src.proj.bias)
+    out.eval()
+    return out
 
 
 def count_params(module: nn.Module) -> int:

@@ -80,6 +80,8 @@ def snap_codebooks(model: DualCodec) -> DualCodec:
 # --------------------------------------------------------------------------- folding
 def _fold(cb: ConvBN) -> tuple[np.ndarray, np.ndarray, int]:
     w = cb.conv.weight.detach().double().numpy()
+    if isinstance(cb.bn, torch.nn.Identity):  # already folded (fold_and_snap_encoder)
+        return w, cb.conv.bias.detach().double().numpy(), cb.conv.stride[0]
     bn = cb.bn
     g = (bn.weight / torch.sqrt(bn.running_var + bn.eps)).detach().double().numpy()
     b = (bn.bias - bn.running_mean * bn.weight / torch.sqrt(bn.running_var + bn.eps)).detach().double().numpy()

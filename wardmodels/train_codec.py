@@ -71,6 +71,10 @@ def train(data_dir: Path, variant_name: str = "ward", ablation: str | None = Non
     frozen = None
     if init_from is not None:
         base = load_weights(Path(init_from))
+        if cfg.folded_encoder and not base.cfg.folded_encoder:
+            from wardmodels.codec import fold_and_snap_encoder
+
+            base = fold_and_snap_encoder(base)
         for part in ("enc", "vq"):
             getattr(model, part).load_state_dict(getattr(base, part).state_dict())
             for p_ in getattr(model, part).parameters():

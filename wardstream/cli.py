@@ -130,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     ec.add_argument("--encoder", default="int8", choices=["int8", "fp32"])
     ec.add_argument("--weights", default=None, help="evaluate this checkpoint (fp32) instead of the deployed codec")
     ec.add_argument("--max-records", type=int, default=None)
+    ec.add_argument("--model-id", type=int, default=None, help="deployed codec (default: the devices' codec)")
     ec.add_argument("--json", type=Path)
 
     a = ap.parse_args(argv)
@@ -206,14 +207,15 @@ def main(argv: list[str] | None = None) -> int:
     if a.cmd == "eval" and a.what == "codec":
         from wardstream.eval_codec import evaluate
 
+        mid = a.model_id if a.model_id is not None else (None if a.weights else s.codec_model)
         _write_json(evaluate(s.data_dir, a.split, a.level, a.encoder, a.weights,
-                             max_records=a.max_records), a.json)
+                             max_records=a.max_records, model_id=mid), a.json)
         return 0
 
     if a.cmd == "bench" and a.what == "codec":
         from wardstream.bench_codec import bench
 
-        _write_json(bench(a.model_id, a.threads, a.seconds), a.json)
+        _write_json(bench(a.model_id if a.model_id is not None else s.codec_model, a.threads, a.seconds), a.json)
         return 0
 
     if a.cmd == "bench" and a.what == "pipeline":

@@ -82,8 +82,9 @@ def _usage(idx: np.ndarray, k: int, positions: int) -> list[dict]:
 _CODECS: dict = {}
 
 
-def _codec(weights: str | None):
-    if weights not in _CODECS:
+def _codec(weights: str | None, model_id: int | None = None):
+    key = (weights, model_id)
+    if key not in _CODECS:
         import torch
 
         torch.set_num_threads(1)
@@ -91,17 +92,17 @@ def _codec(weights: str | None):
 
         if weights:
             model = runtime.load_model(Path(weights))
-            _CODECS[weights] = runtime.DeployedCodec(0, Path(weights).stem, model, None)
+            _CODECS[key] = runtime.DeployedCodec(0, Path(weights).stem, model, None)
         else:
-            _CODECS[weights] = runtime.load_deployed(runtime.deployed_ids()[0])
-    return _CODECS[weights]
+            _CODECS[key] = runtime.load_deployed(model_id if model_id is not None else runtime.deployed_ids()[0])
+    return _CODECS[key]
 
 
 def _ecg_record(args) -> dict:
     from wardstream.eval_qrs import detect_stream, match_beats
 
-    data_dir, rec_name, weights, encoder, tol = args
-    codec = _codec(weights)
+    data_dir, rec_name, weights, model_id, encoder, tol = args
+    codec = _codec(weights, model_id)
     r = ds.load_mitdb(Path(data_dir), rec_name)
     ref = _windows(filter_record(r.ecg_mv))
     codes, idx = codec.encode("ecg", ref, 1, encoder)
@@ -124,8 +125,8 @@ def _ecg_record(args) -> dict:
 
 
 def _eeg_recording(args) -> dict:
-    data_dir, name, weights, encoder = args
-    codec = _codec(weights)
+    data_dir, name, weights, model_id, encoder = args
+    codec = _codec(weights, model_id)
     sub = int(name[7:9])
     rec = next(r for r in ds.load_eegmat(Path(data_dir), [sub]) if r.name == name)
     ecg_ref = _windows(filter_record(rec.ecg_mv))
@@ -161,7 +162,7 @@ def _dist(v: np.ndarray) -> dict:
 
 def evaluate(data_dir: Path, split: str = "test", level: int = 1, encoder: str = "int8",
              weights: str | None = None, jobs: int | None = None, tol_s: float = 0.15,
-             max_records: int | None = None) -> dict:
+             max_records: int | None = None, model_id: int | None = None) -> dict:
     data_dir = Path(data_dir)
     jobs = jobs or min(2, os.cpu_count() or 1)
     if weights and encoder == "int8":
@@ -179,9 +180,10 @@ def evaluate(data_dir: Path, split: str = "test", level: int = 1, encoder: str =
     if not ecg_recs and not eeg_names:
         raise ds.DataMissing(f"no MIT-BIH records or eegmat recordings of split {split!r} under {data_dir}")
     with ProcessPoolExecutor(max_workers=jobs) as ex:
-        ecg_rows = list(ex.map(_ecg_record, [(str(data_dir), r, weights, encoder, tol_s) for r in ecg_recs]))
-        eeg_rows = list(ex.map(_eeg_recording, [(str(data_dir), n, weights, encoder) for n in eeg_names]))
-    codec = _codec(weights)
+        ecg_rows = list(ex.map(_ecg_record, [(str(data_dir), r, weights, model_id, encoder, tol_s)
+                                             for r in ecg_recs]))
+        eeg_rows = list(ex.map(_eeg_recording, [(str(data_dir), n, weights, model_id, encoder) for n in eeg_names]))
+    codec = _codec(weights, model_id)
     return summarise(codec, ecg_rows, eeg_rows, split, level, encoder, weights, data_dir)
 
 

@@ -43,7 +43,7 @@ class Settings:
     worker_web_host: str = "127.0.0.1"
     device_secret: str = ""  # environment only: master secret for per-device HMAC keys
     require_hmac: bool = False
-    codec_model: int = 1  # wire model id the simulated devices encode with (0: raw int16)
+    codec_model: int = 2  # wire model id the simulated devices encode with (0: raw int16)
     codec_level: int = 1  # the level they send (0: raw; see wardmodels.runtime for the ladder)
 
     @property

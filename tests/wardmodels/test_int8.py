@@ -121,3 +121,19 @@ def test_committed_edge_encoder_fits_budget_and_agrees_with_fp32(codec, ecg_wind
         agree += int((a[:, 0] == b[:, 0]).sum())
         total += a[:, 0].size
     assert agree / total >= 0.99
+
+
+def test_fold_and_snap_keeps_the_function_and_lands_on_the_int8_grid():
+    from wardmodels.codec import fold_and_snap_encoder
+    from wardmodels.int8 import folded_layers
+
+    m, _ = _tiny_encoder(16)
+    f = fold_and_snap_encoder(m)
+    x = torch.randn(16, 256)
+    with torch.no_grad():
+        z0, z1 = m.enc["ecg"](x), f.enc["ecg"](x)
+    assert (z0 - z1).abs().max() <= 0.05 * z0.abs().max()  # int8 weight rounding only
+    for layer in folded_layers(f.enc["ecg"]):
+        w = layer["w"].reshape(layer["w"].shape[0], -1)
+        q = w / (np.abs(w).max(1, keepdims=True) / 127)
+        assert np.abs(q - np.round(q)).max() < 1e-4
