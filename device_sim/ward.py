@@ -62,17 +62,21 @@ class Encoder(Protocol):
     def channels(self, ecg: np.ndarray, eeg: np.ndarray | None) -> tuple[Channel, ...]: ...
 
 
-def encoder_factory(model_id: int, level: int) -> Callable[[], Encoder]:
+def encoder_factory(model_id: int, level: int, encoder: str = "fp32") -> Callable[[], Encoder]:
     """Per-device encoders (each keeps its own filter state): the deployed codec ``model_id`` at
-    ``level``, or the raw level when either is 0."""
+    ``level`` run as ``encoder`` ("fp32" or "int8", see Settings.sim_encoder), or the raw level
+    when model or level is 0."""
     if model_id == RAW_MODEL_ID or level == 0:
         return RawEncoder
+    import torch
+
     from wardmodels.wire_codec import CodecEncoder, register_deployed
 
+    torch.set_num_threads(1)  # the simulator shares the machine with the worker and servers
     if model_id not in register_deployed():
         raise ValueError(f"codec model {model_id} is not deployed (wardmodels/weights/MANIFEST.json)")
-    CodecEncoder(model_id, level)  # load and validate once, before any device starts
-    return lambda: CodecEncoder(model_id, level)
+    CodecEncoder(model_id, level, encoder)  # load and validate once, before any device starts
+    return lambda: CodecEncoder(model_id, level, encoder)
 
 
 @dataclass
@@ -206,7 +210,7 @@ async def run_ward(settings, n_beds: int, duration_s: float, speed: float = 1.0,
     for src in sources.values():
         if hasattr(src, "prime"):
             src.prime()
-    make_encoder = encoder_factory(settings.codec_model, settings.codec_level)
+    make_encoder = encoder_factory(settings.codec_model, settings.codec_level, settings.sim_encoder)
     clock0 = next_clock_start(settings.state_dir)
     rng = np.random.default_rng(seed)
     phases = {b: int(rng.uniform(0, WINDOW_US)) for b in beds}

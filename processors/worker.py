@@ -6,6 +6,13 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> None:
+    import os
+
+    import torch
+
+    # one decode thread per worker process: scale out with more workers (processes), and keep
+    # the simulator, broker and InfluxDB on a shared machine from fighting over spinning threads
+    torch.set_num_threads(int(os.environ.get("WARDSTREAM_TORCH_THREADS", "1")))
     from stream.app import app
     import processors.agents  # noqa: F401  (registers the agents with the app)
 
