@@ -171,8 +171,9 @@ def decode(buf: bytes, count: int, prior: StagePrior) -> np.ndarray:
 
 # --------------------------------------------------------------------------- measurement
 def measure(codec, modality: str, idx: np.ndarray, check: int = 200) -> dict:
-    """Exact coded size of each window's indices (all stages present in ``idx`` coded into one
-    stream per window) with the codec's committed prior; round-trips ``check`` windows."""
+    """Exact coded size of each window's indices (each stage present in ``idx`` is its own
+    stream, terminated, so the count includes every stream's ending) with the codec's committed
+    prior; ``check`` windows are decoded again and must round-trip."""
     priors = getattr(codec, "priors", None)
     pos = codec.positions
     stages = idx.shape[1] // pos
