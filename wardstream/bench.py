@@ -1,7 +1,8 @@
 """`wardstream bench pipeline`: windows per second one worker process sustains.
 
 The frames topic is preloaded with ``beds`` x ``windows_per_bed`` synthetic windows at the
-uncompressed level (frames keyed by bed, as the simulator sends them); then one worker starts on
+configured codec model and level (``WARDSTREAM_CODEC_MODEL`` / ``_LEVEL``; level 0 is raw
+int16), keyed by bed as the simulator sends them; then one worker starts on
 that backlog and its progress and CPU time are sampled from its /stats/ page once a second. The
 rate is measured between the first and the last sample with progress, over at most ``duration``
 seconds. The broker and InfluxDB run on the same 2-core machine and compete for CPU.
@@ -111,7 +112,9 @@ async def bench_pipeline(s: Settings, beds: int = 2000, duration_s: float = 60.0
     missing, dup = exactly_once(accepted, stored)
     return {
         "beds": beds, "windows_preloaded": total, "windows_per_bed": wpb,
-        "level": "uncompressed (raw int16)", "preload_s": round(preload_s, 1),
+        "codec_model": s.codec_model if s.codec_level else 0, "level": s.codec_level,
+        "worker_torch_threads": int(os.environ.get("WARDSTREAM_TORCH_THREADS", "1")),
+        "preload_s": round(preload_s, 1),
         "windows_processed": windows, "measured_s": round(elapsed, 2),
         "windows_per_s": round(windows / elapsed, 1) if elapsed > 0 else None,
         "worker_cpu_s": round(last[2] - start[2], 2),
