@@ -13,11 +13,13 @@ def data_dir():
 
 @pytest.fixture(scope="session")
 def codec():
+    """The codec the devices send by default."""
     from wardmodels import runtime
+    from wardstream.settings import Settings
 
-    ids = runtime.deployed_ids()
-    assert ids, "no deployed codec in wardmodels/weights/MANIFEST.json"
-    return runtime.load_deployed(ids[0])
+    model_id = Settings().codec_model
+    assert model_id in runtime.deployed_ids(), "default codec missing from wardmodels/weights/MANIFEST.json"
+    return runtime.load_deployed(model_id)
 
 
 @pytest.fixture(scope="session")
