@@ -143,6 +143,11 @@ class LevelSpec:
             return 2 * n_samples
         return (self.n_indices * self.bits + 7) // 8
 
+    def section_bytes(self, n_samples: int) -> int:
+        """Bytes one modality takes in a frame at this level: its header, side information and
+        payload (the frame adds `HEADER_SIZE` and the trailer once)."""
+        return _MOD_HEAD.size + self.side_struct().size + self.payload_bytes(n_samples)
+
     def side_struct(self) -> struct.Struct:
         if self.raw:
             return _SIDE_F32

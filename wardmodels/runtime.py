@@ -26,7 +26,7 @@ import torch
 
 from wardmodels.codec import MODALITIES, DualCodec
 from wardmodels.frontend import SCALE_BITS, normalise, scale_value
-from wardmodels.int8 import Int8Encoder, snap_codebooks
+from wardmodels.int8 import Int8Encoder, fp32_indices, snap_codebooks
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 MANIFEST = WEIGHTS_DIR / "MANIFEST.json"
@@ -100,7 +100,6 @@ class DeployedCodec:
                 raise WeightsError(f"codec {self.name} has no int8 edge encoder")
             idx = self.edge.encode(modality, x, st)
         else:
-            from wardmodels.int8 import fp32_indices
             with self._lock:
                 idx = fp32_indices(self.model, modality, x, st)
         return codes, idx.reshape(len(x), -1).astype(np.uint16)

@@ -21,12 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
+from stream.wire import CRC_LEN, HEADER_SIZE, LevelSpec
 from wardmodels.frontend import FS, WINDOW, filter_record
 from wardstream import datasets as ds
 
 FLAT = {"ecg": 0.005, "eeg": 0.1}  # window std (mV, µV) below which PRD is undefined
 BANDS = {"delta": (0.5, 4.0), "theta": (4.0, 8.0), "alpha": (8.0, 13.0), "beta": (13.0, 30.0)}
-HEADER_BYTES, MOD_HEAD_BYTES, SIDE_BYTES, CRC_BYTES = 29, 4, 1, 4
 
 
 def _windows(x: np.ndarray) -> np.ndarray:
@@ -229,8 +229,8 @@ def summarise(codec, ecg_rows, eeg_rows, split, level, encoder, weights, data_di
         n = codec.stages_for(lv) * codec.positions
         fixed = codec.bits(lv)
         coded = {m: entropy.measure(codec, m, v[:, :n]) for m, v in idx.items()}
-        payload = (n * int(np.ceil(np.log2(codec.codebook_size))) + 7) // 8
-        frame_bytes = HEADER_BYTES + 2 * (MOD_HEAD_BYTES + SIDE_BYTES + payload) + CRC_BYTES
+        section = LevelSpec(lv, n, codec.codebook_size, side="scale8").section_bytes(WINDOW)
+        frame_bytes = HEADER_SIZE + 2 * section + CRC_LEN
         ent = {m: c["bits_per_window_mean"] + 8 for m, c in coded.items()}  # + scale byte
         d["bits_per_window"] = {
             "fixed_per_modality": fixed,
