@@ -8,6 +8,7 @@ a sequence that restarts with a later clock is a rebooted device and starts a ne
 
 from __future__ import annotations
 
+import base64
 import json
 from dataclasses import dataclass, field
 
@@ -18,8 +19,11 @@ from processors.qrs import QrsState, ecg_peaks_stream
 from processors.vitals import (ecg_quality, ecg_quality_batch, eeg_band_powers,
                                eeg_band_powers_batch, hrv)
 from stream.wire import HEADER_SIZE, REGISTRY, Frame, Modality
+from wardmodels.classifier import BEAT_POST, RHYTHM_SAMPLES, beat_waves, rr_context, rr_features
+from wardmodels.frontend import StreamFilter
 
 HRV_SPAN_S = 60.0
+ECG_BUFFER = 12 * 128  # samples of filtered ECG a bed keeps for the classifiers (12 s at 128 Hz)
 DONE_WINDOWS = 256  # how far back a redelivered window is still recognised (8.5 min at 2 s)
 _DONE_MASK = (1 << DONE_WINDOWS) - 1
 
@@ -39,12 +43,21 @@ class BedState:
     restarts: int = 0  # device restarts seen (sequence reset with a later clock)
     done: int = 0  # bit i set: window last_seq - i has been processed (i < DONE_WINDOWS)
     late: int = 0  # windows processed after a later one (redelivered out of order)
+    # classifier inputs: the last ECG_BUFFER samples of front-end-filtered ECG (float16, so the
+    # in-memory state is exactly what a restored one holds), the stream index after its last
+    # sample, the causal filter state for raw-level windows, beats awaiting classification
+    ecg_buf: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float16))
+    buf_end: int = 0
+    zi: list | None = None
+    pending: list[int] = field(default_factory=list)
 
     def to_bytes(self) -> bytes:
         return json.dumps({"ls": self.last_seq, "lt": self.last_t_us, "r": self.restarts, "as": self.anchor_seq, "au": self.anchor_us,
                            "fs": self.fs, "ns": self.n_samples,
                            "q": self.qrs.to_dict() if self.qrs else None, "b": self.beats,
-                           "w": self.windows, "g": self.gaps, "dm": self.done, "lw": self.late},
+                           "w": self.windows, "g": self.gaps, "dm": self.done, "lw": self.late,
+                           "eb": base64.b64encode(self.ecg_buf.astype("<f2").tobytes()).decode(),
+                           "be": self.buf_end, "zi": self.zi, "pd": self.pending},
                           separators=(",", ":")).encode()
 
     @classmethod
@@ -54,7 +67,21 @@ class BedState:
         d = json.loads(raw)
         return cls(last_seq=d["ls"], last_t_us=d["lt"], restarts=d["r"], anchor_seq=d["as"], anchor_us=d["au"], fs=d["fs"],
                    n_samples=d["ns"], qrs=QrsState.from_dict(d["q"]) if d["q"] else None,
-                   beats=list(d["b"]), windows=d["w"], gaps=d["g"], done=d["dm"], late=d["lw"])
+                   beats=list(d["b"]), windows=d["w"], gaps=d["g"], done=d["dm"], late=d["lw"],
+                   ecg_buf=np.frombuffer(base64.b64decode(d.get("eb", "")), "<f2").astype(np.float16),
+                   buf_end=d.get("be", 0), zi=d.get("zi"), pending=list(d.get("pd", [])))
+
+
+@dataclass(frozen=True)
+class ClassifierInputs:
+    """What one window asks of the classifiers (run batched over many beds by the worker)."""
+
+    bed: str
+    rhythm: np.ndarray | None  # float32[1280] filtered ECG, the last 10 s; None until 10 s exist
+    rhythm_ts_ms: int
+    beat_waves: np.ndarray  # (n, 112)
+    beat_rr: np.ndarray  # (n, 5)
+    beat_ts_ms: list[int]
 
 
 @dataclass(frozen=True)
@@ -64,6 +91,7 @@ class StepResult:
     late: bool = False  # processed after a later window of the same stream
     gap: int = 0  # windows missing before this one
     beats: int = 0
+    classify: ClassifierInputs | None = None
 
 
 def _reanchor(state: BedState, frame: Frame) -> None:
@@ -73,6 +101,44 @@ def _reanchor(state: BedState, frame: Frame) -> None:
     state.n_samples = frame.n_samples
     state.qrs = None
     state.beats = []
+    state.ecg_buf = np.zeros(0, np.float16)
+    state.buf_end = 0
+    state.zi = None
+    state.pending = []
+
+
+def _classifier_inputs(state: BedState, frame: Frame, ecg: np.ndarray, raw: bool, new_beats: list[int],
+                       ts_ms: int) -> ClassifierInputs:
+    """Extend the bed's filtered-ECG buffer by this window and cut what the classifiers need:
+    the last 10 s for the rhythm (once 10 s of uninterrupted signal exist) and every pending beat
+    whose successor has been detected (its post-RR interval is then known)."""
+    fs = frame.fs
+    if raw:  # raw-level windows get the front end the device runs before its encoder
+        filt = StreamFilter(fs, None if state.zi is None else np.asarray(state.zi, np.float64))
+        x = filt(ecg)
+        state.zi = filt.zi.tolist()
+    else:
+        x = np.asarray(ecg, np.float32)
+    start = (frame.seq - state.anchor_seq) * frame.n_samples  # stream index of this window
+    buf = np.concatenate([state.ecg_buf, np.nan_to_num(x).astype(np.float16)])[-ECG_BUFFER:]
+    state.ecg_buf = buf
+    state.buf_end = start + len(x)
+    buf_start = state.buf_end - len(buf)
+    rhythm = buf[-RHYTHM_SAMPLES:].astype(np.float32) if len(buf) >= RHYTHM_SAMPLES else None
+    state.pending.extend(new_beats)
+    ready = [k for k in state.pending if k != state.pending[-1] and k + BEAT_POST <= state.buf_end]
+    state.pending = [k for k in state.pending if k not in ready and k >= buf_start]
+    waves = np.zeros((0, 112), np.float32)
+    rr = np.zeros((0, 5), np.float32)
+    ts: list[int] = []
+    if ready:
+        allb = np.asarray(sorted(set(state.beats)), np.int64)
+        pre, post, local, long = rr_context(allb, fs)
+        pos = np.searchsorted(allb, ready)
+        rr = rr_features(pre[pos], post[pos], local[pos], long[pos])
+        waves = beat_waves(buf.astype(np.float32), np.asarray(ready) - buf_start, fs)
+        ts = [(state.anchor_us + k * 1_000_000 // fs) // 1000 for k in ready]
+    return ClassifierInputs(str(frame.bed_id), rhythm, ts_ms, waves, rr, ts)
 
 
 @dataclass(frozen=True)
@@ -143,8 +209,10 @@ def process_frame(state: BedState, frame: Frame, signals: dict[Modality, np.ndar
     n_beats = 0
 
     ecg = signals.get(Modality.ECG)
+    clf_in = None
     if ecg is not None:
         state.qrs, beats = ecg_peaks_stream(ecg, fs, state.qrs)
+        new_beats = [int(k) for k in beats.samples.tolist()]
         prev = state.beats[-1] if state.beats else None
         for k, amp in zip(beats.samples.tolist(), beats.amplitudes.tolist()):
             bf: dict[str, float | int] = {"amp_mv": float(amp)}
@@ -158,6 +226,8 @@ def process_frame(state: BedState, frame: Frame, signals: dict[Modality, np.ndar
         now_idx = (frame.seq - state.anchor_seq + 1) * frame.n_samples
         horizon = now_idx - int(HRV_SPAN_S * fs)
         state.beats = [b for b in state.beats if b >= horizon]
+        raw = any(ch.modality == Modality.ECG and ch.level == 0 for ch in frame.channels)
+        clf_in = _classifier_inputs(state, frame, ecg, raw, new_beats, ts_ms)
         fields.update(hrv([b / fs for b in state.beats], now_idx / fs, HRV_SPAN_S))
         fields["sqi"] = features.sqi if features and features.sqi is not None else ecg_quality(ecg, fs)
         fields["beats"] = n_beats
@@ -187,4 +257,4 @@ def process_frame(state: BedState, frame: Frame, signals: dict[Modality, np.ndar
     state.last_seq = frame.seq
     state.last_t_us = frame.t_start_us
     state.windows += 1
-    return state, StepResult(points, gap=gap, beats=n_beats)
+    return state, StepResult(points, gap=gap, beats=n_beats, classify=clf_in)

@@ -83,6 +83,11 @@ def main(argv: list[str] | None = None) -> int:
     bc.add_argument("--seconds", type=float, default=5.0)
     bc.add_argument("--json", type=Path)
 
+    bl = bsub.add_parser("classifier", help="rhythm decisions/s and beats/s of the deployed classifiers")
+    bl.add_argument("--threads", type=int, default=2)
+    bl.add_argument("--seconds", type=float, default=4.0)
+    bl.add_argument("--json", type=Path)
+
     tr = sub.add_parser("train", help="train models on the recordings (resumable)")
     tsub = tr.add_subparsers(dest="what", required=True)
     tc = tsub.add_parser("codec", help="the dual VQ codec")
@@ -105,6 +110,16 @@ def main(argv: list[str] | None = None) -> int:
     ta.add_argument("--max-records", type=int, default=6)
     ta.add_argument("--run-dir", type=Path, default=Path("runs"))
 
+    tk = tsub.add_parser("classifier", help="the rhythm and beat classifiers (ResNet1D)")
+    _common(tk)
+    tk.add_argument("--kind", default="both", choices=["rhythm", "beat", "both"])
+    tk.add_argument("--epochs", type=int, default=None, help="default: rhythm 40, beat 30")
+    tk.add_argument("--budget-min", type=float, default=None, help="stop (resumably) after this long")
+    tk.add_argument("--seed", type=int, default=0)
+    tk.add_argument("--threads", type=int, default=2)
+    tk.add_argument("--codec-model", type=int, default=2, help="codec whose reconstructions join the mix (0: none)")
+    tk.add_argument("--out-dir", type=Path, default=None, help="where the final weights go (default runs/)")
+
     xp = sub.add_parser("export", help="deployable artefacts from trained weights")
     xsub = xp.add_subparsers(dest="what", required=True)
     xc = xsub.add_parser("codec", help="int8 edge encoder + entropy tables, recorded in MANIFEST.json")
@@ -114,6 +129,14 @@ def main(argv: list[str] | None = None) -> int:
     xc.add_argument("--act-bits", type=int, default=16, choices=[8, 16])
     xc.add_argument("--context-classes", type=int, default=4)
     xc.add_argument("--out-dir", type=Path, default=None)
+
+    xk = xsub.add_parser("classifier", help="LAQ-compress trained classifiers, pack them, record them")
+    _common(xk)
+    xk.add_argument("--rhythm", type=Path, default=None, help="trained rhythm weights (clf-rhythm-*.pt)")
+    xk.add_argument("--beat", type=Path, default=None, help="trained beat weights (clf-beat-*.pt)")
+    xk.add_argument("--gamma", type=float, default=0.04)
+    xk.add_argument("--tolerance", type=float, default=0.005)
+    xk.add_argument("--out-dir", type=Path, default=None)
 
     ev = sub.add_parser("eval", help="evaluations on recorded data")
     esub = ev.add_subparsers(dest="what", required=True)
@@ -132,6 +155,17 @@ def main(argv: list[str] | None = None) -> int:
     ec.add_argument("--max-records", type=int, default=None)
     ec.add_argument("--model-id", type=int, default=None, help="deployed codec (default: the devices' codec)")
     ec.add_argument("--json", type=Path)
+
+    el = esub.add_parser("classifier", help="rhythm (cinc2017) or beat (mitdb) classification")
+    _common(el)
+    el.add_argument("--dataset", required=True, choices=["cinc2017", "mitdb"])
+    el.add_argument("--split", default="test", choices=["test", "all", "val", "train"])
+    el.add_argument("--level", type=int, default=None, help="codec level for the reconstructed scores (default: deployed)")
+    el.add_argument("--encoder", default="int8", choices=["int8", "fp32"])
+    el.add_argument("--weights", type=Path, default=None, help="an FP32 checkpoint instead of the deployed model")
+    el.add_argument("--sweep", type=Path, default=None, help="also run the fixed bit/pruning sweep of this FP32 checkpoint")
+    el.add_argument("--max-records", type=int, default=None)
+    el.add_argument("--json", type=Path)
 
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -190,6 +224,20 @@ def main(argv: list[str] | None = None) -> int:
         _write_json(d, None)
         return 0 if d["done"] else 3
 
+    if a.cmd == "train" and a.what == "classifier":
+        from wardmodels import train_classifier as tcl
+
+        res = {}
+        cm = a.codec_model or None
+        if a.kind in ("rhythm", "both"):
+            res["rhythm"] = tcl.train_rhythm(s.data_dir, a.epochs or 40, seed=a.seed, threads=a.threads,
+                                             budget_min=a.budget_min, out_dir=a.out_dir, codec_model=cm)
+        if a.kind in ("beat", "both") and res.get("rhythm", {}).get("finished", True):
+            res["beat"] = tcl.train_beat(s.data_dir, a.epochs or 30, seed=a.seed, threads=a.threads,
+                                         budget_min=a.budget_min, out_dir=a.out_dir, codec_model=cm)
+        _write_json(res, None)
+        return 0 if all(r["finished"] for r in res.values()) else 3
+
     if a.cmd == "train" and a.what == "codec-ablations":
         from wardmodels.ablate import run
 
@@ -216,6 +264,38 @@ def main(argv: list[str] | None = None) -> int:
         from wardstream.bench_codec import bench
 
         _write_json(bench(a.model_id if a.model_id is not None else s.codec_model, a.threads, a.seconds), a.json)
+        return 0
+
+    if a.cmd == "bench" and a.what == "classifier":
+        from wardstream.bench_classifier import bench
+
+        _write_json(bench(a.threads, a.seconds), a.json)
+        return 0
+
+    if a.cmd == "export" and a.what == "classifier":
+        from wardmodels.clf_runtime import export_classifier
+
+        res = {}
+        for kind, w in (("rhythm", a.rhythm), ("beat", a.beat)):
+            if w is not None:
+                cmd = f"wardstream export classifier --{kind} {w} --gamma {a.gamma} --tolerance {a.tolerance}"
+                res[kind] = export_classifier(kind, w, s.data_dir, a.out_dir, a.gamma, a.tolerance, reproduce=[cmd])
+        _write_json(res, None)
+        return 0
+
+    if a.cmd == "eval" and a.what == "classifier":
+        from wardstream.datasets import DataMissing
+        from wardstream.eval_classifier import evaluate, sweep
+
+        try:
+            d = evaluate(s.data_dir, a.dataset, a.split, s.codec_model,
+                         a.level if a.level is not None else s.codec_level, a.encoder, a.max_records, a.weights)
+            if a.sweep:
+                d["sweep"] = sweep("rhythm" if a.dataset == "cinc2017" else "beat", a.sweep, s.data_dir, a.split)
+        except DataMissing as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        _write_json(d, a.json)
         return 0
 
     if a.cmd == "bench" and a.what == "pipeline":

@@ -1,0 +1,81 @@
+"""What a bed hands the classifiers: the last 10 s for the rhythm, each beat once, restart-safe."""
+
+import numpy as np
+
+from device_sim.sources import SyntheticBed
+from device_sim.ward import Device, RawEncoder
+from processors.bed import BedState, process_frame
+from processors.decode import reconstruct
+from stream.wire import Modality, decode_frame
+from wardmodels.classifier import RHYTHM_SAMPLES, beat_waves, rr_context, rr_features
+from wardmodels.frontend import filter_record
+
+
+def _frames(bed=7, n=12):
+    dev = Device(bed, SyntheticBed(bed, seed=3), 1_800_000_000_000_000, RawEncoder(), None)
+    out = []
+    for _ in range(n):
+        raw, _ = dev.next_frame()
+        out.append((decode_frame(raw), len(raw)))
+    return out
+
+
+def _step_all(frames, state=None, restore_every=False):
+    state = state or BedState()
+    got = []
+    for fr, n in frames:
+        if restore_every:
+            state = BedState.from_bytes(state.to_bytes())
+        state, res = process_frame(state, fr, reconstruct(fr), n)
+        got.append(res.classify)
+    return state, got
+
+
+def test_rhythm_crop_after_ten_seconds_equals_the_filtered_stream():
+    frames = _frames(n=8)
+    _, got = _step_all(frames)
+    assert [c.rhythm is not None for c in got] == [False] * 4 + [True] * 4
+    raw = np.concatenate([reconstruct(fr)[Modality.ECG] for fr, _ in frames])
+    want = filter_record(raw)  # the device front end, causal, started on the first sample
+    np.testing.assert_allclose(got[-1].rhythm, want[-RHYTHM_SAMPLES:], atol=2e-3, rtol=2e-3)
+    assert got[-1].rhythm_ts_ms == frames[-1][0].t_start_us // 1000
+
+
+def test_every_beat_classified_once_and_restart_changes_nothing():
+    frames = _frames(n=12)
+    state, straight = _step_all(frames)
+    _, restored = _step_all(frames, restore_every=True)
+    ts = [t for c in straight for t in c.beat_ts_ms]
+    assert len(ts) == len(set(ts)) and len(ts) >= 10
+    assert ts == sorted(ts)
+    for a, b in zip(straight, restored):
+        assert a.beat_ts_ms == b.beat_ts_ms
+        np.testing.assert_array_equal(a.beat_waves, b.beat_waves)
+        np.testing.assert_array_equal(a.beat_rr, b.beat_rr)
+        if a.rhythm is not None:
+            np.testing.assert_array_equal(a.rhythm, b.rhythm)
+    # one beat (the last) waits for its successor
+    assert len(state.pending) >= 1
+
+
+def test_rr_context_uses_only_the_past_except_the_next_beat():
+    beats = np.array([0, 100, 200, 300, 350, 500, 600, 700]) * 1  # samples
+    pre, post, local, long = rr_context(beats, 100)
+    assert pre[4] == 0.5 and post[4] == 1.5  # a premature beat and its compensatory pause
+    # changing beats after i+1 leaves i's context alone
+    b2 = beats.copy()
+    b2[6:] += 37
+    p2 = rr_context(b2, 100)
+    for v, w in zip((pre, post, local, long), p2):
+        assert v[4] == w[4]
+    f = rr_features(pre, post, local, long)
+    assert f.shape == (8, 5) and f[4, 0] < 0 < f[4, 1]
+
+
+def test_beat_waves_are_scaled_by_the_local_signal():
+    x = np.zeros(2000, np.float32)
+    x[1000] = 1.0
+    a = beat_waves(x, np.array([1000]))
+    b = beat_waves(5 * x, np.array([1000]))
+    np.testing.assert_allclose(a, b, rtol=1e-5)
+    assert a.shape == (1, 112) and a[0].argmax() == 48

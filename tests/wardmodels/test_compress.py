@@ -1,0 +1,118 @@
+"""LAQ / LAP tools and the packed weight format, on small models (no recordings needed)."""
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from wardmodels import compress
+from wardmodels.classifier import VARIANTS, ResNet1D
+
+
+def _trained_like(cfg_name="beat", seed=0):
+    torch.manual_seed(seed)
+    m = ResNet1D(VARIANTS[cfg_name])
+    # give the batch norms non-trivial statistics, as training would
+    m.train()
+    with torch.no_grad():
+        for _ in range(3):
+            m(torch.randn(64, m.cfg.in_samples), torch.randn(64, m.cfg.extra_features) if m.cfg.extra_features else None)
+    for mod in m.modules():
+        if isinstance(mod, nn.BatchNorm1d):
+            mod.weight.data.uniform_(0.5, 1.5)
+            mod.bias.data.uniform_(-0.2, 0.2)
+    return m.eval()
+
+
+def test_fold_batchnorm_preserves_the_function():
+    m = _trained_like()
+    f = compress.fold_batchnorm(m)
+    x, e = torch.randn(16, m.cfg.in_samples), torch.randn(16, m.cfg.extra_features)
+    with torch.no_grad():
+        assert torch.allclose(m(x, e), f(x, e), atol=1e-4)
+    assert not any(isinstance(k, nn.BatchNorm1d) for k in f.modules())
+
+
+@settings(max_examples=25, deadline=None)
+@given(bits=st.integers(1, 8), seed=st.integers(0, 10_000))
+def test_quantize_codes_roundtrip_and_error_bound(bits, seed):
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(6, 3, 5, generator=g)
+    codes, scales = compress.quantize_codes(w, bits)
+    assert codes.min() >= 0 and codes.max() < 2 ** bits
+    deq = compress.dequantize(codes, scales, bits)
+    if bits > 1:
+        # symmetric rounding: every weight within half a step of its channel's scale
+        step = scales.astype(np.float64).reshape(-1, 1, 1)
+        assert np.all(np.abs(deq - w.numpy()) <= step / 2 + 1e-3 * np.abs(w.numpy()) + 1e-6)
+    else:
+        assert np.array_equal(np.sign(deq), np.where(w.numpy() >= 0, 1.0, -1.0))
+
+
+@pytest.mark.parametrize("bits", [1, 2, 3, 5, 8])
+def test_pack_unpack_gives_the_fake_quantized_model(tmp_path, bits):
+    m = compress.fold_batchnorm(_trained_like())
+    names = [n for n, _ in compress.quantizable(m)]
+    b = dict.fromkeys(names, bits)
+    path = compress.pack(m, b, m.cfg.to_dict(), tmp_path / "m.wpk")
+    cfg, state, got_bits = compress.unpack(path)
+    assert cfg["name"] == "beat" and set(got_bits.values()) == {bits}
+    fq = compress.apply(m, b)
+    for k, v in fq.state_dict().items():
+        assert torch.equal(state[k], v), k
+    # the file is what the size report counts, and smaller than FP32 by about 32/bits
+    rep = compress.size_report(_trained_like(), path)
+    assert rep["model_bytes"] == path.stat().st_size
+    assert rep["compression_ratio"] > 0.6 * 32 / bits
+
+
+def test_unpack_refuses_other_files(tmp_path):
+    p = tmp_path / "x.wpk"
+    p.write_bytes(b"PK\x03\x04 not packed")
+    with pytest.raises(ValueError, match="not a packed"):
+        compress.unpack(p)
+
+
+def test_prune_percentile_and_lap_conservative_on_important_layers():
+    m = compress.fold_batchnorm(_trained_like())
+    w = m.head.weight.data
+    pr = compress.prune_tensor(w, 50)
+    assert abs((pr == 0).float().mean().item() - 0.5) < 0.05
+    lp = compress.lap_percentiles(m, 60)
+    imp = compress.importance(m)
+    top = max(imp, key=imp.get)
+    assert lp[top] == pytest.approx(0.0) and max(lp.values()) <= 60
+    low = min(imp, key=imp.get)
+    assert lp[low] == max(lp.values())
+
+
+def test_importance_mixes_share_and_variance():
+    m = compress.fold_batchnorm(_trained_like())
+    imp = compress.importance(m, alpha=1.0, beta=0.0)
+    layers = compress.quantizable(m)
+    n = {k: v.weight.numel() for k, v in layers}
+    assert sum(imp.values()) == pytest.approx(1.0)
+    assert max(imp, key=imp.get) == max(n, key=n.get)
+
+
+def test_laq_meets_its_tolerance_and_uses_fewer_bits_where_allowed():
+    """A toy task where the metric is agreement with the FP32 model's decisions."""
+    torch.manual_seed(0)
+    m = compress.fold_batchnorm(_trained_like())
+    x, e = torch.randn(512, m.cfg.in_samples), torch.randn(512, m.cfg.extra_features)
+    with torch.no_grad():
+        ref = m(x, e).argmax(1)
+
+    def metric(model):
+        with torch.no_grad():
+            return float((model.eval()(x, e).argmax(1) == ref).float().mean())
+
+    res = compress.laq(m, metric, gamma=0.2, tolerance=0.05)
+    assert res.baseline == 1.0
+    assert res.metric >= 0.95
+    assert metric(compress.apply(m, res.bits)) == pytest.approx(res.metric)
+    assert min(res.bits.values()) < 8  # something was compressed below 8 bits
+    full = compress.model_bits(m, dict.fromkeys(res.bits, 8))
+    assert compress.model_bits(m, res.bits) < full

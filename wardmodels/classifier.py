@@ -1,0 +1,218 @@
+"""ECG classifiers: a rhythm classifier (10 s, CinC 2017 classes) and a beat classifier (AAMI).
+
+Both are ResNet1D models after "Resource-Efficient ECG Foundation Networks via Layer-wise Adaptive
+Compression": ``H0 = BN(Conv(X))``; blocks ``Z = σ(BN(Conv(H)))``, ``Z' = σ(BN(Conv(Z)))``,
+``H_k = Z' + S(H_{k-1})`` (S: identity, or a strided 1×1 conv + BN when the shape changes); global
+average pooling; a linear head (softmax in the loss).
+
+Inputs are what the pipeline has for a bed: the ECG after the shared causal 0.5–40 Hz front end
+(`wardmodels.frontend` — the codec reconstructs exactly that signal, and the worker runs the same
+filter over raw-level windows), in mV at 128 Hz.
+
+* rhythm: the last 10 s (five 2-s windows), z-scored per crop (`rhythm_input`);
+* beat: 112 samples around the R peak (-375 ms .. +500 ms) divided by the local signal scale, plus
+  five RR-interval features (`beat_features`), all computable causally from the stream with the
+  next beat's arrival (post-RR) as the only look-ahead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+FS = 128
+RHYTHM_SECONDS = 10
+RHYTHM_SAMPLES = RHYTHM_SECONDS * FS
+RHYTHM_CLASSES = ("N", "A", "O", "~")  # normal, atrial fibrillation, other rhythm, noisy
+BEAT_CLASSES = ("N", "S", "V", "F")  # AAMI
+BEAT_PRE, BEAT_POST = 48, 64  # samples before / after the R peak
+BEAT_SAMPLES = BEAT_PRE + BEAT_POST
+BEAT_SCALE_S = 8.0  # seconds of signal before the beat used for its amplitude scale
+RR_LOCAL = 10  # beats in the local RR mean
+RR_LONG_S = 60.0  # seconds of beats in the long RR mean (the bed state keeps 60 s)
+N_RR_FEATURES = 5
+
+# AAMI mapping of MIT-BIH beat symbols (Q-class and paced beats are not classified)
+AAMI = {**dict.fromkeys("NLRej", "N"), **dict.fromkeys("aSAJ", "S"), **dict.fromkeys("VE", "V"), "F": "F"}
+
+
+@dataclass(frozen=True)
+class ResNetConfig:
+    name: str
+    classes: tuple[str, ...]
+    in_samples: int
+    stem_channels: int = 32
+    stem_kernel: int = 15
+    stem_stride: int = 2
+    stem_pool: int = 2
+    channels: tuple[int, ...] = (32, 48, 64, 64, 96, 96, 128, 128)
+    strides: tuple[int, ...] = (1, 2, 1, 2, 1, 2, 1, 2)
+    kernel: int = 7
+    dropout: float = 0.2
+    extra_features: int = 0  # scalar features concatenated before the head
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ResNetConfig":
+        d = dict(d)
+        for k in ("classes", "channels", "strides"):
+            d[k] = tuple(d[k])
+        return cls(**d)
+
+
+VARIANTS = {
+    "rhythm": ResNetConfig("rhythm", RHYTHM_CLASSES, RHYTHM_SAMPLES),
+    "beat": ResNetConfig("beat", BEAT_CLASSES, BEAT_SAMPLES, stem_channels=32, stem_kernel=7,
+                         stem_stride=1, stem_pool=1, channels=(32, 32, 64, 64, 96, 96),
+                         strides=(1, 2, 1, 2, 1, 2), kernel=5, dropout=0.3,
+                         extra_features=N_RR_FEATURES),
+}
+
+
+class ResBlock(nn.Module):
+    def __init__(self, c_in: int, c_out: int, k: int, stride: int, dropout: float):
+        super().__init__()
+        self.conv1 = nn.Conv1d(c_in, c_out, k, stride, k // 2, bias=False)
+        self.bn1 = nn.BatchNorm1d(c_out)
+        self.conv2 = nn.Conv1d(c_out, c_out, k, 1, k // 2, bias=False)
+        self.bn2 = nn.BatchNorm1d(c_out)
+        self.drop = nn.Dropout(dropout)
+        self.short = None
+        if stride != 1 or c_in != c_out:
+            self.short = nn.Sequential(nn.Conv1d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm1d(c_out))
+
+    def forward(self, h):
+        z = torch.relu(self.bn1(self.conv1(h)))
+        z = torch.relu(self.bn2(self.conv2(self.drop(z))))
+        return z + (h if self.short is None else self.short(h))
+
+
+class ResNet1D(nn.Module):
+    def __init__(self, cfg: ResNetConfig):
+        super().__init__()
+        self.cfg = cfg
+        c = cfg.stem_channels
+        self.stem = nn.Sequential(nn.Conv1d(1, c, cfg.stem_kernel, cfg.stem_stride, cfg.stem_kernel // 2, bias=False),
+                                  nn.BatchNorm1d(c), nn.ReLU())
+        self.pool = nn.MaxPool1d(cfg.stem_pool) if cfg.stem_pool > 1 else nn.Identity()
+        blocks = []
+        for ch, s in zip(cfg.channels, cfg.strides):
+            blocks.append(ResBlock(c, ch, cfg.kernel, s, cfg.dropout))
+            c = ch
+        self.blocks = nn.Sequential(*blocks)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.feat = None
+        if cfg.extra_features:
+            self.feat = nn.Sequential(nn.Linear(cfg.extra_features, 32), nn.ReLU())
+        self.head = nn.Linear(c + (32 if cfg.extra_features else 0), len(cfg.classes))
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.blocks(self.pool(self.stem(x[:, None] if x.dim() == 2 else x)))
+        return h.mean(dim=-1)
+
+    def forward(self, x: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:
+        e = self.embed(x)
+        if self.feat is not None:
+            e = torch.cat([e, self.feat(extra)], dim=1)
+        return self.head(self.drop(e))
+
+
+# --------------------------------------------------------------------------- inputs
+def rhythm_input(crops: np.ndarray) -> np.ndarray:
+    """Filtered ECG crops (N, <=1280) in mV -> model input (N, 1280): z-scored per crop, clipped
+    to ±20, a short crop zero-padded at the start (a bed's first seconds)."""
+    crops = np.atleast_2d(np.asarray(crops, np.float32))
+    x = crops - crops.mean(axis=1, keepdims=True)
+    sd = x.std(axis=1, keepdims=True)
+    x = np.clip(x / np.maximum(sd, 1e-3), -20, 20)  # a flat (lead-off) crop stays ~0, not noise×1000
+    if x.shape[1] < RHYTHM_SAMPLES:
+        x = np.concatenate([np.zeros((len(x), RHYTHM_SAMPLES - x.shape[1]), np.float32), x], axis=1)
+    return x[:, -RHYTHM_SAMPLES:].astype(np.float32)
+
+
+def rr_features(pre: np.ndarray, post: np.ndarray, local: np.ndarray, long: np.ndarray) -> np.ndarray:
+    """RR intervals in seconds (per beat) -> (N, 5): log ratios to the long mean, the local/long
+    ratio, the pre/post ratio, and the pre interval itself (s)."""
+    pre, post, local, long = (np.asarray(v, np.float64) for v in (pre, post, local, long))
+    eps = 1e-3
+    f = np.stack([np.log((pre + eps) / (long + eps)), np.log((post + eps) / (long + eps)),
+                  np.log((local + eps) / (long + eps)), np.log((pre + eps) / (post + eps)),
+                  np.clip(pre, 0, 3.0)], axis=1)
+    return np.clip(f, -3, 3).astype(np.float32)
+
+
+def rr_context(beats: np.ndarray, fs: int = FS) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """For every beat of a sorted sample-index array: (pre, post, local, long) RR in seconds,
+    using only beats up to the next one (what the stream knows when that beat arrives).
+    Missing neighbours (the first / last beat) fall back to the local mean."""
+    t = np.asarray(beats, np.float64) / fs
+    n = len(t)
+    rr = np.diff(t)
+    pre = np.full(n, np.nan)
+    post = np.full(n, np.nan)
+    pre[1:] = rr
+    post[:-1] = rr
+    local = np.full(n, np.nan)
+    long = np.full(n, np.nan)
+    csum = np.concatenate([[0.0], np.cumsum(rr)])
+    for i in range(1, n):
+        lo = max(0, i - RR_LOCAL)
+        local[i] = (csum[i] - csum[lo]) / (i - lo)
+        j = int(np.searchsorted(t, t[i] - RR_LONG_S))
+        j = min(j, i - 1)
+        long[i] = (csum[i] - csum[j]) / (i - j)
+    fill = np.nanmedian(rr) if rr.size else 0.8
+    local = np.where(np.isnan(local), fill, local)
+    long = np.where(np.isnan(long), local, long)
+    pre = np.where(np.isnan(pre), local, pre)
+    post = np.where(np.isnan(post), pre, post)
+    return pre, post, local, long
+
+
+def beat_waves(signal: np.ndarray, beats: np.ndarray, fs: int = FS) -> np.ndarray:
+    """(N, 112) beat waveforms from a filtered signal, each divided by the signal's standard
+    deviation over the ``BEAT_SCALE_S`` seconds before it (edges zero-padded)."""
+    x = np.asarray(signal, np.float64)
+    beats = np.asarray(beats, np.int64)
+    pad = np.concatenate([np.zeros(BEAT_PRE), x, np.zeros(BEAT_POST)])
+    waves = pad[beats[:, None] + np.arange(BEAT_SAMPLES)]
+    c1 = np.concatenate([[0.0], np.cumsum(x)])
+    c2 = np.concatenate([[0.0], np.cumsum(x * x)])
+    hi = np.clip(beats + BEAT_POST, 1, len(x))
+    lo = np.clip(hi - int(BEAT_SCALE_S * fs), 0, None)
+    n = np.maximum(hi - lo, 1)
+    mean = (c1[hi] - c1[lo]) / n
+    sd = np.sqrt(np.maximum((c2[hi] - c2[lo]) / n - mean ** 2, 0))
+    waves = (waves - np.median(waves, axis=1, keepdims=True)) / np.maximum(sd, 5e-3)[:, None]
+    return np.clip(waves, -30, 30).astype(np.float32)
+
+
+# --------------------------------------------------------------------------- inference
+@dataclass
+class Classifier:
+    """A trained classifier ready for inference (weights possibly restored from packed form)."""
+
+    model: ResNet1D
+    name: str = ""
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.model.cfg.classes
+
+    @torch.no_grad()
+    def proba(self, x: np.ndarray, extra: np.ndarray | None = None, batch: int = 256) -> np.ndarray:
+        self.model.eval()
+        out = []
+        for i in range(0, len(x), batch):
+            xb = torch.from_numpy(np.ascontiguousarray(x[i:i + batch], np.float32))
+            eb = None if extra is None else torch.from_numpy(np.ascontiguousarray(extra[i:i + batch], np.float32))
+            out.append(torch.softmax(self.model(xb, eb), dim=1).numpy())
+        if not out:
+            return np.zeros((0, len(self.classes)), np.float32)
+        return np.concatenate(out)

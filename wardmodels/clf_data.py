@@ -1,0 +1,247 @@
+"""Training and evaluation inputs for the classifiers, from real recordings.
+
+* rhythm: CinC 2017 training split (its seeded `calib` part held back for LAQ/LAP decisions and
+  the learning-rate schedule), MIT-BIH DS1 rhythm segments (10-s crops inside one annotated
+  rhythm: ``(N`` → N, ``(AFIB`` → A, any other rhythm → O), the CinC records again as the codec
+  reconstructs them at each level, and synthetic lead-off / noise crops labelled noisy;
+* beat: MIT-BIH DS1 beats with AAMI labels, cut around the annotated R peak with ±2-sample
+  jitter (the streaming detector's spread), from the original and the reconstructed signal.
+
+Every signal goes through the shared causal front end first (`frontend.filter_record`), as in the
+pipeline. Codec reconstructions are computed once and cached under ``runs/clf-cache`` keyed by
+the codec weights' hash.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from wardmodels.classifier import (AAMI, BEAT_CLASSES, BEAT_POST, BEAT_PRE, FS, RHYTHM_CLASSES,
+                                   RHYTHM_SAMPLES, beat_waves, rr_context, rr_features,
+                                   rhythm_input)
+from wardmodels.frontend import WINDOW, filter_record
+from wardstream import datasets as ds
+
+log = logging.getLogger(__name__)
+CACHE = Path(__file__).resolve().parent.parent / "runs" / "clf-cache"
+CALIB_FRACTION = 0.1
+MIT_RHYTHM = {"(N": "N", "(AFIB": "A"}
+
+
+# --------------------------------------------------------------------------- codec round trip
+def reconstruct(signals: list[np.ndarray], model_id: int, level: int, batch: int = 4096,
+                encoder: str = "fp32") -> list[np.ndarray]:
+    """Filtered signals -> what the cloud decodes at ``level`` (consecutive 2-s windows; a tail
+    shorter than a window is dropped). ``encoder``: the float reference or the int8 edge encoder."""
+    from wardmodels.runtime import load_deployed
+
+    codec = load_deployed(model_id)
+    wins = [s[: len(s) // WINDOW * WINDOW].reshape(-1, WINDOW) for s in signals]
+    allw = np.concatenate(wins) if wins else np.zeros((0, WINDOW), np.float32)
+    out = np.zeros_like(allw, dtype=np.float32)
+    for i in range(0, len(allw), batch):
+        codes, idx = codec.encode("ecg", allw[i:i + batch], level, encoder=encoder)
+        out[i:i + batch] = codec.decode({"ecg": idx, "eeg": None}, {"ecg": codes, "eeg": None})["ecg"]
+    res, k = [], 0
+    for w in wins:
+        res.append(out[k:k + len(w)].ravel())
+        k += len(w)
+    return res
+
+
+def _codec_key(model_id: int) -> str:
+    from wardmodels.runtime import manifest
+
+    for e in manifest():
+        if e["model_id"] == model_id:
+            return Path(e["codec"]).stem
+    raise ValueError(f"no codec model {model_id}")
+
+
+def cached_reconstruct(tag: str, signals: list[np.ndarray], model_id: int, level: int) -> list[np.ndarray]:
+    path = CACHE / f"{tag}-{_codec_key(model_id)}-L{level}.npz"
+    if path.exists():
+        with np.load(path) as z:
+            flat, lens = z["x"], z["n"]
+        if len(lens) == len(signals):
+            return np.split(flat, np.cumsum(lens)[:-1])
+    rec = reconstruct(signals, model_id, level)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    np.savez(path, x=np.concatenate(rec) if rec else np.zeros(0, np.float32), n=np.array([len(r) for r in rec]))
+    return rec
+
+
+# --------------------------------------------------------------------------- rhythm
+def cinc_split(data_dir: Path, part: str) -> ds.CincSet:
+    """``fit`` / ``calib``: the CinC training split divided by a seeded draw; ``val``/``all`` as
+    `datasets.load_cinc` (``test`` means ``val`` here: the records held out from training)."""
+    if part in ("fit", "calib"):
+        tr = ds.load_cinc(data_dir, "train")
+        rng = np.random.default_rng(7)
+        calib = np.zeros(len(tr.records), bool)
+        calib[rng.permutation(len(calib))[: int(round(CALIB_FRACTION * len(calib)))]] = True
+        keep = calib if part == "calib" else ~calib
+        return ds.CincSet(tr.records[keep], tr.labels[keep], [s for s, k in zip(tr.signals, keep) if k])
+    return ds.load_cinc(data_dir, "val" if part == "test" else part)
+
+
+def crops_for_record(x: np.ndarray, step: int = 2 * FS) -> np.ndarray:
+    """The crops the pipeline classifies over a record: the last 10 s at every 2-s window end
+    (a record shorter than 10 s: one zero-padded crop)."""
+    n = len(x) // step * step
+    if n < RHYTHM_SAMPLES:
+        return rhythm_input(x[None, :max(n, step)] if n else x[None])
+    ends = np.arange(RHYTHM_SAMPLES, n + 1, step)
+    return rhythm_input(x[ends[:, None] - RHYTHM_SAMPLES + np.arange(RHYTHM_SAMPLES)])
+
+
+def mit_rhythm_crops(data_dir: Path, records: list[str], stride_s: float = 5.0) -> tuple[np.ndarray, np.ndarray]:
+    xs, ys = [], []
+    for r in records:
+        rec = ds.load_mitdb(data_dir, r)
+        x = filter_record(rec.ecg_mv)
+        bounds = np.append(rec.rhythm_times_s, len(x) / FS)
+        for k, lab in enumerate(rec.rhythm_labels):
+            cls = MIT_RHYTHM.get(lab, "O")
+            a, b = int(bounds[k] * FS) + 2 * FS, int(bounds[k + 1] * FS)
+            for s in range(a, b - RHYTHM_SAMPLES, int(stride_s * FS)):
+                xs.append(x[s:s + RHYTHM_SAMPLES])
+                ys.append(RHYTHM_CLASSES.index(cls))
+    if not xs:
+        return np.zeros((0, RHYTHM_SAMPLES), np.float32), np.zeros(0, np.int64)
+    return rhythm_input(np.stack(xs)), np.array(ys)
+
+
+class RhythmData:
+    """Per epoch: one random 10-s crop of every fit record (original or reconstructed), a draw of
+    MIT-BIH DS1 rhythm crops, and synthetic noisy crops."""
+
+    def __init__(self, data_dir: Path, codec_model: int | None = 2, levels=(1, 2), mit_per_epoch: int = 800,
+                 synthetic_per_epoch: int = 120, recon_share: float = 0.5):
+        fit = cinc_split(data_dir, "fit")
+        self.signals = [filter_record(s) for s in fit.signals]
+        self.labels = np.array([RHYTHM_CLASSES.index(v) for v in fit.labels])
+        self.recon = []
+        if codec_model:
+            for lv in levels:
+                self.recon.append(cached_reconstruct("cinc-fit", self.signals, codec_model, lv))
+        self.mit_x, self.mit_y = mit_rhythm_crops(data_dir, ds.DS1)
+        self.mit_per_epoch, self.synthetic_per_epoch = mit_per_epoch, synthetic_per_epoch
+        self.recon_share = recon_share if self.recon else 0.0
+
+    def summary(self) -> dict:
+        return {"cinc_fit_records": len(self.signals),
+                "cinc_fit_labels": {c: int((self.labels == i).sum()) for i, c in enumerate(RHYTHM_CLASSES)},
+                "mit_ds1_crops": {c: int((self.mit_y == i).sum()) for i, c in enumerate(RHYTHM_CLASSES)},
+                "reconstruction_levels": len(self.recon)}
+
+    def class_counts(self) -> np.ndarray:
+        return np.bincount(self.labels, minlength=len(RHYTHM_CLASSES)).astype(np.float64)
+
+    def epoch(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        xs, ys = [], []
+        for i, y in enumerate(self.labels):
+            src = self.signals[i]
+            if self.recon and rng.random() < self.recon_share:
+                src = self.recon[rng.integers(len(self.recon))][i]
+            if len(src) > RHYTHM_SAMPLES:
+                s = rng.integers(0, len(src) - RHYTHM_SAMPLES + 1)
+                src = src[s:s + RHYTHM_SAMPLES]
+            xs.append(rhythm_input(src[None])[0])
+            ys.append(y)
+        if len(self.mit_y) and self.mit_per_epoch:
+            pick = rng.integers(0, len(self.mit_y), self.mit_per_epoch)
+            xs.extend(self.mit_x[pick])
+            ys.extend(self.mit_y[pick])
+        xs.extend(synthetic_noisy(rng, self.synthetic_per_epoch))
+        ys.extend([RHYTHM_CLASSES.index("~")] * self.synthetic_per_epoch)
+        x = np.stack(xs).astype(np.float32)
+        y = np.array(ys)
+        # augmentation: lead polarity, additive noise on a fifth of the crops
+        x *= np.where(rng.random(len(x)) < 0.5, -1.0, 1.0)[:, None].astype(np.float32)
+        noisy = rng.random(len(x)) < 0.2
+        k = int(noisy.sum())
+        x[noisy] += (rng.uniform(0.02, 0.3, (k, 1)) * rng.standard_normal((k, x.shape[1]))).astype(np.float32)
+        order = rng.permutation(len(y))
+        return x[order], y[order]
+
+
+def synthetic_noisy(rng: np.random.Generator, n: int) -> list[np.ndarray]:
+    """Crops with no ECG in them: lead-off (flat with a little noise), electrode-motion-like
+    low-frequency wander, broadband noise."""
+    out = []
+    t = np.arange(RHYTHM_SAMPLES) / FS
+    for _ in range(n):
+        kind = rng.integers(3)
+        if kind == 0:
+            x = rng.normal(0, 0.002, RHYTHM_SAMPLES)
+        elif kind == 1:
+            x = sum(rng.uniform(0.1, 1) * np.sin(2 * np.pi * rng.uniform(0.5, 3) * t + rng.uniform(0, 6.3)) for _ in range(3))
+            x = x + rng.normal(0, 0.05, RHYTHM_SAMPLES)
+        else:
+            x = rng.normal(0, 1, RHYTHM_SAMPLES)
+        out.append(rhythm_input(filter_record(x.astype(np.float32))[None])[0])
+    return out
+
+
+# --------------------------------------------------------------------------- beats
+def beat_table(signal: np.ndarray, beat_samples: np.ndarray, labels: np.ndarray | None,
+               fs: int = FS) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(waves (N,112), rr features (N,5), AAMI class index or -1) for every beat of a record;
+    RR context from all the given beats."""
+    pre, post, local, long = rr_context(beat_samples, fs)
+    feats = rr_features(pre, post, local, long)
+    waves = beat_waves(signal, beat_samples, fs)
+    y = None
+    if labels is not None:
+        y = np.array([BEAT_CLASSES.index(AAMI[s]) if s in AAMI else -1 for s in labels])
+    return waves, feats, y
+
+
+class BeatData:
+    """MIT-BIH DS1 beats (original + reconstructions), cut on the fly with jitter."""
+
+    JITTER = 2
+
+    def __init__(self, data_dir: Path, records: list[str] = ds.DS1, codec_model: int | None = 2, levels=(1, 2)):
+        sigs, beats, labels, feats = [], [], [], []
+        recs = [ds.load_mitdb(data_dir, r) for r in records]
+        filtered = [filter_record(r.ecg_mv) for r in recs]
+        versions = [filtered]
+        if codec_model:
+            versions += [cached_reconstruct("mit-" + "-".join(records[:1]) + f"-{len(records)}", filtered, codec_model, lv)
+                         for lv in levels]
+        offset = 0
+        for v in versions:
+            for r, x in zip(recs, v):
+                b = np.round(r.beat_times_s * FS).astype(np.int64)
+                keep_b = b < len(x) - BEAT_POST
+                pre, post, local, long = rr_context(b, FS)
+                f = rr_features(pre, post, local, long)
+                y = np.array([BEAT_CLASSES.index(AAMI[s]) if s in AAMI else -1 for s in r.beat_symbols])
+                ok = keep_b & (y >= 0) & (b >= BEAT_PRE)
+                sigs.append(x)
+                beats.append(b[ok] + offset)
+                labels.append(y[ok])
+                feats.append(f[ok])
+                offset += len(x)
+        self.signal = np.concatenate(sigs).astype(np.float32)
+        self.beats = np.concatenate(beats)
+        self.labels = np.concatenate(labels)
+        self.feats = np.concatenate(feats)
+
+    def class_counts(self) -> np.ndarray:
+        return np.bincount(self.labels, minlength=len(BEAT_CLASSES)).astype(np.float64)
+
+    def summary(self) -> dict:
+        c = self.class_counts()
+        return {"beats": int(len(self.labels)), **{k: int(v) for k, v in zip(BEAT_CLASSES, c)}}
+
+    def batch(self, rng: np.random.Generator, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        pos = self.beats[idx] + rng.integers(-self.JITTER, self.JITTER + 1, len(idx))
+        waves = beat_waves(self.signal, pos)
+        waves *= np.where(rng.random(len(idx)) < 0.5, 1.0, rng.uniform(0.8, 1.25, len(idx)))[:, None].astype(np.float32)
+        return waves, self.feats[idx], self.labels[idx]

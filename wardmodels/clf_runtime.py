@@ -1,0 +1,133 @@
+"""The deployed classifiers: LAQ-compressed, packed, hash-named, listed in ``CLASSIFIERS.json``.
+
+``wardstream export classifier RHYTHM.pt BEAT.pt`` folds each model's batch norms, runs LAQ
+(`wardmodels.compress.laq`) against a metric on data the model was not scored on — rhythm: CinC F1
+on the `calib` part of the training split; beat: macro F1 (N, S, V) on MIT-BIH DS1 beats — packs
+the result (``<variant>-laq-<sha>.wpk``) next to the other weights and records it::
+
+    {"rhythm": {"packed": "rhythm-laq-<sha>.wpk", "source": "clf-rhythm-<sha>.pt", "bits": {...},
+                "fp32_bytes": ..., "model_bytes": ..., "compression_ratio": ..., "reproduce": [...]},
+     "beat": {...}}
+
+At run time `load_deployed_classifier(kind)` unpacks the file once (weights dequantised per layer
+into the folded FP32 network) — what the worker and the evaluations run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from wardmodels.classifier import Classifier, ResNet1D, ResNetConfig
+from wardmodels.compress import fold_batchnorm, laq, pack, size_report, unpack
+from wardmodels.runtime import WEIGHTS_DIR, WeightsError, verify_hash
+
+log = logging.getLogger(__name__)
+CLF_MANIFEST = WEIGHTS_DIR / "CLASSIFIERS.json"
+
+
+def classifier_manifest() -> dict:
+    if not CLF_MANIFEST.exists():
+        return {}
+    return json.loads(CLF_MANIFEST.read_text())
+
+
+def load_packed(path: Path) -> Classifier:
+    cfg, state, bits = unpack(verify_hash(path))
+    model = fold_batchnorm(ResNet1D(ResNetConfig.from_dict(cfg)))
+    model.load_state_dict(state)
+    model.eval()
+    return Classifier(model, Path(path).name, {"bits": bits})
+
+
+@lru_cache(maxsize=None)
+def load_deployed_classifier(kind: str) -> Classifier:
+    entry = classifier_manifest().get(kind)
+    if not entry:
+        raise WeightsError(f"no deployed {kind} classifier in {CLF_MANIFEST}")
+    return load_packed(WEIGHTS_DIR / entry["packed"])
+
+
+def _rhythm_metric(data_dir: Path, max_records: int | None = None):
+    import torch
+
+    from wardmodels.clf_data import cinc_split, crops_for_record
+    from wardmodels.frontend import filter_record
+    from wardmodels.train_classifier import cinc_f1
+    from wardmodels.classifier import RHYTHM_CLASSES
+
+    cal = cinc_split(data_dir, "calib")
+    sig = [filter_record(s) for s in cal.signals][:max_records]
+    y = np.array([RHYTHM_CLASSES.index(v) for v in cal.labels])[:max_records]
+    crops = [crops_for_record(s) for s in sig]
+    x = torch.from_numpy(np.concatenate(crops))
+    bounds = np.cumsum([0] + [len(c) for c in crops])
+
+    def metric(model) -> float:
+        with torch.no_grad():
+            p = torch.softmax(model.eval()(x), 1).numpy()
+        rec = np.stack([p[a:b].mean(0) for a, b in zip(bounds[:-1], bounds[1:])])
+        return cinc_f1(y, rec.argmax(1))
+
+    return metric
+
+
+def _beat_metric(data_dir: Path, per_class: int = 3000, seed: int = 3):
+    import torch
+
+    from wardmodels.clf_data import beat_table
+    from wardmodels.frontend import filter_record
+    from wardmodels.train_classifier import f1_scores
+    from wardstream import datasets as ds
+    from wardmodels.classifier import FS
+
+    ws, fs, ys = [], [], []
+    for r in ds.DS1:
+        rec = ds.load_mitdb(data_dir, r)
+        x = filter_record(rec.ecg_mv)
+        b = np.round(rec.beat_times_s * FS).astype(np.int64)
+        w, f, y = beat_table(x, b, rec.beat_symbols)
+        ws.append(w), fs.append(f), ys.append(y)
+    w, f, y = np.concatenate(ws), np.concatenate(fs), np.concatenate(ys)
+    rng = np.random.default_rng(seed)
+    pick = np.concatenate([rng.permutation(np.flatnonzero(y == c))[:per_class] for c in range(4)])
+    xw, xf, yy = torch.from_numpy(w[pick]), torch.from_numpy(f[pick]), y[pick]
+
+    def metric(model) -> float:
+        with torch.no_grad():
+            p = model.eval()(xw, xf).argmax(1).numpy()
+        return float(f1_scores(yy, p, 4)[:3].mean())
+
+    return metric
+
+
+def export_classifier(kind: str, weights: Path, data_dir: Path, out_dir: Path | None = None,
+                      gamma: float = 0.04, tolerance: float = 0.005, reproduce: list[str] | None = None) -> dict:
+    from wardmodels.train_classifier import load_classifier
+
+    out_dir = Path(out_dir) if out_dir else WEIGHTS_DIR
+    clf = load_classifier(weights)
+    folded = fold_batchnorm(clf.model)
+    metric = _rhythm_metric(data_dir) if kind == "rhythm" else _beat_metric(data_dir)
+    res = laq(folded, metric, gamma=gamma, tolerance=tolerance)
+    log.info("%s LAQ: baseline %.4f -> %.4f, bits %s", kind, res.baseline, res.metric, res.bits)
+    tmp = out_dir / f"{kind}-laq.tmp"
+    pack(folded, res.bits, clf.model.cfg.to_dict(), tmp)
+    import hashlib
+
+    digest = hashlib.sha256(tmp.read_bytes()).hexdigest()[:12]
+    path = out_dir / f"{kind}-laq-{digest}.wpk"
+    tmp.replace(path)
+    entry = {"packed": path.name, "source": Path(weights).name, "bits": res.bits,
+             "importance": res.importance, "laq_metric": "cinc_f1 on calib" if kind == "rhythm" else "macro F1 N/S/V on DS1",
+             "laq_baseline": res.baseline, "laq_final": res.metric, "gamma": res.gamma,
+             "laq_evaluations": res.evaluations, **size_report(clf.model, path), "reproduce": reproduce or []}
+    if out_dir.resolve() == WEIGHTS_DIR.resolve():
+        man = classifier_manifest()
+        man[kind] = entry
+        CLF_MANIFEST.write_text(json.dumps(man, indent=2) + "\n")
+    return entry

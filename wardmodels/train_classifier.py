@@ -1,0 +1,219 @@
+"""Train the rhythm and beat classifiers (`wardstream train classifier`).
+
+Recipe after the ResNet1D paper: Adam lr 1e-3, weight decay 1e-3, dropout, cross-entropy,
+ReduceLROnPlateau (on the calibration loss). Seeded; the epoch count fixes the run, ``budget_min``
+stops early with a checkpoint under ``runs/`` and the same command resumes it.
+
+* rhythm: class-weighted cross-entropy (weights ∝ 1/sqrt(count)); the epoch with the best CinC F1
+  on the `calib` part of the training split is kept (the validation split is never looked at);
+* beat: batches drawn with class probabilities ∝ sqrt(count) (S and F beats are rare), plain
+  cross-entropy; the last epoch is kept (no held-out DS1 patients to select on).
+
+Weights land as ``<out>/clf-<variant>-<sha256[:12]>.pt`` (config, state dict, training record).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from wardmodels.classifier import (BEAT_CLASSES, RHYTHM_CLASSES, VARIANTS, Classifier, ResNet1D,
+                                   ResNetConfig)
+
+log = logging.getLogger(__name__)
+RUNS = Path(__file__).resolve().parent.parent / "runs"
+
+
+def save_classifier(model: ResNet1D, out_dir: Path, record: dict, prefix: str = "clf") -> Path:
+    buf = io.BytesIO()
+    torch.save({"config": model.cfg.to_dict(), "state_dict": model.state_dict(), "train": record}, buf)
+    blob = buf.getvalue()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{prefix}-{model.cfg.name}-{hashlib.sha256(blob).hexdigest()[:12]}.pt"
+    path.write_bytes(blob)
+    return path
+
+
+def load_classifier(path: Path) -> Classifier:
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    model = ResNet1D(ResNetConfig.from_dict(blob["config"]))
+    model.load_state_dict(blob["state_dict"])
+    model.eval()
+    return Classifier(model, Path(path).name, blob.get("train", {}))
+
+
+def f1_scores(y: np.ndarray, p: np.ndarray, n_classes: int) -> np.ndarray:
+    f1 = np.zeros(n_classes)
+    for c in range(n_classes):
+        tp = np.sum((p == c) & (y == c))
+        d = np.sum(p == c) + np.sum(y == c)
+        f1[c] = 2 * tp / d if d else 0.0
+    return f1
+
+
+def cinc_f1(y: np.ndarray, p: np.ndarray) -> float:
+    """The CinC 2017 score: mean F1 of normal, AF and other rhythm."""
+    return float(f1_scores(y, p, len(RHYTHM_CLASSES))[:3].mean())
+
+
+class _Checkpoint:
+    def __init__(self, name: str, args: dict):
+        self.path = RUNS / f"{name}-ckpt.pt"
+        self.args = args
+
+    def load(self):
+        if not self.path.exists():
+            return None
+        blob = torch.load(self.path, map_location="cpu", weights_only=False)
+        if blob.get("args") != self.args:
+            log.warning("checkpoint %s is for other arguments; starting afresh", self.path)
+            return None
+        return blob
+
+    def save(self, **state):
+        RUNS.mkdir(exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        torch.save({"args": self.args, **state}, tmp)
+        tmp.replace(self.path)
+
+    def clear(self):
+        self.path.unlink(missing_ok=True)
+
+
+def _record_predict(clf: Classifier, signals: list[np.ndarray]) -> np.ndarray:
+    """Record-level class: softmax averaged over the pipeline's crops (`crops_for_record`)."""
+    from wardmodels.clf_data import crops_for_record
+
+    crops = [crops_for_record(s) for s in signals]
+    p = clf.proba(np.concatenate(crops))
+    out, k = [], 0
+    for c in crops:
+        out.append(p[k:k + len(c)].mean(axis=0))
+        k += len(c)
+    return np.stack(out)
+
+
+def train_rhythm(data_dir: Path, epochs: int = 40, batch: int = 64, seed: int = 0, threads: int = 2,
+                 budget_min: float | None = None, out_dir: Path | None = None, codec_model: int | None = 2) -> dict:
+    from wardmodels.clf_data import RhythmData, cinc_split
+    from wardmodels.frontend import filter_record
+
+    torch.set_num_threads(threads)
+    args = {"kind": "rhythm", "epochs": epochs, "batch": batch, "seed": seed, "codec_model": codec_model}
+    t0 = time.time()
+    data = RhythmData(data_dir, codec_model=codec_model)
+    calib = cinc_split(data_dir, "calib")
+    calib_sig = [filter_record(s) for s in calib.signals]
+    calib_y = np.array([RHYTHM_CLASSES.index(v) for v in calib.labels])
+    log.info("rhythm data %s, calib %d records (%.0f s)", data.summary(), len(calib_y), time.time() - t0)
+
+    torch.manual_seed(seed)
+    model = ResNet1D(VARIANTS["rhythm"])
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=1e-3)
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=2)
+    counts = data.class_counts()
+    w = torch.tensor((counts.sum() / np.maximum(counts, 1)) ** 0.5, dtype=torch.float32)
+    loss_fn = nn.CrossEntropyLoss(weight=w / w.mean())
+    ck = _Checkpoint("clf-rhythm", args)
+    history, best, start = [], None, 0
+    if (blob := ck.load()) is not None:
+        model.load_state_dict(blob["model"])
+        opt.load_state_dict(blob["opt"])
+        sched.load_state_dict(blob["sched"])
+        history, best, start = blob["history"], blob["best"], blob["epoch"]
+        log.info("resuming rhythm training at epoch %d", start)
+    t_start = time.time()
+    for ep in range(start, epochs):
+        rng = np.random.default_rng([seed, ep])
+        x, y = data.epoch(rng)
+        model.train()
+        tot = 0.0
+        for i in range(0, len(y), batch):
+            xb, yb = torch.from_numpy(x[i:i + batch]), torch.from_numpy(y[i:i + batch])
+            loss = loss_fn(model(xb), yb)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            tot += float(loss) * len(yb)
+        clf = Classifier(model)
+        p = _record_predict(clf, calib_sig)
+        c_loss = float(nn.functional.nll_loss(torch.log(torch.from_numpy(p) + 1e-7), torch.from_numpy(calib_y)))
+        f1 = cinc_f1(calib_y, p.argmax(1))
+        sched.step(c_loss)
+        history.append({"epoch": ep + 1, "train_loss": tot / len(y), "calib_loss": c_loss, "calib_f1": f1,
+                        "lr": opt.param_groups[0]["lr"], "elapsed_s": time.time() - t_start})
+        log.info("rhythm epoch %d: %s", ep + 1, json.dumps(history[-1]))
+        if best is None or f1 > best["calib_f1"]:
+            best = {"epoch": ep + 1, "calib_f1": f1, "state": {k: v.clone() for k, v in model.state_dict().items()}}
+        ck.save(model=model.state_dict(), opt=opt.state_dict(), sched=sched.state_dict(), history=history,
+                best=best, epoch=ep + 1)
+        if budget_min is not None and time.time() - t_start > budget_min * 60 and ep + 1 < epochs:
+            log.warning("budget reached after epoch %d of %d; run the same command to resume", ep + 1, epochs)
+            return {"finished": False, "epoch": ep + 1}
+    model.load_state_dict(best["state"])
+    record = {"args": args, "data": data.summary(), "history": history, "kept_epoch": best["epoch"],
+              "torch": str(torch.__version__)}
+    path = save_classifier(model, out_dir or RUNS, record)
+    ck.clear()
+    return {"finished": True, "weights": str(path), "kept_epoch": best["epoch"], "calib_f1": best["calib_f1"]}
+
+
+def train_beat(data_dir: Path, epochs: int = 30, steps_per_epoch: int = 400, batch: int = 128, seed: int = 0,
+               threads: int = 2, budget_min: float | None = None, out_dir: Path | None = None,
+               codec_model: int | None = 2) -> dict:
+    from wardmodels.clf_data import BeatData
+
+    torch.set_num_threads(threads)
+    args = {"kind": "beat", "epochs": epochs, "steps": steps_per_epoch, "batch": batch, "seed": seed,
+            "codec_model": codec_model}
+    data = BeatData(data_dir, codec_model=codec_model)
+    log.info("beat data %s", data.summary())
+    counts = data.class_counts()
+    p_class = counts ** 0.5 / (counts ** 0.5).sum()
+    p_beat = (p_class / np.maximum(counts, 1))[data.labels]
+    p_beat /= p_beat.sum()
+    torch.manual_seed(seed)
+    model = ResNet1D(VARIANTS["beat"])
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=1e-3)
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=2)
+    loss_fn = nn.CrossEntropyLoss()
+    ck = _Checkpoint("clf-beat", args)
+    history, start = [], 0
+    if (blob := ck.load()) is not None:
+        model.load_state_dict(blob["model"])
+        opt.load_state_dict(blob["opt"])
+        sched.load_state_dict(blob["sched"])
+        history, start = blob["history"], blob["epoch"]
+    t_start = time.time()
+    for ep in range(start, epochs):
+        rng = np.random.default_rng([seed, ep])
+        model.train()
+        tot = 0.0
+        for _ in range(steps_per_epoch):
+            idx = rng.choice(len(p_beat), batch, p=p_beat)
+            w, f, y = data.batch(rng, idx)
+            loss = loss_fn(model(torch.from_numpy(w), torch.from_numpy(f)), torch.from_numpy(y))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            tot += float(loss)
+        sched.step(tot / steps_per_epoch)
+        history.append({"epoch": ep + 1, "train_loss": tot / steps_per_epoch, "lr": opt.param_groups[0]["lr"],
+                        "elapsed_s": time.time() - t_start})
+        log.info("beat epoch %d: %s", ep + 1, json.dumps(history[-1]))
+        ck.save(model=model.state_dict(), opt=opt.state_dict(), sched=sched.state_dict(), history=history, epoch=ep + 1)
+        if budget_min is not None and time.time() - t_start > budget_min * 60 and ep + 1 < epochs:
+            log.warning("budget reached after epoch %d of %d; run the same command to resume", ep + 1, epochs)
+            return {"finished": False, "epoch": ep + 1}
+    record = {"args": args, "data": data.summary(), "history": history, "torch": str(torch.__version__)}
+    path = save_classifier(model, out_dir or RUNS, record)
+    ck.clear()
+    return {"finished": True, "weights": str(path)}

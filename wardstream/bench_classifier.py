@@ -1,0 +1,50 @@
+"""`wardstream bench classifier`: rhythm decisions/s and beat classifications/s of the deployed
+(LAQ-packed, dequantised-per-layer) classifiers, batched as the worker batches them (one decision
+per bed per 2-s window), plus the latency of one decision at batch 1."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from wardmodels.classifier import BEAT_SAMPLES, N_RR_FEATURES, RHYTHM_SAMPLES
+
+
+def _rate(fn, n: int, seconds: float) -> tuple[float, float]:
+    fn()  # warm up
+    t0, reps, lat = time.perf_counter(), 0, []
+    while time.perf_counter() - t0 < seconds:
+        t = time.perf_counter()
+        fn()
+        lat.append(time.perf_counter() - t)
+        reps += 1
+    return n * reps / (time.perf_counter() - t0), float(np.median(lat))
+
+
+def bench(threads: int = 2, seconds: float = 4.0, batches=(1, 64, 200, 512)) -> dict:
+    from wardmodels.clf_runtime import classifier_manifest, load_deployed_classifier
+
+    torch.set_num_threads(threads)
+    man = classifier_manifest()
+    rng = np.random.default_rng(0)
+    out = {"threads": threads, "rhythm": {}, "beat": {}}
+    rh = load_deployed_classifier("rhythm")
+    for b in batches:
+        x = rng.standard_normal((b, RHYTHM_SAMPLES)).astype(np.float32)
+        rate, lat = _rate(lambda: rh.proba(x, batch=512), b, seconds)
+        out["rhythm"][f"batch{b}"] = {"decisions_per_s": round(rate, 1), "ms_per_batch": round(1000 * lat, 3)}
+    out["decisions_per_s"] = max(v["decisions_per_s"] for v in out["rhythm"].values())
+    out["decision_latency_ms_batch1"] = out["rhythm"]["batch1"]["ms_per_batch"]
+    bt = load_deployed_classifier("beat")
+    for b in batches:
+        w = rng.standard_normal((b, BEAT_SAMPLES)).astype(np.float32)
+        f = rng.standard_normal((b, N_RR_FEATURES)).astype(np.float32)
+        rate, lat = _rate(lambda: bt.proba(w, f, batch=512), b, seconds)
+        out["beat"][f"batch{b}"] = {"beats_per_s": round(rate, 1), "ms_per_batch": round(1000 * lat, 3)}
+    out["beats_per_s"] = max(v["beats_per_s"] for v in out["beat"].values())
+    out["models"] = {k: {kk: man[k][kk] for kk in ("packed", "model_bytes", "fp32_bytes", "compression_ratio")}
+                     for k in ("rhythm", "beat") if k in man}
+    out["note"] = "weights stored packed at their LAQ bit-widths, dequantised once at load; FP32 arithmetic"
+    return out

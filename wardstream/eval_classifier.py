@@ -1,0 +1,285 @@
+"""`wardstream eval classifier`: the deployed (LAQ-packed) classifiers on recordings.
+
+* ``--dataset cinc2017``: rhythm. ``test`` = the records held out from training (the seeded
+  validation split), ``all`` = every record in the directory (any held-out set of the layout).
+  Every record is causally band-passed as the pipeline does, cut into the crops the pipeline
+  classifies (the last 10 s at every 2-s window end) and scored at two granularities: per record
+  (softmax averaged over its crops — `f1_cinc`, `f1`, `accuracy`, `confusion`) and per decision
+  (each crop against its record's label — `per_decision`). `f1_cinc_reconstructed` repeats the
+  record-level score on what the codec reconstructs at the deployed level (int8 edge encoder),
+  `reconstructed_by_level` at every level.
+* ``--dataset mitdb``: beats (AAMI N/S/V/F, paced records excluded; ``test`` = DS2, inter-patient)
+  at the annotated R peaks (`sensitivity`, `ppv`, `confusion` — the literature's protocol), at the
+  pipeline's own streaming QRS detections (`detected_beats`: an annotated beat the detector misses
+  counts against its class's sensitivity), and on codec reconstructions; plus rhythm per 10-s crop
+  inside annotated rhythm episodes (`rhythm_crops`).
+* ``--sweep``: the papers' Table 1 on our model — fixed 1–8-bit weights and 10–90 % magnitude
+  pruning over every layer of the FP32 source model (record-level F1 / macro F1 on the split).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from wardmodels.classifier import BEAT_CLASSES, FS, RHYTHM_CLASSES, Classifier
+from wardmodels.frontend import filter_record
+from wardstream import datasets as ds
+
+log = logging.getLogger(__name__)
+
+
+def confusion(y: np.ndarray, p: np.ndarray, n: int) -> np.ndarray:
+    c = np.zeros((n, n), np.int64)
+    np.add.at(c, (y, p), 1)
+    return c
+
+
+def class_scores(conf: np.ndarray, names) -> dict:
+    tp = np.diag(conf).astype(float)
+    se = tp / np.maximum(conf.sum(1), 1)
+    ppv = tp / np.maximum(conf.sum(0), 1)
+    f1 = 2 * tp / np.maximum(conf.sum(1) + conf.sum(0), 1)
+    return {"sensitivity": dict(zip(names, se.round(4).tolist())), "ppv": dict(zip(names, ppv.round(4).tolist())),
+            "f1": dict(zip(names, f1.round(4).tolist())), "support": dict(zip(names, conf.sum(1).tolist()))}
+
+
+def _rhythm_scores(y: np.ndarray, p: np.ndarray) -> dict:
+    conf = confusion(y, p, 4)
+    sc = class_scores(conf, RHYTHM_CLASSES)
+    f1 = np.array([sc["f1"][c] for c in RHYTHM_CLASSES])
+    return {"f1_cinc": float(f1[:3].mean()), "f1": sc["f1"], "accuracy": float((y == p).mean()),
+            "confusion": conf.tolist(), "sensitivity": sc["sensitivity"], "ppv": sc["ppv"], "n": int(len(y))}
+
+
+def record_proba(clf: Classifier, signals: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+    from wardmodels.clf_data import crops_for_record
+
+    crops = [crops_for_record(s) for s in signals]
+    p = clf.proba(np.concatenate(crops)) if crops else np.zeros((0, 4))
+    per, k = [], 0
+    for c in crops:
+        per.append(p[k:k + len(c)])
+        k += len(c)
+    return (np.stack([q.mean(0) for q in per]) if per else np.zeros((0, 4))), per
+
+
+def eval_cinc(clf: Classifier, data_dir: Path, split: str, level: int, codec_model: int,
+              levels: list[int], encoder: str = "int8", max_records: int | None = None) -> dict:
+    from wardmodels.clf_data import cinc_split, reconstruct
+
+    cs = cinc_split(data_dir, split)
+    sig = [filter_record(s) for s in cs.signals][:max_records]
+    y = np.array([RHYTHM_CLASSES.index(v) for v in cs.labels])[:max_records]
+    rec, per = record_proba(clf, sig)
+    out = {"dataset": "cinc2017", "split": split, "records": int(len(y)),
+           "records_by_label": {c: int((y == i).sum()) for i, c in enumerate(RHYTHM_CLASSES)},
+           **_rhythm_scores(y, rec.argmax(1))}
+    yd = np.concatenate([np.full(len(q), t) for q, t in zip(per, y)])
+    pd = np.concatenate([q.argmax(1) for q in per])
+    out["per_decision"] = _rhythm_scores(yd, pd)
+    by_level = {}
+    for lv in levels:
+        r = reconstruct(sig, codec_model, lv, encoder=encoder)
+        # a record shorter than one window has no reconstruction: score it on its original
+        r = [x if len(x) else s for x, s in zip(r, sig)]
+        rp, _ = record_proba(clf, r)
+        by_level[str(lv)] = _rhythm_scores(y, rp.argmax(1))
+    out["reconstructed_by_level"] = {k: {"f1_cinc": v["f1_cinc"], "f1": v["f1"], "accuracy": v["accuracy"]}
+                                     for k, v in by_level.items()}
+    if str(level) in by_level:
+        out["f1_cinc_reconstructed"] = by_level[str(level)]["f1_cinc"]
+    out["codec"] = {"model_id": codec_model, "level": level, "encoder": encoder}
+    return out
+
+
+def _beats_for(clf: Classifier, x: np.ndarray, beats: np.ndarray) -> np.ndarray:
+    from wardmodels.clf_data import beat_table
+
+    w, f, _ = beat_table(x, beats, None)
+    return clf.proba(w, f).argmax(1) if len(beats) else np.zeros(0, np.int64)
+
+
+def _match(ref: np.ndarray, det: np.ndarray, tol: int) -> np.ndarray:
+    """For each reference beat, the index of its one-to-one matched detection (or -1)."""
+    out = np.full(len(ref), -1)
+    i = j = 0
+    while i < len(ref) and j < len(det):
+        d = det[j] - ref[i]
+        if abs(d) <= tol:
+            out[i] = j
+            i += 1
+            j += 1
+        elif d < 0:
+            j += 1
+        else:
+            i += 1
+    return out
+
+
+def eval_mitdb(clf: Classifier, rhythm: Classifier | None, data_dir: Path, split: str, level: int,
+               codec_model: int, encoder: str = "int8", records: list[str] | None = None) -> dict:
+    from wardmodels.clf_data import MIT_RHYTHM, reconstruct
+    from wardstream.eval_qrs import detect_stream
+
+    names = records or [r for r in ds.mitdb_split(split) if r not in ds.PACED]
+    present = set(ds.mitdb_records_present(data_dir))
+    names = [r for r in names if r in present]
+    if not names:
+        raise ds.DataMissing(f"no MIT-BIH records of split {split!r} under {data_dir}/mitdb")
+    tol = int(0.15 * FS)
+    ya, pa, yr, pr_, yd, pd = [], [], [], [], [], []
+    missed = np.zeros(4, np.int64)
+    ry, rp = [], []
+    per_record = []
+    for name in names:
+        rec = ds.load_mitdb(data_dir, name)
+        x = filter_record(rec.ecg_mv)
+        b = np.round(rec.beat_times_s * FS).astype(np.int64)
+        lab = np.array([BEAT_CLASSES.index(v) if (v := _aami(s)) else -1 for s in rec.beat_symbols])
+        ok = (lab >= 0) & (b < len(x) - 64)
+        pred = _beats_for(clf, x, b)
+        ya.append(lab[ok]), pa.append(pred[ok])
+        xr = reconstruct([x], codec_model, level, encoder=encoder)[0]
+        okr = ok & (b < len(xr) - 64)
+        predr = _beats_for(clf, xr, b)
+        yr.append(lab[okr]), pr_.append(predr[okr])
+        det = np.round(detect_stream(xr) * FS).astype(np.int64)  # what the worker detects, on what it decodes
+        m = _match(b, det, tol)
+        pdet = _beats_for(clf, xr, det)
+        hit = ok & (m >= 0)
+        yd.append(lab[hit]), pd.append(pdet[m[hit]])
+        np.add.at(missed, lab[ok & (m < 0)], 1)
+        per_record.append({"record": name, "beats": int(ok.sum()),
+                           "V": int((lab[ok] == 2).sum()), "S": int((lab[ok] == 1).sum()),
+                           "V_detected_as_V": int(((lab[ok] == 2) & (pred[ok] == 2)).sum()),
+                           "S_detected_as_S": int(((lab[ok] == 1) & (pred[ok] == 1)).sum())})
+        if rhythm is not None:
+            bounds = np.append(rec.rhythm_times_s, len(x) / FS)
+            for k, lb in enumerate(rec.rhythm_labels):
+                a, e = int(bounds[k] * FS) + 2 * FS, int(bounds[k + 1] * FS)
+                for s in range(a, e - 10 * FS, 10 * FS):
+                    rp.append(x[s:s + 10 * FS])
+                    ry.append(RHYTHM_CLASSES.index(MIT_RHYTHM.get(lb, "O")))
+    out = {"dataset": "mitdb", "split": split, "records": names}
+    y, p = np.concatenate(ya), np.concatenate(pa)
+    conf = confusion(y, p, 4)
+    out.update(class_scores(conf, BEAT_CLASSES))
+    out["confusion"] = conf.tolist()
+    out["accuracy"] = float((y == p).mean())
+    y2, p2 = np.concatenate(yr), np.concatenate(pr_)
+    c2 = confusion(y2, p2, 4)
+    out["reconstructed"] = {"codec": {"model_id": codec_model, "level": level, "encoder": encoder},
+                            **class_scores(c2, BEAT_CLASSES), "confusion": c2.tolist()}
+    y3, p3 = np.concatenate(yd), np.concatenate(pd)
+    c3 = confusion(y3, p3, 4)
+    sc3 = class_scores(c3, BEAT_CLASSES)
+    tp3 = np.diag(c3)
+    sc3["sensitivity"] = dict(zip(BEAT_CLASSES, (tp3 / np.maximum(c3.sum(1) + missed, 1)).round(4).tolist()))
+    out["detected_beats"] = {"note": "streaming detector on reconstructions; missed beats count as misses",
+                             **sc3, "missed_by_detector": dict(zip(BEAT_CLASSES, missed.tolist())),
+                             "confusion": c3.tolist()}
+    out["per_record"] = per_record
+    if rhythm is not None and ry:
+        from wardmodels.classifier import rhythm_input
+
+        probs = rhythm.proba(rhythm_input(np.stack(rp)))
+        ry_ = np.array(ry)
+        out["rhythm_crops"] = _rhythm_scores(ry_, probs.argmax(1))
+    return out
+
+
+def _aami(sym: str) -> str | None:
+    from wardmodels.classifier import AAMI
+
+    return AAMI.get(sym)
+
+
+def sweep(kind: str, weights: Path, data_dir: Path, split: str) -> dict:
+    """Fixed bit-widths 1..8 and pruning 10..90 % applied to every layer of the folded model."""
+    import torch
+
+    from wardmodels import compress
+    from wardmodels.train_classifier import f1_scores, load_classifier
+
+    src = load_classifier(weights)
+    folded = compress.fold_batchnorm(src.model)
+    names = [n for n, _ in compress.quantizable(folded)]
+    if kind == "rhythm":
+        from wardmodels.clf_data import cinc_split, crops_for_record
+
+        cs = cinc_split(data_dir, split)
+        sig = [filter_record(s) for s in cs.signals]
+        y = np.array([RHYTHM_CLASSES.index(v) for v in cs.labels])
+        crops = [crops_for_record(s) for s in sig]
+        bounds = np.cumsum([0] + [len(c) for c in crops])
+        x = np.concatenate(crops)
+
+        def metric(model):
+            p = Classifier(model).proba(x)
+            rec = np.stack([p[a:b].mean(0) for a, b in zip(bounds[:-1], bounds[1:])])
+            return float(f1_scores(y, rec.argmax(1), 4)[:3].mean())
+    else:
+        from wardmodels.clf_data import beat_table
+
+        ws, fs_, ys = [], [], []
+        for r in [r for r in ds.mitdb_split(split) if r not in ds.PACED]:
+            rec = ds.load_mitdb(data_dir, r)
+            w, f, yy = beat_table(filter_record(rec.ecg_mv), np.round(rec.beat_times_s * FS).astype(np.int64),
+                                  rec.beat_symbols)
+            ws.append(w), fs_.append(f), ys.append(yy)
+        w, f, y = np.concatenate(ws), np.concatenate(fs_), np.concatenate(ys)
+        keep = y >= 0
+        w, f, y = w[keep], f[keep], y[keep]
+
+        def metric(model):
+            p = Classifier(model).proba(w, f).argmax(1)
+            return float(f1_scores(y, p, 4)[:3].mean())
+    fp32 = compress.fp32_bits(src.model)
+    rows = [{"setting": "fp32", "metric": metric(folded), "compression": 1.0}]
+    for b in range(8, 0, -1):
+        bits = dict.fromkeys(names, b)
+        rows.append({"setting": f"{b}-bit", "metric": metric(compress.apply(folded, bits)),
+                     "compression": fp32 / compress.model_bits(folded, bits)})
+    for pct in range(10, 100, 10):
+        rows.append({"setting": f"prune {pct}%", "metric": metric(compress.apply(folded, prune=dict.fromkeys(names, pct))),
+                     "compression": None})
+    for p_max in (30, 50, 70):
+        lp = compress.lap_percentiles(folded, p_max)
+        rows.append({"setting": f"LAP p_max {p_max}%", "metric": metric(compress.apply(folded, prune=lp)),
+                     "compression": None, "mean_pruned_pct": float(np.mean(list(lp.values())))})
+    torch.set_num_threads(torch.get_num_threads())
+    return {"kind": kind, "weights": Path(weights).name, "split": split,
+            "metric": "CinC F1 (record level)" if kind == "rhythm" else "macro F1 N/S/V",
+            "rows": rows}
+
+
+def evaluate(data_dir: Path, dataset: str, split: str, codec_model: int, level: int,
+             encoder: str = "int8", max_records: int | None = None, weights: Path | None = None) -> dict:
+    from wardmodels.clf_runtime import classifier_manifest, load_deployed_classifier
+    from wardmodels.runtime import load_deployed
+    from wardmodels.train_classifier import load_classifier
+
+    man = classifier_manifest()
+    levels = load_deployed(codec_model).levels
+    if dataset == "cinc2017":
+        clf = load_classifier(weights) if weights else load_deployed_classifier("rhythm")
+        out = eval_cinc(clf, data_dir, split, level, codec_model, levels, encoder, max_records)
+        kind = "rhythm"
+    elif dataset == "mitdb":
+        clf = load_classifier(weights) if weights else load_deployed_classifier("beat")
+        out = eval_mitdb(clf, load_deployed_classifier("rhythm") if "rhythm" in man else None,
+                         data_dir, split, level, codec_model, encoder,
+                         records=None if max_records is None else
+                         [r for r in ds.mitdb_split(split) if r not in ds.PACED][:max_records])
+        kind = "beat"
+    else:
+        raise ValueError(f"unknown dataset {dataset!r}; choose cinc2017 or mitdb")
+    out["model"] = clf.name
+    if not weights and kind in man:
+        e = man[kind]
+        out.update({"model_bytes": e["model_bytes"], "fp32_bytes": e["fp32_bytes"],
+                    "compression_ratio": e["compression_ratio"], "bits": e["bits"]})
+    return out
