@@ -22,6 +22,7 @@ import time
 from collections import Counter
 
 from processors.bed import BedState, batch_features, process_frame
+from processors.classify import Classifiers
 from processors.decode import reconstruct_batch
 from processors.influx_sink import InfluxSink, line
 from stream import faust_gaps
@@ -54,6 +55,8 @@ class Stats:
         self.dead = Counter()
         self.latency_ms = Counter()  # 1-ms buckets: window end (device clock) -> InfluxDB ack
         self.batches = 0
+        self.rhythm_decisions = 0
+        self.beats_classified = 0
         self.started = time.time()
         self.cpu0 = time.process_time()
 
@@ -61,13 +64,15 @@ class Stats:
         return {"worker": WORKER_ID, "frames": self.frames, "windows_written": self.windows_written,
                 "replays": self.replays, "gaps": self.gaps, "late": self.late,
                 "gap_records": self.gap_records, "dead_lettered": dict(self.dead),
-                "batches": self.batches, "uptime_s": time.time() - self.started,
+                "batches": self.batches, "rhythm_decisions": self.rhythm_decisions,
+                "beats_classified": self.beats_classified, "uptime_s": time.time() - self.started,
                 "cpu_s": time.process_time() - self.cpu0,
                 "latency_ms_hist": {str(k): v for k, v in sorted(self.latency_ms.items())},
                 "influx": vars(sink.stats)}
 
 
 stats = Stats()
+classifiers = Classifiers()
 sink = InfluxSink(settings)
 faust_gaps.install({settings.frames_topic})
 gap_reader = faust_gaps.RangeReader(settings.kafka_bootstrap)
@@ -116,6 +121,7 @@ async def handle_batch(events) -> None:
 
     states: dict[bytes, BedState] = {}
     written = []  # window end times (µs) of windows whose points are buffered
+    clf_inputs = []
     feats = {}
     for fs in {frame.fs for _, frame, _, _ in decoded}:
         items = [(i, d) for i, d in enumerate(decoded) if d[1].fs == fs]
@@ -142,7 +148,15 @@ async def handle_batch(events) -> None:
         stats.gaps += res.gap
         for p in res.points:
             sink.add(p)
+        if res.classify is not None:
+            clf_inputs.append(res.classify)
         written.append(frame.window_end_us)
+    # one rhythm batch and one beat batch for all beds of this batch
+    clf_points, n_rhythm, n_beats = classifiers.points(clf_inputs)
+    for p in clf_points:
+        sink.add(p)
+    stats.rhythm_decisions += n_rhythm
+    stats.beats_classified += n_beats
 
     t_flush = time.time()
     if len(sink):

@@ -19,7 +19,8 @@ from processors.qrs import QrsState, ecg_peaks_stream
 from processors.vitals import (ecg_quality, ecg_quality_batch, eeg_band_powers,
                                eeg_band_powers_batch, hrv)
 from stream.wire import HEADER_SIZE, REGISTRY, Frame, Modality
-from wardmodels.classifier import BEAT_POST, RHYTHM_SAMPLES, beat_waves, rr_context, rr_features
+from wardmodels.classifier import (BEAT_POST, BEAT_PRE, RHYTHM_SAMPLES, beat_inputs, beat_waves, rr_context,
+                                   rr_features)
 from wardmodels.frontend import StreamFilter
 
 HRV_SPAN_S = 60.0
@@ -79,7 +80,7 @@ class ClassifierInputs:
     bed: str
     rhythm: np.ndarray | None  # float32[1280] filtered ECG, the last 10 s; None until 10 s exist
     rhythm_ts_ms: int
-    beat_waves: np.ndarray  # (n, 112)
+    beat_waves: np.ndarray  # (n, 2, 112): wave, and wave minus the bed's recent-beat template
     beat_rr: np.ndarray  # (n, 5)
     beat_ts_ms: list[int]
 
@@ -128,7 +129,7 @@ def _classifier_inputs(state: BedState, frame: Frame, ecg: np.ndarray, raw: bool
     state.pending.extend(new_beats)
     ready = [k for k in state.pending if k != state.pending[-1] and k + BEAT_POST <= state.buf_end]
     state.pending = [k for k in state.pending if k not in ready and k >= buf_start]
-    waves = np.zeros((0, 112), np.float32)
+    waves = np.zeros((0, 2, 112), np.float32)
     rr = np.zeros((0, 5), np.float32)
     ts: list[int] = []
     if ready:
@@ -136,7 +137,12 @@ def _classifier_inputs(state: BedState, frame: Frame, ecg: np.ndarray, raw: bool
         pre, post, local, long = rr_context(allb, fs)
         pos = np.searchsorted(allb, ready)
         rr = rr_features(pre[pos], post[pos], local[pos], long[pos])
-        waves = beat_waves(buf.astype(np.float32), np.asarray(ready) - buf_start, fs)
+        # the ready beats with the earlier beats the buffer still holds (their templates)
+        inbuf = allb[(allb - BEAT_PRE >= buf_start) & (allb <= ready[-1])]
+        inbuf = np.union1d(inbuf, ready)
+        w = beat_waves(buf.astype(np.float32), inbuf - buf_start, fs)
+        inp = beat_inputs(w, inbuf, fs)
+        waves = inp[np.searchsorted(inbuf, ready)]
         ts = [(state.anchor_us + k * 1_000_000 // fs) // 1000 for k in ready]
     return ClassifierInputs(str(frame.bed_id), rhythm, ts_ms, waves, rr, ts)
 

@@ -137,6 +137,15 @@ def test_exactly_once_through_worker_kill_broker_restart_and_influx_outage(serve
         hr = query(s, 'SELECT count("hr_bpm") FROM "vitals" GROUP BY "bed"')
         assert len(hr) == 20
         assert all(series["values"][0][1] > 50 for series in hr)
+        # the classifiers ran: a rhythm decision per bed every 2 s once it has 10 s of signal
+        # (fewer around the worker kill and gaps), and a class on most detected beats
+        rh = query(s, 'SELECT count("code") FROM "rhythm" GROUP BY "bed"')
+        assert len(rh) == 20 and all(series["values"][0][1] >= 5 for series in rh)
+        p = query(s, 'SELECT "p_normal" + "p_af" + "p_other" + "p_noisy" AS total FROM "rhythm" LIMIT 50')
+        assert all(abs(v[1] - 1.0) < 2e-3 for v in p[0]["values"])
+        cls = query(s, 'SELECT count("cls") FROM "beat"')[0]["values"][0][1]
+        amp = query(s, 'SELECT count("amp_mv") FROM "beat"')[0]["values"][0][1]
+        assert cls >= 0.8 * amp, (cls, amp)
     finally:
         pool.stop_all()
 

@@ -31,6 +31,8 @@ BEAT_CLASSES = ("N", "S", "V", "F")  # AAMI
 BEAT_PRE, BEAT_POST = 48, 64  # samples before / after the R peak
 BEAT_SAMPLES = BEAT_PRE + BEAT_POST
 BEAT_SCALE_S = 8.0  # seconds of signal before the beat used for its amplitude scale
+TEMPLATE_BEATS = 8  # previous beats whose median is the bed's own beat template
+TEMPLATE_SPAN_S = 9.0  # ... at most this long before the beat (what a bed's buffer holds)
 RR_LOCAL = 10  # beats in the local RR mean
 RR_LONG_S = 60.0  # seconds of beats in the long RR mean (the bed state keeps 60 s)
 N_RR_FEATURES = 5
@@ -53,6 +55,7 @@ class ResNetConfig:
     kernel: int = 7
     dropout: float = 0.2
     extra_features: int = 0  # scalar features concatenated before the head
+    in_channels: int = 1
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -70,7 +73,7 @@ VARIANTS = {
     "beat": ResNetConfig("beat", BEAT_CLASSES, BEAT_SAMPLES, stem_channels=32, stem_kernel=7,
                          stem_stride=1, stem_pool=1, channels=(32, 32, 64, 64, 96, 96),
                          strides=(1, 2, 1, 2, 1, 2), kernel=5, dropout=0.3,
-                         extra_features=N_RR_FEATURES),
+                         extra_features=N_RR_FEATURES, in_channels=2),
 }
 
 
@@ -97,7 +100,7 @@ class ResNet1D(nn.Module):
         super().__init__()
         self.cfg = cfg
         c = cfg.stem_channels
-        self.stem = nn.Sequential(nn.Conv1d(1, c, cfg.stem_kernel, cfg.stem_stride, cfg.stem_kernel // 2, bias=False),
+        self.stem = nn.Sequential(nn.Conv1d(cfg.in_channels, c, cfg.stem_kernel, cfg.stem_stride, cfg.stem_kernel // 2, bias=False),
                                   nn.BatchNorm1d(c), nn.ReLU())
         self.pool = nn.MaxPool1d(cfg.stem_pool) if cfg.stem_pool > 1 else nn.Identity()
         blocks = []
@@ -174,22 +177,50 @@ def rr_context(beats: np.ndarray, fs: int = FS) -> tuple[np.ndarray, np.ndarray,
     return pre, post, local, long
 
 
-def beat_waves(signal: np.ndarray, beats: np.ndarray, fs: int = FS) -> np.ndarray:
-    """(N, 112) beat waveforms from a filtered signal, each divided by the signal's standard
-    deviation over the ``BEAT_SCALE_S`` seconds before it (edges zero-padded)."""
+def beat_scales(signal: np.ndarray, beats: np.ndarray, fs: int = FS) -> np.ndarray:
+    """Each beat's amplitude scale: the signal's standard deviation over the ``BEAT_SCALE_S``
+    seconds ending ``BEAT_POST`` samples after it (what a bed's buffer holds when it is cut)."""
     x = np.asarray(signal, np.float64)
     beats = np.asarray(beats, np.int64)
-    pad = np.concatenate([np.zeros(BEAT_PRE), x, np.zeros(BEAT_POST)])
-    waves = pad[beats[:, None] + np.arange(BEAT_SAMPLES)]
     c1 = np.concatenate([[0.0], np.cumsum(x)])
     c2 = np.concatenate([[0.0], np.cumsum(x * x)])
     hi = np.clip(beats + BEAT_POST, 1, len(x))
     lo = np.clip(hi - int(BEAT_SCALE_S * fs), 0, None)
     n = np.maximum(hi - lo, 1)
     mean = (c1[hi] - c1[lo]) / n
-    sd = np.sqrt(np.maximum((c2[hi] - c2[lo]) / n - mean ** 2, 0))
-    waves = (waves - np.median(waves, axis=1, keepdims=True)) / np.maximum(sd, 5e-3)[:, None]
+    return np.sqrt(np.maximum((c2[hi] - c2[lo]) / n - mean ** 2, 0))
+
+
+def beat_waves(signal: np.ndarray, beats: np.ndarray, fs: int = FS, scales: np.ndarray | None = None) -> np.ndarray:
+    """(N, 112) beat waveforms from a filtered signal, median-removed and divided by the beat's
+    `beat_scales` (given, or computed here); edges zero-padded."""
+    x = np.asarray(signal, np.float32)
+    beats = np.asarray(beats, np.int64)
+    idx = beats[:, None] + np.arange(-BEAT_PRE, BEAT_POST)
+    waves = np.take(x, idx, mode="clip")  # no copy of the (possibly long) signal
+    waves[(idx < 0) | (idx >= len(x))] = 0.0
+    sd = beat_scales(x, beats, fs) if scales is None else np.asarray(scales)
+    waves = (waves - np.median(waves, axis=1, keepdims=True)) / np.maximum(sd, 5e-3)[:, None].astype(np.float32)
     return np.clip(waves, -30, 30).astype(np.float32)
+
+
+def beat_inputs(waves: np.ndarray, beats: np.ndarray, fs: int = FS, first: int = 0) -> np.ndarray:
+    """(N, 2, 112) model input for beats ``first..`` of a sorted run of beats with their `beat_waves`:
+    the wave, and the wave minus the median of up to ``TEMPLATE_BEATS`` previous waves within
+    ``TEMPLATE_SPAN_S`` (the patient's own usual beat, so a wide-QRS patient's normal beats do
+    not read as ventricular). A beat with no predecessor is its own template."""
+    waves = np.asarray(waves, np.float32)
+    beats = np.asarray(beats, np.int64)
+    out = np.zeros((len(waves) - first, 2, waves.shape[1]), np.float32)
+    span = int(TEMPLATE_SPAN_S * fs)
+    for i in range(first, len(waves)):
+        lo = max(0, i - TEMPLATE_BEATS)
+        while lo < i and beats[i] - beats[lo] > span:
+            lo += 1
+        tmpl = np.median(waves[lo:i], axis=0) if i > lo else waves[i]
+        out[i - first, 0] = waves[i]
+        out[i - first, 1] = waves[i] - tmpl
+    return out
 
 
 # --------------------------------------------------------------------------- inference

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from wardmodels.classifier import (AAMI, BEAT_CLASSES, BEAT_POST, BEAT_PRE, FS, RHYTHM_CLASSES,
-                                   RHYTHM_SAMPLES, beat_waves, rr_context, rr_features,
+                                   RHYTHM_SAMPLES, beat_inputs, beat_scales, beat_waves, rr_context, rr_features,
                                    rhythm_input)
 from wardmodels.frontend import WINDOW, filter_record
 from wardstream import datasets as ds
@@ -190,11 +190,11 @@ def synthetic_noisy(rng: np.random.Generator, n: int) -> list[np.ndarray]:
 # --------------------------------------------------------------------------- beats
 def beat_table(signal: np.ndarray, beat_samples: np.ndarray, labels: np.ndarray | None,
                fs: int = FS) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """(waves (N,112), rr features (N,5), AAMI class index or -1) for every beat of a record;
-    RR context from all the given beats."""
+    """(inputs (N,2,112), rr features (N,5), AAMI class index or -1) for every beat of a record;
+    RR context and templates from all the given beats."""
     pre, post, local, long = rr_context(beat_samples, fs)
     feats = rr_features(pre, post, local, long)
-    waves = beat_waves(signal, beat_samples, fs)
+    waves = beat_inputs(beat_waves(signal, beat_samples, fs), beat_samples, fs)
     y = None
     if labels is not None:
         y = np.array([BEAT_CLASSES.index(AAMI[s]) if s in AAMI else -1 for s in labels])
@@ -207,7 +207,7 @@ class BeatData:
     JITTER = 2
 
     def __init__(self, data_dir: Path, records: list[str] = ds.DS1, codec_model: int | None = 2, levels=(1, 2)):
-        sigs, beats, labels, feats = [], [], [], []
+        sigs, beats, labels, feats, scales, tmpl = [], [], [], [], [], []
         recs = [ds.load_mitdb(data_dir, r) for r in records]
         filtered = [filter_record(r.ecg_mv) for r in recs]
         versions = [filtered]
@@ -227,11 +227,16 @@ class BeatData:
                 beats.append(b[ok] + offset)
                 labels.append(y[ok])
                 feats.append(f[ok])
+                scales.append(beat_scales(x, b[ok]))
+                inp = beat_inputs(beat_waves(x, b), b)
+                tmpl.append(inp[ok, 0] - inp[ok, 1])
                 offset += len(x)
         self.signal = np.concatenate(sigs).astype(np.float32)
         self.beats = np.concatenate(beats)
         self.labels = np.concatenate(labels)
         self.feats = np.concatenate(feats)
+        self.scales = np.concatenate(scales)  # per record, so no scale window spans two records
+        self.templates = np.concatenate(tmpl)  # each beat's own-patient template (previous beats)
 
     def class_counts(self) -> np.ndarray:
         return np.bincount(self.labels, minlength=len(BEAT_CLASSES)).astype(np.float64)
@@ -242,6 +247,7 @@ class BeatData:
 
     def batch(self, rng: np.random.Generator, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         pos = self.beats[idx] + rng.integers(-self.JITTER, self.JITTER + 1, len(idx))
-        waves = beat_waves(self.signal, pos)
-        waves *= np.where(rng.random(len(idx)) < 0.5, 1.0, rng.uniform(0.8, 1.25, len(idx)))[:, None].astype(np.float32)
+        waves = beat_waves(self.signal, pos, scales=self.scales[idx])
+        gain = np.where(rng.random(len(idx)) < 0.5, 1.0, rng.uniform(0.8, 1.25, len(idx)))[:, None].astype(np.float32)
+        waves = np.stack([waves * gain, (waves - self.templates[idx]) * gain], axis=1)
         return waves, self.feats[idx], self.labels[idx]

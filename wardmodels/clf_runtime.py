@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from wardmodels.classifier import Classifier, ResNet1D, ResNetConfig
+from wardmodels.classifier import Classifier
 from wardmodels.compress import fold_batchnorm, laq, pack, size_report, unpack
 from wardmodels.runtime import WEIGHTS_DIR, WeightsError, verify_hash
 
@@ -37,8 +37,10 @@ def classifier_manifest() -> dict:
 
 
 def load_packed(path: Path) -> Classifier:
+    from wardmodels.train_classifier import build
+
     cfg, state, bits = unpack(verify_hash(path))
-    model = fold_batchnorm(ResNet1D(ResNetConfig.from_dict(cfg)))
+    model = fold_batchnorm(build(cfg))
     model.load_state_dict(state)
     model.eval()
     return Classifier(model, Path(path).name, {"bits": bits})

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import math
 import struct
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ import torch
 from torch import nn
 
 MAGIC = b"WPK1"
+log = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------- folding
@@ -198,9 +200,11 @@ def laq(model: nn.Module, metric: Callable[[nn.Module], float], choices=(1, 2, 3
                     chosen = b
                     break
             bits[name] = chosen
-            trace.append({"gamma": g, "layer": name, "bits": chosen})
+            trace.append({"gamma": g, "layer": name, "bits": chosen, "metric": acc})
+            log.info("LAQ γ=%.4g %s (I=%.3f): %d bits, metric %.4f (A0 %.4f)", g, name, imp[name], chosen, acc, a0)
         final = metric(apply(model, bits))
         evals += 1
+        log.info("LAQ γ=%.4g finished: metric %.4f vs A0 %.4f (tolerance %.4f)", g, final, a0, tolerance)
         if final >= a0 - tolerance:
             return LaqResult(bits, imp, a0, final, g, evals, trace)
         g /= 2

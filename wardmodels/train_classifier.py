@@ -42,9 +42,18 @@ def save_classifier(model: ResNet1D, out_dir: Path, record: dict, prefix: str = 
     return path
 
 
+def build(config: dict) -> torch.nn.Module:
+    """The network a saved config describes (ResNet1D, or the HuBERT-style model)."""
+    if config.get("kind") == "hubert":
+        from wardmodels.hubert import HubertConfig, HubertECG
+
+        return HubertECG(HubertConfig.from_dict(config))
+    return ResNet1D(ResNetConfig.from_dict(config))
+
+
 def load_classifier(path: Path) -> Classifier:
     blob = torch.load(path, map_location="cpu", weights_only=True)
-    model = ResNet1D(ResNetConfig.from_dict(blob["config"]))
+    model = build(blob["config"])
     model.load_state_dict(blob["state_dict"])
     model.eval()
     return Classifier(model, Path(path).name, blob.get("train", {}))
@@ -217,3 +226,144 @@ def train_beat(data_dir: Path, epochs: int = 30, steps_per_epoch: int = 400, bat
     path = save_classifier(model, out_dir or RUNS, record)
     ck.clear()
     return {"finished": True, "weights": str(path)}
+
+
+# --------------------------------------------------------------------------- HuBERT-style backend
+def _unlabelled_ecg(data_dir: Path) -> list[np.ndarray]:
+    """Filtered ECG nobody evaluates on: CinC fit part, MIT-BIH DS1, eegmat subjects 00-23."""
+    from wardmodels.clf_data import cinc_split
+    from wardmodels.codec_data import FLAT_ECG_MV
+    from wardmodels.frontend import filter_record
+    from wardstream import datasets as ds
+
+    sig = [filter_record(s) for s in cinc_split(data_dir, "fit").signals]
+    sig += [filter_record(ds.load_mitdb(data_dir, r).ecg_mv) for r in ds.DS1]
+    for rec in ds.load_eegmat(data_dir, subjects=range(0, 24)):
+        x = filter_record(rec.ecg_mv)
+        if x[256:].std() >= FLAT_ECG_MV:
+            sig.append(x)
+    return [s for s in sig if len(s) >= 1280]
+
+
+def _crops(rng: np.random.Generator, sig: list[np.ndarray], n: int, lens: np.ndarray) -> np.ndarray:
+    from wardmodels.classifier import rhythm_input
+
+    p = lens / lens.sum()
+    out = []
+    for i in rng.choice(len(sig), n, p=p):
+        s = rng.integers(0, len(sig[i]) - 1280 + 1)
+        out.append(sig[i][s:s + 1280])
+    x = rhythm_input(np.stack(out))
+    return x * np.where(rng.random(n) < 0.5, -1.0, 1.0)[:, None].astype(np.float32)
+
+
+def pretrain_hubert(data_dir: Path, steps: int = 1500, batch: int = 64, seed: int = 0, threads: int = 2,
+                    budget_min: float | None = None) -> dict:
+    """Masked prediction of k-means pseudo-labels; returns the pre-trained state (in memory and
+    checkpointed under runs/)."""
+    from sklearn.cluster import MiniBatchKMeans
+
+    from wardmodels.hubert import HubertConfig, HubertECG, frame_descriptors, span_mask
+
+    torch.set_num_threads(threads)
+    cfg = HubertConfig()
+    args = {"kind": "hubert-pretrain", "steps": steps, "batch": batch, "seed": seed}
+    sig = _unlabelled_ecg(data_dir)
+    lens = np.array([len(s) for s in sig], np.float64)
+    rng = np.random.default_rng(seed)
+    torch.manual_seed(seed)
+    model = HubertECG(cfg)
+    t_frames = model.n_frames(cfg.in_samples)
+    fr = cfg.frame_samples
+    km = MiniBatchKMeans(cfg.clusters, random_state=seed, batch_size=4096, n_init=3)
+    km.fit(frame_descriptors(_crops(rng, sig, 3000, lens), fr, t_frames).reshape(-1, 3 * fr))
+    opt = torch.optim.AdamW(model.parameters(), lr=5e-4, weight_decay=1e-2)
+    ck = _Checkpoint("clf-hubert-pretrain", args)
+    start, history = 0, []
+    if (blob := ck.load()) is not None:
+        model.load_state_dict(blob["model"])
+        opt.load_state_dict(blob["opt"])
+        start, history, km = blob["step"], blob["history"], blob["kmeans"]
+    t0 = time.time()
+    model.train()
+    for step in range(start, steps):
+        lr = 5e-4 * min(1.0, (step + 1) / 100) * 0.5 * (1 + np.cos(np.pi * step / steps))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        r = np.random.default_rng([seed, step])
+        x = _crops(r, sig, batch, lens)
+        target = km.predict(frame_descriptors(x, fr, t_frames).reshape(-1, 3 * fr).astype(np.float32))
+        target = torch.from_numpy(target.reshape(batch, t_frames).astype(np.int64))
+        mask = torch.from_numpy(span_mask(r, batch, t_frames, cfg.mask_prob, cfg.mask_len))
+        logits = model.cluster_head(model.frames(torch.from_numpy(x), mask))
+        loss = nn.functional.cross_entropy(logits[mask], target[mask])
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        if (step + 1) % 50 == 0:
+            acc = float((logits[mask].argmax(1) == target[mask]).float().mean())
+            history.append({"step": step + 1, "loss": float(loss.detach()), "masked_acc": acc, "lr": lr,
+                            "elapsed_s": time.time() - t0})
+            log.info("hubert pretrain %s", json.dumps(history[-1]))
+            ck.save(model=model.state_dict(), opt=opt.state_dict(), step=step + 1, history=history, kmeans=km)
+            if budget_min is not None and time.time() - t0 > budget_min * 60 and step + 1 < steps:
+                return {"finished": False, "step": step + 1}
+    return {"finished": True, "state": model.state_dict(), "history": history, "ckpt": ck}
+
+
+def train_hubert(data_dir: Path, pretrain_steps: int = 1500, epochs: int = 15, batch: int = 64, seed: int = 0,
+                 threads: int = 2, budget_min: float | None = None, out_dir: Path | None = None,
+                 codec_model: int | None = 2) -> dict:
+    """Pre-train, then fine-tune on the rhythm data exactly as the ResNet1D (lr 1e-4)."""
+    import dataclasses
+
+    from wardmodels.clf_data import RhythmData, cinc_split
+    from wardmodels.frontend import filter_record
+    from wardmodels.hubert import HubertConfig, HubertECG
+
+    pre = pretrain_hubert(data_dir, pretrain_steps, batch, seed, threads, budget_min)
+    if not pre["finished"]:
+        return pre
+    cfg = dataclasses.replace(HubertConfig(), clusters=0)
+    model = HubertECG(cfg)
+    model.load_state_dict({k: v for k, v in pre["state"].items() if not k.startswith("cluster_head")})
+    data = RhythmData(data_dir, codec_model=codec_model)
+    calib = cinc_split(data_dir, "calib")
+    calib_sig = [filter_record(s) for s in calib.signals]
+    calib_y = np.array([RHYTHM_CLASSES.index(v) for v in calib.labels])
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4, weight_decay=1e-3)
+    counts = data.class_counts()
+    w = torch.tensor((counts.sum() / np.maximum(counts, 1)) ** 0.5, dtype=torch.float32)
+    loss_fn = nn.CrossEntropyLoss(weight=w / w.mean())
+    history, best = [], None
+    t0 = time.time()
+    for ep in range(epochs):
+        lr = 1e-4 * 0.5 * (1 + np.cos(np.pi * ep / epochs))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        x, y = data.epoch(np.random.default_rng([seed, ep]))
+        model.train()
+        tot = 0.0
+        for i in range(0, len(y), batch):
+            loss = loss_fn(model(torch.from_numpy(x[i:i + batch])), torch.from_numpy(y[i:i + batch]))
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            tot += float(loss.detach()) * len(y[i:i + batch])
+        p = _record_predict(Classifier(model), calib_sig)
+        f1 = cinc_f1(calib_y, p.argmax(1))
+        history.append({"epoch": ep + 1, "train_loss": tot / len(y), "calib_f1": f1, "lr": lr,
+                        "elapsed_s": time.time() - t0})
+        log.info("hubert finetune %s", json.dumps(history[-1]))
+        if best is None or f1 > best["calib_f1"]:
+            best = {"epoch": ep + 1, "calib_f1": f1, "state": {k: v.clone() for k, v in model.state_dict().items()}}
+    model.load_state_dict(best["state"])
+    record = {"args": {"kind": "hubert", "pretrain_steps": pretrain_steps, "epochs": epochs, "seed": seed,
+                       "codec_model": codec_model},
+              "pretrain_history": pre["history"], "history": history, "kept_epoch": best["epoch"],
+              "torch": str(torch.__version__)}
+    path = save_classifier(model, out_dir or RUNS, record)
+    pre["ckpt"].clear()
+    return {"finished": True, "weights": str(path), "kept_epoch": best["epoch"], "calib_f1": best["calib_f1"]}

@@ -1,0 +1,62 @@
+"""The deployed (LAQ-packed) classifiers: what is stored, what it scores, on held-out data only."""
+
+import os
+
+import numpy as np
+import pytest
+
+from wardmodels.classifier import BEAT_CLASSES
+from wardmodels.clf_runtime import CLF_MANIFEST, classifier_manifest, load_deployed_classifier
+from wardmodels.runtime import WEIGHTS_DIR, verify_hash
+from wardstream.datasets import DataMissing
+
+
+@pytest.mark.parametrize("kind", ["rhythm", "beat"])
+def test_packed_model_is_what_the_manifest_says(kind):
+    e = classifier_manifest()[kind]
+    path = verify_hash(WEIGHTS_DIR / e["packed"])
+    assert path.stat().st_size == e["model_bytes"]
+    assert e["compression_ratio"] == pytest.approx(e["fp32_bytes"] / e["model_bytes"])
+    clf = load_deployed_classifier(kind)
+    assert set(clf.meta["bits"].values()) == set(e["bits"].values())
+    assert all(1 <= b <= 8 for b in e["bits"].values())
+    assert e["reproduce"], "the manifest says how to rebuild it"
+
+
+def test_rhythm_on_held_out_cinc_records(data_dir, tmp_path):
+    """A held-out directory of the shared layout: 300 validation records, scored per record."""
+    from wardstream.eval_classifier import eval_cinc
+
+    d = eval_cinc(load_deployed_classifier("rhythm"), data_dir, "test", level=1, codec_model=2, levels=[1],
+                  encoder="fp32", max_records=300)
+    assert d["records"] == 300
+    assert d["f1_cinc"] > 0.7, d["f1"]
+    assert d["f1_cinc_reconstructed"] > d["f1_cinc"] - 0.05
+    assert np.array(d["confusion"]).sum() == 300
+
+
+def test_beats_of_a_ds2_record(data_dir, tmp_path):
+    """Record 233 (DS2, never trained on): 831 ventricular beats among 2,230 normal ones."""
+    from wardstream.eval_classifier import eval_mitdb
+
+    sub = tmp_path / "data" / "mitdb"
+    sub.mkdir(parents=True)
+    for ext in ("hea", "dat", "atr"):
+        os.symlink(data_dir / "mitdb" / f"233.{ext}", sub / f"233.{ext}")
+    d = eval_mitdb(load_deployed_classifier("beat"), None, tmp_path / "data", "all", level=1, codec_model=2,
+                   encoder="fp32")
+    assert d["records"] == ["233"]
+    assert d["support"]["V"] > 800
+    assert d["sensitivity"]["V"] > 0.85 and d["ppv"]["V"] > 0.85, d
+    assert d["detected_beats"]["sensitivity"]["V"] > 0.8
+    assert set(d["sensitivity"]) == set(BEAT_CLASSES)
+
+
+def test_eval_says_what_is_missing(tmp_path):
+    from wardstream.eval_classifier import evaluate
+
+    with pytest.raises(DataMissing):
+        evaluate(tmp_path, "cinc2017", "test", codec_model=2, level=1)
+    (tmp_path / "mitdb").mkdir()
+    with pytest.raises(DataMissing):
+        evaluate(tmp_path, "mitdb", "test", codec_model=2, level=1)
