@@ -67,13 +67,14 @@ def _rhythm_metric(data_dir: Path, max_records: int | None = None):
     y = np.array([RHYTHM_CLASSES.index(v) for v in cal.labels])[:max_records]
     crops = [crops_for_record(s) for s in sig]
     x = torch.from_numpy(np.concatenate(crops))
-    bounds = np.cumsum([0] + [len(c) for c in crops])
+    yd = np.repeat(y, [len(c) for c in crops])
 
     def metric(model) -> float:
+        """CinC F1 over every 10-s decision of the calib records (6,400 crops: less noisy than
+        546 record-level decisions, which let a first LAQ run over-fit; see the README)."""
         with torch.no_grad():
-            p = torch.softmax(model.eval()(x), 1).numpy()
-        rec = np.stack([p[a:b].mean(0) for a, b in zip(bounds[:-1], bounds[1:])])
-        return cinc_f1(y, rec.argmax(1))
+            p = torch.cat([model.eval()(x[i:i + 1024]) for i in range(0, len(x), 1024)]).argmax(1).numpy()
+        return cinc_f1(yd, p)
 
     return metric
 
@@ -108,24 +109,33 @@ def _beat_metric(data_dir: Path, per_class: int = 3000, seed: int = 3):
 
 
 def export_classifier(kind: str, weights: Path, data_dir: Path, out_dir: Path | None = None,
-                      gamma: float = 0.04, tolerance: float = 0.005, reproduce: list[str] | None = None) -> dict:
+                      gamma: float = 0.04, tolerance: float = 0.005, reproduce: list[str] | None = None,
+                      choices=(2, 3, 4, 5, 6, 8), fixed_bits: int | None = None) -> dict:
     from wardmodels.train_classifier import load_classifier
 
     out_dir = Path(out_dir) if out_dir else WEIGHTS_DIR
     clf = load_classifier(weights)
     folded = fold_batchnorm(clf.model)
     metric = _rhythm_metric(data_dir) if kind == "rhythm" else _beat_metric(data_dir)
-    res = laq(folded, metric, gamma=gamma, tolerance=tolerance)
+    if fixed_bits:
+        from wardmodels.compress import LaqResult, apply, importance, quantizable
+
+        bits = dict.fromkeys([n for n, _ in quantizable(folded)], fixed_bits)
+        res = LaqResult(bits, importance(folded), metric(folded), metric(apply(folded, bits)), 0.0, 2, [])
+    else:
+        res = laq(folded, metric, choices=choices, gamma=gamma, tolerance=tolerance)
     log.info("%s LAQ: baseline %.4f -> %.4f, bits %s", kind, res.baseline, res.metric, res.bits)
-    tmp = out_dir / f"{kind}-laq.tmp"
+    tag = f"w{fixed_bits}" if fixed_bits else "laq"
+    tmp = out_dir / f"{kind}-{tag}.tmp"
     pack(folded, res.bits, clf.model.cfg.to_dict(), tmp)
     import hashlib
 
     digest = hashlib.sha256(tmp.read_bytes()).hexdigest()[:12]
-    path = out_dir / f"{kind}-laq-{digest}.wpk"
+    path = out_dir / f"{kind}-{tag}-{digest}.wpk"
     tmp.replace(path)
     entry = {"packed": path.name, "source": Path(weights).name, "bits": res.bits,
-             "importance": res.importance, "laq_metric": "cinc_f1 on calib" if kind == "rhythm" else "macro F1 N/S/V on DS1",
+             "importance": res.importance, "laq_metric": "cinc_f1 of every 10-s decision on calib" if kind == "rhythm" else "macro F1 N/S/V on DS1",
+             "bit_choices": [fixed_bits] if fixed_bits else list(choices),
              "laq_baseline": res.baseline, "laq_final": res.metric, "gamma": res.gamma,
              "laq_evaluations": res.evaluations, **size_report(clf.model, path), "reproduce": reproduce or []}
     if out_dir.resolve() == WEIGHTS_DIR.resolve():

@@ -84,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     bc.add_argument("--json", type=Path)
 
     bl = bsub.add_parser("classifier", help="rhythm decisions/s and beats/s of the deployed classifiers")
+    _common(bl)
     bl.add_argument("--threads", type=int, default=2)
     bl.add_argument("--seconds", type=float, default=4.0)
     bl.add_argument("--json", type=Path)
@@ -112,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
 
     tk = tsub.add_parser("classifier", help="the rhythm and beat classifiers (ResNet1D)")
     _common(tk)
-    tk.add_argument("--kind", default="both", choices=["rhythm", "beat", "both"])
+    tk.add_argument("--kind", default="both", choices=["rhythm", "beat", "both", "hubert"])
+    tk.add_argument("--pretrain-steps", type=int, default=800, help="hubert: masked-prediction steps")
     tk.add_argument("--epochs", type=int, default=None, help="default: rhythm 40, beat 30")
     tk.add_argument("--budget-min", type=float, default=None, help="stop (resumably) after this long")
     tk.add_argument("--seed", type=int, default=0)
@@ -136,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     xk.add_argument("--beat", type=Path, default=None, help="trained beat weights (clf-beat-*.pt)")
     xk.add_argument("--gamma", type=float, default=0.04)
     xk.add_argument("--tolerance", type=float, default=0.005)
+    xk.add_argument("--beat-fixed-bits", type=int, default=None,
+                    help="pack the beat model at one bit-width instead of LAQ (DS1 has no held-out patients to calibrate LAQ on)")
     xk.add_argument("--out-dir", type=Path, default=None)
 
     ev = sub.add_parser("eval", help="evaluations on recorded data")
@@ -235,6 +239,10 @@ def main(argv: list[str] | None = None) -> int:
         if a.kind in ("beat", "both") and res.get("rhythm", {}).get("finished", True):
             res["beat"] = tcl.train_beat(s.data_dir, a.epochs or 30, seed=a.seed, threads=a.threads,
                                          budget_min=a.budget_min, out_dir=a.out_dir, codec_model=cm)
+        if a.kind == "hubert":
+            res["hubert"] = tcl.train_hubert(s.data_dir, a.pretrain_steps, a.epochs or 8, seed=a.seed,
+                                             threads=a.threads, budget_min=a.budget_min, out_dir=a.out_dir,
+                                             codec_model=cm)
         _write_json(res, None)
         return 0 if all(r["finished"] for r in res.values()) else 3
 
@@ -278,8 +286,11 @@ def main(argv: list[str] | None = None) -> int:
         res = {}
         for kind, w in (("rhythm", a.rhythm), ("beat", a.beat)):
             if w is not None:
-                cmd = f"wardstream export classifier --{kind} {w} --gamma {a.gamma} --tolerance {a.tolerance}"
-                res[kind] = export_classifier(kind, w, s.data_dir, a.out_dir, a.gamma, a.tolerance, reproduce=[cmd])
+                fixed = a.beat_fixed_bits if kind == "beat" else None
+                cmd = (f"wardstream export classifier --{kind} {w} --gamma {a.gamma} --tolerance {a.tolerance}"
+                       + (f" --beat-fixed-bits {fixed}" if fixed else ""))
+                res[kind] = export_classifier(kind, w, s.data_dir, a.out_dir, a.gamma, a.tolerance, reproduce=[cmd],
+                                              fixed_bits=fixed)
         _write_json(res, None)
         return 0
 

@@ -116,3 +116,19 @@ def test_laq_meets_its_tolerance_and_uses_fewer_bits_where_allowed():
     assert min(res.bits.values()) < 8  # something was compressed below 8 bits
     full = compress.model_bits(m, dict.fromkeys(res.bits, 8))
     assert compress.model_bits(m, res.bits) < full
+
+
+def test_hubert_backend_has_the_classifier_interface_and_laq_sees_every_matrix():
+    from wardmodels.hubert import HubertConfig, HubertECG, frame_descriptors, span_mask
+
+    m = HubertECG(HubertConfig()).eval()
+    x = torch.randn(3, 1280)
+    assert m(x).shape == (3, 4)
+    t = m.n_frames(1280)
+    mask = span_mask(np.random.default_rng(0), 3, t, 0.08, 5)
+    assert mask.any(1).all() and 0.1 < mask.mean() < 0.7
+    assert m.cluster_head(m.frames(x, torch.from_numpy(mask))).shape == (3, t, 64)
+    d = frame_descriptors(x.numpy(), m.cfg.frame_samples, t)
+    assert d.shape == (3, t, 48)
+    names = {n for n, _ in compress.quantizable(m)}
+    assert {"blocks.0.qkv", "blocks.0.out", "blocks.3.ff2", "head"} <= names
