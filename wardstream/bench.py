@@ -86,17 +86,26 @@ async def bench_pipeline(s: Settings, beds: int = 2000, duration_s: float = 60.0
     try:
         pool.wait_ready()
         w = pool.workers[0]
-        base = w.stats()
+
+        def stats() -> dict:
+            # a worker deep in a large batch can miss the 2-s deadline of its /stats/ page
+            for _ in range(30):
+                if (st := w.stats(timeout=5.0)) is not None:
+                    return st
+                time.sleep(1.0)
+            raise RuntimeError("the worker's /stats/ page stopped answering")
+
+        base = stats()
         base_done = base["windows_written"]
         t_end = time.time() + 3 * duration_s
         while time.time() < t_end:
-            st = w.stats()
+            st = stats()
             done = st["windows_written"] - base_done
             samples.append((time.time(), done, st["cpu_s"]))
             if done >= total:
                 break
             await asyncio.sleep(1.0)
-        final = w.stats()
+        final = stats()
     finally:
         pool.stop_all()
         for name in (s.frames_topic, f"{s.app_id}-bed-state-changelog",

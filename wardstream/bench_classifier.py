@@ -39,7 +39,7 @@ def bench(threads: int = 2, seconds: float = 4.0, batches=(1, 64, 200, 512)) -> 
     out["decision_latency_ms_batch1"] = out["rhythm"]["batch1"]["ms_per_batch"]
     bt = load_deployed_classifier("beat")
     for b in batches:
-        w = rng.standard_normal((b, BEAT_SAMPLES)).astype(np.float32)
+        w = rng.standard_normal((b, 2, BEAT_SAMPLES)).astype(np.float32)
         f = rng.standard_normal((b, N_RR_FEATURES)).astype(np.float32)
         rate, lat = _rate(lambda: bt.proba(w, f, batch=512), b, seconds)
         out["beat"][f"batch{b}"] = {"beats_per_s": round(rate, 1), "ms_per_batch": round(1000 * lat, 3)}

@@ -11,6 +11,10 @@ from wardmodels import compress
 from wardmodels.classifier import VARIANTS, ResNet1D
 
 
+def _x(m, n):
+    return torch.randn(n, m.cfg.in_channels, m.cfg.in_samples)
+
+
 def _trained_like(cfg_name="beat", seed=0):
     torch.manual_seed(seed)
     m = ResNet1D(VARIANTS[cfg_name])
@@ -18,7 +22,7 @@ def _trained_like(cfg_name="beat", seed=0):
     m.train()
     with torch.no_grad():
         for _ in range(3):
-            m(torch.randn(64, m.cfg.in_samples), torch.randn(64, m.cfg.extra_features) if m.cfg.extra_features else None)
+            m(_x(m, 64), torch.randn(64, m.cfg.extra_features) if m.cfg.extra_features else None)
     for mod in m.modules():
         if isinstance(mod, nn.BatchNorm1d):
             mod.weight.data.uniform_(0.5, 1.5)
@@ -29,7 +33,7 @@ def _trained_like(cfg_name="beat", seed=0):
 def test_fold_batchnorm_preserves_the_function():
     m = _trained_like()
     f = compress.fold_batchnorm(m)
-    x, e = torch.randn(16, m.cfg.in_samples), torch.randn(16, m.cfg.extra_features)
+    x, e = _x(m, 16), torch.randn(16, m.cfg.extra_features)
     with torch.no_grad():
         assert torch.allclose(m(x, e), f(x, e), atol=1e-4)
     assert not any(isinstance(k, nn.BatchNorm1d) for k in f.modules())
@@ -101,7 +105,7 @@ def test_laq_meets_its_tolerance_and_uses_fewer_bits_where_allowed():
     """A toy task where the metric is agreement with the FP32 model's decisions."""
     torch.manual_seed(0)
     m = compress.fold_batchnorm(_trained_like())
-    x, e = torch.randn(512, m.cfg.in_samples), torch.randn(512, m.cfg.extra_features)
+    x, e = _x(m, 512), torch.randn(512, m.cfg.extra_features)
     with torch.no_grad():
         ref = m(x, e).argmax(1)
 
