@@ -104,7 +104,7 @@ def dequantize(codes: np.ndarray, scales: np.ndarray, bits: int) -> np.ndarray:
     return (codes.astype(np.float32) - qmax) * s
 
 
-def fake_quantize(w: torch.Tensor, bits: int | None) -> torch.Tensor:
+def quantize_dequantize(w: torch.Tensor, bits: int | None) -> torch.Tensor:
     if bits is None or bits >= 32:
         return w
     c, s = quantize_codes(w, bits)
@@ -120,14 +120,14 @@ def prune_tensor(w: torch.Tensor, pct: float) -> torch.Tensor:
 
 def apply(model: nn.Module, bits: dict[str, int | None] | None = None,
           prune: dict[str, float] | None = None) -> nn.Module:
-    """A copy with each named layer's weight pruned (percent) and then fake-quantized (bits)."""
+    """A copy with each named layer's weight pruned (percent) and then quantized-dequantized (bits)."""
     m = copy.deepcopy(model)
     for name, mod in quantizable(m):
         w = mod.weight.data
         if prune and prune.get(name):
             w = prune_tensor(w, prune[name])
         if bits and bits.get(name):
-            w = fake_quantize(w, bits[name])
+            w = quantize_dequantize(w, bits[name])
         mod.weight.data = w
     return m
 

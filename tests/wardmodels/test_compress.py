@@ -56,7 +56,7 @@ def test_quantize_codes_roundtrip_and_error_bound(bits, seed):
 
 
 @pytest.mark.parametrize("bits", [1, 2, 3, 5, 8])
-def test_pack_unpack_gives_the_fake_quantized_model(tmp_path, bits):
+def test_pack_unpack_gives_the_quantized_dequantized_model(tmp_path, bits):
     m = compress.fold_batchnorm(_trained_like())
     names = [n for n, _ in compress.quantizable(m)]
     b = dict.fromkeys(names, bits)
