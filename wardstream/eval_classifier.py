@@ -102,27 +102,10 @@ def _beats_for(clf: Classifier, x: np.ndarray, beats: np.ndarray) -> np.ndarray:
     return clf.proba(w, f).argmax(1) if len(beats) else np.zeros(0, np.int64)
 
 
-def _match(ref: np.ndarray, det: np.ndarray, tol: int) -> np.ndarray:
-    """For each reference beat, the index of its one-to-one matched detection (or -1)."""
-    out = np.full(len(ref), -1)
-    i = j = 0
-    while i < len(ref) and j < len(det):
-        d = det[j] - ref[i]
-        if abs(d) <= tol:
-            out[i] = j
-            i += 1
-            j += 1
-        elif d < 0:
-            j += 1
-        else:
-            i += 1
-    return out
-
-
 def eval_mitdb(clf: Classifier, rhythm: Classifier | None, data_dir: Path, split: str, level: int,
                codec_model: int, encoder: str = "int8", records: list[str] | None = None) -> dict:
     from wardmodels.clf_data import MIT_RHYTHM, reconstruct
-    from wardstream.eval_qrs import detect_stream
+    from wardstream.eval_qrs import detect_stream, match_indices
 
     names = records or [r for r in ds.mitdb_split(split) if r not in ds.PACED]
     present = set(ds.mitdb_records_present(data_dir))
@@ -147,7 +130,7 @@ def eval_mitdb(clf: Classifier, rhythm: Classifier | None, data_dir: Path, split
         predr = _beats_for(clf, xr, b)
         yr.append(lab[okr]), pr_.append(predr[okr])
         det = np.round(detect_stream(xr) * FS).astype(np.int64)  # what the worker detects, on what it decodes
-        m = _match(b, det, tol)
+        m = match_indices(b, det, tol)
         pdet = _beats_for(clf, xr, det)
         hit = ok & (m >= 0)
         yd.append(lab[hit]), pd.append(pdet[m[hit]])

@@ -17,19 +17,27 @@ from wardstream.datasets import FS, load_mitdb, mitdb_split
 WINDOW = 256
 
 
-def match_beats(ref_s: np.ndarray, det_s: np.ndarray, tol_s: float) -> tuple[int, int, int]:
-    """Greedy one-to-one matching of sorted times; returns (tp, fn, fp)."""
-    i = j = tp = 0
-    while i < ref_s.size and j < det_s.size:
-        d = det_s[j] - ref_s[i]
-        if abs(d) <= tol_s:
-            tp += 1
+def match_indices(ref: np.ndarray, det: np.ndarray, tol) -> np.ndarray:
+    """Greedy one-to-one matching of sorted times (any unit, ``tol`` in the same): for each
+    reference beat the index of its matched detection, or -1."""
+    out = np.full(len(ref), -1)
+    i = j = 0
+    while i < len(ref) and j < len(det):
+        d = det[j] - ref[i]
+        if abs(d) <= tol:
+            out[i] = j
             i += 1
             j += 1
         elif d < 0:
             j += 1
         else:
             i += 1
+    return out
+
+
+def match_beats(ref_s: np.ndarray, det_s: np.ndarray, tol_s: float) -> tuple[int, int, int]:
+    """Greedy one-to-one matching of sorted times; returns (tp, fn, fp)."""
+    tp = int((match_indices(ref_s, det_s, tol_s) >= 0).sum())
     return tp, int(ref_s.size - tp), int(det_s.size - tp)
 
 
