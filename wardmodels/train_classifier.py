@@ -303,7 +303,7 @@ def pretrain_hubert(data_dir: Path, steps: int = 1500, batch: int = 64, seed: in
         opt.step()
         if (step + 1) % 50 == 0:
             acc = float((logits[mask].argmax(1) == target[mask]).float().mean())
-            history.append({"step": step + 1, "loss": float(loss.detach()), "masked_acc": acc, "lr": lr,
+            history.append({"step": step + 1, "loss": float(loss.detach()), "masked_acc": acc, "lr": float(lr),
                             "elapsed_s": time.time() - t0})
             log.info("hubert pretrain %s", json.dumps(history[-1]))
             ck.save(model=model.state_dict(), opt=opt.state_dict(), step=step + 1, history=history, kmeans=km)
@@ -354,7 +354,7 @@ def train_hubert(data_dir: Path, pretrain_steps: int = 1500, epochs: int = 15, b
             tot += float(loss.detach()) * len(y[i:i + batch])
         p = _record_predict(Classifier(model), calib_sig)
         f1 = cinc_f1(calib_y, p.argmax(1))
-        history.append({"epoch": ep + 1, "train_loss": tot / len(y), "calib_f1": f1, "lr": lr,
+        history.append({"epoch": ep + 1, "train_loss": tot / len(y), "calib_f1": f1, "lr": float(lr),
                         "elapsed_s": time.time() - t0})
         log.info("hubert finetune %s", json.dumps(history[-1]))
         if best is None or f1 > best["calib_f1"]:
