@@ -134,9 +134,7 @@ def _classifier_inputs(state: BedState, frame: Frame, ecg: np.ndarray, raw: bool
     ts: list[int] = []
     if ready:
         allb = np.asarray(sorted(set(state.beats)), np.int64)
-        pre, post, local, long = rr_context(allb, fs)
-        pos = np.searchsorted(allb, ready)
-        rr = rr_features(pre[pos], post[pos], local[pos], long[pos])
+        rr = rr_features(*rr_context(allb, fs, at=np.searchsorted(allb, ready)))
         # the ready beats with the earlier beats the buffer still holds (their templates)
         inbuf = allb[(allb - BEAT_PRE >= buf_start) & (allb <= ready[-1])]
         inbuf = np.union1d(inbuf, ready)

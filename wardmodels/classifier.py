@@ -41,6 +41,11 @@ N_RR_FEATURES = 5
 AAMI = {**dict.fromkeys("NLRej", "N"), **dict.fromkeys("aSAJ", "S"), **dict.fromkeys("VE", "V"), "F": "F"}
 
 
+def aami_labels(symbols) -> np.ndarray:
+    """MIT-BIH beat symbols -> index into ``BEAT_CLASSES``, -1 for beats not classified (Q, paced)."""
+    return np.array([BEAT_CLASSES.index(AAMI[s]) if s in AAMI else -1 for s in symbols], dtype=np.int64)
+
+
 @dataclass(frozen=True)
 class ResNetConfig:
     name: str
@@ -149,27 +154,24 @@ def rr_features(pre: np.ndarray, post: np.ndarray, local: np.ndarray, long: np.n
     return np.clip(f, -3, 3).astype(np.float32)
 
 
-def rr_context(beats: np.ndarray, fs: int = FS) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """For every beat of a sorted sample-index array: (pre, post, local, long) RR in seconds,
-    using only beats up to the next one (what the stream knows when that beat arrives).
-    Missing neighbours (the first / last beat) fall back to the local mean."""
+def rr_context(beats: np.ndarray, fs: int = FS, at: np.ndarray | None = None
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """For every beat of a sorted sample-index array (or only the positions ``at``): (pre, post,
+    local, long) RR in seconds, using only beats up to the next one (what the stream knows when
+    that beat arrives). Missing neighbours (the first / last beat) fall back to the local mean."""
     t = np.asarray(beats, np.float64) / fs
     n = len(t)
+    idx = np.arange(n) if at is None else np.asarray(at, np.int64)
     rr = np.diff(t)
-    pre = np.full(n, np.nan)
-    post = np.full(n, np.nan)
-    pre[1:] = rr
-    post[:-1] = rr
-    local = np.full(n, np.nan)
-    long = np.full(n, np.nan)
+    pre = np.where(idx >= 1, t[idx] - t[np.maximum(idx - 1, 0)], np.nan)
+    post = np.where(idx < n - 1, t[np.minimum(idx + 1, n - 1)] - t[idx], np.nan)
     csum = np.concatenate([[0.0], np.cumsum(rr)])
-    for i in range(1, n):
-        lo = max(0, i - RR_LOCAL)
-        local[i] = (csum[i] - csum[lo]) / (i - lo)
-        j = int(np.searchsorted(t, t[i] - RR_LONG_S))
-        j = min(j, i - 1)
-        long[i] = (csum[i] - csum[j]) / (i - j)
-    fill = np.nanmedian(rr) if rr.size else 0.8
+    lo = np.maximum(0, idx - RR_LOCAL)
+    j = np.minimum(np.searchsorted(t, t[idx] - RR_LONG_S), np.maximum(idx - 1, 0))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        local = np.where(idx >= 1, (csum[idx] - csum[lo]) / (idx - lo), np.nan)
+        long = np.where(idx >= 1, (csum[idx] - csum[j]) / (idx - j), np.nan)
+    fill = np.median(rr) if rr.size else 0.8
     local = np.where(np.isnan(local), fill, local)
     long = np.where(np.isnan(long), local, long)
     pre = np.where(np.isnan(pre), local, pre)

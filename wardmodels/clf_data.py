@@ -19,8 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from wardmodels.classifier import (AAMI, BEAT_CLASSES, BEAT_POST, BEAT_PRE, FS, RHYTHM_CLASSES,
-                                   RHYTHM_SAMPLES, beat_inputs, beat_scales, beat_waves, rr_context, rr_features,
+from wardmodels.classifier import (BEAT_CLASSES, BEAT_POST, BEAT_PRE, FS, RHYTHM_CLASSES,
+                                   RHYTHM_SAMPLES, aami_labels, beat_inputs, beat_scales, beat_waves,
+                                   rr_context, rr_features,
                                    rhythm_input)
 from wardmodels.frontend import WINDOW, filter_record
 from wardstream import datasets as ds
@@ -96,6 +97,18 @@ def crops_for_record(x: np.ndarray, step: int = 2 * FS) -> np.ndarray:
         return rhythm_input(x[None, :max(n, step)] if n else x[None])
     ends = np.arange(RHYTHM_SAMPLES, n + 1, step)
     return rhythm_input(x[ends[:, None] - RHYTHM_SAMPLES + np.arange(RHYTHM_SAMPLES)])
+
+
+def record_proba(clf, signals: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Per record: softmax averaged over the pipeline's crops (`crops_for_record`), and each
+    crop's softmax."""
+    crops = [crops_for_record(s) for s in signals]
+    p = clf.proba(np.concatenate(crops)) if crops else np.zeros((0, len(RHYTHM_CLASSES)))
+    per, k = [], 0
+    for c in crops:
+        per.append(p[k:k + len(c)])
+        k += len(c)
+    return (np.stack([q.mean(0) for q in per]) if per else np.zeros((0, len(RHYTHM_CLASSES)))), per
 
 
 def mit_rhythm_crops(data_dir: Path, records: list[str], stride_s: float = 5.0) -> tuple[np.ndarray, np.ndarray]:
@@ -197,7 +210,7 @@ def beat_table(signal: np.ndarray, beat_samples: np.ndarray, labels: np.ndarray 
     waves = beat_inputs(beat_waves(signal, beat_samples, fs), beat_samples, fs)
     y = None
     if labels is not None:
-        y = np.array([BEAT_CLASSES.index(AAMI[s]) if s in AAMI else -1 for s in labels])
+        y = aami_labels(labels)
     return waves, feats, y
 
 
@@ -221,7 +234,7 @@ class BeatData:
                 keep_b = b < len(x) - BEAT_POST
                 pre, post, local, long = rr_context(b, FS)
                 f = rr_features(pre, post, local, long)
-                y = np.array([BEAT_CLASSES.index(AAMI[s]) if s in AAMI else -1 for s in r.beat_symbols])
+                y = aami_labels(r.beat_symbols)
                 ok = keep_b & (y >= 0) & (b >= BEAT_PRE)
                 sigs.append(x)
                 beats.append(b[ok] + offset)

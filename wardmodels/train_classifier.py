@@ -98,16 +98,9 @@ class _Checkpoint:
 
 
 def _record_predict(clf: Classifier, signals: list[np.ndarray]) -> np.ndarray:
-    """Record-level class: softmax averaged over the pipeline's crops (`crops_for_record`)."""
-    from wardmodels.clf_data import crops_for_record
+    from wardmodels.clf_data import record_proba
 
-    crops = [crops_for_record(s) for s in signals]
-    p = clf.proba(np.concatenate(crops))
-    out, k = [], 0
-    for c in crops:
-        out.append(p[k:k + len(c)].mean(axis=0))
-        k += len(c)
-    return np.stack(out)
+    return record_proba(clf, signals)[0]
 
 
 def train_rhythm(data_dir: Path, epochs: int = 40, batch: int = 64, seed: int = 0, threads: int = 2,

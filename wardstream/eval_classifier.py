@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from wardmodels.classifier import BEAT_CLASSES, FS, RHYTHM_CLASSES, Classifier
+from wardmodels.classifier import BEAT_CLASSES, FS, RHYTHM_CLASSES, Classifier, aami_labels
 from wardmodels.frontend import filter_record
 from wardstream import datasets as ds
 
@@ -54,21 +54,9 @@ def _rhythm_scores(y: np.ndarray, p: np.ndarray) -> dict:
             "confusion": conf.tolist(), "sensitivity": sc["sensitivity"], "ppv": sc["ppv"], "n": int(len(y))}
 
 
-def record_proba(clf: Classifier, signals: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
-    from wardmodels.clf_data import crops_for_record
-
-    crops = [crops_for_record(s) for s in signals]
-    p = clf.proba(np.concatenate(crops)) if crops else np.zeros((0, 4))
-    per, k = [], 0
-    for c in crops:
-        per.append(p[k:k + len(c)])
-        k += len(c)
-    return (np.stack([q.mean(0) for q in per]) if per else np.zeros((0, 4))), per
-
-
 def eval_cinc(clf: Classifier, data_dir: Path, split: str, level: int, codec_model: int,
               levels: list[int], encoder: str = "int8", max_records: int | None = None) -> dict:
-    from wardmodels.clf_data import cinc_split, reconstruct
+    from wardmodels.clf_data import cinc_split, reconstruct, record_proba
 
     cs = cinc_split(data_dir, split)
     sig = [filter_record(s) for s in cs.signals][:max_records]
@@ -121,7 +109,7 @@ def eval_mitdb(clf: Classifier, rhythm: Classifier | None, data_dir: Path, split
         rec = ds.load_mitdb(data_dir, name)
         x = filter_record(rec.ecg_mv)
         b = np.round(rec.beat_times_s * FS).astype(np.int64)
-        lab = np.array([BEAT_CLASSES.index(v) if (v := _aami(s)) else -1 for s in rec.beat_symbols])
+        lab = aami_labels(rec.beat_symbols)
         ok = (lab >= 0) & (b < len(x) - 64)
         pred = _beats_for(clf, x, b)
         ya.append(lab[ok]), pa.append(pred[ok])
@@ -172,12 +160,6 @@ def eval_mitdb(clf: Classifier, rhythm: Classifier | None, data_dir: Path, split
         ry_ = np.array(ry)
         out["rhythm_crops"] = _rhythm_scores(ry_, probs.argmax(1))
     return out
-
-
-def _aami(sym: str) -> str | None:
-    from wardmodels.classifier import AAMI
-
-    return AAMI.get(sym)
 
 
 def sweep(kind: str, weights: Path, data_dir: Path, split: str) -> dict:
