@@ -62,10 +62,24 @@ class Encoder(Protocol):
     def channels(self, ecg: np.ndarray, eeg: np.ndarray | None) -> tuple[Channel, ...]: ...
 
 
-def encoder_factory(model_id: int, level: int, encoder: str = "fp32") -> Callable[[], Encoder]:
+def encoder_factory(model_id: int, level: int, encoder: str = "fp32", policy: str = "fixed",
+                    bound: float = 0.0, eeg_level: int = 2) -> Callable[[], Encoder]:
     """Per-device encoders (each keeps its own filter state): the deployed codec ``model_id`` at
     ``level`` run as ``encoder`` ("fp32" or "int8", see Settings.sim_encoder), or the raw level
-    when model or level is 0."""
+    when model or level is 0. ``policy="dynamic"``: each device picks its ECG level per window
+    under ``bound`` (0: the deployed bound) with the integer edge analysis
+    (`wardmodels.wire_codec.DynamicEncoder`)."""
+    if policy == "dynamic":
+        import torch
+
+        from wardmodels.wire_codec import DynamicEncoder, register_deployed
+
+        torch.set_num_threads(1)
+        if model_id not in register_deployed():
+            raise ValueError(f"codec model {model_id} is not deployed (wardmodels/weights/MANIFEST.json)")
+        bound = bound or deployed_bound(model_id)
+        DynamicEncoder(model_id, bound, eeg_level)  # load and validate once
+        return lambda: DynamicEncoder(model_id, bound, eeg_level)
     if model_id == RAW_MODEL_ID or level == 0:
         return RawEncoder
     import torch
@@ -77,6 +91,15 @@ def encoder_factory(model_id: int, level: int, encoder: str = "fp32") -> Callabl
         raise ValueError(f"codec model {model_id} is not deployed (wardmodels/weights/MANIFEST.json)")
     CodecEncoder(model_id, level, encoder)  # load and validate once, before any device starts
     return lambda: CodecEncoder(model_id, level, encoder)
+
+
+def deployed_bound(model_id: int) -> float:
+    from wardmodels.runtime import load_deployed
+
+    codec = load_deployed(model_id)
+    if codec.predictor is None:
+        raise ValueError(f"codec model {model_id} has no Dynamic-Deep predictor")
+    return float(codec.predictor.meta["deployed_bound"])
 
 
 @dataclass
@@ -177,6 +200,8 @@ class WardReport:
     t_first_us: int = 0
     t_last_end_us: int = 0
     send_wall_s: float = 0.0
+    levels: dict[int, int] = field(default_factory=dict)  # ECG level -> windows sent at it
+    bounds: object | None = None  # device_sim.control.Bounds when devices pick their level
 
 
 def _clock_file(state_dir: Path) -> Path:
@@ -210,7 +235,8 @@ async def run_ward(settings, n_beds: int, duration_s: float, speed: float = 1.0,
     for src in sources.values():
         if hasattr(src, "prime"):
             src.prime()
-    make_encoder = encoder_factory(settings.codec_model, settings.codec_level, settings.sim_encoder)
+    make_encoder = encoder_factory(settings.codec_model, settings.codec_level, settings.sim_encoder,
+                                   settings.level_policy, settings.dd_bound, settings.eeg_level)
     clock0 = next_clock_start(settings.state_dir)
     rng = np.random.default_rng(seed)
     phases = {b: int(rng.uniform(0, WINDOW_US)) for b in beds}
@@ -223,6 +249,19 @@ async def run_ward(settings, n_beds: int, duration_s: float, speed: float = 1.0,
                                     max_batch_size=256 * 1024, request_timeout_ms=30000)
         await producer.start()
     rep = WardReport(t_first_us=clock0)
+    control_task, stop_control = None, asyncio.Event()
+    dyn = [d for d in devices.values() if hasattr(d.encoder, "bound")]
+    if dyn:  # devices that pick their level read their bound from the control topic
+        from device_sim.control import Bounds, follow
+
+        bounds = Bounds(default=dyn[0].encoder.bound)
+        rep.bounds = bounds
+
+        def on_change():
+            for d in dyn:
+                d.encoder.bound = bounds.for_bed(d.bed_id)
+
+        control_task = asyncio.create_task(follow(settings, bounds, on_change, stop_control))
     wall0 = time.time()
     # heap of (due wall time, bed): a window is sent when its last sample has been acquired
     heap = [(wall0 + (phases[b] + WINDOW_US) / 1e6 / speed, b) for b in beds]
@@ -249,6 +288,9 @@ async def run_ward(settings, n_beds: int, duration_s: float, speed: float = 1.0,
                 rep.frames_sent += 1
                 rep.wire_bytes += len(raw)
                 rep.raw_bytes += 2 * frame.n_samples * len(frame.channels)
+                for ch in frame.channels:
+                    if ch.modality == Modality.ECG:
+                        rep.levels[ch.level] = rep.levels.get(ch.level, 0) + 1
                 rep.t_last_end_us = max(rep.t_last_end_us, frame.window_end_us)
                 if bad_every and rep.frames_sent % bad_every == 0:
                     bad, _ = corrupt(raw, n_bad)
@@ -263,6 +305,9 @@ async def run_ward(settings, n_beds: int, duration_s: float, speed: float = 1.0,
         await producer.flush()
         await _settle(pending, rep)
     finally:
+        if control_task is not None:
+            stop_control.set()
+            await asyncio.gather(control_task, return_exceptions=True)
         if own:
             await producer.stop()
         rep.send_wall_s = time.time() - wall0

@@ -120,6 +120,7 @@ def _classifier_inputs(state: BedState, frame: Frame, ecg: np.ndarray, raw: bool
         state.zi = filt.zi.tolist()
     else:
         x = np.asarray(ecg, np.float32)
+        state.zi = None  # a later raw window restarts the filter at rest on its first sample
     start = (frame.seq - state.anchor_seq) * frame.n_samples  # stream index of this window
     buf = np.concatenate([state.ecg_buf, np.nan_to_num(x).astype(np.float16)])[-ECG_BUFFER:]
     state.ecg_buf = buf

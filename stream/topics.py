@@ -20,6 +20,7 @@ class TopicSpec:
     key: str  # what the key holds
     value: str  # what the value holds
     retention_ms: int | None = None
+    compact: bool = False  # keep the latest value per key (control settings)
 
 
 def bed_key(bed_id: int) -> bytes:
@@ -33,8 +34,18 @@ def topic_specs(s: Settings) -> list[TopicSpec]:
         TopicSpec(s.dlq_topic, max(1, s.frames_partitions // 4), "original key",
                   "original bytes; headers: reason, error, source partition/offset",
                   retention_ms=14 * 24 * 3600 * 1000),
-        TopicSpec(s.control_topic, 1, "ward or bed id", "JSON control message (bounds, settings)"),
+        TopicSpec(s.control_topic, 1, "b'ward' or bed_key", "JSON control message (device_sim.control)",
+                  compact=True),
     ]
+
+
+def _configs(t: TopicSpec) -> dict[str, str]:
+    out = {}
+    if t.retention_ms:
+        out["retention.ms"] = str(t.retention_ms)
+    if t.compact:
+        out["cleanup.policy"] = "compact"
+    return out
 
 
 async def ensure_topics(s: Settings, timeout_s: float = 30.0) -> list[str]:
@@ -53,8 +64,7 @@ async def ensure_topics(s: Settings, timeout_s: float = 30.0) -> list[str]:
             await asyncio.sleep(0.5)
     try:
         existing = set(await admin.list_topics())
-        new = [NewTopic(t.name, t.partitions, 1,
-                        topic_configs={"retention.ms": str(t.retention_ms)} if t.retention_ms else {})
+        new = [NewTopic(t.name, t.partitions, 1, topic_configs=_configs(t))
                for t in topic_specs(s) if t.name not in existing]
         if new:
             await admin.create_topics(new)

@@ -9,7 +9,10 @@
 * the edge encodes with ``edge`` (integer encoder + int8 codebooks, `wardmodels.int8`).
 
 Levels (the Dynamic-Deep ladder; a higher level sends less): level 0 is raw int16 (the wire
-format's own), level ``L >= 1`` sends residual stages ``1 .. stages - L + 1``.
+format's own), level ``L`` in 1..stages sends residual stages ``1 .. stages - L + 1``; a model
+with Dynamic-Deep weights (``"dd"`` in its manifest entry, `wardmodels.dynamic`) adds levels
+3, 4, 5 (16, 8, 4 indices) on the same trunk, its integer level chain (``"dd_edge"``) and the
+calibrated edge error predictor (``"predictor"``, `wardmodels.predictor`).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
@@ -60,6 +63,10 @@ class DeployedCodec:
     name: str
     model: DualCodec
     edge: Int8Encoder | None
+    dd: object | None = None  # wardmodels.dynamic.DynamicCodec (cloud: codebooks + adapters)
+    chains: dict | None = None  # modality -> wardmodels.dd_edge.IntChain (edge)
+    predictor: object | None = None  # wardmodels.predictor.Predictor (edge)
+    entry: dict = field(default_factory=dict)
 
     def __post_init__(self):
         self._lock = threading.Lock()
@@ -74,12 +81,30 @@ class DeployedCodec:
 
     @property
     def levels(self) -> list[int]:
-        return list(range(1, self.stages + 1))
+        return list(range(1, self.stages + 1)) + (list(self.dd.cfg.levels) if self.dd is not None else [])
 
     def stages_for(self, level: int) -> int:
-        if not 1 <= level <= self.stages:
-            raise ValueError(f"codec {self.name} has levels 1..{self.stages}, not {level}")
-        return self.stages - level + 1
+        """Residual stages a base level sends (validates any level of this codec)."""
+        if level not in self.levels:
+            raise ValueError(f"codec {self.name} has levels {self.levels}, not {level}")
+        return self.stages - level + 1 if level <= self.stages else 0
+
+    def n_indices(self, level: int) -> int:
+        if level <= self.stages:
+            return self.stages_for(level) * self.positions
+        self.stages_for(level)
+        from wardmodels.dynamic import DD_POSITIONS
+
+        return DD_POSITIONS[level]
+
+    def level_codebook_size(self, level: int) -> int:
+        return self.codebook_size if level <= self.stages else self.dd.cfg.codebook_size(level)
+
+    def _level_of_width(self, width: int) -> int:
+        for L in self.levels:
+            if self.n_indices(L) == width:
+                return L
+        raise ValueError(f"{width} indices is no level of codec {self.name}")
 
     @property
     def codebook_size(self) -> int:
@@ -95,6 +120,8 @@ class DeployedCodec:
         Indices are stage-major: stage 1's 32 positions, then stage 2's."""
         x, codes = normalise(np.atleast_2d(filtered), modality)
         st = self.stages_for(level)
+        if level > self.stages:
+            return codes, self._encode_dd(modality, x, codes, level, encoder)
         if encoder == "int8":
             if self.edge is None:
                 raise WeightsError(f"codec {self.name} has no int8 edge encoder")
@@ -104,7 +131,37 @@ class DeployedCodec:
                 idx = fp32_indices(self.model, modality, x, st)
         return codes, idx.reshape(len(x), -1).astype(np.uint16)
 
+    def _encode_dd(self, modality: str, x: np.ndarray, codes: np.ndarray, level: int, encoder: str):
+        if encoder == "int8":
+            idx, _ = self.analyse(modality, x, codes)
+            return idx[level]
+        with self._lock, torch.no_grad():
+            z = self.dd.trunk(modality, torch.from_numpy(np.asarray(x, np.float32)))
+            i = self.dd.cfg.levels.index(level)
+            y = self.dd.chain[modality](z)[i]
+            b, w, t = y.shape
+            idx = self.dd.vq[modality][i].nearest(y.permute(0, 2, 1).reshape(-1, w)).view(b, t)
+        return idx.numpy().astype(np.uint16)
+
+    def analyse(self, modality: str, x: np.ndarray, codes: np.ndarray):
+        """Normalised windows -> (indices of every VQ level, predictor features without history):
+        the device's one integer pass before it picks a level (`wardmodels.dd_edge`)."""
+        from wardmodels.dd_edge import analyse_int
+
+        if self.chains is None or self.edge is None:
+            raise WeightsError(f"codec {self.name} has no Dynamic-Deep edge")
+        return analyse_int(self.edge.modalities[modality], self.chains[modality], np.atleast_2d(x), codes)
+
     # ------------------------------------------------------------------ cloud
+    def _latent(self, m: str, v: np.ndarray) -> torch.Tensor:
+        level = self._level_of_width(v.shape[1])
+        if v.size and int(v.max()) >= self.level_codebook_size(level):
+            raise ValueError(f"{m}: index {int(v.max())} outside the level-{level} codebook")
+        t = torch.from_numpy(v.astype(np.int64))
+        if level <= self.stages:
+            return self.model.vq[m].lookup(t.reshape(len(v), -1, self.positions))
+        return self.dd.lookup(m, level, t)
+
     def decode(self, idx: dict[str, np.ndarray | None], codes: dict[str, np.ndarray | None]) -> dict[str, np.ndarray]:
         """Indices (N, S*32) and scale codes (N,) per modality (None if absent; both present
         means simultaneous windows) -> physical windows (N, 256) float32."""
@@ -117,22 +174,24 @@ class DeployedCodec:
             v = np.asarray(v)
             if v.ndim == 1:
                 v = v[None]
-            if v.shape[1] % self.positions or v.shape[1] // self.positions > self.stages:
-                raise ValueError(f"{m}: {v.shape[1]} indices is not a whole number of stages")
-            if v.size and int(v.max()) >= self.codebook_size:
-                raise ValueError(f"{m}: index {int(v.max())} outside the codebook")
-            t[m] = torch.from_numpy(v.astype(np.int64).reshape(len(v), -1, self.positions))
+            t[m] = v
         with self._lock, torch.no_grad():
-            rec = self.model.decode(t)
+            b = len(next(v for v in t.values() if v is not None))
+            q = {m: (self._latent(m, t[m]) if t[m] is not None
+                     else torch.zeros(b, self.model.cfg.dim, self.positions)) for m in MODALITIES}
+            present = {m: torch.full((b,), t[m] is not None, dtype=torch.bool) for m in MODALITIES}
+            rec = self.model.decode_latents(q, present)
         out = {}
         for m, r in rec.items():
+            if t[m] is None:
+                continue
             scale = scale_value(np.atleast_1d(np.asarray(codes[m])), m)
             out[m] = (r.numpy() * scale[:, None]).astype(np.float32)
         return out
 
     def bits(self, level: int) -> int:
         """Fixed-length bits one modality sends at ``level``: indices + scale byte."""
-        return self.stages_for(level) * self.positions * int(np.ceil(np.log2(self.codebook_size))) + SCALE_BITS
+        return self.n_indices(level) * int(np.ceil(np.log2(self.level_codebook_size(level)))) + SCALE_BITS
 
 
 def load_model(path: Path) -> DualCodec:
@@ -150,7 +209,21 @@ def load_deployed(model_id: int) -> DeployedCodec:
             model = load_model(WEIGHTS_DIR / entry["codec"])
             fuse_decoders(model)
             edge = Int8Encoder.load(verify_hash(WEIGHTS_DIR / entry["edge"])) if entry.get("edge") else None
-            return DeployedCodec(model_id, f"{entry['variant']}-{model_id}", model, edge)
+            dd = chains = predictor = None
+            if entry.get("dd"):
+                from wardmodels.dd_edge import load_chains
+                from wardmodels.predictor import Predictor
+                from wardmodels.train_dynamic import load_dd
+
+                dd = load_dd(verify_hash(WEIGHTS_DIR / entry["dd"]), model)
+                chains = load_chains(verify_hash(WEIGHTS_DIR / entry["dd_edge"]))
+                from wardmodels.dd_edge import snap_dd_codebooks
+
+                snap_dd_codebooks(dd, chains)
+                if entry.get("predictor"):
+                    predictor = Predictor.load(verify_hash(WEIGHTS_DIR / entry["predictor"]))
+            return DeployedCodec(model_id, f"{entry['variant']}-{model_id}", model, edge, dd, chains, predictor,
+                                 entry)
     raise WeightsError(f"no deployed codec with model id {model_id} in {MANIFEST}")
 
 

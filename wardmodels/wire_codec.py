@@ -2,8 +2,12 @@
 and the worker's batch decoder.
 
 Wire meaning of a deployed codec's model id (see `wardmodels.runtime`): level 0 raw int16;
-level ``L >= 1`` carries ``(stages - L + 1) * 32`` indices of ``ceil(log2 K)`` bits, stage-major,
-with a one-byte scale code as its only side information (``side="scale8"``).
+level ``L`` in 1..stages carries ``(stages - L + 1) * 32`` indices of ``ceil(log2 K)`` bits,
+stage-major; a Dynamic-Deep model's levels 3..5 carry 16, 8 and 4 indices of their own
+codebooks (``dd_levels`` in the manifest); every VQ level has a one-byte scale code as its only
+side information (``side="scale8"``).
+
+`DynamicEncoder` is a device that picks its level per window (`encode_dynamic`).
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ def spec_for(entry: dict) -> CodecSpec:
     levels = {0: RAW_LEVEL}
     for level in range(1, stages + 1):
         levels[level] = LevelSpec(level, (stages - level + 1) * pos, k, side="scale8")
+    for level, d in entry.get("dd_levels", {}).items():  # Dynamic-Deep levels (wardmodels.dynamic)
+        levels[int(level)] = LevelSpec(int(level), d["indices"], d["codebook_size"], side="scale8")
     return CodecSpec(entry["model_id"], f"{entry['variant']}-{entry['codec']}", levels)
 
 
@@ -48,10 +54,100 @@ class CodecEncoder:
         return encode_many([self], [ecg], [eeg])[0]
 
 
-def encode_many(encoders: list[CodecEncoder], ecgs: list, eegs: list) -> list[tuple[Channel, ...]]:
-    """One window per device, each through its own filters, the integer encoder run once per
-    (codec, level, modality) group — what a simulator of many devices needs to keep up."""
+RAW_GAINS = {"ecg": 0.001, "eeg": 0.1}  # level 0: 1 µV / 0.1 µV per LSB (as the raw-only devices)
+
+
+def _raw_channel(mod: Modality, x: np.ndarray) -> Channel:
+    gain = RAW_GAINS[MOD_NAME[mod]]
+    q = np.clip(np.rint(np.nan_to_num(np.asarray(x, np.float64)) / gain), -32768, 32767).astype(np.int16)
+    return Channel(mod, 0, gain, 0.0, q)
+
+
+class DynamicEncoder:
+    """A device that picks its ECG level per window (Dynamic-Deep): the highest-gain level whose
+    calibrated predicted task error is under the device's bound (`wardmodels.predictor`), raw
+    when none is; EEG at a fixed level (there is no EEG task model to bound). ``bound`` can be
+    changed at any time (the control topic); it applies from the next window."""
+
+    def __init__(self, model_id: int, bound: float, eeg_level: int = 2):
+        from wardmodels.dd_edge import FEATURES
+
+        self.codec = runtime.load_deployed(model_id)
+        if self.codec.predictor is None or self.codec.chains is None:
+            raise ValueError(f"codec model {model_id} has no Dynamic-Deep predictor")
+        if eeg_level:
+            self.codec.stages_for(eeg_level)
+        self.model_id, self.bound, self.eeg_level = model_id, float(bound), eeg_level
+        self.encoder = "int8"
+        self.name = f"{self.codec.name} dynamic (bound {bound})"
+        self.filters = {m: StreamFilter() for m in MOD_NAME.values()}
+        self.history = np.zeros((0, FEATURES), np.float32)
+        self.last_level: int | None = None
+
+    def channels(self, ecg: np.ndarray, eeg: np.ndarray | None) -> tuple[Channel, ...]:
+        return encode_many([self], [ecg], [eeg])[0]
+
+
+def _encode_dynamic(encoders: list[DynamicEncoder], ecgs: list, eegs: list) -> list[list[Channel]]:
+    from wardmodels.dd_edge import HISTORY, with_history
+    from wardmodels.frontend import normalise
+
     out: list[list[Channel]] = [[] for _ in encoders]
+    by_codec: dict[int, list[int]] = {}
+    filtered = {}
+    for i, (enc, x) in enumerate(zip(encoders, ecgs)):
+        if x is None:
+            continue
+        filtered[i] = enc.filters["ecg"](np.nan_to_num(np.asarray(x, np.float64)))
+        by_codec.setdefault(id(enc.codec), []).append(i)
+    for members in by_codec.values():
+        codec = encoders[members[0]].codec
+        xn, codes = normalise(np.stack([filtered[i] for i in members]), "ecg")
+        idx, f = codec.analyse("ecg", xn, codes)
+        feats = np.empty((len(members), 2 * f.shape[1]), np.float32)
+        for j, i in enumerate(members):
+            enc = encoders[i]
+            feats[j] = with_history(f[j:j + 1], enc.history)[0]
+            enc.history = np.concatenate([enc.history, f[j:j + 1]])[-HISTORY:]
+        pred = codec.predictor.predict(feats)
+        levels = codec.predictor.choose(pred, np.array([encoders[i].bound for i in members]))
+        for j, i in enumerate(members):
+            L = int(levels[j])
+            encoders[i].last_level = L
+            if L == 0:
+                out[i].append(_raw_channel(Modality.ECG, ecgs[i]))
+            else:
+                out[i].append(Channel(Modality.ECG, L, float(codes[j]), 0.0, idx[L][j]))
+    for i, (enc, x) in enumerate(zip(encoders, eegs)):
+        if x is None:
+            continue
+        if enc.eeg_level == 0:
+            out[i].append(_raw_channel(Modality.EEG, x))
+            continue
+        filt = enc.filters["eeg"](np.nan_to_num(np.asarray(x, np.float64)))
+        codes, idx = enc.codec.encode("eeg", filt[None], enc.eeg_level, enc.encoder)
+        out[i].append(Channel(Modality.EEG, enc.eeg_level, float(codes[0]), 0.0, idx[0]))
+    return out
+
+
+def encode_many(encoders: list, ecgs: list, eegs: list) -> list[tuple[Channel, ...]]:
+    """One window per device, each through its own filters, the integer encoder run once per
+    (codec, level, modality) group — what a simulator of many devices needs to keep up.
+    `DynamicEncoder` devices are analysed together and each picks its own level."""
+    out: list[list[Channel]] = [[] for _ in encoders]
+    dyn = [i for i, e in enumerate(encoders) if isinstance(e, DynamicEncoder)]
+    if dyn:
+        res = _encode_dynamic([encoders[i] for i in dyn], [ecgs[i] for i in dyn], [eegs[i] for i in dyn])
+        for i, r in zip(dyn, res):
+            out[i] = r
+    fixed = [i for i, e in enumerate(encoders) if not isinstance(e, DynamicEncoder)]
+    if not fixed:
+        return [tuple(o) for o in out]
+    if dyn:
+        sub = encode_many([encoders[i] for i in fixed], [ecgs[i] for i in fixed], [eegs[i] for i in fixed])
+        for i, r in zip(fixed, sub):
+            out[i] = list(r)
+        return [tuple(o) for o in out]
     for mod, xs in ((Modality.ECG, ecgs), (Modality.EEG, eegs)):
         name = MOD_NAME[mod]
         groups: dict[tuple, list[int]] = {}

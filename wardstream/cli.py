@@ -122,6 +122,37 @@ def main(argv: list[str] | None = None) -> int:
     tk.add_argument("--codec-model", type=int, default=2, help="codec whose reconstructions join the mix (0: none)")
     tk.add_argument("--out-dir", type=Path, default=None, help="where the final weights go (default runs/)")
 
+    td = tsub.add_parser("dynamic-deep", help="Dynamic-Deep levels (phases 1-2) or the edge error predictor (phase 3)")
+    _common(td)
+    td.add_argument("--phase", default="levels", choices=["levels", "predictor"])
+    td.add_argument("--model-id", type=int, default=None,
+                    help="levels: the base codec (default 2); predictor: the Dynamic-Deep codec (default 3)")
+    td.add_argument("--recon-steps", type=int, default=2500)
+    td.add_argument("--task-steps", type=int, default=800)
+    td.add_argument("--task-weight", type=float, default=1.0)
+    td.add_argument("--alpha", type=float, default=0.05, help="predictor: allowed share of windows over the bound")
+    td.add_argument("--w-kl", type=float, default=1.0, help="predictor: weight of the rhythm-classifier KL")
+    td.add_argument("--w-qrs", type=float, default=1.0, help="predictor: weight of the QRS error")
+    td.add_argument("--budget-min", type=float, default=None)
+    td.add_argument("--seed", type=int, default=0)
+    td.add_argument("--threads", type=int, default=2)
+    td.add_argument("--out-dir", type=Path, default=None)
+
+    co = sub.add_parser("cost", help="radio, broker, storage, compute and money for N beds (JSON)")
+    _common(co)
+    co.add_argument("--beds", type=int, default=200)
+    co.add_argument("--split", default="test", choices=["test", "all", "calib"],
+                    help="recordings whose measured level mix prices the Dynamic-Deep option")
+    co.add_argument("--bound", type=float, default=None)
+    co.add_argument("--json", type=Path)
+
+    ct = sub.add_parser("control", help="publish a run-time setting on the control topic")
+    _common(ct)
+    ct.add_argument("setting", choices=["bound"])
+    ct.add_argument("value", help="a positive number, or 'clear' (bed only)")
+    ct.add_argument("--bed", type=int, default=None, help="this bed only (default: the whole ward)")
+    ct.add_argument("--by", default="wardstream-cli")
+
     xp = sub.add_parser("export", help="deployable artefacts from trained weights")
     xsub = xp.add_subparsers(dest="what", required=True)
     xc = xsub.add_parser("codec", help="int8 edge encoder + entropy tables, recorded in MANIFEST.json")
@@ -142,8 +173,20 @@ def main(argv: list[str] | None = None) -> int:
                     help="pack the beat model at one bit-width instead of LAQ (DS1 has no held-out patients to calibrate LAQ on)")
     xk.add_argument("--out-dir", type=Path, default=None)
 
+    xd = xsub.add_parser("dynamic-deep", help="int8 level chains; deploy as a new wire model id")
+    _common(xd)
+    xd.add_argument("weights", type=Path)
+    xd.add_argument("--model-id", type=int, default=3)
+
     ev = sub.add_parser("eval", help="evaluations on recorded data")
     esub = ev.add_subparsers(dest="what", required=True)
+    ed = esub.add_parser("dynamic-deep", help="gain, level mix, bound violations, F1 on reconstructions")
+    _common(ed)
+    ed.add_argument("--split", default="test", choices=["test", "all", "calib", "train"])
+    ed.add_argument("--bound", type=float, default=None, help="default: the deployed bound")
+    ed.add_argument("--model-id", type=int, default=3)
+    ed.add_argument("--json", type=Path)
+    ed.add_argument("--png", type=Path, default=None, help="the bound curve (default: next to --json)")
     eq = esub.add_parser("qrs", help="streaming QRS detection on MIT-BIH")
     _common(eq)
     eq.add_argument("--split", default="test", choices=["test", "train", "all"])
@@ -314,6 +357,64 @@ def main(argv: list[str] | None = None) -> int:
 
         d = asyncio.run(bench_pipeline(s, a.beds, a.duration))
         _write_json(d, a.json)
+        return 0
+
+    if a.cmd == "train" and a.what == "dynamic-deep":
+        if a.phase == "levels":
+            from wardmodels.train_dynamic import train as train_dd
+
+            d = train_dd(s.data_dir, a.model_id or 2, a.recon_steps, a.task_steps, a.task_weight,
+                         budget_min=a.budget_min, out_dir=a.out_dir, seed=a.seed, threads=a.threads)
+            _write_json(d, None)
+            return 0 if d["done"] else 3
+        import torch
+
+        from wardmodels.predictor import TaskWeights
+        from wardstream.eval_dynamic import train_predictor
+
+        torch.set_num_threads(a.threads)
+        d = train_predictor(s.data_dir, a.model_id or 3, a.alpha, TaskWeights(a.w_kl, a.w_qrs), seed=a.seed)
+        _write_json(d, None)
+        return 0
+
+    if a.cmd == "export" and a.what == "dynamic-deep":
+        from wardmodels.train_dynamic import export as export_dd
+
+        cmd = f"wardstream export dynamic-deep {a.weights} --model-id {a.model_id}"
+        _write_json(export_dd(a.weights, s.data_dir, a.model_id, reproduce=[cmd]), None)
+        return 0
+
+    if a.cmd == "eval" and a.what == "dynamic-deep":
+        from wardstream.datasets import DataMissing
+        from wardstream.eval_dynamic import evaluate as eval_dd
+
+        png = a.png or (a.json.with_suffix(".png") if a.json else None)
+        try:
+            d = eval_dd(s.data_dir, a.split, a.bound, a.model_id, png)
+        except DataMissing as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        _write_json(d, a.json)
+        return 0
+
+    if a.cmd == "cost":
+        from wardstream.cost import cost_report
+
+        _write_json(cost_report(s, a.beds, a.split, a.bound), a.json)
+        return 0
+
+    if a.cmd == "control":
+        from device_sim.control import ControlError, publish
+
+        try:
+            value = None if a.value == "clear" else float(a.value)
+            if value is None and a.bed is None:
+                raise ControlError("bad_bound", "only a bed's bound can be cleared (the ward keeps one)")
+            asyncio.run(publish(s, value, a.bed, a.by))
+        except (ValueError, ControlError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        print(json.dumps({"topic": s.control_topic, "bed": a.bed, "bound": value}))
         return 0
 
     if a.cmd == "eval" and a.what == "qrs":

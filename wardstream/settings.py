@@ -49,6 +49,11 @@ class Settings:
     # firmware's int8 weights; ~8x faster here, indices agree with the integer path on >99% of
     # positions) or "int8" (the bit-exact integer specification the firmware implements)
     sim_encoder: str = "fp32"
+    # "dynamic": each device picks its ECG level per window under a task-error bound (issue 5,
+    # needs a codec model with a Dynamic-Deep predictor); "fixed": every window at codec_level
+    level_policy: str = "fixed"
+    dd_bound: float = 0.0  # the ward's default bound (0: the deployed bound in the manifest)
+    eeg_level: int = 2  # EEG's level under the dynamic policy (no EEG task model bounds it)
 
     @property
     def kafka_port(self) -> int:
@@ -92,6 +97,9 @@ _ENV = {
     "codec_model": "WARDSTREAM_CODEC_MODEL",
     "codec_level": "WARDSTREAM_CODEC_LEVEL",
     "sim_encoder": "WARDSTREAM_SIM_ENCODER",
+    "level_policy": "WARDSTREAM_LEVEL_POLICY",
+    "dd_bound": "WARDSTREAM_DD_BOUND",
+    "eeg_level": "WARDSTREAM_EEG_LEVEL",
 }
 
 
@@ -126,12 +134,16 @@ def from_env(env: dict[str, str] | None = None, **overrides) -> Settings:
             values[name] = raw.strip().lower() in {"1", "true", "yes", "on"}
         elif kind is int:
             values[name] = int(raw)
+        elif kind is float:
+            values[name] = float(raw)
         elif isinstance(getattr(base, name), Path):
             values[name] = Path(raw)
         else:
             values[name] = raw
     if values.get("sim_encoder", base.sim_encoder) not in {"fp32", "int8"}:
         raise ValueError("WARDSTREAM_SIM_ENCODER must be 'fp32' or 'int8'")
+    if values.get("level_policy", base.level_policy) not in {"fixed", "dynamic"}:
+        raise ValueError("WARDSTREAM_LEVEL_POLICY must be 'fixed' or 'dynamic'")
     if values.get("influx_api", base.influx_api) not in {"v1", "v2"}:
         raise ValueError("WARDSTREAM_INFLUX_API must be 'v1' or 'v2'")
     return dataclasses.replace(base, **values).replace(**overrides)

@@ -1,0 +1,130 @@
+"""The control topic, as devices read it: run-time task-error bounds per ward or per bed.
+
+Messages (topic ``Settings.control_topic``, compacted, one partition, so a device that starts
+late still reads the latest value of every key)::
+
+    key   b"ward"          -> the bound of every bed that has no bed-level bound
+          b"bed-000012"    -> the bound of bed 12 (`stream.topics.bed_key`)
+    value {"bound": 0.3, "by": "who", "at_ms": 1700000000000}    (JSON; "bound": null clears it)
+
+A device applies a message as soon as it is read, so the next window it encodes uses it (the
+simulator polls the topic between windows). A malformed message is rejected with a reason,
+logged and counted; it changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+
+log = logging.getLogger("wardstream.control")
+
+WARD_KEY = b"ward"
+
+
+class ControlError(ValueError):
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+
+
+def parse(key: bytes | None, value: bytes | None) -> tuple[int | None, float | None]:
+    """-> (bed id or None for the ward, bound or None to clear)."""
+    if key == WARD_KEY:
+        bed = None
+    elif key and key.startswith(b"bed-") and key[4:].isdigit():
+        bed = int(key[4:])
+    else:
+        raise ControlError("bad_key", f"key {key!r} is neither b'ward' nor b'bed-NNNNNN'")
+    try:
+        msg = json.loads(value or b"")
+    except ValueError as exc:
+        raise ControlError("bad_json", str(exc)) from None
+    if not isinstance(msg, dict) or "bound" not in msg:
+        raise ControlError("no_bound", f"expected an object with 'bound', got {str(msg)[:80]}")
+    b = msg["bound"]
+    if b is None:
+        return bed, None
+    if isinstance(b, bool) or not isinstance(b, (int, float)) or not math.isfinite(b) or b <= 0:
+        raise ControlError("bad_bound", f"bound must be a positive finite number, got {b!r}")
+    return bed, float(b)
+
+
+def message(bound: float | None, by: str = "wardstream") -> bytes:
+    return json.dumps({"bound": bound, "by": by, "at_ms": int(time.time() * 1000)}).encode()
+
+
+@dataclass
+class Bounds:
+    """Default, ward-wide and per-bed bounds; a bed's bound is the most specific one set."""
+
+    default: float
+    ward: float | None = None
+    beds: dict[int, float] = field(default_factory=dict)
+    applied: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)
+
+    def for_bed(self, bed: int) -> float:
+        if bed in self.beds:
+            return self.beds[bed]
+        return self.ward if self.ward is not None else self.default
+
+    def apply(self, key: bytes | None, value: bytes | None) -> bool:
+        try:
+            bed, bound = parse(key, value)
+        except ControlError as exc:
+            self.rejected[exc.reason] = self.rejected.get(exc.reason, 0) + 1
+            log.warning("control message rejected (%s)", exc)
+            return False
+        if bed is None:
+            self.ward = bound
+        elif bound is None:
+            self.beds.pop(bed, None)
+        else:
+            self.beds[bed] = bound
+        self.applied += 1
+        return True
+
+
+async def follow(settings, bounds: Bounds, on_change, stop: asyncio.Event) -> None:
+    """Read the control topic from its beginning and keep following it; ``on_change()`` after
+    every applied message."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False,
+                                auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        tp = TopicPartition(settings.control_topic, 0)
+        consumer.assign([tp])
+        await consumer.seek_to_beginning(tp)
+        while not stop.is_set():
+            batches = await consumer.getmany(timeout_ms=100)
+            changed = False
+            for msgs in batches.values():
+                for m in msgs:
+                    changed |= bounds.apply(m.key, m.value)
+            if changed:
+                on_change()
+    finally:
+        await consumer.stop()
+
+
+async def publish(settings, bound: float | None, bed: int | None = None, by: str = "wardstream") -> None:
+    from aiokafka import AIOKafkaProducer
+
+    from stream.topics import bed_key
+
+    if bound is not None:
+        parse(WARD_KEY, message(bound))  # validates before anything is sent
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    await producer.start()
+    try:
+        key = WARD_KEY if bed is None else bed_key(bed)
+        await producer.send_and_wait(settings.control_topic, message(bound, by), key=key)
+    finally:
+        await producer.stop()

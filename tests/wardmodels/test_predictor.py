@@ -1,0 +1,83 @@
+"""The Dynamic-Deep predictor's pieces that need no trained weights: the QRS part of the task
+error, the streaming history features, level choice and the conformal calibration."""
+
+import numpy as np
+import pytest
+
+from wardmodels.dd_edge import HISTORY, with_history
+from wardmodels.predictor import LEVELS, Predictor, TaskWeights, calibrate, chosen_error, violation_rate, window_qrs_error
+
+
+def test_qrs_error_counts_missed_extra_and_timing_per_window():
+    ref = np.array([0.5, 1.5, 2.5, 3.5])
+    det = np.array([0.5, 1.55, 3.0, 3.5, 5.0])  # exact, 50 ms late, 2.5 missed + 3.0 extra, exact, extra
+    e = window_qrs_error(ref, det, n_windows=3)
+    # window 0: two beats, one 50 ms late -> timing mean 25 ms = 0.5 units
+    assert e[0] == pytest.approx(0.5)
+    # window 1: 2.5 missed, 3.0 extra, 3.5 exact -> 2 / 2 beats + 0 timing
+    assert e[1] == pytest.approx(1.0)
+    # window 2: no reference beat, one extra
+    assert e[2] == pytest.approx(1.0)  # 5.0 s lies past the last window: counted in it
+    assert window_qrs_error(ref, ref, 3).sum() == 0
+
+
+def test_history_features_stream_equals_batch():
+    rng = np.random.default_rng(0)
+    f = rng.normal(size=(12, 3)).astype(np.float32)
+    batch = with_history(f)
+    hist = np.zeros((0, 3), np.float32)
+    rows = []
+    for t in range(len(f)):
+        rows.append(with_history(f[t:t + 1], hist)[0])
+        hist = np.concatenate([hist, f[t:t + 1]])[-HISTORY:]
+    np.testing.assert_allclose(np.stack(rows), batch, rtol=1e-6)
+    np.testing.assert_allclose(batch[6, 3:], f[2:6].mean(0), rtol=1e-5)
+    np.testing.assert_allclose(batch[0, 3:], f[0])
+
+
+def _dummy(bounds=np.zeros(0), lams=np.zeros(0)):
+    z = np.zeros(1, np.float32)
+    return Predictor(z, z, z, z, z, z, TaskWeights(), 0.05, bounds, lams, {})
+
+
+def test_choose_takes_the_highest_level_under_the_bound():
+    p = _dummy()
+    pred = np.log1p(np.array([[0.01, 0.02, 0.1, 0.3, 0.9],
+                              [0.5, 0.6, 0.7, 0.8, 0.9]]))
+    assert p.choose(pred, 0.35, lam=0.0).tolist() == [4, 0]
+    assert p.choose(pred, 1.0, lam=0.0).tolist() == [5, 5]
+    assert p.choose(pred, 1.0, lam=0.0, allowed=(1, 2, 3)).tolist() == [3, 3]
+    err = np.exp(pred) - 1
+    assert chosen_error(np.array([4, 0]), err).tolist() == [err[0, 3], 0.0]
+
+
+def test_slack_of_a_bound_between_grid_points_is_the_lower_ones():
+    p = _dummy(np.array([0.1, 0.2, 0.4]), np.array([0.5, 0.4, 0.3]))
+    assert p.slack(0.2) == 0.4 and p.slack(0.3) == 0.4 and p.slack(5.0) == 0.3
+    assert p.slack(0.05) == float("inf")
+    assert p.choose(np.zeros((1, 5)), 0.05).tolist() == [0]  # below the grid: raw
+
+
+def test_calibration_keeps_violations_under_alpha_on_fresh_data():
+    """Noisy predictions of monotone level errors: uncalibrated, the policy breaks the bound far
+    more often than alpha; calibrated on one sample, it holds on another."""
+    rng = np.random.default_rng(1)
+
+    def draw(n):
+        base = rng.gamma(2.0, 0.05, (n, 1)) * np.array([1, 2, 4, 8, 16])[None, :]
+        err = base * rng.lognormal(0, 0.3, base.shape)
+        pred = np.log1p(base) + rng.normal(0, 0.15, base.shape)
+        return pred, err
+
+    bounds = np.array([0.2, 0.5, 1.0])
+    pc, ec = draw(4000)
+    lams = calibrate(pc, ec, bounds, alpha=0.05)
+    pt, et = draw(4000)
+    p = _dummy(bounds, lams)
+    for b in bounds:
+        raw_rate = violation_rate(p.choose(pt, b, lam=0.0), et, b)
+        cal = p.choose(pt, b)
+        assert raw_rate > 0.1
+        assert violation_rate(cal, et, b) <= 0.06
+        assert (cal > 0).mean() > 0.3  # still compresses
+    assert len(LEVELS) == 5

@@ -1,0 +1,197 @@
+"""The edge side of the Dynamic-Deep levels: the integer level chain and the per-window analysis
+the device runs before it picks a level.
+
+Integer chain (continues the trunk spec of `wardmodels.int8`; ``z`` is the trunk's int16 output at
+scale 2^-p). For chain layer i = 0, 1, 2 (levels 3, 4, 5)::
+
+    x_0 = z,  x_i = lrelu(y_{i-1}) for i > 0
+    acc = b_i + sum_{c,k} w_i[o,c,k] * x_i[c, 2t + k - 1]       (kernel 3, stride 2, zero padding)
+    y_i = clamp((acc * m_i[o] + (1 << (s_i[o] - 1))) >> s_i[o], -32768, 32767)   scale 2^-p_i
+    lrelu(v) = v if v >= 0 else (v * 6554 + 32768) >> 16
+    index[t] = argmin_k sum_d (y_i[d,t] - (e_i[k,d] << (p_i - q_i)))^2      (ties: smallest k)
+
+``w_i`` int8 per output channel, ``b_i`` int64, ``e_i`` the level's int8 codebook at scale 2^-q_i.
+
+Analysis (`analyse`): one pass gives the indices of every level and the predictor's features —
+per level the relative quantisation distortion of the window (mean and worst position, log10),
+plus the window's scale code; the history features (the mean of the previous four windows'
+features) are added by the caller that keeps the stream (`with_history`).
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from wardmodels.int8 import SLOPE_Q16, _conv, _multiplier, _requant, codebook_exponent
+
+HEADROOM = 1.5
+HISTORY = 4  # previous windows averaged into the history features
+
+
+def lrelu_int(v: np.ndarray) -> np.ndarray:
+    v = np.asarray(v, np.int64)
+    return np.where(v >= 0, v, (v * SLOPE_Q16 + 32768) >> 16)
+
+
+@dataclass
+class IntChain:
+    """One modality's integer level chain."""
+
+    convs: list[dict]  # w int8 (O,I,3), b int64, m_pos int32, shift int8, p_out int
+    codebooks: list[np.ndarray]  # int8 (K, w)
+    cb_exp: list[int]
+    p_in: int
+
+    def run(self, z: np.ndarray) -> list[np.ndarray]:
+        """z int64 (N, D, 32) at 2^-p_in -> [y3, y4, y5] int64 at 2^-p_i."""
+        ys, x = [], np.asarray(z, np.int64)
+        for i, c in enumerate(self.convs):
+            inp = x if i == 0 else lrelu_int(x)
+            acc = np.rint(_conv(inp.astype(np.float64), c["w"].astype(np.float64), 2)).astype(np.int64) \
+                + c["b"].astype(np.int64)[None, :, None]
+            m = c["m_pos"].astype(np.int64)
+            y = _requant(acc, m, m, c["shift"].astype(np.int64), -32768, 32767)
+            ys.append(y)
+            x = y
+        return ys
+
+    def search(self, i: int, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """y int64 (N, w, T) -> (indices (N, T), squared error (N, T), squared norm (N, T)) in
+        units of 2^-2p_i."""
+        n, w, t = y.shape
+        r = y.transpose(0, 2, 1).reshape(-1, w)
+        e = self.codebooks[i].astype(np.int64) << np.int64(self.convs[i]["p_out"] - self.cb_exp[i])
+        dots = np.rint(r.astype(np.float64) @ e.T.astype(np.float64)).astype(np.int64)
+        idx = ((e * e).sum(1)[None, :] - 2 * dots).argmin(1)
+        err = ((r - e[idx]) ** 2).sum(1)
+        return idx.reshape(n, t), err.reshape(n, t), (r * r).sum(1).reshape(n, t)
+
+    def nbytes(self) -> int:
+        total = 0
+        for c in self.convs:
+            o = c["w"].shape[0]
+            total += c["w"].size + 8 * o + 4 * o + o + 1
+        return total + sum(cb.size + 1 for cb in self.codebooks)
+
+    def arrays(self, prefix: str) -> dict:
+        out = {f"{prefix}/p_in": np.array(self.p_in, np.int32)}
+        for i, c in enumerate(self.convs):
+            for k in ("w", "b", "m_pos", "shift"):
+                out[f"{prefix}/conv{i}/{k}"] = c[k]
+            out[f"{prefix}/conv{i}/p_out"] = np.array(c["p_out"], np.int32)
+            out[f"{prefix}/cb{i}"] = self.codebooks[i]
+            out[f"{prefix}/cb{i}/q"] = np.array(self.cb_exp[i], np.int32)
+        return out
+
+    @classmethod
+    def from_arrays(cls, z, prefix: str) -> "IntChain":
+        n = len([k for k in z.files if k.startswith(f"{prefix}/conv") and k.endswith("/w")])
+        convs = [{k: z[f"{prefix}/conv{i}/{k}"] for k in ("w", "b", "m_pos", "shift")}
+                 | {"p_out": int(z[f"{prefix}/conv{i}/p_out"])} for i in range(n)]
+        return cls(convs, [z[f"{prefix}/cb{i}"] for i in range(n)],
+                   [int(z[f"{prefix}/cb{i}/q"]) for i in range(n)], int(z[f"{prefix}/p_in"]))
+
+
+def quantise_chain(dd, modality: str, z_float: np.ndarray, p_in: int) -> IntChain:
+    """Calibrate the chain of a trained `DynamicCodec` on float trunk outputs ``z_float``."""
+    chain, vqs = dd.chain[modality], dd.vq[modality]
+    with torch.no_grad():
+        ys = [y.numpy().astype(np.float64) for y in chain(torch.from_numpy(z_float.astype(np.float32)))]
+    convs, cbs, exps = [], [], []
+    s_in = 2.0 ** -p_in
+    for i, conv in enumerate(chain.convs):
+        ymax = HEADROOM * float(np.abs(ys[i]).max())
+        p_out = int(np.floor(np.log2(32767.0 / max(ymax, 1e-8))))
+        w = conv.weight.detach().double().numpy()
+        b = conv.bias.detach().double().numpy()
+        sw = np.maximum(np.abs(w).reshape(w.shape[0], -1).max(1), 1e-12) / 127.0
+        wq = np.clip(np.round(w / sw[:, None, None]), -127, 127).astype(np.int8)
+        bq = np.round(b / (s_in * sw)).astype(np.int64)
+        m_pos, shift = _multiplier(s_in * sw / 2.0 ** -p_out)
+        convs.append({"w": wq, "b": bq, "m_pos": m_pos.astype(np.int32), "shift": shift.astype(np.int8),
+                      "p_out": p_out})
+        e = vqs[i].embed.detach().double().numpy()
+        q = min(codebook_exponent(e), p_out)
+        cbs.append(np.clip(np.round(e * 2.0 ** q), -127, 127).astype(np.int8))
+        exps.append(q)
+        s_in = 2.0 ** -p_out
+    return IntChain(convs, cbs, exps, p_in)
+
+
+def snap_dd_codebooks(dd, chains: dict[str, IntChain]) -> None:
+    """The cloud looks codewords up on the same int8 grid the edge searches."""
+    with torch.no_grad():
+        for m, ch in chains.items():
+            for i, vq in enumerate(dd.vq[m]):
+                vq.embed.copy_(torch.from_numpy(ch.codebooks[i].astype(np.float32) * 2.0 ** -ch.cb_exp[i]))
+
+
+def save_chains(chains: dict[str, IntChain]) -> bytes:
+    arrays = {}
+    for m, ch in chains.items():
+        arrays.update(ch.arrays(m))
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+def load_chains(path) -> dict[str, IntChain]:
+    z = np.load(path)
+    names = sorted({k.split("/")[0] for k in z.files})
+    return {m: IntChain.from_arrays(z, m) for m in names}
+
+
+# --------------------------------------------------------------------------- analysis
+N_LEVELS = 5  # VQ levels 1..5 (level 0, raw, has no distortion)
+FEATURES = 2 * N_LEVELS + 1
+
+
+def _log_rel(err: np.ndarray, norm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    rel = (err + 1.0) / (norm + 1.0)
+    return np.log10(rel.mean(1) + 1e-6), np.log10(rel.max(1) + 1e-6)
+
+
+def analyse_int(base_mod, chain: IntChain, x: np.ndarray, codes: np.ndarray):
+    """Normalised windows (N, 256) through the integer trunk, both base stages and the chain ->
+    (indices per level {1..5: (N, n_L)}, features (N, FEATURES) float32)."""
+    z = base_mod.run(x)  # int64 (N, D, 32)
+    n, d, t = z.shape
+    r = z.transpose(0, 2, 1).reshape(-1, d)
+    norm0 = (r * r).sum(1)
+    stage_idx, stage_err = [], []
+    for e, e_t, e_norm in base_mod._codewords():
+        dots = np.rint(r.astype(np.float64) @ e_t).astype(np.int64)
+        k = (e_norm[None, :] - 2 * dots).argmin(1)
+        r = r - e[k]
+        stage_idx.append(k.reshape(n, t))
+        stage_err.append((r * r).sum(1).reshape(n, t))
+    norm0 = norm0.reshape(n, t)
+    idx = {1: np.concatenate(stage_idx, 1), 2: stage_idx[0]}
+    feats = [None] * N_LEVELS, [None] * N_LEVELS
+    feats[0][0], feats[1][0] = _log_rel(stage_err[1], norm0)
+    feats[0][1], feats[1][1] = _log_rel(stage_err[0], norm0)
+    for i, y in enumerate(chain.run(z)):
+        k, err, nrm = chain.search(i, y)
+        idx[3 + i] = k
+        feats[0][2 + i], feats[1][2 + i] = _log_rel(err, nrm)
+    f = np.stack(feats[0] + feats[1] + [np.asarray(codes, np.float64) / 16.0], 1).astype(np.float32)
+    return {L: v.astype(np.uint16) for L, v in idx.items()}, f
+
+
+def with_history(f: np.ndarray, prev: np.ndarray | None = None) -> np.ndarray:
+    """Per-window features (T, F) of one stream in order -> (T, 2F): own + mean of the previous
+    ``HISTORY`` windows (own features where there is no history yet). ``prev``: features of the
+    windows before this call, oldest first (a device's ring buffer)."""
+    allf = f if prev is None or not len(prev) else np.concatenate([prev, f])
+    off = len(allf) - len(f)
+    c = np.concatenate([np.zeros((1, f.shape[1])), np.cumsum(allf, 0, dtype=np.float64)])
+    out = np.empty_like(f)
+    for j in range(len(f)):
+        i = off + j
+        lo = max(0, i - HISTORY)
+        out[j] = (c[i] - c[lo]) / (i - lo) if i > lo else allf[i]
+    return np.concatenate([f, out], 1).astype(np.float32)

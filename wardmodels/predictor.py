@@ -1,0 +1,256 @@
+"""Edge error predictors for the Dynamic-Deep levels, calibrated so the bound means what it says.
+
+Task error of a window at level L (what the cloud would see), two parts kept apart so their
+weights stay configurable (`TaskWeights`):
+
+* ``kl``: KL(p_orig || p_L) of the deployed rhythm classifier on the 10 s ending with the window,
+  original vs every window of those 10 s at level L (zero-padded at a record's start, as the
+  pipeline does);
+* ``qrs``: the pipeline's streaming QRS detector on the original vs the reconstructed stream:
+  per window (missed + extra beats) / max(1, beats in the original) plus the mean |Δt| of the
+  matched beats in units of 50 ms (beats matched one-to-one within 150 ms).
+
+``error = w_kl * kl + w_qrs * qrs``; level 0 (raw) has error 0.
+
+The predictor is one small MLP on the edge features (`wardmodels.dd_edge`: per-level latent
+distortion, scale code, and their mean over the previous four windows) with one output per VQ
+level, trained by MSE on ``log1p(error)``. Calibration (conformal risk control over held-out
+patients): the device picks the highest level L with ``pred_L + lam <= log1p(bound)``; for each
+bound on a grid, ``lam`` is the smallest slack whose calibration violation rate ``v`` satisfies
+``(n * v + 1) / (n + 1) <= alpha`` (the violation indicator is taken as non-increasing in the
+slack; the test split measures it). The table (bound -> lam) ships with the weights; at run
+time a bound between grid points uses the grid bound just below it (conservative).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from wardmodels.dd_edge import FEATURES, N_LEVELS
+
+QRS_TOL_S = 0.15
+QRS_TIME_UNIT_S = 0.05
+LEVELS = tuple(range(1, N_LEVELS + 1))
+
+
+@dataclass(frozen=True)
+class TaskWeights:
+    kl: float = 1.0
+    qrs: float = 1.0
+
+
+def window_qrs_error(ref_s: np.ndarray, det_s: np.ndarray, n_windows: int, win_s: float = 2.0) -> np.ndarray:
+    from wardstream.eval_qrs import match_indices
+
+    m = match_indices(ref_s, det_s, QRS_TOL_S)
+    ok = m >= 0
+    wr = np.minimum((ref_s / win_s).astype(int), n_windows - 1)
+    n_ref = np.bincount(wr, minlength=n_windows)[:n_windows]
+    missed = np.bincount(wr[~ok], minlength=n_windows)[:n_windows]
+    used = np.zeros(len(det_s), bool)
+    used[m[ok]] = True
+    wd = np.minimum((det_s / win_s).astype(int), n_windows - 1)
+    extra = np.bincount(wd[~used], minlength=n_windows)[:n_windows]
+    dt = np.abs(det_s[m[ok]] - ref_s[ok])
+    dsum = np.bincount(wr[ok], weights=dt, minlength=n_windows)[:n_windows]
+    nm = np.bincount(wr[ok], minlength=n_windows)[:n_windows]
+    timing = np.where(nm > 0, dsum / np.maximum(nm, 1), 0.0) / QRS_TIME_UNIT_S
+    return (missed + extra) / np.maximum(n_ref, 1) + timing
+
+
+def window_crops(x: np.ndarray, n_windows: int) -> np.ndarray:
+    """The rhythm classifier's input for the 10 s ending with each window."""
+    from wardmodels.classifier import RHYTHM_SAMPLES, rhythm_input
+
+    out = np.empty((n_windows, RHYTHM_SAMPLES), np.float32)
+    for t in range(n_windows):
+        end = 256 * (t + 1)
+        out[t] = rhythm_input(x[None, max(0, end - RHYTHM_SAMPLES):end])[0]
+    return out
+
+
+def kl_rows(p: np.ndarray, q: np.ndarray) -> np.ndarray:
+    p = np.clip(p, 1e-8, 1)
+    q = np.clip(q, 1e-8, 1)
+    return (p * (np.log(p) - np.log(q))).sum(1)
+
+
+@dataclass
+class RecordAnalysis:
+    """One record through every level: features, levels' task errors, classifier outputs."""
+
+    feats: np.ndarray  # (T, 2F) with history
+    kl: np.ndarray  # (T, 5) levels 1..5
+    qrs: np.ndarray  # (T, 5)
+    p_orig: np.ndarray  # (T, 4) per-window crop softmax on the original
+    p_level: np.ndarray  # (5, T, 4)
+
+    def error(self, w: TaskWeights) -> np.ndarray:
+        return w.kl * self.kl + w.qrs * self.qrs
+
+
+def analyse_record(codec, clf, x: np.ndarray) -> RecordAnalysis | None:
+    """Filtered ECG of one record (mV) -> its analysis at every level (int8 edge, as deployed)."""
+    from wardmodels.dd_edge import with_history
+    from wardmodels.frontend import normalise
+    from wardstream.eval_qrs import detect_stream
+
+    n = len(x) // 256
+    if n < 1:
+        return None
+    x = x[: n * 256]
+    xn, codes = normalise(x.reshape(n, 256), "ecg")
+    idx, f = codec.analyse("ecg", xn, codes)
+    feats = with_history(f)
+    ref = detect_stream(x, roundtrip=False)
+    p_orig = clf.proba(window_crops(x, n))
+    kl = np.zeros((n, N_LEVELS))
+    qrs = np.zeros((n, N_LEVELS))
+    p_level = np.zeros((N_LEVELS, n, p_orig.shape[1]), np.float32)
+    for j, L in enumerate(LEVELS):
+        rec = codec.decode({"ecg": idx[L], "eeg": None}, {"ecg": codes, "eeg": None})["ecg"].ravel()
+        det = detect_stream(rec, roundtrip=False)
+        qrs[:, j] = window_qrs_error(ref, det, n)
+        p_level[j] = clf.proba(window_crops(rec, n))
+        kl[:, j] = kl_rows(p_orig, p_level[j])
+    return RecordAnalysis(feats, kl, qrs, p_orig, p_level)
+
+
+# --------------------------------------------------------------------------- the predictor
+@dataclass
+class Predictor:
+    mu: np.ndarray
+    sd: np.ndarray
+    w1: np.ndarray
+    b1: np.ndarray
+    w2: np.ndarray
+    b2: np.ndarray
+    weights: TaskWeights
+    alpha: float
+    bounds: np.ndarray  # calibrated grid
+    lams: np.ndarray
+    meta: dict
+
+    def predict(self, feats: np.ndarray) -> np.ndarray:
+        """(N, 2F) -> predicted log1p(error) for levels 1..5, (N, 5)."""
+        h = (np.asarray(feats, np.float32) - self.mu) / self.sd
+        h = np.maximum(h @ self.w1.T + self.b1, 0)
+        return h @ self.w2.T + self.b2
+
+    def slack(self, bound: float) -> float:
+        """Calibrated slack for ``bound``: that of the largest grid bound <= it (conservative);
+        below the grid, no VQ level is allowed (inf)."""
+        k = np.searchsorted(self.bounds, bound, side="right") - 1
+        return float(self.lams[k]) if k >= 0 else float("inf")
+
+    def choose(self, pred: np.ndarray, bound: float | np.ndarray, lam: float | np.ndarray | None = None,
+               allowed: tuple[int, ...] = LEVELS) -> np.ndarray:
+        """Highest allowed level whose prediction + slack is under the bound; 0 (raw) if none."""
+        pred = np.atleast_2d(pred)
+        bound = np.broadcast_to(np.asarray(bound, np.float64), (len(pred),))
+        if lam is None:
+            lam = np.array([self.slack(b) for b in bound])
+        lam = np.broadcast_to(np.asarray(lam, np.float64), (len(pred),))
+        ok = pred + lam[:, None] <= np.log1p(bound)[:, None]
+        mask = np.array([L in allowed for L in LEVELS])
+        ok &= mask[None, :]
+        lv = np.zeros(len(pred), np.int64)
+        for j, L in enumerate(LEVELS):  # higher levels send less: the last ok wins
+            lv[ok[:, j]] = L
+        return lv
+
+    def nbytes(self) -> int:
+        """Stored on the device as float16 (weights, normalisation) + the slack table (f32)."""
+        return 2 * (self.mu.size + self.sd.size + self.w1.size + self.b1.size + self.w2.size + self.b2.size) \
+            + 8 * len(self.bounds)
+
+    def to_bytes(self) -> bytes:
+        buf = io.BytesIO()
+        np.savez(buf, mu=self.mu.astype(np.float16), sd=self.sd.astype(np.float16),
+                 w1=self.w1.astype(np.float16), b1=self.b1.astype(np.float16),
+                 w2=self.w2.astype(np.float16), b2=self.b2.astype(np.float16),
+                 bounds=self.bounds.astype(np.float32), lams=self.lams.astype(np.float32),
+                 meta=np.array(json.dumps({"weights": asdict(self.weights), "alpha": self.alpha, **self.meta})))
+        return buf.getvalue()
+
+    def save(self, out_dir: Path) -> Path:
+        blob = self.to_bytes()
+        path = Path(out_dir) / f"predictor-{hashlib.sha256(blob).hexdigest()[:12]}.npz"
+        path.write_bytes(blob)
+        return path
+
+    @classmethod
+    def load(cls, path: Path) -> "Predictor":
+        return cls.from_bytes(Path(path).read_bytes())
+
+    @classmethod
+    def from_bytes(cls, blob: bytes) -> "Predictor":
+        z = np.load(io.BytesIO(blob))
+        meta = json.loads(str(z["meta"]))
+        w = TaskWeights(**meta.pop("weights"))
+        alpha = meta.pop("alpha")
+        f32 = {k: z[k].astype(np.float32) for k in ("mu", "sd", "w1", "b1", "w2", "b2")}
+        return cls(**f32, weights=w, alpha=alpha, bounds=z["bounds"].astype(np.float64),
+                   lams=z["lams"].astype(np.float64), meta=meta)
+
+
+def fit_mlp(x: np.ndarray, y: np.ndarray, hidden: int = 16, epochs: int = 60, seed: int = 0):
+    """MSE on log1p(error), Adam; returns float32 arrays (mu, sd, w1, b1, w2, b2)."""
+    import torch
+
+    torch.manual_seed(seed)
+    mu, sd = x.mean(0), x.std(0) + 1e-3
+    xt = torch.from_numpy(((x - mu) / sd).astype(np.float32))
+    yt = torch.from_numpy(np.log1p(y).astype(np.float32))
+    net = torch.nn.Sequential(torch.nn.Linear(x.shape[1], hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, y.shape[1]))
+    opt = torch.optim.Adam(net.parameters(), lr=3e-3, weight_decay=1e-4)
+    rng = np.random.default_rng(seed)
+    for ep in range(epochs):
+        for g in opt.param_groups:
+            g["lr"] = 3e-3 * (0.5 * (1 + np.cos(np.pi * ep / epochs))) + 1e-4
+        order = rng.permutation(len(xt))
+        for i in range(0, len(order), 512):
+            b = torch.from_numpy(order[i:i + 512])
+            loss = torch.nn.functional.mse_loss(net(xt[b]), yt[b])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    p = [t.detach().numpy().astype(np.float32) for t in net.parameters()]
+    return mu.astype(np.float32), sd.astype(np.float32), p[0], p[1], p[2], p[3]
+
+
+def violation_rate(levels: np.ndarray, err: np.ndarray, bound: float) -> float:
+    """Share of windows whose real error at the chosen level exceeds the bound (level 0: none)."""
+    real = chosen_error(levels, err)
+    return float((real > bound).mean()) if len(real) else 0.0
+
+
+def chosen_error(levels: np.ndarray, err: np.ndarray) -> np.ndarray:
+    full = np.concatenate([np.zeros((len(err), 1)), err], 1)
+    return full[np.arange(len(err)), levels]
+
+
+def calibrate(pred: np.ndarray, err: np.ndarray, bounds: np.ndarray, alpha: float,
+              allowed: tuple[int, ...] = LEVELS) -> np.ndarray:
+    """Conformal risk control: per bound, the smallest slack on a grid whose calibration
+    violation rate v satisfies (n v + 1) / (n + 1) <= alpha."""
+    n = len(pred)
+    grid = np.concatenate([np.linspace(-1.0, 0, 21)[:-1], np.linspace(0, 3, 301)])
+    lams = []
+    dummy = Predictor(*(np.zeros(1, np.float32),) * 6, TaskWeights(), alpha, np.zeros(0), np.zeros(0), {})
+    for b in bounds:
+        lam = float("inf")
+        for g in grid:
+            lv = dummy.choose(pred, b, lam=g, allowed=allowed)
+            v = violation_rate(lv, err, b)
+            if (n * v + 1) / (n + 1) <= alpha:
+                lam = float(g)
+                break
+        lams.append(lam)
+    return np.array(lams)

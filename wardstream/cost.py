@@ -1,0 +1,192 @@
+"""`wardstream cost`: what a ward costs to run per month, for each way of sending the signals.
+
+Options compared in one run, every bed sending ECG + EEG (as the simulated beds do), one frame
+per 2-s window:
+
+* ``raw16``: both modalities as int16 samples (wire level 0);
+* ``zstd``: the same int16 windows, each compressed on the device by zstd (level 19) with a 4 KiB
+  dictionary trained on training-split windows (measured here on held-out windows);
+* ``codec_L1`` / ``codec_L2``: the VQ codec at a fixed level (64 / 32 indices per modality);
+* ``dynamic_deep``: ECG at the level its edge predictor picks under the bound (the level mix
+  *measured* by `wardstream eval dynamic-deep` on the chosen split), EEG at a fixed level.
+
+Bytes are exact wire bytes (`stream.wire`: frame header, sections, CRC) plus a stated Kafka
+per-record overhead. Decode compute is measured here (one thread, this machine). Prices are list
+prices as noted by the project (``PRICES``: region, service, unit and the date noted); they are
+inputs, not measurements — check them before quoting money. Everything that costs the same for
+every option (the always-on broker cluster, the worker VM, InfluxDB writes of vitals) is listed
+too, so the totals are what a hospital would pay, not only what compression changes.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+WINDOWS_PER_DAY = 86400 // 2
+DAYS_PER_MONTH = 30
+GB = 1e9
+
+PRICES = {
+    "noted": "2026-11 (project notes; AWS us-east-1 and InfluxDB Cloud list prices, on-demand)",
+    "msk_serverless_cluster_hour": 0.75,
+    "msk_serverless_partition_hour": 0.0015,
+    "msk_serverless_data_in_per_gb": 0.10,
+    "msk_serverless_data_out_per_gb": 0.05,
+    "msk_serverless_storage_per_gb_month": 0.10,
+    "s3_standard_per_gb_month": 0.023,
+    "ec2_c7g_large_per_hour": 0.0725,  # 2 vCPU
+    "ec2_vcpu_hour": 0.0725 / 2,
+    "influxdb_cloud_data_in_per_mb": 0.0025,
+    "influxdb_cloud_storage_per_gb_hour": 0.002,
+}
+ASSUMPTIONS = {
+    "kafka_record_overhead_bytes": 24,  # key (10 B) + record varints/attributes; batch header amortised
+    "broker_retention_days": 7,
+    "consumers_per_frame": 1,  # the worker group reads each frame once
+    "partitions": 16 + 4 + 1,  # frames, dead letters, control
+    "archive_days": 30,  # wire stream kept in object storage for review
+    "influx_points_per_window": 9,  # vitals, rhythm, 2 x bandwidth, frame, EEG bands, ~3 beats
+    "influx_bytes_per_point": 120,
+    "influx_retention_days": 30,
+    "worker_vms": 1,  # always-on worker (QRS, classifiers, alarms) for every option
+    "eeg_level_dynamic": 2,
+}
+
+
+def _zstd_section_bytes(data_dir, n_train: int = 4000, n_test: int = 4000, seed: int = 0) -> dict:
+    """Mean bytes of a zstd-compressed int16 window (+ section header and side) per modality."""
+    import zstandard as zstd
+
+    from wardstream import datasets as ds
+
+    rng = np.random.default_rng(seed)
+    out = {}
+    ecg_tr = [ds.load_mitdb(data_dir, r).ecg_mv for r in ds.DS1[:6]]
+    ecg_te = [ds.load_mitdb(data_dir, r).ecg_mv for r in ds.DS2[:6]]
+    eeg = ds.load_eegmat(data_dir)
+    eeg_tr = [c for rec in eeg[: len(eeg) // 2] for c in rec.eeg_uv]
+    eeg_te = [c for rec in eeg[len(eeg) // 2:] for c in rec.eeg_uv]
+    for name, tr, te, gain in (("ecg", ecg_tr, ecg_te, 0.001), ("eeg", eeg_tr, eeg_te, 0.1)):
+        def windows(recs, n):
+            ws = []
+            for _ in range(n):
+                r = recs[rng.integers(len(recs))]
+                s = rng.integers(0, len(r) - 256)
+                ws.append(np.clip(np.rint(r[s:s + 256] / gain), -32768, 32767).astype(">i2").tobytes())
+            return ws
+        d = zstd.train_dictionary(4096, windows(tr, n_train))
+        c = zstd.ZstdCompressor(level=19, dict_data=d)
+        sizes = [len(c.compress(w)) for w in windows(te, n_test)]
+        out[name] = {"mean_payload_bytes": float(np.mean(sizes)), "section_bytes": 4 + 8 + float(np.mean(sizes)),
+                     "dictionary_bytes": 4096, "test_windows": n_test}
+    return out
+
+
+def _decode_seconds_per_window(codec, level: int, n: int = 1024) -> float:
+    import torch
+
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(0)
+    width = codec.n_indices(level)
+    k = codec.level_codebook_size(level)
+    idx = rng.integers(0, k, (n, width)).astype(np.uint16)
+    codes = np.full(n, 150, np.uint8)
+    codec.decode({"ecg": idx[:64], "eeg": None}, {"ecg": codes[:64], "eeg": None})
+    t = time.perf_counter()
+    for i in range(0, n, 256):
+        codec.decode({"ecg": idx[i:i + 256], "eeg": None}, {"ecg": codes[i:i + 256], "eeg": None})
+    return (time.perf_counter() - t) / n
+
+
+def cost_report(settings, beds: int = 200, split: str = "test", bound: float | None = None,
+                model_id: int = 3) -> dict:
+    from stream.wire import CRC_LEN, HEADER_SIZE, REGISTRY
+    from wardmodels.runtime import load_deployed
+    from wardmodels.wire_codec import register_deployed
+    from wardstream.eval_dynamic import load_part, score, section_bits
+
+    register_deployed()
+    codec = load_deployed(model_id)
+    spec = REGISTRY[model_id]
+
+    def sec(level):
+        return spec.level(level).section_bytes(256)
+
+    pr = codec.predictor
+    bound = float(bound if bound is not None else pr.meta["deployed_bound"])
+    part = load_part(settings.data_dir, split, model_id)
+    pred, err = pr.predict(part.stack("feats")), part.errors(pr.weights)
+    bits = {L: section_bits(codec, L) for L in range(0, 6)}
+    sc, lv = score(pred, err, bits, pr, bound)
+    mix = np.bincount(lv, minlength=6) / len(lv)
+    ecg_dd = float(sum(mix[L] * sec(L) for L in range(6)))
+    zs = _zstd_section_bytes(settings.data_dir)
+    eeg_lvl = ASSUMPTIONS["eeg_level_dynamic"]
+    options = {
+        "raw16": {"ecg": sec(0), "eeg": sec(0), "decode_levels": {}},
+        "zstd": {"ecg": zs["ecg"]["section_bytes"], "eeg": zs["eeg"]["section_bytes"], "decode_levels": {}},
+        "codec_L1": {"ecg": sec(1), "eeg": sec(1), "decode_levels": {1: 2.0}},
+        "codec_L2": {"ecg": sec(2), "eeg": sec(2), "decode_levels": {2: 2.0}},
+        "dynamic_deep": {"ecg": ecg_dd, "eeg": sec(eeg_lvl),
+                         "decode_levels": {L: float(mix[L]) + (1.0 if L == eeg_lvl else 0.0) for L in range(1, 6)}},
+    }
+    dec_s = {L: _decode_seconds_per_window(codec, L) for L in range(1, 6)}
+    a, p = ASSUMPTIONS, PRICES
+    hours = 24 * DAYS_PER_MONTH
+    fixed = {"broker_cluster": p["msk_serverless_cluster_hour"] * hours,
+             "broker_partitions": p["msk_serverless_partition_hour"] * a["partitions"] * hours,
+             "worker_vms": p["ec2_c7g_large_per_hour"] * a["worker_vms"] * hours}
+    influx_bytes_month = beds * WINDOWS_PER_DAY * DAYS_PER_MONTH * a["influx_points_per_window"] * a["influx_bytes_per_point"]
+    influx_stored_gb = influx_bytes_month / DAYS_PER_MONTH * a["influx_retention_days"] / GB
+    fixed["influxdb_writes"] = influx_bytes_month / 1e6 * p["influxdb_cloud_data_in_per_mb"]
+    fixed["influxdb_storage"] = influx_stored_gb * p["influxdb_cloud_storage_per_gb_hour"] * hours
+    out_opts = {}
+    for name, o in options.items():
+        frame = HEADER_SIZE + CRC_LEN + o["ecg"] + o["eeg"]
+        per_bed_day = frame * WINDOWS_PER_DAY
+        month_bytes = per_bed_day * beds * DAYS_PER_MONTH
+        kafka_bytes = (frame + a["kafka_record_overhead_bytes"]) * WINDOWS_PER_DAY * beds * DAYS_PER_MONTH
+        stored_gb = kafka_bytes / DAYS_PER_MONTH * a["broker_retention_days"] / GB
+        archive_gb = month_bytes / DAYS_PER_MONTH * a["archive_days"] / GB
+        decode_cpu_s = sum(share * dec_s[L] for L, share in o["decode_levels"].items()) * WINDOWS_PER_DAY * beds * DAYS_PER_MONTH
+        variable = {
+            "broker_data_in": kafka_bytes / GB * p["msk_serverless_data_in_per_gb"],
+            "broker_data_out": kafka_bytes * a["consumers_per_frame"] / GB * p["msk_serverless_data_out_per_gb"],
+            "broker_storage": stored_gb * p["msk_serverless_storage_per_gb_month"],
+            "archive_storage": archive_gb * p["s3_standard_per_gb_month"],
+            "decode_compute": decode_cpu_s / 3600 * p["ec2_vcpu_hour"],
+        }
+        total = sum(variable.values()) + sum(fixed.values())
+        out_opts[name] = {
+            "ecg_section_bytes": round(o["ecg"], 2), "eeg_section_bytes": round(o["eeg"], 2),
+            "frame_bytes": round(frame, 2), "radio_bytes_per_bed_per_day": round(per_bed_day),
+            "compression_gain_vs_16bit_frame": 2 * 512 / frame,
+            "broker_bytes_per_month": round(kafka_bytes), "broker_storage_gb": round(stored_gb, 3),
+            "archive_storage_gb": round(archive_gb, 3), "influxdb_storage_gb": round(influx_stored_gb, 3),
+            "decode_vcpu_hours_per_month": round(decode_cpu_s / 3600, 3),
+            "usd_per_month": {"variable": {k: round(v, 2) for k, v in variable.items()},
+                              "fixed": {k: round(v, 2) for k, v in fixed.items()},
+                              "variable_total": round(sum(variable.values()), 2), "total": round(total, 2)},
+        }
+    raw, dd = out_opts["raw16"]["usd_per_month"], out_opts["dynamic_deep"]["usd_per_month"]
+    return {
+        "beds": beds, "modalities": ["ecg", "eeg"], "windows_per_bed_per_day": WINDOWS_PER_DAY,
+        "days_per_month": DAYS_PER_MONTH,
+        "dynamic_deep": {"model_id": model_id, "bound": bound, "split": split, "windows_measured": int(len(lv)),
+                         "ecg_level_mix": {str(L): round(float(mix[L]), 4) for L in range(6)},
+                         "ecg_mean_compression_gain": sc["mean_compression_gain"],
+                         "ecg_aggregate_compression_gain": sc["aggregate_compression_gain"],
+                         "eeg_level": eeg_lvl},
+        "zstd_measured": zs,
+        "decode_seconds_per_window_1_thread": {str(k): v for k, v in dec_s.items()},
+        "options": out_opts,
+        "reduction_vs_raw": 1 - dd["total"] / raw["total"],
+        "reduction_vs_raw_variable_costs": 1 - dd["variable_total"] / raw["variable_total"],
+        "reduction_vs_raw_radio_bytes": 1 - out_opts["dynamic_deep"]["radio_bytes_per_bed_per_day"]
+        / out_opts["raw16"]["radio_bytes_per_bed_per_day"],
+        "prices": PRICES, "assumptions": ASSUMPTIONS,
+        "note": "reduction_vs_raw compares total monthly cost (fixed costs included); the variable "
+                "costs are those that scale with the bytes sent and the decoding work",
+    }

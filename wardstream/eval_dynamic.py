@@ -1,0 +1,367 @@
+"""Dynamic-Deep: predictor training data, calibration and `wardstream eval dynamic-deep`.
+
+Every record is analysed once per codec (`wardmodels.predictor.analyse_record`: int8 edge
+features, every level's reconstruction, the rhythm classifier and QRS detector on each) and
+cached under ``runs/dd-cache``. Splits, by patient:
+
+* ``train`` (predictor fit): MIT-BIH DS1 records 1–16 and the first 1,500 CinC ``fit`` records;
+* ``calib`` (conformal calibration, deployed-bound choice): DS1 records 17–22 and CinC ``calib``;
+* ``test``: MIT-BIH DS2 and the CinC held-out split; ``all``: every MIT-BIH record (paced ones
+  excluded) and every CinC record of the directory — any directory of the shared layout.
+
+Compression gain counts every bit of the ECG section of a frame (modality, level tag, count,
+scale code, payload; raw: 2 x f32 side + int16 samples) against 16-bit samples.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from wardmodels.predictor import LEVELS, RecordAnalysis, TaskWeights, analyse_record, chosen_error
+
+log = logging.getLogger(__name__)
+
+CACHE = Path(__file__).resolve().parent.parent / "runs" / "dd-cache"
+TRAIN_CINC = 1500
+N_DS1_TRAIN = 16
+
+
+@dataclass
+class Part:
+    name: str
+    records: list[RecordAnalysis]
+    source: list[str]  # "mitdb" / "cinc" per record
+    labels: list[str | None]  # CinC rhythm label per record (None for MIT-BIH)
+    recon: list[np.ndarray | None]  # CinC only: (6, n*256) float16, original + levels 1..5
+
+    def stack(self, attr: str, mask: str | None = None) -> np.ndarray:
+        rows = [getattr(r, attr) for r, s in zip(self.records, self.source) if mask is None or s == mask]
+        return np.concatenate(rows) if rows else np.zeros((0,))
+
+    def errors(self, w: TaskWeights, mask: str | None = None) -> np.ndarray:
+        rows = [r.error(w) for r, s in zip(self.records, self.source) if mask is None or s == mask]
+        return np.concatenate(rows) if rows else np.zeros((0, len(LEVELS)))
+
+
+def section_bits(codec, level: int, n_samples: int = 256) -> int:
+    from stream.wire import REGISTRY
+    from wardmodels.wire_codec import register_deployed
+
+    register_deployed()
+    return 8 * REGISTRY[codec.model_id].level(level).section_bytes(n_samples)
+
+
+def _signals(data_dir: Path, split: str):
+    from wardmodels.clf_data import cinc_split
+    from wardmodels.frontend import filter_record
+    from wardstream import datasets as ds
+
+    if split == "train":
+        mit = ds.DS1[:N_DS1_TRAIN]
+        cinc = cinc_split(data_dir, "fit")
+        cinc = ds.CincSet(cinc.records[:TRAIN_CINC], cinc.labels[:TRAIN_CINC], cinc.signals[:TRAIN_CINC])
+    elif split == "calib":
+        mit, cinc = ds.DS1[N_DS1_TRAIN:], cinc_split(data_dir, "calib")
+    elif split == "test":
+        mit, cinc = ds.DS2, cinc_split(data_dir, "test")
+    elif split == "all":
+        mit = [r for r in ds.mitdb_records_present(data_dir) if r not in ds.PACED]
+        cinc = ds.load_cinc(data_dir, "all")
+    else:
+        raise ValueError(f"unknown split {split!r}; choose from train, calib, test, all")
+    out = []
+    for r in mit:
+        out.append(("mitdb", r, None, filter_record(ds.load_mitdb(data_dir, r).ecg_mv)))
+    for r, lab, s in zip(cinc.records, cinc.labels, cinc.signals):
+        out.append(("cinc", str(r), str(lab), filter_record(s)))
+    return out
+
+
+def _cache_key(codec, data_dir: Path, split: str) -> Path:
+    import hashlib
+
+    tag = hashlib.sha256(f"{Path(data_dir).resolve()}|{split}|{codec.entry.get('dd')}|"
+                         f"{codec.entry.get('dd_edge')}".encode()).hexdigest()[:12]
+    return CACHE / f"{split}-{tag}.npz"
+
+
+def load_part(data_dir: Path, split: str, model_id: int = 3, keep_recon: bool = True) -> Part:
+    """Analyse (or load from the cache) every record of ``split``."""
+    from wardmodels.clf_runtime import load_deployed_classifier
+    from wardmodels.runtime import load_deployed
+
+    codec = load_deployed(model_id)
+    path = _cache_key(codec, data_dir, split)
+    if path.exists():
+        return _load(path, split)
+    clf = load_deployed_classifier("rhythm")
+    recs, source, labels, recon = [], [], [], []
+    sigs = _signals(data_dir, split)
+    for k, (src, name, lab, x) in enumerate(sigs):
+        a = analyse_record(codec, clf, x)
+        if a is None:
+            continue
+        recs.append(a)
+        source.append(src)
+        labels.append(lab)
+        rc = None
+        if keep_recon and src == "cinc":
+            n = len(a.feats)
+            rc = np.stack([x[: n * 256]] + [_recon(codec, x[: n * 256], L) for L in LEVELS]).astype(np.float16)
+        recon.append(rc)
+        if k % 200 == 0:
+            log.info("%s: %d/%d records analysed", split, k + 1, len(sigs))
+    part = Part(split, recs, source, labels, recon)
+    _save(path, part)
+    return part
+
+
+def _recon(codec, x: np.ndarray, level: int) -> np.ndarray:
+    from wardmodels.frontend import normalise
+
+    n = len(x) // 256
+    xn, codes = normalise(x.reshape(n, 256), "ecg")
+    idx, _ = codec.analyse("ecg", xn, codes)
+    return codec.decode({"ecg": idx[level], "eeg": None}, {"ecg": codes, "eeg": None})["ecg"].ravel()
+
+
+def _save(path: Path, p: Part) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lens = np.array([len(r.feats) for r in p.records])
+    arrays = {k: np.concatenate([getattr(r, k) for r in p.records]) for k in ("feats", "kl", "qrs", "p_orig")}
+    arrays["p_level"] = np.concatenate([r.p_level for r in p.records], axis=1)
+    rl = [r for r in p.recon if r is not None]
+    arrays["recon"] = np.concatenate(rl, axis=1) if rl else np.zeros((6, 0), np.float16)
+    np.savez(path, lens=lens, source=np.array(p.source), labels=np.array([x or "" for x in p.labels]), **arrays)
+
+
+def _load(path: Path, split: str) -> Part:
+    z = np.load(path)
+    lens = z["lens"]
+    cut = np.cumsum(lens)[:-1]
+    parts = {k: np.split(z[k], cut) for k in ("feats", "kl", "qrs", "p_orig")}
+    pl = np.split(z["p_level"], cut, axis=1)
+    recs = [RecordAnalysis(parts["feats"][i], parts["kl"][i], parts["qrs"][i], parts["p_orig"][i], pl[i])
+            for i in range(len(lens))]
+    source = [str(s) for s in z["source"]]
+    labels = [str(s) or None for s in z["labels"]]
+    recon, k = [], 0
+    rc = z["recon"]
+    for n, s in zip(lens, source):
+        if s == "cinc" and rc.shape[1]:
+            recon.append(rc[:, k:k + n * 256])
+            k += n * 256
+        else:
+            recon.append(None)
+    return Part(split, recs, source, labels, recon)
+
+
+# --------------------------------------------------------------------------- F1 on reconstructions
+def cinc_f1(part: Part, levels_per_record: list[np.ndarray] | None, clf) -> float:
+    """Record-level CinC F1 (mean of N, A, O) with each window at its chosen level (None: the
+    original signal)."""
+    from wardmodels.classifier import RHYTHM_CLASSES
+    from wardmodels.clf_data import record_proba
+    from wardmodels.train_classifier import cinc_f1 as f1_of
+
+    sigs, ys = [], []
+    j = 0
+    for r, s, lab, rc in zip(part.records, part.source, part.labels, part.recon):
+        if s != "cinc":
+            continue
+        if levels_per_record is None:
+            x = rc[0].astype(np.float32)
+        else:
+            lv = levels_per_record[j]
+            w = rc.reshape(6, -1, 256)
+            x = w[lv, np.arange(len(lv))].ravel().astype(np.float32)
+        j += 1
+        sigs.append(x)
+        ys.append(RHYTHM_CLASSES.index(lab))
+    p, _ = record_proba(clf, sigs)
+    return float(f1_of(np.array(ys), p.argmax(1)))
+
+
+# --------------------------------------------------------------------------- policy scoring
+def gains(levels: np.ndarray, bits: dict[int, int]) -> tuple[float, float]:
+    """(mean of per-window gains — the paper's statistic, total raw bits / total bits sent)."""
+    b = np.array([bits[int(L)] for L in range(0, len(LEVELS) + 1)], np.float64)[levels]
+    return float((4096.0 / b).mean()), float(4096.0 * len(b) / b.sum())
+
+
+def oracle_levels(err: np.ndarray, bound: float) -> np.ndarray:
+    """The feedback-aware oracle: the highest level whose real error is under the bound."""
+    lv = np.zeros(len(err), np.int64)
+    for j, L in enumerate(LEVELS):
+        lv[err[:, j] <= bound] = L
+    return lv
+
+
+def score(pred, err, bits, predictor, bound: float) -> dict:
+    lv = predictor.choose(pred, bound)
+    real = chosen_error(lv, err)
+    olv = oracle_levels(err, bound)
+    g_mean, g_agg = gains(lv, bits)
+    o_mean, o_agg = gains(olv, bits)
+    return {"bound": bound, "slack": predictor.slack(bound), "mean_compression_gain": g_mean,
+            "aggregate_compression_gain": g_agg, "violation_rate": float((real > bound).mean()),
+            "mean_real_error": float(real.mean()),
+            "level_histogram": {str(L): int((lv == L).sum()) for L in range(0, len(LEVELS) + 1)},
+            "oracle_mean_gain": o_mean, "oracle_aggregate_gain": o_agg,
+            "oracle_gain_fraction": g_mean / o_mean if o_mean else None,
+            "oracle_aggregate_fraction": g_agg / o_agg if o_agg else None}, lv
+
+
+def _split_levels(part: Part, lv: np.ndarray, source: str = "cinc") -> list[np.ndarray]:
+    out, k = [], 0
+    for r, s in zip(part.records, part.source):
+        n = len(r.feats)
+        if s == source:
+            out.append(lv[k:k + n])
+        k += n
+    return out
+
+
+BOUND_GRID = np.round(np.geomspace(0.05, 3.0, 24), 4)
+
+
+def train_predictor(data_dir: Path, model_id: int = 3, alpha: float = 0.05, weights: TaskWeights = TaskWeights(),
+                    hidden: int = 16, f1_tolerance: float = 0.01, seed: int = 0) -> dict:
+    """Phase 3: fit the predictor on ``train``, calibrate it on ``calib`` over `BOUND_GRID`, pick
+    the deployed bound (the largest whose calib CinC F1 on reconstructions stays within
+    ``f1_tolerance`` of the originals), save it and record it in the manifest."""
+    from wardmodels import runtime
+    from wardmodels.clf_runtime import load_deployed_classifier
+    from wardmodels.predictor import Predictor, calibrate, fit_mlp
+
+    tr = load_part(data_dir, "train", model_id, keep_recon=False)
+    ca = load_part(data_dir, "calib", model_id)
+    x, y = tr.stack("feats"), tr.errors(weights)
+    mu, sd, w1, b1, w2, b2 = fit_mlp(x, y, hidden=hidden, seed=seed)
+    pred = Predictor(mu, sd, w1, b1, w2, b2, weights, alpha, BOUND_GRID, np.zeros(len(BOUND_GRID)), {})
+    # the device holds float16 weights: calibrate what it will compute
+    pred = Predictor.from_bytes(pred.to_bytes())
+    pc, ec = pred.predict(ca.stack("feats")), ca.errors(weights)
+    pred.lams = calibrate(pc, ec, BOUND_GRID, alpha)
+    clf = load_deployed_classifier("rhythm")
+    f1_orig = cinc_f1(ca, None, clf)
+    bits = {L: section_bits(runtime.load_deployed(model_id), L) for L in range(0, len(LEVELS) + 1)}
+    rows, deployed = [], None
+    for b in BOUND_GRID:
+        if not np.isfinite(pred.slack(b)):
+            continue
+        sc, lv = score(pc, ec, bits, pred, float(b))
+        sc["f1_cinc_reconstructed"] = cinc_f1(ca, _split_levels(ca, lv), clf)
+        rows.append(sc)
+        if sc["f1_cinc_reconstructed"] >= f1_orig - f1_tolerance:
+            deployed = float(b)
+        log.info("calib bound %.3f: gain %.1f violations %.3f F1 %.3f", b, sc["mean_compression_gain"],
+                 sc["violation_rate"], sc["f1_cinc_reconstructed"])
+    pred.meta = {"deployed_bound": deployed, "f1_tolerance": f1_tolerance, "calib_f1_original": f1_orig,
+                 "train_windows": int(len(x)), "calib_windows": int(len(pc)), "hidden": hidden,
+                 "seed": seed, "calib_curve": [{k: v for k, v in r.items() if k != "level_histogram"} for r in rows]}
+    path = pred.save(runtime.WEIGHTS_DIR)
+    entries = runtime.manifest()
+    for e in entries:
+        if e["model_id"] == model_id:
+            e["predictor"] = path.name
+            e["predictor_bytes"] = pred.nbytes()
+            e["deployed_bound"] = deployed
+            e["alpha"] = alpha
+    runtime.MANIFEST.write_text(json.dumps({"codecs": entries}, indent=2) + "\n")
+    runtime.load_deployed.cache_clear()
+    return {"predictor": path.name, "deployed_bound": deployed, "calib_f1_original": f1_orig,
+            "alpha": alpha, "predictor_bytes": pred.nbytes(), "calib_curve": rows}
+
+
+def evaluate(data_dir: Path, split: str = "test", bound: float | None = None, model_id: int = 3,
+             png: Path | None = None) -> dict:
+    from scipy.stats import pearsonr
+
+    from wardmodels.clf_runtime import load_deployed_classifier
+    from wardmodels.runtime import load_deployed
+
+    codec = load_deployed(model_id)
+    pr = codec.predictor
+    if pr is None:
+        raise SystemExit(f"codec model {model_id} has no predictor; run wardstream train dynamic-deep --phase predictor")
+    bound = float(bound if bound is not None else pr.meta["deployed_bound"])
+    part = load_part(data_dir, split, model_id)
+    feats, err = part.stack("feats"), part.errors(pr.weights)
+    pred = pr.predict(feats)
+    bits = {L: section_bits(codec, L) for L in range(0, len(LEVELS) + 1)}
+    clf = load_deployed_classifier("rhythm")
+    head, lv = score(pred, err, bits, pr, bound)
+    real_chosen = np.log1p(chosen_error(lv, err))
+    pred_chosen = np.concatenate([np.zeros((len(pred), 1)), pred], 1)[np.arange(len(lv)), lv]
+    vq = lv > 0
+    out = {"split": split, "data_dir": str(data_dir), "model_id": model_id, "bound": bound,
+           "alpha": pr.alpha, "task_weights": {"kl": pr.weights.kl, "qrs": pr.weights.qrs},
+           "windows": int(len(lv)), "records": len(part.records),
+           "windows_by_source": {s: int(sum(len(r.feats) for r, t in zip(part.records, part.source) if t == s))
+                                 for s in ("mitdb", "cinc")},
+           "bits_per_window_by_level": {str(k): v for k, v in bits.items()},
+           **head,
+           "predicted_vs_real": float(pearsonr(pred.ravel(), np.log1p(err).ravel())[0]),
+           "predicted_vs_real_chosen_level": float(pearsonr(pred_chosen[vq], real_chosen[vq])[0]) if vq.sum() > 2 else None,
+           "f1_cinc_original": cinc_f1(part, None, clf),
+           "f1_cinc_reconstructed": cinc_f1(part, _split_levels(part, lv), clf)}
+    for src in ("mitdb", "cinc"):
+        m = np.concatenate([np.full(len(r.feats), s == src) for r, s in zip(part.records, part.source)])
+        if m.any():
+            sc, _ = score(pred[m], err[m], bits, pr, bound)
+            out[f"by_source_{src}"] = {k: sc[k] for k in ("mean_compression_gain", "aggregate_compression_gain",
+                                                          "violation_rate", "level_histogram", "oracle_gain_fraction")}
+    for L in LEVELS:
+        out.setdefault("fixed_levels", {})[str(L)] = {
+            "gain": 4096.0 / bits[L], "violation_rate": float((err[:, L - 1] > bound).mean()),
+            "mean_error": float(err[:, L - 1].mean())}
+    curve = []
+    for b in BOUND_GRID:
+        if not np.isfinite(pr.slack(b)):
+            continue
+        sc, lvb = score(pred, err, bits, pr, float(b))
+        sc["f1_cinc_reconstructed"] = cinc_f1(part, _split_levels(part, lvb), clf)
+        curve.append({k: v for k, v in sc.items() if k != "level_histogram"})
+    out["curve"] = curve
+    if png:
+        plot_curve(out, Path(png))
+        out["curve_png"] = str(png)
+    return out
+
+
+def plot_curve(res: dict, png: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    c = res["curve"]
+    b = [r["bound"] for r in c]
+    fig, ax = plt.subplots(1, 2, figsize=(11, 4))
+    ax[0].plot(b, [r["mean_compression_gain"] for r in c], "o-", label="Dynamic-Deep (mean per window)")
+    ax[0].plot(b, [r["aggregate_compression_gain"] for r in c], "s-", label="Dynamic-Deep (total bits)")
+    ax[0].plot(b, [r["oracle_mean_gain"] for r in c], "--", label="oracle (mean per window)")
+    ax[0].axvline(res["bound"], color="grey", lw=0.8)
+    ax[0].set_xscale("log")
+    ax[0].set_xlabel("task-error bound")
+    ax[0].set_ylabel("compression gain vs 16-bit")
+    ax[0].legend(fontsize=8)
+    ax[1].plot(b, [r["mean_real_error"] for r in c], "o-", label="mean real error")
+    ax[1].plot(b, [r["violation_rate"] for r in c], "s-", label="violation rate")
+    ax[1].plot(b, [r["f1_cinc_reconstructed"] for r in c], "^-", label="CinC F1 (reconstructed)")
+    ax[1].axhline(res["alpha"], color="red", lw=0.8, ls=":", label="alpha")
+    ax[1].axhline(res["f1_cinc_original"], color="green", lw=0.8, ls=":", label="CinC F1 (original)")
+    ax[1].set_xscale("log")
+    ax[1].set_xlabel("task-error bound")
+    ax[1].legend(fontsize=8)
+    fig.suptitle(f"Dynamic-Deep on {res['split']} ({res['windows']} windows)")
+    fig.tight_layout()
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
