@@ -152,6 +152,9 @@ async def run_demo(s: Settings, beds: int, duration_s: float, speed: float, work
             "wire_bytes": rep.wire_bytes,
             "raw_bytes": rep.raw_bytes,
             "wire_vs_raw": rep.wire_bytes / rep.raw_bytes if rep.raw_bytes else None,
+            "level_policy": s.level_policy,
+            "ecg_levels_sent": {str(k): v for k, v in sorted(rep.levels.items())},
+            "bound": getattr(rep.bounds, "default", None),
             "worker_cpu_s": cpu,
             "influx_write_failures": sum(st["influx"]["write_failures"] for st in stats),
             "replays": sum(st["replays"] for st in stats),
@@ -178,6 +181,7 @@ wardstream demo: {d['beds']} beds, {d['duration_s']:.0f}s at {d['speed']}x, {d['
   latency ms           p50 {fmt(lat['p50'])}  p95 {fmt(lat['p95'])}  p99 {fmt(lat['p99'])}  max {fmt(lat['max'])}
   consumer lag         final {d['consumer_lag']['final']}, max sampled {d['consumer_lag']['max_sampled']}
   bytes on the wire    {d['wire_bytes']} vs raw 16-bit {d['raw_bytes']} ({d['wire_vs_raw']:.3f}x)
+  ECG levels sent      {d['ecg_levels_sent']}  (policy {d['level_policy']}, bound {d['bound']})
   worker CPU           {d['worker_cpu_s']:.1f}s; InfluxDB write failures {d['influx_write_failures']}
 """)
 
