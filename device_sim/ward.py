@@ -78,8 +78,8 @@ def encoder_factory(model_id: int, level: int, encoder: str = "fp32", policy: st
         if model_id not in register_deployed():
             raise ValueError(f"codec model {model_id} is not deployed (wardmodels/weights/MANIFEST.json)")
         bound = bound or deployed_bound(model_id)
-        DynamicEncoder(model_id, bound, eeg_level)  # load and validate once
-        return lambda: DynamicEncoder(model_id, bound, eeg_level)
+        DynamicEncoder(model_id, bound, eeg_level, encoder)  # load and validate once
+        return lambda: DynamicEncoder(model_id, bound, eeg_level, encoder)
     if model_id == RAW_MODEL_ID or level == 0:
         return RawEncoder
     import torch

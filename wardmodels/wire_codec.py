@@ -69,7 +69,7 @@ class DynamicEncoder:
     when none is; EEG at a fixed level (there is no EEG task model to bound). ``bound`` can be
     changed at any time (the control topic); it applies from the next window."""
 
-    def __init__(self, model_id: int, bound: float, eeg_level: int = 2):
+    def __init__(self, model_id: int, bound: float, eeg_level: int = 2, eeg_encoder: str = "int8"):
         from wardmodels.dd_edge import FEATURES
 
         self.codec = runtime.load_deployed(model_id)
@@ -78,7 +78,7 @@ class DynamicEncoder:
         if eeg_level:
             self.codec.stages_for(eeg_level)
         self.model_id, self.bound, self.eeg_level = model_id, float(bound), eeg_level
-        self.encoder = "int8"
+        self.encoder = eeg_encoder  # the ECG analysis is always the integer pass: its features feed the predictor
         self.name = f"{self.codec.name} dynamic (bound {bound})"
         self.filters = {m: StreamFilter() for m in MOD_NAME.values()}
         self.history = np.zeros((0, FEATURES), np.float32)

@@ -1,0 +1,239 @@
+"""Alarm conditions per bed and the alarm model after IEC 60601-1-8, as a pure stream step.
+
+Each window a bed's evidence (`Evidence`: heart rate, signal quality, the window's beats with
+their classes, the rhythm decision, sequence gaps) updates one `Condition` per alarm condition:
+
+* physiological: ``asystole`` (no QRS for >= 4 s on a good-quality signal), ``vtach`` (a run of
+  >= 3 ventricular beats at > 100 bpm), ``afib`` (atrial fibrillation decided for >= 30 s),
+  ``brady`` / ``tachy`` (heart rate beyond per-bed thresholds), ``ectopy`` (frequent ventricular
+  ectopy, beats per minute);
+* technical: ``signal_quality`` (lead-off / unusable signal), ``seq_gap`` (windows lost between
+  device and cloud).
+
+The alarm model (`AlarmState`): a condition must hold for its *onset delay* before the alarm
+becomes ``active`` and must be absent for its *clear delay* (hysteresis) before it resolves;
+high-priority alarms latch (stay until acknowledged even when the condition has gone); one alarm
+per condition per episode (de-duplication); ``acknowledged`` silences and stops escalation;
+an unacknowledged high-priority alarm escalates once after ``escalate_after_s``. Every
+transition is an `AlarmEvent` with who/when/why.
+
+Time is the device's window time (ms), so a replay gives the same alarms as the live stream.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+PRIORITIES = ("high", "medium", "low", "technical")
+
+
+@dataclass(frozen=True)
+class ConditionConfig:
+    priority: str
+    onset_s: float = 0.0  # the condition must hold this long before the alarm sounds
+    clear_s: float = 0.0  # ... and be absent this long before it resolves (hysteresis)
+    latching: bool = False
+    escalate_after_s: float | None = None  # unacknowledged this long -> escalate (once)
+
+
+DEFAULT_CONDITIONS: dict[str, ConditionConfig] = {
+    "asystole": ConditionConfig("high", 0.0, 4.0, latching=True, escalate_after_s=30.0),
+    "vtach": ConditionConfig("high", 0.0, 6.0, latching=True, escalate_after_s=30.0),
+    "afib": ConditionConfig("medium", 0.0, 20.0),  # the 30-s persistence is part of the condition
+    "brady": ConditionConfig("medium", 10.0, 10.0),
+    "tachy": ConditionConfig("medium", 10.0, 10.0),
+    "ectopy": ConditionConfig("low", 0.0, 60.0),
+    "signal_quality": ConditionConfig("technical", 6.0, 4.0),
+    "seq_gap": ConditionConfig("technical", 0.0, 10.0),
+}
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Per-bed limits (configurable per bed; these are adult defaults)."""
+
+    brady_bpm: float = 40.0
+    tachy_bpm: float = 140.0
+    asystole_s: float = 4.0
+    vtach_beats: int = 3
+    vtach_bpm: float = 100.0
+    afib_s: float = 30.0
+    afib_p: float = 0.5  # the rhythm decision's AF probability that counts as AF
+    ectopy_per_min: float = 10.0
+    sqi_min: float = 0.5
+
+
+@dataclass
+class Evidence:
+    """What one window of one bed says. Times are device ms."""
+
+    t_end_ms: int
+    window_ms: int
+    hr_bpm: float | None
+    sqi: float | None
+    beats: list[tuple[int, str | None]]  # (time ms, beat class or None when not classified yet)
+    p_af: float | None = None  # the rhythm decision over the last 10 s (None: no decision yet)
+    gap_windows: int = 0
+
+
+@dataclass
+class AlarmEvent:
+    bed: int
+    condition: str
+    priority: str
+    state: str  # active | acknowledged | resolved | escalated | cleared (condition gone, latched)
+    t_ms: int
+    by: str
+    why: str
+    episode: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Condition:
+    """One condition's episode state machine."""
+
+    present_since: int | None = None  # condition holding since (ms)
+    absent_since: int | None = None  # condition absent since (ms), while an alarm is open
+    state: str = "idle"  # idle | active | acknowledged
+    onset_ms: int | None = None
+    episode: int = 0
+    escalated: bool = False
+    condition_gone: bool = False  # latched alarm whose condition has cleared
+
+
+@dataclass
+class AlarmState:
+    """A bed's alarm state: conditions plus the evidence memory they need."""
+
+    conditions: dict[str, Condition] = field(default_factory=dict)
+    last_beat_ms: int | None = None
+    signal_since_ms: int | None = None  # good-quality signal uninterrupted since
+    v_run: list[int] = field(default_factory=list)  # times of the current ventricular run
+    v_recent: list[int] = field(default_factory=list)  # ventricular beats in the last minute
+    af_since_ms: int | None = None
+
+    def to_dict(self) -> dict:
+        return {"c": {k: asdict(v) for k, v in self.conditions.items()}, "lb": self.last_beat_ms,
+                "ss": self.signal_since_ms, "vr": self.v_run, "vx": self.v_recent, "af": self.af_since_ms}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "AlarmState":
+        return cls({k: Condition(**v) for k, v in d.get("c", {}).items()}, d.get("lb"), d.get("ss"),
+                   list(d.get("vr", [])), list(d.get("vx", [])), d.get("af"))
+
+    def open_alarms(self) -> dict[str, str]:
+        return {k: c.state for k, c in self.conditions.items() if c.state != "idle"}
+
+
+def _conditions_now(st: AlarmState, ev: Evidence, th: Thresholds) -> dict[str, tuple[bool, str]]:
+    """Which conditions hold at the end of this window, with a reason each."""
+    out: dict[str, tuple[bool, str]] = {}
+    good = ev.sqi is not None and ev.sqi >= th.sqi_min
+    t = ev.t_end_ms
+    if good:
+        if st.signal_since_ms is None:
+            st.signal_since_ms = t - ev.window_ms
+    else:
+        st.signal_since_ms = None
+    for bt, _ in ev.beats:
+        st.last_beat_ms = bt if st.last_beat_ms is None else max(st.last_beat_ms, bt)
+    # asystole: no beat for >= asystole_s, over signal that has been good for that long
+    ref = st.last_beat_ms if st.last_beat_ms is not None else st.signal_since_ms
+    silent_s = (t - ref) / 1000.0 if ref is not None else 0.0
+    asys = good and st.signal_since_ms is not None and (t - st.signal_since_ms) / 1000.0 >= th.asystole_s \
+        and silent_s >= th.asystole_s
+    out["asystole"] = (asys, f"no QRS for {silent_s:.1f} s on a good-quality signal")
+    # ventricular runs: consecutive V beats; rate from their spacing
+    vt, vt_why = False, ""
+    for bt, cls in sorted(ev.beats):
+        if cls == "V":
+            st.v_run.append(bt)
+            st.v_recent.append(bt)
+        elif cls is not None:
+            st.v_run = []
+        if len(st.v_run) >= th.vtach_beats:
+            span = (st.v_run[-1] - st.v_run[-th.vtach_beats]) / 1000.0
+            rate = 60.0 * (th.vtach_beats - 1) / span if span > 0 else 0.0
+            if rate > th.vtach_bpm:
+                vt, vt_why = True, f"run of {len(st.v_run)} ventricular beats at {rate:.0f} bpm"
+    if st.v_run and t - st.v_run[-1] > 2000:  # a run ends when no V beat follows within 2 s
+        st.v_run = []
+    out["vtach"] = (vt, vt_why or "no ventricular run")
+    st.v_recent = [b for b in st.v_recent if b > t - 60_000]
+    out["ectopy"] = (len(st.v_recent) >= th.ectopy_per_min,
+                     f"{len(st.v_recent)} ventricular beats in the last minute")
+    # sustained AF
+    if ev.p_af is not None and ev.p_af >= th.afib_p and good:
+        if st.af_since_ms is None:
+            st.af_since_ms = t - 10_000  # the decision covers the last 10 s
+    elif ev.p_af is not None:
+        st.af_since_ms = None
+    af_s = (t - st.af_since_ms) / 1000.0 if st.af_since_ms is not None else 0.0
+    out["afib"] = (af_s >= th.afib_s, f"atrial fibrillation for {af_s:.0f} s")
+    hr = ev.hr_bpm
+    out["brady"] = (good and hr is not None and 0 < hr < th.brady_bpm, f"heart rate {hr} bpm")
+    out["tachy"] = (good and hr is not None and hr > th.tachy_bpm, f"heart rate {hr} bpm")
+    out["signal_quality"] = (not good, f"signal quality {ev.sqi}")
+    out["seq_gap"] = (ev.gap_windows > 0, f"{ev.gap_windows} windows missing before this one")
+    return out
+
+
+def step(bed: int, st: AlarmState, ev: Evidence, th: Thresholds = Thresholds(),
+         conf: dict[str, ConditionConfig] = DEFAULT_CONDITIONS) -> list[AlarmEvent]:
+    """Advance the bed's alarms by one window; returns the transitions it caused."""
+    events: list[AlarmEvent] = []
+    t = ev.t_end_ms
+    for name, (holds, why) in _conditions_now(st, ev, th).items():
+        cfg = conf.get(name)
+        if cfg is None:
+            continue
+        c = st.conditions.setdefault(name, Condition())
+
+        def emit(state: str, reason: str) -> None:
+            events.append(AlarmEvent(bed, name, cfg.priority, state, t, "wardstream", reason, c.episode))
+
+        if holds:
+            c.absent_since = None
+            if c.present_since is None:
+                c.present_since = t
+            if c.state == "idle" and (t - c.present_since) / 1000.0 >= cfg.onset_s:
+                c.state, c.onset_ms, c.episode, c.escalated, c.condition_gone = "active", t, c.episode + 1, False, False
+                emit("active", why)
+            elif c.condition_gone:
+                c.condition_gone = False  # the latched condition came back: same episode
+        else:
+            c.present_since = None
+            if c.state != "idle":
+                if c.absent_since is None:
+                    c.absent_since = t
+                if (t - c.absent_since) / 1000.0 >= cfg.clear_s and not c.condition_gone:
+                    if cfg.latching and c.state == "active":
+                        c.condition_gone = True
+                        emit("cleared", f"condition absent for {cfg.clear_s:.0f} s; latched until acknowledged")
+                    else:
+                        c.state = "idle"
+                        emit("resolved", f"condition absent for {cfg.clear_s:.0f} s")
+        if (c.state == "active" and not c.escalated and cfg.escalate_after_s is not None
+                and c.onset_ms is not None and (t - c.onset_ms) / 1000.0 >= cfg.escalate_after_s):
+            c.escalated = True
+            emit("escalated", f"not acknowledged within {cfg.escalate_after_s:.0f} s")
+    return events
+
+
+def acknowledge(bed: int, st: AlarmState, condition: str, by: str, t_ms: int,
+                conf: dict[str, ConditionConfig] = DEFAULT_CONDITIONS) -> list[AlarmEvent]:
+    """A clinician acknowledges: silences the alarm and stops escalation; a latched alarm whose
+    condition has gone resolves now."""
+    c = st.conditions.get(condition)
+    if c is None or c.state != "active":
+        return []
+    pri = conf[condition].priority
+    out = [AlarmEvent(bed, condition, pri, "acknowledged", t_ms, by, "acknowledged", c.episode)]
+    c.state = "acknowledged"
+    if c.condition_gone:
+        c.state, c.condition_gone = "idle", False
+        out.append(AlarmEvent(bed, condition, pri, "resolved", t_ms, by, "latched alarm acknowledged after its condition cleared", c.episode))
+    return out

@@ -1,0 +1,115 @@
+"""The alarm model: onset delay, hysteresis, latching, de-duplication, acknowledgement and
+escalation, and the conditions' definitions, on hand-made evidence."""
+
+from processors.alarms import AlarmState, Evidence, Thresholds, acknowledge, step
+
+W = 2000
+
+
+def _run(windows, st=None, bed=1):
+    st = st or AlarmState()
+    events = []
+    for ev in windows:
+        events += step(bed, st, ev)
+    return st, events
+
+
+def _sinus(t0, n, hr=75, sqi=0.9, cls="N", p_af=0.0):
+    out = []
+    rr = int(60000 / hr)
+    for k in range(n):
+        end = t0 + (k + 1) * W
+        beats = [(b, cls) for b in range(end - W + rr // 2, end, rr)]
+        out.append(Evidence(end, W, hr, sqi, beats, p_af))
+    return out
+
+
+def test_asystole_after_four_silent_seconds_latches_until_acknowledged():
+    pre = _sinus(0, 5)
+    flat = [Evidence(10_000 + (k + 1) * W, W, 0.0, 0.9, []) for k in range(4)]
+    st, ev = _run(pre + flat)
+    act = [e for e in ev if e.condition == "asystole"]
+    assert [e.state for e in act] == ["active"]
+    assert act[0].priority == "high"
+    last_beat = max(b for w in pre for b, _ in w.beats)
+    assert act[0].t_ms - last_beat >= 4000 and act[0].t_ms - last_beat <= 4000 + W
+    # beats return: the condition clears but the high-priority alarm stays until acknowledged
+    st, ev = _run(_sinus(18_000, 6), st)
+    assert [e.state for e in ev if e.condition == "asystole"] == ["cleared"]
+    assert st.open_alarms()["asystole"] == "active"
+    ack = acknowledge(1, st, "asystole", "nurse-7", 31_000)
+    assert [e.state for e in ack] == ["acknowledged", "resolved"] and ack[0].by == "nurse-7"
+    assert "asystole" not in st.open_alarms()
+
+
+def test_no_asystole_on_a_lead_off_signal():
+    pre = _sinus(0, 5)
+    off = [Evidence(10_000 + (k + 1) * W, W, None, 0.1, []) for k in range(6)]
+    _, ev = _run(pre + off)
+    assert not [e for e in ev if e.condition == "asystole"]
+    tech = [e for e in ev if e.condition == "signal_quality"]
+    assert tech and tech[0].priority == "technical" and tech[0].state == "active"
+
+
+def test_ventricular_run_of_three_fast_beats_alarms_once_per_episode():
+    ws = _sinus(0, 3)
+    ws.append(Evidence(8000, W, 140, 0.9, [(6300, "N"), (6700, "V"), (7100, "V"), (7500, "V")]))
+    ws.append(Evidence(10000, W, 140, 0.9, [(8200, "V"), (8600, "V"), (9400, "N")]))
+    st, ev = _run(ws + _sinus(10_000, 2))
+    vt = [e for e in ev if e.condition == "vtach"]
+    assert [e.state for e in vt] == ["active"], vt
+    assert "run of 3 ventricular beats" in vt[0].why
+
+
+def test_slow_ventricular_beats_are_not_vtach_but_count_as_ectopy():
+    ws = []
+    for k in range(30):  # one isolated V beat every window: 30 per minute, never a fast run
+        end = (k + 1) * W
+        ws.append(Evidence(end, W, 60, 0.9, [(end - 1500, "N"), (end - 500, "V")]))
+    _, ev = _run(ws)
+    assert not [e for e in ev if e.condition == "vtach"]
+    ect = [e for e in ev if e.condition == "ectopy"]
+    assert ect[0].state == "active" and ect[0].priority == "low"
+
+
+def test_af_needs_thirty_seconds_and_resolves_with_hysteresis():
+    st, ev = _run(_sinus(0, 11, p_af=0.9))  # decisions from t=2 s, each covering the last 10 s
+    af = [e for e in ev if e.condition == "afib"]
+    assert [e.state for e in af] == ["active"] and af[0].t_ms == 22_000  # 30 s of AF by then
+    st, ev = _run(_sinus(22_000, 11, p_af=0.05), st)
+    assert [e.state for e in ev if e.condition == "afib"] == ["resolved"]
+    res = [e for e in ev if e.condition == "afib"][0]
+    assert res.t_ms - 22_000 >= 20_000  # absent for the clear delay
+
+
+def test_brady_needs_its_onset_delay_and_per_bed_thresholds():
+    st, ev = _run(_sinus(0, 4, hr=35))
+    assert not [e for e in ev if e.condition == "brady"]  # 8 s < 10 s onset delay
+    st, ev = _run(_sinus(8000, 2, hr=35), st)
+    assert [e.state for e in ev if e.condition == "brady"] == ["active"]
+    st2 = AlarmState()
+    ev2 = []
+    for w in _sinus(0, 8, hr=35):
+        ev2 += step(2, st2, w, Thresholds(brady_bpm=30))
+    assert not [e for e in ev2 if e.condition == "brady"]
+
+
+def test_unacknowledged_high_priority_escalates_once_and_acknowledging_stops_it():
+    pre = _sinus(0, 5)
+    flat = [Evidence(10_000 + (k + 1) * W, W, 0.0, 0.9, []) for k in range(25)]
+    _, ev = _run(pre + flat)
+    assert [e.state for e in ev if e.condition == "asystole"] == ["active", "escalated"]
+    st, ev = _run(pre + flat[:3])
+    st, ev = _run(flat[3:4], st)
+    acknowledge(1, st, "asystole", "nurse", flat[3].t_end_ms)
+    st, ev = _run(flat[4:], st)
+    assert "escalated" not in [e.state for e in ev if e.condition == "asystole"]
+
+
+def test_state_survives_serialisation():
+    st, _ = _run(_sinus(0, 10, p_af=0.9))
+    st2 = AlarmState.from_dict(st.to_dict())
+    assert st2.to_dict() == st.to_dict()
+    a = step(1, st, _sinus(20_000, 1, p_af=0.9)[0])
+    b = step(1, st2, _sinus(20_000, 1, p_af=0.9)[0])
+    assert a == b

@@ -1,0 +1,99 @@
+"""The deployed Dynamic-Deep codec (wire model 3): its levels on the wire, at the edge and in the
+cloud, on recordings never trained on."""
+
+import numpy as np
+import pytest
+
+from stream.wire import REGISTRY, Channel, Frame, Modality, decode_frame, encode_frame
+from wardmodels import runtime
+from wardmodels.frontend import normalise
+from wardmodels.wire_codec import DynamicEncoder, decode_frames, register_deployed
+
+MODEL = 3
+
+
+@pytest.fixture(scope="module")
+def dd():
+    register_deployed()
+    return runtime.load_deployed(MODEL)
+
+
+def test_levels_on_the_wire_count_every_byte(dd):
+    spec = REGISTRY[MODEL]
+    # modality, level, count (4 B) + scale code (1 B) + payload; raw: 2 x f32 side + int16 samples
+    assert [spec.level(L).section_bytes(256) for L in range(6)] == [524, 69, 37, 19, 12, 9]
+    assert [dd.n_indices(L) for L in range(1, 6)] == [64, 32, 16, 8, 4]
+
+
+def test_edge_fits_the_budget(dd):
+    e = dd.entry
+    chains = sum(c.nbytes() for c in dd.chains.values())
+    assert e["encoder_bytes"] == dd.edge.nbytes() - dd.edge.prior_nbytes() + chains
+    assert dd.predictor is not None, "the deployed model carries its calibrated predictor"
+    assert e["encoder_bytes"] + dd.predictor.nbytes() <= 480_000
+    assert e["reproduce"]
+
+
+def test_int8_chain_agrees_with_its_float_reference(dd, ecg_windows, eeg_windows):
+    import torch
+
+    for m, w in (("ecg", ecg_windows), ("eeg", eeg_windows[0])):
+        x, codes = normalise(w, m)
+        idx, feats = dd.analyse(m, x, codes)
+        assert np.isfinite(feats).all()
+        with torch.no_grad():
+            ys = dd.dd.chain[m](dd.dd.trunk(m, torch.from_numpy(x.astype(np.float32))))
+        for i, L in enumerate((3, 4, 5)):
+            b, w_, t = ys[i].shape
+            ref = dd.dd.vq[m][i].nearest(ys[i].permute(0, 2, 1).reshape(-1, w_)).view(b, t).numpy()
+            assert (ref == idx[L]).mean() >= 0.96, (m, L, (ref == idx[L]).mean())
+        # the base levels come out of the same integer pass as model 2's encoder
+        np.testing.assert_array_equal(idx[1], dd.edge.encode(m, x).reshape(len(x), -1))
+
+
+def test_fewer_indices_cost_fidelity_in_order(dd, ecg_windows):
+    x, codes = normalise(ecg_windows, "ecg")
+    idx, _ = dd.analyse("ecg", x, codes)
+    prd = []
+    for L in range(1, 6):
+        rec = dd.decode({"ecg": idx[L], "eeg": None}, {"ecg": codes, "eeg": None})["ecg"]
+        assert rec.shape == ecg_windows.shape and np.isfinite(rec).all()
+        prd.append(np.sqrt(((rec - ecg_windows) ** 2).sum() / (ecg_windows ** 2).sum()))
+    assert all(a < b for a, b in zip(prd, prd[1:])), prd
+    assert prd[2] < 0.45  # 16 indices still carry the waveform (record 100, held out)
+
+
+def test_mixed_levels_round_trip_through_the_wire(dd, ecg_windows, eeg_windows):
+    x, codes = normalise(ecg_windows[:6], "ecg")
+    idx, _ = dd.analyse("ecg", x, codes)
+    xe, ce = normalise(eeg_windows[0][:6], "eeg")
+    ide, _ = dd.analyse("eeg", xe, ce)
+    frames = []
+    for k, L in enumerate((1, 2, 3, 4, 5, 5)):
+        chans = (Channel(Modality.ECG, L, float(codes[k]), 0.0, idx[L][k]),
+                 Channel(Modality.EEG, 3, float(ce[k]), 0.0, ide[3][k]))
+        f = Frame(7, k, 1_000_000 * k, 128, 256, MODEL, chans)
+        frames.append(decode_frame(encode_frame(f)))
+        assert frames[-1] == f
+    rec = decode_frames(frames)
+    for k, L in enumerate((1, 2, 3, 4, 5, 5)):
+        want = dd.decode({"ecg": idx[L][k:k + 1], "eeg": ide[3][k:k + 1]},
+                         {"ecg": codes[k:k + 1], "eeg": ce[k:k + 1]})
+        np.testing.assert_allclose(rec[k][Modality.ECG], want["ecg"][0], rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(rec[k][Modality.EEG], want["eeg"][0], rtol=1e-4, atol=1e-4)
+
+
+def test_a_device_follows_its_bound_from_the_next_window(dd, data_dir):
+    from wardmodels.dd_edge import HISTORY
+    from wardstream.datasets import load_mitdb
+
+    ecg = load_mitdb(data_dir, "100").ecg_mv[: 40 * 256].reshape(40, 256)
+    enc = DynamicEncoder(MODEL, bound=50.0)
+    lax = [enc.channels(w, None)[0].level for w in ecg[:20]]
+    assert len(enc.history) == HISTORY
+    enc.bound = 1e-6  # below every calibrated bound: nothing but raw is safe
+    strict = [enc.channels(w, None)[0] for w in ecg[20:]]
+    assert min(lax) >= 3, lax  # a clean sinus rhythm under a lax bound: low-rate levels
+    assert {c.level for c in strict} == {0}
+    raw = strict[0].physical()
+    np.testing.assert_allclose(raw, ecg[20], atol=0.0006)  # 1 µV steps

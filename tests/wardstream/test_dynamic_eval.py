@@ -1,0 +1,90 @@
+"""`wardstream eval dynamic-deep` and `wardstream cost` on a small directory of the shared layout
+(held-out records only): every promised key, internally consistent, and the curve as a PNG."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from wardstream.settings import default_data_dir
+
+
+@pytest.fixture(scope="module")
+def small_dir(tmp_path_factory):
+    src = default_data_dir()
+    if not (src / "cinc2017" / "cinc2017_128hz.npz").exists() or not (src / "mitdb" / "100.hea").exists():
+        pytest.skip(f"recordings not found under {src}")
+    from wardstream.datasets import load_cinc
+
+    d = tmp_path_factory.mktemp("held-out")
+    (d / "mitdb").mkdir()
+    for rec in ("100", "203"):  # 203: DS1, ventricular runs and AF; used by the zstd dictionary
+        for ext in ("hea", "dat", "atr"):
+            os.symlink(src / "mitdb" / f"{rec}.{ext}", d / "mitdb" / f"{rec}.{ext}")
+    (d / "eegmat").mkdir()
+    os.symlink(src / "eegmat" / "eegmat_128hz.npz", d / "eegmat" / "eegmat_128hz.npz")
+    val = load_cinc(src, "val")
+    pick = [int(np.flatnonzero(val.labels == lab)[k]) for lab in ("N", "A", "O", "~") for k in range(3)]
+    sigs = [np.rint(val.signals[i] * 1000).astype(np.int16) for i in pick]
+    (d / "cinc2017").mkdir()
+    np.savez(d / "cinc2017" / "cinc2017_128hz.npz", ecg_uv=np.concatenate(sigs),
+             offsets=np.cumsum([0] + [len(s) for s in sigs[:-1]]), record=val.records[pick],
+             label=val.labels[pick], fs=128)
+    return d
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    from wardstream import eval_dynamic
+
+    old = eval_dynamic.CACHE
+    eval_dynamic.CACHE = tmp_path_factory.mktemp("dd-cache")
+    yield eval_dynamic.CACHE
+    eval_dynamic.CACHE = old
+
+
+def test_eval_writes_every_key_consistently(small_dir, cache, tmp_path):
+    from wardstream.cli import main
+
+    out = tmp_path / "dd.json"
+    assert main(["eval", "dynamic-deep", "--data-dir", str(small_dir), "--split", "all", "--json", str(out)]) == 0
+    d = json.loads(out.read_text())
+    for key in ("mean_compression_gain", "level_histogram", "violation_rate", "predicted_vs_real",
+                "f1_cinc_reconstructed", "curve", "oracle_gain_fraction", "aggregate_compression_gain"):
+        assert key in d, key
+    assert d["records"] == 2 + 12
+    assert sum(d["level_histogram"].values()) == d["windows"]
+    assert d["windows_by_source"]["mitdb"] == 2 * 902  # 30:05 at 128 Hz, whole windows
+    assert 0 <= d["violation_rate"] <= 1 and 0 < d["oracle_gain_fraction"] <= 1.0 + 1e-9
+    # gains follow from the histogram and the wire's bytes per level
+    bits = {int(k): v for k, v in d["bits_per_window_by_level"].items()}
+    n = d["windows"]
+    mean_gain = sum(c * 4096 / bits[int(L)] for L, c in d["level_histogram"].items()) / n
+    assert d["mean_compression_gain"] == pytest.approx(mean_gain)
+    assert d["aggregate_compression_gain"] <= d["mean_compression_gain"]
+    assert -1 <= d["predicted_vs_real"] <= 1 and d["predicted_vs_real"] > 0.3
+    assert len(d["curve"]) >= 5
+    gains = [r["aggregate_compression_gain"] for r in d["curve"]]
+    assert gains[0] <= gains[-1], "the loosest bound sends no more than the tightest"
+    assert (tmp_path / "dd.png").stat().st_size > 10_000
+
+
+def test_cost_states_its_assumptions_and_compares_every_option(small_dir, cache, tmp_path):
+    from wardstream.cli import main
+
+    out = tmp_path / "cost.json"
+    assert main(["cost", "--data-dir", str(small_dir), "--split", "all", "--beds", "200", "--json", str(out)]) == 0
+    d = json.loads(out.read_text())
+    assert set(d["options"]) == {"raw16", "zstd", "codec_L1", "codec_L2", "dynamic_deep"}
+    o = d["options"]
+    assert o["raw16"]["frame_bytes"] == 29 + 4 + 2 * 524
+    assert o["raw16"]["radio_bytes_per_bed_per_day"] == 1081 * 43200
+    by_bytes = [o[k]["radio_bytes_per_bed_per_day"] for k in ("raw16", "zstd", "codec_L1", "codec_L2")]
+    assert by_bytes == sorted(by_bytes, reverse=True)
+    assert o["dynamic_deep"]["radio_bytes_per_bed_per_day"] < o["codec_L1"]["radio_bytes_per_bed_per_day"]
+    assert 0 < d["reduction_vs_raw"] < d["reduction_vs_raw_variable_costs"] < 1
+    assert d["prices"]["noted"] and d["assumptions"]["broker_retention_days"] > 0
+    for opt in o.values():
+        m = opt["usd_per_month"]
+        assert m["total"] == pytest.approx(sum(m["variable"].values()) + sum(m["fixed"].values()), abs=0.05)
