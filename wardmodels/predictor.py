@@ -146,7 +146,7 @@ class Predictor:
     def slack(self, bound: float) -> float:
         """Calibrated slack for ``bound``: that of the largest grid bound <= it (conservative);
         below the grid, no VQ level is allowed (inf)."""
-        k = np.searchsorted(self.bounds, bound, side="right") - 1
+        k = np.searchsorted(self.bounds, bound * (1 + 1e-9), side="right") - 1
         return float(self.lams[k]) if k >= 0 else float("inf")
 
     def choose(self, pred: np.ndarray, bound: float | np.ndarray, lam: float | np.ndarray | None = None,
@@ -175,7 +175,7 @@ class Predictor:
         np.savez(buf, mu=self.mu.astype(np.float16), sd=self.sd.astype(np.float16),
                  w1=self.w1.astype(np.float16), b1=self.b1.astype(np.float16),
                  w2=self.w2.astype(np.float16), b2=self.b2.astype(np.float16),
-                 bounds=self.bounds.astype(np.float32), lams=self.lams.astype(np.float32),
+                 bounds=self.bounds.astype(np.float64), lams=self.lams.astype(np.float64),
                  meta=np.array(json.dumps({"weights": asdict(self.weights), "alpha": self.alpha, **self.meta})))
         return buf.getvalue()
 
