@@ -4,7 +4,8 @@ Order of work for each batch (this order is what makes delivery exactly-once in 
 
 1. decode and validate every frame; a bad one is sent to the dead-letter topic (delivery awaited)
    with its reason, and counted;
-2. step each bed's state (pure, deterministic) and buffer the points;
+2. step each bed's state, classify, advance the alarms (`processors.stages.run_batch`: pure and
+   deterministic but for the classifiers' arithmetic) and buffer the points;
 3. flush the points to InfluxDB (retried until acknowledged: back-pressure);
 4. only then store the new bed states in the changelogged table;
 5. Faust acks the batch, and its offsets are committed afterwards.
@@ -21,10 +22,11 @@ import os
 import time
 from collections import Counter
 
-from processors.bed import BedState, batch_features, process_frame
+from processors.bed import BedState
 from processors.classify import Classifiers
 from processors.decode import reconstruct_batch
 from processors.influx_sink import InfluxSink, line
+from processors.stages import run_batch
 from stream import faust_gaps
 from stream.app import app, bed_table, dlq_topic, frames_topic, settings
 from stream.topics import bed_key
@@ -57,6 +59,7 @@ class Stats:
         self.batches = 0
         self.rhythm_decisions = 0
         self.beats_classified = 0
+        self.alarm_events = 0
         self.started = time.time()
         self.cpu0 = time.process_time()
 
@@ -65,7 +68,7 @@ class Stats:
                 "replays": self.replays, "gaps": self.gaps, "late": self.late,
                 "gap_records": self.gap_records, "dead_lettered": dict(self.dead),
                 "batches": self.batches, "rhythm_decisions": self.rhythm_decisions,
-                "beats_classified": self.beats_classified, "uptime_s": time.time() - self.started,
+                "beats_classified": self.beats_classified, "alarm_events": self.alarm_events, "uptime_s": time.time() - self.started,
                 "cpu_s": time.process_time() - self.cpu0,
                 "latency_ms_hist": {str(k): v for k, v in sorted(self.latency_ms.items())},
                 "influx": vars(sink.stats)}
@@ -119,44 +122,16 @@ async def handle_batch(events) -> None:
             log.info("trace in bed=%s seq=%s %s", frame.bed_id, frame.seq, source)
     stats.frames += len(inputs)
 
-    states: dict[bytes, BedState] = {}
-    written = []  # window end times (µs) of windows whose points are buffered
-    clf_inputs = []
-    feats = {}
-    for fs in {frame.fs for _, frame, _, _ in decoded}:
-        items = [(i, d) for i, d in enumerate(decoded) if d[1].fs == fs]
-        feats.update(zip([i for i, _ in items], batch_features([d[2] for _, d in items], fs)))
-    # per bed in sequence order: Kafka keeps one partition in order, but a rebalance re-seek can
-    # hand the agent a window again after later ones (bed.process_frame also copes with that)
-    # (device time first: a rebooted device restarts its sequence numbers with a later clock)
-    order = sorted(range(len(decoded)),
-                   key=lambda i: (decoded[i][0], decoded[i][1].t_start_us, decoded[i][1].seq))
-    for i in order:
-        key, frame, signals, wire_len = decoded[i]
-        st = states.get(key)
-        if st is None:
-            st = BedState.from_bytes(bed_table.get(key))
-        st, res = process_frame(st, frame, signals, wire_len, feats[i])
-        states[key] = st
-        if TRACE:
-            log.info("trace %s bed=%s seq=%s", "replay" if res.replay else "late" if res.late else "ok",
-                     frame.bed_id, frame.seq)
-        if res.replay:
-            stats.replays += 1
-            continue
-        stats.late += int(res.late)
-        stats.gaps += res.gap
-        for p in res.points:
-            sink.add(p)
-        if res.classify is not None:
-            clf_inputs.append(res.classify)
-        written.append(frame.window_end_us)
-    # one rhythm batch and one beat batch for all beds of this batch
-    clf_points, n_rhythm, n_beats = classifiers.points(clf_inputs)
-    for p in clf_points:
+    res = run_batch(decoded, lambda key: BedState.from_bytes(bed_table.get(key)), classifiers)
+    states, written = res.states, res.written
+    for p in res.points:
         sink.add(p)
-    stats.rhythm_decisions += n_rhythm
-    stats.beats_classified += n_beats
+    stats.replays += res.replays
+    stats.late += res.late
+    stats.gaps += res.gaps
+    stats.rhythm_decisions += res.rhythm_decisions
+    stats.beats_classified += res.beats_classified
+    stats.alarm_events += len(res.alarm_events)
 
     t_flush = time.time()
     if len(sink):

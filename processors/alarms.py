@@ -148,7 +148,7 @@ def _conditions_now(st: AlarmState, ev: Evidence, th: Thresholds) -> dict[str, t
     out["asystole"] = (asys, f"no QRS for {silent_s:.1f} s on a good-quality signal")
     # ventricular runs: consecutive V beats; rate from their spacing
     vt, vt_why = False, ""
-    for bt, cls in sorted(ev.beats):
+    for bt, cls in sorted(ev.beats, key=lambda b: b[0]):
         if cls == "V":
             st.v_run.append(bt)
             st.v_recent.append(bt)

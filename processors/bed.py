@@ -51,6 +51,7 @@ class BedState:
     buf_end: int = 0
     zi: list | None = None
     pending: list[int] = field(default_factory=list)
+    alarms: dict = field(default_factory=dict)  # processors.alarms.AlarmState.to_dict()
 
     def to_bytes(self) -> bytes:
         return json.dumps({"ls": self.last_seq, "lt": self.last_t_us, "r": self.restarts, "as": self.anchor_seq, "au": self.anchor_us,
@@ -58,7 +59,7 @@ class BedState:
                            "q": self.qrs.to_dict() if self.qrs else None, "b": self.beats,
                            "w": self.windows, "g": self.gaps, "dm": self.done, "lw": self.late,
                            "eb": base64.b64encode(self.ecg_buf.astype("<f2").tobytes()).decode(),
-                           "be": self.buf_end, "zi": self.zi, "pd": self.pending},
+                           "be": self.buf_end, "zi": self.zi, "pd": self.pending, "al": self.alarms},
                           separators=(",", ":")).encode()
 
     @classmethod
@@ -70,7 +71,8 @@ class BedState:
                    n_samples=d["ns"], qrs=QrsState.from_dict(d["q"]) if d["q"] else None,
                    beats=list(d["b"]), windows=d["w"], gaps=d["g"], done=d["dm"], late=d["lw"],
                    ecg_buf=np.frombuffer(base64.b64decode(d.get("eb", "")), "<f2").astype(np.float16),
-                   buf_end=d.get("be", 0), zi=d.get("zi"), pending=list(d.get("pd", [])))
+                   buf_end=d.get("be", 0), zi=d.get("zi"), pending=list(d.get("pd", [])),
+                   alarms=d.get("al") or {})
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,19 @@ class ClassifierInputs:
 
 
 @dataclass(frozen=True)
+class WindowEvidence:
+    """What the alarm stage needs of a window besides the classifiers' outputs."""
+
+    bed: int
+    t_end_ms: int
+    window_ms: int
+    hr_bpm: float | None
+    sqi: float | None
+    beats_ms: list[int]  # beats detected in this window (device ms)
+    gap: int
+
+
+@dataclass(frozen=True)
 class StepResult:
     points: list[str]
     replay: bool = False
@@ -93,6 +108,7 @@ class StepResult:
     gap: int = 0  # windows missing before this one
     beats: int = 0
     classify: ClassifierInputs | None = None
+    evidence: WindowEvidence | None = None  # None for replays and late windows
 
 
 def _reanchor(state: BedState, frame: Frame) -> None:
@@ -215,6 +231,7 @@ def process_frame(state: BedState, frame: Frame, signals: dict[Modality, np.ndar
 
     ecg = signals.get(Modality.ECG)
     clf_in = None
+    beat_ms: list[int] = []
     if ecg is not None:
         state.qrs, beats = ecg_peaks_stream(ecg, fs, state.qrs)
         new_beats = [int(k) for k in beats.samples.tolist()]
@@ -225,6 +242,7 @@ def process_frame(state: BedState, frame: Frame, signals: dict[Modality, np.ndar
                 bf["rr_ms"] = (k - prev) * 1000.0 / fs
             t_ms = (state.anchor_us + k * 1_000_000 // fs) // 1000
             points.append(line("beat", {"bed": bed}, bf, t_ms))
+            beat_ms.append(t_ms)
             prev = k
             state.beats.append(k)
         n_beats = int(beats.samples.size)
@@ -262,4 +280,7 @@ def process_frame(state: BedState, frame: Frame, signals: dict[Modality, np.ndar
     state.last_seq = frame.seq
     state.last_t_us = frame.t_start_us
     state.windows += 1
-    return state, StepResult(points, gap=gap, beats=n_beats, classify=clf_in)
+    window_ms = frame.n_samples * 1000 // fs
+    evidence = WindowEvidence(frame.bed_id, ts_ms + window_ms, window_ms, fields.get("hr_bpm"),
+                              fields.get("sqi"), [int(t) for t in beat_ms], gap)
+    return state, StepResult(points, gap=gap, beats=n_beats, classify=clf_in, evidence=evidence)

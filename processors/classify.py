@@ -29,11 +29,19 @@ class Classifiers:
 
     def points(self, inputs: list[ClassifierInputs]) -> tuple[list[str], int, int]:
         """-> (line-protocol points, rhythm decisions, beats classified)."""
+        out, _, n_rh, n_beats = self.run(inputs)
+        return out, n_rh, n_beats
+
+    def run(self, inputs: list[ClassifierInputs]) -> tuple[list[str], list[tuple], int, int]:
+        """-> (line-protocol points, per input (AF probability or None, [(beat ms, class)]),
+        rhythm decisions, beats classified)."""
         out: list[str] = []
+        results: dict[int, list] = {id(c): [None, []] for c in inputs}
         rh = [c for c in inputs if c.rhythm is not None]
         if rh:
             p = self.rhythm.proba(rhythm_input(np.stack([c.rhythm for c in rh])))
             for c, pr in zip(rh, p):
+                results[id(c)][0] = float(pr[RHYTHM_CLASSES.index("A")])
                 k = int(pr.argmax())
                 fields = {"label": RHYTHM_NAMES[RHYTHM_CLASSES[k]], "code": k,
                           **{f"p_{RHYTHM_NAMES[n]}": round(float(v), 4) for n, v in zip(RHYTHM_CLASSES, pr)}}
@@ -49,6 +57,7 @@ class Classifiers:
                 for ts in c.beat_ts_ms:
                     j = int(p[k].argmax())
                     out.append(line("beat", {"bed": c.bed}, {"cls": BEAT_CLASSES[j], "cls_p": round(float(p[k, j]), 4)}, ts))
+                    results[id(c)][1].append((int(ts), BEAT_CLASSES[j]))
                     k += 1
             n_beats = k
-        return out, len(rh), n_beats
+        return out, [tuple(results[id(c)]) for c in inputs], len(rh), n_beats

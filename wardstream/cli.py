@@ -180,6 +180,12 @@ def main(argv: list[str] | None = None) -> int:
 
     ev = sub.add_parser("eval", help="evaluations on recorded data")
     esub = ev.add_subparsers(dest="what", required=True)
+    ea = esub.add_parser("alarms", help="alarms on MIT-BIH replays through the pipeline's code, vs the annotations")
+    _common(ea)
+    ea.add_argument("--split", default="test", choices=["test", "all"])
+    ea.add_argument("--records", default=None, help="comma-separated MIT-BIH records instead of the split")
+    ea.add_argument("--json", type=Path)
+
     ed = esub.add_parser("dynamic-deep", help="gain, level mix, bound violations, F1 on reconstructions")
     _common(ed)
     ed.add_argument("--split", default="test", choices=["test", "all", "calib", "train"])
@@ -391,6 +397,18 @@ def main(argv: list[str] | None = None) -> int:
         png = a.png or (a.json.with_suffix(".png") if a.json else None)
         try:
             d = eval_dd(s.data_dir, a.split, a.bound, a.model_id, png)
+        except DataMissing as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        _write_json(d, a.json)
+        return 0
+
+    if a.cmd == "eval" and a.what == "alarms":
+        from wardstream.datasets import DataMissing
+        from wardstream.eval_alarms import evaluate as eval_alarms
+
+        try:
+            d = eval_alarms(s, a.split, a.records.split(",") if a.records else None)
         except DataMissing as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2

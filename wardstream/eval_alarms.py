@@ -1,0 +1,234 @@
+"""`wardstream eval alarms`: MIT-BIH records through the pipeline's own code, scored against the
+annotations.
+
+Every record is one bed. Per 2-s window: the device encoder the simulator uses (by default the
+Dynamic-Deep device at the deployed bound), the wire format both ways, the worker's batch decode,
+then `processors.stages.run_batch` — bed step, QRS, vitals, classifiers, alarm engine — exactly
+as the Faust agent runs it, all beds of a step in one batch. No broker is involved: the
+transport is tested elsewhere; this measures what the alarms say.
+
+Reference events (from the annotations, at 360 Hz, times in seconds):
+
+* ventricular runs: >= 3 consecutive beats annotated ``V`` whose mean rate exceeds 100 bpm (the
+  alarm's own definition; slower idioventricular runs are counted separately, not scored);
+* AF episodes: ``(AFIB`` rhythm segments, >= 30 s and >= 60 s;
+* for false-alarm accounting: any run of >= 3 V beats (any rate), AF anywhere, heart rate from
+  the annotated beats (median RR over 10 s), pauses of >= 4 s between annotated beats.
+
+A simulated clinician acknowledges every alarm ``ACK_AFTER_S`` after it sounds (a latched alarm
+whose condition has gone then resolves; one whose condition persists stays acknowledged until it
+clears), so a later event can raise a new episode. An alarm episode (active -> resolved) counts as
+detecting a reference event when it is open at some time within the event (or within ``TOL_S``
+after its end). An alarm episode is false when no reference event of its kind lies within
+``TOL_S`` of its onset. Technical alarms are reported but not scored as false.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+TOL_S = 10.0
+ACK_AFTER_S = 20.0  # the simulated clinician's response time (before the 30-s escalation)
+CLOCK0_US = 1_700_000_000_000_000
+
+
+def _v_runs(times: np.ndarray, syms: np.ndarray, min_beats: int = 3) -> list[tuple[float, float, int, float]]:
+    """(start s, end s, beats, mean rate bpm) of every run of consecutive V beats."""
+    runs, cur = [], []
+    beat = np.isin(syms, list("NLRBAaJSVrFejnE/fQ?"))
+    for t, s, b in zip(times, syms, beat):
+        if not b:
+            continue
+        if s == "V":
+            cur.append(t)
+            continue
+        if len(cur) >= min_beats:
+            runs.append(cur)
+        cur = []
+    if len(cur) >= min_beats:
+        runs.append(cur)
+    return [(r[0], r[-1], len(r), 60.0 * (len(r) - 1) / max(r[-1] - r[0], 1e-6)) for r in runs]
+
+
+def _af_episodes(rec, end_s: float) -> list[tuple[float, float]]:
+    bounds = np.append(rec.rhythm_times_s, end_s)
+    return [(bounds[k], bounds[k + 1]) for k, lab in enumerate(rec.rhythm_labels) if lab == "(AFIB"]
+
+
+def _open_intervals(events, condition: str, end_s: float) -> list[tuple[float, float, float]]:
+    """(opened, closed, t of 'active') per alarm episode of ``condition``, in record seconds."""
+    out, start = [], None
+    for e in events:
+        if e.condition != condition:
+            continue
+        t = (e.t_ms * 1000 - CLOCK0_US) / 1e6
+        if e.state == "active":
+            start = t
+        elif e.state == "resolved" and start is not None:
+            out.append((start, t, start))
+            start = None
+    if start is not None:
+        out.append((start, end_s, start))
+    return out
+
+
+def _hr_reference(times: np.ndarray, syms: np.ndarray, at: np.ndarray) -> np.ndarray:
+    bt = times[np.isin(syms, list("NLRBAaJSVrFejnE/fQ?"))]
+    out = np.full(len(at), np.nan)
+    for i, t in enumerate(at):
+        w = bt[(bt > t - 10) & (bt <= t)]
+        if len(w) >= 2:
+            out[i] = 60.0 / np.median(np.diff(w))
+    return out
+
+
+def evaluate(settings, split: str = "test", records: list[str] | None = None) -> dict:
+    import torch
+
+    from device_sim.ward import encoder_factory
+    from processors.alarms import AlarmState, acknowledge
+    from processors.bed import BedState
+    from processors.classify import Classifiers
+    from processors.stages import run_batch
+    from stream.topics import bed_key
+    from stream.wire import Frame, decode_frame, encode_frame
+    from wardmodels.wire_codec import decode_frames, encode_many, register_deployed
+    from wardstream import datasets as ds
+
+    torch.set_num_threads(1)
+    register_deployed()
+    if records is None:
+        present = ds.mitdb_records_present(settings.data_dir)
+        if not present:
+            raise ds.DataMissing(f"no MIT-BIH records under {settings.data_dir}/mitdb")
+        want = ds.DS2 if split == "test" else [r for r in present if r not in ds.PACED]
+        records = [r for r in want if r in present]
+    recs = {r: ds.load_mitdb(settings.data_dir, r) for r in records}
+    make = encoder_factory(settings.codec_model, settings.codec_level, settings.sim_encoder,
+                           settings.level_policy, settings.dd_bound, settings.eeg_level)
+    beds = {r: i + 1 for i, r in enumerate(records)}
+    encs = {r: make() for r in records}
+    n_win = {r: len(recs[r].ecg_mv) // 256 for r in records}
+    classifiers = Classifiers()
+    states: dict = {}
+    events = {r: [] for r in records}
+    levels: dict[int, int] = {}
+    acks: list[tuple[int, bytes, str]] = []
+    for k in range(max(n_win.values())):
+        live = [r for r in records if k < n_win[r]]
+        chans = encode_many([encs[r] for r in live], [recs[r].ecg_mv[k * 256:(k + 1) * 256] for r in live],
+                            [None] * len(live))
+        frames = []
+        for r, ch in zip(live, chans):
+            f = Frame(beds[r], k, CLOCK0_US + k * 2_000_000, 128, 256, encs[r].model_id, ch)
+            raw = encode_frame(f)
+            frames.append((r, decode_frame(raw), len(raw)))
+            levels[ch[0].level] = levels.get(ch[0].level, 0) + 1
+        rec = decode_frames([f for _, f, _ in frames])
+        decoded = [(bed_key(f.bed_id), f, sig, n) for (_, f, n), sig in zip(frames, rec)]
+        out = run_batch(decoded, lambda key: states.get(key) or BedState(), classifiers)
+        states.update(out.states)
+        by_bed = {beds[r]: r for r in live}
+        for e in out.alarm_events:
+            events[by_bed[e.bed]].append(e)
+            if e.state == "active":
+                acks.append((e.t_ms + int(ACK_AFTER_S * 1000), bed_key(e.bed), e.condition))
+        # the simulated clinician acknowledges every alarm ACK_AFTER_S after it sounded
+        now_ms = (CLOCK0_US + (k + 1) * 2_000_000) // 1000
+        due = [a for a in acks if a[0] <= now_ms]
+        acks = [a for a in acks if a[0] > now_ms]
+        for t_ack, key, cond in due:
+            st = states[key]
+            ast = AlarmState.from_dict(st.alarms)
+            for e in acknowledge(int(key[4:]), ast, cond, "simulated-clinician", t_ack):
+                events[by_bed.get(e.bed) or records[e.bed - 1]].append(e)
+            st.alarms = ast.to_dict()
+        if k % 150 == 0:
+            log.info("window %d/%d", k, max(n_win.values()))
+    return score(recs, events, n_win, levels, settings)
+
+
+def score(recs: dict, events: dict, n_win: dict, levels: dict, settings) -> dict:
+    vt = {"total": 0, "detected": 0}
+    vt8 = {"total": 0, "detected": 0}
+    af30 = {"total": 0, "detected": 0}
+    af60 = {"total": 0, "detected": 0}
+    delays, false_by = [], {}
+    missed = []
+    per_record = {}
+    hours = sum(n * 2 for n in n_win.values()) / 3600.0
+    for r, rec in recs.items():
+        end_s = n_win[r] * 2.0
+        ev = events[r]
+        runs = [x for x in _v_runs(rec.beat_times_s, rec.beat_symbols) if x[0] < end_s]
+        fast = [x for x in runs if x[3] > 100]
+        vt_open = _open_intervals(ev, "vtach", end_s)
+        for s, e, n, rate in fast:
+            hit = [o for o in vt_open if o[0] <= e + TOL_S and o[1] >= s]
+            for d in (vt, vt8) if n >= 8 else (vt,):
+                d["total"] += 1
+                d["detected"] += bool(hit)
+            if hit:
+                delays.append(max(0.0, hit[0][2] - s))
+            elif n >= 8:
+                missed.append({"record": r, "kind": "vt", "start_s": s, "beats": n, "rate_bpm": round(rate)})
+        afs = [x for x in _af_episodes(rec, end_s) if x[0] < end_s]
+        af_open = _open_intervals(ev, "afib", end_s)
+        for s, e in afs:
+            if e - s < 30:
+                continue
+            hit = [o for o in af_open if o[0] <= e + TOL_S and o[1] >= s]
+            for d in (af30, af60) if e - s >= 60 else (af30,):
+                d["total"] += 1
+                d["detected"] += bool(hit)
+            if hit:
+                delays.append(max(0.0, hit[0][2] - s))
+            elif e - s >= 60:
+                missed.append({"record": r, "kind": "af", "start_s": s, "duration_s": e - s})
+        # false alarms per condition
+        bt = rec.beat_times_s
+        ref_vt = [(s, e) for s, e, _, _ in runs]
+        gaps = np.diff(bt[np.isin(rec.beat_symbols, list("NLRBAaJSVrFejnE/fQ?"))])
+        for cond in ("vtach", "afib", "asystole", "brady", "tachy", "ectopy", "signal_quality", "seq_gap"):
+            for o0, o1, t in _open_intervals(ev, cond, end_s):
+                if cond == "vtach":
+                    true = any(s - TOL_S <= t <= e + TOL_S for s, e in ref_vt)
+                elif cond == "afib":
+                    true = any(s - TOL_S <= t <= e + TOL_S for s, e in afs)
+                elif cond == "asystole":
+                    beats = bt[np.isin(rec.beat_symbols, list("NLRBAaJSVrFejnE/fQ?"))]
+                    j = np.searchsorted(beats, t)
+                    true = bool(len(gaps)) and any(gaps[max(0, j - 3):j + 1] >= 4.0)
+                elif cond in ("brady", "tachy"):
+                    hr = _hr_reference(rec.beat_times_s, rec.beat_symbols, np.array([t - 5, t]))
+                    true = bool(np.nanmin(hr) < 40) if cond == "brady" else bool(np.nanmax(hr) > 140) \
+                        if np.isfinite(hr).any() else False
+                elif cond == "ectopy":
+                    nv = int(((bt > t - 60) & (bt <= t + TOL_S) & (rec.beat_symbols == "V")).sum())
+                    true = nv >= 8
+                else:
+                    true = True  # technical: not scored against annotations
+                if not true:
+                    false_by[cond] = false_by.get(cond, 0) + 1
+        per_record[r] = {"alarms": {c: len(_open_intervals(ev, c, end_s)) for c in
+                                    ("vtach", "afib", "asystole", "brady", "tachy", "ectopy", "signal_quality")},
+                         "fast_v_runs": len(fast), "af_episodes_30s": sum(1 for s, e in afs if e - s >= 30)}
+    bed_days = hours / 24.0
+    fhp = sum(false_by.get(c, 0) for c in ("vtach", "asystole"))
+    return {
+        "split_records": list(recs), "hours": round(hours, 2), "bed_days": round(bed_days, 4),
+        "device": {"codec_model": settings.codec_model, "level_policy": settings.level_policy,
+                   "ecg_levels_sent": {str(k): v for k, v in sorted(levels.items())}},
+        "vt_runs": vt, "vt_runs_8plus": vt8, "af_episodes": af30, "af_episodes_60s_plus": af60,
+        "false_alarms": false_by,
+        "false_alarms_per_bed_day": {c: round(n / bed_days, 2) for c, n in false_by.items()},
+        "false_high_priority_per_bed_day": round(fhp / bed_days, 2),
+        "median_detection_delay_s": float(np.median(delays)) if delays else None,
+        "missed_goal_events": missed, "per_record": per_record,
+        "definitions": __doc__,
+    }
