@@ -146,6 +146,13 @@ def test_exactly_once_through_worker_kill_broker_restart_and_influx_outage(serve
         cls = query(s, 'SELECT count("cls") FROM "beat"')[0]["values"][0][1]
         amp = query(s, 'SELECT count("amp_mv") FROM "beat"')[0]["values"][0][1]
         assert cls >= 0.8 * amp, (cls, amp)
+        # the alarm stage ran on every window: one alarm_level point per bed and window written
+        lv = query(s, 'SELECT count("highest") FROM "alarm_level" GROUP BY "bed"')
+        assert len(lv) == 20 and all(series["values"][0][1] >= 0.9 * len(stored[int(series["tags"]["bed"])])
+                                     for series in lv)
+        # the devices picked their ECG level per window, and the worker recorded each one
+        levels = query(s, 'SELECT "level" FROM "bandwidth" WHERE "modality" = \'ecg\'')[0]["values"]
+        assert {v[1] for v in levels} == {int(k) for k in rep.levels}, rep.levels
     finally:
         pool.stop_all()
 

@@ -43,7 +43,7 @@ class Settings:
     worker_web_host: str = "127.0.0.1"
     device_secret: str = ""  # environment only: master secret for per-device HMAC keys
     require_hmac: bool = False
-    codec_model: int = 2  # wire model id the simulated devices encode with (0: raw int16)
+    codec_model: int = 3  # wire model id the simulated devices encode with (0: raw int16)
     codec_level: int = 1  # the level they send (0: raw; see wardmodels.runtime for the ladder)
     # how the simulator runs the edge encoder: "fp32" (the float network whose weights are the
     # firmware's int8 weights; ~8x faster here, indices agree with the integer path on >99% of
@@ -51,7 +51,7 @@ class Settings:
     sim_encoder: str = "fp32"
     # "dynamic": each device picks its ECG level per window under a task-error bound (issue 5,
     # needs a codec model with a Dynamic-Deep predictor); "fixed": every window at codec_level
-    level_policy: str = "fixed"
+    level_policy: str = "dynamic"
     dd_bound: float = 0.0  # the ward's default bound (0: the deployed bound in the manifest)
     eeg_level: int = 2  # EEG's level under the dynamic policy (no EEG task model bounds it)
 
