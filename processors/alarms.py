@@ -24,6 +24,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+import numpy as np
+
 PRIORITIES = ("high", "medium", "low", "technical")
 
 
@@ -61,6 +63,7 @@ class Thresholds:
     afib_p: float = 0.5  # the rhythm decision's AF probability that counts as AF
     ectopy_per_min: float = 10.0
     sqi_min: float = 0.5
+    v_min_p: float = 0.9  # a beat counts as ventricular for runs and ectopy at this class probability
 
 
 @dataclass
@@ -71,7 +74,7 @@ class Evidence:
     window_ms: int
     hr_bpm: float | None
     sqi: float | None
-    beats: list[tuple[int, str | None]]  # (time ms, beat class or None when not classified yet)
+    beats: list[tuple]  # (time ms, beat class or None when not classified yet[, class probability])
     p_af: float | None = None  # the rhythm decision over the last 10 s (None: no decision yet)
     gap_windows: int = 0
 
@@ -113,16 +116,16 @@ class AlarmState:
     signal_since_ms: int | None = None  # good-quality signal uninterrupted since
     v_run: list[int] = field(default_factory=list)  # times of the current ventricular run
     v_recent: list[int] = field(default_factory=list)  # ventricular beats in the last minute
-    af_since_ms: int | None = None
+    af_hist: list[list] = field(default_factory=list)  # [t ms, AF probability] of recent decisions
 
     def to_dict(self) -> dict:
         return {"c": {k: asdict(v) for k, v in self.conditions.items()}, "lb": self.last_beat_ms,
-                "ss": self.signal_since_ms, "vr": self.v_run, "vx": self.v_recent, "af": self.af_since_ms}
+                "ss": self.signal_since_ms, "vr": self.v_run, "vx": self.v_recent, "af": self.af_hist}
 
     @classmethod
     def from_dict(cls, d: dict) -> "AlarmState":
         return cls({k: Condition(**v) for k, v in d.get("c", {}).items()}, d.get("lb"), d.get("ss"),
-                   list(d.get("vr", [])), list(d.get("vx", [])), d.get("af"))
+                   list(d.get("vr", [])), list(d.get("vx", [])), [list(h) for h in d.get("af", [])])
 
     def open_alarms(self) -> dict[str, str]:
         return {k: c.state for k, c in self.conditions.items() if c.state != "idle"}
@@ -138,8 +141,8 @@ def _conditions_now(st: AlarmState, ev: Evidence, th: Thresholds) -> dict[str, t
             st.signal_since_ms = t - ev.window_ms
     else:
         st.signal_since_ms = None
-    for bt, _ in ev.beats:
-        st.last_beat_ms = bt if st.last_beat_ms is None else max(st.last_beat_ms, bt)
+    for b in ev.beats:
+        st.last_beat_ms = b[0] if st.last_beat_ms is None else max(st.last_beat_ms, b[0])
     # asystole: no beat for >= asystole_s, over signal that has been good for that long
     ref = st.last_beat_ms if st.last_beat_ms is not None else st.signal_since_ms
     silent_s = (t - ref) / 1000.0 if ref is not None else 0.0
@@ -148,7 +151,10 @@ def _conditions_now(st: AlarmState, ev: Evidence, th: Thresholds) -> dict[str, t
     out["asystole"] = (asys, f"no QRS for {silent_s:.1f} s on a good-quality signal")
     # ventricular runs: consecutive V beats; rate from their spacing
     vt, vt_why = False, ""
-    for bt, cls in sorted(ev.beats, key=lambda b: b[0]):
+    for b in sorted(ev.beats, key=lambda b: b[0]):
+        bt, cls = b[0], b[1]
+        if cls == "V" and len(b) > 2 and b[2] < th.v_min_p:
+            cls = "?"  # an uncertain ventricular call neither extends nor counts
         if cls == "V":
             st.v_run.append(bt)
             st.v_recent.append(bt)
@@ -165,14 +171,18 @@ def _conditions_now(st: AlarmState, ev: Evidence, th: Thresholds) -> dict[str, t
     st.v_recent = [b for b in st.v_recent if b > t - 60_000]
     out["ectopy"] = (len(st.v_recent) >= th.ectopy_per_min,
                      f"{len(st.v_recent)} ventricular beats in the last minute")
-    # sustained AF
-    if ev.p_af is not None and ev.p_af >= th.afib_p and good:
-        if st.af_since_ms is None:
-            st.af_since_ms = t - 10_000  # the decision covers the last 10 s
-    elif ev.p_af is not None:
-        st.af_since_ms = None
-    af_s = (t - st.af_since_ms) / 1000.0 if st.af_since_ms is not None else 0.0
-    out["afib"] = (af_s >= th.afib_s, f"atrial fibrillation for {af_s:.0f} s")
+    # sustained AF: the decisions of the last afib_s - 10 s (each covers the 10 s before it), so
+    # together they cover afib_s; their median AF probability decides (one odd decision does not
+    # reset an episode)
+    if ev.p_af is not None:
+        st.af_hist.append([t, round(float(ev.p_af) if good else 0.0, 4)])
+    span_ms = int((th.afib_s - 10.0) * 1000)
+    st.af_hist = [h for h in st.af_hist if h[0] >= t - span_ms]
+    covered = bool(st.af_hist) and st.af_hist[-1][0] - st.af_hist[0][0] >= span_ms \
+        and len(st.af_hist) >= 0.8 * span_ms / ev.window_ms
+    med = float(np.median([h[1] for h in st.af_hist])) if st.af_hist else 0.0
+    out["afib"] = (covered and med >= th.afib_p,
+                   f"median AF probability {med:.2f} over the last {th.afib_s:.0f} s")
     hr = ev.hr_bpm
     out["brady"] = (good and hr is not None and 0 < hr < th.brady_bpm, f"heart rate {hr} bpm")
     out["tachy"] = (good and hr is not None and hr > th.tachy_bpm, f"heart rate {hr} bpm")

@@ -33,7 +33,7 @@ class Classifiers:
         return out, n_rh, n_beats
 
     def run(self, inputs: list[ClassifierInputs]) -> tuple[list[str], list[tuple], int, int]:
-        """-> (line-protocol points, per input (AF probability or None, [(beat ms, class)]),
+        """-> (line-protocol points, per input (AF probability or None, [(beat ms, class, p)]),
         rhythm decisions, beats classified)."""
         out: list[str] = []
         results: dict[int, list] = {id(c): [None, []] for c in inputs}
@@ -57,7 +57,7 @@ class Classifiers:
                 for ts in c.beat_ts_ms:
                     j = int(p[k].argmax())
                     out.append(line("beat", {"bed": c.bed}, {"cls": BEAT_CLASSES[j], "cls_p": round(float(p[k, j]), 4)}, ts))
-                    results[id(c)][1].append((int(ts), BEAT_CLASSES[j]))
+                    results[id(c)][1].append((int(ts), BEAT_CLASSES[j], round(float(p[k, j]), 4)))
                     k += 1
             n_beats = k
         return out, [tuple(results[id(c)]) for c in inputs], len(rh), n_beats

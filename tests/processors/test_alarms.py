@@ -76,7 +76,7 @@ def test_af_needs_thirty_seconds_and_resolves_with_hysteresis():
     st, ev = _run(_sinus(0, 11, p_af=0.9))  # decisions from t=2 s, each covering the last 10 s
     af = [e for e in ev if e.condition == "afib"]
     assert [e.state for e in af] == ["active"] and af[0].t_ms == 22_000  # 30 s of AF by then
-    st, ev = _run(_sinus(22_000, 11, p_af=0.05), st)
+    st, ev = _run(_sinus(22_000, 20, p_af=0.05), st)
     assert [e.state for e in ev if e.condition == "afib"] == ["resolved"]
     res = [e for e in ev if e.condition == "afib"][0]
     assert res.t_ms - 22_000 >= 20_000  # absent for the clear delay
@@ -113,3 +113,20 @@ def test_state_survives_serialisation():
     a = step(1, st, _sinus(20_000, 1, p_af=0.9)[0])
     b = step(1, st2, _sinus(20_000, 1, p_af=0.9)[0])
     assert a == b
+
+
+def test_one_odd_rhythm_decision_does_not_reset_an_af_episode():
+    ws = _sinus(0, 16, p_af=0.9)
+    ws[8] = Evidence(ws[8].t_end_ms, W, 75, 0.9, ws[8].beats, 0.1)  # one decision says "not AF"
+    _, ev = _run(ws)
+    assert [e.state for e in ev if e.condition == "afib"] == ["active"]
+
+
+def test_uncertain_ventricular_calls_do_not_make_a_run():
+    ws = _sinus(0, 3)
+    ws.append(Evidence(8000, W, 140, 0.9, [(6700, "V", 0.6), (7100, "V", 0.7), (7500, "V", 0.55)]))
+    _, ev = _run(ws + _sinus(8000, 2))
+    assert not [e for e in ev if e.condition == "vtach"]
+    ws[-1] = Evidence(8000, W, 140, 0.9, [(6700, "V", 0.97), (7100, "V", 0.95), (7500, "V", 0.99)])
+    _, ev = _run(ws + _sinus(8000, 2))
+    assert [e.state for e in ev if e.condition == "vtach"] == ["active"]
