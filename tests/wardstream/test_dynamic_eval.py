@@ -82,7 +82,13 @@ def test_cost_states_its_assumptions_and_compares_every_option(small_dir, cache,
     assert o["raw16"]["radio_bytes_per_bed_per_day"] == 1081 * 43200
     by_bytes = [o[k]["radio_bytes_per_bed_per_day"] for k in ("raw16", "zstd", "codec_L1", "codec_L2")]
     assert by_bytes == sorted(by_bytes, reverse=True)
-    assert o["dynamic_deep"]["radio_bytes_per_bed_per_day"] < o["codec_L1"]["radio_bytes_per_bed_per_day"]
+    # the Dynamic-Deep frame is the measured ECG level mix priced at the wire's bytes per level,
+    # plus EEG at its fixed level, plus header and CRC
+    sec = {0: 524, 1: 69, 2: 37, 3: 19, 4: 12, 5: 9}
+    mix = d["dynamic_deep"]["ecg_level_mix"]
+    assert sum(mix.values()) == pytest.approx(1.0, abs=1e-3)
+    ecg = sum(share * sec[int(L)] for L, share in mix.items())
+    assert o["dynamic_deep"]["frame_bytes"] == pytest.approx(33 + ecg + sec[d["dynamic_deep"]["eeg_level"]], abs=0.05)
     assert 0 < d["reduction_vs_raw"] < d["reduction_vs_raw_variable_costs"] < 1
     assert d["prices"]["noted"] and d["assumptions"]["broker_retention_days"] > 0
     for opt in o.values():
