@@ -95,6 +95,9 @@ async def follow(settings, bounds: Bounds, on_change, stop: asyncio.Event) -> No
     every applied message."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
+    from stream import kafka_compat
+
+    kafka_compat.install()  # an idle consumer must not spin on a broker without long polls
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False,
                                 auto_offset_reset="earliest")
     await consumer.start()

@@ -86,7 +86,7 @@ def _wait_for_all(s, rep, timeout_s: float = 120.0):
 
 
 def test_exactly_once_through_worker_kill_broker_restart_and_influx_outage(servers, ward_settings):
-    s = ward_settings
+    s = ward_settings.replace(codec_model=3, level_policy="dynamic")  # levels switch per window
     pool = WorkerPool(s, 1)
     pool.start_all()
     broker, influx = services.Broker(servers), services.Influx(servers)

@@ -182,6 +182,40 @@ def analyse_int(base_mod, chain: IntChain, x: np.ndarray, codes: np.ndarray):
     return {L: v.astype(np.uint16) for L, v in idx.items()}, f
 
 
+def analyse_float(dd, modality: str, p_in: int, chain: IntChain, x: np.ndarray, codes: np.ndarray):
+    """The same analysis with the float network whose weights are the integer grid's (the
+    simulator's fast path, ``Settings.sim_encoder="fp32"``): distortions expressed in the integer
+    path's units (z at 2^-p, chain outputs at 2^-p_i), so the features match it up to rounding."""
+    with torch.no_grad():
+        z = dd.trunk(modality, torch.from_numpy(np.asarray(x, np.float32)))
+        ys = dd.chain[modality](z)
+    z = z.double().numpy() * 2.0 ** p_in
+    n, d, t = z.shape
+    r = z.transpose(0, 2, 1).reshape(-1, d)
+    norm0 = (r * r).sum(1).reshape(n, t)
+    stage_idx, stage_err = [], []
+    for vq in dd.base.vq[modality].stages:
+        e = vq.embed.detach().double().numpy() * 2.0 ** p_in
+        k = ((e * e).sum(1)[None, :] - 2 * r @ e.T).argmin(1)
+        r = r - e[k]
+        stage_idx.append(k.reshape(n, t))
+        stage_err.append((r * r).sum(1).reshape(n, t))
+    idx = {1: np.concatenate(stage_idx, 1), 2: stage_idx[0]}
+    feats = [None] * N_LEVELS, [None] * N_LEVELS
+    feats[0][0], feats[1][0] = _log_rel(stage_err[1], norm0)
+    feats[0][1], feats[1][1] = _log_rel(stage_err[0], norm0)
+    for i, y in enumerate(ys):
+        sc = 2.0 ** chain.convs[i]["p_out"]
+        yy = y.double().numpy().transpose(0, 2, 1).reshape(-1, y.shape[1]) * sc
+        e = dd.vq[modality][i].embed.detach().double().numpy() * sc
+        k = ((e * e).sum(1)[None, :] - 2 * yy @ e.T).argmin(1)
+        idx[3 + i] = k.reshape(n, -1)
+        feats[0][2 + i], feats[1][2 + i] = _log_rel(((yy - e[k]) ** 2).sum(1).reshape(n, -1),
+                                                    (yy * yy).sum(1).reshape(n, -1))
+    f = np.stack(feats[0] + feats[1] + [np.asarray(codes, np.float64) / 16.0], 1).astype(np.float32)
+    return {L: v.astype(np.uint16) for L, v in idx.items()}, f
+
+
 def with_history(f: np.ndarray, prev: np.ndarray | None = None) -> np.ndarray:
     """Per-window features (T, F) of one stream in order -> (T, 2F): own + mean of the previous
     ``HISTORY`` windows (own features where there is no history yet). ``prev``: features of the

@@ -143,13 +143,18 @@ class DeployedCodec:
             idx = self.dd.vq[modality][i].nearest(y.permute(0, 2, 1).reshape(-1, w)).view(b, t)
         return idx.numpy().astype(np.uint16)
 
-    def analyse(self, modality: str, x: np.ndarray, codes: np.ndarray):
+    def analyse(self, modality: str, x: np.ndarray, codes: np.ndarray, encoder: str = "int8"):
         """Normalised windows -> (indices of every VQ level, predictor features without history):
-        the device's one integer pass before it picks a level (`wardmodels.dd_edge`)."""
-        from wardmodels.dd_edge import analyse_int
+        the device's one integer pass before it picks a level (`wardmodels.dd_edge`); ``encoder=
+        "fp32"``: the float network on the same grid (the simulator's fast path)."""
+        from wardmodels.dd_edge import analyse_float, analyse_int
 
         if self.chains is None or self.edge is None:
             raise WeightsError(f"codec {self.name} has no Dynamic-Deep edge")
+        if encoder == "fp32":
+            with self._lock:
+                return analyse_float(self.dd, modality, self.edge.modalities[modality].p, self.chains[modality],
+                                     np.atleast_2d(x), codes)
         return analyse_int(self.edge.modalities[modality], self.chains[modality], np.atleast_2d(x), codes)
 
     # ------------------------------------------------------------------ cloud
