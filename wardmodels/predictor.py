@@ -156,14 +156,7 @@ class Predictor:
         bound = np.broadcast_to(np.asarray(bound, np.float64), (len(pred),))
         if lam is None:
             lam = np.array([self.slack(b) for b in bound])
-        lam = np.broadcast_to(np.asarray(lam, np.float64), (len(pred),))
-        ok = pred + lam[:, None] <= np.log1p(bound)[:, None]
-        mask = np.array([L in allowed for L in LEVELS])
-        ok &= mask[None, :]
-        lv = np.zeros(len(pred), np.int64)
-        for j, L in enumerate(LEVELS):  # higher levels send less: the last ok wins
-            lv[ok[:, j]] = L
-        return lv
+        return choose_levels(pred, bound, lam, allowed)
 
     def nbytes(self) -> int:
         """Stored on the device as float16 (weights, normalisation) + the slack table (f32)."""
@@ -198,6 +191,19 @@ class Predictor:
         f32 = {k: z[k].astype(np.float32) for k in ("mu", "sd", "w1", "b1", "w2", "b2")}
         return cls(**f32, weights=w, alpha=alpha, bounds=z["bounds"].astype(np.float64),
                    lams=z["lams"].astype(np.float64), meta=meta)
+
+
+def choose_levels(pred: np.ndarray, bound, lam, allowed: tuple[int, ...] = LEVELS) -> np.ndarray:
+    """Per window, the highest allowed level with ``pred + lam <= log1p(bound)``; 0 (raw) if none."""
+    pred = np.atleast_2d(pred)
+    bound = np.broadcast_to(np.asarray(bound, np.float64), (len(pred),))
+    lam = np.broadcast_to(np.asarray(lam, np.float64), (len(pred),))
+    ok = pred + lam[:, None] <= np.log1p(bound)[:, None]
+    ok &= np.array([L in allowed for L in LEVELS])[None, :]
+    lv = np.zeros(len(pred), np.int64)
+    for j, L in enumerate(LEVELS):  # higher levels send less: the last ok wins
+        lv[ok[:, j]] = L
+    return lv
 
 
 def fit_mlp(x: np.ndarray, y: np.ndarray, hidden: int = 16, epochs: int = 60, seed: int = 0):
@@ -243,11 +249,10 @@ def calibrate(pred: np.ndarray, err: np.ndarray, bounds: np.ndarray, alpha: floa
     n = len(pred)
     grid = np.concatenate([np.linspace(-1.0, 0, 21)[:-1], np.linspace(0, 3, 301)])
     lams = []
-    dummy = Predictor(*(np.zeros(1, np.float32),) * 6, TaskWeights(), alpha, np.zeros(0), np.zeros(0), {})
     for b in bounds:
         lam = float("inf")
         for g in grid:
-            lv = dummy.choose(pred, b, lam=g, allowed=allowed)
+            lv = choose_levels(pred, b, g, allowed)
             v = violation_rate(lv, err, b)
             if (n * v + 1) / (n + 1) <= alpha:
                 lam = float(g)
