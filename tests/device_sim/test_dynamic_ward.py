@@ -39,7 +39,7 @@ def test_bound_change_on_the_control_topic_applies_within_one_window(ward_settin
     s = ward_settings.replace(codec_model=3, level_policy="dynamic", dd_bound=3.0)
 
     async def go():
-        task = asyncio.create_task(run_ward(s, 4, 8.0, speed, source="mitdb", seed=3))
+        task = asyncio.create_task(run_ward(s, 4, 8.0, speed, source="synthetic", seed=3))
         await asyncio.sleep(4.0)
         t_pub = time.time()
         await publish(s, 1e-4)  # below every calibrated bound: no VQ level is safe, send raw
