@@ -124,19 +124,25 @@ def _reanchor(state: BedState, frame: Frame) -> None:
     state.pending = []
 
 
-def _classifier_inputs(state: BedState, frame: Frame, ecg: np.ndarray, raw: bool, new_beats: list[int],
-                       ts_ms: int) -> ClassifierInputs:
-    """Extend the bed's filtered-ECG buffer by this window and cut what the classifiers need:
-    the last 10 s for the rhythm (once 10 s of uninterrupted signal exist) and every pending beat
-    whose successor has been detected (its post-RR interval is then known)."""
-    fs = frame.fs
-    if raw:  # raw-level windows get the front end the device runs before its encoder
+def front_end(state: BedState, ecg: np.ndarray, fs: int, raw: bool) -> np.ndarray:
+    """The ECG every later stage sees: codec levels arrive band-passed by the device's front end;
+    raw-level windows get the same causal filter here (its state carried across raw windows and
+    restarted at rest after codec windows), so a stream that switches levels stays one signal."""
+    if raw:
         filt = StreamFilter(fs, None if state.zi is None else np.asarray(state.zi, np.float64))
         x = filt(ecg)
         state.zi = filt.zi.tolist()
-    else:
-        x = np.asarray(ecg, np.float32)
-        state.zi = None  # a later raw window restarts the filter at rest on its first sample
+        return x
+    state.zi = None
+    return np.asarray(ecg, np.float32)
+
+
+def _classifier_inputs(state: BedState, frame: Frame, x: np.ndarray, new_beats: list[int],
+                       ts_ms: int) -> ClassifierInputs:
+    """Extend the bed's filtered-ECG buffer by this window (``x``: after `front_end`) and cut what
+    the classifiers need: the last 10 s for the rhythm (once 10 s of uninterrupted signal exist)
+    and every pending beat whose successor has been detected (its post-RR interval is then known)."""
+    fs = frame.fs
     start = (frame.seq - state.anchor_seq) * frame.n_samples  # stream index of this window
     buf = np.concatenate([state.ecg_buf, np.nan_to_num(x).astype(np.float16)])[-ECG_BUFFER:]
     state.ecg_buf = buf
@@ -233,6 +239,8 @@ def process_frame(state: BedState, frame: Frame, signals: dict[Modality, np.ndar
     clf_in = None
     beat_ms: list[int] = []
     if ecg is not None:
+        raw = any(ch.modality == Modality.ECG and ch.level == 0 for ch in frame.channels)
+        ecg = front_end(state, ecg, fs, raw)
         state.qrs, beats = ecg_peaks_stream(ecg, fs, state.qrs)
         new_beats = [int(k) for k in beats.samples.tolist()]
         prev = state.beats[-1] if state.beats else None
@@ -249,8 +257,7 @@ def process_frame(state: BedState, frame: Frame, signals: dict[Modality, np.ndar
         now_idx = (frame.seq - state.anchor_seq + 1) * frame.n_samples
         horizon = now_idx - int(HRV_SPAN_S * fs)
         state.beats = [b for b in state.beats if b >= horizon]
-        raw = any(ch.modality == Modality.ECG and ch.level == 0 for ch in frame.channels)
-        clf_in = _classifier_inputs(state, frame, ecg, raw, new_beats, ts_ms)
+        clf_in = _classifier_inputs(state, frame, ecg, new_beats, ts_ms)
         fields.update(hrv([b / fs for b in state.beats], now_idx / fs, HRV_SPAN_S))
         fields["sqi"] = features.sqi if features and features.sqi is not None else ecg_quality(ecg, fs)
         fields["beats"] = n_beats
