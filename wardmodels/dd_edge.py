@@ -169,16 +169,22 @@ def analyse_int(base_mod, chain: IntChain, x: np.ndarray, codes: np.ndarray):
         r = r - e[k]
         stage_idx.append(k.reshape(n, t))
         stage_err.append((r * r).sum(1).reshape(n, t))
-    norm0 = norm0.reshape(n, t)
+    chain_out = [chain.search(i, y) for i, y in enumerate(chain.run(z))]
+    return _assemble(stage_idx, stage_err, norm0.reshape(n, t), chain_out, codes)
+
+
+def _assemble(stage_idx, stage_err, norm0, chain_out, codes):
+    """Indices per level and the feature row of each window from one pass's pieces: the base
+    stages' indices and squared residuals (over the squared norm of z), and per chain level
+    (indices, squared error, squared norm)."""
     idx = {1: np.concatenate(stage_idx, 1), 2: stage_idx[0]}
-    feats = [None] * N_LEVELS, [None] * N_LEVELS
-    feats[0][0], feats[1][0] = _log_rel(stage_err[1], norm0)
-    feats[0][1], feats[1][1] = _log_rel(stage_err[0], norm0)
-    for i, y in enumerate(chain.run(z)):
-        k, err, nrm = chain.search(i, y)
+    mean, worst = [None] * N_LEVELS, [None] * N_LEVELS
+    mean[0], worst[0] = _log_rel(stage_err[1], norm0)
+    mean[1], worst[1] = _log_rel(stage_err[0], norm0)
+    for i, (k, err, nrm) in enumerate(chain_out):
         idx[3 + i] = k
-        feats[0][2 + i], feats[1][2 + i] = _log_rel(err, nrm)
-    f = np.stack(feats[0] + feats[1] + [np.asarray(codes, np.float64) / 16.0], 1).astype(np.float32)
+        mean[2 + i], worst[2 + i] = _log_rel(err, nrm)
+    f = np.stack(mean + worst + [np.asarray(codes, np.float64) / 16.0], 1).astype(np.float32)
     return {L: v.astype(np.uint16) for L, v in idx.items()}, f
 
 
@@ -200,20 +206,14 @@ def analyse_float(dd, modality: str, p_in: int, chain: IntChain, x: np.ndarray, 
         r = r - e[k]
         stage_idx.append(k.reshape(n, t))
         stage_err.append((r * r).sum(1).reshape(n, t))
-    idx = {1: np.concatenate(stage_idx, 1), 2: stage_idx[0]}
-    feats = [None] * N_LEVELS, [None] * N_LEVELS
-    feats[0][0], feats[1][0] = _log_rel(stage_err[1], norm0)
-    feats[0][1], feats[1][1] = _log_rel(stage_err[0], norm0)
+    chain_out = []
     for i, y in enumerate(ys):
         sc = 2.0 ** chain.convs[i]["p_out"]
         yy = y.double().numpy().transpose(0, 2, 1).reshape(-1, y.shape[1]) * sc
         e = dd.vq[modality][i].embed.detach().double().numpy() * sc
         k = ((e * e).sum(1)[None, :] - 2 * yy @ e.T).argmin(1)
-        idx[3 + i] = k.reshape(n, -1)
-        feats[0][2 + i], feats[1][2 + i] = _log_rel(((yy - e[k]) ** 2).sum(1).reshape(n, -1),
-                                                    (yy * yy).sum(1).reshape(n, -1))
-    f = np.stack(feats[0] + feats[1] + [np.asarray(codes, np.float64) / 16.0], 1).astype(np.float32)
-    return {L: v.astype(np.uint16) for L, v in idx.items()}, f
+        chain_out.append((k.reshape(n, -1), ((yy - e[k]) ** 2).sum(1).reshape(n, -1), (yy * yy).sum(1).reshape(n, -1)))
+    return _assemble(stage_idx, stage_err, norm0, chain_out, codes)
 
 
 def with_history(f: np.ndarray, prev: np.ndarray | None = None) -> np.ndarray:

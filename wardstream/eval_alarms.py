@@ -40,8 +40,7 @@ CLOCK0_US = 1_700_000_000_000_000
 def _v_runs(times: np.ndarray, syms: np.ndarray, min_beats: int = 3) -> list[tuple[float, float, int, float]]:
     """(start s, end s, beats, mean rate bpm) of every run of consecutive V beats."""
     runs, cur = [], []
-    beat = np.isin(syms, list("NLRBAaJSVrFejnE/fQ?"))
-    for t, s, b in zip(times, syms, beat):
+    for t, s, b in zip(times, syms, _is_beat(syms)):
         if not b:
             continue
         if s == "V":
@@ -77,8 +76,14 @@ def _open_intervals(events, condition: str, end_s: float) -> list[tuple[float, f
     return out
 
 
-def _hr_reference(times: np.ndarray, syms: np.ndarray, at: np.ndarray) -> np.ndarray:
-    bt = times[np.isin(syms, list("NLRBAaJSVrFejnE/fQ?"))]
+def _is_beat(syms: np.ndarray) -> np.ndarray:
+    from wardstream.datasets import BEAT_SYMBOLS
+
+    return np.isin(syms, list(BEAT_SYMBOLS))
+
+
+def _hr_reference(bt: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """Heart rate from annotated beat times ``bt``: median RR over the 10 s before each time."""
     out = np.full(len(at), np.nan)
     for i, t in enumerate(at):
         w = bt[(bt > t - 10) & (bt <= t)]
@@ -154,6 +159,8 @@ def evaluate(settings, split: str = "test", records: list[str] | None = None) ->
 
 
 def score(recs: dict, events: dict, n_win: dict, levels: dict, settings) -> dict:
+    from processors.alarms import Thresholds
+
     vt = {"total": 0, "detected": 0}
     vt8 = {"total": 0, "detected": 0}
     af30 = {"total": 0, "detected": 0}
@@ -192,8 +199,9 @@ def score(recs: dict, events: dict, n_win: dict, levels: dict, settings) -> dict
                 missed.append({"record": r, "kind": "af", "start_s": s, "duration_s": e - s})
         # false alarms per condition
         bt = rec.beat_times_s
+        beats = bt[_is_beat(rec.beat_symbols)]
         ref_vt = [(s, e) for s, e, _, _ in runs]
-        gaps = np.diff(bt[np.isin(rec.beat_symbols, list("NLRBAaJSVrFejnE/fQ?"))])
+        gaps = np.diff(beats)
         for cond in ("vtach", "afib", "asystole", "brady", "tachy", "ectopy", "signal_quality", "seq_gap"):
             for o0, o1, t in _open_intervals(ev, cond, end_s):
                 if cond == "vtach":
@@ -201,13 +209,13 @@ def score(recs: dict, events: dict, n_win: dict, levels: dict, settings) -> dict
                 elif cond == "afib":
                     true = any(s - TOL_S <= t <= e + TOL_S for s, e in afs)
                 elif cond == "asystole":
-                    beats = bt[np.isin(rec.beat_symbols, list("NLRBAaJSVrFejnE/fQ?"))]
                     j = np.searchsorted(beats, t)
                     true = bool(len(gaps)) and any(gaps[max(0, j - 3):j + 1] >= 4.0)
                 elif cond in ("brady", "tachy"):
-                    hr = _hr_reference(rec.beat_times_s, rec.beat_symbols, np.array([t - 5, t]))
-                    true = bool(np.nanmin(hr) < 40) if cond == "brady" else bool(np.nanmax(hr) > 140) \
-                        if np.isfinite(hr).any() else False
+                    hr = _hr_reference(beats, np.array([t - 5, t]))
+                    hr = hr[np.isfinite(hr)]
+                    th = Thresholds()
+                    true = bool(len(hr)) and (hr.min() < th.brady_bpm if cond == "brady" else hr.max() > th.tachy_bpm)
                 elif cond == "ectopy":
                     nv = int(((bt > t - 60) & (bt <= t + TOL_S) & (rec.beat_symbols == "V")).sum())
                     true = nv >= 8
