@@ -110,6 +110,7 @@ class Device:
     encoder: Encoder = field(default_factory=RawEncoder)
     hmac_key: bytes | None = None
     seq: int = 0
+    last_window: tuple | None = None  # (ecg, eeg) of the last frame, as acquired
 
     def next_frame(self) -> tuple[bytes, Frame]:
         return next_frames([self])[0]
@@ -124,6 +125,8 @@ class Device:
 def next_frames(devices: list[Device]) -> list[tuple[bytes, Frame]]:
     """The next frame of each device; codec devices are encoded in one batch."""
     windows = [d.source.next_window() for d in devices]
+    for d, w in zip(devices, windows):
+        d.last_window = w
     chans: list = [None] * len(devices)
     coded = [i for i, d in enumerate(devices) if hasattr(d.encoder, "filters")]
     if coded:
@@ -201,6 +204,9 @@ class WardReport:
     t_last_end_us: int = 0
     send_wall_s: float = 0.0
     levels: dict[int, int] = field(default_factory=dict)  # ECG level -> windows sent at it
+    # bed -> [(seq, ecg, eeg, frame bytes)] of the first ``capture_windows`` windows of the
+    # ``capture_beds``: what the report compares with the cloud's reconstruction
+    captured: dict[int, list] = field(default_factory=dict)
     bounds: object | None = None  # device_sim.control.Bounds when devices pick their level
 
 
@@ -226,7 +232,8 @@ def next_clock_start(state_dir: Path) -> int:
 async def run_ward(settings, n_beds: int, duration_s: float, speed: float = 1.0,
                    source: str = "synthetic", seed: int = 0, bad_every: int = 0,
                    first_bed: int = 1, producer=None,
-                   on_tick: Callable[[WardReport], None] | None = None) -> WardReport:
+                   on_tick: Callable[[WardReport], None] | None = None,
+                   capture_beds: tuple[int, ...] = (), capture_windows: int = 0) -> WardReport:
     """Run the ward for ``duration_s`` of wall time; returns what was sent and acknowledged."""
     from aiokafka import AIOKafkaProducer
 
@@ -292,6 +299,9 @@ async def run_ward(settings, n_beds: int, duration_s: float, speed: float = 1.0,
                     if ch.modality == Modality.ECG:
                         rep.levels[ch.level] = rep.levels.get(ch.level, 0) + 1
                 rep.t_last_end_us = max(rep.t_last_end_us, frame.window_end_us)
+                if bed in capture_beds and len(rep.captured.setdefault(bed, [])) < capture_windows:
+                    ecg, eeg = devices[bed].last_window
+                    rep.captured[bed].append((frame.seq, ecg, eeg, raw))
                 if bad_every and rep.frames_sent % bad_every == 0:
                     bad, _ = corrupt(raw, n_bad)
                     n_bad += 1

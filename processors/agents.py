@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 import time
 from collections import Counter
 
@@ -26,7 +27,8 @@ from processors.bed import BedState
 from processors.classify import Classifiers
 from processors.decode import reconstruct_batch
 from processors.influx_sink import InfluxSink, line
-from processors.stages import run_batch
+from processors.retention import STRIP, TREND
+from processors.stages import alarm_points, run_batch
 from stream import faust_gaps
 from stream.app import app, bed_table, dlq_topic, frames_topic, settings
 from stream.topics import bed_key
@@ -36,8 +38,12 @@ log = logging.getLogger("wardstream.agents")
 
 BATCH_MAX = 1000
 BATCH_WITHIN_S = 0.05
-WORKER_ID = os.environ.get("WARDSTREAM_WORKER_ID", str(os.getpid()))
+# host and pid: two containers of one compose service both run as pid 1
+WORKER_ID = os.environ.get("WARDSTREAM_WORKER_ID", f"{socket.gethostname()}-{os.getpid()}")
 TRACE = os.environ.get("WARDSTREAM_TRACE") == "1"  # log every window's fate (diagnosis only)
+_POLICIES = settings.influx_retention and settings.influx_api == "v1"
+STRIP_RP = STRIP.name if _POLICIES else None
+TREND_RP = TREND.name if _POLICIES else None
 
 
 class KeyMismatch(FrameError):
@@ -56,6 +62,7 @@ class Stats:
         self.gap_records = 0
         self.dead = Counter()
         self.latency_ms = Counter()  # 1-ms buckets: window end (device clock) -> InfluxDB ack
+        self.latency_recent = Counter()  # the same since the last pipeline point
         self.batches = 0
         self.rhythm_decisions = 0
         self.beats_classified = 0
@@ -122,10 +129,16 @@ async def handle_batch(events) -> None:
             log.info("trace in bed=%s seq=%s %s", frame.bed_id, frame.seq, source)
     stats.frames += len(inputs)
 
-    res = run_batch(decoded, lambda key: BedState.from_bytes(bed_table.get(key)), classifiers)
+    res = run_batch(decoded, lambda key: BedState.from_bytes(bed_table.get(key)), classifiers,
+                    waveform_hz=settings.waveform_hz)
     states, written = res.states, res.written
     for p in res.points:
         sink.add(p)
+    for p in res.strip_points:
+        sink.add(p, rp=STRIP_RP)
+    if TREND_RP:  # the alarm history outlives the live policy
+        for p in alarm_points(res.alarm_events):
+            sink.add(p, rp=TREND_RP)
     stats.replays += res.replays
     stats.late += res.late
     stats.gaps += res.gaps
@@ -152,6 +165,7 @@ async def handle_batch(events) -> None:
         lat = max(0, int((ack_us - end_us) / 1000))
         worst_ms = max(worst_ms, lat)
         stats.latency_ms[lat] += 1
+        stats.latency_recent[lat] += 1
     if worst_ms > 1000 or ack_us / 1e6 - t_begin > 0.5:
         log.warning("slow batch: %d events, process %.0f ms, flush %.0f ms, worst window %d ms",
                     len(events), (t_flush - t_begin) * 1000, (ack_us / 1e6 - t_flush) * 1000, worst_ms)
@@ -182,17 +196,56 @@ async def process_frames(stream):
 
 @app.task
 async def on_start() -> None:
-    await sink.ensure_database()
+    await sink.ready()
+    # one point per worker start: the pipeline-health dashboard counts restarts from these
+    sink.add(line("worker_start", {"worker": WORKER_ID}, {"pid": os.getpid()}, int(stats.started * 1000)))
+    await sink.flush()
+
+
+def _quantile(hist: Counter, q: float) -> float | None:
+    total = sum(hist.values())
+    acc = 0
+    for k in sorted(hist):
+        acc += hist[k]
+        if acc >= q * total:
+            return float(k)
+    return None
+
+
+def consumer_lag() -> int | None:
+    """Frames on this worker's partitions not yet consumed (broker high water − position)."""
+    try:
+        c = app.consumer
+        lag = 0
+        for tp in c.assignment():
+            if tp.topic != settings.frames_topic:
+                continue
+            hw = c.highwater(tp)
+            pos = c._committed_offset.get(tp)
+            lag += max(0, (hw or 0) - (pos or 0))
+        return lag
+    except Exception as exc:  # not assigned yet, or a rebalance in progress
+        log.debug("consumer lag unavailable: %s", exc)
+        return None
 
 
 @app.timer(interval=5.0)
 async def pipeline_metrics() -> None:
-    """Worker health into InfluxDB every 5 s (frames, dead letters, write failures, CPU)."""
+    """Worker health into InfluxDB every 5 s (frames, dead letters, write failures, CPU,
+    latency percentiles of the windows written since the last point, consumer lag)."""
     d = stats.as_dict(sink)
     fields = {"frames": d["frames"], "windows_written": d["windows_written"],
               "replays": d["replays"], "gaps": d["gaps"], "dead_lettered": sum(stats.dead.values()),
               "write_failures": sink.stats.write_failures, "points_written": sink.stats.points_written,
               "cpu_s": float(d["cpu_s"]), "uptime_s": float(d["uptime_s"])}
+    recent, stats.latency_recent = stats.latency_recent, Counter()
+    for q in (50, 95, 99):
+        v = _quantile(recent, q / 100)
+        if v is not None:
+            fields[f"latency_p{q}_ms"] = v
+    lag = consumer_lag()
+    if lag is not None:
+        fields["consumer_lag"] = lag
     sink.add(line("pipeline", {"worker": WORKER_ID}, fields, int(time.time() * 1000)))
     for reason, n in stats.dead.items():
         sink.add(line("dead_letters", {"worker": WORKER_ID, "reason": reason}, {"count": n},

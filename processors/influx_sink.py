@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
+from processors import retention
 from wardstream.settings import Settings
 
 log = logging.getLogger("wardstream.influx")
@@ -73,7 +74,10 @@ class InfluxSink:
         self.batch_size = batch_size
         self.max_backoff_s = max_backoff_s
         self._lines: list[str] = []
+        self._rp_lines: dict[str, list[str]] = {}  # points for a named retention policy
         self._lock = asyncio.Lock()
+        self._ready_lock = asyncio.Lock()
+        self._ready = False
         self._session = session
         self.stats = SinkStats()
         base = settings.influx_url.rstrip("/")
@@ -98,11 +102,26 @@ class InfluxSink:
         if self._session is not None:
             await self._session.close()
 
-    def add(self, point_line: str) -> None:
-        self._lines.append(point_line)
+    def add(self, point_line: str, rp: str | None = None) -> None:
+        """Buffer a point; ``rp`` names a retention policy (`processors.retention`) other than the
+        default. On the v2 API there are no policies: every point goes to the bucket."""
+        if rp is None or self.s.influx_api == "v2":
+            self._lines.append(point_line)
+        else:
+            self._rp_lines.setdefault(rp, []).append(point_line)
 
     def __len__(self) -> int:
-        return len(self._lines)
+        return len(self._lines) + sum(len(v) for v in self._rp_lines.values())
+
+    async def ready(self) -> None:
+        """`ensure_database` once per sink: writers await it before their first flush, so no
+        point is sent to a database or retention policy that does not exist yet."""
+        if self._ready:
+            return
+        async with self._ready_lock:
+            if not self._ready:
+                await self.ensure_database()
+                self._ready = True
 
     async def ensure_database(self, timeout_s: float = 60.0) -> None:
         """v1 only: ``CREATE DATABASE`` (idempotent), retried until InfluxDB has it.
@@ -125,6 +144,8 @@ class InfluxSink:
                     body = await resp.json(content_type=None)
                 names = [v[0] for series in body["results"][0].get("series", []) for v in series["values"]]
                 if self.s.influx_db in names:
+                    if self.s.influx_retention:
+                        await self.ensure_retention()
                     return
             except (aiohttp.ClientError, asyncio.TimeoutError, OSError, KeyError, ValueError) as exc:
                 log.warning("checking database %s: %s", self.s.influx_db, exc)
@@ -132,19 +153,49 @@ class InfluxSink:
                 raise SinkRejected(f"database {self.s.influx_db!r} still missing after {timeout_s:.0f}s")
             await asyncio.sleep(0.2)
 
+    async def _query(self, q: str, method: str = "post") -> dict:
+        url = self.s.influx_url.rstrip("/") + "/query"
+        auth = {k: v for k, v in self.headers.items() if k == "Authorization"}
+        sess = await self._sess()
+        req = sess.post(url, data={"q": q, "db": self.s.influx_db}, headers=auth) if method == "post" else \
+            sess.get(url, params={"q": q, "db": self.s.influx_db}, headers=auth)
+        async with req as resp:
+            body = await resp.json(content_type=None)
+        res = body.get("results", [{}])[0]
+        if resp.status >= 300 or "error" in res:
+            raise SinkRejected(f"InfluxQL {q[:120]!r}: HTTP {resp.status}: {res.get('error', body)}")
+        return res
+
+    async def ensure_retention(self) -> None:
+        """v1: the retention policies and continuous queries of `processors.retention`."""
+        db = self.s.influx_db
+        rps = {v[0] for s in (await self._query(f'SHOW RETENTION POLICIES ON "{db}"', "get")).get("series", [])
+               for v in s.get("values", [])}
+        cqs = {v[0] for s in (await self._query("SHOW CONTINUOUS QUERIES", "get")).get("series", [])
+               if s.get("name") == db for v in s.get("values", [])}
+        for q in retention.statements(db, rps, cqs):
+            await self._query(q)
+
     async def flush(self) -> int:
         """Write every buffered point; returns how many. Retries transient failures forever."""
+        await self.ready()
         async with self._lock:
             return await self._flush_locked()
 
     async def _flush_locked(self) -> int:
+        n = await self._write(self._lines, self.params)
+        for rp, lines in self._rp_lines.items():
+            n += await self._write(lines, {**self.params, "rp": rp})
+        return n
+
+    async def _write(self, lines: list[str], params: dict) -> int:
         n = 0
-        while self._lines:
-            chunk = self._lines[: self.batch_size]
+        while lines:
+            chunk = lines[: self.batch_size]
             body = ("\n".join(chunk)).encode()
-            await self._retry(lambda sess: sess.post(self.url, params=self.params, data=body,
+            await self._retry(lambda sess: sess.post(self.url, params=params, data=body,
                                                      headers=self.headers), what=f"write {len(chunk)} points")
-            del self._lines[: len(chunk)]
+            del lines[: len(chunk)]
             self.stats.points_written += len(chunk)
             self.stats.batches += 1
             n += len(chunk)

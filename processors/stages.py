@@ -10,15 +10,22 @@ became classifiable) advance the bed's `processors.alarms.AlarmState`. Points:
   its time (tags include the state, so two transitions at one instant are two points);
 * ``alarm_level,bed=B highest=0..4,open=N`` per window (4 high, 3 medium, 2 low, 1 technical,
   0 none): the ward overview's "highest active alarm" tile.
+
+Waveform strips (``waveform_hz`` > 0): ``waveform,bed=B,modality=ecg|eeg v=..`` per sample of the
+decoded signal, block-averaged down to ``waveform_hz`` (ECG mV, EEG µV), kept apart in
+``BatchOutput.strip_points`` because they go to a short retention policy.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from processors import alarms as al
 from processors.bed import BedState, batch_features, process_frame
 from processors.influx_sink import line
+from stream.wire import Frame
 
 PRIORITY_CODE = {"high": 4, "medium": 3, "low": 2, "technical": 1}
 
@@ -27,6 +34,7 @@ PRIORITY_CODE = {"high": 4, "medium": 3, "low": 2, "technical": 1}
 class BatchOutput:
     states: dict = field(default_factory=dict)  # key -> BedState
     points: list[str] = field(default_factory=list)
+    strip_points: list[str] = field(default_factory=list)  # decoded waveform strips
     written: list[int] = field(default_factory=list)  # window end (µs) of every window written
     alarm_events: list[al.AlarmEvent] = field(default_factory=list)
     replays: int = 0
@@ -41,7 +49,26 @@ def alarm_points(events: list[al.AlarmEvent]) -> list[str]:
                  {"episode": e.episode, "why": e.why, "by": e.by}, e.t_ms) for e in events]
 
 
-def run_batch(decoded: list[tuple], get_state, classifiers, thresholds=al.Thresholds()) -> BatchOutput:
+def waveform_points(frame: Frame, signals: dict, hz: int) -> list[str]:
+    """The decoded window, block-averaged to ``hz`` samples/s (a no-op when ``hz`` does not
+    divide the frame's rate), one point per sample at its own time (ms)."""
+    fs = frame.fs
+    if hz <= 0 or fs % hz:
+        return []
+    k = fs // hz
+    t0_us = frame.t_start_us
+    out = []
+    for mod, x in signals.items():
+        n = (len(x) // k) * k
+        y = np.asarray(x[:n], dtype=np.float64).reshape(-1, k).mean(axis=1)
+        ts = (t0_us + np.arange(len(y)) * (k * 1_000_000 // fs)) // 1000
+        head = f"waveform,bed={frame.bed_id},modality={mod.name.lower()} v="
+        out.extend(f"{head}{v:.5g} {t}" for v, t in zip(y.tolist(), ts.tolist()) if np.isfinite(v))
+    return out
+
+
+def run_batch(decoded: list[tuple], get_state, classifiers, thresholds=al.Thresholds(),
+              waveform_hz: int = 0) -> BatchOutput:
     """``decoded``: (key, frame, signals, wire_len) per frame; ``get_state(key)`` -> BedState."""
     out = BatchOutput()
     feats = {}
@@ -66,6 +93,8 @@ def run_batch(decoded: list[tuple], get_state, classifiers, thresholds=al.Thresh
         out.late += int(res.late)
         out.gaps += res.gap
         out.points.extend(res.points)
+        if waveform_hz:
+            out.strip_points.extend(waveform_points(frame, signals, waveform_hz))
         if res.classify is not None:
             clf_inputs.append(res.classify)
         windows.append((key, res))

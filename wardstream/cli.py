@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import sys
+import time
 from pathlib import Path
 
 from wardstream.settings import from_env
@@ -67,6 +68,28 @@ def main(argv: list[str] | None = None) -> int:
     dm.add_argument("--json", type=Path)
     dm.add_argument("--no-services", action="store_true",
                     help="use the configured broker and InfluxDB as they are; start nothing local")
+    dm.add_argument("--run-dir", type=Path, default=None,
+                    help="save the run here for `wardstream report` (default runs/demo-<UTC time>)")
+
+    db = sub.add_parser("dashboards", help="Grafana dashboards as code: build, check against InfluxDB, push")
+    _common(db)
+    dbs = db.add_subparsers(dest="action", required=True)
+    dbb = dbs.add_parser("build", help="write the dashboards' JSON")
+    dbb.add_argument("--out", type=Path, default=Path("dashboards/generated"))
+    dbc = dbs.add_parser("check", help="run every panel's query against InfluxDB; JSON of rows per panel")
+    dbc.add_argument("--beds", default="", help="comma-separated beds for $bed (default: all)")
+    dbc.add_argument("--range", type=int, default=3600, help="seconds back from now ($timeFilter)")
+    dbc.add_argument("--json", type=Path)
+    dbp = dbs.add_parser("push", help="create/update data source, folder and dashboards in Grafana "
+                                      "(GRAFANA_URL, GRAFANA_TOKEN from the environment)")
+    dbp.add_argument("--grafana-url", default=None, help="default $GRAFANA_URL or http://127.0.0.1:3000")
+    dbp.add_argument("--datasource-url", default=None,
+                     help="InfluxDB as Grafana reaches it (default: WARDSTREAM_INFLUX_URL)")
+
+    rp = sub.add_parser("report", help="a self-contained HTML page of a demo or load-test run")
+    rp.add_argument("run", type=Path, help="a run directory written by `wardstream demo`")
+    rp.add_argument("--out", type=Path, default=None, help="default RUN/report.html")
+    _common(rp)
 
     bn = sub.add_parser("bench", help="benchmarks that print JSON")
     bsub = bn.add_subparsers(dest="what", required=True)
@@ -266,8 +289,40 @@ def main(argv: list[str] | None = None) -> int:
     if a.cmd == "demo":
         from wardstream.demo import main as demo_main
 
+        run_dir = a.run_dir or Path("runs") / time.strftime("demo-%Y%m%d-%H%M%S", time.gmtime())
         return demo_main(s, a.beds, a.duration, a.speed, a.workers, a.source, a.bad_every, a.seed,
-                         a.json, start_services=not a.no_services)
+                         a.json, start_services=not a.no_services, run_dir=run_dir)
+
+    if a.cmd == "dashboards":
+        if a.action == "build":
+            from dashboards.build import build_all
+
+            a.out.mkdir(parents=True, exist_ok=True)
+            for name, d in build_all().items():
+                (a.out / name).write_text(json.dumps(d, indent=2, ensure_ascii=False) + "\n")
+                print(a.out / name)
+            return 0
+        if a.action == "check":
+            from dashboards.check import check
+
+            res = check(s, [b for b in a.beds.split(",") if b], a.range)
+            _write_json({"panels": [{**vars(r), "alarm_events_only": r.alarm_events_only} for r in res],
+                         "empty": sum(1 for r in res if not r.values), "errors": sum(1 for r in res if r.error)},
+                        a.json)
+            return 1 if any(r.error for r in res) else 0
+        from dashboards.push import from_env as grafana_from_env, push
+
+        did = push(grafana_from_env(a.grafana_url), a.datasource_url or s.influx_url, s.influx_db, s.influx_api,
+                   s.influx_token)
+        _write_json(did, None)
+        return 0
+
+    if a.cmd == "report":
+        from wardstream.report import write_report
+
+        out = write_report(a.run, a.out)
+        print(out)
+        return 0
 
     if a.cmd == "train" and a.what == "codec":
         from wardmodels.train_codec import train

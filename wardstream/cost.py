@@ -55,6 +55,19 @@ ASSUMPTIONS = {
 }
 
 
+def usd_per_wire_byte_month() -> float:
+    """Money per month for every wire byte a bed sends per second, by the same terms as
+    `cost_report` uses (Kafka record overhead aside): broker data in and out, broker storage
+    for the retention, archive. The cost dashboard multiplies observed bytes/s by it."""
+    a, p = ASSUMPTIONS, PRICES
+    bytes_month = DAYS_PER_MONTH * 86400  # one byte/s for a month
+    gb = bytes_month / GB
+    return (gb * p["msk_serverless_data_in_per_gb"]
+            + gb * a["consumers_per_frame"] * p["msk_serverless_data_out_per_gb"]
+            + gb / DAYS_PER_MONTH * a["broker_retention_days"] * p["msk_serverless_storage_per_gb_month"]
+            + gb / DAYS_PER_MONTH * a["archive_days"] * p["s3_standard_per_gb_month"])
+
+
 def _zstd_section_bytes(data_dir, n_train: int = 4000, n_test: int = 4000, seed: int = 0) -> dict:
     """Mean bytes of a zstd-compressed int16 window (+ section header and side) per modality."""
     import zstandard as zstd

@@ -90,10 +90,63 @@ async def drain(pool: WorkerPool, s: Settings, expect_windows: int, expect_dead:
     return stats, (await consumer_lag(s) if lag != 0 else lag)
 
 
+CAPTURE_BEDS = (1, 2)
+CAPTURE_WINDOWS = 5
+
+
+def save_run(run_dir: Path, s: Settings, summary: dict, hist: dict[int, int], lag_samples: list,
+             rep) -> None:
+    """The run as files `wardstream report` turns into a page: the summary, time series read
+    back from InfluxDB, and a few original windows beside the cloud's reconstruction of them."""
+    import numpy as np
+
+    from processors.decode import reconstruct
+    from stream.wire import Modality, decode_frame
+    from wardstream.influxq import query
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    t0, t1 = rep.t_first_us // 1000, rep.t_last_end_us // 1000 + 30_000
+    where = f"time >= {t0}ms AND time <= {t1}ms"
+
+    def rows(q: str) -> list[dict]:
+        out = []
+        for ser in query(s, q):
+            for v in ser["values"]:
+                out.append({**ser.get("tags", {}), **dict(zip(ser["columns"], v))})
+        return out
+
+    timeline = {
+        "t0_ms": t0, "t1_ms": t1,
+        "lag": lag_samples,
+        "windows_per_s": [[r["time"], r["count"]] for r in
+                          rows(f'SELECT count("seq") FROM "frame" WHERE {where} GROUP BY time(1s) fill(0)')],
+        "pipeline": rows(f'SELECT * FROM "pipeline" WHERE {where}'),
+        "alarms": rows(f'SELECT * FROM "alarm" WHERE {where} GROUP BY "bed", "condition", "priority", "state"'),
+        "rhythm": rows(f'SELECT "label", "p_af" FROM "rhythm" WHERE {where} GROUP BY "bed" LIMIT 200'),
+    }
+    (run_dir / "summary.json").write_text(json.dumps({**summary, "latency_ms_hist": {str(k): v for k, v in
+                                                                                      sorted(hist.items())}}, indent=2))
+    (run_dir / "timeline.json").write_text(json.dumps(timeline, default=str))
+    arrays = {}
+    for bed, items in rep.captured.items():
+        for seq, ecg, eeg, raw in items:
+            frame = decode_frame(raw, hmac_key_for=s.device_key)
+            rec = reconstruct(frame)
+            arrays[f"b{bed}_s{seq}_ecg"] = np.asarray(ecg, dtype=np.float32)
+            arrays[f"b{bed}_s{seq}_ecg_rec"] = np.asarray(rec[Modality.ECG], dtype=np.float32)
+            arrays[f"b{bed}_s{seq}_level"] = np.array([c.level for c in frame.channels if c.modality == Modality.ECG])
+            if eeg is not None and Modality.EEG in rec:
+                arrays[f"b{bed}_s{seq}_eeg"] = np.asarray(eeg, dtype=np.float32)
+                arrays[f"b{bed}_s{seq}_eeg_rec"] = np.asarray(rec[Modality.EEG], dtype=np.float32)
+    np.savez_compressed(run_dir / "examples.npz", **arrays)
+
+
 async def run_demo(s: Settings, beds: int, duration_s: float, speed: float, workers: int,
-                   source: str, bad_every: int, seed: int, start_services: bool = True) -> dict:
+                   source: str, bad_every: int, seed: int, start_services: bool = True,
+                   run_dir: Path | None = None) -> dict:
     """Run the ward and audit it. ``start_services=False`` uses the configured broker and
-    InfluxDB as they are (Apache Kafka, InfluxDB 2.x, or servers started elsewhere)."""
+    InfluxDB as they are (Apache Kafka, InfluxDB 2.x, or servers started elsewhere).
+    ``run_dir``: also save the run for `wardstream report`."""
     t0 = time.time()
     if start_services:
         services.up(s)
@@ -105,17 +158,21 @@ async def run_demo(s: Settings, beds: int, duration_s: float, speed: float, work
         log.info("workers ready after %.1fs; starting %d beds for %.0fs at %gx", time.time() - t0,
                  beds, duration_s, speed)
         lag_samples: list[int] = []
+        lag_times: list[tuple[float, int]] = []
 
         async def sample_lag() -> None:
             while True:
                 await asyncio.sleep(2.0)
                 try:
                     lag_samples.append(await consumer_lag(s))
+                    lag_times.append((round(time.time() - t0, 2), lag_samples[-1]))
                 except Exception as exc:  # a lag probe must not stop the run
                     log.warning("lag probe failed: %s", exc)
 
         prober = asyncio.ensure_future(sample_lag())
-        rep = await run_ward(s, beds, duration_s, speed, source=source, seed=seed, bad_every=bad_every)
+        rep = await run_ward(s, beds, duration_s, speed, source=source, seed=seed, bad_every=bad_every,
+                             capture_beds=CAPTURE_BEDS if run_dir else (),
+                             capture_windows=CAPTURE_WINDOWS)
         stats, final_lag = await drain(pool, s, rep.frames_accepted, rep.bad_frames_sent)
         prober.cancel()
         stored = frame_seqs(s, rep.t_first_us // 1000, rep.t_last_end_us // 1000)
@@ -162,6 +219,9 @@ async def run_demo(s: Settings, beds: int, duration_s: float, speed: float, work
         }
         if speed != 1:
             summary["latency_ms"] = {**summary["latency_ms"], "p50": None, "p95": None, "p99": None}
+        if run_dir is not None:
+            summary["run_dir"] = str(run_dir)
+            save_run(Path(run_dir), s, summary, hist, lag_times, rep)
         return summary
     finally:
         pool.stop_all()
@@ -187,10 +247,13 @@ wardstream demo: {d['beds']} beds, {d['duration_s']:.0f}s at {d['speed']}x, {d['
 
 
 def main(s: Settings, beds: int, duration_s: float, speed: float, workers: int, source: str,
-         bad_every: int, seed: int, json_path: Path | None, start_services: bool = True) -> int:
+         bad_every: int, seed: int, json_path: Path | None, start_services: bool = True,
+         run_dir: Path | None = None) -> int:
     d = asyncio.run(run_demo(s, beds, duration_s, speed, workers, source, bad_every, seed,
-                             start_services))
+                             start_services, run_dir))
     print_summary(d)
+    if run_dir is not None:
+        print(f"  run saved in {run_dir}: `wardstream report {run_dir}` makes its HTML page")
     if json_path:
         Path(json_path).write_text(json.dumps(d, indent=2))
     ok = d["windows_missing"] == 0 and d["windows_duplicated"] == 0

@@ -30,6 +30,11 @@ class Settings:
     influx_api: str = "v1"  # "v1": /write?db=&rp= (InfluxDB 1.x); "v2": /api/v2/write (2.x, token)
     influx_db: str = "wardstream"
     influx_rp: str = ""
+    # v1: create the retention policies and continuous queries of processors.retention
+    influx_retention: bool = True
+    # decoded waveform strips written per modality (samples/s; 0: none) into the short-lived
+    # "strip" retention policy, for the bed-detail dashboard
+    waveform_hz: int = 64
     influx_org: str = "wardstream"
     influx_bucket: str = "wardstream"
     influx_token: str = ""  # environment only
@@ -83,6 +88,8 @@ _ENV = {
     "influx_api": "WARDSTREAM_INFLUX_API",
     "influx_db": "WARDSTREAM_INFLUX_DB",
     "influx_rp": "WARDSTREAM_INFLUX_RP",
+    "influx_retention": "WARDSTREAM_INFLUX_RETENTION",
+    "waveform_hz": "WARDSTREAM_WAVEFORM_HZ",
     "influx_org": "WARDSTREAM_INFLUX_ORG",
     "influx_bucket": "WARDSTREAM_INFLUX_BUCKET",
     "influx_token": "WARDSTREAM_INFLUX_TOKEN",
@@ -146,6 +153,8 @@ def from_env(env: dict[str, str] | None = None, **overrides) -> Settings:
         raise ValueError("WARDSTREAM_SIM_ENCODER must be 'fp32' or 'int8'")
     if values.get("level_policy", base.level_policy) not in {"fixed", "dynamic"}:
         raise ValueError("WARDSTREAM_LEVEL_POLICY must be 'fixed' or 'dynamic'")
+    if values.get("waveform_hz", base.waveform_hz) not in {0, 16, 32, 64, 128}:
+        raise ValueError("WARDSTREAM_WAVEFORM_HZ must be 0, 16, 32, 64 or 128 (a divisor of 128 Hz)")
     if values.get("influx_api", base.influx_api) not in {"v1", "v2"}:
         raise ValueError("WARDSTREAM_INFLUX_API must be 'v1' or 'v2'")
     return dataclasses.replace(base, **values).replace(**overrides)
