@@ -17,6 +17,7 @@ overwrites itself. A crash after 4 replays windows the state has already seen: t
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import socket
@@ -27,7 +28,10 @@ from processors.bed import BedState
 from processors.classify import Classifiers
 from processors.decode import reconstruct_batch
 from processors.influx_sink import InfluxSink, line
-from processors.retention import STRIP, TREND
+from processors import delivery as dl
+from processors.alarms import conditions_from
+from processors.retention import LIVE, LIVE_SECONDS, STRIP, TREND
+from processors.wards import WardMap
 from processors.stages import alarm_points, run_batch
 from stream import faust_gaps
 from stream.app import app, bed_table, dlq_topic, frames_topic, settings
@@ -44,6 +48,12 @@ TRACE = os.environ.get("WARDSTREAM_TRACE") == "1"  # log every window's fate (di
 _POLICIES = settings.influx_retention and settings.influx_api == "v1"
 STRIP_RP = STRIP.name if _POLICIES else None
 TREND_RP = TREND.name if _POLICIES else None
+
+
+class StaleWindow(FrameError):
+    """A window older than the live retention policy: InfluxDB would refuse its points."""
+
+    reason = "stale_window"
 
 
 class KeyMismatch(FrameError):
@@ -83,6 +93,22 @@ class Stats:
 
 stats = Stats()
 classifiers = Classifiers()
+CONDITIONS = conditions_from(settings.alarm_config)
+WARDS = WardMap.parse(settings.wards)
+# held while a batch of windows or an acknowledgement changes bed states: never both at once
+BED_LOCK = asyncio.Lock()
+alarms_topic = app.topic(settings.alarms_topic, key_type=bytes, value_type=bytes, key_serializer="raw",
+                         value_serializer="raw")
+
+
+async def publish_alarm_events(events) -> None:
+    """Alarm transitions onto the alarms topic, delivery awaited (before the offsets move on)."""
+    futs = []
+    for e in events:
+        ev = dl.event_dict(e, WARDS.ward_of(e.bed))
+        futs.append(await alarms_topic.send(key=dl.event_key(ev), value=json.dumps(ev).encode()))
+    for f in futs:
+        await f
 sink = InfluxSink(settings)
 faust_gaps.install({settings.frames_topic})
 gap_reader = faust_gaps.RangeReader(settings.kafka_bootstrap)
@@ -115,6 +141,10 @@ async def handle_batch(events) -> None:
                                  require_hmac=settings.require_hmac)
             if key != bed_key(frame.bed_id):
                 raise KeyMismatch(f"key {key!r} carries a frame of bed {frame.bed_id}")
+            if _POLICIES and frame.t_start_us < (time.time() - LIVE_SECONDS + 3600) * 1e6:
+                raise StaleWindow(f"window of bed {frame.bed_id} seq {frame.seq} starts "
+                                  f"{(time.time() - frame.t_start_us / 1e6) / 86400:.1f} days ago, beyond "
+                                  f"the {LIVE.duration} live retention (device clock wrong?)")
         except FrameError as err:
             await _dead_letter(key, value, err, source)
             continue
@@ -130,7 +160,7 @@ async def handle_batch(events) -> None:
     stats.frames += len(inputs)
 
     res = run_batch(decoded, lambda key: BedState.from_bytes(bed_table.get(key)), classifiers,
-                    waveform_hz=settings.waveform_hz)
+                    waveform_hz=settings.waveform_hz, conditions=CONDITIONS)
     states, written = res.states, res.written
     for p in res.points:
         sink.add(p)
@@ -170,6 +200,8 @@ async def handle_batch(events) -> None:
         log.warning("slow batch: %d events, process %.0f ms, flush %.0f ms, worst window %d ms",
                     len(events), (t_flush - t_begin) * 1000, (ack_us / 1e6 - t_flush) * 1000, worst_ms)
     stats.windows_written += len(written)
+    if res.alarm_events:  # on the alarms topic before the states move past them (a replay re-emits the same ids)
+        await publish_alarm_events(res.alarm_events)
     for key, st in states.items():
         bed_table[key] = st.to_bytes()
     for gap in gaps:  # processed and written: Faust may now commit past them
@@ -183,7 +215,8 @@ async def handle_batch(events) -> None:
 async def process_frames(stream):
     async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
         try:
-            await handle_batch(events)
+            async with BED_LOCK:
+                await handle_batch(events)
         except asyncio.CancelledError:
             raise
         except Exception:

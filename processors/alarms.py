@@ -50,6 +50,32 @@ DEFAULT_CONDITIONS: dict[str, ConditionConfig] = {
 }
 
 
+def conditions_from(spec: str) -> dict[str, ConditionConfig]:
+    """DEFAULT_CONDITIONS with per-condition overrides from JSON (``WARDSTREAM_ALARM_CONFIG``),
+    e.g. ``{"tachy": {"onset_s": 5}, "asystole": {"escalate_after_s": 20}}``."""
+    import json
+
+    out = dict(DEFAULT_CONDITIONS)
+    if not spec.strip():
+        return out
+    try:
+        over = json.loads(spec)
+    except ValueError as exc:
+        raise ValueError(f"WARDSTREAM_ALARM_CONFIG is not JSON: {exc}") from None
+    if not isinstance(over, dict):
+        raise ValueError("WARDSTREAM_ALARM_CONFIG must be an object of condition -> settings")
+    for name, changes in over.items():
+        if name not in out:
+            raise ValueError(f"WARDSTREAM_ALARM_CONFIG: unknown condition {name!r}; known: {sorted(out)}")
+        if not isinstance(changes, dict) or set(changes) - set(ConditionConfig.__dataclass_fields__):
+            raise ValueError(f"WARDSTREAM_ALARM_CONFIG[{name!r}]: settings are "
+                             f"{sorted(ConditionConfig.__dataclass_fields__)}")
+        if changes.get("priority", out[name].priority) not in PRIORITIES:
+            raise ValueError(f"WARDSTREAM_ALARM_CONFIG[{name!r}]: priority must be one of {PRIORITIES}")
+        out[name] = ConditionConfig(**{**asdict(out[name]), **changes})
+    return out
+
+
 @dataclass(frozen=True)
 class Thresholds:
     """Per-bed limits (configurable per bed; these are adult defaults)."""

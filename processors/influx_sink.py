@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 
@@ -57,6 +58,9 @@ def line(measurement: str, tags: dict[str, str], fields: dict[str, float | int |
     return f"{head} {','.join(parts)} {ts_ms}"
 
 
+_BEYOND_RP = re.compile(r"points beyond retention policy dropped=(\d+)")
+
+
 @dataclass
 class SinkStats:
     points_written: int = 0
@@ -65,6 +69,9 @@ class SinkStats:
     last_error: str = ""
     retry_seconds: float = 0.0
     by_status: dict[str, int] = field(default_factory=dict)
+    # points InfluxDB refused as older than their retention policy (the rest of the batch is
+    # written); the worker dead-letters such windows first, so this counts what slipped past
+    dropped_beyond_retention: int = 0
 
 
 class InfluxSink:
@@ -215,6 +222,11 @@ class InfluxSink:
                     if time.monotonic() - t0 > 0.5:
                         log.warning("influx %s succeeded after %.1fs of retries", what, time.monotonic() - t0)
                     self.stats.retry_seconds += time.monotonic() - t0 if delay > 0.05 else 0.0
+                    return
+                m = _BEYOND_RP.search(text) if status == 400 else None
+                if m:  # a partial write: InfluxDB kept every other point of the batch
+                    self.stats.dropped_beyond_retention += int(m.group(1))
+                    log.error("influx %s: %s points older than their retention policy dropped", what, m.group(1))
                     return
                 if status != 429 and status < 500:
                     raise SinkRejected(f"InfluxDB rejected {what}: HTTP {status}: {text[:300]}")

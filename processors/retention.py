@@ -27,6 +27,7 @@ class RetentionPolicy:
 
 
 LIVE = RetentionPolicy("live", "7d", "1d", default=True)
+LIVE_SECONDS = 7 * 86400
 STRIP = RetentionPolicy("strip", "2h", "1h")
 TREND = RetentionPolicy("trend", "730d", "7d")
 POLICIES = (LIVE, STRIP, TREND)

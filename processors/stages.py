@@ -68,7 +68,7 @@ def waveform_points(frame: Frame, signals: dict, hz: int) -> list[str]:
 
 
 def run_batch(decoded: list[tuple], get_state, classifiers, thresholds=al.Thresholds(),
-              waveform_hz: int = 0) -> BatchOutput:
+              waveform_hz: int = 0, conditions: dict | None = None) -> BatchOutput:
     """``decoded``: (key, frame, signals, wire_len) per frame; ``get_state(key)`` -> BedState."""
     out = BatchOutput()
     feats = {}
@@ -112,12 +112,13 @@ def run_batch(decoded: list[tuple], get_state, classifiers, thresholds=al.Thresh
         if ast is None:
             ast = alarm_states[key] = al.AlarmState.from_dict(out.states[key].alarms)
         beats = [(t, None) for t in ev.beats_ms] + list(classified)
+        conf = conditions or al.DEFAULT_CONDITIONS
         events = al.step(ev.bed, ast, al.Evidence(ev.t_end_ms, ev.window_ms, ev.hr_bpm, ev.sqi, beats, p_af,
-                                                  ev.gap), thresholds)
+                                                  ev.gap), thresholds, conf)
         out.alarm_events.extend(events)
         out.points.extend(alarm_points(events))
         open_ = ast.open_alarms()
-        highest = max((PRIORITY_CODE[al.DEFAULT_CONDITIONS[c].priority] for c in open_), default=0)
+        highest = max((PRIORITY_CODE[conf[c].priority] for c in open_), default=0)
         out.points.append(line("alarm_level", {"bed": str(ev.bed)}, {"highest": highest, "open": len(open_)},
                                ev.t_end_ms - ev.window_ms))
     for key, ast in alarm_states.items():

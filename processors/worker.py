@@ -15,6 +15,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(int(os.environ.get("WARDSTREAM_TORCH_THREADS", "1")))
     from stream.app import app
     import processors.agents  # noqa: F401  (registers the agents with the app)
+    import processors.alarm_service  # noqa: F401  (alarm delivery, the alarm API)
 
     sys.argv = ["wardstream-worker", "worker", "-l", "info", *(argv or [])]
     app.main()

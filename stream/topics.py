@@ -36,6 +36,13 @@ def topic_specs(s: Settings) -> list[TopicSpec]:
                   retention_ms=14 * 24 * 3600 * 1000),
         TopicSpec(s.control_topic, 1, "b'ward' or bed_key", "JSON control message (device_sim.control)",
                   compact=True),
+        TopicSpec(s.alarms_topic, 4, "bed_key + b':' + condition", "alarm transition JSON (processors.delivery)",
+                  retention_ms=30 * 24 * 3600 * 1000),
+        TopicSpec(s.deliveries_topic, 4, "subscription id", "alarm transition JSON for that subscriber",
+                  retention_ms=7 * 24 * 3600 * 1000),
+        TopicSpec(s.subscriptions_topic, 1, "subscription id", "subscription JSON; null value deletes it",
+                  compact=True),
+        TopicSpec(s.commands_topic, s.frames_partitions, "bed_key", "command JSON (acknowledge)"),
     ]
 
 

@@ -42,6 +42,8 @@ def ward_settings(servers: Settings, request) -> Settings:
     tag = f"t{uuid.uuid4().hex[:8]}"
     s = servers.replace(app_id=f"ws-{tag}", frames_topic=f"{tag}.frames", dlq_topic=f"{tag}.dlq",
                         control_topic=f"{tag}.control", influx_db=f"db_{tag}",
+                        alarms_topic=f"{tag}.alarms", deliveries_topic=f"{tag}.deliveries",
+                        subscriptions_topic=f"{tag}.subs", commands_topic=f"{tag}.commands",
                         state_dir=Path(servers.state_dir) / tag, frames_partitions=8,
                         worker_web_port=_free_port())
     Path(s.state_dir).mkdir(parents=True, exist_ok=True)

@@ -43,6 +43,19 @@ class Settings:
     frames_topic: str = "ward.frames"
     dlq_topic: str = "ward.frames.dlq"
     control_topic: str = "ward.control"
+    alarms_topic: str = "ward.alarms"  # every alarm transition (JSON), key bed:condition
+    deliveries_topic: str = "ward.alarms.deliveries"  # one record per (subscriber, alarm event), key subscriber
+    subscriptions_topic: str = "ward.subscriptions"  # compacted, key subscription id
+    commands_topic: str = "ward.commands"  # acknowledgements, key bed (co-partitioned with frames)
+    # beds per ward: "icu:1-24,cardio:25-200" (beds outside every range: ward-N by 200s)
+    wards: str = ""
+    api_tokens: str = ""  # environment only: "TOKEN=wardA|wardB;TOKEN2=*" (bearer tokens and their wards)
+    # per-condition alarm settings over processors.alarms.DEFAULT_CONDITIONS, JSON:
+    # {"tachy": {"onset_s": 5}, "asystole": {"escalate_after_s": 20}}
+    alarm_config: str = ""
+    webhook_timeout_s: float = 5.0
+    webhook_max_backoff_s: float = 30.0
+    webhook_give_up_s: float = 900.0  # then the alarm becomes a technical "delivery_failed" alarm
     frames_partitions: int = 16
     worker_web_port: int = 6066
     worker_web_host: str = "127.0.0.1"
@@ -98,6 +111,16 @@ _ENV = {
     "frames_topic": "WARDSTREAM_FRAMES_TOPIC",
     "dlq_topic": "WARDSTREAM_DLQ_TOPIC",
     "control_topic": "WARDSTREAM_CONTROL_TOPIC",
+    "alarms_topic": "WARDSTREAM_ALARMS_TOPIC",
+    "deliveries_topic": "WARDSTREAM_DELIVERIES_TOPIC",
+    "subscriptions_topic": "WARDSTREAM_SUBSCRIPTIONS_TOPIC",
+    "commands_topic": "WARDSTREAM_COMMANDS_TOPIC",
+    "wards": "WARDSTREAM_WARDS",
+    "api_tokens": "WARDSTREAM_API_TOKENS",
+    "alarm_config": "WARDSTREAM_ALARM_CONFIG",
+    "webhook_timeout_s": "WARDSTREAM_WEBHOOK_TIMEOUT_S",
+    "webhook_max_backoff_s": "WARDSTREAM_WEBHOOK_MAX_BACKOFF_S",
+    "webhook_give_up_s": "WARDSTREAM_WEBHOOK_GIVE_UP_S",
     "frames_partitions": "WARDSTREAM_FRAMES_PARTITIONS",
     "worker_web_port": "WARDSTREAM_WORKER_WEB_PORT",
     "worker_web_host": "WARDSTREAM_WORKER_WEB_HOST",
@@ -112,7 +135,7 @@ _ENV = {
 }
 
 
-SECRETS = {"influx_token", "device_secret"}
+SECRETS = {"influx_token", "device_secret", "api_tokens"}
 
 
 def to_env(s: Settings) -> dict[str, str]:

@@ -1,6 +1,7 @@
 """The sink against the real influxd: writes, idempotent rewrites, and no loss across an outage."""
 
 import asyncio
+import time
 
 import pytest
 
@@ -9,6 +10,8 @@ from wardstream import services
 from wardstream.influxq import query
 
 pytestmark = pytest.mark.servers
+
+T0 = int(time.time() * 1000) // 1000 * 1000 - 3_600_000  # an hour ago: inside the live policy
 
 
 def test_line_protocol_escaping_and_types():
@@ -27,7 +30,7 @@ def test_write_and_idempotent_rewrite(ward_settings):
         await sink.ensure_database()
         for _ in range(2):  # the same window twice lands on the same point
             for i in range(3):
-                sink.add(line("vitals", {"bed": "1"}, {"hr_bpm": 60.0 + i}, 1_700_000_000_000 + 2000 * i))
+                sink.add(line("vitals", {"bed": "1"}, {"hr_bpm": 60.0 + i}, T0 + 2000 * i))
             assert await sink.flush() == 3
         await sink.close()
         return sink.stats
@@ -47,7 +50,7 @@ def test_nothing_lost_while_influxdb_is_down(servers, ward_settings):
         await sink.ensure_database()
         influx.down()
         for i in range(100):
-            sink.add(line("vitals", {"bed": "2"}, {"hr_bpm": float(i)}, 1_700_000_000_000 + i))
+            sink.add(line("vitals", {"bed": "2"}, {"hr_bpm": float(i)}, T0 + i))
         flush = asyncio.ensure_future(sink.flush())
         await asyncio.sleep(2.0)
         assert not flush.done()  # back-pressure: still retrying
@@ -76,3 +79,21 @@ def test_bad_points_are_rejected_loudly(ward_settings):
 
     with pytest.raises(SinkRejected, match="HTTP 400"):
         asyncio.run(go())
+
+
+def test_points_beyond_retention_are_counted_not_fatal(ward_settings):
+    s = ward_settings
+    old = T0 - 30 * 86_400_000  # 30 days ago: older than the 7-day live policy
+
+    async def go():
+        sink = InfluxSink(s)
+        await sink.ensure_database()
+        sink.add(line("vitals", {"bed": "3"}, {"hr_bpm": 70.0}, old))
+        sink.add(line("vitals", {"bed": "3"}, {"hr_bpm": 71.0}, T0))
+        await sink.flush()
+        await sink.close()
+        return sink.stats
+
+    stats = asyncio.run(go())
+    assert stats.dropped_beyond_retention == 1 and stats.write_failures == 0
+    assert [r[1] for r in query(s, 'SELECT "hr_bpm" FROM "vitals"')[0]["values"]] == [71.0]

@@ -1,0 +1,484 @@
+"""Alarm delivery and the alarm HTTP API, inside every worker process.
+
+Flow (every arrow a Kafka topic, so nothing lives only in one process's memory)::
+
+    frames agent ──alarm transitions──▶ ward.alarms ──fan-out──▶ ward.alarms.deliveries ──▶ webhooks
+         ▲                                  │                     (key = subscription: also the
+         │                                  ├──▶ open-alarm view   Kafka delivery channel)
+    ward.commands ◀── POST …/ack            └──▶ server-sent events (GET /api/v1/stream)
+    ward.subscriptions ◀── POST/DELETE /api/v1/subscriptions  (compacted: the changelog)
+
+* **Views** (every worker reads the whole topic from its beginning, no consumer group): the
+  subscription registry (`processors.subscriptions.Registry`) and the open alarms
+  (`AlarmView`). A restarted worker rebuilds both before it serves them.
+* **Fan-out** (consumer group ``<app>-fanout``): each alarm transition × each matching webhook or
+  Kafka subscription → one record on the deliveries topic, committed after the records are sent.
+* **Dispatcher** (consumer group ``<app>-webhooks``): POSTs each webhook delivery, signed
+  (`processors.delivery`), retried with back-off; per subscription in order, subscriptions in
+  parallel, so one dead receiver holds up nobody else. An offset is committed only when every
+  delivery before it has ended (delivered, given up, or its subscription deleted): a crash
+  re-delivers (receivers de-duplicate on the event id). Every outcome is an ``alarm_delivery``
+  point; a delivery given up on becomes a technical ``delivery_failed`` alarm.
+* **Acknowledgement**: the API puts a command on ``ward.commands`` (keyed and partitioned like the
+  frames), and the worker that owns the bed applies it to the bed's alarm state under the same
+  lock as the frames agent, so an acknowledgement and a window never interleave.
+
+The HTTP API (Faust's web server, 127.0.0.1 by default; OpenAPI at ``/api/v1/openapi.json``)
+takes ``Authorization: Bearer <token>``; tokens come from ``WARDSTREAM_API_TOKENS`` and see only
+their wards: another ward's bed or subscription answers 404, exactly like one that does not exist.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections import defaultdict
+
+import aiohttp
+from aiohttp import web as aioweb
+from faust.web import Request, Response, View
+
+from processors import delivery as dl
+from processors.agents import BED_LOCK, CONDITIONS, WARDS, alarms_topic, publish_alarm_events, sink
+from processors.alarms import AlarmState, acknowledge
+from processors.bed import BedState
+from processors.influx_sink import line
+from processors.stages import alarm_points
+from processors.subscriptions import Invalid, Registry, Subscription, validate
+from processors.wards import Tokens
+from stream import kafka_compat
+from stream.app import app, bed_table, settings
+from stream.topics import bed_key
+
+log = logging.getLogger("wardstream.alarms")
+
+TOKENS = Tokens(settings.api_tokens)
+registry = Registry()
+subs_topic = app.topic(settings.subscriptions_topic, key_type=bytes, value_type=bytes, key_serializer="raw",
+                       value_serializer="raw", partitions=1)
+deliveries_topic = app.topic(settings.deliveries_topic, key_type=bytes, value_type=bytes, key_serializer="raw",
+                             value_serializer="raw")
+commands_topic = app.topic(settings.commands_topic, key_type=bytes, value_type=bytes, key_serializer="raw",
+                           value_serializer="raw", partitions=settings.frames_partitions)
+OPEN_STATES = ("active", "escalated", "cleared", "acknowledged")
+
+
+class AlarmView:
+    """Open alarms (latest transition per bed and condition) and live listeners."""
+
+    def __init__(self) -> None:
+        self.alarms: dict[tuple[int, str], dict] = {}
+        self.listeners: set[asyncio.Queue] = set()
+
+    def apply(self, ev: dict) -> None:
+        for q in list(self.listeners):
+            if q.qsize() < 1000:  # a listener that stopped reading loses events, not memory
+                q.put_nowait(ev)
+        if ev["condition"] == "delivery_failed":  # a one-shot technical notice, not a bed state
+            return
+        k = (ev["bed"], ev["condition"])
+        if ev["state"] == "resolved":
+            self.alarms.pop(k, None)
+            return
+        cur = self.alarms.get(k)
+        same = cur is not None and cur["episode"] == ev["episode"]
+        status = "acknowledged" if ev["state"] == "acknowledged" or (same and cur["status"] == "acknowledged") \
+            else "active"
+        self.alarms[k] = {**ev, "status": status, "onset_ms": cur["onset_ms"] if same else ev["t_ms"]}
+
+    def visible(self, principal, bed: int | None = None) -> list[dict]:
+        return sorted((a for a in self.alarms.values() if principal.may_see(a["ward"])
+                       and (bed is None or a["bed"] == bed)),
+                      key=lambda a: (["high", "medium", "low", "technical"].index(a["priority"]), a["onset_ms"]))
+
+
+view = AlarmView()
+registry_ready = asyncio.Event()
+view_ready = asyncio.Event()
+
+
+async def follow(topic: str, apply, ready: asyncio.Event) -> None:
+    """Read every partition of ``topic`` from its beginning, forever; ``ready`` once caught up
+    with the end offsets seen at start."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    kafka_compat.install()
+    c = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False,
+                         auto_offset_reset="earliest")
+    await c.start()
+    try:
+        parts = c.partitions_for_topic(topic) or set()
+        while not parts:
+            await c.topics()
+            parts = c.partitions_for_topic(topic) or set()
+            if not parts:
+                await asyncio.sleep(0.5)
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        c.assign(tps)
+        await c.seek_to_beginning(*tps)
+        ends = await c.end_offsets(tps)
+        while True:
+            batches = await c.getmany(timeout_ms=200)
+            for msgs in batches.values():
+                for m in msgs:
+                    try:
+                        apply(m.key, m.value)
+                    except Exception:  # a bad record is logged and skipped, never fatal
+                        log.exception("skipping a bad record on %s at %s", topic, m.offset)
+            if not ready.is_set() and all([await c.position(tp) >= ends[tp] for tp in tps]):
+                ready.set()
+                log.info("%s view ready", topic)
+    finally:
+        await c.stop()
+
+
+def _apply_alarm(key, value) -> None:
+    view.apply(json.loads(value))
+
+
+@app.task
+async def follow_subscriptions() -> None:
+    await follow(settings.subscriptions_topic, registry.apply, registry_ready)
+
+
+@app.task
+async def follow_alarms() -> None:
+    await follow(settings.alarms_topic, _apply_alarm, view_ready)
+
+
+def _group_consumer(topic: str, group: str):
+    from aiokafka import AIOKafkaConsumer
+
+    kafka_compat.install()
+    return AIOKafkaConsumer(topic, bootstrap_servers=settings.kafka_bootstrap, group_id=group,
+                            enable_auto_commit=False, auto_offset_reset="earliest",
+                            session_timeout_ms=10000, heartbeat_interval_ms=1000)
+
+
+def _record(sub: Subscription, ev: dict, status: str, attempts: int = 0, seconds: float = 0.0,
+            http_status: int | None = None) -> None:
+    fields = {"event": ev["id"], "bed": ev["bed"], "attempts": attempts, "seconds": round(seconds, 3)}
+    if http_status is not None:
+        fields["http_status"] = http_status
+    sink.add(line("alarm_delivery", {"subscription": sub.id, "kind": sub.delivery["kind"], "status": status,
+                                     "priority": ev["priority"]}, fields, int(time.time() * 1000)))
+
+
+@app.task
+async def fan_out() -> None:
+    await registry_ready.wait()
+    c = _group_consumer(settings.alarms_topic, f"{settings.app_id}-fanout")
+    await c.start()
+    try:
+        while True:
+            batches = await c.getmany(timeout_ms=200)
+            if not batches:
+                continue
+            sends = []
+            for msgs in batches.values():
+                for m in msgs:
+                    try:
+                        ev = json.loads(m.value)
+                    except ValueError:
+                        log.error("alarm record at offset %s is not JSON; skipped", m.offset)
+                        continue
+                    for sub in registry.matching(ev):
+                        if sub.delivery["kind"] in ("webhook", "kafka"):
+                            sends.append(await deliveries_topic.send(key=sub.id.encode(), value=m.value))
+                            if sub.delivery["kind"] == "kafka":
+                                _record(sub, ev, "delivered")
+            for fut in sends:
+                await fut  # on the deliveries topic before the alarm offsets are committed
+            await c.commit()
+            if len(sink):
+                await sink.flush()
+    finally:
+        await c.stop()
+
+
+class Dispatcher:
+    """Webhook deliveries: in order per subscription, in parallel across subscriptions."""
+
+    def __init__(self) -> None:
+        self.pending: dict = defaultdict(set)  # TopicPartition -> offsets not yet finished
+        self.seen: dict = {}  # TopicPartition -> next offset after the highest read
+        self.queues: dict[str, asyncio.Queue] = {}
+        self.session: aiohttp.ClientSession | None = None
+
+    def committable(self) -> dict:
+        from aiokafka.structs import OffsetAndMetadata
+
+        return {tp: OffsetAndMetadata(min(self.pending[tp]) if self.pending[tp] else nxt, "")
+                for tp, nxt in self.seen.items()}
+
+    async def run_queue(self, sid: str, q: asyncio.Queue) -> None:
+        while True:
+            tp, offset, ev = await q.get()
+            try:
+                await self.deliver(sid, ev)
+            except Exception:
+                log.exception("delivering %s to %s", ev.get("id"), sid)
+            finally:
+                self.pending[tp].discard(offset)
+
+    async def deliver(self, sid: str, ev: dict) -> None:
+        sub = registry.subs.get(sid)
+        if sub is None or sub.delivery["kind"] != "webhook":
+            return  # deleted meanwhile, or a Kafka subscription (the record is the delivery)
+        out = await dl.post_webhook(self.session, sub.delivery["url"], sub.delivery["secret"], sid, ev,
+                                    settings.webhook_timeout_s, settings.webhook_max_backoff_s,
+                                    settings.webhook_give_up_s)
+        _record(sub, ev, "delivered" if out.delivered else "failed", out.attempts, out.seconds, out.status)
+        if not out.delivered:
+            log.error("webhook delivery of %s to %s failed: %s", ev["id"], sid, out.error)
+            if ev["condition"] != "delivery_failed":
+                failed = dl.delivery_failed_event(ev, sid, out)
+                await (await alarms_topic.send(key=dl.event_key(failed), value=json.dumps(failed).encode()))
+        await sink.flush()
+
+    async def run(self) -> None:
+        await registry_ready.wait()
+        self.session = aiohttp.ClientSession()
+        c = _group_consumer(settings.deliveries_topic, f"{settings.app_id}-webhooks")
+        await c.start()
+        last_commit = 0.0
+        try:
+            while True:
+                batches = await c.getmany(timeout_ms=200)
+                for tp, msgs in batches.items():
+                    for m in msgs:
+                        sid = (m.key or b"").decode(errors="replace")
+                        try:
+                            ev = json.loads(m.value)
+                        except ValueError:
+                            continue
+                        self.pending[tp].add(m.offset)
+                        self.seen[tp] = m.offset + 1
+                        q = self.queues.get(sid)
+                        if q is None:
+                            q = self.queues[sid] = asyncio.Queue()
+                            asyncio.ensure_future(self.run_queue(sid, q))
+                        q.put_nowait((tp, m.offset, ev))
+                if self.seen and time.monotonic() - last_commit > 0.5:
+                    assigned = c.assignment()
+                    offsets = {tp: o for tp, o in self.committable().items() if tp in assigned}
+                    if offsets:
+                        await c.commit(offsets)
+                    last_commit = time.monotonic()
+        finally:
+            await c.stop()
+            await self.session.close()
+
+
+dispatcher = Dispatcher()
+
+
+@app.task
+async def dispatch_webhooks() -> None:
+    await dispatcher.run()
+
+
+@app.agent(commands_topic)
+async def apply_commands(stream):
+    """Acknowledgements, applied by the worker that owns the bed."""
+    async for key, value in stream.items():
+        try:
+            cmd = json.loads(value)
+            bed, condition, by = int(cmd["bed"]), str(cmd["condition"]), str(cmd["by"])[:80]
+        except (ValueError, KeyError, TypeError):
+            log.error("malformed command %r; skipped", value[:200] if value else value)
+            continue
+        async with BED_LOCK:
+            st = BedState.from_bytes(bed_table.get(bed_key(bed)))
+            ast = AlarmState.from_dict(st.alarms)
+            t_ms = max(int(cmd.get("at_ms", 0)), st.last_t_us // 1000 + 1)
+            events = acknowledge(bed, ast, condition, by, t_ms, CONDITIONS)
+            if not events:
+                log.info("acknowledge %s/%s by %s: nothing active to acknowledge", bed, condition, by)
+                continue
+            for p in alarm_points(events):
+                sink.add(p)
+            await sink.flush()
+            await publish_alarm_events(events)
+            st.alarms = ast.to_dict()
+            bed_table[bed_key(bed)] = st.to_bytes()
+
+
+# ---------------------------------------------------------------------------------------- API
+
+def _principal(request: Request):
+    if not len(TOKENS):
+        raise _Http(401, "no API tokens are configured on this worker (WARDSTREAM_API_TOKENS)")
+    p = TOKENS.principal(request.headers.get("Authorization"))
+    if p is None:
+        raise _Http(401, "missing or unknown bearer token")
+    return p
+
+
+class _Http(Exception):
+    def __init__(self, status: int, reason: str, **extra):
+        super().__init__(reason)
+        self.status, self.reason, self.extra = status, reason, extra
+
+
+def _err(view: View, e: _Http) -> Response:
+    return view.json({"error": e.reason, **e.extra}, status=e.status,
+                     headers={"WWW-Authenticate": "Bearer"} if e.status == 401 else None)
+
+
+async def _body(request: Request):
+    try:
+        return json.loads(await request.read())
+    except ValueError as exc:
+        raise _Http(400, f"the body is not JSON: {exc}") from None
+
+
+@app.page("/api/v1/subscriptions")
+class SubscriptionsView(View):
+    async def get(self, request: Request) -> Response:
+        try:
+            p = _principal(request)
+        except _Http as e:
+            return _err(self, e)
+        return self.json({"subscriptions": [s.public() for s in registry.visible_to(p)]})
+
+    async def post(self, request: Request) -> Response:
+        try:
+            p = _principal(request)
+            body = await _body(request)
+            try:
+                sub = validate(body, p, WARDS)
+            except Invalid as exc:
+                raise _Http(400, "invalid subscription", reasons=exc.reasons) from None
+            denied = [w for w in sub.wards if not p.may_see(w)]
+            if denied:
+                raise _Http(403, f"this token may not subscribe to wards {denied}")
+        except _Http as e:
+            return _err(self, e)
+        await (await subs_topic.send(key=sub.id.encode(), value=sub.to_json()))
+        registry.apply(sub.id.encode(), sub.to_json())  # read-your-writes on this worker
+        return self.json(sub.public(), status=201)
+
+
+@app.page("/api/v1/subscriptions/{sub_id}")
+class SubscriptionView(View):
+    def _find(self, request: Request, sub_id: str) -> Subscription:
+        p = _principal(request)
+        sub = registry.subs.get(sub_id)
+        if sub is None or not all(p.may_see(w) for w in sub.wards):
+            raise _Http(404, f"no subscription {sub_id!r} visible to this token")
+        return sub
+
+    async def get(self, request: Request, sub_id: str) -> Response:
+        try:
+            return self.json(self._find(request, sub_id).public())
+        except _Http as e:
+            return _err(self, e)
+
+    async def delete(self, request: Request, sub_id: str) -> Response:
+        try:
+            sub = self._find(request, sub_id)
+        except _Http as e:
+            return _err(self, e)
+        await (await subs_topic.send(key=sub.id.encode(), value=None))
+        registry.apply(sub.id.encode(), None)
+        return self.json({"deleted": sub.id})
+
+
+def _bed(raw: str) -> int:
+    if not raw.isdigit() or not 0 < int(raw) < 2**31:
+        raise _Http(400, f"bed must be a positive number, got {raw!r}")
+    return int(raw)
+
+
+@app.page("/api/v1/alarms")
+class AlarmsView(View):
+    async def get(self, request: Request) -> Response:
+        try:
+            p = _principal(request)
+            bed = _bed(request.query["bed"]) if "bed" in request.query else None
+        except _Http as e:
+            return _err(self, e)
+        return self.json({"alarms": view.visible(p, bed), "complete": view_ready.is_set()})
+
+
+@app.page("/api/v1/alarms/{bed}/{condition}/ack")
+class AckView(View):
+    async def post(self, request: Request, bed: str, condition: str) -> Response:
+        try:
+            p = _principal(request)
+            b = _bed(bed)
+            body = await _body(request) if request.content_length else {}
+            by = body.get("by") if isinstance(body, dict) else None
+            if not isinstance(by, str) or not 0 < len(by) <= 80:
+                raise _Http(400, "'by' (who acknowledges, 1-80 characters) is required")
+            if not p.may_see(WARDS.ward_of(b)):
+                raise _Http(404, f"no open {condition!r} alarm on bed {b} visible to this token")
+            alarm = view.alarms.get((b, condition))
+            if alarm is None:
+                raise _Http(404, f"no open {condition!r} alarm on bed {b} visible to this token")
+            if alarm["status"] != "active":
+                raise _Http(409, f"the {condition} alarm on bed {b} is already {alarm['status']}")
+        except _Http as e:
+            return _err(self, e)
+        cmd = {"cmd": "acknowledge", "bed": b, "condition": condition, "by": by, "token": p.name,
+               "at_ms": int(time.time() * 1000)}
+        await (await commands_topic.send(key=bed_key(b), value=json.dumps(cmd).encode()))
+        return self.json({"accepted": cmd, "alarm": alarm["id"]}, status=202)
+
+
+@app.page("/api/v1/alarms/{bed}/{condition}/fhir")
+class FhirView(View):
+    async def get(self, request: Request, bed: str, condition: str) -> Response:
+        try:
+            p = _principal(request)
+            b = _bed(bed)
+            alarm = view.alarms.get((b, condition))
+            if alarm is None or not p.may_see(alarm["ward"]):
+                raise _Http(404, f"no open {condition!r} alarm on bed {b} visible to this token")
+        except _Http as e:
+            return _err(self, e)
+        return self.json(dl.fhir_device_alert(alarm), content_type="application/fhir+json")
+
+
+@app.page("/api/v1/stream")
+class StreamView(View):
+    """Server-sent events: every alarm transition in the token's wards (``?priority=high,medium``
+    and ``?bed=12`` narrow it). A comment line every 15 s keeps proxies from closing it."""
+
+    async def get(self, request: Request):
+        try:
+            p = _principal(request)
+            pri = set(request.query.get("priority", "high,medium,low,technical").split(","))
+            bed = _bed(request.query["bed"]) if "bed" in request.query else None
+        except _Http as e:
+            return _err(self, e)
+        resp = aioweb.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        await resp.prepare(request)
+        q: asyncio.Queue = asyncio.Queue()
+        view.listeners.add(q)
+        try:
+            await resp.write(b": connected\n\n")
+            while True:
+                try:
+                    ev = await asyncio.wait_for(q.get(), timeout=15.0)
+                except asyncio.TimeoutError:
+                    await resp.write(b": keep-alive\n\n")
+                    continue
+                if p.may_see(ev["ward"]) and ev["priority"] in pri and (bed is None or ev["bed"] == bed):
+                    await resp.write(f"id: {ev['id']}\nevent: alarm\ndata: {json.dumps(ev)}\n\n".encode())
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        finally:
+            view.listeners.discard(q)
+        return resp
+
+
+@app.page("/api/v1/openapi.json")
+class OpenApiView(View):
+    async def get(self, request: Request) -> Response:
+        from processors.openapi import document
+
+        return self.json(document())

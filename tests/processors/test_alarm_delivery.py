@@ -1,0 +1,274 @@
+"""Alarm delivery end to end, on the real broker and influxd with a real worker process:
+subscriptions over the HTTP API (ward-scoped tokens, bad input), a signed webhook within 3 s of
+the window that raised the alarm, acknowledgement stopping escalation (the escalation reaching the
+wider audience otherwise), a worker restart keeping subscriptions and unacknowledged alarms, a
+webhook that is down receiving the alarm once it is back, server-sent events, delivery records.
+
+The alarm used is ``seq_gap`` (windows lost between device and cloud: raised by the window after
+the gap, deterministic) configured the way a ward can configure any condition: high priority,
+latching, escalating after 4 s without acknowledgement.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from device_sim.ward import WINDOW_US, Device, RawEncoder, make_sources
+from processors import delivery as dl
+from stream.topics import bed_key
+from wardstream.influxq import query
+from wardstream.workers import WorkerPool
+
+pytestmark = pytest.mark.servers
+
+TOKEN_ICU = "icu-token-0123456789abcdef"
+TOKEN_CARDIO = "cardio-token-0123456789abcdef"
+SECRET = "webhook-secret-0123456789"
+ALARM_CONFIG = {"seq_gap": {"priority": "high", "latching": True, "escalate_after_s": 4.0}}
+
+
+class Receiver:
+    """A webhook receiver on a fixed port that can be taken down and brought back."""
+
+    def __init__(self, port: int = 0):
+        self.got: list[dict] = []
+        self.lock = threading.Lock()
+        outer = self
+
+        class H(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                with outer.lock:
+                    outer.got.append({"t": time.time(), "path": self.path, "body": body,
+                                      "headers": {k.lower(): v for k, v in self.headers.items()}})
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *a):
+                pass
+
+        self.handler = H
+        self.port = port
+        self.start()
+
+    def start(self) -> None:
+        ThreadingHTTPServer.allow_reuse_address = True
+        self.srv = ThreadingHTTPServer(("127.0.0.1", self.port), self.handler)
+        self.port = self.srv.server_address[1]
+        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.srv.shutdown()
+        self.srv.server_close()
+
+    def wait(self, pred, timeout: float = 20.0) -> dict:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            with self.lock:
+                for g in self.got:
+                    ev = json.loads(g["body"])
+                    if pred(g["path"], ev):
+                        return {**g, "event": ev}
+            time.sleep(0.05)
+        raise AssertionError(f"no matching webhook within {timeout}s; got {[json.loads(g['body'])['id'] for g in self.got]}")
+
+    def events(self, path: str) -> list[dict]:
+        with self.lock:
+            return [json.loads(g["body"]) for g in self.got if g["path"] == path]
+
+
+def api(port: int, method: str, path: str, token: str | None, body=None) -> tuple[int, dict]:
+    data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, method=method)
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    if data is not None:
+        req.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, json.loads(r.read() or b"{}")
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"{}")
+
+
+class Ward:
+    """Raw-level devices whose sequence numbers the test controls (a skipped number is a gap)."""
+
+    def __init__(self, s, beds: list[int]):
+        self.s = s
+        now = int(time.time() * 1e6)
+        src = make_sources("synthetic", beds, None, seed=5)
+        # the first three windows lie in the past; window 4 (after the gap) ends now
+        self.devices = {b: Device(b, src[b], now - 5 * WINDOW_US, RawEncoder()) for b in beds}
+
+    def reclock(self, beds: list[int]) -> None:
+        """Move the beds' clocks so that the window after a one-window gap ends now (a device's
+        window is sent the moment its last sample is in)."""
+        now = int(time.time() * 1e6)
+        for b in beds:
+            d = self.devices[b]
+            d.clock0_us = now - (d.seq + 2) * WINDOW_US
+
+    async def send(self, plan: list[tuple[int, int, int]]) -> dict[int, tuple[float, float]]:
+        """For each (bed, n, skip): skip ``skip`` sequence numbers, send ``n`` windows. Returns per
+        bed (device time at which its last window ends, wall time it was acknowledged)."""
+        from aiokafka import AIOKafkaProducer
+
+        p = AIOKafkaProducer(bootstrap_servers=self.s.kafka_bootstrap, acks="all")
+        await p.start()
+        out = {}
+        try:
+            for bed, n, skip in plan:
+                d = self.devices[bed]
+                d.seq += skip
+                for _ in range(n):
+                    raw, frame = d.next_frame()
+                    await p.send_and_wait(self.s.frames_topic, raw, key=bed_key(bed))
+                out[bed] = (frame.window_end_us / 1e6, time.time())
+        finally:
+            await p.stop()
+        return out
+
+
+def test_alarm_delivery_end_to_end(ward_settings, monkeypatch):
+    s = ward_settings.replace(wards="icu:1-10,cardio:11-20", alarm_config=json.dumps(ALARM_CONFIG),
+                              webhook_max_backoff_s=0.5, webhook_give_up_s=120.0)
+    monkeypatch.setenv("WARDSTREAM_API_TOKENS", f"{TOKEN_ICU}=icu;{TOKEN_CARDIO}=cardio")
+    rx = Receiver()
+    port = s.worker_web_port
+    pool = WorkerPool(s, 1)
+    pool.start_all()
+    try:
+        pool.wait_ready()
+        hook = {"kind": "webhook", "url": f"http://127.0.0.1:{rx.port}/nurse", "secret": SECRET}
+        # --- bad input: every reason, the right 4xx
+        assert api(port, "GET", "/api/v1/subscriptions", None)[0] == 401
+        assert api(port, "GET", "/api/v1/subscriptions", "not-a-known-token-at-all")[0] == 401
+        code, body = api(port, "POST", "/api/v1/subscriptions", TOKEN_ICU,
+                         {"name": "x", "priorities": ["urgent"], "delivery": {"kind": "webhook", "url": "ftp://x"}})
+        assert code == 400 and len(body["reasons"]) >= 4, body  # wards, priorities, url, secret
+        assert api(port, "POST", "/api/v1/subscriptions", TOKEN_ICU, b"{not json")[0] == 400
+        code, body = api(port, "POST", "/api/v1/subscriptions", TOKEN_ICU,
+                         {"name": "sneaky", "wards": ["cardio"], "delivery": {"kind": "kafka"}})
+        assert code == 403 and "cardio" in body["error"]
+        # --- subscriptions: the ICU nurse (every transition) and the charge nurse (escalations only)
+        code, nurse = api(port, "POST", "/api/v1/subscriptions", TOKEN_ICU,
+                          {"name": "ICU nurse", "wards": ["icu"], "priorities": ["high", "medium"], "delivery": hook})
+        assert code == 201 and nurse["delivery"]["secret"] == "***"
+        code, charge = api(port, "POST", "/api/v1/subscriptions", TOKEN_ICU,
+                           {"name": "charge nurse", "wards": ["icu"], "events": ["escalated"],
+                            "delivery": {**hook, "url": f"http://127.0.0.1:{rx.port}/charge"}})
+        assert code == 201
+        code, cardio = api(port, "POST", "/api/v1/subscriptions", TOKEN_CARDIO,
+                           {"name": "cardio desk", "wards": ["cardio"], "delivery": {"kind": "kafka"}})
+        assert code == 201
+        # ward B's token sees neither ward A's subscriptions nor can delete them
+        listed = api(port, "GET", "/api/v1/subscriptions", TOKEN_CARDIO)[1]["subscriptions"]
+        assert [x["id"] for x in listed] == [cardio["id"]]
+        assert api(port, "GET", f"/api/v1/subscriptions/{nurse['id']}", TOKEN_CARDIO)[0] == 404
+        assert api(port, "DELETE", f"/api/v1/subscriptions/{nurse['id']}", TOKEN_CARDIO)[0] == 404
+
+        ward = Ward(s, [3, 4, 5, 12])
+
+        asyncio.run(ward.send([(b, 3, 0) for b in (3, 4, 12)]))
+        ward.reclock([3, 4, 12])  # the window after the gap ends now
+        ends = asyncio.run(ward.send([(b, 1, 1) for b in (3, 4, 12)]))
+        got = rx.wait(lambda p, e: p == "/nurse" and e["bed"] == 3 and e["state"] == "active")
+        ev, hdr = got["event"], got["headers"]
+        assert dl.verify(SECRET, got["body"], hdr["x-wardstream-signature"])
+        assert not dl.verify("another-secret-1234567", got["body"], hdr["x-wardstream-signature"])
+        assert (ev["condition"], ev["priority"], ev["ward"]) == ("seq_gap", "high", "icu")
+        assert hdr["x-wardstream-subscription"] == nurse["id"] and hdr["x-wardstream-event"] == ev["id"]
+        delay = got["t"] - ends[3][0]
+        assert delay < 3.0, f"webhook {delay:.2f} s after the window that raised the alarm"
+        print(f"webhook {delay * 1000:.0f} ms after the end of the window that raised the alarm "
+              f"({(got['t'] - ends[3][1]) * 1000:.0f} ms after Kafka acknowledged the frame)")
+        rx.wait(lambda p, e: p == "/nurse" and e["bed"] == 4 and e["state"] == "active")
+
+        # --- acknowledgement: scoped, validated, and it stops escalation
+        assert api(port, "POST", "/api/v1/alarms/3/seq_gap/ack", TOKEN_CARDIO, {"by": "intruder"})[0] == 404
+        assert api(port, "POST", "/api/v1/alarms/3/seq_gap/ack", TOKEN_ICU, {})[0] == 400
+        assert api(port, "POST", "/api/v1/alarms/3/asystole/ack", TOKEN_ICU, {"by": "nurse-a"})[0] == 404
+        alarms_b = api(port, "GET", "/api/v1/alarms", TOKEN_CARDIO)[1]["alarms"]
+        assert {a["bed"] for a in alarms_b} == {12}  # ward B sees only its own bed's alarm
+        code, body = api(port, "POST", "/api/v1/alarms/3/seq_gap/ack", TOKEN_ICU, {"by": "nurse-a"})
+        assert code == 202, body
+        acked = rx.wait(lambda p, e: p == "/nurse" and e["bed"] == 3 and e["state"] == "acknowledged")["event"]
+        assert acked["by"] == "nurse-a"
+        assert api(port, "POST", "/api/v1/alarms/3/seq_gap/ack", TOKEN_ICU, {"by": "nurse-a"})[0] == 409
+        fhir = api(port, "GET", "/api/v1/alarms/4/seq_gap/fhir", TOKEN_ICU)[1]
+        assert fhir["resourceType"] == "DeviceAlert" and fhir["priority"] == "high" and fhir["presence"] is True
+
+        # 6 s more of device time for both beds: bed 4 escalates, bed 3 does not
+        asyncio.run(ward.send([(3, 3, 0), (4, 3, 0)]))
+        esc = rx.wait(lambda p, e: p == "/charge" and e["state"] == "escalated")["event"]
+        assert esc["bed"] == 4
+        time.sleep(1.0)
+        assert [e["bed"] for e in rx.events("/charge")] == [4]
+        assert not [e for e in rx.events("/nurse") if e["bed"] == 3 and e["state"] == "escalated"]
+
+        # --- a worker restart keeps subscriptions and unacknowledged alarms
+        pool.stop_all()
+        pool.start_all()
+        pool.wait_ready()
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            code, body = api(port, "GET", "/api/v1/alarms", TOKEN_ICU)
+            if code == 200 and body["complete"]:
+                break
+            time.sleep(0.3)
+        open_ = {(a["bed"], a["condition"]): a["status"] for a in body["alarms"]}
+        assert open_ == {(3, "seq_gap"): "acknowledged", (4, "seq_gap"): "active"}
+        ids = {x["id"] for x in api(port, "GET", "/api/v1/subscriptions", TOKEN_ICU)[1]["subscriptions"]}
+        assert ids == {nurse["id"], charge["id"]}
+
+        # --- a receiver that is down gets the alarm when it is back
+        rx.stop()
+
+        asyncio.run(ward.send([(5, 3, 0), (5, 1, 1)]))
+        time.sleep(3.0)
+        rx.start()
+        back = rx.wait(lambda p, e: p == "/nurse" and e["bed"] == 5 and e["state"] == "active", timeout=30)
+        assert int(back["headers"]["x-wardstream-attempt"]) > 1
+        print(f"receiver down 3 s: delivered on attempt {back['headers']['x-wardstream-attempt']}")
+        # --- server-sent events: the ICU token's stream carries ward A's next alarm
+        sse = asyncio.run(_sse_next(port, TOKEN_ICU, ward))
+        assert sse["bed"] == 5 and sse["state"] == "acknowledged"
+        # --- every delivery recorded in InfluxDB
+        time.sleep(1.0)
+        rows = query(s, 'SELECT count("attempts") FROM "alarm_delivery" WHERE "status" = \'delivered\' '
+                        'GROUP BY "subscription"')
+        counts = {r["tags"]["subscription"]: r["values"][0][1] for r in rows}
+        assert counts[nurse["id"]] >= 5 and counts[charge["id"]] == 1
+        assert api(port, "GET", "/api/v1/openapi.json", None)[1]["openapi"].startswith("3.")
+    finally:
+        pool.stop_all()
+        try:
+            rx.stop()
+        except Exception:
+            pass
+
+
+async def _sse_next(port: int, token: str, ward: Ward) -> dict:
+    import aiohttp
+
+    async with aiohttp.ClientSession() as sess:
+        async with sess.get(f"http://127.0.0.1:{port}/api/v1/stream?bed=5", headers={"Authorization": f"Bearer {token}"},
+                            timeout=aiohttp.ClientTimeout(total=30)) as resp:
+            assert resp.status == 200 and resp.headers["Content-Type"].startswith("text/event-stream")
+            await resp.content.readline()  # ": connected"
+            code, _ = await asyncio.to_thread(api, port, "POST", "/api/v1/alarms/5/seq_gap/ack", token, {"by": "nurse-b"})
+            assert code == 202
+            async for raw in resp.content:
+                ln = raw.decode().strip()
+                if ln.startswith("data: "):
+                    return json.loads(ln[6:])
+    raise AssertionError("no event on the stream")
