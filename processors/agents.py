@@ -17,6 +17,7 @@ overwrites itself. A crash after 4 replays windows the state has already seen: t
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import logging
 import os
@@ -101,12 +102,45 @@ alarms_topic = app.topic(settings.alarms_topic, key_type=bytes, value_type=bytes
                          value_serializer="raw")
 
 
+class Arrivals:
+    """Per bed, wall arrival times of windows of the present (ending within the last 10 s of
+    wall time): the frame-flood count. A backlog of old windows after an outage is not counted."""
+
+    SPAN_S = 10.0
+
+    def __init__(self) -> None:
+        self.t: dict[bytes, collections.deque] = {}
+
+    def note(self, key: bytes, window_end_s: float, now_s: float) -> None:
+        if window_end_s >= now_s - self.SPAN_S:
+            self.t.setdefault(key, collections.deque()).append(now_s)
+
+    def count(self, key: bytes, now_s: float) -> int:
+        q = self.t.get(key)
+        if not q:
+            return 0
+        while q and q[0] < now_s - self.SPAN_S:
+            q.popleft()
+        return len(q)
+
+
+arrivals = Arrivals()
+_publisher = None  # processors.alarm_service.fan_out, when the alarm service is loaded
+
+
+def set_publisher(fn) -> None:
+    global _publisher
+    _publisher = fn
+
+
 async def publish_alarm_events(events) -> None:
-    """Alarm transitions onto the alarms topic, delivery awaited (before the offsets move on)."""
-    futs = []
-    for e in events:
-        ev = dl.event_dict(e, WARDS.ward_of(e.bed))
-        futs.append(await alarms_topic.send(key=dl.event_key(ev), value=json.dumps(ev).encode()))
+    """Alarm transitions onto the alarms topic and, for every matching subscription, onto the
+    deliveries topic; delivery awaited (before the offsets move on)."""
+    evs = [dl.event_dict(e, WARDS.ward_of(e.bed)) for e in events]
+    if _publisher is not None:
+        await _publisher(evs)
+        return
+    futs = [await alarms_topic.send(key=dl.event_key(ev), value=json.dumps(ev).encode()) for ev in evs]
     for f in futs:
         await f
 sink = InfluxSink(settings)
@@ -159,8 +193,14 @@ async def handle_batch(events) -> None:
             log.info("trace in bed=%s seq=%s %s", frame.bed_id, frame.seq, source)
     stats.frames += len(inputs)
 
+    now_s = time.time()
+    for key, frame, _, _ in decoded:
+        arrivals.note(key, frame.window_end_us / 1e6, now_s)
     res = run_batch(decoded, lambda key: BedState.from_bytes(bed_table.get(key)), classifiers,
-                    waveform_hz=settings.waveform_hz, conditions=CONDITIONS)
+                    waveform_hz=settings.waveform_hz, conditions=CONDITIONS,
+                    recent_windows={key: arrivals.count(key, now_s) for key, _, _, _ in decoded})
+    for st in res.states.values():
+        st.seen_ms = int(now_s * 1000)
     states, written = res.states, res.written
     for p in res.points:
         sink.add(p)
@@ -284,6 +324,44 @@ async def pipeline_metrics() -> None:
         sink.add(line("dead_letters", {"worker": WORKER_ID, "reason": reason}, {"count": n},
                       int(time.time() * 1000)))
     await sink.flush()
+
+
+SILENT_FORGET_S = 3600.0  # beds silent longer than this (discharged) are not re-alarmed at start
+
+
+@app.timer(interval=2.0)
+async def device_silent() -> None:
+    """``device_silent`` for every bed of this worker's partitions with no window for
+    ``WARDSTREAM_DEVICE_SILENT_S`` (technical alarm; the next window resolves it)."""
+    from processors.alarms import AlarmState, link_step
+    from processors.stages import alarm_points as points_of
+
+    now_ms = int(time.time() * 1000)
+    limit_ms = settings.device_silent_s * 1000
+    async with BED_LOCK:
+        events_all = []
+        for key, raw in list(bed_table.items()):
+            st = BedState.from_bytes(raw)
+            silent_ms = now_ms - st.seen_ms
+            if not st.windows or not st.seen_ms or silent_ms < limit_ms or silent_ms > SILENT_FORGET_S * 1000:
+                continue
+            ast = AlarmState.from_dict(st.alarms)
+            if ast.conditions.get("device_silent") and ast.conditions["device_silent"].state != "idle":
+                continue
+            bed = int(key[4:])
+            t_ms = st.last_t_us // 1000 + st.n_samples * 1000 // max(st.fs, 1) + silent_ms
+            evs = link_step(bed, ast, "device_silent", True, f"no window for {silent_ms / 1000:.0f} s",
+                            t_ms, CONDITIONS)
+            if evs:
+                st.alarms = ast.to_dict()
+                events_all.extend(evs)
+                for p in points_of(evs):
+                    sink.add(p)
+                bed_table[key] = st.to_bytes()
+        if events_all:
+            await sink.flush()
+            await publish_alarm_events(events_all)
+            stats.alarm_events += len(events_all)
 
 
 @app.page("/stats/")

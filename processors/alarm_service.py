@@ -2,17 +2,19 @@
 
 Flow (every arrow a Kafka topic, so nothing lives only in one process's memory)::
 
-    frames agent ──alarm transitions──▶ ward.alarms ──fan-out──▶ ward.alarms.deliveries ──▶ webhooks
-         ▲                                  │                     (key = subscription: also the
-         │                                  ├──▶ open-alarm view   Kafka delivery channel)
-    ward.commands ◀── POST …/ack            └──▶ server-sent events (GET /api/v1/stream)
+    frames agent ─┬─ alarm transitions ──▶ ward.alarms ──▶ open-alarm view, server-sent events
+         ▲        └─ × matching subscriptions ──▶ ward.alarms.deliveries ──▶ webhooks
+         │                                 (key = subscription: also the Kafka delivery channel)
+    ward.commands ◀── POST …/ack
     ward.subscriptions ◀── POST/DELETE /api/v1/subscriptions  (compacted: the changelog)
 
-* **Views** (every worker reads the whole topic from its beginning, no consumer group): the
-  subscription registry (`processors.subscriptions.Registry`) and the open alarms
-  (`AlarmView`). A restarted worker rebuilds both before it serves them.
-* **Fan-out** (consumer group ``<app>-fanout``): each alarm transition × each matching webhook or
-  Kafka subscription → one record on the deliveries topic, committed after the records are sent.
+* **Views** (one consumer per worker reads both topics from their beginning, no consumer group):
+  the subscription registry (`processors.subscriptions.Registry`) and the open alarms
+  (`AlarmView`). A restarted worker rebuilds both before it processes or serves anything.
+* **Fan-out** where transitions are published (the frames agent, the acknowledgement agent, the
+  dispatcher's ``delivery_failed``): each transition × each matching webhook or Kafka
+  subscription → one record on the deliveries topic, all sent and awaited before the publishing
+  batch's offsets can move on.
 * **Dispatcher** (consumer group ``<app>-webhooks``): POSTs each webhook delivery, signed
   (`processors.delivery`), retried with back-off; per subscription in order, subscriptions in
   parallel, so one dead receiver holds up nobody else. An offset is committed only when every
@@ -41,7 +43,7 @@ from aiohttp import web as aioweb
 from faust.web import Request, Response, View
 
 from processors import delivery as dl
-from processors.agents import BED_LOCK, CONDITIONS, WARDS, alarms_topic, publish_alarm_events, sink
+from processors.agents import BED_LOCK, CONDITIONS, WARDS, alarms_topic, publish_alarm_events, set_publisher, sink
 from processors.alarms import AlarmState, acknowledge
 from processors.bed import BedState
 from processors.influx_sink import line
@@ -95,41 +97,47 @@ class AlarmView:
 
 
 view = AlarmView()
-registry_ready = asyncio.Event()
-view_ready = asyncio.Event()
+views_ready = asyncio.Event()  # subscriptions and open alarms read up to where they were at start
 
 
-async def follow(topic: str, apply, ready: asyncio.Event) -> None:
-    """Read every partition of ``topic`` from its beginning, forever; ``ready`` once caught up
-    with the end offsets seen at start."""
+SERVICE_BACKOFF_MS = 50  # the views and the dispatcher may wait this long on an idle topic
+
+
+async def follow(appliers: dict, ready: asyncio.Event) -> None:
+    """Read every partition of each topic in ``appliers`` (topic -> apply(key, value)) from its
+    beginning, forever, with one consumer; ``ready`` once caught up with the end offsets seen
+    at start."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     kafka_compat.install()
     c = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False,
                          auto_offset_reset="earliest")
     await c.start()
+    kafka_compat.set_backoff(c, SERVICE_BACKOFF_MS)
     try:
-        parts = c.partitions_for_topic(topic) or set()
-        while not parts:
-            await c.topics()
+        tps = []
+        for topic in appliers:
             parts = c.partitions_for_topic(topic) or set()
-            if not parts:
-                await asyncio.sleep(0.5)
-        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+            while not parts:
+                await c.topics()
+                parts = c.partitions_for_topic(topic) or set()
+                if not parts:
+                    await asyncio.sleep(0.5)
+            tps += [TopicPartition(topic, p) for p in sorted(parts)]
         c.assign(tps)
         await c.seek_to_beginning(*tps)
         ends = await c.end_offsets(tps)
         while True:
             batches = await c.getmany(timeout_ms=200)
-            for msgs in batches.values():
+            for tp, msgs in batches.items():
                 for m in msgs:
                     try:
-                        apply(m.key, m.value)
+                        appliers[tp.topic](m.key, m.value)
                     except Exception:  # a bad record is logged and skipped, never fatal
-                        log.exception("skipping a bad record on %s at %s", topic, m.offset)
+                        log.exception("skipping a bad record on %s at %s", tp.topic, m.offset)
             if not ready.is_set() and all([await c.position(tp) >= ends[tp] for tp in tps]):
                 ready.set()
-                log.info("%s view ready", topic)
+                log.info("subscription and alarm views ready")
     finally:
         await c.stop()
 
@@ -139,13 +147,8 @@ def _apply_alarm(key, value) -> None:
 
 
 @app.task
-async def follow_subscriptions() -> None:
-    await follow(settings.subscriptions_topic, registry.apply, registry_ready)
-
-
-@app.task
-async def follow_alarms() -> None:
-    await follow(settings.alarms_topic, _apply_alarm, view_ready)
+async def follow_views() -> None:
+    await follow({settings.subscriptions_topic: registry.apply, settings.alarms_topic: _apply_alarm}, views_ready)
 
 
 def _group_consumer(topic: str, group: str):
@@ -166,36 +169,24 @@ def _record(sub: Subscription, ev: dict, status: str, attempts: int = 0, seconds
                                      "priority": ev["priority"]}, fields, int(time.time() * 1000)))
 
 
-@app.task
-async def fan_out() -> None:
-    await registry_ready.wait()
-    c = _group_consumer(settings.alarms_topic, f"{settings.app_id}-fanout")
-    await c.start()
-    try:
-        while True:
-            batches = await c.getmany(timeout_ms=200)
-            if not batches:
-                continue
-            sends = []
-            for msgs in batches.values():
-                for m in msgs:
-                    try:
-                        ev = json.loads(m.value)
-                    except ValueError:
-                        log.error("alarm record at offset %s is not JSON; skipped", m.offset)
-                        continue
-                    for sub in registry.matching(ev):
-                        if sub.delivery["kind"] in ("webhook", "kafka"):
-                            sends.append(await deliveries_topic.send(key=sub.id.encode(), value=m.value))
-                            if sub.delivery["kind"] == "kafka":
-                                _record(sub, ev, "delivered")
-            for fut in sends:
-                await fut  # on the deliveries topic before the alarm offsets are committed
-            await c.commit()
-            if len(sink):
-                await sink.flush()
-    finally:
-        await c.stop()
+async def fan_out(evs: list[dict]) -> None:
+    """Each transition x each matching webhook or Kafka subscription -> one deliveries record
+    (sent and awaited by the caller's publish, before its offsets move on)."""
+    await views_ready.wait()
+    futs = []
+    for ev in evs:
+        value = json.dumps(ev).encode()
+        futs.append(await alarms_topic.send(key=dl.event_key(ev), value=value))
+        for sub in registry.matching(ev):
+            if sub.delivery["kind"] in ("webhook", "kafka"):
+                futs.append(await deliveries_topic.send(key=sub.id.encode(), value=value))
+                if sub.delivery["kind"] == "kafka":
+                    _record(sub, ev, "delivered")
+    for f in futs:
+        await f
+
+
+set_publisher(fan_out)
 
 
 class Dispatcher:
@@ -234,15 +225,15 @@ class Dispatcher:
         if not out.delivered:
             log.error("webhook delivery of %s to %s failed: %s", ev["id"], sid, out.error)
             if ev["condition"] != "delivery_failed":
-                failed = dl.delivery_failed_event(ev, sid, out)
-                await (await alarms_topic.send(key=dl.event_key(failed), value=json.dumps(failed).encode()))
+                await fan_out([dl.delivery_failed_event(ev, sid, out)])
         await sink.flush()
 
     async def run(self) -> None:
-        await registry_ready.wait()
+        await views_ready.wait()
         self.session = aiohttp.ClientSession()
         c = _group_consumer(settings.deliveries_topic, f"{settings.app_id}-webhooks")
         await c.start()
+        kafka_compat.set_backoff(c, SERVICE_BACKOFF_MS)
         last_commit = 0.0
         try:
             while True:
@@ -401,7 +392,7 @@ class AlarmsView(View):
             bed = _bed(request.query["bed"]) if "bed" in request.query else None
         except _Http as e:
             return _err(self, e)
-        return self.json({"alarms": view.visible(p, bed), "complete": view_ready.is_set()})
+        return self.json({"alarms": view.visible(p, bed), "complete": views_ready.is_set()})
 
 
 @app.page("/api/v1/alarms/{bed}/{condition}/ack")

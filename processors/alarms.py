@@ -8,7 +8,11 @@ their classes, the rhythm decision, sequence gaps) updates one `Condition` per a
   ``brady`` / ``tachy`` (heart rate beyond per-bed thresholds), ``ectopy`` (frequent ventricular
   ectopy, beats per minute);
 * technical: ``signal_quality`` (lead-off / unusable signal), ``seq_gap`` (windows lost between
-  device and cloud).
+  device and cloud), ``frame_flood`` (a device sending windows of the present faster than real
+  time: more than ``flood_factor`` times its window rate over 10 s of arrivals; a backlog of old
+  windows after an outage does not count), ``device_silent`` (no window from the bed for
+  ``WARDSTREAM_DEVICE_SILENT_S``: raised by the worker's timer through `link_step`, resolved by
+  the next window).
 
 The alarm model (`AlarmState`): a condition must hold for its *onset delay* before the alarm
 becomes ``active`` and must be absent for its *clear delay* (hysteresis) before it resolves;
@@ -47,6 +51,8 @@ DEFAULT_CONDITIONS: dict[str, ConditionConfig] = {
     "ectopy": ConditionConfig("low", 0.0, 60.0),
     "signal_quality": ConditionConfig("technical", 6.0, 4.0),
     "seq_gap": ConditionConfig("technical", 0.0, 10.0),
+    "frame_flood": ConditionConfig("technical", 0.0, 10.0),
+    "device_silent": ConditionConfig("technical", 0.0, 0.0),
 }
 
 
@@ -90,6 +96,7 @@ class Thresholds:
     ectopy_per_min: float = 10.0
     sqi_min: float = 0.5
     v_min_p: float = 0.9  # a beat counts as ventricular for runs and ectopy at this class probability
+    flood_factor: float = 3.0  # windows of the present arriving this many times faster than real time
 
 
 @dataclass
@@ -103,6 +110,9 @@ class Evidence:
     beats: list[tuple]  # (time ms, beat class or None when not classified yet[, class probability])
     p_af: float | None = None  # the rhythm decision over the last 10 s (None: no decision yet)
     gap_windows: int = 0
+    # windows of the present (ending within the last 10 s of wall time) that arrived in the last
+    # 10 s, counted by the worker (None: not counted, e.g. in an offline replay)
+    recent_windows: int | None = None
 
 
 @dataclass
@@ -214,48 +224,65 @@ def _conditions_now(st: AlarmState, ev: Evidence, th: Thresholds) -> dict[str, t
     out["tachy"] = (good and hr is not None and hr > th.tachy_bpm, f"heart rate {hr} bpm")
     out["signal_quality"] = (not good, f"signal quality {ev.sqi}")
     out["seq_gap"] = (ev.gap_windows > 0, f"{ev.gap_windows} windows missing before this one")
+    expected = 10_000 / ev.window_ms
+    n = ev.recent_windows
+    out["frame_flood"] = (n is not None and n > th.flood_factor * expected,
+                          f"{n} windows of the present in 10 s (expected {expected:.0f})")
+    out["device_silent"] = (False, "windows arriving")
     return out
+
+
+def _advance(bed: int, st: AlarmState, name: str, holds: bool, why: str, t: int, cfg: ConditionConfig,
+             events: list[AlarmEvent]) -> None:
+    """One condition's episode state machine, one observation at time ``t``."""
+    c = st.conditions.setdefault(name, Condition())
+
+    def emit(state: str, reason: str) -> None:
+        events.append(AlarmEvent(bed, name, cfg.priority, state, t, "wardstream", reason, c.episode))
+
+    if holds:
+        c.absent_since = None
+        if c.present_since is None:
+            c.present_since = t
+        if c.state == "idle" and (t - c.present_since) / 1000.0 >= cfg.onset_s:
+            c.state, c.onset_ms, c.episode, c.escalated, c.condition_gone = "active", t, c.episode + 1, False, False
+            emit("active", why)
+        elif c.condition_gone:
+            c.condition_gone = False  # the latched condition came back: same episode
+    else:
+        c.present_since = None
+        if c.state != "idle":
+            if c.absent_since is None:
+                c.absent_since = t
+            if (t - c.absent_since) / 1000.0 >= cfg.clear_s and not c.condition_gone:
+                if cfg.latching and c.state == "active":
+                    c.condition_gone = True
+                    emit("cleared", f"condition absent for {cfg.clear_s:.0f} s; latched until acknowledged")
+                else:
+                    c.state = "idle"
+                    emit("resolved", f"condition absent for {cfg.clear_s:.0f} s")
+    if (c.state == "active" and not c.escalated and cfg.escalate_after_s is not None
+            and c.onset_ms is not None and (t - c.onset_ms) / 1000.0 >= cfg.escalate_after_s):
+        c.escalated = True
+        emit("escalated", f"not acknowledged within {cfg.escalate_after_s:.0f} s")
 
 
 def step(bed: int, st: AlarmState, ev: Evidence, th: Thresholds = Thresholds(),
          conf: dict[str, ConditionConfig] = DEFAULT_CONDITIONS) -> list[AlarmEvent]:
     """Advance the bed's alarms by one window; returns the transitions it caused."""
     events: list[AlarmEvent] = []
-    t = ev.t_end_ms
     for name, (holds, why) in _conditions_now(st, ev, th).items():
         cfg = conf.get(name)
-        if cfg is None:
-            continue
-        c = st.conditions.setdefault(name, Condition())
+        if cfg is not None:
+            _advance(bed, st, name, holds, why, ev.t_end_ms, cfg, events)
+    return events
 
-        def emit(state: str, reason: str) -> None:
-            events.append(AlarmEvent(bed, name, cfg.priority, state, t, "wardstream", reason, c.episode))
 
-        if holds:
-            c.absent_since = None
-            if c.present_since is None:
-                c.present_since = t
-            if c.state == "idle" and (t - c.present_since) / 1000.0 >= cfg.onset_s:
-                c.state, c.onset_ms, c.episode, c.escalated, c.condition_gone = "active", t, c.episode + 1, False, False
-                emit("active", why)
-            elif c.condition_gone:
-                c.condition_gone = False  # the latched condition came back: same episode
-        else:
-            c.present_since = None
-            if c.state != "idle":
-                if c.absent_since is None:
-                    c.absent_since = t
-                if (t - c.absent_since) / 1000.0 >= cfg.clear_s and not c.condition_gone:
-                    if cfg.latching and c.state == "active":
-                        c.condition_gone = True
-                        emit("cleared", f"condition absent for {cfg.clear_s:.0f} s; latched until acknowledged")
-                    else:
-                        c.state = "idle"
-                        emit("resolved", f"condition absent for {cfg.clear_s:.0f} s")
-        if (c.state == "active" and not c.escalated and cfg.escalate_after_s is not None
-                and c.onset_ms is not None and (t - c.onset_ms) / 1000.0 >= cfg.escalate_after_s):
-            c.escalated = True
-            emit("escalated", f"not acknowledged within {cfg.escalate_after_s:.0f} s")
+def link_step(bed: int, st: AlarmState, name: str, holds: bool, why: str, t_ms: int,
+              conf: dict[str, ConditionConfig] = DEFAULT_CONDITIONS) -> list[AlarmEvent]:
+    """A condition observed outside the window stream (``device_silent``: the worker's timer)."""
+    events: list[AlarmEvent] = []
+    _advance(bed, st, name, holds, why, t_ms, conf[name], events)
     return events
 
 

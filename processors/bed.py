@@ -52,6 +52,7 @@ class BedState:
     zi: list | None = None
     pending: list[int] = field(default_factory=list)
     alarms: dict = field(default_factory=dict)  # processors.alarms.AlarmState.to_dict()
+    seen_ms: int = 0  # wall time the worker last processed a window of this bed (device_silent)
 
     def to_bytes(self) -> bytes:
         return json.dumps({"ls": self.last_seq, "lt": self.last_t_us, "r": self.restarts, "as": self.anchor_seq, "au": self.anchor_us,
@@ -59,7 +60,7 @@ class BedState:
                            "q": self.qrs.to_dict() if self.qrs else None, "b": self.beats,
                            "w": self.windows, "g": self.gaps, "dm": self.done, "lw": self.late,
                            "eb": base64.b64encode(self.ecg_buf.astype("<f2").tobytes()).decode(),
-                           "be": self.buf_end, "zi": self.zi, "pd": self.pending, "al": self.alarms},
+                           "be": self.buf_end, "zi": self.zi, "pd": self.pending, "al": self.alarms, "sn": self.seen_ms},
                           separators=(",", ":")).encode()
 
     @classmethod
@@ -72,7 +73,7 @@ class BedState:
                    beats=list(d["b"]), windows=d["w"], gaps=d["g"], done=d["dm"], late=d["lw"],
                    ecg_buf=np.frombuffer(base64.b64decode(d.get("eb", "")), "<f2").astype(np.float16),
                    buf_end=d.get("be", 0), zi=d.get("zi"), pending=list(d.get("pd", [])),
-                   alarms=d.get("al") or {})
+                   alarms=d.get("al") or {}, seen_ms=d.get("sn", 0))
 
 
 @dataclass(frozen=True)

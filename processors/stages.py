@@ -68,8 +68,11 @@ def waveform_points(frame: Frame, signals: dict, hz: int) -> list[str]:
 
 
 def run_batch(decoded: list[tuple], get_state, classifiers, thresholds=al.Thresholds(),
-              waveform_hz: int = 0, conditions: dict | None = None) -> BatchOutput:
-    """``decoded``: (key, frame, signals, wire_len) per frame; ``get_state(key)`` -> BedState."""
+              waveform_hz: int = 0, conditions: dict | None = None,
+              recent_windows: dict | None = None) -> BatchOutput:
+    """``decoded``: (key, frame, signals, wire_len) per frame; ``get_state(key)`` -> BedState;
+    ``recent_windows``: key -> windows of the present that arrived in the last 10 s (the
+    worker's frame-flood count; None offline)."""
     out = BatchOutput()
     feats = {}
     for fs in {frame.fs for _, frame, _, _ in decoded}:
@@ -114,7 +117,7 @@ def run_batch(decoded: list[tuple], get_state, classifiers, thresholds=al.Thresh
         beats = [(t, None) for t in ev.beats_ms] + list(classified)
         conf = conditions or al.DEFAULT_CONDITIONS
         events = al.step(ev.bed, ast, al.Evidence(ev.t_end_ms, ev.window_ms, ev.hr_bpm, ev.sqi, beats, p_af,
-                                                  ev.gap), thresholds, conf)
+                                                  ev.gap, (recent_windows or {}).get(key)), thresholds, conf)
         out.alarm_events.extend(events)
         out.points.extend(alarm_points(events))
         open_ = ast.open_alarms()

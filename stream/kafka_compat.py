@@ -6,6 +6,8 @@ Faust worker) spins at ~90 % of a core (measured: 4.5 s CPU in 5 s idle). This w
 fetch step so that a fetch that returned no records waits ``WARDSTREAM_EMPTY_FETCH_BACKOFF_MS``
 (default 10 ms) before the next one: idle CPU drops to a few percent and a new message waits at
 most that long. Against Apache Kafka the broker's own long poll dominates; set 0 to disable.
+A consumer that can wait longer (the alarm service's topic views) sets its own with
+`set_backoff`: every idle consumer's fetches cost the local broker CPU.
 """
 
 from __future__ import annotations
@@ -33,10 +35,17 @@ def install(backoff_ms: float | None = None) -> None:
         got_records = await original(self, assignment, node_id, request)
         if not got_records:
             try:
-                await asyncio.sleep(delay)
+                await asyncio.sleep(getattr(self, "_ws_backoff_s", delay))
             except asyncio.CancelledError:  # close() or unassignment: aiokafka expects False
                 return False
         return got_records
 
     Fetcher._proc_fetch_request = _proc_fetch_request
     _PATCHED = True
+
+
+def set_backoff(consumer, backoff_ms: float) -> None:
+    """This started consumer's back-off after an empty fetch (see `install`)."""
+    fetcher = getattr(consumer, "_fetcher", None)
+    if fetcher is not None:
+        fetcher._ws_backoff_s = backoff_ms / 1000.0

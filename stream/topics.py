@@ -30,7 +30,10 @@ def bed_key(bed_id: int) -> bytes:
 
 def topic_specs(s: Settings) -> list[TopicSpec]:
     return [
-        TopicSpec(s.frames_topic, s.frames_partitions, "bed_key", "wire frame v1 (stream.wire)"),
+        # 48 h: time to replay after any outage; a broker that keeps every frame forever grows
+        # without bound (the local noida-db also slows down as its store grows: README)
+        TopicSpec(s.frames_topic, s.frames_partitions, "bed_key", "wire frame v1 (stream.wire)",
+                  retention_ms=48 * 3600 * 1000),
         TopicSpec(s.dlq_topic, max(1, s.frames_partitions // 4), "original key",
                   "original bytes; headers: reason, error, source partition/offset",
                   retention_ms=14 * 24 * 3600 * 1000),

@@ -53,6 +53,7 @@ class Settings:
     # per-condition alarm settings over processors.alarms.DEFAULT_CONDITIONS, JSON:
     # {"tachy": {"onset_s": 5}, "asystole": {"escalate_after_s": 20}}
     alarm_config: str = ""
+    device_silent_s: float = 10.0  # no window from a bed this long: technical alarm device_silent
     webhook_timeout_s: float = 5.0
     webhook_max_backoff_s: float = 30.0
     webhook_give_up_s: float = 900.0  # then the alarm becomes a technical "delivery_failed" alarm
@@ -118,6 +119,7 @@ _ENV = {
     "wards": "WARDSTREAM_WARDS",
     "api_tokens": "WARDSTREAM_API_TOKENS",
     "alarm_config": "WARDSTREAM_ALARM_CONFIG",
+    "device_silent_s": "WARDSTREAM_DEVICE_SILENT_S",
     "webhook_timeout_s": "WARDSTREAM_WEBHOOK_TIMEOUT_S",
     "webhook_max_backoff_s": "WARDSTREAM_WEBHOOK_MAX_BACKOFF_S",
     "webhook_give_up_s": "WARDSTREAM_WEBHOOK_GIVE_UP_S",

@@ -140,7 +140,7 @@ class Ward:
 
 def test_alarm_delivery_end_to_end(ward_settings, monkeypatch):
     s = ward_settings.replace(wards="icu:1-10,cardio:11-20", alarm_config=json.dumps(ALARM_CONFIG),
-                              webhook_max_backoff_s=0.5, webhook_give_up_s=120.0)
+                              webhook_max_backoff_s=0.5, webhook_give_up_s=120.0, device_silent_s=8.0)
     monkeypatch.setenv("WARDSTREAM_API_TOKENS", f"{TOKEN_ICU}=icu;{TOKEN_CARDIO}=cardio")
     rx = Receiver()
     port = s.worker_web_port
@@ -225,8 +225,18 @@ def test_alarm_delivery_end_to_end(ward_settings, monkeypatch):
             if code == 200 and body["complete"]:
                 break
             time.sleep(0.3)
-        open_ = {(a["bed"], a["condition"]): a["status"] for a in body["alarms"]}
+        open_ = {(a["bed"], a["condition"]): a["status"] for a in body["alarms"] if a["condition"] == "seq_gap"}
         assert open_ == {(3, "seq_gap"): "acknowledged", (4, "seq_gap"): "active"}
+        # bed 12 has sent nothing for > 8 s: the cardio token sees its device_silent alarm
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            cardio_alarms = api(port, "GET", "/api/v1/alarms", TOKEN_CARDIO)[1]["alarms"]
+            silent = [a for a in cardio_alarms if a["condition"] == "device_silent"]
+            if silent:
+                break
+            time.sleep(0.5)
+        assert [(a["bed"], a["priority"], a["status"]) for a in silent] == [(12, "technical", "active")]
+        assert all(a["ward"] == "cardio" for a in cardio_alarms)
         ids = {x["id"] for x in api(port, "GET", "/api/v1/subscriptions", TOKEN_ICU)[1]["subscriptions"]}
         assert ids == {nurse["id"], charge["id"]}
 

@@ -1,6 +1,8 @@
 """The alarm model: onset delay, hysteresis, latching, de-duplication, acknowledgement and
 escalation, and the conditions' definitions, on hand-made evidence."""
 
+import pytest
+
 from processors.alarms import AlarmState, Evidence, Thresholds, acknowledge, step
 
 W = 2000
@@ -130,3 +132,36 @@ def test_uncertain_ventricular_calls_do_not_make_a_run():
     ws[-1] = Evidence(8000, W, 140, 0.9, [(6700, "V", 0.97), (7100, "V", 0.95), (7500, "V", 0.99)])
     _, ev = _run(ws + _sinus(8000, 2))
     assert [e.state for e in ev if e.condition == "vtach"] == ["active"]
+
+
+def test_frame_flood_counts_only_windows_of_the_present_beyond_the_factor():
+    st = AlarmState()
+    ok = Evidence(10_000, W, 70, 0.9, [(9000, "N")], recent_windows=5)
+    assert not [e for e in step(1, st, ok) if e.condition == "frame_flood"]
+    flood = Evidence(12_000, W, 70, 0.9, [(11000, "N")], recent_windows=16)  # > 3 x 5 per 10 s
+    ev = [e for e in step(1, st, flood) if e.condition == "frame_flood"]
+    assert [(e.state, e.priority) for e in ev] == [("active", "technical")] and "16 windows" in ev[0].why
+    offline = Evidence(14_000, W, 70, 0.9, [(13000, "N")])  # replays do not count arrivals
+    assert not [e for e in step(2, AlarmState(), offline) if e.condition == "frame_flood"]
+
+
+def test_device_silent_is_raised_by_the_timer_and_resolved_by_the_next_window():
+    from processors.alarms import link_step
+
+    st = AlarmState()
+    ev = link_step(4, st, "device_silent", True, "no window for 12 s", 30_000)
+    assert [(e.condition, e.state, e.priority) for e in ev] == [("device_silent", "active", "technical")]
+    assert link_step(4, st, "device_silent", True, "no window for 14 s", 32_000) == []  # one per episode
+    back = step(4, st, Evidence(34_000, W, 70, 0.9, [(33_000, "N")]))
+    assert [(e.condition, e.state) for e in back if e.condition == "device_silent"] == [("device_silent", "resolved")]
+
+
+def test_alarm_config_overrides_per_condition_and_rejects_nonsense():
+    from processors.alarms import conditions_from
+
+    conf = conditions_from('{"tachy": {"onset_s": 5}, "seq_gap": {"priority": "high", "escalate_after_s": 4}}')
+    assert conf["tachy"].onset_s == 5 and conf["tachy"].priority == "medium"
+    assert conf["seq_gap"].priority == "high" and conf["seq_gap"].escalate_after_s == 4
+    for bad in ('{"nope": {}}', '{"tachy": {"volume": 3}}', '{"tachy": {"priority": "urgent"}}', "[1]", "{"):
+        with pytest.raises(ValueError):
+            conditions_from(bad)
