@@ -67,6 +67,8 @@ def throughput_figure(timeline: dict) -> str:
     plt = _plt()
     fig, (a1, a2) = plt.subplots(2, 1, figsize=(7, 4.2), sharex=False)
     w = timeline.get("windows_per_s", [])
+    while w and not w[-1][1]:  # the audit window runs past the last window
+        w = w[:-1]
     if w:
         t0 = w[0][0]
         a1.plot([(t - t0) / 1000 for t, _ in w], [n for _, n in w], color="#4c72b0", lw=1)
@@ -185,11 +187,12 @@ def render(summary: dict, timeline: dict, examples: dict[str, np.ndarray]) -> st
     ])
     ex = "".join(f'<figure><img alt="examples" src="{uri}"><figcaption>{html.escape(c)}</figcaption></figure>'
                  for c, uri in example_figures(examples)) or "<p>No example windows were captured in this run.</p>"
+    t0 = timeline.get("t0_ms", 0)
     rows = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(str(a.get(k, '')))}</td>" for k in
-                         ("time", "bed", "condition", "priority", "state", "why", "by")) + "</tr>"
-        for a in timeline.get("alarms", [])[:100])
-    alarm_table = (f"<table><tr><th>time (ms)</th><th>bed</th><th>condition</th><th>priority</th><th>state</th>"
+        "<tr>" + f"<td>{(a['time'] - t0) / 1000:.1f}</td>" + "".join(
+            f"<td>{html.escape(str(a.get(k, '')))}</td>" for k in ("bed", "condition", "priority", "state", "why", "by"))
+        + "</tr>" for a in sorted(timeline.get("alarms", []), key=lambda a: a["time"])[:100])
+    alarm_table = (f"<table><tr><th>s since the first window</th><th>bed</th><th>condition</th><th>priority</th><th>state</th>"
                    f"<th>why</th><th>by</th></tr>{rows}</table>") if rows else ""
     title = (f"wardstream run: {summary.get('beds')} beds, {summary.get('duration_s', 0):.0f} s, "
              f"{summary.get('workers')} worker(s), source {summary.get('source')}")
