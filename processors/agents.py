@@ -199,8 +199,9 @@ async def handle_batch(events) -> None:
     res = run_batch(decoded, lambda key: BedState.from_bytes(bed_table.get(key)), classifiers,
                     waveform_hz=settings.waveform_hz, conditions=CONDITIONS,
                     recent_windows={key: arrivals.count(key, now_s) for key, _, _, _ in decoded})
-    for st in res.states.values():
-        st.seen_ms = int(now_s * 1000)
+    for key, st in res.states.items():
+        st.seen_ms = seen_ms[key] = int(now_s * 1000)
+        silent_open.discard(key)
     states, written = res.states, res.written
     for p in res.points:
         sink.add(p)
@@ -327,12 +328,15 @@ async def pipeline_metrics() -> None:
 
 
 SILENT_FORGET_S = 3600.0  # beds silent longer than this (discharged) are not re-alarmed at start
+seen_ms: dict[bytes, int] = {}  # bed key -> wall ms of its last processed window (mirror of BedState.seen_ms)
+silent_open: set[bytes] = set()  # beds whose device_silent alarm this process has raised
 
 
 @app.timer(interval=2.0)
 async def device_silent() -> None:
     """``device_silent`` for every bed of this worker's partitions with no window for
-    ``WARDSTREAM_DEVICE_SILENT_S`` (technical alarm; the next window resolves it)."""
+    ``WARDSTREAM_DEVICE_SILENT_S`` (technical alarm; the next window resolves it). A bed's state
+    is parsed only when it crosses the limit (or once after a restart, for its time)."""
     from processors.alarms import AlarmState, link_step
     from processors.stages import alarm_points as points_of
 
@@ -340,19 +344,22 @@ async def device_silent() -> None:
     limit_ms = settings.device_silent_s * 1000
     async with BED_LOCK:
         events_all = []
-        for key, raw in list(bed_table.items()):
-            st = BedState.from_bytes(raw)
-            silent_ms = now_ms - st.seen_ms
-            if not st.windows or not st.seen_ms or silent_ms < limit_ms or silent_ms > SILENT_FORGET_S * 1000:
+        for key in list(bed_table.keys()):
+            seen = seen_ms.get(key)
+            if seen is None:  # first look after a (re)start: the stored time
+                seen = seen_ms[key] = BedState.from_bytes(bed_table.get(key)).seen_ms
+            silent = now_ms - seen
+            if not seen or silent < limit_ms or silent > SILENT_FORGET_S * 1000 or key in silent_open:
+                continue
+            st = BedState.from_bytes(bed_table.get(key))
+            silent_open.add(key)
+            if not st.windows:
                 continue
             ast = AlarmState.from_dict(st.alarms)
-            if ast.conditions.get("device_silent") and ast.conditions["device_silent"].state != "idle":
-                continue
-            bed = int(key[4:])
-            t_ms = st.last_t_us // 1000 + st.n_samples * 1000 // max(st.fs, 1) + silent_ms
-            evs = link_step(bed, ast, "device_silent", True, f"no window for {silent_ms / 1000:.0f} s",
+            t_ms = st.last_t_us // 1000 + st.n_samples * 1000 // max(st.fs, 1) + silent
+            evs = link_step(int(key[4:]), ast, "device_silent", True, f"no window for {silent / 1000:.0f} s",
                             t_ms, CONDITIONS)
-            if evs:
+            if evs:  # none when the stored state already has it open (raised before a restart)
                 st.alarms = ast.to_dict()
                 events_all.extend(evs)
                 for p in points_of(evs):
