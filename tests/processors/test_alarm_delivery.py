@@ -282,3 +282,49 @@ async def _sse_next(port: int, token: str, ward: Ward) -> dict:
                 if ln.startswith("data: "):
                     return json.loads(ln[6:])
     raise AssertionError("no event on the stream")
+
+
+def test_two_workers_share_subscriptions_and_route_acknowledgements(ward_settings, monkeypatch):
+    """Beds spread over two workers' partitions: a subscription made on one worker hears the
+    other's alarms, and an acknowledgement sent to either reaches the worker that owns the bed."""
+    s = ward_settings.replace(wards="icu:1-10", alarm_config=json.dumps(ALARM_CONFIG), device_silent_s=600.0)
+    monkeypatch.setenv("WARDSTREAM_API_TOKENS", f"{TOKEN_ICU}=icu")
+    rx = Receiver()
+    pool = WorkerPool(s, 2)
+    pool.start_all()
+    try:
+        pool.wait_ready()
+        p0, p1 = (w.port for w in pool.workers)
+        code, sub = api(p0, "POST", "/api/v1/subscriptions", TOKEN_ICU,
+                        {"name": "ICU", "wards": ["icu"], "delivery": {"kind": "webhook", "secret": SECRET,
+                                                                       "url": f"http://127.0.0.1:{rx.port}/icu"}})
+        assert code == 201
+        # both workers see it (the other through the compacted topic)
+        deadline = time.time() + 10
+        while time.time() < deadline and not api(p1, "GET", f"/api/v1/subscriptions/{sub['id']}", TOKEN_ICU)[0] == 200:
+            time.sleep(0.2)
+        assert api(p1, "GET", f"/api/v1/subscriptions/{sub['id']}", TOKEN_ICU)[0] == 200
+        beds = list(range(1, 9))
+        owners = {st["worker"]: st for st in pool.stats()}
+        ward = Ward(s, beds)
+        asyncio.run(ward.send([(b, 3, 0) for b in beds]))
+        ward.reclock(beds)
+        asyncio.run(ward.send([(b, 1, 1) for b in beds]))
+        for b in beds:
+            rx.wait(lambda p, e, b=b: e["bed"] == b and e["state"] == "active")
+        busy = [st for st in pool.stats() if st["windows_written"] > 0]
+        assert len(busy) == 2, "the beds' partitions should be spread over both workers"
+        for b in beds:  # every acknowledgement through worker 1's API, whoever owns the bed
+            deadline = time.time() + 10
+            while True:
+                code, body = api(p1, "POST", f"/api/v1/alarms/{b}/seq_gap/ack", TOKEN_ICU, {"by": "nurse"})
+                if code == 202 or time.time() > deadline:
+                    break
+                time.sleep(0.2)  # the open-alarm view of worker 1 may trail the other by a moment
+            assert code == 202, (b, body)
+        for b in beds:
+            rx.wait(lambda p, e, b=b: e["bed"] == b and e["state"] == "acknowledged")
+        assert len(owners) == 2
+    finally:
+        pool.stop_all()
+        rx.stop()
