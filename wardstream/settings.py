@@ -34,7 +34,7 @@ class Settings:
     influx_retention: bool = True
     # decoded waveform strips written per modality (samples/s; 0: none) into the short-lived
     # "strip" retention policy, for the bed-detail dashboard
-    waveform_hz: int = 64
+    waveform_hz: int = 32
     influx_org: str = "wardstream"
     influx_bucket: str = "wardstream"
     influx_token: str = ""  # environment only

@@ -108,7 +108,7 @@ def test_every_panel_returns_data_after_a_demo_run(demo_run):
     hr = next(r for r in one if r.dashboard == "bed-detail.json" and r.panel == "Heart rate")
     assert hr.series == 1 and hr.values >= 5
     strip = next(r for r in one if r.panel == "Reconstructed ECG (last 20 s)")
-    assert strip.values >= 0.9 * 64 * 2 * 5  # 64 Hz strips of at least five 2-s windows
+    assert strip.values >= 0.9 * s.waveform_hz * 2 * 5  # strips of at least five 2-s windows
 
 
 class GrafanaStandIn(BaseHTTPRequestHandler):
