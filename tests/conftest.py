@@ -4,22 +4,15 @@ app id, topics and InfluxDB database so tests cannot see each other's data."""
 
 from __future__ import annotations
 
-import asyncio
 import os
-import socket
-import uuid
 from pathlib import Path
 
 import pytest
 
+from tests.isolation import free_port as _free_port
+from tests.isolation import isolated
 from wardstream import services
 from wardstream.settings import Settings, from_env
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
@@ -39,15 +32,4 @@ def servers(tmp_path_factory) -> Settings:
 
 @pytest.fixture
 def ward_settings(servers: Settings, request) -> Settings:
-    tag = f"t{uuid.uuid4().hex[:8]}"
-    s = servers.replace(app_id=f"ws-{tag}", frames_topic=f"{tag}.frames", dlq_topic=f"{tag}.dlq",
-                        control_topic=f"{tag}.control", influx_db=f"db_{tag}",
-                        alarms_topic=f"{tag}.alarms", deliveries_topic=f"{tag}.deliveries",
-                        subscriptions_topic=f"{tag}.subs", commands_topic=f"{tag}.commands",
-                        state_dir=Path(servers.state_dir) / tag, frames_partitions=8,
-                        worker_web_port=_free_port())
-    Path(s.state_dir).mkdir(parents=True, exist_ok=True)
-    from stream.topics import ensure_topics
-
-    asyncio.run(ensure_topics(s))
-    return s
+    return isolated(servers)

@@ -1,0 +1,32 @@
+"""Settings of a test's own: app id, topics, InfluxDB database and state directory on the shared
+servers, so tests cannot see each other's data (used by the ``ward_settings`` fixtures)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import uuid
+from pathlib import Path
+
+from wardstream.settings import Settings
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def isolated(servers: Settings, prefix: str = "t") -> Settings:
+    from stream.topics import ensure_topics
+
+    tag = f"{prefix}{uuid.uuid4().hex[:8]}"
+    s = servers.replace(app_id=f"ws-{tag}", frames_topic=f"{tag}.frames", dlq_topic=f"{tag}.dlq",
+                        control_topic=f"{tag}.control", influx_db=f"db_{tag}",
+                        alarms_topic=f"{tag}.alarms", deliveries_topic=f"{tag}.deliveries",
+                        subscriptions_topic=f"{tag}.subs", commands_topic=f"{tag}.commands",
+                        state_dir=Path(servers.state_dir) / tag, frames_partitions=8,
+                        worker_web_port=free_port())
+    Path(s.state_dir).mkdir(parents=True, exist_ok=True)
+    asyncio.run(ensure_topics(s))
+    return s
