@@ -302,6 +302,13 @@ def pipeline_health() -> dict:
                              alias="points/s $tag_worker"),
                       target(f'SELECT non_negative_derivative(last("write_failures"), 1s) FROM "pipeline" {tw}', ref="F",
                              alias="failed writes/s $tag_worker")], unit="short"), 12, 8)
+    L.add(timeseries("Alarm deliveries per minute",
+                     [target('SELECT count("attempts") FROM "alarm_delivery" WHERE $timeFilter '
+                             'GROUP BY time(1m), "status", "kind" fill(null)', alias="$tag_kind $tag_status")],
+                     draw="bars", stack=True, fill=80,
+                     description="Webhook and Kafka deliveries to subscribers by outcome; a failed webhook "
+                                 "delivery also raises a technical delivery_failed alarm. Empty without subscriptions."),
+          12, 8)
     L.add(stat("Worker starts", [target('SELECT count("pid") FROM "worker_start" WHERE $timeFilter')],
                description="Worker processes started in the time range (a restart is every start after the first).",
                colour_mode="none"), 6, 8)

@@ -23,8 +23,9 @@ class PanelResult:
 
     @property
     def alarm_events_only(self) -> bool:
-        """A panel over alarm transitions: empty on a quiet run, and that is not a fault."""
-        return re.search(r'FROM "alarm"(\s|$)', self.query) is not None
+        """A panel over alarm transitions or their deliveries: empty on a quiet run (or without
+        subscribers), and that is not a fault."""
+        return re.search(r'FROM "alarm(_delivery)?"(\s|$)', self.query) is not None
 
 
 def expand(q: str, beds: list[str], range_s: int = 3600, interval_ms: int = 2000) -> str:
