@@ -30,7 +30,7 @@ from processors.classify import Classifiers
 from processors.decode import reconstruct_batch
 from processors.influx_sink import InfluxSink, line
 from processors import delivery as dl
-from processors.alarms import conditions_from
+from processors.alarms import AlarmState, conditions_from, link_step
 from processors.retention import LIVE, LIVE_SECONDS, STRIP, TREND
 from processors.wards import WardMap
 from processors.stages import alarm_points, run_batch
@@ -337,9 +337,6 @@ async def device_silent() -> None:
     """``device_silent`` for every bed of this worker's partitions with no window for
     ``WARDSTREAM_DEVICE_SILENT_S`` (technical alarm; the next window resolves it). A bed's state
     is parsed only when it crosses the limit (or once after a restart, for its time)."""
-    from processors.alarms import AlarmState, link_step
-    from processors.stages import alarm_points as points_of
-
     now_ms = int(time.time() * 1000)
     limit_ms = settings.device_silent_s * 1000
     async with BED_LOCK:
@@ -362,7 +359,7 @@ async def device_silent() -> None:
             if evs:  # none when the stored state already has it open (raised before a restart)
                 st.alarms = ast.to_dict()
                 events_all.extend(evs)
-                for p in points_of(evs):
+                for p in alarm_points(evs):
                     sink.add(p)
                 bed_table[key] = st.to_bytes()
         if events_all:

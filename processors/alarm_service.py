@@ -384,6 +384,16 @@ def _bed(raw: str) -> int:
     return int(raw)
 
 
+def _open_alarm(p, bed: str, condition: str) -> tuple[int, dict]:
+    """The open alarm of ``bed``/``condition`` if this token's wards include the bed; another
+    ward's alarm is answered exactly like one that does not exist (404)."""
+    b = _bed(bed)
+    alarm = view.alarms.get((b, condition))
+    if alarm is None or not p.may_see(alarm["ward"]):
+        raise _Http(404, f"no open {condition!r} alarm on bed {b} visible to this token")
+    return b, alarm
+
+
 @app.page("/api/v1/alarms")
 class AlarmsView(View):
     async def get(self, request: Request) -> Response:
@@ -400,16 +410,12 @@ class AckView(View):
     async def post(self, request: Request, bed: str, condition: str) -> Response:
         try:
             p = _principal(request)
-            b = _bed(bed)
+            _bed(bed)
             body = await _body(request) if request.content_length else {}
             by = body.get("by") if isinstance(body, dict) else None
             if not isinstance(by, str) or not 0 < len(by) <= 80:
                 raise _Http(400, "'by' (who acknowledges, 1-80 characters) is required")
-            if not p.may_see(WARDS.ward_of(b)):
-                raise _Http(404, f"no open {condition!r} alarm on bed {b} visible to this token")
-            alarm = view.alarms.get((b, condition))
-            if alarm is None:
-                raise _Http(404, f"no open {condition!r} alarm on bed {b} visible to this token")
+            b, alarm = _open_alarm(p, bed, condition)
             if alarm["status"] != "active":
                 raise _Http(409, f"the {condition} alarm on bed {b} is already {alarm['status']}")
         except _Http as e:
@@ -424,11 +430,7 @@ class AckView(View):
 class FhirView(View):
     async def get(self, request: Request, bed: str, condition: str) -> Response:
         try:
-            p = _principal(request)
-            b = _bed(bed)
-            alarm = view.alarms.get((b, condition))
-            if alarm is None or not p.may_see(alarm["ward"]):
-                raise _Http(404, f"no open {condition!r} alarm on bed {b} visible to this token")
+            _, alarm = _open_alarm(_principal(request), bed, condition)
         except _Http as e:
             return _err(self, e)
         return self.json(dl.fhir_device_alert(alarm), content_type="application/fhir+json")
