@@ -117,12 +117,11 @@ async def follow(appliers: dict, ready: asyncio.Event) -> None:
     try:
         tps = []
         for topic in appliers:
-            parts = c.partitions_for_topic(topic) or set()
-            while not parts:
-                await c.topics()
-                parts = c.partitions_for_topic(topic) or set()
+            parts = set()
+            while not parts:  # Faust (this worker or another) declares the topic at start
+                parts = await kafka_compat.partitions_of(c, topic, wait_s=30.0)
                 if not parts:
-                    await asyncio.sleep(0.5)
+                    log.warning("topic %s does not exist yet; waiting for it", topic)
             tps += [TopicPartition(topic, p) for p in sorted(parts)]
         c.assign(tps)
         await c.seek_to_beginning(*tps)

@@ -49,3 +49,21 @@ def set_backoff(consumer, backoff_ms: float) -> None:
     fetcher = getattr(consumer, "_fetcher", None)
     if fetcher is not None:
         fetcher._ws_backoff_s = backoff_ms / 1000.0
+
+
+async def partitions_of(consumer, topic: str, wait_s: float = 0.0) -> set[int]:
+    """Partitions of ``topic`` from fresh cluster metadata, waiting up to ``wait_s`` for the topic
+    to appear (empty set if it does not).
+
+    ``AIOKafkaConsumer.partitions_for_topic`` reads the consumer's cached metadata, and
+    ``consumer.topics()`` fetches a new snapshot without updating that cache: a topic created after
+    the consumer started stays invisible to it until the periodic refresh (5 minutes by default).
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait_s
+    while True:
+        cluster = await consumer._client.fetch_all_metadata()
+        parts = cluster.partitions_for_topic(topic) or set()
+        if parts or loop.time() >= deadline:
+            return set(parts)
+        await asyncio.sleep(0.2)

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from device_sim.ward import run_ward
+from stream import kafka_compat
 from stream.topics import ensure_topics
 from wardstream import services
 from wardstream.influxq import exactly_once, frame_seqs
@@ -30,10 +31,7 @@ async def consumer_lag(s: Settings, group: str | None = None) -> int:
                          enable_auto_commit=False)
     await c.start()
     try:
-        parts = c.partitions_for_topic(s.frames_topic) or set()
-        if not parts:
-            await c.topics()
-            parts = c.partitions_for_topic(s.frames_topic) or set()
+        parts = await kafka_compat.partitions_of(c, s.frames_topic)
         tps = [TopicPartition(s.frames_topic, p) for p in sorted(parts)]
         ends = await c.end_offsets(tps)
         lag = 0
