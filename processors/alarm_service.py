@@ -171,7 +171,12 @@ def _record(sub: Subscription, ev: dict, status: str, attempts: int = 0, seconds
 async def fan_out(evs: list[dict]) -> None:
     """Each transition x each matching webhook or Kafka subscription -> one deliveries record
     (sent and awaited by the caller's publish, before its offsets move on)."""
-    await views_ready.wait()
+    if not views_ready.is_set():  # the subscriptions must be known before anything is fanned out
+        try:
+            await asyncio.wait_for(views_ready.wait(), timeout=10.0)
+        except asyncio.TimeoutError:
+            log.warning("alarm publishing waits for the subscription view (not caught up after 10 s)")
+            await views_ready.wait()
     futs = []
     for ev in evs:
         value = json.dumps(ev).encode()
