@@ -279,6 +279,23 @@ def bandwidth_cost() -> dict:
     L.add(stat("Wire vs raw, ward", [target('SELECT sum("wire_bytes") / sum("raw_bytes") FROM "frame" WHERE $timeFilter')],
                unit="percentunit", decimals=3, colour_mode="none",
                description="Bytes on the wire (headers and CRC included) over raw 16-bit samples."), 12, 6)
+    L.add(timeseries("Predicted vs observed task error (audited windows)",
+                     [target('SELECT mean("predicted") FROM "task_error" WHERE $timeFilter AND "observed" >= 0 '
+                             f'AND {BED} GROUP BY time($__interval) fill(none)', ref="P", alias="predicted by the devices"),
+                      target(f'SELECT mean("observed") FROM "task_error" WHERE $timeFilter AND {BED} '
+                             'GROUP BY time($__interval) fill(none)', ref="O", alias="observed by the cloud")],
+                     draw="points", points="always",
+                     description="On the last window of each audit burst the device's own prediction of the task "
+                                 "error (rhythm-classifier KL + QRS error, the quantity its level choice is bounded "
+                                 "by) next to the error the cloud measures against the 10 s of ECG the device sent "
+                                 "for the audit (processors/audit.py)."), 12, 8)
+    L.add(timeseries("Observed minus predicted task error, per level",
+                     [target('SELECT mean("observed") - mean("predicted") FROM "task_error" WHERE $timeFilter '
+                             f'AND "observed" >= 0 AND {BED} GROUP BY time($__interval), "level" fill(none)',
+                             ref="D", alias="level $tag_level")],
+                     draw="points", points="always",
+                     description="Above zero: the devices under-predict the harm of their level (the bound is "
+                                 "looser in the ward than in calibration)."), 12, 8)
     return dashboard("bandwidth-cost", "Bandwidth and cost", "What the ward sends, at which levels, and what it costs.",
                      L, [bed_variable(multi=True)], [], ["bandwidth"], time_from="now-1h")
 

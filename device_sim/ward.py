@@ -84,11 +84,18 @@ def encoder_factory(model_id: int, level: int, encoder: str = "fp32", policy: st
         return RawEncoder
     import torch
 
-    from wardmodels.wire_codec import CodecEncoder, register_deployed
+    from wardmodels.runtime import load_deployed
+    from wardmodels.wire_codec import CodecEncoder, DynamicEncoder, register_deployed
 
     torch.set_num_threads(1)  # the simulator shares the machine with the worker and servers
     if model_id not in register_deployed():
         raise ValueError(f"codec model {model_id} is not deployed (wardmodels/weights/MANIFEST.json)")
+    codec = load_deployed(model_id)
+    if codec.predictor is not None and codec.chains is not None:
+        # a Dynamic-Deep codec: the device sends the fixed level and its predicted task error
+        eeg = level if level <= codec.stages else eeg_level
+        DynamicEncoder(model_id, 0.0, eeg, encoder, fixed_level=level)
+        return lambda: DynamicEncoder(model_id, 0.0, eeg, encoder, fixed_level=level)
     CodecEncoder(model_id, level, encoder)  # load and validate once, before any device starts
     return lambda: CodecEncoder(model_id, level, encoder)
 
@@ -111,13 +118,25 @@ class Device:
     hmac_key: bytes | None = None
     seq: int = 0
     last_window: tuple | None = None  # (ecg, eeg) of the last frame, as acquired
+    # windows between audit bursts (processors.audit; 0: never): in a burst a device that
+    # predicts its task error also sends the ECG its encoder saw, for the cloud to check it
+    audit_every: int = 0
 
     def next_frame(self) -> tuple[bytes, Frame]:
         return next_frames([self])[0]
 
     def _frame(self, channels: tuple[Channel, ...]) -> tuple[bytes, Frame]:
+        from processors.audit import in_burst
+
+        pred = getattr(self.encoder, "last_pred", None)
+        ref = None
+        seen = getattr(self.encoder, "last_filtered", None)
+        if pred is not None and seen is not None and in_burst(self.seq, self.bed_id, self.audit_every):
+            from wardmodels.wire_codec import _raw_channel
+
+            ref = _raw_channel(Modality.ECG, seen)
         frame = Frame(self.bed_id, self.seq, self.clock0_us + self.seq * WINDOW_US, FS, WINDOW,
-                      self.encoder.model_id, channels)
+                      self.encoder.model_id, channels, pred, ref)
         self.seq += 1
         return encode_frame(frame, self.hmac_key), frame
 
@@ -247,8 +266,9 @@ async def run_ward(settings, n_beds: int, duration_s: float, speed: float = 1.0,
     clock0 = next_clock_start(settings.state_dir)
     rng = np.random.default_rng(seed)
     phases = {b: int(rng.uniform(0, WINDOW_US)) for b in beds}
-    devices = {b: Device(b, sources[b], clock0 + phases[b], make_encoder(), settings.device_key(b))
-               for b in beds}
+    audit_every = int(round(settings.audit_every_s * FS / WINDOW)) if settings.audit_every_s > 0 else 0
+    devices = {b: Device(b, sources[b], clock0 + phases[b], make_encoder(), settings.device_key(b),
+                         audit_every=audit_every) for b in beds}
     own = producer is None
     if own:
         producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all",

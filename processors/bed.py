@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from processors.audit import AUDIT_WINDOWS, AuditCase
 from processors.influx_sink import line
 from processors.qrs import QrsState, ecg_peaks_stream
 from processors.vitals import (ecg_quality, ecg_quality_batch, eeg_band_powers,
@@ -53,6 +54,10 @@ class BedState:
     pending: list[int] = field(default_factory=list)
     alarms: dict = field(default_factory=dict)  # processors.alarms.AlarmState.to_dict()
     seen_ms: int = 0  # wall time the worker last processed a window of this bed (device_silent)
+    # audit burst in progress (processors.audit): the device's reference ECG so far, float16,
+    # and the sequence number of its last window (-1: none)
+    audit_buf: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float16))
+    audit_seq: int = -1
 
     def to_bytes(self) -> bytes:
         return json.dumps({"ls": self.last_seq, "lt": self.last_t_us, "r": self.restarts, "as": self.anchor_seq, "au": self.anchor_us,
@@ -60,7 +65,9 @@ class BedState:
                            "q": self.qrs.to_dict() if self.qrs else None, "b": self.beats,
                            "w": self.windows, "g": self.gaps, "dm": self.done, "lw": self.late,
                            "eb": base64.b64encode(self.ecg_buf.astype("<f2").tobytes()).decode(),
-                           "be": self.buf_end, "zi": self.zi, "pd": self.pending, "al": self.alarms, "sn": self.seen_ms},
+                           "be": self.buf_end, "zi": self.zi, "pd": self.pending, "al": self.alarms, "sn": self.seen_ms,
+                           "ab": base64.b64encode(self.audit_buf.astype("<f2").tobytes()).decode(),
+                           "aq": self.audit_seq},
                           separators=(",", ":")).encode()
 
     @classmethod
@@ -73,7 +80,9 @@ class BedState:
                    beats=list(d["b"]), windows=d["w"], gaps=d["g"], done=d["dm"], late=d["lw"],
                    ecg_buf=np.frombuffer(base64.b64decode(d.get("eb", "")), "<f2").astype(np.float16),
                    buf_end=d.get("be", 0), zi=d.get("zi"), pending=list(d.get("pd", [])),
-                   alarms=d.get("al") or {}, seen_ms=d.get("sn", 0))
+                   alarms=d.get("al") or {}, seen_ms=d.get("sn", 0),
+                   audit_buf=np.frombuffer(base64.b64decode(d.get("ab", "")), "<f2").astype(np.float16),
+                   audit_seq=d.get("aq", -1))
 
 
 @dataclass(frozen=True)
@@ -110,6 +119,7 @@ class StepResult:
     beats: int = 0
     classify: ClassifierInputs | None = None
     evidence: WindowEvidence | None = None  # None for replays and late windows
+    audit: AuditCase | None = None  # the last window of an audit burst (processors.audit)
 
 
 def _reanchor(state: BedState, frame: Frame) -> None:
@@ -123,6 +133,29 @@ def _reanchor(state: BedState, frame: Frame) -> None:
     state.buf_end = 0
     state.zi = None
     state.pending = []
+    state.audit_buf = np.zeros(0, np.float16)
+    state.audit_seq = -1
+
+
+def _audit(state: BedState, frame: Frame, ts_ms: int) -> AuditCase | None:
+    """Collect this window's audit reference; the case to score once a burst is complete (its
+    windows consecutive, and the reconstruction of the same span in the bed's buffer)."""
+    if frame.reference is None:
+        return None
+    if state.audit_seq != frame.seq - 1:
+        state.audit_buf = np.zeros(0, np.float16)
+    span = AUDIT_WINDOWS * frame.n_samples
+    state.audit_buf = np.concatenate([state.audit_buf, frame.reference.physical().astype(np.float16)])[-span:]
+    state.audit_seq = frame.seq
+    if len(state.audit_buf) < span or len(state.ecg_buf) < span:
+        return None
+    ecg = frame.channel(Modality.ECG)
+    case = AuditCase(str(frame.bed_id), ts_ms, ecg.level if ecg else -1, frame.pred_error,
+                     state.audit_buf.astype(np.float32), state.ecg_buf[-span:].astype(np.float32),
+                     frame.fs, frame.n_samples, frame.model_id)
+    state.audit_buf = np.zeros(0, np.float16)
+    state.audit_seq = -1
+    return case
 
 
 def front_end(state: BedState, ecg: np.ndarray, fs: int, raw: bool) -> np.ndarray:
@@ -238,6 +271,7 @@ def process_frame(state: BedState, frame: Frame, signals: dict[Modality, np.ndar
 
     ecg = signals.get(Modality.ECG)
     clf_in = None
+    audit = None
     beat_ms: list[int] = []
     if ecg is not None:
         raw = any(ch.modality == Modality.ECG and ch.level == 0 for ch in frame.channels)
@@ -259,6 +293,10 @@ def process_frame(state: BedState, frame: Frame, signals: dict[Modality, np.ndar
         horizon = now_idx - int(HRV_SPAN_S * fs)
         state.beats = [b for b in state.beats if b >= horizon]
         clf_in = _classifier_inputs(state, frame, ecg, new_beats, ts_ms)
+        audit = _audit(state, frame, ts_ms)
+        if frame.pred_error is not None:
+            lv = frame.channel(Modality.ECG).level
+            points.append(line("task_error", {"bed": bed, "level": str(lv)}, {"predicted": frame.pred_error}, ts_ms))
         fields.update(hrv([b / fs for b in state.beats], now_idx / fs, HRV_SPAN_S))
         fields["sqi"] = features.sqi if features and features.sqi is not None else ecg_quality(ecg, fs)
         fields["beats"] = n_beats
@@ -291,4 +329,4 @@ def process_frame(state: BedState, frame: Frame, signals: dict[Modality, np.ndar
     window_ms = frame.n_samples * 1000 // fs
     evidence = WindowEvidence(frame.bed_id, ts_ms + window_ms, window_ms, fields.get("hr_bpm"),
                               fields.get("sqi"), [int(t) for t in beat_ms], gap)
-    return state, StepResult(points, gap=gap, beats=n_beats, classify=clf_in, evidence=evidence)
+    return state, StepResult(points, gap=gap, beats=n_beats, classify=clf_in, evidence=evidence, audit=audit)

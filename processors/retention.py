@@ -41,6 +41,7 @@ DOWNSAMPLE = {
     "frame": "sum(*)",
     "alarm_level": "max(*)",
     "pipeline": "last(*)",
+    "task_error": "mean(*)",
 }
 TREND_EVERY = "1m"
 

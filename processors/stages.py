@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from processors import alarms as al
+from processors import audit
 from processors.bed import BedState, batch_features, process_frame
 from processors.influx_sink import line
 from stream.wire import Frame
@@ -42,6 +43,7 @@ class BatchOutput:
     gaps: int = 0
     rhythm_decisions: int = 0
     beats_classified: int = 0
+    audits: int = 0  # audit bursts completed (observed task error computed)
 
 
 def alarm_points(events: list[al.AlarmEvent]) -> list[str]:
@@ -82,7 +84,7 @@ def run_batch(decoded: list[tuple], get_state, classifiers, thresholds=al.Thresh
     # hand the agent a window again after later ones (bed.process_frame also copes with that)
     # (device time first: a rebooted device restarts its sequence numbers with a later clock)
     order = sorted(range(len(decoded)), key=lambda i: (decoded[i][0], decoded[i][1].t_start_us, decoded[i][1].seq))
-    clf_inputs, windows = [], []
+    clf_inputs, windows, audits = [], [], []
     for i in order:
         key, frame, signals, wire_len = decoded[i]
         st = out.states.get(key)
@@ -100,10 +102,14 @@ def run_batch(decoded: list[tuple], get_state, classifiers, thresholds=al.Thresh
             out.strip_points.extend(waveform_points(frame, signals, waveform_hz))
         if res.classify is not None:
             clf_inputs.append(res.classify)
+        if res.audit is not None:
+            audits.append(res.audit)
         windows.append((key, res))
         out.written.append(frame.window_end_us)
     clf_points, results, out.rhythm_decisions, out.beats_classified = classifiers.run(clf_inputs)
     out.points.extend(clf_points)
+    out.points.extend(audit.observe(audits, classifiers.rhythm))
+    out.audits = len(audits)
     by_input = {id(c): r for c, r in zip(clf_inputs, results)}
     alarm_states: dict = {}
     for key, res in windows:

@@ -4,7 +4,8 @@ Layout (all integers big-endian)::
 
     header   magic  "WDST"                      4 B
              version u8 (=1)                    1 B
-             flags   u8 (bit 0: HMAC tag)       1 B
+             flags   u8 (bit 0: HMAC tag, bit 1: predicted error,
+                         bit 2: audit reference)    1 B
              bed_id  u32                        4 B
              seq     u32 (per device, +1/window) 4 B
              t_start i64 (µs since epoch, device clock, first sample) 8 B
@@ -19,6 +20,11 @@ Layout (all integers big-endian)::
                      or, for levels declared ``side="scale8"``, one u8 scale code
              payload raw: count x i16; VQ: count indices bit-packed MSB-first
                      at ceil(log2 K) bits, zero padded to a byte
+    pred     u8, if flag bit 1: the device's predicted task error of the ECG at the level it
+             sent, code c = round(32 * ln(1 + error)) (0..254; error = exp(c / 32) - 1)
+    ref      if flag bit 2 (audit windows): the ECG window as the encoder saw it (after the
+             device's front end) as one raw section: modality 0, level 0, count, f32 gain and
+             offset, count x i16 — what the cloud compares its reconstruction with
     crc32    u32 over every byte before it      4 B
     hmac     16 B truncated HMAC-SHA256 over every byte before it (if flag)
 
@@ -48,6 +54,10 @@ import numpy as np
 MAGIC = b"WDST"
 VERSION = 1
 FLAG_HMAC = 0x01
+FLAG_PRED = 0x02
+FLAG_REF = 0x04
+KNOWN_FLAGS = FLAG_HMAC | FLAG_PRED | FLAG_REF
+PRED_STEPS = 32.0  # predicted-error code steps per unit of ln(1 + error)
 HMAC_LEN = 16
 CRC_LEN = 4
 _HEADER = struct.Struct(">4sBBIIqHHHB")
@@ -235,6 +245,8 @@ class Frame:
     n_samples: int
     model_id: int
     channels: tuple[Channel, ...]
+    pred_error: float | None = None  # the device's predicted task error (quantised on the wire)
+    reference: Channel | None = None  # audit windows: the ECG as the encoder saw it, raw
 
     def channel(self, modality: Modality) -> Channel | None:
         for ch in self.channels:
@@ -245,6 +257,25 @@ class Frame:
     @property
     def window_end_us(self) -> int:
         return self.t_start_us + (self.n_samples * 1_000_000) // self.fs
+
+
+def pred_code(error: float) -> int:
+    """Wire code of a predicted task error (see the module docstring)."""
+    if not math.isfinite(error) or error < 0:
+        raise BadLength(f"predicted error must be finite and >= 0, got {error}")
+    return min(254, int(round(PRED_STEPS * math.log1p(error))))
+
+
+def pred_value(code: int) -> float:
+    return math.expm1(code / PRED_STEPS)
+
+
+def _raw_section(ch: Channel, n_samples: int) -> bytes:
+    data = np.asarray(ch.data)
+    if data.shape != (n_samples,):
+        raise BadLength(f"raw payload has {data.shape} samples, window is {n_samples}")
+    return _MOD_HEAD.pack(int(ch.modality), 0, n_samples) + _SIDE_F32.pack(ch.gain, ch.offset) \
+        + data.astype(">i2").tobytes()
 
 
 def pack_indices(indices: np.ndarray, bits: int) -> bytes:
@@ -279,7 +310,10 @@ def encode_frame(frame: Frame, hmac_key: bytes | None = None,
         raise BadLength(f"impossible window: fs={frame.fs} n_samples={frame.n_samples}")
     if len({ch.modality for ch in frame.channels}) != len(frame.channels):
         raise BadLength("a modality appears twice")
-    flags = FLAG_HMAC if hmac_key else 0
+    if frame.reference is not None and (frame.reference.modality != Modality.ECG or frame.reference.level != 0):
+        raise BadLength("the audit reference is the ECG at the raw level")
+    flags = ((FLAG_HMAC if hmac_key else 0) | (FLAG_PRED if frame.pred_error is not None else 0)
+             | (FLAG_REF if frame.reference is not None else 0))
     out = bytearray(_HEADER.pack(MAGIC, VERSION, flags, frame.bed_id, frame.seq, frame.t_start_us,
                                  frame.fs, frame.n_samples, frame.model_id, len(frame.channels)))
     for ch in frame.channels:
@@ -298,6 +332,10 @@ def encode_frame(frame: Frame, hmac_key: bytes | None = None,
         out += _MOD_HEAD.pack(int(ch.modality), ch.level, data.shape[0])
         out += lv.pack_side(ch.gain, ch.offset)
         out += payload
+    if frame.pred_error is not None:
+        out.append(pred_code(frame.pred_error))
+    if frame.reference is not None:
+        out += _raw_section(frame.reference, frame.n_samples)
     out += struct.pack(">I", zlib.crc32(out))
     if hmac_key:
         out += _hmac.new(hmac_key, bytes(out), hashlib.sha256).digest()[:HMAC_LEN]
@@ -331,7 +369,7 @@ def decode_frame(buf: bytes, hmac_key_for: Callable[[int], bytes | None] | None 
         raise BadMagic(f"magic {magic!r} is not {MAGIC!r}")
     if version != VERSION:
         raise UnsupportedVersion(f"wire version {version} is not supported (this build reads {VERSION})")
-    if flags & ~FLAG_HMAC:
+    if flags & ~KNOWN_FLAGS:
         raise UnsupportedVersion(f"unknown flag bits {flags:#04x}")
     body_end = len(buf) - CRC_LEN - (HMAC_LEN if flags & FLAG_HMAC else 0)
     if body_end < HEADER_SIZE:
@@ -390,9 +428,32 @@ def decode_frame(buf: bytes, hmac_key_for: Callable[[int], bytes | None] | None 
             if data.size and int(data.max()) >= lv.codebook_size:
                 raise IndexOutOfRange(f"{modality.name} index {int(data.max())} >= {lv.codebook_size}")
         channels.append(Channel(modality, level, float(gain), float(offset), data))
+    pred = None
+    if flags & FLAG_PRED:
+        if pos + 1 > body_end:
+            raise TruncatedFrame("predicted error runs past the frame body")
+        if buf[pos] == 255:
+            raise BadLength("predicted-error code 255 is reserved")
+        pred = pred_value(buf[pos])
+        pos += 1
+    reference = None
+    if flags & FLAG_REF:
+        need = _MOD_HEAD.size + _SIDE_F32.size + 2 * n_samples
+        if pos + need > body_end:
+            raise TruncatedFrame("audit reference runs past the frame body")
+        mod, level, count = _MOD_HEAD.unpack_from(buf, pos)
+        if mod != Modality.ECG or level != 0 or count != n_samples:
+            raise BadLength(f"audit reference must be raw ECG of {n_samples} samples "
+                            f"(modality {mod}, level {level}, count {count})")
+        gain, offset = _SIDE_F32.unpack_from(buf, pos + _MOD_HEAD.size)
+        if not (math.isfinite(gain) and math.isfinite(offset)):
+            raise BadLength("audit reference side information is not finite")
+        data = np.frombuffer(buf, dtype=">i2", count=n_samples, offset=pos + _MOD_HEAD.size + _SIDE_F32.size)
+        reference = Channel(Modality.ECG, 0, float(gain), float(offset), data.astype(np.int16))
+        pos += need
     if pos != body_end:
         raise BadLength(f"{body_end - pos} unexpected bytes after the last modality")
-    return Frame(bed_id, seq, t_start, fs, n_samples, model_id, tuple(channels))
+    return Frame(bed_id, seq, t_start, fs, n_samples, model_id, tuple(channels), pred, reference)
 
 
 def raw_bits(frame: Frame) -> int:

@@ -69,8 +69,9 @@ class DynamicEncoder:
     when none is; EEG at a fixed level (there is no EEG task model to bound). ``bound`` can be
     changed at any time (the control topic); it applies from the next window."""
 
-    def __init__(self, model_id: int, bound: float, eeg_level: int = 2, encoder: str = "int8"):
-        from wardmodels.dd_edge import FEATURES
+    def __init__(self, model_id: int, bound: float, eeg_level: int = 2, encoder: str = "int8",
+                 fixed_level: int | None = None):
+        from wardmodels.dd_edge import FEATURES, N_LEVELS
 
         self.codec = runtime.load_deployed(model_id)
         if self.codec.predictor is None or self.codec.chains is None:
@@ -81,10 +82,18 @@ class DynamicEncoder:
         # "int8": the integer specification the firmware implements; "fp32": the float network on
         # the same grid (7x faster here; level choices agree on 99.5 % of windows, record 100)
         self.encoder = encoder
-        self.name = f"{self.codec.name} dynamic (bound {bound})"
+        # fixed_level: send that level always, but still predict its task error (the frame's
+        # predicted-error field, which the cloud's audit compares with what it observes)
+        if fixed_level is not None and fixed_level not in range(0, N_LEVELS + 1):
+            raise ValueError(f"level {fixed_level} is not one of the Dynamic-Deep levels 0..{N_LEVELS}")
+        self.fixed_level = fixed_level
+        self.name = (f"{self.codec.name} level {fixed_level} (error predicted)" if fixed_level is not None
+                     else f"{self.codec.name} dynamic (bound {bound})")
         self.filters = {m: StreamFilter() for m in MOD_NAME.values()}
         self.history = np.zeros((0, FEATURES), np.float32)
         self.last_level: int | None = None
+        self.last_pred: float | None = None  # predicted task error of the level last sent
+        self.last_filtered: np.ndarray | None = None  # the last ECG window as the encoder saw it
 
     def channels(self, ecg: np.ndarray, eeg: np.ndarray | None) -> tuple[Channel, ...]:
         return encode_many([self], [ecg], [eeg])[0]
@@ -114,8 +123,11 @@ def _encode_dynamic(encoders: list[DynamicEncoder], ecgs: list, eegs: list) -> l
         pred = codec.predictor.predict(feats)
         levels = codec.predictor.choose(pred, np.array([encoders[i].bound for i in members]))
         for j, i in enumerate(members):
-            L = int(levels[j])
+            fixed = encoders[i].fixed_level
+            L = int(levels[j]) if fixed is None else fixed
             encoders[i].last_level = L
+            encoders[i].last_pred = 0.0 if L == 0 else max(0.0, float(np.expm1(pred[j, L - 1])))
+            encoders[i].last_filtered = filtered[i]
             if L == 0:
                 out[i].append(_raw_channel(Modality.ECG, ecgs[i]))
             else:

@@ -75,6 +75,9 @@ class Settings:
     level_policy: str = "fixed"
     dd_bound: float = 0.0  # the ward's default bound (0: the deployed bound in the manifest)
     eeg_level: int = 2  # EEG's level under the dynamic policy (no EEG task model bounds it)
+    # every this many seconds a device that predicts its task error sends 10 s of its ECG as
+    # its encoder saw it, for the cloud's audit of the prediction (processors.audit; 0: never)
+    audit_every_s: float = 600.0
 
     @property
     def kafka_port(self) -> int:
@@ -134,6 +137,7 @@ _ENV = {
     "level_policy": "WARDSTREAM_LEVEL_POLICY",
     "dd_bound": "WARDSTREAM_DD_BOUND",
     "eeg_level": "WARDSTREAM_EEG_LEVEL",
+    "audit_every_s": "WARDSTREAM_AUDIT_EVERY_S",
 }
 
 

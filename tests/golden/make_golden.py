@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from stream import wire
 from stream.wire import RAW_LEVEL, REGISTRY, Channel, CodecSpec, Frame, LevelSpec, Modality, encode_frame
 
 HERE = Path(__file__).parent
@@ -29,7 +30,11 @@ def frames() -> dict[str, tuple[Frame, bytes | None]]:
     vq = Frame(3, 123456, 1_700_000_002_000_000, 128, 256, 7,
                (Channel(Modality.ECG, 1, 0.5, -0.25, (np.arange(32) * 31 % 1024).astype(np.uint16)),
                 Channel(Modality.EEG, 2, 12.0, 1.5, (np.arange(8) * 37 % 256).astype(np.uint16))))
-    return {"raw_ecg_eeg": (raw, None), "raw_signed": (raw, TEST_KEY), "vq_levels": (vq, None)}
+    # an audited window: the device's predicted task error and the ECG its encoder saw (raw)
+    audited = Frame(3, 123457, 1_700_000_004_000_000, 128, 256, 7, vq.channels, wire.pred_value(9),
+                    Channel(Modality.ECG, 0, F32(0.001), 0.0, ecg))
+    return {"raw_ecg_eeg": (raw, None), "raw_signed": (raw, TEST_KEY), "vq_levels": (vq, None),
+            "vq_audited": (audited, TEST_KEY)}
 
 
 if __name__ == "__main__":

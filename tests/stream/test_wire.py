@@ -233,3 +233,53 @@ def test_scale8_rejects_what_one_byte_cannot_carry(gain, offset):
     f = Frame(3, 9, 0, 128, 256, 7, (Channel(Modality.ECG, 2, gain, offset, np.zeros(32, np.uint16)),))
     with pytest.raises(BadLength):
         wire.encode_frame(f, registry=SCALE8)
+
+
+AUDITED, AUDITED_BYTES = GOLDEN["vq_audited"][0], (HERE / "vq_audited.bin").read_bytes()
+
+
+def test_audited_frame_counts_its_bytes_and_round_trips():
+    # VQ frame + 1 byte of predicted error + a raw ECG section (4 + 8 + 512) + crc + hmac
+    assert len(AUDITED_BYTES) == 29 + (4 + 4 + 40) + (4 + 4 + 8) + 1 + (4 + 8 + 512) + 4 + 16
+    got = decode_frame(AUDITED_BYTES, hmac_key_for=lambda bed: TEST_KEY, registry=TEST_REGISTRY)
+    assert got.pred_error == pytest.approx(np.expm1(9 / 32))
+    assert got.reference == AUDITED.reference and got.channels == AUDITED.channels
+
+
+@pytest.mark.parametrize("err", [0.0, 0.013, 0.3, 1.7, 50.0, 1e9])
+def test_predicted_error_code_is_within_half_a_step(err):
+    code = wire.pred_code(err)
+    assert 0 <= code <= 254
+    if code < 254:
+        assert abs(np.log1p(wire.pred_value(code)) - np.log1p(err)) <= 0.5 / wire.PRED_STEPS + 1e-12
+    else:
+        assert wire.pred_value(254) <= err * 1.02
+
+
+def test_predicted_error_must_be_a_non_negative_number():
+    for bad in (-0.1, float("nan"), float("inf")):
+        with pytest.raises(BadLength):
+            encode_frame(Frame(3, 1, 0, 128, 256, 7, AUDITED.channels, bad), registry=TEST_REGISTRY)
+
+
+def test_audit_extension_rejects_what_it_cannot_mean():
+    unsigned = encode_frame(AUDITED, registry=TEST_REGISTRY)
+    pred_at = 29 + (4 + 4 + 40) + (4 + 4 + 8)
+    b = bytearray(unsigned)
+    b[pred_at] = 255  # reserved code
+    with pytest.raises(BadLength, match="reserved"):
+        _dec(_recrc(b))
+    b = bytearray(unsigned)
+    b[pred_at + 1] = 1  # the reference claims to be EEG
+    with pytest.raises(BadLength, match="audit reference"):
+        _dec(_recrc(b))
+    b = bytearray(unsigned)
+    b[5] &= ~wire.FLAG_REF  # the reference bytes are then unexplained
+    with pytest.raises(BadLength, match="unexpected bytes"):
+        _dec(_recrc(b))
+    b = bytearray(unsigned[:-4])[:-100]  # cut inside the reference
+    with pytest.raises(TruncatedFrame, match="audit reference"):
+        _dec(_recrc(b + b"\0\0\0\0"))
+    with pytest.raises(BadLength, match="raw level"):
+        encode_frame(Frame(3, 1, 0, 128, 256, 7, AUDITED.channels, None,
+                           Channel(Modality.EEG, 0, 0.1, 0.0, np.zeros(256, np.int16))), registry=TEST_REGISTRY)

@@ -1,0 +1,86 @@
+"""Audit of the devices' predicted task error: does the bound mean in the ward what it meant in
+calibration?
+
+A device that predicts its task error (`wardmodels.wire_codec.DynamicEncoder`) sends the
+prediction for the level it chose in every frame (wire flag bit 1). Every
+``WARDSTREAM_AUDIT_EVERY_S`` it also sends, for ``AUDIT_WINDOWS`` consecutive windows (10 s, the
+rhythm classifier's span), the ECG as its encoder saw it (flag bit 2: raw, after the device's
+front end). On the last window of such a burst the worker has the original and its own
+reconstruction of the same 10 s and computes the task error the predictor was trained to
+predict (`wardmodels.predictor`): ``w_kl * KL(p_orig || p_recon)`` of the deployed rhythm
+classifier on the 10 s, plus ``w_qrs *`` the streaming QRS detector's error on the last window
+(missed + extra beats per beat, plus mean |Δt| in 50-ms units), with the weights that ship with
+the device's predictor. One difference from training, kept on purpose: the reconstruction is what
+was actually sent, so under the dynamic policy the 10 s may mix levels.
+
+Points: ``task_error,bed=B,level=L predicted=..`` on every window with a prediction, and on an
+audited window also ``observed``, ``kl``, ``qrs`` (same point: predicted and observed side by side).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from processors.influx_sink import line
+
+AUDIT_WINDOWS = 5
+
+
+@dataclass(frozen=True)
+class AuditCase:
+    bed: str
+    ts_ms: int
+    level: int
+    predicted: float | None
+    original: np.ndarray  # float32, the last AUDIT_WINDOWS windows as the device's encoder saw them
+    received: np.ndarray  # float32, the same span as the worker reconstructed it (after its front end)
+    fs: int
+    n_samples: int
+    model_id: int
+
+
+def in_burst(seq: int, bed_id: int, every_windows: int) -> bool:
+    """Whether window ``seq`` of a bed carries its audit reference (beds spread over the period)."""
+    if every_windows <= 0:
+        return False
+    phase = (bed_id * 37) % every_windows
+    return (seq + phase) % every_windows < AUDIT_WINDOWS
+
+
+def task_weights(model_id: int):
+    """The task-error weights the device's predictor was trained with (defaults otherwise)."""
+    from wardmodels.predictor import TaskWeights
+    from wardmodels.runtime import load_deployed
+
+    try:
+        pred = load_deployed(model_id).predictor
+    except Exception:  # noqa: BLE001 - a raw or unknown model: the default weights
+        pred = None
+    return pred.weights if pred is not None else TaskWeights()
+
+
+def observe(cases: list[AuditCase], rhythm) -> list[str]:
+    """The observed task error of each completed audit, as ``task_error`` points (fields
+    ``observed``, ``kl``, ``qrs`` and, when the device sent one, ``predicted``)."""
+    if not cases:
+        return []
+    from wardmodels.classifier import rhythm_input
+    from wardmodels.predictor import kl_rows, window_qrs_error
+    from wardstream.eval_qrs import detect_stream
+
+    p = rhythm.proba(rhythm_input(np.stack([c.original for c in cases] + [c.received for c in cases])))
+    kl = kl_rows(p[:len(cases)], p[len(cases):])
+    out = []
+    for c, k in zip(cases, kl.tolist()):
+        weights = task_weights(c.model_id)
+        ref = detect_stream(c.original, c.fs, c.n_samples, roundtrip=False)
+        det = detect_stream(c.received, c.fs, c.n_samples, roundtrip=False)
+        n_win = len(c.original) // c.n_samples
+        qrs = float(window_qrs_error(ref, det, n_win, c.n_samples / c.fs)[-1])
+        fields = {"observed": weights.kl * k + weights.qrs * qrs, "kl": k, "qrs": qrs}
+        if c.predicted is not None:
+            fields["predicted"] = c.predicted
+        out.append(line("task_error", {"bed": c.bed, "level": str(c.level)}, fields, c.ts_ms))
+    return out

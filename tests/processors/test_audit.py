@@ -1,0 +1,84 @@
+"""The cloud's audit of the devices' predicted task error (processors/audit.py), offline: real
+deployed codec, classifiers and wire format, no broker."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from device_sim.ward import Device, SyntheticBed, next_frames
+from processors.audit import AUDIT_WINDOWS, in_burst
+from processors.bed import BedState
+from processors.classify import Classifiers
+from processors.stages import run_batch
+from stream.topics import bed_key
+from stream.wire import decode_frame, pred_value, pred_code
+
+torch = pytest.importorskip("torch")
+
+
+@pytest.fixture(scope="module")
+def classifiers():
+    return Classifiers()
+
+
+def _run(level: int, n_windows: int, audit_every: int, classifiers, beds=(4, 9)):
+    from wardmodels.wire_codec import DynamicEncoder, decode_frames, register_deployed
+
+    register_deployed()
+    devs = [Device(b, SyntheticBed(b, seed=b), 1_800_000_000_000_000,
+                   DynamicEncoder(3, 0.0, 1 if level <= 2 else 2, "fp32", fixed_level=level), None,
+                   audit_every=audit_every) for b in beds]
+    states: dict = {}
+    points, sent, audits = [], [], 0
+    for _ in range(n_windows):
+        out = next_frames(devs)
+        frames = [decode_frame(raw) for raw, _ in out]
+        sent += [(f, len(raw), d.encoder.last_pred) for f, (raw, _), d in zip(frames, out, devs)]
+        sig = decode_frames(frames)
+        res = run_batch([(bed_key(f.bed_id), f, s, len(raw)) for f, s, (raw, _) in zip(frames, sig, out)],
+                        lambda key: states.get(key) or BedState(), classifiers)
+        states.update(res.states)
+        points += [p for p in res.points if p.startswith("task_error,")]
+        audits += res.audits
+    return points, sent, audits
+
+
+def _fields(p: str) -> dict:
+    return dict(kv.split("=") for kv in p.split(" ")[1].split(","))
+
+
+def test_bursts_spread_beds_over_the_period():
+    every = 30
+    burst = [[in_burst(s, b, every) for s in range(3 * every)] for b in range(1, 200)]
+    assert all(sum(x) == 3 * AUDIT_WINDOWS for x in burst)  # 5 windows per period, every bed
+    starts = {next(s for s in range(every) if x[s] and not x[s - 1]) for x in burst if not all(x[:AUDIT_WINDOWS])}
+    assert len(starts) > every // 2  # not every bed at the same time
+    assert not any(in_burst(s, 3, 0) for s in range(100))
+
+
+def test_every_window_carries_the_prediction_and_bursts_carry_the_reference(classifiers):
+    points, sent, audits = _run(1, 12, 6, classifiers)
+    for f, n, pred in sent:
+        assert f.pred_error == pytest.approx(pred_value(pred_code(pred)))
+        assert (f.reference is not None) == in_burst(f.seq, f.bed_id, 6)
+        if f.reference is not None:  # the reference costs its bytes on the wire
+            assert n >= 29 + 1 + 4 + 8 + 2 * 256
+    predicted = [p for p in points if "predicted=" in p and "observed=" not in p]
+    assert len(predicted) == len(sent)  # one per window (an audited one's merges with its observation)
+    observed = [_fields(p) for p in points if "observed=" in p]
+    assert audits == len(observed) >= 2  # each bed completed a burst
+    for f in observed:
+        assert float(f["observed"]) == pytest.approx(float(f["kl"]) + float(f["qrs"]))  # weights 1, 1
+        assert float(f["observed"]) >= 0 and "predicted" in f
+
+
+def test_the_audit_sees_a_coarser_level_do_more_harm(classifiers):
+    """Same beds, same signal: the observed error at level 5 (4 indices per window) must exceed
+    level 1's (64 indices) — the audit measures the reconstruction, not a constant."""
+    obs = {}
+    for level in (1, 5):
+        points, _, _ = _run(level, 10, 5, classifiers)
+        obs[level] = [float(_fields(p)["observed"]) for p in points if "observed=" in p]
+        assert len(obs[level]) == 4  # 2 beds x 2 continuous bursts of 5
+    assert np.mean(obs[5]) > np.mean(obs[1]) + 0.05
