@@ -77,7 +77,7 @@ class Settings:
     eeg_level: int = 2  # EEG's level under the dynamic policy (no EEG task model bounds it)
     # every this many seconds a device that predicts its task error sends 10 s of its ECG as
     # its encoder saw it, for the cloud's audit of the prediction (processors.audit; 0: never)
-    audit_every_s: float = 600.0
+    audit_every_s: float = 1800.0
 
     @property
     def kafka_port(self) -> int:
