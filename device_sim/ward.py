@@ -132,9 +132,9 @@ class Device:
         ref = None
         seen = getattr(self.encoder, "last_filtered", None)
         if pred is not None and seen is not None and in_burst(self.seq, self.bed_id, self.audit_every):
-            from wardmodels.wire_codec import _raw_channel
+            from wardmodels.wire_codec import raw_channel
 
-            ref = _raw_channel(Modality.ECG, seen)
+            ref = raw_channel(Modality.ECG, seen)
         frame = Frame(self.bed_id, self.seq, self.clock0_us + self.seq * WINDOW_US, FS, WINDOW,
                       self.encoder.model_id, channels, pred, ref)
         self.seq += 1

@@ -57,7 +57,8 @@ class CodecEncoder:
 RAW_GAINS = {"ecg": 0.001, "eeg": 0.1}  # level 0: 1 µV / 0.1 µV per LSB (as the raw-only devices)
 
 
-def _raw_channel(mod: Modality, x: np.ndarray) -> Channel:
+def raw_channel(mod: Modality, x: np.ndarray) -> Channel:
+    """One modality at the raw level (int16 at the fixed gain of ``RAW_GAINS``)."""
     gain = RAW_GAINS[MOD_NAME[mod]]
     q = np.clip(np.rint(np.nan_to_num(np.asarray(x, np.float64)) / gain), -32768, 32767).astype(np.int16)
     return Channel(mod, 0, gain, 0.0, q)
@@ -129,7 +130,7 @@ def _encode_dynamic(encoders: list[DynamicEncoder], ecgs: list, eegs: list) -> l
             encoders[i].last_pred = 0.0 if L == 0 else max(0.0, float(np.expm1(pred[j, L - 1])))
             encoders[i].last_filtered = filtered[i]
             if L == 0:
-                out[i].append(_raw_channel(Modality.ECG, ecgs[i]))
+                out[i].append(raw_channel(Modality.ECG, ecgs[i]))
             else:
                 out[i].append(Channel(Modality.ECG, L, float(codes[j]), 0.0, idx[L][j]))
     groups: dict[tuple, list[int]] = {}
@@ -138,7 +139,7 @@ def _encode_dynamic(encoders: list[DynamicEncoder], ecgs: list, eegs: list) -> l
         if x is None:
             continue
         if enc.eeg_level == 0:
-            out[i].append(_raw_channel(Modality.EEG, x))
+            out[i].append(raw_channel(Modality.EEG, x))
             continue
         eeg_f[i] = enc.filters["eeg"](np.nan_to_num(np.asarray(x, np.float64)))
         groups.setdefault((id(enc.codec), enc.eeg_level, enc.encoder), []).append(i)
