@@ -121,6 +121,8 @@ def save_run(run_dir: Path, s: Settings, summary: dict, hist: dict[int, int], la
         "pipeline": rows(f'SELECT * FROM "pipeline" WHERE {where}'),
         "alarms": rows(f'SELECT * FROM "alarm" WHERE {where} GROUP BY "bed", "condition", "priority", "state"'),
         "rhythm": rows(f'SELECT "label", "p_af" FROM "rhythm" WHERE {where} GROUP BY "bed" LIMIT 200'),
+        "task_error": rows(f'SELECT "predicted", "observed", "kl", "qrs" FROM "task_error" WHERE {where} '
+                           'AND "observed" >= 0 GROUP BY "bed", "level"'),
     }
     (run_dir / "summary.json").write_text(json.dumps({**summary, "latency_ms_hist": {str(k): v for k, v in
                                                                                       sorted(hist.items())}}, indent=2))

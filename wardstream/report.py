@@ -2,7 +2,8 @@
 
 Reads what `wardstream demo` saved in the run directory (``summary.json``, ``timeline.json``,
 ``examples.npz``) and draws: the latency histogram, throughput and consumer lag over time, original
-vs reconstructed ECG/EEG windows, the level mix and the alarms timeline. Plots are PNGs embedded
+vs reconstructed ECG/EEG windows, the level mix, the audited windows' predicted vs observed task
+error and the alarms timeline. Plots are PNGs embedded
 as data URIs, so the page needs no network and no other file.
 """
 
@@ -149,6 +150,30 @@ def alarms_figure(timeline: dict) -> str:
     return _fig_uri(fig)
 
 
+def task_error_figure(timeline: dict) -> str:
+    """Audited windows: the device's predicted task error against the one the cloud observed."""
+    plt = _plt()
+    te = [r for r in timeline.get("task_error", []) if r.get("observed") is not None]
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    if te:
+        obs = np.array([r["observed"] for r in te], float)
+        pred = np.array([np.nan if r.get("predicted") is None else r["predicted"] for r in te], float)
+        lv = np.array([int(r.get("level", -1)) for r in te])
+        for L in sorted(set(lv.tolist())):
+            m = lv == L
+            ax.scatter(pred[m], obs[m], s=18, label=f"level {L}")
+        top = float(np.nanmax(np.concatenate([obs, pred, [0.05]])))
+        ax.plot([0, top], [0, top], color="#999999", lw=1, ls="--", label="observed = predicted")
+        ax.set_xlabel("predicted by the device")
+        ax.set_ylabel("observed by the cloud")
+        ax.legend(fontsize=7)
+    else:
+        ax.text(0.5, 0.5, "no audited window in this run\n(WARDSTREAM_AUDIT_EVERY_S)", ha="center",
+                transform=ax.transAxes)
+        ax.set_xticks([]), ax.set_yticks([])
+    return _fig_uri(fig)
+
+
 CSS = """
 body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1000px;color:#222}
 h1{font-size:1.5em}h2{font-size:1.15em;margin-top:1.6em;border-bottom:1px solid #ddd}
@@ -210,6 +235,7 @@ Click a plot to see it at full size.</p>
 <h2>Throughput and consumer lag</h2><img alt="throughput and lag" src="{throughput_figure(timeline)}">
 <h2>Original vs reconstructed</h2>{ex}
 <h2>Level mix</h2><img alt="level mix" src="{levels_figure(summary)}">
+<h2>Task error, predicted vs observed (audited windows)</h2><img alt="task error" src="{task_error_figure(timeline)}">
 <h2>Alarms</h2><img alt="alarms timeline" src="{alarms_figure(timeline)}">{alarm_table}
 <script>{JS}</script>
 </body></html>

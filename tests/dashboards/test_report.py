@@ -3,6 +3,7 @@ opens without a console message; the test saves its screenshot."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -46,7 +47,11 @@ def test_report_opens_in_headless_chromium_without_console_errors(demo_run, tmp_
     page = write_report(run_dir, tmp_path / "report.html")
     text = page.read_text()
     assert "http://" not in text and "https://" not in text  # self-contained: nothing fetched
-    assert text.count("data:image/png;base64,") >= 5  # latency, throughput, examples, levels, alarms
+    assert text.count("data:image/png;base64,") >= 6  # latency, throughput, examples, levels, task error, alarms
+    timeline = json.loads((run_dir / "timeline.json").read_text())
+    audited = [r for r in timeline["task_error"] if r["observed"] is not None]
+    assert len(audited) >= 6 and all(r["predicted"] is not None for r in audited)  # every bed audited
+    assert "no audited window" not in text
     assert f"{summary['windows_written']} / {summary['windows_accepted']}" in text
     shot = tmp_path / "report.png"
     assert open_in_chromium(page, shot) == []
