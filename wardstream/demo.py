@@ -43,6 +43,23 @@ async def consumer_lag(s: Settings, group: str | None = None) -> int:
         await c.stop()
 
 
+def audit_summary(s: Settings, t0_ms: int, t1_ms: int) -> dict:
+    """The audited windows of a run (processors.audit): how many, and the devices' predicted task
+    error against the one the cloud observed."""
+    from wardstream.influxq import query
+
+    q = (f'SELECT "predicted", "observed" FROM "task_error" WHERE time >= {t0_ms}ms AND time <= {t1_ms}ms '
+         'AND "observed" >= 0')
+    rows = [v for ser in query(s, q) for v in ser["values"]]
+    pairs = [(p, o) for _, p, o in rows if p is not None and o is not None]
+    out: dict = {"audited_windows": len(rows)}
+    if pairs:
+        pred, obs = (list(x) for x in zip(*pairs))
+        out.update({"predicted_mean": round(sum(pred) / len(pred), 4), "observed_mean": round(sum(obs) / len(obs), 4),
+                    "observed_above_predicted": round(sum(o > p for p, o in pairs) / len(pairs), 3)})
+    return out
+
+
 def percentiles(hist: dict[int, int], ps=(50, 95, 99)) -> dict[str, float | None]:
     total = sum(hist.values())
     out: dict[str, float | None] = {}
@@ -212,6 +229,7 @@ async def run_demo(s: Settings, beds: int, duration_s: float, speed: float, work
             "level_policy": s.level_policy,
             "ecg_levels_sent": {str(k): v for k, v in sorted(rep.levels.items())},
             "bound": getattr(rep.bounds, "default", None),
+            "task_error_audit": audit_summary(s, rep.t_first_us // 1000, rep.t_last_end_us // 1000),
             "worker_cpu_s": cpu,
             "influx_write_failures": sum(st["influx"]["write_failures"] for st in stats),
             "replays": sum(st["replays"] for st in stats),
@@ -242,8 +260,18 @@ wardstream demo: {d['beds']} beds, {d['duration_s']:.0f}s at {d['speed']}x, {d['
   consumer lag         final {d['consumer_lag']['final']}, max sampled {d['consumer_lag']['max_sampled']}
   bytes on the wire    {d['wire_bytes']} vs raw 16-bit {d['raw_bytes']} ({d['wire_vs_raw']:.3f}x)
   ECG levels sent      {d['ecg_levels_sent']}  (policy {d['level_policy']}, bound {d['bound']})
+  task error audit     {_audit_line(d.get('task_error_audit') or {})}
   worker CPU           {d['worker_cpu_s']:.1f}s; InfluxDB write failures {d['influx_write_failures']}
 """)
+
+
+def _audit_line(a: dict) -> str:
+    if not a.get("audited_windows"):
+        return "no audited window (WARDSTREAM_AUDIT_EVERY_S)"
+    if "observed_mean" not in a:
+        return f"{a['audited_windows']} audited windows, no device prediction"
+    return (f"{a['audited_windows']} audited windows: observed mean {a['observed_mean']}, predicted mean "
+            f"{a['predicted_mean']}, observed above predicted in {100 * a['observed_above_predicted']:.0f} %")
 
 
 def main(s: Settings, beds: int, duration_s: float, speed: float, workers: int, source: str,

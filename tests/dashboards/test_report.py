@@ -52,6 +52,7 @@ def test_report_opens_in_headless_chromium_without_console_errors(demo_run, tmp_
     audited = [r for r in timeline["task_error"] if r["observed"] is not None]
     assert len(audited) >= 6 and all(r["predicted"] is not None for r in audited)  # every bed audited
     assert "no audited window" not in text
+    assert summary["task_error_audit"]["audited_windows"] == len(audited)  # the demo's own summary agrees
     assert f"{summary['windows_written']} / {summary['windows_accepted']}" in text
     shot = tmp_path / "report.png"
     assert open_in_chromium(page, shot) == []
