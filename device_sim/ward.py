@@ -22,7 +22,7 @@ import numpy as np
 
 from device_sim.sources import EegmatReplay, MitdbReplay, SyntheticBed
 from stream.topics import bed_key
-from stream.wire import RAW_MODEL_ID, Channel, Frame, Modality, encode_frame
+from stream.wire import RAW_MODEL_ID, Channel, Frame, Modality, encode_frame, in_burst
 
 log = logging.getLogger("wardstream.sim")
 
@@ -118,7 +118,7 @@ class Device:
     hmac_key: bytes | None = None
     seq: int = 0
     last_window: tuple | None = None  # (ecg, eeg) of the last frame, as acquired
-    # windows between audit bursts (processors.audit; 0: never): in a burst a device that
+    # windows between audit bursts (stream.wire.in_burst; 0: never): in a burst a device that
     # predicts its task error also sends the ECG its encoder saw, for the cloud to check it
     audit_every: int = 0
 
@@ -126,8 +126,6 @@ class Device:
         return next_frames([self])[0]
 
     def _frame(self, channels: tuple[Channel, ...]) -> tuple[bytes, Frame]:
-        from processors.audit import in_burst
-
         pred = getattr(self.encoder, "last_pred", None)
         ref = None
         seen = getattr(self.encoder, "last_filtered", None)

@@ -3,8 +3,8 @@ calibration?
 
 A device that predicts its task error (`wardmodels.wire_codec.DynamicEncoder`) sends the
 prediction for the level it chose in every frame (wire flag bit 1). Every
-``WARDSTREAM_AUDIT_EVERY_S`` it also sends, for ``AUDIT_WINDOWS`` consecutive windows (10 s, the
-rhythm classifier's span), the ECG as its encoder saw it (flag bit 2: raw, after the device's
+``WARDSTREAM_AUDIT_EVERY_S`` it also sends, for ``stream.wire.AUDIT_WINDOWS`` consecutive windows
+(10 s, the rhythm classifier's span; the schedule is ``stream.wire.in_burst``), the ECG as its encoder saw it (flag bit 2: raw, after the device's
 front end). On the last window of such a burst the worker has the original and its own
 reconstruction of the same 10 s and computes the task error the predictor was trained to
 predict (`wardmodels.predictor`): ``w_kl * KL(p_orig || p_recon)`` of the deployed rhythm
@@ -25,8 +25,6 @@ import numpy as np
 
 from processors.influx_sink import line
 
-AUDIT_WINDOWS = 5
-
 
 @dataclass(frozen=True)
 class AuditCase:
@@ -34,19 +32,11 @@ class AuditCase:
     ts_ms: int
     level: int
     predicted: float | None
-    original: np.ndarray  # float32, the last AUDIT_WINDOWS windows as the device's encoder saw them
+    original: np.ndarray  # float32, the burst's windows as the device's encoder saw them
     received: np.ndarray  # float32, the same span as the worker reconstructed it (after its front end)
     fs: int
     n_samples: int
     model_id: int
-
-
-def in_burst(seq: int, bed_id: int, every_windows: int) -> bool:
-    """Whether window ``seq`` of a bed carries its audit reference (beds spread over the period)."""
-    if every_windows <= 0:
-        return False
-    phase = (bed_id * 37) % every_windows
-    return (seq + phase) % every_windows < AUDIT_WINDOWS
 
 
 def task_weights(model_id: int):

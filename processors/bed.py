@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from processors.audit import AUDIT_WINDOWS, AuditCase
+from processors.audit import AuditCase
 from processors.influx_sink import line
 from processors.qrs import QrsState, ecg_peaks_stream
 from processors.vitals import (ecg_quality, ecg_quality_batch, eeg_band_powers,
                                eeg_band_powers_batch, hrv)
-from stream.wire import HEADER_SIZE, REGISTRY, Frame, Modality
+from stream.wire import AUDIT_WINDOWS, HEADER_SIZE, REGISTRY, Frame, Modality
 from wardmodels.classifier import (BEAT_POST, BEAT_PRE, RHYTHM_SAMPLES, beat_inputs, beat_waves, rr_context,
                                    rr_features)
 from wardmodels.frontend import StreamFilter

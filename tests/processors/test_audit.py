@@ -7,12 +7,11 @@ import numpy as np
 import pytest
 
 from device_sim.ward import Device, SyntheticBed, next_frames
-from processors.audit import AUDIT_WINDOWS, in_burst
 from processors.bed import BedState
 from processors.classify import Classifiers
 from processors.stages import run_batch
 from stream.topics import bed_key
-from stream.wire import decode_frame, pred_value, pred_code
+from stream.wire import AUDIT_WINDOWS, decode_frame, in_burst, pred_code, pred_value
 
 torch = pytest.importorskip("torch")
 
