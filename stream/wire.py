@@ -59,15 +59,6 @@ FLAG_REF = 0x04
 KNOWN_FLAGS = FLAG_HMAC | FLAG_PRED | FLAG_REF
 PRED_STEPS = 32.0  # predicted-error code steps per unit of ln(1 + error)
 AUDIT_WINDOWS = 5  # an audit burst: this many consecutive windows carry the reference (10 s)
-
-
-def in_burst(seq: int, bed_id: int, every_windows: int) -> bool:
-    """Whether window ``seq`` of a bed is in an audit burst, the bursts of a bed repeating every
-    ``every_windows`` windows (0: never) and the beds spread over that period."""
-    if every_windows <= 0:
-        return False
-    phase = (bed_id * 37) % every_windows
-    return (seq + phase) % every_windows < AUDIT_WINDOWS
 HMAC_LEN = 16
 CRC_LEN = 4
 _HEADER = struct.Struct(">4sBBIIqHHHB")
@@ -267,6 +258,15 @@ class Frame:
     @property
     def window_end_us(self) -> int:
         return self.t_start_us + (self.n_samples * 1_000_000) // self.fs
+
+
+def in_burst(seq: int, bed_id: int, every_windows: int) -> bool:
+    """Whether window ``seq`` of a bed is in an audit burst, the bursts of a bed repeating every
+    ``every_windows`` windows (0: never) and the beds spread over that period."""
+    if every_windows <= 0:
+        return False
+    phase = (bed_id * 37) % every_windows
+    return (seq + phase) % every_windows < AUDIT_WINDOWS
 
 
 def pred_code(error: float) -> int:
