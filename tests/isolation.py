@@ -30,3 +30,14 @@ def isolated(servers: Settings, prefix: str = "t") -> Settings:
     Path(s.state_dir).mkdir(parents=True, exist_ok=True)
     asyncio.run(ensure_topics(s))
     return s
+
+
+def shared_dir():
+    """The shared folder with the schemas the tests validate against: ``WARDSTREAM_SHARED_DIR``,
+    else ``../shared`` beside the project (where CI has it)."""
+    import os
+    from pathlib import Path
+
+    from wardstream.settings import PROJECT_ROOT
+
+    return Path(os.environ.get("WARDSTREAM_SHARED_DIR") or PROJECT_ROOT.parent / "shared")

@@ -12,9 +12,10 @@ import pytest
 import yaml
 
 from dashboards.build import DS, build_all
+from tests.isolation import shared_dir
 from wardstream.settings import PROJECT_ROOT, Settings
 
-SPEC = PROJECT_ROOT.parent / "shared" / "compose" / "compose-spec.json"
+SPEC = shared_dir() / "compose" / "compose-spec.json"
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +26,7 @@ def compose() -> dict:
 @pytest.fixture(scope="module")
 def validator():
     if not SPEC.exists():
-        pytest.skip(f"the Compose schema is not at {SPEC}")
+        pytest.skip(f"the Compose schema is not at {SPEC} (set WARDSTREAM_SHARED_DIR)")
     return jsonschema.Draft7Validator(json.loads(SPEC.read_text()))
 
 

@@ -16,15 +16,16 @@ import pytest
 from dashboards.build import DS, build_all, panel_queries
 from dashboards.check import check, expand
 from dashboards.push import push
+from tests.isolation import shared_dir
 from wardstream.settings import PROJECT_ROOT
 
-SCHEMAS = PROJECT_ROOT.parent / "shared" / "grafana"
+SCHEMAS = shared_dir() / "grafana"
 
 
 def _schema(name: str) -> dict:
     path = SCHEMAS / f"{name}.jsonschema.json"
     if not path.exists():
-        pytest.skip(f"the Grafana schemas are not at {SCHEMAS} (../shared/grafana)")
+        pytest.skip(f"the Grafana schemas are not at {SCHEMAS} (set WARDSTREAM_SHARED_DIR)")
     return json.loads(path.read_text())
 
 
