@@ -155,7 +155,7 @@ class AlarmState:
     af_hist: list[list] = field(default_factory=list)  # [t ms, AF probability] of recent decisions
 
     def to_dict(self) -> dict:
-        return {"c": {k: asdict(v) for k, v in self.conditions.items()}, "lb": self.last_beat_ms,
+        return {"c": {k: dict(v.__dict__) for k, v in self.conditions.items()}, "lb": self.last_beat_ms,
                 "ss": self.signal_since_ms, "vr": self.v_run, "vx": self.v_recent, "af": self.af_hist}
 
     @classmethod

@@ -215,13 +215,23 @@ def beat_inputs(waves: np.ndarray, beats: np.ndarray, fs: int = FS, first: int =
     beats = np.asarray(beats, np.int64)
     out = np.zeros((len(waves) - first, 2, waves.shape[1]), np.float32)
     span = int(TEMPLATE_SPAN_S * fs)
+    # each beat's template count k (its predecessors within the span, at most TEMPLATE_BEATS);
+    # the medians are taken for all beats of one k at once (sorted middle = np.median, bit for bit)
+    by_k: dict[int, list[int]] = {}
     for i in range(first, len(waves)):
         lo = max(0, i - TEMPLATE_BEATS)
         while lo < i and beats[i] - beats[lo] > span:
             lo += 1
-        tmpl = np.median(waves[lo:i], axis=0) if i > lo else waves[i]
-        out[i - first, 0] = waves[i]
-        out[i - first, 1] = waves[i] - tmpl
+        by_k.setdefault(i - lo, []).append(i)
+    out[:, 0] = waves[first:]
+    for k, members in by_k.items():
+        m = np.asarray(members)
+        if k == 0:
+            tmpl = waves[m]
+        else:
+            s = np.sort(waves[m[:, None] - k + np.arange(k)], axis=1)
+            tmpl = s[:, k // 2] if k % 2 else (s[:, k // 2 - 1] + s[:, k // 2]) / np.float32(2)
+        out[m - first, 1] = waves[m] - tmpl
     return out
 
 
