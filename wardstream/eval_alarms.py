@@ -12,8 +12,10 @@ Reference events (from the annotations, at 360 Hz, times in seconds):
 * ventricular runs: >= 3 consecutive beats annotated ``V`` whose mean rate exceeds 100 bpm (the
   alarm's own definition; slower idioventricular runs are counted separately, not scored);
 * AF episodes: ``(AFIB`` rhythm segments, >= 30 s and >= 60 s;
-* for false-alarm accounting: any run of >= 3 V beats (any rate), AF anywhere, heart rate from
-  the annotated beats (median RR over 10 s), pauses of >= 4 s between annotated beats.
+* for false-alarm accounting: any run of >= 3 V beats (any rate) or annotated ventricular rhythm
+  episode (``(VT``, ``(VFL``: ventricular flutter has no beat annotations, only flutter waves, yet a
+  ventricular-tachycardia alarm during it is the right life-threatening alarm), AF anywhere, heart
+  rate from the annotated beats (median RR over 10 s), pauses of >= 4 s between annotated beats.
 
 A simulated clinician acknowledges every alarm ``ACK_AFTER_S`` after it sounds (a latched alarm
 whose condition has gone then resolves; one whose condition persists stays acknowledged until it
@@ -54,9 +56,17 @@ def _v_runs(times: np.ndarray, syms: np.ndarray, min_beats: int = 3) -> list[tup
     return [(r[0], r[-1], len(r), 60.0 * (len(r) - 1) / max(r[-1] - r[0], 1e-6)) for r in runs]
 
 
-def _af_episodes(rec, end_s: float) -> list[tuple[float, float]]:
+VENTRICULAR_RHYTHMS = ("(VT", "(VFL")
+
+
+def _episodes(rec, end_s: float, labels: tuple[str, ...]) -> list[tuple[float, float]]:
+    """(start s, end s) of every rhythm segment annotated with one of ``labels``."""
     bounds = np.append(rec.rhythm_times_s, end_s)
-    return [(bounds[k], bounds[k + 1]) for k, lab in enumerate(rec.rhythm_labels) if lab == "(AFIB"]
+    return [(bounds[k], bounds[k + 1]) for k, lab in enumerate(rec.rhythm_labels) if lab in labels]
+
+
+def _af_episodes(rec, end_s: float) -> list[tuple[float, float]]:
+    return _episodes(rec, end_s, ("(AFIB",))
 
 
 def _open_intervals(events, condition: str, end_s: float) -> list[tuple[float, float, float]]:
@@ -200,7 +210,7 @@ def score(recs: dict, events: dict, n_win: dict, levels: dict, settings) -> dict
         # false alarms per condition
         bt = rec.beat_times_s
         beats = bt[_is_beat(rec.beat_symbols)]
-        ref_vt = [(s, e) for s, e, _, _ in runs]
+        ref_vt = [(s, e) for s, e, _, _ in runs] + _episodes(rec, end_s, VENTRICULAR_RHYTHMS)
         gaps = np.diff(beats)
         for cond in ("vtach", "afib", "asystole", "brady", "tachy", "ectopy", "signal_quality", "seq_gap"):
             for o0, o1, t in _open_intervals(ev, cond, end_s):

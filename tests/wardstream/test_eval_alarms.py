@@ -32,3 +32,30 @@ def test_eval_alarms_on_record_200(tmp_path, monkeypatch):
     assert r["af_episodes"] == {"total": 0, "detected": 0}
     assert r["device"]["level_policy"] == "dynamic" and len(r["device"]["ecg_levels_sent"]) >= 2
     assert 0 <= r["median_detection_delay_s"] < 10
+
+
+def test_a_ventricular_alarm_during_annotated_ventricular_flutter_is_not_false():
+    """Record 207's flutter episodes carry no beat annotations (only flutter waves), so a VT alarm
+    there matched no V run and used to count as false; the rhythm annotation makes it true."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from processors.alarms import AlarmEvent
+    from wardstream.eval_alarms import CLOCK0_US, score
+
+    beats = np.arange(1.0, 100.0, 0.8)
+    beats = beats[(beats < 40) | (beats > 60)]  # flutter 40-60 s: no beats annotated
+    rec = SimpleNamespace(beat_times_s=beats, beat_symbols=np.array(["N"] * len(beats)),
+                          rhythm_times_s=np.array([0.0, 40.0, 60.0]), rhythm_labels=["(N", "(VFL", "(N"])
+
+    def ev(t_s, state):
+        return AlarmEvent(1, "vtach", "high", state, (CLOCK0_US + int(t_s * 1e6)) // 1000, "wardstream", "run", 1)
+
+    settings = SimpleNamespace(codec_model=3, level_policy="fixed")
+    during = score({"x": rec}, {"x": [ev(45, "active"), ev(70, "resolved")]}, {"x": 50}, {}, settings)
+    assert during["false_alarms"].get("vtach", 0) == 0
+    # the same alarm in sinus rhythm, far from the episode, stays false
+    rec.rhythm_labels = ["(N", "(N", "(N"]
+    outside = score({"x": rec}, {"x": [ev(45, "active"), ev(70, "resolved")]}, {"x": 50}, {}, settings)
+    assert outside["false_alarms"]["vtach"] == 1
