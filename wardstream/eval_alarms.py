@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 TOL_S = 10.0
 ACK_AFTER_S = 20.0  # the simulated clinician's response time (before the 30-s escalation)
 CLOCK0_US = 1_700_000_000_000_000
+SCORED = ("vtach", "afib", "asystole", "brady", "tachy", "ectopy")  # conditions scored against annotations
 
 
 def _v_runs(times: np.ndarray, syms: np.ndarray, min_beats: int = 3) -> list[tuple[float, float, int, float]]:
@@ -169,13 +170,14 @@ def evaluate(settings, split: str = "test", records: list[str] | None = None) ->
 
 
 def score(recs: dict, events: dict, n_win: dict, levels: dict, settings) -> dict:
-    from processors.alarms import Thresholds
+    from processors.alarms import DEFAULT_CONDITIONS, Thresholds
 
+    high = tuple(c for c in SCORED if DEFAULT_CONDITIONS[c].priority == "high")
     vt = {"total": 0, "detected": 0}
     vt8 = {"total": 0, "detected": 0}
     af30 = {"total": 0, "detected": 0}
     af60 = {"total": 0, "detected": 0}
-    delays, false_by = [], {}
+    delays, false_by, false_high = [], {}, []
     missed = []
     per_record = {}
     hours = sum(n * 2 for n in n_win.values()) / 3600.0
@@ -212,7 +214,8 @@ def score(recs: dict, events: dict, n_win: dict, levels: dict, settings) -> dict
         beats = bt[_is_beat(rec.beat_symbols)]
         ref_vt = [(s, e) for s, e, _, _ in runs] + _episodes(rec, end_s, VENTRICULAR_RHYTHMS)
         gaps = np.diff(beats)
-        for cond in ("vtach", "afib", "asystole", "brady", "tachy", "ectopy", "signal_quality", "seq_gap"):
+        why = {(e.condition, round((e.t_ms * 1000 - CLOCK0_US) / 1e6, 3)): e.why for e in ev if e.state == "active"}
+        for cond in SCORED + ("signal_quality", "seq_gap"):
             for o0, o1, t in _open_intervals(ev, cond, end_s):
                 if cond == "vtach":
                     true = any(s - TOL_S <= t <= e + TOL_S for s, e in ref_vt)
@@ -233,11 +236,16 @@ def score(recs: dict, events: dict, n_win: dict, levels: dict, settings) -> dict
                     true = True  # technical: not scored against annotations
                 if not true:
                     false_by[cond] = false_by.get(cond, 0) + 1
+                    if cond in high:
+                        near = (bt > t - 8.0) & (bt < t + 2.0)
+                        false_high.append({"record": r, "condition": cond, "onset_s": round(t, 1),
+                                           "why": why.get((cond, round(t, 3)), ""),
+                                           "annotated_beats_8s_before_to_2s_after": "".join(rec.beat_symbols[near])})
         per_record[r] = {"alarms": {c: len(_open_intervals(ev, c, end_s)) for c in
                                     ("vtach", "afib", "asystole", "brady", "tachy", "ectopy", "signal_quality")},
                          "fast_v_runs": len(fast), "af_episodes_30s": sum(1 for s, e in afs if e - s >= 30)}
     bed_days = hours / 24.0
-    fhp = sum(false_by.get(c, 0) for c in ("vtach", "asystole"))
+    fhp = sum(false_by.get(c, 0) for c in high)
     return {
         "split_records": list(recs), "hours": round(hours, 2), "bed_days": round(bed_days, 4),
         "device": {"codec_model": settings.codec_model, "level_policy": settings.level_policy,
@@ -247,6 +255,6 @@ def score(recs: dict, events: dict, n_win: dict, levels: dict, settings) -> dict
         "false_alarms_per_bed_day": {c: round(n / bed_days, 2) for c, n in false_by.items()},
         "false_high_priority_per_bed_day": round(fhp / bed_days, 2),
         "median_detection_delay_s": float(np.median(delays)) if delays else None,
-        "missed_goal_events": missed, "per_record": per_record,
+        "missed_goal_events": missed, "false_high_priority_alarms": false_high, "per_record": per_record,
         "definitions": __doc__,
     }

@@ -59,3 +59,9 @@ def test_a_ventricular_alarm_during_annotated_ventricular_flutter_is_not_false()
     rec.rhythm_labels = ["(N", "(N", "(N"]
     outside = score({"x": rec}, {"x": [ev(45, "active"), ev(70, "resolved")]}, {"x": 50}, {}, settings)
     assert outside["false_alarms"]["vtach"] == 1
+    # ... and is listed with the engine's reason and the annotations around it, for triage
+    assert during["false_high_priority_alarms"] == []
+    (f,) = outside["false_high_priority_alarms"]
+    assert f["record"] == "x" and f["condition"] == "vtach" and f["onset_s"] == 45.0 and f["why"] == "run"
+    assert f["annotated_beats_8s_before_to_2s_after"] == "NNN"  # 37.8, 38.6, 39.4 s; none from 40 s
+    assert outside["false_high_priority_per_bed_day"] == round(1 / (50 * 2 / 86400), 2)
