@@ -207,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     _common(ea)
     ea.add_argument("--split", default="test", choices=["test", "all"])
     ea.add_argument("--records", default=None, help="comma-separated MIT-BIH records instead of the split")
+    ea.add_argument("--af-threshold-curve", action="store_true",
+                    help="instead of the replay: the AF alarm's threshold against the CinC calib records")
     ea.add_argument("--json", type=Path)
 
     ed = esub.add_parser("dynamic-deep", help="gain, level mix, bound violations, F1 on reconstructions")
@@ -460,10 +462,12 @@ def main(argv: list[str] | None = None) -> int:
 
     if a.cmd == "eval" and a.what == "alarms":
         from wardstream.datasets import DataMissing
+        from wardstream.eval_alarms import af_threshold_curve
         from wardstream.eval_alarms import evaluate as eval_alarms
 
         try:
-            d = eval_alarms(s, a.split, a.records.split(",") if a.records else None)
+            d = af_threshold_curve(s) if a.af_threshold_curve else \
+                eval_alarms(s, a.split, a.records.split(",") if a.records else None)
         except DataMissing as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2

@@ -258,3 +258,43 @@ def score(recs: dict, events: dict, n_win: dict, levels: dict, settings) -> dict
         "missed_goal_events": missed, "false_high_priority_alarms": false_high, "per_record": per_record,
         "definitions": __doc__,
     }
+
+
+def threshold_rows(p: np.ndarray, y: np.ndarray, thresholds) -> list[dict]:
+    """Alarm at ``p >= threshold`` against boolean truth ``y``: tp / fp / fn / F1 per threshold."""
+    rows = []
+    for th in thresholds:
+        pred = p >= th
+        tp, fp, fn = int((pred & y).sum()), int((pred & ~y).sum()), int((~pred & y).sum())
+        rows.append({"threshold": round(float(th), 3), "tp": tp, "fp": fp, "fn": fn,
+                     "f1": round(2 * tp / max(2 * tp + fp + fn, 1), 4)})
+    return rows
+
+
+def af_threshold_curve(settings) -> dict:
+    """The AF alarm's probability threshold against the CinC ``calib`` records (held out from the
+    rhythm model's fitting, never the test split): per record of >= ``afib_s`` seconds, the alarm's
+    own rule — the median AF probability of the decisions (every 2 s, each over the last 10 s)
+    spanning its last ``afib_s`` seconds — against the record's label being AF."""
+    import torch
+
+    from processors.alarms import Thresholds
+    from wardmodels.classifier import RHYTHM_CLASSES
+    from wardmodels.clf_data import cinc_split, record_proba
+    from wardmodels.clf_runtime import load_deployed_classifier
+    from wardmodels.frontend import FS, filter_record
+
+    torch.set_num_threads(2)
+    th = Thresholds()
+    cal = cinc_split(settings.data_dir, "calib")
+    sig = [filter_record(x) for x in cal.signals]
+    keep = [i for i, x in enumerate(sig) if len(x) >= th.afib_s * FS]
+    _, per = record_proba(load_deployed_classifier("rhythm"), [sig[i] for i in keep])
+    n_dec = int(round((th.afib_s - 10.0) / 2.0)) + 1
+    a = RHYTHM_CLASSES.index("A")
+    med = np.array([np.median(p[-n_dec:, a]) for p in per])
+    y = np.array([cal.labels[i] == "A" for i in keep])
+    rows = threshold_rows(med, y, np.arange(0.30, 0.91, 0.05))
+    return {"data": "CinC 2017 calib records (held out from fitting)", "records": len(keep),
+            "af_records": int(y.sum()), "decisions_per_record": n_dec, "deployed_threshold": th.afib_p,
+            "rows": rows, "best_f1": max(rows, key=lambda r: r["f1"])}

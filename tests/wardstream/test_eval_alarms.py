@@ -65,3 +65,15 @@ def test_a_ventricular_alarm_during_annotated_ventricular_flutter_is_not_false()
     assert f["record"] == "x" and f["condition"] == "vtach" and f["onset_s"] == 45.0 and f["why"] == "run"
     assert f["annotated_beats_8s_before_to_2s_after"] == "NNN"  # 37.8, 38.6, 39.4 s; none from 40 s
     assert outside["false_high_priority_per_bed_day"] == round(1 / (50 * 2 / 86400), 2)
+
+
+def test_threshold_rows_count_what_an_alarm_at_each_threshold_would_raise():
+    import numpy as np
+
+    from wardstream.eval_alarms import threshold_rows
+
+    p = np.array([0.9, 0.6, 0.4, 0.2, 0.55])
+    y = np.array([True, True, False, False, False])
+    r5, r7 = threshold_rows(p, y, [0.5, 0.7])
+    assert (r5["tp"], r5["fp"], r5["fn"]) == (2, 1, 0) and r5["f1"] == 0.8
+    assert (r7["tp"], r7["fp"], r7["fn"]) == (1, 0, 1) and r7["f1"] == round(2 / 3, 4)
