@@ -241,8 +241,7 @@ def score(recs: dict, events: dict, n_win: dict, levels: dict, settings) -> dict
                         false_high.append({"record": r, "condition": cond, "onset_s": round(t, 1),
                                            "why": why.get((cond, round(t, 3)), ""),
                                            "annotated_beats_8s_before_to_2s_after": "".join(rec.beat_symbols[near])})
-        per_record[r] = {"alarms": {c: len(_open_intervals(ev, c, end_s)) for c in
-                                    ("vtach", "afib", "asystole", "brady", "tachy", "ectopy", "signal_quality")},
+        per_record[r] = {"alarms": {c: len(_open_intervals(ev, c, end_s)) for c in SCORED + ("signal_quality",)},
                          "fast_v_runs": len(fast), "af_episodes_30s": sum(1 for s, e in afs if e - s >= 30)}
     bed_days = hours / 24.0
     fhp = sum(false_by.get(c, 0) for c in high)
