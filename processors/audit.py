@@ -58,7 +58,7 @@ def observe(cases: list[AuditCase], rhythm) -> list[str]:
         return []
     from wardmodels.classifier import rhythm_input
     from wardmodels.predictor import kl_rows, window_qrs_error
-    from wardstream.eval_qrs import detect_stream
+    from processors.qrs import detect_stream
 
     p = rhythm.proba(rhythm_input(np.stack([c.original for c in cases] + [c.received for c in cases])))
     kl = kl_rows(p[:len(cases)], p[len(cases):])

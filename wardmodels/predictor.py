@@ -99,7 +99,7 @@ def analyse_record(codec, clf, x: np.ndarray) -> RecordAnalysis | None:
     """Filtered ECG of one record (mV) -> its analysis at every level (int8 edge, as deployed)."""
     from wardmodels.dd_edge import with_history
     from wardmodels.frontend import normalise
-    from wardstream.eval_qrs import detect_stream
+    from processors.qrs import detect_stream
 
     n = len(x) // 256
     if n < 1:

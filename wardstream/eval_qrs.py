@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from processors.qrs import QrsState, ecg_peaks_stream
+from processors.qrs import detect_stream  # noqa: F401 - re-exported: the evals and tests import it from here
 from wardstream.datasets import FS, load_mitdb, mitdb_split
 
 WINDOW = 256
@@ -39,24 +39,6 @@ def match_beats(ref_s: np.ndarray, det_s: np.ndarray, tol_s: float) -> tuple[int
     """Greedy one-to-one matching of sorted times; returns (tp, fn, fp)."""
     tp = int((match_indices(ref_s, det_s, tol_s) >= 0).sum())
     return tp, int(ref_s.size - tp), int(det_s.size - tp)
-
-
-def detect_stream(ecg: np.ndarray, fs: int = FS, window: int = WINDOW,
-                  roundtrip: bool = True) -> np.ndarray:
-    """Run the streaming detector over a recording in windows; beat times in seconds.
-
-    ``roundtrip`` serialises the state between windows, as the worker does (its state lives in
-    a changelogged table), so the evaluation scores exactly what the pipeline computes.
-    """
-    state = None
-    beats = []
-    n_full = ecg.size - ecg.size % window
-    for start in range(0, n_full, window):
-        if roundtrip and state is not None:
-            state = QrsState.from_dict(state.to_dict())
-        state, b = ecg_peaks_stream(ecg[start:start + window], fs, state)
-        beats.append(b.samples)
-    return np.concatenate(beats).astype(np.float64) / fs if beats else np.zeros(0)
 
 
 def _one(args: tuple[str, str, float]) -> dict:
