@@ -39,6 +39,7 @@ import time
 from collections import defaultdict
 
 import aiohttp
+from aiokafka.errors import CommitFailedError, IllegalGenerationError, RebalanceInProgressError, UnknownMemberIdError
 from aiohttp import web as aioweb
 from faust.web import Request, Response, View
 
@@ -260,7 +261,14 @@ class Dispatcher:
                     assigned = c.assignment()
                     offsets = {tp: o for tp, o in self.committable().items() if tp in assigned}
                     if offsets:
-                        await c.commit(offsets)
+                        try:
+                            await c.commit(offsets)
+                        except (CommitFailedError, IllegalGenerationError, RebalanceInProgressError,
+                                UnknownMemberIdError) as exc:
+                            # another worker joined or left: the group rebalanced under us; the
+                            # partitions that moved resume at their last committed offset on
+                            # their new owner (at least once: receivers dedupe by event id)
+                            log.info("webhook offsets not committed during a rebalance: %s", exc)
                     last_commit = time.monotonic()
         finally:
             await c.stop()
