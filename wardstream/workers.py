@@ -72,15 +72,8 @@ class WorkerPool:
                                   stdin=subprocess.DEVNULL, env=env, start_new_session=True)
         return w
 
-    def start_all(self, timeout: float = 90.0) -> None:
-        """Start the workers one after another, each once the previous ones are ready: a later
-        worker then joins a running consumer group (an ordinary rebalance). Two first joins at
-        the same moment once left the group leader with an empty assignment that aiokafka cannot
-        decode ("unpack requires a buffer of 2 bytes" in `ConsumerProtocol.ASSIGNMENT.decode`),
-        its coordinator stopped and the group never settled (CI, 2026-11-23)."""
+    def start_all(self) -> None:
         for i in range(len(self.workers)):
-            if i:
-                self.wait_ready(timeout)
             self.start(i)
 
     def wait_ready(self, timeout: float = 90.0) -> None:
