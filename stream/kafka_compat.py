@@ -1,4 +1,6 @@
-"""Client-side back-off after an empty Kafka fetch.
+"""Two client-side mends to aiokafka for the local broker.
+
+1. Back-off after an empty Kafka fetch.
 
 A Kafka broker holds a fetch that finds no data for up to ``fetch.max.wait.ms`` (long poll).
 The local noida-db broker answers empty fetches at once, so an idle aiokafka consumer (and every
@@ -8,12 +10,24 @@ fetch step so that a fetch that returned no records waits ``WARDSTREAM_EMPTY_FET
 most that long. Against Apache Kafka the broker's own long poll dominates; set 0 to disable.
 A consumer that can wait longer (the alarm service's topic views) sets its own with
 `set_backoff`: every idle consumer's fetches cost the local broker CPU.
+
+2. An empty SyncGroup assignment means "rejoin", not a crash.
+When a member is left out of the leader's assignment for a generation (it joined while the
+leader was assigning), the broker answers its SyncGroup with zero assignment bytes. Kafka's
+protocol allows that (other clients handle it: kafkajs #567, brod #305), but aiokafka 0.14 decodes
+the bytes unconditionally: ``struct.error: unpack requires a buffer of 2 bytes``
+kills the consumer's coordination task and the group never settles (seen in CI on two Faust
+workers' simultaneous first joins). `install` makes such an answer request a rejoin after the
+usual retry back-off, as aiokafka already does for SyncGroup errors.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+
+log = logging.getLogger(__name__)
 
 _PATCHED = False
 
@@ -22,6 +36,7 @@ def install(backoff_ms: float | None = None) -> None:
     global _PATCHED
     if _PATCHED:
         return
+    _install_empty_assignment_rejoin()
     if backoff_ms is None:
         backoff_ms = float(os.environ.get("WARDSTREAM_EMPTY_FETCH_BACKOFF_MS", "10"))
     if backoff_ms <= 0:
@@ -42,6 +57,27 @@ def install(backoff_ms: float | None = None) -> None:
 
     Fetcher._proc_fetch_request = _proc_fetch_request
     _PATCHED = True
+
+
+def _install_empty_assignment_rejoin() -> None:
+    from aiokafka.consumer.group_coordinator import CoordinatorGroupRebalance
+
+    original = CoordinatorGroupRebalance._send_sync_group_request
+    if getattr(original, "_ws_empty_assignment_rejoin", False):
+        return
+
+    async def _send_sync_group_request(self, request):
+        assignment = await original(self, request)
+        if assignment is not None and len(assignment) == 0:
+            log.warning("group %s: empty assignment from SyncGroup (member %s left out of "
+                        "generation %s); rejoining", self.group_id,
+                        self._coordinator.member_id, self._coordinator.generation)
+            self._coordinator.request_rejoin()
+            return None  # aiokafka waits retry_backoff_ms and joins again
+        return assignment
+
+    _send_sync_group_request._ws_empty_assignment_rejoin = True
+    CoordinatorGroupRebalance._send_sync_group_request = _send_sync_group_request
 
 
 def set_backoff(consumer, backoff_ms: float) -> None:

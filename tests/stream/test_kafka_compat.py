@@ -1,0 +1,52 @@
+"""The aiokafka mend for an empty SyncGroup assignment (see stream.kafka_compat).
+
+The broker sends zero assignment bytes to a member the leader left out of a generation; this
+cannot be provoked on demand with a real broker (it needs a join racing the leader's assignment),
+so the coordinator side is a stand-in here and only aiokafka's own rebalance code runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+
+from aiokafka.consumer.group_coordinator import CoordinatorGroupRebalance
+from aiokafka.coordinator.protocol import ConsumerProtocol, ConsumerProtocolMemberAssignment
+
+from stream import kafka_compat
+
+
+class _Coordinator:
+    def __init__(self, member_assignment: bytes):
+        self.generation, self.member_id = 7, "m-1"
+        self.rejoins = 0
+        self._member_assignment = member_assignment
+
+    async def _send_req(self, request):
+        return SimpleNamespace(error_code=0, member_assignment=self._member_assignment)
+
+    def request_rejoin(self):
+        self.rejoins += 1
+
+
+def _sync(member_assignment: bytes):
+    kafka_compat.install()
+    rebalance = object.__new__(CoordinatorGroupRebalance)
+    rebalance._coordinator = _Coordinator(member_assignment)
+    rebalance.group_id = "g"
+    result = asyncio.run(rebalance._send_sync_group_request(request=None))
+    return result, rebalance._coordinator
+
+
+def test_empty_assignment_requests_a_rejoin_instead_of_failing_to_decode():
+    result, coordinator = _sync(b"")
+    assert result is None  # aiokafka then backs off and joins again
+    assert coordinator.rejoins == 1
+
+
+def test_a_real_assignment_passes_through_unchanged():
+    encoded = ConsumerProtocolMemberAssignment(0, [("frames", [0, 3])], b"").encode()
+    result, coordinator = _sync(encoded)
+    assert result == encoded
+    assert coordinator.rejoins == 0
+    assert sorted(ConsumerProtocol.ASSIGNMENT.decode(result).partitions()) == [("frames", 0), ("frames", 3)]
