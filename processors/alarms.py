@@ -4,7 +4,8 @@ Each window a bed's evidence (`Evidence`: heart rate, signal quality, the window
 their classes, the rhythm decision, sequence gaps) updates one `Condition` per alarm condition:
 
 * physiological: ``asystole`` (no QRS for >= 4 s on a good-quality signal), ``vtach`` (a run of
-  >= 3 ventricular beats at > 100 bpm), ``afib`` (atrial fibrillation decided for >= 30 s),
+  >= ``vtach_beats`` ventricular beats at > 100 bpm, default 5), ``nsvt`` (non-sustained VT: a
+  shorter run of >= 3 such beats), ``afib`` (atrial fibrillation decided for >= 30 s),
   ``brady`` / ``tachy`` (heart rate beyond per-bed thresholds), ``ectopy`` (frequent ventricular
   ectopy, beats per minute);
 * technical: ``signal_quality`` (lead-off / unusable signal), ``seq_gap`` (windows lost between
@@ -20,6 +21,13 @@ high-priority alarms latch (stay until acknowledged even when the condition has 
 per condition per episode (de-duplication); ``acknowledged`` silences and stops escalation;
 an unacknowledged high-priority alarm escalates once after ``escalate_after_s``. Every
 transition is an `AlarmEvent` with who/when/why.
+
+Ventricular runs follow the bedside monitors' alarm chain (Philips IntelliVue: red "VTach" for a
+run >= the VTach run limit, default 5, at >= the VTach rate limit, default 100 bpm; yellow
+"Non-Sustain VTach" for a shorter run at that rate; Mindray's "V-Tach" / "Nonsus V-Tach" alike): a
+3- or 4-beat run raises the medium-priority ``nsvt`` alarm, a run that reaches ``vtach_beats`` the
+high-priority, latching ``vtach`` alarm. Every run of >= 3 fast ventricular beats still alarms;
+``vtach_beats = 3`` (per bed, `Thresholds`) makes every such run high priority.
 
 Time is the device's window time (ms), so a replay gives the same alarms as the live stream.
 """
@@ -45,6 +53,7 @@ class ConditionConfig:
 DEFAULT_CONDITIONS: dict[str, ConditionConfig] = {
     "asystole": ConditionConfig("high", 0.0, 4.0, latching=True, escalate_after_s=30.0),
     "vtach": ConditionConfig("high", 0.0, 6.0, latching=True, escalate_after_s=30.0),
+    "nsvt": ConditionConfig("medium", 0.0, 6.0),
     "afib": ConditionConfig("medium", 0.0, 20.0),  # the 30-s persistence is part of the condition
     "brady": ConditionConfig("medium", 10.0, 10.0),
     "tachy": ConditionConfig("medium", 10.0, 10.0),
@@ -89,13 +98,14 @@ class Thresholds:
     brady_bpm: float = 40.0
     tachy_bpm: float = 140.0
     asystole_s: float = 4.0
-    vtach_beats: int = 3
-    vtach_bpm: float = 100.0
+    vtach_beats: int = 5  # high-priority VT from this many consecutive ventricular beats ...
+    vtach_bpm: float = 100.0  # ... at more than this rate; shorter fast runs of >= nsvt_beats: nsvt
+    nsvt_beats: int = 3
     afib_s: float = 30.0
     afib_p: float = 0.5  # the rhythm decision's AF probability that counts as AF
     ectopy_per_min: float = 10.0
     sqi_min: float = 0.5
-    v_min_p: float = 0.9  # a beat counts as ventricular for runs and ectopy at this class probability
+    v_min_p: float = 0.9  # a beat's class counts for runs and ectopy at this class probability
     flood_factor: float = 3.0  # windows of the present arriving this many times faster than real time
 
 
@@ -153,15 +163,18 @@ class AlarmState:
     v_run: list[int] = field(default_factory=list)  # times of the current ventricular run
     v_recent: list[int] = field(default_factory=list)  # ventricular beats in the last minute
     af_hist: list[list] = field(default_factory=list)  # [t ms, AF probability] of recent decisions
+    v_run_uncertain: list[int] = field(default_factory=list)  # uncertain calls inside the current run
 
     def to_dict(self) -> dict:
         return {"c": {k: dict(v.__dict__) for k, v in self.conditions.items()}, "lb": self.last_beat_ms,
-                "ss": self.signal_since_ms, "vr": self.v_run, "vx": self.v_recent, "af": self.af_hist}
+                "ss": self.signal_since_ms, "vr": self.v_run, "vx": self.v_recent, "af": self.af_hist,
+                "vu": self.v_run_uncertain}
 
     @classmethod
     def from_dict(cls, d: dict) -> "AlarmState":
         return cls({k: Condition(**v) for k, v in d.get("c", {}).items()}, d.get("lb"), d.get("ss"),
-                   list(d.get("vr", [])), list(d.get("vx", [])), [list(h) for h in d.get("af", [])])
+                   list(d.get("vr", [])), list(d.get("vx", [])), [list(h) for h in d.get("af", [])],
+                   list(d.get("vu", [])))
 
     def open_alarms(self) -> dict[str, str]:
         return {k: c.state for k, c in self.conditions.items() if c.state != "idle"}
@@ -185,25 +198,43 @@ def _conditions_now(st: AlarmState, ev: Evidence, th: Thresholds) -> dict[str, t
     asys = good and st.signal_since_ms is not None and (t - st.signal_since_ms) / 1000.0 >= th.asystole_s \
         and silent_s >= th.asystole_s
     out["asystole"] = (asys, f"no QRS for {silent_s:.1f} s on a good-quality signal")
-    # ventricular runs: consecutive V beats; rate from their spacing
-    vt, vt_why = False, ""
+    # ventricular runs: consecutive V beats; rate from the spacing of the last n of them
+    vt, vt_why, ns, ns_why = False, "", False, ""
+
+    def fast(n: int) -> float | None:
+        """The rate of the run's last n ventricular beats if it is fast (the uncertain ventricular
+        calls between the first and the last of them count as beats)."""
+        if n < 2 or len(st.v_run) < n:
+            return None
+        t0, t1 = st.v_run[-n], st.v_run[-1]
+        between = sum(1 for u in st.v_run_uncertain if t0 < u < t1)
+        span = (t1 - t0) / 1000.0
+        rate = 60.0 * (n - 1 + between) / span if span > 0 else 0.0
+        return rate if rate > th.vtach_bpm else None
+
     for b in sorted(ev.beats, key=lambda b: b[0]):
         bt, cls = b[0], b[1]
-        if cls == "V" and len(b) > 2 and b[2] < th.v_min_p:
-            cls = "?"  # an uncertain ventricular call neither extends nor counts
-        if cls == "V":
+        uncertain = len(b) > 2 and b[2] < th.v_min_p and cls is not None
+        if uncertain:
+            # an uncertain call neither extends a run nor breaks it; an uncertain ventricular call
+            # inside a run still counts as a beat of its rate
+            if cls == "V" and st.v_run:
+                st.v_run_uncertain.append(bt)
+        elif cls == "V":
             st.v_run.append(bt)
             st.v_recent.append(bt)
         elif cls is not None:
-            st.v_run = []
-        if len(st.v_run) >= th.vtach_beats:
-            span = (st.v_run[-1] - st.v_run[-th.vtach_beats]) / 1000.0
-            rate = 60.0 * (th.vtach_beats - 1) / span if span > 0 else 0.0
-            if rate > th.vtach_bpm:
-                vt, vt_why = True, f"run of {len(st.v_run)} ventricular beats at {rate:.0f} bpm"
+            st.v_run, st.v_run_uncertain = [], []
+        if (rate := fast(th.vtach_beats)) is not None:
+            vt, vt_why = True, f"run of {len(st.v_run)} ventricular beats at {rate:.0f} bpm"
+        elif (rate := fast(th.nsvt_beats)) is not None:
+            ns, ns_why = True, f"run of {len(st.v_run)} ventricular beats at {rate:.0f} bpm"
     if st.v_run and t - st.v_run[-1] > 2000:  # a run ends when no V beat follows within 2 s
-        st.v_run = []
+        st.v_run, st.v_run_uncertain = [], []
+    st.v_run_uncertain = [u for u in st.v_run_uncertain if st.v_run and u > st.v_run[0]]
     out["vtach"] = (vt, vt_why or "no ventricular run")
+    # the shorter run's alarm gives way to the VT alarm (the monitors' alarm chain)
+    out["nsvt"] = (ns and not vt, ns_why or "no ventricular run")
     st.v_recent = [b for b in st.v_recent if b > t - 60_000]
     out["ectopy"] = (len(st.v_recent) >= th.ectopy_per_min,
                      f"{len(st.v_recent)} ventricular beats in the last minute")

@@ -23,6 +23,12 @@ clears), so a later event can raise a new episode. An alarm episode (active -> r
 detecting a reference event when it is open at some time within the event (or within ``TOL_S``
 after its end). An alarm episode is false when no reference event of its kind lies within
 ``TOL_S`` of its onset. Technical alarms are reported but not scored as false.
+
+Ventricular runs: ``vt_runs`` counts a run as detected by either run alarm (``nsvt``, medium
+priority, for 3 to ``vtach_beats`` - 1 beats; ``vtach``, high priority, from ``vtach_beats``);
+``vt_runs_high_priority`` (runs of >= ``vtach_beats``) and ``vt_runs_8plus`` only by the
+high-priority ``vtach`` alarm. Both run alarms are scored for false alarms against the same
+reference; only ``vtach`` counts in ``false_high_priority_per_bed_day``.
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ log = logging.getLogger(__name__)
 TOL_S = 10.0
 ACK_AFTER_S = 20.0  # the simulated clinician's response time (before the 30-s escalation)
 CLOCK0_US = 1_700_000_000_000_000
-SCORED = ("vtach", "afib", "asystole", "brady", "tachy", "ectopy")  # conditions scored against annotations
+SCORED = ("vtach", "nsvt", "afib", "asystole", "brady", "tachy", "ectopy")  # conditions scored against annotations
 
 
 def _v_runs(times: np.ndarray, syms: np.ndarray, min_beats: int = 3) -> list[tuple[float, float, int, float]]:
@@ -174,7 +180,9 @@ def score(recs: dict, events: dict, n_win: dict, levels: dict, settings) -> dict
 
     high = tuple(c for c in SCORED if DEFAULT_CONDITIONS[c].priority == "high")
     vt = {"total": 0, "detected": 0}
+    vt5 = {"total": 0, "detected": 0}
     vt8 = {"total": 0, "detected": 0}
+    th = Thresholds()
     af30 = {"total": 0, "detected": 0}
     af60 = {"total": 0, "detected": 0}
     delays, false_by, false_high = [], {}, []
@@ -187,15 +195,22 @@ def score(recs: dict, events: dict, n_win: dict, levels: dict, settings) -> dict
         runs = [x for x in _v_runs(rec.beat_times_s, rec.beat_symbols) if x[0] < end_s]
         fast = [x for x in runs if x[3] > 100]
         vt_open = _open_intervals(ev, "vtach", end_s)
+        run_open = sorted(vt_open + _open_intervals(ev, "nsvt", end_s), key=lambda o: o[2])
         for s, e, n, rate in fast:
-            hit = [o for o in vt_open if o[0] <= e + TOL_S and o[1] >= s]
-            for d in (vt, vt8) if n >= 8 else (vt,):
-                d["total"] += 1
-                d["detected"] += bool(hit)
+            # any run: the VT or the non-sustained-VT alarm; a long run: the high-priority VT alarm
+            hit = [o for o in run_open if o[0] <= e + TOL_S and o[1] >= s]
+            hit_high = [o for o in vt_open if o[0] <= e + TOL_S and o[1] >= s]
+            vt["total"] += 1
+            vt["detected"] += bool(hit)
+            for d, k in ((vt5, th.vtach_beats), (vt8, 8)):
+                if n >= k:
+                    d["total"] += 1
+                    d["detected"] += bool(hit_high)
             if hit:
                 delays.append(max(0.0, hit[0][2] - s))
-            elif n >= 8:
-                missed.append({"record": r, "kind": "vt", "start_s": s, "beats": n, "rate_bpm": round(rate)})
+            if n >= 8 and not hit_high:
+                missed.append({"record": r, "kind": "vt", "start_s": s, "beats": n, "rate_bpm": round(rate),
+                               "nsvt_alarm": bool(hit)})
         afs = [x for x in _af_episodes(rec, end_s) if x[0] < end_s]
         af_open = _open_intervals(ev, "afib", end_s)
         for s, e in afs:
@@ -217,7 +232,7 @@ def score(recs: dict, events: dict, n_win: dict, levels: dict, settings) -> dict
         why = {(e.condition, round((e.t_ms * 1000 - CLOCK0_US) / 1e6, 3)): e.why for e in ev if e.state == "active"}
         for cond in SCORED + ("signal_quality", "seq_gap"):
             for o0, o1, t in _open_intervals(ev, cond, end_s):
-                if cond == "vtach":
+                if cond in ("vtach", "nsvt"):
                     true = any(s - TOL_S <= t <= e + TOL_S for s, e in ref_vt)
                 elif cond == "afib":
                     true = any(s - TOL_S <= t <= e + TOL_S for s, e in afs)
@@ -227,7 +242,6 @@ def score(recs: dict, events: dict, n_win: dict, levels: dict, settings) -> dict
                 elif cond in ("brady", "tachy"):
                     hr = _hr_reference(beats, np.array([t - 5, t]))
                     hr = hr[np.isfinite(hr)]
-                    th = Thresholds()
                     true = bool(len(hr)) and (hr.min() < th.brady_bpm if cond == "brady" else hr.max() > th.tachy_bpm)
                 elif cond == "ectopy":
                     nv = int(((bt > t - 60) & (bt <= t + TOL_S) & (rec.beat_symbols == "V")).sum())
@@ -249,7 +263,7 @@ def score(recs: dict, events: dict, n_win: dict, levels: dict, settings) -> dict
         "split_records": list(recs), "hours": round(hours, 2), "bed_days": round(bed_days, 4),
         "device": {"codec_model": settings.codec_model, "level_policy": settings.level_policy,
                    "ecg_levels_sent": {str(k): v for k, v in sorted(levels.items())}},
-        "vt_runs": vt, "vt_runs_8plus": vt8, "af_episodes": af30, "af_episodes_60s_plus": af60,
+        "vt_runs": vt, "vt_runs_high_priority": {"min_beats": th.vtach_beats, **vt5}, "vt_runs_8plus": vt8, "af_episodes": af30, "af_episodes_60s_plus": af60,
         "false_alarms": false_by,
         "false_alarms_per_bed_day": {c: round(n / bed_days, 2) for c, n in false_by.items()},
         "false_high_priority_per_bed_day": round(fhp / bed_days, 2),

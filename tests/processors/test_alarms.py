@@ -53,14 +53,31 @@ def test_no_asystole_on_a_lead_off_signal():
     assert tech and tech[0].priority == "technical" and tech[0].state == "active"
 
 
-def test_ventricular_run_of_three_fast_beats_alarms_once_per_episode():
+def test_ventricular_run_of_three_fast_beats_alarms_once_per_episode_as_nonsustained_vt():
     ws = _sinus(0, 3)
     ws.append(Evidence(8000, W, 140, 0.9, [(6300, "N"), (6700, "V"), (7100, "V"), (7500, "V")]))
-    ws.append(Evidence(10000, W, 140, 0.9, [(8200, "V"), (8600, "V"), (9400, "N")]))
+    ws.append(Evidence(10000, W, 140, 0.9, [(8200, "N"), (8600, "V"), (9400, "N")]))
+    st, ev = _run(ws + _sinus(10_000, 2))
+    ns = [e for e in ev if e.condition == "nsvt"]
+    assert [e.state for e in ns] == ["active"], ns
+    assert ns[0].priority == "medium" and "run of 3 ventricular beats" in ns[0].why
+    assert not [e for e in ev if e.condition == "vtach"]  # 3 beats < the VT run limit (5)
+
+
+def test_a_run_reaching_the_vt_run_limit_raises_high_priority_vt_instead():
+    ws = _sinus(0, 3)
+    ws.append(Evidence(8000, W, 140, 0.9, [(6300, "N"), (6700, "V"), (7100, "V"), (7500, "V")]))
+    ws.append(Evidence(10000, W, 140, 0.9, [(7900, "V"), (8300, "V"), (8700, "V"), (9400, "N")]))
     st, ev = _run(ws + _sinus(10_000, 2))
     vt = [e for e in ev if e.condition == "vtach"]
-    assert [e.state for e in vt] == ["active"], vt
-    assert "run of 3 ventricular beats" in vt[0].why
+    assert [e.state for e in vt] == ["active"] and vt[0].priority == "high" and vt[0].t_ms == 10_000
+    assert "run of 6 ventricular beats" in vt[0].why
+    ns = [e for e in ev if e.condition == "nsvt"]
+    assert ns[0].state == "active" and ns[0].t_ms == 8000  # the first 3 beats, before VT was reached
+    # a bed configured for VT from 3 beats alarms high priority at once
+    st3 = AlarmState()
+    ev3 = [e for w in ws for e in step(1, st3, w, Thresholds(vtach_beats=3))]
+    assert [(e.condition, e.t_ms) for e in ev3 if e.condition in ("vtach", "nsvt")] == [("vtach", 8000)]
 
 
 def test_slow_ventricular_beats_are_not_vtach_but_count_as_ectopy():
@@ -128,10 +145,10 @@ def test_uncertain_ventricular_calls_do_not_make_a_run():
     ws = _sinus(0, 3)
     ws.append(Evidence(8000, W, 140, 0.9, [(6700, "V", 0.6), (7100, "V", 0.7), (7500, "V", 0.55)]))
     _, ev = _run(ws + _sinus(8000, 2))
-    assert not [e for e in ev if e.condition == "vtach"]
+    assert not [e for e in ev if e.condition in ("vtach", "nsvt")]
     ws[-1] = Evidence(8000, W, 140, 0.9, [(6700, "V", 0.97), (7100, "V", 0.95), (7500, "V", 0.99)])
     _, ev = _run(ws + _sinus(8000, 2))
-    assert [e.state for e in ev if e.condition == "vtach"] == ["active"]
+    assert [e.state for e in ev if e.condition == "nsvt"] == ["active"]
 
 
 def test_frame_flood_counts_only_windows_of_the_present_beyond_the_factor():
@@ -165,3 +182,23 @@ def test_alarm_config_overrides_per_condition_and_rejects_nonsense():
     for bad in ('{"nope": {}}', '{"tachy": {"volume": 3}}', '{"tachy": {"priority": "urgent"}}', "[1]", "{"):
         with pytest.raises(ValueError):
             conditions_from(bad)
+
+
+def test_an_uncertain_call_inside_a_run_neither_breaks_it_nor_slows_its_rate():
+    # six beats 0.5 s apart (120 bpm); the fourth is an uncertain ventricular call (p < v_min_p)
+    run = [(6000, "V", 0.99), (6500, "V", 0.99), (7000, "V", 0.99), (7500, "V", 0.6), (8000, "V", 0.99),
+           (8500, "V", 0.99)]
+    ws = _sinus(0, 3) + [Evidence(9000, W, 120, 0.9, run)]
+    _, ev = _run(ws + _sinus(9000, 2))
+    vt = [e for e in ev if e.condition == "vtach"]
+    assert [e.state for e in vt] == ["active"], ev
+    assert "run of 5 ventricular beats at 120 bpm" in vt[0].why  # 5 beats over 2.5 s: 6 beats' rate
+    # an uncertain non-ventricular call does not break the run either, but is no beat of its rate
+    run[3] = (7500, "S", 0.7)
+    _, ev = _run(_sinus(0, 3) + [Evidence(9000, W, 120, 0.9, run)] + _sinus(9000, 2))
+    assert not [e for e in ev if e.condition == "vtach"]  # 5 V beats over 2.5 s: 96 bpm
+    # a confident non-ventricular call does break it: two runs of 3, neither reaches VT
+    run[3] = (7500, "N", 0.98)
+    _, ev = _run(_sinus(0, 3) + [Evidence(9000, W, 120, 0.9, run)] + _sinus(9000, 2))
+    assert not [e for e in ev if e.condition == "vtach"]
+    assert [e.state for e in ev if e.condition == "nsvt"] == ["active"]
