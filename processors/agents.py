@@ -30,7 +30,7 @@ from processors.classify import Classifiers
 from processors.decode import reconstruct_batch
 from processors.influx_sink import InfluxSink, line
 from processors import delivery as dl
-from processors.alarms import AlarmState, conditions_from, link_step
+from processors.alarms import AlarmState, conditions_from, limits_from, link_step
 from processors.retention import LIVE, LIVE_SECONDS, STRIP, TREND
 from processors.wards import WardMap
 from processors.stages import alarm_points, run_batch
@@ -96,6 +96,7 @@ stats = Stats()
 classifiers = Classifiers()
 CONDITIONS = conditions_from(settings.alarm_config)
 WARDS = WardMap.parse(settings.wards)
+LIMITS = limits_from(settings.alarm_limits, WARDS.ward_of, {w for w, _, _ in WARDS.ranges})  # bed -> alarm limits
 # held while a batch of windows or an acknowledgement changes bed states: never both at once
 BED_LOCK = asyncio.Lock()
 alarms_topic = app.topic(settings.alarms_topic, key_type=bytes, value_type=bytes, key_serializer="raw",
@@ -197,7 +198,7 @@ async def handle_batch(events) -> None:
     for key, frame, _, _ in decoded:
         arrivals.note(key, frame.window_end_us / 1e6, now_s)
     res = run_batch(decoded, lambda key: BedState.from_bytes(bed_table.get(key)), classifiers,
-                    waveform_hz=settings.waveform_hz, conditions=CONDITIONS,
+                    thresholds=LIMITS, waveform_hz=settings.waveform_hz, conditions=CONDITIONS,
                     recent_windows={key: arrivals.count(key, now_s) for key, _, _, _ in decoded})
     for key, st in res.states.items():
         st.seen_ms = seen_ms[key] = int(now_s * 1000)

@@ -27,13 +27,14 @@ run >= the VTach run limit, default 5, at >= the VTach rate limit, default 100 b
 "Non-Sustain VTach" for a shorter run at that rate; Mindray's "V-Tach" / "Nonsus V-Tach" alike): a
 3- or 4-beat run raises the medium-priority ``nsvt`` alarm, a run that reaches ``vtach_beats`` the
 high-priority, latching ``vtach`` alarm. Every run of >= 3 fast ventricular beats still alarms;
-``vtach_beats = 3`` (per bed, `Thresholds`) makes every such run high priority.
+``vtach_beats = 3`` (per ward or bed: `limits_from`) makes every such run high priority.
 
 Time is the device's window time (ms), so a replay gives the same alarms as the live stream.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -93,7 +94,7 @@ def conditions_from(spec: str) -> dict[str, ConditionConfig]:
 
 @dataclass(frozen=True)
 class Thresholds:
-    """Per-bed limits (configurable per bed; these are adult defaults)."""
+    """Per-bed limits (adult defaults; per ward and per bed through `limits_from`)."""
 
     brady_bpm: float = 40.0
     tachy_bpm: float = 140.0
@@ -107,6 +108,72 @@ class Thresholds:
     sqi_min: float = 0.5
     v_min_p: float = 0.9  # a beat's class counts for runs and ectopy at this class probability
     flood_factor: float = 3.0  # windows of the present arriving this many times faster than real time
+
+
+def limits_from(spec: str, ward_of, ward_names=None) -> "Callable[[int], Thresholds]":
+    """Per-bed `Thresholds` from JSON (``WARDSTREAM_ALARM_LIMITS``): the defaults, overridden by
+    the bed's ward, overridden by the bed itself, e.g.
+    ``{"default": {"tachy_bpm": 130}, "wards": {"cardio": {"vtach_beats": 3}},
+    "beds": {"12": {"brady_bpm": 35}}}``. ``ward_of(bed)`` names a bed's ward; ``ward_names``
+    (optional) are the configured wards, and a ward that is neither one of them nor a default
+    ``ward-N`` is an error (a misspelt ward would otherwise change no bed). Returns
+    ``bed -> Thresholds``; a malformed spec raises ValueError naming what is wrong."""
+    import json
+    import re
+
+    fields = Thresholds.__dataclass_fields__
+    if not spec.strip():
+        base = Thresholds()
+        return lambda bed: base
+    try:
+        d = json.loads(spec)
+    except ValueError as exc:
+        raise ValueError(f"WARDSTREAM_ALARM_LIMITS is not JSON: {exc}") from None
+    if not isinstance(d, dict) or set(d) - {"default", "wards", "beds"}:
+        raise ValueError('WARDSTREAM_ALARM_LIMITS must be an object with "default", "wards" and/or "beds"')
+
+    def checked(where: str, over) -> dict:
+        if not isinstance(over, dict):
+            raise ValueError(f"WARDSTREAM_ALARM_LIMITS{where} must be an object of limit -> value")
+        bad = sorted(set(over) - set(fields))
+        if bad:
+            raise ValueError(f"WARDSTREAM_ALARM_LIMITS{where}: unknown limits {bad}; known: {sorted(fields)}")
+        for k, v in over.items():
+            want = int if fields[k].type in (int, "int") else float
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0 \
+                    or (want is int and v != int(v)):
+                raise ValueError(f"WARDSTREAM_ALARM_LIMITS{where}[{k!r}] must be a positive "
+                                 f"{'integer' if want is int else 'number'}, not {v!r}")
+        out = {k: (int(v) if fields[k].type in (int, "int") else float(v)) for k, v in over.items()}
+        t = Thresholds(**out)
+        if t.nsvt_beats > t.vtach_beats:
+            raise ValueError(f"WARDSTREAM_ALARM_LIMITS{where}: nsvt_beats must not exceed vtach_beats")
+        return out
+
+    default = checked('["default"]', d.get("default", {}))
+    wards = {str(w): checked(f'["wards"][{w!r}]', o) for w, o in (d.get("wards") or {}).items()}
+    if ward_names is not None:
+        unknown = sorted(w for w in wards if w not in ward_names and not re.fullmatch(r"ward-\d+", w))
+        if unknown:
+            raise ValueError(f'WARDSTREAM_ALARM_LIMITS["wards"]: unknown wards {unknown}; '
+                             f"configured: {sorted(ward_names)} (or ward-N)")
+    beds = {}
+    for b, o in (d.get("beds") or {}).items():
+        if not re.fullmatch(r"\d+", str(b)) or int(b) < 1:
+            raise ValueError(f'WARDSTREAM_ALARM_LIMITS["beds"]: {b!r} is not a bed number')
+        beds[int(b)] = checked(f'["beds"][{b!r}]', o)
+    cache: dict[int, Thresholds] = {}
+
+    def for_bed(bed: int) -> Thresholds:
+        t = cache.get(bed)
+        if t is None:
+            merged = {**default, **wards.get(ward_of(bed), {}), **beds.get(bed, {})}
+            t = cache[bed] = Thresholds(**merged)
+            if t.nsvt_beats > t.vtach_beats:
+                raise ValueError(f"WARDSTREAM_ALARM_LIMITS: bed {bed}: nsvt_beats must not exceed vtach_beats")
+        return t
+
+    return for_bed
 
 
 @dataclass

@@ -73,6 +73,7 @@ def run_batch(decoded: list[tuple], get_state, classifiers, thresholds=al.Thresh
               waveform_hz: int = 0, conditions: dict | None = None,
               recent_windows: dict | None = None) -> BatchOutput:
     """``decoded``: (key, frame, signals, wire_len) per frame; ``get_state(key)`` -> BedState;
+    ``thresholds``: the alarm limits, one `Thresholds` or ``bed -> Thresholds``;
     ``recent_windows``: key -> windows of the present that arrived in the last 10 s (the
     worker's frame-flood count; None offline)."""
     out = BatchOutput()
@@ -122,8 +123,9 @@ def run_batch(decoded: list[tuple], get_state, classifiers, thresholds=al.Thresh
             ast = alarm_states[key] = al.AlarmState.from_dict(out.states[key].alarms)
         beats = [(t, None) for t in ev.beats_ms] + list(classified)
         conf = conditions or al.DEFAULT_CONDITIONS
+        th = thresholds(ev.bed) if callable(thresholds) else thresholds
         events = al.step(ev.bed, ast, al.Evidence(ev.t_end_ms, ev.window_ms, ev.hr_bpm, ev.sqi, beats, p_af,
-                                                  ev.gap, (recent_windows or {}).get(key)), thresholds, conf)
+                                                  ev.gap, (recent_windows or {}).get(key)), th, conf)
         out.alarm_events.extend(events)
         out.points.extend(alarm_points(events))
         open_ = ast.open_alarms()

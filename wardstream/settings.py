@@ -53,6 +53,9 @@ class Settings:
     # per-condition alarm settings over processors.alarms.DEFAULT_CONDITIONS, JSON:
     # {"tachy": {"onset_s": 5}, "asystole": {"escalate_after_s": 20}}
     alarm_config: str = ""
+    # alarm limits per ward and bed over processors.alarms.Thresholds, JSON:
+    # {"default": {"tachy_bpm": 130}, "wards": {"cardio": {"vtach_beats": 3}}, "beds": {"12": {"brady_bpm": 35}}}
+    alarm_limits: str = ""
     device_silent_s: float = 10.0  # no window from a bed this long: technical alarm device_silent
     webhook_timeout_s: float = 5.0
     webhook_max_backoff_s: float = 30.0
@@ -122,6 +125,7 @@ _ENV = {
     "wards": "WARDSTREAM_WARDS",
     "api_tokens": "WARDSTREAM_API_TOKENS",
     "alarm_config": "WARDSTREAM_ALARM_CONFIG",
+    "alarm_limits": "WARDSTREAM_ALARM_LIMITS",
     "device_silent_s": "WARDSTREAM_DEVICE_SILENT_S",
     "webhook_timeout_s": "WARDSTREAM_WEBHOOK_TIMEOUT_S",
     "webhook_max_backoff_s": "WARDSTREAM_WEBHOOK_MAX_BACKOFF_S",

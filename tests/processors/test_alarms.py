@@ -1,6 +1,9 @@
 """The alarm model: onset delay, hysteresis, latching, de-duplication, acknowledgement and
 escalation, and the conditions' definitions, on hand-made evidence."""
 
+import json
+import re
+
 import pytest
 
 from processors.alarms import AlarmState, Evidence, Thresholds, acknowledge, step
@@ -202,3 +205,42 @@ def test_an_uncertain_call_inside_a_run_neither_breaks_it_nor_slows_its_rate():
     _, ev = _run(_sinus(0, 3) + [Evidence(9000, W, 120, 0.9, run)] + _sinus(9000, 2))
     assert not [e for e in ev if e.condition == "vtach"]
     assert [e.state for e in ev if e.condition == "nsvt"] == ["active"]
+
+
+def test_alarm_limits_per_ward_and_bed_override_the_defaults():
+    from processors.alarms import limits_from
+    from processors.wards import WardMap
+
+    wards = WardMap.parse("icu:1-10,cardio:11-20")
+    spec = json.dumps({"default": {"tachy_bpm": 130}, "wards": {"cardio": {"vtach_beats": 3, "tachy_bpm": 150}},
+                       "beds": {"12": {"brady_bpm": 35}}})
+    lim = limits_from(spec, wards.ward_of, {w for w, _, _ in wards.ranges})
+    assert lim(3) == Thresholds(tachy_bpm=130.0)
+    assert lim(11) == Thresholds(tachy_bpm=150.0, vtach_beats=3)
+    assert lim(12) == Thresholds(tachy_bpm=150.0, vtach_beats=3, brady_bpm=35.0)
+    assert limits_from("", wards.ward_of)(12) == Thresholds()
+    # bed 12 alarms brady at 38 bpm only if its limit says so: the default bed 3 does, bed 12 does not
+    for bed, expect in ((3, ["active"]), (12, [])):
+        st, ev = AlarmState(), []
+        for w in _sinus(0, 8, hr=38):
+            ev += step(bed, st, w, lim(bed))
+        assert [e.state for e in ev if e.condition == "brady"] == expect, bed
+
+
+@pytest.mark.parametrize("spec, says", [
+    ("{", "not JSON"),
+    ('{"bed": {}}', '"default", "wards" and/or "beds"'),
+    ('{"default": {"tachy": 120}}', "unknown limits ['tachy']"),
+    ('{"default": {"tachy_bpm": -5}}', "must be a positive number"),
+    ('{"default": {"vtach_beats": 4.5}}', "must be a positive integer"),
+    ('{"default": {"nsvt_beats": 6}}', "nsvt_beats must not exceed vtach_beats"),
+    ('{"wards": {"icuu": {"tachy_bpm": 120}}}', "unknown wards ['icuu']"),
+    ('{"beds": {"x7": {"tachy_bpm": 120}}}', "'x7' is not a bed number"),
+])
+def test_malformed_alarm_limits_are_refused_with_a_reason(spec, says):
+    from processors.alarms import limits_from
+    from processors.wards import WardMap
+
+    wards = WardMap.parse("icu:1-10")
+    with pytest.raises(ValueError, match=re.escape(says)):
+        limits_from(spec, wards.ward_of, {"icu"})
