@@ -248,14 +248,19 @@ class Classifier:
     def classes(self) -> tuple[str, ...]:
         return self.model.cfg.classes
 
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
     @torch.no_grad()
     def proba(self, x: np.ndarray, extra: np.ndarray | None = None, batch: int = 256) -> np.ndarray:
         self.model.eval()
+        dt = self.compute_dtype
         out = []
         for i in range(0, len(x), batch):
-            xb = torch.from_numpy(np.ascontiguousarray(x[i:i + batch], np.float32))
-            eb = None if extra is None else torch.from_numpy(np.ascontiguousarray(extra[i:i + batch], np.float32))
-            out.append(torch.softmax(self.model(xb, eb), dim=1).numpy())
+            xb = torch.from_numpy(np.ascontiguousarray(x[i:i + batch], np.float32)).to(dt)
+            eb = None if extra is None else torch.from_numpy(np.ascontiguousarray(extra[i:i + batch], np.float32)).to(dt)
+            out.append(torch.softmax(self.model(xb, eb).float(), dim=1).numpy())
         if not out:
             return np.zeros((0, len(self.classes)), np.float32)
         return np.concatenate(out)

@@ -10,7 +10,8 @@ the result (``<variant>-laq-<sha>.wpk``) next to the other weights and records i
      "beat": {...}}
 
 At run time `load_deployed_classifier(kind)` unpacks the file once (weights dequantised per layer
-into the folded FP32 network) — what the worker and the evaluations run.
+into the folded network) — what the worker and the evaluations run — in float32 or, where the CPU
+has native bfloat16 instructions, bfloat16 arithmetic (`compute_dtype`).
 """
 
 from __future__ import annotations
@@ -36,22 +37,53 @@ def classifier_manifest() -> dict:
     return json.loads(CLF_MANIFEST.read_text())
 
 
-def load_packed(path: Path) -> Classifier:
+COMPUTE_CHOICES = ("auto", "fp32", "bf16")
+
+
+def compute_dtype(choice: str | None = None) -> str:
+    """The arithmetic the deployed classifiers run in: ``WARDSTREAM_CLF_COMPUTE`` = ``fp32``,
+    ``bf16`` (bfloat16 weights and activations, float32 softmax), or ``auto`` (the default): bf16
+    where the CPU has native bf16 instructions (AVX512-BF16 / AMX, through oneDNN) and fp32
+    elsewhere (emulated bf16 would be slower than fp32)."""
+    import os
+
+    import torch
+
+    choice = (choice or os.environ.get("WARDSTREAM_CLF_COMPUTE", "auto")).strip().lower()
+    if choice not in COMPUTE_CHOICES:
+        raise ValueError(f"WARDSTREAM_CLF_COMPUTE must be one of {COMPUTE_CHOICES}, not {choice!r}")
+    if choice == "auto":
+        native = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+        choice = "bf16" if native else "fp32"
+    return choice
+
+
+def load_packed(path: Path, compute: str | None = None) -> Classifier:
+    import torch
+
     from wardmodels.train_classifier import build
 
     cfg, state, bits = unpack(verify_hash(path))
     model = fold_batchnorm(build(cfg))
     model.load_state_dict(state)
     model.eval()
-    return Classifier(model, Path(path).name, {"bits": bits})
+    dtype = compute_dtype(compute)
+    if dtype == "bf16":
+        model = model.to(torch.bfloat16)
+    return Classifier(model, Path(path).name, {"bits": bits, "compute": dtype})
+
+
+def load_deployed_classifier(kind: str, compute: str | None = None) -> Classifier:
+    """The deployed classifier, in ``compute`` arithmetic (default: `compute_dtype`); loaded once."""
+    return _load_deployed(kind, compute_dtype(compute))
 
 
 @lru_cache(maxsize=None)
-def load_deployed_classifier(kind: str) -> Classifier:
+def _load_deployed(kind: str, compute: str) -> Classifier:
     entry = classifier_manifest().get(kind)
     if not entry:
         raise WeightsError(f"no deployed {kind} classifier in {CLF_MANIFEST}")
-    return load_packed(WEIGHTS_DIR / entry["packed"])
+    return load_packed(WEIGHTS_DIR / entry["packed"], compute)
 
 
 def _rhythm_metric(data_dir: Path, max_records: int | None = None):

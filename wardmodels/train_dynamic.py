@@ -128,7 +128,7 @@ def train(data_dir: Path, model_id: int = 2, recon_steps: int = 2500, task_steps
         log.info("resumed %s at step %d", ckpt, step)
     data = CodecData(data_dir)
     crops = CropData(data_dir) if task_steps else None
-    clf = load_deployed_classifier("rhythm").model if task_steps else None
+    clf = load_deployed_classifier("rhythm", "fp32").model if task_steps else None  # gradients need fp32
     if clf is not None:
         clf.eval()
         for p in clf.parameters():

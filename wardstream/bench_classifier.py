@@ -1,5 +1,5 @@
 """`wardstream bench classifier`: rhythm decisions/s and beat classifications/s of the deployed
-(LAQ-packed, dequantised-per-layer) classifiers, batched as the worker batches them (one decision
+(LAQ-packed, dequantised-per-layer, bf16 or fp32 arithmetic) classifiers, batched as the worker batches them (one decision
 per bed per 2-s window), plus the latency of one decision at batch 1."""
 
 from __future__ import annotations
@@ -46,5 +46,7 @@ def bench(threads: int = 2, seconds: float = 4.0, batches=(1, 64, 200, 512)) -> 
     out["beats_per_s"] = max(v["beats_per_s"] for v in out["beat"].values())
     out["models"] = {k: {kk: man[k][kk] for kk in ("packed", "model_bytes", "fp32_bytes", "compression_ratio")}
                      for k in ("rhythm", "beat") if k in man}
-    out["note"] = "weights stored packed at their LAQ bit-widths, dequantised once at load; FP32 arithmetic"
+    out["compute"] = rh.meta.get("compute", "fp32")
+    out["note"] = ("weights stored packed at their LAQ bit-widths, dequantised once at load; arithmetic: "
+                   f"{out['compute']} (WARDSTREAM_CLF_COMPUTE; auto = bf16 where the CPU has native bf16)")
     return out

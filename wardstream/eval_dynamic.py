@@ -85,8 +85,12 @@ def _signals(data_dir: Path, split: str):
 def _cache_key(codec, data_dir: Path, split: str) -> Path:
     import hashlib
 
+    from wardmodels.clf_runtime import classifier_manifest, compute_dtype
+
+    # the analysis holds the rhythm classifier's outputs: its weights and arithmetic are in the key
+    clf = f"{classifier_manifest().get('rhythm', {}).get('packed')}|{compute_dtype()}"
     tag = hashlib.sha256(f"{Path(data_dir).resolve()}|{split}|{codec.entry.get('dd')}|"
-                         f"{codec.entry.get('dd_edge')}".encode()).hexdigest()[:12]
+                         f"{codec.entry.get('dd_edge')}|{clf}".encode()).hexdigest()[:12]
     return CACHE / f"{split}-{tag}.npz"
 
 

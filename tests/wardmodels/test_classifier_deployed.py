@@ -60,3 +60,23 @@ def test_eval_says_what_is_missing(tmp_path):
     (tmp_path / "mitdb").mkdir()
     with pytest.raises(DataMissing):
         evaluate(tmp_path, "mitdb", "test", codec_model=2, level=1)
+
+
+def test_compute_choice_is_validated_and_bf16_agrees_with_fp32(data_dir):
+    """bf16 arithmetic (the default where the CPU has it) against fp32 on 200 real 10-s crops."""
+    from wardmodels.clf_data import cinc_split, crops_for_record
+    from wardmodels.clf_runtime import compute_dtype
+    from wardmodels.frontend import filter_record
+
+    assert compute_dtype("fp32") == "fp32" and compute_dtype("bf16") == "bf16"
+    assert compute_dtype("auto") in ("fp32", "bf16")
+    with pytest.raises(ValueError, match="WARDSTREAM_CLF_COMPUTE"):
+        compute_dtype("fp16")
+    cal = cinc_split(data_dir, "calib")
+    x = np.concatenate([crops_for_record(filter_record(s))[:1] for s in cal.signals[:200]])
+    p32 = load_deployed_classifier("rhythm", "fp32").proba(x)
+    p16 = load_deployed_classifier("rhythm", "bf16").proba(x)
+    assert load_deployed_classifier("rhythm", "bf16").meta["compute"] == "bf16"
+    assert p16.dtype == np.float32 and np.allclose(p16.sum(1), 1, atol=1e-4)
+    assert (p32.argmax(1) == p16.argmax(1)).mean() >= 0.98
+    assert np.abs(p32 - p16).max() < 0.1
