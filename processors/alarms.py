@@ -164,13 +164,19 @@ def limits_from(spec: str, ward_of, ward_names=None) -> "Callable[[int], Thresho
         beds[int(b)] = checked(f'["beds"][{b!r}]', o)
     cache: dict[int, Thresholds] = {}
 
+    def merged(ward: str, bed: int | None = None) -> Thresholds:
+        return Thresholds(**{**default, **wards.get(ward, {}), **beds.get(bed, {})})
+
+    # every combination a bed can get, checked now: a worker must not fail on its first window
+    for where, t in [(f"ward {w!r}", merged(w)) for w in wards] + \
+            [(f"bed {b}", merged(ward_of(b), b)) for b in beds]:
+        if t.nsvt_beats > t.vtach_beats:
+            raise ValueError(f"WARDSTREAM_ALARM_LIMITS: {where}: nsvt_beats must not exceed vtach_beats")
+
     def for_bed(bed: int) -> Thresholds:
         t = cache.get(bed)
         if t is None:
-            merged = {**default, **wards.get(ward_of(bed), {}), **beds.get(bed, {})}
-            t = cache[bed] = Thresholds(**merged)
-            if t.nsvt_beats > t.vtach_beats:
-                raise ValueError(f"WARDSTREAM_ALARM_LIMITS: bed {bed}: nsvt_beats must not exceed vtach_beats")
+            t = cache[bed] = merged(ward_of(bed), bed)
         return t
 
     return for_bed
@@ -230,7 +236,7 @@ class AlarmState:
     v_run: list[int] = field(default_factory=list)  # times of the current ventricular run
     v_recent: list[int] = field(default_factory=list)  # ventricular beats in the last minute
     af_hist: list[list] = field(default_factory=list)  # [t ms, AF probability] of recent decisions
-    v_run_uncertain: list[int] = field(default_factory=list)  # uncertain calls inside the current run
+    v_run_uncertain: list[int] = field(default_factory=list)  # uncertain V calls inside the current run
 
     def to_dict(self) -> dict:
         return {"c": {k: dict(v.__dict__) for k, v in self.conditions.items()}, "lb": self.last_beat_ms,

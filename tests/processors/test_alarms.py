@@ -234,6 +234,7 @@ def test_alarm_limits_per_ward_and_bed_override_the_defaults():
     ('{"default": {"tachy_bpm": -5}}', "must be a positive number"),
     ('{"default": {"vtach_beats": 4.5}}', "must be a positive integer"),
     ('{"default": {"nsvt_beats": 6}}', "nsvt_beats must not exceed vtach_beats"),
+    ('{"default": {"nsvt_beats": 4}, "beds": {"3": {"vtach_beats": 3}}}', "bed 3: nsvt_beats must not exceed"),
     ('{"wards": {"icuu": {"tachy_bpm": 120}}}', "unknown wards ['icuu']"),
     ('{"beds": {"x7": {"tachy_bpm": 120}}}', "'x7' is not a bed number"),
 ])

@@ -77,3 +77,39 @@ def test_threshold_rows_count_what_an_alarm_at_each_threshold_would_raise():
     r5, r7 = threshold_rows(p, y, [0.5, 0.7])
     assert (r5["tp"], r5["fp"], r5["fn"]) == (2, 1, 0) and r5["f1"] == 0.8
     assert (r7["tp"], r7["fp"], r7["fn"]) == (1, 0, 1) and r7["f1"] == round(2 / 3, 4)
+
+
+def test_runs_count_either_run_alarm_but_long_runs_only_the_high_priority_one():
+    """A 9-beat fast V run caught only by the medium non-sustained-VT alarm is detected as a run,
+    but not as a VT run >= 8 (that needs the high-priority alarm), and it is a missed goal event;
+    a false nsvt alarm is a false alarm of its own, not a high-priority one."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from processors.alarms import AlarmEvent
+    from wardstream.eval_alarms import CLOCK0_US, score
+
+    n_beats = np.arange(1.0, 30.0, 0.8)
+    v_beats = 30.0 + 0.4 * np.arange(9)  # 9 V beats at 150 bpm, 30.0-33.2 s
+    t = np.concatenate([n_beats, v_beats, 34.0 + 0.8 * np.arange(80)])
+    sym = np.array(["N"] * len(n_beats) + ["V"] * 9 + ["N"] * 80)
+    rec = SimpleNamespace(beat_times_s=t, beat_symbols=sym, rhythm_times_s=np.array([0.0]), rhythm_labels=["(N"])
+
+    def ev(cond, pri, t_s, state):
+        return AlarmEvent(1, cond, pri, state, (CLOCK0_US + int(t_s * 1e6)) // 1000, "wardstream", "run", 1)
+
+    settings = SimpleNamespace(codec_model=3, level_policy="fixed")
+    events = [ev("nsvt", "medium", 32.0, "active"), ev("nsvt", "medium", 40.0, "resolved"),
+              ev("nsvt", "medium", 80.0, "active"), ev("nsvt", "medium", 88.0, "resolved")]  # 80 s: no V
+    r = score({"x": rec}, {"x": events}, {"x": 50}, {}, settings)
+    assert r["vt_runs"] == {"total": 1, "detected": 1}
+    assert r["vt_runs_8plus"] == {"total": 1, "detected": 0}
+    assert r["vt_runs_high_priority"] == {"min_beats": 5, "total": 1, "detected": 0}
+    assert r["missed_goal_events"][0]["beats"] == 9 and r["missed_goal_events"][0]["nsvt_alarm"] is True
+    assert r["false_alarms"] == {"nsvt": 1} and r["false_high_priority_per_bed_day"] == 0.0
+    # the same run caught by the VT alarm counts everywhere
+    events[0] = ev("vtach", "high", 32.0, "active")
+    events[1] = ev("vtach", "high", 40.0, "resolved")
+    r = score({"x": rec}, {"x": events}, {"x": 50}, {}, settings)
+    assert r["vt_runs_8plus"] == {"total": 1, "detected": 1} and r["missed_goal_events"] == []
