@@ -44,8 +44,8 @@ from aiohttp import web as aioweb
 from faust.web import Request, Response, View
 
 from processors import delivery as dl
-from processors.agents import BED_LOCK, CONDITIONS, WARDS, alarms_topic, publish_alarm_events, set_publisher, sink
-from processors.alarms import AlarmState, acknowledge
+from processors.agents import BED_LOCK, CONDITIONS, LIMITS, WARDS, alarms_topic, publish_alarm_events, set_publisher, sink
+from processors.alarms import AlarmState, acknowledge, check_limits
 from processors.bed import BedState
 from processors.influx_sink import line
 from processors.stages import alarm_points
@@ -63,6 +63,8 @@ subs_topic = app.topic(settings.subscriptions_topic, key_type=bytes, value_type=
                        value_serializer="raw", partitions=1)
 deliveries_topic = app.topic(settings.deliveries_topic, key_type=bytes, value_type=bytes, key_serializer="raw",
                              value_serializer="raw")
+limits_topic = app.topic(settings.limits_topic, key_type=bytes, value_type=bytes, key_serializer="raw",
+                         value_serializer="raw", partitions=1)
 commands_topic = app.topic(settings.commands_topic, key_type=bytes, value_type=bytes, key_serializer="raw",
                            value_serializer="raw", partitions=settings.frames_partitions)
 OPEN_STATES = ("active", "escalated", "cleared", "acknowledged")
@@ -146,9 +148,24 @@ def _apply_alarm(key, value) -> None:
     view.apply(json.loads(value))
 
 
+runtime_limits: dict[int, dict] = {}  # bed -> the record that set its limits (who, when, limits)
+
+
+def _apply_limits(key, value) -> None:
+    """A bed's run-time limits from the compacted limits topic, into the worker's `LIMITS`."""
+    bed = int(key.decode().removeprefix("bed-"))
+    rec = json.loads(value) if value else None
+    LIMITS.set_bed(bed, rec["limits"] if rec else None)  # checked again: a bad record is skipped
+    if rec:
+        runtime_limits[bed] = rec
+    else:
+        runtime_limits.pop(bed, None)
+
+
 @app.task
 async def follow_views() -> None:
-    await follow({settings.subscriptions_topic: registry.apply, settings.alarms_topic: _apply_alarm}, views_ready)
+    await follow({settings.subscriptions_topic: registry.apply, settings.alarms_topic: _apply_alarm,
+                  settings.limits_topic: _apply_limits}, views_ready)
 
 
 def _group_consumer(topic: str, group: str):
@@ -436,6 +453,61 @@ class AckView(View):
                "at_ms": int(time.time() * 1000)}
         await (await commands_topic.send(key=bed_key(b), value=json.dumps(cmd).encode()))
         return self.json({"accepted": cmd, "alarm": alarm["id"]}, status=202)
+
+
+@app.page("/api/v1/beds/{bed}/limits")
+class LimitsView(View):
+    """A bed's alarm limits: GET the effective ones; PUT ``{"limits": {...}, "by": ...}`` sets
+    run-time overrides (``{"limits": {}}`` clears them), applied from the bed's next window on
+    by the worker that owns it (every worker follows the compacted limits topic)."""
+
+    def _bed_of(self, request: Request, bed: str):
+        p = _principal(request)
+        b = _bed(bed)
+        if not p.may_see(WARDS.ward_of(b)):
+            raise _Http(404, f"no bed {b} visible to this token")
+        return p, b
+
+    def _state(self, b: int) -> dict:
+        from dataclasses import asdict
+
+        return {"bed": b, "ward": WARDS.ward_of(b), "effective": asdict(LIMITS(b)),
+                "configured": LIMITS.configured(b), "runtime": runtime_limits.get(b)}
+
+    async def get(self, request: Request, bed: str) -> Response:
+        try:
+            _, b = self._bed_of(request, bed)
+        except _Http as e:
+            return _err(self, e)
+        return self.json(self._state(b))
+
+    async def put(self, request: Request, bed: str) -> Response:
+        try:
+            p, b = self._bed_of(request, bed)
+            body = await _body(request)
+            reasons = []
+            if not isinstance(body, dict):
+                raise _Http(400, "invalid limits", reasons=["the body must be a JSON object"])
+            by = body.get("by")
+            if not isinstance(by, str) or not 0 < len(by) <= 80:
+                reasons.append("'by' (who sets the limits, 1-80 characters) is required")
+            if set(body) - {"limits", "by"}:
+                reasons.append(f"unknown fields {sorted(set(body) - {'limits', 'by'})}")
+            limits = None
+            try:
+                limits = check_limits(body.get("limits"), "limits")
+                LIMITS.resolve(b, limits)  # consistent with the bed's configured limits too
+            except ValueError as exc:
+                reasons.append(str(exc))
+            if reasons:
+                raise _Http(400, "invalid limits", reasons=reasons)
+        except _Http as e:
+            return _err(self, e)
+        rec = {"bed": b, "limits": limits, "by": by, "token": p.name, "at_ms": int(time.time() * 1000)} \
+            if limits else None
+        await (await limits_topic.send(key=bed_key(b), value=json.dumps(rec).encode() if rec else None))
+        _apply_limits(bed_key(b), json.dumps(rec).encode() if rec else None)  # read-your-writes here
+        return self.json(self._state(b))
 
 
 @app.page("/api/v1/alarms/{bed}/{condition}/fhir")

@@ -34,7 +34,6 @@ Time is the device's window time (ms), so a replay gives the same alarms as the 
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -110,48 +109,88 @@ class Thresholds:
     flood_factor: float = 3.0  # windows of the present arriving this many times faster than real time
 
 
-def limits_from(spec: str, ward_of, ward_names=None) -> "Callable[[int], Thresholds]":
+def check_limits(over, where: str = "") -> dict:
+    """A dict of limit -> value over `Thresholds` (e.g. ``{"brady_bpm": 35}``), checked and typed;
+    ValueError naming ``where`` and what is wrong otherwise."""
+    fields = Thresholds.__dataclass_fields__
+    if not isinstance(over, dict):
+        raise ValueError(f"{where} must be an object of limit -> value")
+    bad = sorted(set(over) - set(fields))
+    if bad:
+        raise ValueError(f"{where}: unknown limits {bad}; known: {sorted(fields)}")
+    out = {}
+    for k, v in over.items():
+        integer = fields[k].type in (int, "int")
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0 or v == float("inf") \
+                or (integer and v != int(v)):
+            raise ValueError(f"{where}[{k!r}] must be a positive {'integer' if integer else 'number'}, not {v!r}")
+        out[k] = int(v) if integer else float(v)
+    _consistent(Thresholds(**out), where)
+    return out
+
+
+def _consistent(t: Thresholds, where: str) -> Thresholds:
+    if t.nsvt_beats > t.vtach_beats:
+        raise ValueError(f"{where}: nsvt_beats must not exceed vtach_beats")
+    return t
+
+
+class BedLimits:
+    """``bed -> Thresholds``: the defaults, overridden by the deployment's limits for all beds, the
+    bed's ward and the bed (``WARDSTREAM_ALARM_LIMITS``), overridden last by limits set for the
+    bed at run time (`set_bed`: the alarm API, through the compacted limits topic)."""
+
+    def __init__(self, default: dict, wards: dict[str, dict], beds: dict[int, dict], ward_of):
+        self.default, self.wards, self.beds, self.ward_of = default, wards, beds, ward_of
+        self.runtime: dict[int, dict] = {}
+        self._cache: dict[int, Thresholds] = {}
+
+    def configured(self, bed: int) -> dict:
+        """The deployment's overrides for this bed (without those set at run time)."""
+        return {**self.default, **self.wards.get(self.ward_of(bed), {}), **self.beds.get(bed, {})}
+
+    def resolve(self, bed: int, runtime: dict | None) -> Thresholds:
+        """What the bed's limits would be with ``runtime`` overrides; ValueError if inconsistent."""
+        return _consistent(Thresholds(**{**self.configured(bed), **(runtime or {})}), f"bed {bed}")
+
+    def set_bed(self, bed: int, runtime: dict | None) -> None:
+        """Run-time overrides of one bed (None or {} clears them); checked before they apply."""
+        t = self.resolve(bed, check_limits(runtime or {}, f"limits of bed {bed}"))
+        if runtime:
+            self.runtime[bed] = dict(runtime)
+        else:
+            self.runtime.pop(bed, None)
+        self._cache[bed] = t
+
+    def __call__(self, bed: int) -> Thresholds:
+        t = self._cache.get(bed)
+        if t is None:
+            t = self._cache[bed] = self.resolve(bed, self.runtime.get(bed))
+        return t
+
+
+def limits_from(spec: str, ward_of, ward_names=None) -> BedLimits:
     """Per-bed `Thresholds` from JSON (``WARDSTREAM_ALARM_LIMITS``): the defaults, overridden by
     the bed's ward, overridden by the bed itself, e.g.
     ``{"default": {"tachy_bpm": 130}, "wards": {"cardio": {"vtach_beats": 3}},
     "beds": {"12": {"brady_bpm": 35}}}``. ``ward_of(bed)`` names a bed's ward; ``ward_names``
     (optional) are the configured wards, and a ward that is neither one of them nor a default
-    ``ward-N`` is an error (a misspelt ward would otherwise change no bed). Returns
-    ``bed -> Thresholds``; a malformed spec raises ValueError naming what is wrong."""
+    ``ward-N`` is an error (a misspelt ward would otherwise change no bed). Returns a
+    `BedLimits`; a malformed spec raises ValueError naming what is wrong."""
     import json
     import re
 
-    fields = Thresholds.__dataclass_fields__
-    if not spec.strip():
-        base = Thresholds()
-        return lambda bed: base
-    try:
-        d = json.loads(spec)
-    except ValueError as exc:
-        raise ValueError(f"WARDSTREAM_ALARM_LIMITS is not JSON: {exc}") from None
-    if not isinstance(d, dict) or set(d) - {"default", "wards", "beds"}:
-        raise ValueError('WARDSTREAM_ALARM_LIMITS must be an object with "default", "wards" and/or "beds"')
-
-    def checked(where: str, over) -> dict:
-        if not isinstance(over, dict):
-            raise ValueError(f"WARDSTREAM_ALARM_LIMITS{where} must be an object of limit -> value")
-        bad = sorted(set(over) - set(fields))
-        if bad:
-            raise ValueError(f"WARDSTREAM_ALARM_LIMITS{where}: unknown limits {bad}; known: {sorted(fields)}")
-        for k, v in over.items():
-            want = int if fields[k].type in (int, "int") else float
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0 \
-                    or (want is int and v != int(v)):
-                raise ValueError(f"WARDSTREAM_ALARM_LIMITS{where}[{k!r}] must be a positive "
-                                 f"{'integer' if want is int else 'number'}, not {v!r}")
-        out = {k: (int(v) if fields[k].type in (int, "int") else float(v)) for k, v in over.items()}
-        t = Thresholds(**out)
-        if t.nsvt_beats > t.vtach_beats:
-            raise ValueError(f"WARDSTREAM_ALARM_LIMITS{where}: nsvt_beats must not exceed vtach_beats")
-        return out
-
-    default = checked('["default"]', d.get("default", {}))
-    wards = {str(w): checked(f'["wards"][{w!r}]', o) for w, o in (d.get("wards") or {}).items()}
+    d = {}
+    if spec.strip():
+        try:
+            d = json.loads(spec)
+        except ValueError as exc:
+            raise ValueError(f"WARDSTREAM_ALARM_LIMITS is not JSON: {exc}") from None
+        if not isinstance(d, dict) or set(d) - {"default", "wards", "beds"}:
+            raise ValueError('WARDSTREAM_ALARM_LIMITS must be an object with "default", "wards" and/or "beds"')
+    default = check_limits(d.get("default", {}), 'WARDSTREAM_ALARM_LIMITS["default"]')
+    wards = {str(w): check_limits(o, f'WARDSTREAM_ALARM_LIMITS["wards"][{w!r}]')
+             for w, o in (d.get("wards") or {}).items()}
     if ward_names is not None:
         unknown = sorted(w for w in wards if w not in ward_names and not re.fullmatch(r"ward-\d+", w))
         if unknown:
@@ -161,25 +200,14 @@ def limits_from(spec: str, ward_of, ward_names=None) -> "Callable[[int], Thresho
     for b, o in (d.get("beds") or {}).items():
         if not re.fullmatch(r"\d+", str(b)) or int(b) < 1:
             raise ValueError(f'WARDSTREAM_ALARM_LIMITS["beds"]: {b!r} is not a bed number')
-        beds[int(b)] = checked(f'["beds"][{b!r}]', o)
-    cache: dict[int, Thresholds] = {}
-
-    def merged(ward: str, bed: int | None = None) -> Thresholds:
-        return Thresholds(**{**default, **wards.get(ward, {}), **beds.get(bed, {})})
-
+        beds[int(b)] = check_limits(o, f'WARDSTREAM_ALARM_LIMITS["beds"][{b!r}]')
+    lim = BedLimits(default, wards, beds, ward_of)
     # every combination a bed can get, checked now: a worker must not fail on its first window
-    for where, t in [(f"ward {w!r}", merged(w)) for w in wards] + \
-            [(f"bed {b}", merged(ward_of(b), b)) for b in beds]:
-        if t.nsvt_beats > t.vtach_beats:
-            raise ValueError(f"WARDSTREAM_ALARM_LIMITS: {where}: nsvt_beats must not exceed vtach_beats")
-
-    def for_bed(bed: int) -> Thresholds:
-        t = cache.get(bed)
-        if t is None:
-            t = cache[bed] = merged(ward_of(bed), bed)
-        return t
-
-    return for_bed
+    for w in wards:
+        _consistent(Thresholds(**{**default, **wards[w]}), f"WARDSTREAM_ALARM_LIMITS: ward {w!r}")
+    for b in beds:
+        _consistent(Thresholds(**lim.configured(b)), f"WARDSTREAM_ALARM_LIMITS: bed {b}")
+    return lim
 
 
 @dataclass

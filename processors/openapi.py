@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from processors.alarms import DEFAULT_CONDITIONS, PRIORITIES
+from processors.alarms import DEFAULT_CONDITIONS, PRIORITIES, Thresholds
 from processors.subscriptions import KINDS, STATES, TECHNICAL_CONDITIONS
 
 
@@ -68,6 +68,22 @@ def document() -> dict:
                 "get": {"summary": "The open alarm as a FHIR DeviceAlert-shaped resource",
                         "responses": {"200": {"description": "DeviceAlert", "content": {"application/fhir+json": {}}},
                                       "404": _err("no open alarm visible to this token"), **common}}},
+            "/api/v1/beds/{bed}/limits": {
+                "parameters": [bed],
+                "get": {"summary": "The bed's alarm limits: effective, configured for the deployment, set at run time",
+                        "responses": {"200": {"description": "limits", "content": {"application/json": {
+                            "schema": {"$ref": "#/components/schemas/BedLimits"}}}},
+                            "404": _err("a bed outside this token's wards"), **common}},
+                "put": {"summary": "Set the bed's alarm limits at run time ({\"limits\": {}} clears them); "
+                                   "they apply from the bed's next window",
+                        "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                            "type": "object", "required": ["limits", "by"], "additionalProperties": False,
+                            "properties": {"limits": {"$ref": "#/components/schemas/Limits"},
+                                           "by": {"type": "string", "minLength": 1, "maxLength": 80}}}}}},
+                        "responses": {"200": {"description": "the limits now", "content": {"application/json": {
+                            "schema": {"$ref": "#/components/schemas/BedLimits"}}}},
+                            "400": _err("malformed limits, with every reason"),
+                            "404": _err("a bed outside this token's wards"), **common}}},
             "/api/v1/stream": {
                 "get": {"summary": "Server-sent events: every alarm transition in this token's wards",
                         "parameters": [{"name": "priority", "in": "query", "schema": {"type": "string"},
@@ -79,6 +95,14 @@ def document() -> dict:
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
             "schemas": {
+                "Limits": {"type": "object", "additionalProperties": False, "properties": {
+                    k: {"type": "integer" if f.type in (int, "int") else "number", "exclusiveMinimum": 0}
+                    for k, f in Thresholds.__dataclass_fields__.items()}},
+                "BedLimits": {"type": "object", "properties": {
+                    "bed": {"type": "integer"}, "ward": {"type": "string"},
+                    "effective": {"$ref": "#/components/schemas/Limits"},
+                    "configured": {"$ref": "#/components/schemas/Limits"},
+                    "runtime": {"type": ["object", "null"], "description": "limits, by, token, at_ms"}}},
                 "Error": {"type": "object", "required": ["error"], "properties": {
                     "error": {"type": "string"}, "reasons": {"type": "array", "items": {"type": "string"}}}},
                 "Delivery": {"type": "object", "required": ["kind"], "properties": {

@@ -45,6 +45,8 @@ def topic_specs(s: Settings) -> list[TopicSpec]:
                   retention_ms=7 * 24 * 3600 * 1000),
         TopicSpec(s.subscriptions_topic, 1, "subscription id", "subscription JSON; null value deletes it",
                   compact=True),
+        TopicSpec(s.limits_topic, 1, "bed_key", "alarm limits set for the bed at run time (JSON, "
+                  "processors.alarms.Thresholds fields, who and when); null value clears them", compact=True),
         TopicSpec(s.commands_topic, s.frames_partitions, "bed_key", "command JSON (acknowledge)"),
     ]
 

@@ -25,6 +25,7 @@ def isolated(servers: Settings, prefix: str = "t") -> Settings:
                         control_topic=f"{tag}.control", influx_db=f"db_{tag}",
                         alarms_topic=f"{tag}.alarms", deliveries_topic=f"{tag}.deliveries",
                         subscriptions_topic=f"{tag}.subs", commands_topic=f"{tag}.commands",
+                        limits_topic=f"{tag}.limits",
                         state_dir=Path(servers.state_dir) / tag, frames_partitions=8,
                         worker_web_port=free_port())
     Path(s.state_dir).mkdir(parents=True, exist_ok=True)

@@ -46,6 +46,7 @@ class Settings:
     alarms_topic: str = "ward.alarms"  # every alarm transition (JSON), key bed:condition
     deliveries_topic: str = "ward.alarms.deliveries"  # one record per (subscriber, alarm event), key subscriber
     subscriptions_topic: str = "ward.subscriptions"  # compacted, key subscription id
+    limits_topic: str = "ward.alarm_limits"  # compacted, key bed_key: alarm limits set at run time
     commands_topic: str = "ward.commands"  # acknowledgements, key bed (co-partitioned with frames)
     # beds per ward: "icu:1-24,cardio:25-200" (beds outside every range: ward-N by 200s)
     wards: str = ""
@@ -121,6 +122,7 @@ _ENV = {
     "alarms_topic": "WARDSTREAM_ALARMS_TOPIC",
     "deliveries_topic": "WARDSTREAM_DELIVERIES_TOPIC",
     "subscriptions_topic": "WARDSTREAM_SUBSCRIPTIONS_TOPIC",
+    "limits_topic": "WARDSTREAM_LIMITS_TOPIC",
     "commands_topic": "WARDSTREAM_COMMANDS_TOPIC",
     "wards": "WARDSTREAM_WARDS",
     "api_tokens": "WARDSTREAM_API_TOKENS",

@@ -336,3 +336,61 @@ def test_two_workers_share_subscriptions_and_route_acknowledgements(ward_setting
     finally:
         pool.stop_all()
         rx.stop()
+
+
+def test_bed_limits_set_over_the_api_apply_to_that_bed_only(ward_settings, monkeypatch):
+    """A bed's alarm limits changed at run time through the API: validated with reasons, scoped to
+    the token's wards, and used for that bed's next windows (here a brady limit above the
+    synthetic patients' heart rate raises brady on bed 2 and not on bed 1)."""
+    s = ward_settings.replace(wards="icu:1-10,cardio:11-20", device_silent_s=600.0,
+                              alarm_limits=json.dumps({"wards": {"icu": {"tachy_bpm": 150}}}))
+    monkeypatch.setenv("WARDSTREAM_API_TOKENS", f"{TOKEN_ICU}=icu;{TOKEN_CARDIO}=cardio")
+    pool = WorkerPool(s, 1)
+    pool.start_all()
+    try:
+        pool.wait_ready()
+        port = pool.workers[0].port
+        code, body = api(port, "GET", "/api/v1/beds/2/limits", TOKEN_ICU)
+        assert code == 200 and body["ward"] == "icu" and body["runtime"] is None
+        assert body["configured"] == {"tachy_bpm": 150.0} and body["effective"]["brady_bpm"] == 40.0
+        assert api(port, "GET", "/api/v1/beds/2/limits", TOKEN_CARDIO)[0] == 404  # another ward's bed
+        assert api(port, "PUT", "/api/v1/beds/2/limits", TOKEN_CARDIO, {"limits": {"brady_bpm": 200}, "by": "x"})[0] == 404
+        assert api(port, "GET", "/api/v1/beds/2/limits", "nope")[0] == 401
+        code, body = api(port, "PUT", "/api/v1/beds/2/limits", TOKEN_ICU,
+                         {"limits": {"brady_bpm": -1, "tachy": 3, "nsvt_beats": 9}, "extra": 1})
+        assert code == 400 and body["error"] == "invalid limits"
+        text = " | ".join(body["reasons"])
+        assert "'by'" in text and "unknown fields ['extra']" in text and "unknown limits ['tachy']" in text, text
+        code, body = api(port, "PUT", "/api/v1/beds/2/limits", TOKEN_ICU, {"limits": {"vtach_beats": 2}, "by": "dr"})
+        assert code == 400 and "nsvt_beats must not exceed vtach_beats" in body["reasons"][0]  # against the defaults
+        code, body = api(port, "PUT", "/api/v1/beds/2/limits", TOKEN_ICU,
+                         {"limits": {"brady_bpm": 200}, "by": "dr-ward"})
+        assert code == 200 and body["effective"]["brady_bpm"] == 200.0 and body["effective"]["tachy_bpm"] == 150.0
+        assert body["runtime"]["by"] == "dr-ward" and body["runtime"]["limits"] == {"brady_bpm": 200.0}
+        ward = Ward(s, [1, 2])
+        asyncio.run(ward.send([(1, 10, 0), (2, 10, 0)]))
+
+        def open_brady(bed):
+            code, body = api(port, "GET", f"/api/v1/alarms?bed={bed}", TOKEN_ICU)
+            return [a for a in body["alarms"] if a["condition"] == "brady"]
+
+        deadline = time.time() + 30
+        while time.time() < deadline and not open_brady(2):
+            time.sleep(0.3)
+        (brady,) = open_brady(2)
+        assert brady["priority"] == "medium" and brady["state"] == "active"
+        assert not open_brady(1)  # same signal, default limits: no alarm
+        # a restarted worker reads the bed's limits back from the compacted topic
+        pool.stop_all()
+        pool.start_all()
+        pool.wait_ready()
+        deadline = time.time() + 20
+        while time.time() < deadline and (api(port, "GET", "/api/v1/beds/2/limits", TOKEN_ICU)[1].get("runtime") is None):
+            time.sleep(0.3)
+        code, body = api(port, "GET", "/api/v1/beds/2/limits", TOKEN_ICU)
+        assert body["runtime"]["by"] == "dr-ward" and body["effective"]["brady_bpm"] == 200.0
+        # cleared: the bed is back on its configured limits
+        code, body = api(port, "PUT", "/api/v1/beds/2/limits", TOKEN_ICU, {"limits": {}, "by": "dr-ward"})
+        assert code == 200 and body["runtime"] is None and body["effective"]["brady_bpm"] == 40.0
+    finally:
+        pool.stop_all()
