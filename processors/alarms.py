@@ -142,8 +142,7 @@ class BedLimits:
 
     def __init__(self, default: dict, wards: dict[str, dict], beds: dict[int, dict], ward_of):
         self.default, self.wards, self.beds, self.ward_of = default, wards, beds, ward_of
-        self.runtime: dict[int, dict] = {}
-        self._cache: dict[int, Thresholds] = {}
+        self._cache: dict[int, Thresholds] = {}  # bed -> effective limits (run-time ones included)
 
     def configured(self, bed: int) -> dict:
         """The deployment's overrides for this bed (without those set at run time)."""
@@ -155,17 +154,12 @@ class BedLimits:
 
     def set_bed(self, bed: int, runtime: dict | None) -> None:
         """Run-time overrides of one bed (None or {} clears them); checked before they apply."""
-        t = self.resolve(bed, check_limits(runtime or {}, f"limits of bed {bed}"))
-        if runtime:
-            self.runtime[bed] = dict(runtime)
-        else:
-            self.runtime.pop(bed, None)
-        self._cache[bed] = t
+        self._cache[bed] = self.resolve(bed, check_limits(runtime or {}, f"limits of bed {bed}"))
 
     def __call__(self, bed: int) -> Thresholds:
         t = self._cache.get(bed)
-        if t is None:
-            t = self._cache[bed] = self.resolve(bed, self.runtime.get(bed))
+        if t is None:  # no run-time limits were set for this bed
+            t = self._cache[bed] = self.resolve(bed, None)
         return t
 
 
