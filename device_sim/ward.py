@@ -225,6 +225,9 @@ class WardReport:
     # ``capture_beds``: what the report compares with the cloud's reconstruction
     captured: dict[int, list] = field(default_factory=dict)
     bounds: object | None = None  # device_sim.control.Bounds when devices pick their level
+    # per frame: wall ms from its window's last sample to the producer accepting it (encoding and
+    # a simulator running late both show here, before the frame ever reaches the broker)
+    send_delay_ms: list[float] = field(default_factory=list)
 
 
 def _clock_file(state_dir: Path) -> Path:
@@ -317,6 +320,7 @@ async def run_ward(settings, n_beds: int, duration_s: float, speed: float = 1.0,
                     if ch.modality == Modality.ECG:
                         rep.levels[ch.level] = rep.levels.get(ch.level, 0) + 1
                 rep.t_last_end_us = max(rep.t_last_end_us, frame.window_end_us)
+                rep.send_delay_ms.append((time.time() - due) * 1000.0)
                 if bed in capture_beds and len(rep.captured.setdefault(bed, [])) < capture_windows:
                     ecg, eeg = devices[bed].last_window
                     rep.captured[bed].append((frame.seq, ecg, eeg, raw))

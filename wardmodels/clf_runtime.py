@@ -140,9 +140,35 @@ def _beat_metric(data_dir: Path, per_class: int = 3000, seed: int = 3):
     return metric
 
 
+def _rhythm_qat_batches(data_dir: Path, seed: int, batch: int = 64):
+    """Training batches and loss for quantization-aware fine-tuning of the rhythm model: the
+    training recipe's own data (`RhythmData`: CinC fit records, their codec reconstructions,
+    MIT-BIH DS1 crops, synthetic noise) and class-weighted cross-entropy."""
+    import torch
+    from torch import nn
+
+    from wardmodels.clf_data import RhythmData
+
+    data = RhythmData(data_dir)
+    counts = data.class_counts()
+    w = torch.tensor((counts.sum() / np.maximum(counts, 1)) ** 0.5, dtype=torch.float32)
+    ce = nn.CrossEntropyLoss(weight=w / w.mean())
+
+    def batches(ep: int):
+        x, y = data.epoch(np.random.default_rng([seed, 1000 + ep]))
+        for i in range(0, len(y), batch):
+            yield torch.from_numpy(x[i:i + batch]), torch.from_numpy(y[i:i + batch])
+
+    def loss_fn(model, b):
+        return ce(model(b[0]), b[1])
+
+    return batches, loss_fn
+
+
 def export_classifier(kind: str, weights: Path, data_dir: Path, out_dir: Path | None = None,
                       gamma: float = 0.04, tolerance: float = 0.005, reproduce: list[str] | None = None,
-                      choices=(2, 3, 4, 5, 6, 8), fixed_bits: int | None = None) -> dict:
+                      choices=(2, 3, 4, 5, 6, 8), fixed_bits: int | None = None, qat_epochs: int = 0,
+                      qat_lr: float = 1e-4, seed: int = 0) -> dict:
     from wardmodels.train_classifier import load_classifier
 
     out_dir = Path(out_dir) if out_dir else WEIGHTS_DIR
@@ -157,6 +183,21 @@ def export_classifier(kind: str, weights: Path, data_dir: Path, out_dir: Path | 
     else:
         res = laq(folded, metric, choices=choices, gamma=gamma, tolerance=tolerance)
     log.info("%s LAQ: baseline %.4f -> %.4f, bits %s", kind, res.baseline, res.metric, res.bits)
+    qat = None
+    if qat_epochs:
+        if kind != "rhythm":
+            raise ValueError("quantization-aware fine-tuning is implemented for the rhythm model only")
+        import torch
+
+        from wardmodels.compress import apply, qat_finetune
+
+        torch.manual_seed(seed)
+        batches, loss_fn = _rhythm_qat_batches(data_dir, seed)
+        folded, hist = qat_finetune(folded, res.bits, batches, loss_fn, metric, qat_epochs, lr=qat_lr)
+        kept = max(hist, key=lambda h: h["metric"])
+        qat = {"epochs": qat_epochs, "lr": qat_lr, "seed": seed, "history": hist, "kept_epoch": kept["epoch"]}
+        res.metric = metric(apply(folded, res.bits))
+        log.info("%s QAT: kept epoch %d, metric %.4f", kind, kept["epoch"], res.metric)
     tag = f"w{fixed_bits}" if fixed_bits else "laq"
     tmp = out_dir / f"{kind}-{tag}.tmp"
     pack(folded, res.bits, clf.model.cfg.to_dict(), tmp)
@@ -169,7 +210,8 @@ def export_classifier(kind: str, weights: Path, data_dir: Path, out_dir: Path | 
              "importance": res.importance, "laq_metric": "cinc_f1 of every 10-s decision on calib" if kind == "rhythm" else "macro F1 N/S/V on DS1",
              "bit_choices": [fixed_bits] if fixed_bits else list(choices),
              "laq_baseline": res.baseline, "laq_final": res.metric, "gamma": res.gamma,
-             "laq_evaluations": res.evaluations, **size_report(clf.model, path), "reproduce": reproduce or []}
+             "laq_evaluations": res.evaluations, **({"qat": qat} if qat else {}),
+             **size_report(clf.model, path), "reproduce": reproduce or []}
     if out_dir.resolve() == WEIGHTS_DIR.resolve():
         man = classifier_manifest()
         man[kind] = entry

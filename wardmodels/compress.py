@@ -9,7 +9,12 @@ After "Resource-Efficient ECG Foundation Networks via Layer-wise Adaptive Compre
   ``metric(M_q) >= A0 - γ·I_l`` (the layers already decided stay quantized — greedy). If the
   finished model loses more than ``tolerance`` against A0, γ is halved and the search repeated;
 * LAP: per-layer magnitude pruning at the ``p_l``-th percentile, ``p_l = p_max·(1 - I_l)`` —
-  conservative on important layers.
+  conservative on important layers;
+* quantization-aware fine-tuning (`qat_finetune`), optional, after LAQ has fixed the bit-widths:
+  the forward pass uses each layer's weights on exactly the grid `pack` stores (per-channel
+  symmetric, float16 scales), gradients pass straight through to the float weights, and the epoch
+  whose *packed* model scores best on the LAQ metric is kept (the LAQ model itself included, so
+  fine-tuning can only help on that metric).
 
 Quantization is symmetric, per output channel, to ``b`` bits (``b = 1``: sign × mean |w| per
 channel). Batch norms are folded into the preceding convolutions first (`fold_batchnorm`), so the
@@ -209,6 +214,82 @@ def laq(model: nn.Module, metric: Callable[[nn.Module], float], choices=(1, 2, 3
             return LaqResult(bits, imp, a0, final, g, evals, trace)
         g /= 2
     return LaqResult(bits, imp, a0, final, g, evals, trace)
+
+
+# --------------------------------------------------------------------------- quantization-aware fine-tuning
+def fake_quantize(w: torch.Tensor, bits: int) -> torch.Tensor:
+    """``w`` on the grid `quantize_codes` / `dequantize` give for ``bits`` (same float16 scales,
+    same round-half-even), with a straight-through gradient."""
+    w2 = w.reshape(w.shape[0], -1).double()
+    if bits == 1:
+        s = w2.abs().mean(dim=1).half().double()
+        q = torch.where(w2 >= 0, 1.0, -1.0).double() * s[:, None]
+    else:
+        qmax = 2 ** (bits - 1) - 1
+        s = (w2.abs().amax(dim=1) / qmax)
+        s = torch.where(s > 0, s, torch.ones_like(s)).half().double()
+        s = torch.where(s > 0, s, torch.ones_like(s))
+        q = torch.clamp(torch.round(w2 / s[:, None]), -qmax, qmax) * s[:, None]
+    q = q.to(w.dtype).reshape(w.shape)
+    return w + (q - w).detach()
+
+
+class _FakeQuant(nn.Module):
+    def __init__(self, bits: int):
+        super().__init__()
+        self.bits = bits
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        return fake_quantize(w, self.bits)
+
+
+def qat_finetune(model: nn.Module, bits: dict[str, int], batches: Callable[[int], object],
+                 loss_fn: Callable[[nn.Module, object], torch.Tensor], metric: Callable[[nn.Module], float],
+                 epochs: int, lr: float = 1e-4, weight_decay: float = 0.0) -> tuple[nn.Module, list[dict]]:
+    """Fine-tune a (folded) model with its quantized layers' weights fake-quantized to ``bits``.
+
+    ``batches(epoch)`` yields training batches, ``loss_fn(model, batch)`` gives the loss;
+    ``metric`` (higher is better) scores ``apply(model, bits)`` — the packed model — after every
+    epoch and before the first. Returns the best such float model (its weights quantize to the
+    packed ones) and the history."""
+    from torch.nn.utils import parametrize
+
+    work = copy.deepcopy(model)
+    for name, mod in quantizable(work):
+        if bits.get(name):
+            parametrize.register_parametrization(mod, "weight", _FakeQuant(bits[name]))
+
+    def latent() -> nn.Module:
+        # not deepcopy(work) + remove_parametrizations: the copy shares the parametrized classes,
+        # and removing the property there would remove it from `work` too
+        m = copy.deepcopy(model)
+        m.load_state_dict({k.replace(".parametrizations.weight.original", ".weight"): v.detach().clone()
+                           for k, v in work.state_dict().items()})
+        return m.eval()
+
+    best_m = copy.deepcopy(model).eval()
+    best = metric(apply(best_m, bits))
+    history = [{"epoch": 0, "metric": best}]
+    log.info("QAT epoch 0 (LAQ model): metric %.4f", best)
+    opt = torch.optim.Adam([p for p in work.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(epochs, 1))
+    for ep in range(epochs):
+        work.train()
+        tot, n = 0.0, 0
+        for batch in batches(ep):
+            loss = loss_fn(work, batch)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            tot, n = tot + float(loss), n + 1
+        sched.step()
+        cand = latent()
+        score = metric(apply(cand, bits))
+        history.append({"epoch": ep + 1, "train_loss": tot / max(n, 1), "metric": score})
+        log.info("QAT epoch %d: train loss %.4f, packed-model metric %.4f (best %.4f)", ep + 1, tot / max(n, 1), score, best)
+        if score > best:
+            best, best_m = score, cand
+    return best_m, history
 
 
 def lap_percentiles(model: nn.Module, p_max: float, alpha: float = 0.5, beta: float = 0.5) -> dict[str, float]:

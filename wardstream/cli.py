@@ -194,6 +194,10 @@ def main(argv: list[str] | None = None) -> int:
     xk.add_argument("--tolerance", type=float, default=0.005)
     xk.add_argument("--beat-fixed-bits", type=int, default=None,
                     help="pack the beat model at one bit-width instead of LAQ (DS1 has no held-out patients to calibrate LAQ on)")
+    xk.add_argument("--qat-epochs", type=int, default=0,
+                    help="rhythm: quantization-aware fine-tuning epochs at the LAQ bit-widths (0: none)")
+    xk.add_argument("--qat-lr", type=float, default=1e-4)
+    xk.add_argument("--seed", type=int, default=0)
     xk.add_argument("--out-dir", type=Path, default=None)
 
     xd = xsub.add_parser("dynamic-deep", help="int8 level chains; deploy as a new wire model id")
@@ -240,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     el.add_argument("--split", default="test", choices=["test", "all", "val", "train"])
     el.add_argument("--level", type=int, default=None, help="codec level for the reconstructed scores (default: deployed)")
     el.add_argument("--encoder", default="int8", choices=["int8", "fp32"])
-    el.add_argument("--weights", type=Path, default=None, help="an FP32 checkpoint instead of the deployed model")
+    el.add_argument("--weights", type=Path, default=None, help="an FP32 checkpoint (.pt) or a packed file (.wpk) instead of the deployed model")
     el.add_argument("--sweep", type=Path, default=None, help="also run the fixed bit/pruning sweep of this FP32 checkpoint")
     el.add_argument("--max-records", type=int, default=None)
     el.add_argument("--json", type=Path)
@@ -393,10 +397,12 @@ def main(argv: list[str] | None = None) -> int:
         for kind, w in (("rhythm", a.rhythm), ("beat", a.beat)):
             if w is not None:
                 fixed = a.beat_fixed_bits if kind == "beat" else None
+                qat = a.qat_epochs if kind == "rhythm" else 0
                 cmd = (f"wardstream export classifier --{kind} {w} --gamma {a.gamma} --tolerance {a.tolerance}"
-                       + (f" --beat-fixed-bits {fixed}" if fixed else ""))
+                       + (f" --beat-fixed-bits {fixed}" if fixed else "")
+                       + (f" --qat-epochs {qat} --qat-lr {a.qat_lr} --seed {a.seed}" if qat else ""))
                 res[kind] = export_classifier(kind, w, s.data_dir, a.out_dir, a.gamma, a.tolerance, reproduce=[cmd],
-                                              fixed_bits=fixed)
+                                              fixed_bits=fixed, qat_epochs=qat, qat_lr=a.qat_lr, seed=a.seed)
         _write_json(res, None)
         return 0
 
