@@ -19,6 +19,16 @@ the bytes unconditionally: ``struct.error: unpack requires a buffer of 2 bytes``
 kills the consumer's coordination task and the group never settles (seen in CI on two Faust
 workers' simultaneous first joins). `install` makes such an answer request a rejoin after the
 usual retry back-off, as aiokafka already does for SyncGroup errors.
+
+3. A member whose generation went stale rejoins under its own member id.
+aiokafka answers IllegalGeneration (an offset commit or heartbeat from the previous generation,
+e.g. during the rebalance a second worker's arrival starts) by dropping its member id and joining
+as a new member. noida-db keeps the old id in the group and may elect it leader of the next
+generation; nobody answers for it, so every SyncGroup waits out the rebalance and the group
+re-joins the same generation every 10 s without settling (seen in CI: the two workers' webhook
+consumer group stuck for 20 s). Kafka's own Java client keeps the member id on IllegalGeneration
+and resets it only for UnknownMemberId; `install` does the same: a reset while the member holds a
+generation keeps the id, and a reset without one (the broker did not know the kept id) clears it.
 """
 
 from __future__ import annotations
@@ -37,6 +47,7 @@ def install(backoff_ms: float | None = None) -> None:
     if _PATCHED:
         return
     _install_empty_assignment_rejoin()
+    _install_keep_member_id()
     if backoff_ms is None:
         backoff_ms = float(os.environ.get("WARDSTREAM_EMPTY_FETCH_BACKOFF_MS", "10"))
     if backoff_ms <= 0:
@@ -103,3 +114,25 @@ async def partitions_of(consumer, topic: str, wait_s: float = 0.0) -> set[int]:
         if parts or loop.time() >= deadline:
             return set(parts)
         await asyncio.sleep(0.2)
+
+
+def _install_keep_member_id() -> None:
+    from aiokafka.consumer.group_coordinator import GroupCoordinator
+    from aiokafka.protocol.commit import OffsetCommitRequest
+    from aiokafka.protocol.group import JoinGroupRequest
+
+    original = GroupCoordinator.reset_generation
+    if getattr(original, "_ws_keep_member_id", False):
+        return
+
+    def reset_generation(self):
+        had_generation = self.generation != OffsetCommitRequest.DEFAULT_GENERATION_ID
+        member = self.member_id
+        original(self)
+        if had_generation and member != JoinGroupRequest.UNKNOWN_MEMBER_ID:
+            # stale generation: rejoin as the same member (see the module doc, mend 3)
+            self.member_id = member
+            log.info("group %s: generation reset, rejoining as member %s", self.group_id, member)
+
+    reset_generation._ws_keep_member_id = True
+    GroupCoordinator.reset_generation = reset_generation

@@ -50,3 +50,26 @@ def test_a_real_assignment_passes_through_unchanged():
     assert result == encoded
     assert coordinator.rejoins == 0
     assert sorted(ConsumerProtocol.ASSIGNMENT.decode(result).partitions()) == [("frames", 0), ("frames", 3)]
+
+
+def _coordinator(generation: int, member_id: str):
+    from aiokafka.consumer.group_coordinator import GroupCoordinator
+
+    kafka_compat.install()
+    c = object.__new__(GroupCoordinator)
+    c.generation, c.member_id, c.group_id = generation, member_id, "g"
+    c._rejoin_needed_fut = asyncio.get_event_loop_policy().new_event_loop().create_future()
+    return c
+
+
+def test_a_stale_generation_rejoins_under_the_same_member_id():
+    c = _coordinator(4, "m-1")
+    c.reset_generation()  # what aiokafka does on IllegalGeneration from a commit or heartbeat
+    assert (c.generation, c.member_id) == (-1, "m-1")
+    assert c._rejoin_needed_fut.done()
+
+
+def test_a_reset_without_a_generation_clears_the_member_id():
+    c = _coordinator(-1, "m-1")
+    c.reset_generation()  # the broker did not know the kept id (UnknownMemberId on JoinGroup)
+    assert (c.generation, c.member_id) == (-1, "")
