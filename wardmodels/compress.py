@@ -217,7 +217,7 @@ def laq(model: nn.Module, metric: Callable[[nn.Module], float], choices=(1, 2, 3
 
 
 # --------------------------------------------------------------------------- quantization-aware fine-tuning
-def fake_quantize(w: torch.Tensor, bits: int) -> torch.Tensor:
+def quantize_ste(w: torch.Tensor, bits: int) -> torch.Tensor:
     """``w`` on the grid `quantize_codes` / `dequantize` give for ``bits`` (same float16 scales,
     same round-half-even), with a straight-through gradient."""
     w2 = w.reshape(w.shape[0], -1).double()
@@ -234,19 +234,19 @@ def fake_quantize(w: torch.Tensor, bits: int) -> torch.Tensor:
     return w + (q - w).detach()
 
 
-class _FakeQuant(nn.Module):
+class _QuantizeSTE(nn.Module):
     def __init__(self, bits: int):
         super().__init__()
         self.bits = bits
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
-        return fake_quantize(w, self.bits)
+        return quantize_ste(w, self.bits)
 
 
 def qat_finetune(model: nn.Module, bits: dict[str, int], batches: Callable[[int], object],
                  loss_fn: Callable[[nn.Module, object], torch.Tensor], metric: Callable[[nn.Module], float],
                  epochs: int, lr: float = 1e-4, weight_decay: float = 0.0) -> tuple[nn.Module, list[dict]]:
-    """Fine-tune a (folded) model with its quantized layers' weights fake-quantized to ``bits``.
+    """Fine-tune a (folded) model with its quantized layers' weights quantized (straight-through) to ``bits``.
 
     ``batches(epoch)`` yields training batches, ``loss_fn(model, batch)`` gives the loss;
     ``metric`` (higher is better) scores ``apply(model, bits)`` — the packed model — after every
@@ -257,7 +257,7 @@ def qat_finetune(model: nn.Module, bits: dict[str, int], batches: Callable[[int]
     work = copy.deepcopy(model)
     for name, mod in quantizable(work):
         if bits.get(name):
-            parametrize.register_parametrization(mod, "weight", _FakeQuant(bits[name]))
+            parametrize.register_parametrization(mod, "weight", _QuantizeSTE(bits[name]))
 
     def latent() -> nn.Module:
         # not deepcopy(work) + remove_parametrizations: the copy shares the parametrized classes,

@@ -139,10 +139,10 @@ def test_hubert_backend_has_the_classifier_interface_and_laq_sees_every_matrix()
 
 
 @pytest.mark.parametrize("bits", [1, 2, 3, 4, 8])
-def test_fake_quantize_is_the_packed_grid_with_a_straight_through_gradient(bits):
+def test_quantize_ste_is_the_packed_grid_with_a_straight_through_gradient(bits):
     torch.manual_seed(bits)
     w = torch.randn(16, 8, 5, requires_grad=True)
-    q = compress.fake_quantize(w, bits)
+    q = compress.quantize_ste(w, bits)
     assert torch.equal(q.detach(), compress.quantize_dequantize(w.detach(), bits))
     q.sum().backward()
     assert torch.equal(w.grad, torch.ones_like(w))
