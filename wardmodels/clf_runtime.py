@@ -145,14 +145,12 @@ def _rhythm_qat_batches(data_dir: Path, seed: int, batch: int = 64):
     training recipe's own data (`RhythmData`: CinC fit records, their codec reconstructions,
     MIT-BIH DS1 crops, synthetic noise) and class-weighted cross-entropy."""
     import torch
-    from torch import nn
 
     from wardmodels.clf_data import RhythmData
+    from wardmodels.train_classifier import rhythm_loss
 
     data = RhythmData(data_dir)
-    counts = data.class_counts()
-    w = torch.tensor((counts.sum() / np.maximum(counts, 1)) ** 0.5, dtype=torch.float32)
-    ce = nn.CrossEntropyLoss(weight=w / w.mean())
+    ce = rhythm_loss(data.class_counts())
 
     def batches(ep: int):
         x, y = data.epoch(np.random.default_rng([seed, 1000 + ep]))

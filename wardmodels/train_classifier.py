@@ -103,6 +103,12 @@ def _record_predict(clf: Classifier, signals: list[np.ndarray]) -> np.ndarray:
     return record_proba(clf, signals)[0]
 
 
+def rhythm_loss(counts: np.ndarray) -> nn.CrossEntropyLoss:
+    """The rhythm recipe's loss: cross-entropy with class weights ∝ 1/sqrt(count), mean 1."""
+    w = torch.tensor((counts.sum() / np.maximum(counts, 1)) ** 0.5, dtype=torch.float32)
+    return nn.CrossEntropyLoss(weight=w / w.mean())
+
+
 def train_rhythm(data_dir: Path, epochs: int = 40, batch: int = 64, seed: int = 0, threads: int = 2,
                  budget_min: float | None = None, out_dir: Path | None = None, codec_model: int | None = 2) -> dict:
     from wardmodels.clf_data import RhythmData, cinc_split
@@ -121,9 +127,7 @@ def train_rhythm(data_dir: Path, epochs: int = 40, batch: int = 64, seed: int = 
     model = ResNet1D(VARIANTS["rhythm"])
     opt = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=1e-3)
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=2)
-    counts = data.class_counts()
-    w = torch.tensor((counts.sum() / np.maximum(counts, 1)) ** 0.5, dtype=torch.float32)
-    loss_fn = nn.CrossEntropyLoss(weight=w / w.mean())
+    loss_fn = rhythm_loss(data.class_counts())
     ck = _Checkpoint("clf-rhythm", args)
     history, best, start = [], None, 0
     if (blob := ck.load()) is not None:
@@ -326,9 +330,7 @@ def train_hubert(data_dir: Path, pretrain_steps: int = 1500, epochs: int = 15, b
     calib_sig = [filter_record(s) for s in calib.signals]
     calib_y = np.array([RHYTHM_CLASSES.index(v) for v in calib.labels])
     opt = torch.optim.Adam(model.parameters(), lr=1e-4, weight_decay=1e-3)
-    counts = data.class_counts()
-    w = torch.tensor((counts.sum() / np.maximum(counts, 1)) ** 0.5, dtype=torch.float32)
-    loss_fn = nn.CrossEntropyLoss(weight=w / w.mean())
+    loss_fn = rhythm_loss(data.class_counts())
     history, best = [], None
     t0 = time.time()
     for ep in range(epochs):

@@ -231,9 +231,7 @@ def evaluate(data_dir: Path, dataset: str, split: str, codec_model: int, level: 
     levels = load_deployed(codec_model).levels
     if weights is not None and Path(weights).suffix == ".wpk":
         # a packed (LAQ) file, e.g. a candidate before it is deployed: scored as the deployed one is
-        from wardmodels.clf_runtime import load_packed
-
-        load_classifier = load_packed  # noqa: F811
+        from wardmodels.clf_runtime import load_packed as load_classifier  # noqa: F811
     if dataset == "cinc2017":
         clf = load_classifier(weights) if weights else load_deployed_classifier("rhythm")
         out = eval_cinc(clf, data_dir, split, level, codec_model, levels, encoder, max_records)
