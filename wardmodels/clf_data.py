@@ -53,17 +53,24 @@ def reconstruct(signals: list[np.ndarray], model_id: int, level: int, batch: int
     return res
 
 
-def _codec_key(model_id: int) -> str:
+def _codec_key(model_id: int, level: int = 1) -> str:
+    """The weights a reconstruction at ``level`` depends on: the codec, and for a Dynamic-Deep
+    level (beyond the codec's own stages) also the level chains and adapters."""
     from wardmodels.runtime import manifest
 
     for e in manifest():
         if e["model_id"] == model_id:
-            return Path(e["codec"]).stem
+            key = Path(e["codec"]).stem
+            if level > e.get("stages", 2):
+                if not e.get("dd"):
+                    raise ValueError(f"codec model {model_id} has no level {level}")
+                key += "-" + Path(e["dd"]).stem
+            return key
     raise ValueError(f"no codec model {model_id}")
 
 
 def cached_reconstruct(tag: str, signals: list[np.ndarray], model_id: int, level: int) -> list[np.ndarray]:
-    path = CACHE / f"{tag}-{_codec_key(model_id)}-L{level}.npz"
+    path = CACHE / f"{tag}-{_codec_key(model_id, level)}-L{level}.npz"
     if path.exists():
         with np.load(path) as z:
             flat, lens = z["x"], z["n"]
@@ -129,42 +136,71 @@ def mit_rhythm_crops(data_dir: Path, records: list[str], stride_s: float = 5.0) 
 
 
 class RhythmData:
-    """Per epoch: one random 10-s crop of every fit record (original or reconstructed), a draw of
-    MIT-BIH DS1 rhythm crops, and synthetic noisy crops."""
+    """Per epoch: ``crops_per_record`` random 10-s crops of every fit record (original or
+    reconstructed), a draw of MIT-BIH DS1 rhythm crops, and synthetic noisy crops.
+
+    A reconstructed crop is what a bed's buffer holds: with ``mix_levels`` half of them take each
+    2-s window at its own level (drawn from the original and every level in ``levels``, as a
+    device under the Dynamic-Deep policy sends them), the other half one level throughout."""
 
     def __init__(self, data_dir: Path, codec_model: int | None = 2, levels=(1, 2), mit_per_epoch: int = 800,
-                 synthetic_per_epoch: int = 120, recon_share: float = 0.5):
+                 synthetic_per_epoch: int = 120, recon_share: float = 0.5, crops_per_record: int = 1,
+                 mix_levels: bool = False):
         fit = cinc_split(data_dir, "fit")
         self.signals = [filter_record(s) for s in fit.signals]
         self.labels = np.array([RHYTHM_CLASSES.index(v) for v in fit.labels])
         self.recon = []
+        self.levels = tuple(levels) if codec_model else ()
         if codec_model:
-            for lv in levels:
+            for lv in self.levels:
                 self.recon.append(cached_reconstruct("cinc-fit", self.signals, codec_model, lv))
         self.mit_x, self.mit_y = mit_rhythm_crops(data_dir, ds.DS1)
-        self.mit_per_epoch, self.synthetic_per_epoch = mit_per_epoch, synthetic_per_epoch
+        self.crops_per_record = max(1, int(crops_per_record))
+        self.mit_per_epoch = mit_per_epoch * self.crops_per_record
+        self.synthetic_per_epoch = synthetic_per_epoch * self.crops_per_record
         self.recon_share = recon_share if self.recon else 0.0
+        self.mix_levels = bool(mix_levels and self.recon)
 
     def summary(self) -> dict:
         return {"cinc_fit_records": len(self.signals),
                 "cinc_fit_labels": {c: int((self.labels == i).sum()) for i, c in enumerate(RHYTHM_CLASSES)},
                 "mit_ds1_crops": {c: int((self.mit_y == i).sum()) for i, c in enumerate(RHYTHM_CLASSES)},
-                "reconstruction_levels": len(self.recon)}
+                "reconstruction_levels": list(self.levels), "crops_per_record": self.crops_per_record,
+                "mix_levels": self.mix_levels}
 
     def class_counts(self) -> np.ndarray:
         return np.bincount(self.labels, minlength=len(RHYTHM_CLASSES)).astype(np.float64)
 
+    def _mixed_crop(self, rng: np.random.Generator, i: int) -> np.ndarray:
+        """A crop whose 2-s windows each come from their own version (original or a level)."""
+        n = len(self.recon[0][i])  # whole windows only: every level has the same length
+        versions = [self.signals[i][:n]] + [r[i] for r in self.recon]
+        nwin = n // WINDOW
+        lv = rng.integers(0, len(versions), nwin)
+        if n <= RHYTHM_SAMPLES:
+            s, m = 0, n
+        else:
+            s, m = int(rng.integers(0, n - RHYTHM_SAMPLES + 1)), RHYTHM_SAMPLES
+        pos = s + np.arange(m)
+        stack = np.stack(versions)
+        return stack[lv[pos // WINDOW], pos]
+
     def epoch(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         xs, ys = [], []
         for i, y in enumerate(self.labels):
-            src = self.signals[i]
-            if self.recon and rng.random() < self.recon_share:
-                src = self.recon[rng.integers(len(self.recon))][i]
-            if len(src) > RHYTHM_SAMPLES:
-                s = rng.integers(0, len(src) - RHYTHM_SAMPLES + 1)
-                src = src[s:s + RHYTHM_SAMPLES]
-            xs.append(rhythm_input(src[None])[0])
-            ys.append(y)
+            for _ in range(self.crops_per_record):
+                src = self.signals[i]
+                if self.recon and rng.random() < self.recon_share and len(self.recon[0][i]) >= WINDOW:
+                    if self.mix_levels and rng.random() < 0.5:
+                        xs.append(rhythm_input(self._mixed_crop(rng, i)[None])[0])
+                        ys.append(y)
+                        continue
+                    src = self.recon[rng.integers(len(self.recon))][i]
+                if len(src) > RHYTHM_SAMPLES:
+                    s = rng.integers(0, len(src) - RHYTHM_SAMPLES + 1)
+                    src = src[s:s + RHYTHM_SAMPLES]
+                xs.append(rhythm_input(src[None])[0])
+                ys.append(y)
         if len(self.mit_y) and self.mit_per_epoch:
             pick = rng.integers(0, len(self.mit_y), self.mit_per_epoch)
             xs.extend(self.mit_x[pick])

@@ -140,16 +140,19 @@ def _beat_metric(data_dir: Path, per_class: int = 3000, seed: int = 3):
     return metric
 
 
-def _rhythm_qat_batches(data_dir: Path, seed: int, batch: int = 64):
+def _rhythm_qat_batches(data_dir: Path, seed: int, batch: int = 64, recipe: dict | None = None):
     """Training batches and loss for quantization-aware fine-tuning of the rhythm model: the
-    training recipe's own data (`RhythmData`: CinC fit records, their codec reconstructions,
-    MIT-BIH DS1 crops, synthetic noise) and class-weighted cross-entropy."""
+    training recipe's own data (`RhythmData`: CinC fit records, their codec reconstructions at
+    the levels the source model was trained with, MIT-BIH DS1 crops, synthetic noise; ``recipe``
+    is the source checkpoint's training arguments) and class-weighted cross-entropy."""
     import torch
 
     from wardmodels.clf_data import RhythmData
     from wardmodels.train_classifier import rhythm_loss
 
-    data = RhythmData(data_dir)
+    r = recipe or {}
+    data = RhythmData(data_dir, codec_model=r.get("codec_model", 2), levels=tuple(r.get("levels", (1, 2))),
+                      crops_per_record=r.get("crops_per_record", 1), mix_levels=r.get("mix_levels", False))
     ce = rhythm_loss(data.class_counts())
 
     def batches(ep: int):
@@ -190,7 +193,7 @@ def export_classifier(kind: str, weights: Path, data_dir: Path, out_dir: Path | 
         from wardmodels.compress import apply, qat_finetune
 
         torch.manual_seed(seed)
-        batches, loss_fn = _rhythm_qat_batches(data_dir, seed)
+        batches, loss_fn = _rhythm_qat_batches(data_dir, seed, recipe=clf.meta.get("args"))
         folded, hist = qat_finetune(folded, res.bits, batches, loss_fn, metric, qat_epochs, lr=qat_lr)
         kept = max(hist, key=lambda h: h["metric"])
         qat = {"epochs": qat_epochs, "lr": qat_lr, "seed": seed, "history": hist, "kept_epoch": kept["epoch"]}

@@ -110,14 +110,20 @@ def rhythm_loss(counts: np.ndarray) -> nn.CrossEntropyLoss:
 
 
 def train_rhythm(data_dir: Path, epochs: int = 40, batch: int = 64, seed: int = 0, threads: int = 2,
-                 budget_min: float | None = None, out_dir: Path | None = None, codec_model: int | None = 2) -> dict:
+                 budget_min: float | None = None, out_dir: Path | None = None, codec_model: int | None = 2,
+                 levels: tuple[int, ...] = (1, 2), crops_per_record: int = 1, mix_levels: bool = False) -> dict:
+    """``levels`` of codec ``codec_model`` join the mix (half the crops); ``mix_levels``: half of
+    those take each 2-s window at its own level, as under the Dynamic-Deep policy."""
     from wardmodels.clf_data import RhythmData, cinc_split
     from wardmodels.frontend import filter_record
 
     torch.set_num_threads(threads)
     args = {"kind": "rhythm", "epochs": epochs, "batch": batch, "seed": seed, "codec_model": codec_model}
+    if tuple(levels) != (1, 2) or crops_per_record != 1 or mix_levels:
+        args.update(levels=list(levels), crops_per_record=crops_per_record, mix_levels=mix_levels)
     t0 = time.time()
-    data = RhythmData(data_dir, codec_model=codec_model)
+    data = RhythmData(data_dir, codec_model=codec_model, levels=tuple(levels), crops_per_record=crops_per_record,
+                      mix_levels=mix_levels)
     calib = cinc_split(data_dir, "calib")
     calib_sig = [filter_record(s) for s in calib.signals]
     calib_y = np.array([RHYTHM_CLASSES.index(v) for v in calib.labels])
@@ -174,13 +180,18 @@ def train_rhythm(data_dir: Path, epochs: int = 40, batch: int = 64, seed: int = 
 
 def train_beat(data_dir: Path, epochs: int = 30, steps_per_epoch: int = 400, batch: int = 128, seed: int = 0,
                threads: int = 2, budget_min: float | None = None, out_dir: Path | None = None,
-               codec_model: int | None = 2) -> dict:
+               codec_model: int | None = 2, records: list[str] | None = None) -> dict:
+    """``records``: the MIT-BIH records to train on (default DS1; a subset for patient-wise
+    cross-validation inside DS1, `beat_cv`)."""
     from wardmodels.clf_data import BeatData
+    from wardstream import datasets as ds
 
     torch.set_num_threads(threads)
     args = {"kind": "beat", "epochs": epochs, "steps": steps_per_epoch, "batch": batch, "seed": seed,
             "codec_model": codec_model}
-    data = BeatData(data_dir, codec_model=codec_model)
+    if records is not None and list(records) != list(ds.DS1):
+        args["records"] = list(records)
+    data = BeatData(data_dir, records=list(records or ds.DS1), codec_model=codec_model)
     log.info("beat data %s", data.summary())
     counts = data.class_counts()
     p_class = counts ** 0.5 / (counts ** 0.5).sum()

@@ -143,6 +143,10 @@ def main(argv: list[str] | None = None) -> int:
     tk.add_argument("--seed", type=int, default=0)
     tk.add_argument("--threads", type=int, default=2)
     tk.add_argument("--codec-model", type=int, default=2, help="codec whose reconstructions join the mix (0: none)")
+    tk.add_argument("--levels", default="1,2", help="rhythm: the codec levels whose reconstructions join the mix")
+    tk.add_argument("--crops-per-record", type=int, default=1, help="rhythm: random 10-s crops per CinC record per epoch")
+    tk.add_argument("--mix-levels", action="store_true",
+                    help="rhythm: half the reconstructed crops take each 2-s window at its own level")
     tk.add_argument("--out-dir", type=Path, default=None, help="where the final weights go (default runs/)")
 
     td = tsub.add_parser("dynamic-deep", help="Dynamic-Deep levels (phases 1-2) or the edge error predictor (phase 3)")
@@ -222,6 +226,14 @@ def main(argv: list[str] | None = None) -> int:
     ed.add_argument("--model-id", type=int, default=3)
     ed.add_argument("--json", type=Path)
     ed.add_argument("--png", type=Path, default=None, help="the bound curve (default: next to --json)")
+    ev_cv = esub.add_parser("beat-cv", help="the beat recipe by patient-wise cross-validation inside MIT-BIH DS1")
+    _common(ev_cv)
+    ev_cv.add_argument("--folds", type=int, default=4)
+    ev_cv.add_argument("--epochs", type=int, default=6)
+    ev_cv.add_argument("--seed", type=int, default=0)
+    ev_cv.add_argument("--threads", type=int, default=2)
+    ev_cv.add_argument("--codec-model", type=int, default=2, help="codec whose reconstructions join the mix (0: none)")
+    ev_cv.add_argument("--json", type=Path)
     eq = esub.add_parser("qrs", help="streaming QRS detection on MIT-BIH")
     _common(eq)
     eq.add_argument("--split", default="test", choices=["test", "train", "all"])
@@ -345,7 +357,9 @@ def main(argv: list[str] | None = None) -> int:
         cm = a.codec_model or None
         if a.kind in ("rhythm", "both"):
             res["rhythm"] = tcl.train_rhythm(s.data_dir, a.epochs or 40, seed=a.seed, threads=a.threads,
-                                             budget_min=a.budget_min, out_dir=a.out_dir, codec_model=cm)
+                                             budget_min=a.budget_min, out_dir=a.out_dir, codec_model=cm,
+                                             levels=tuple(int(v) for v in a.levels.split(",")),
+                                             crops_per_record=a.crops_per_record, mix_levels=a.mix_levels)
         if a.kind in ("beat", "both") and res.get("rhythm", {}).get("finished", True):
             res["beat"] = tcl.train_beat(s.data_dir, a.epochs or 30, seed=a.seed, threads=a.threads,
                                          budget_min=a.budget_min, out_dir=a.out_dir, codec_model=cm)
@@ -419,6 +433,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         _write_json(d, a.json)
+        return 0
+
+    if a.cmd == "eval" and a.what == "beat-cv":
+        from wardmodels.beat_cv import cross_validate
+
+        _write_json(cross_validate(s.data_dir, a.folds, a.epochs, a.seed, a.threads, a.codec_model or None), a.json)
         return 0
 
     if a.cmd == "bench" and a.what == "pipeline":

@@ -1,0 +1,48 @@
+"""The rhythm training crops under the Dynamic-Deep policy: each 2-s window from its own version."""
+
+import numpy as np
+
+from wardmodels.classifier import RHYTHM_SAMPLES
+from wardmodels.clf_data import RhythmData
+from wardmodels.frontend import WINDOW
+
+
+def _data(n_windows: int, n_levels: int) -> RhythmData:
+    d = RhythmData.__new__(RhythmData)  # no recordings: versions marked by their value
+    n = n_windows * WINDOW
+    d.signals = [np.zeros(n + 100, np.float32)]  # the original keeps its tail beyond whole windows
+    d.recon = [[np.full(n, float(k + 1), np.float32)] for k in range(n_levels)]
+    return d
+
+
+def test_a_mixed_crop_takes_whole_windows_from_one_version_each():
+    d = _data(n_windows=12, n_levels=5)
+    rng = np.random.default_rng(0)
+    seen = set()
+    for _ in range(50):
+        c = d._mixed_crop(rng, 0)
+        assert c.shape == (RHYTHM_SAMPLES,)
+        # the crop starts anywhere; every sample of one record window has that window's version
+        values = set(np.unique(c).tolist())
+        assert values <= {0.0, 1.0, 2.0, 3.0, 4.0, 5.0}
+        seen |= values
+    assert seen == {0.0, 1.0, 2.0, 3.0, 4.0, 5.0}  # the original and every level occur
+
+
+def test_window_boundaries_are_the_records_not_the_crops():
+    d = _data(n_windows=12, n_levels=3)
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        state = rng.bit_generator.state
+        c = d._mixed_crop(rng, 0)
+        rng.bit_generator.state = state  # replay the draw: level per record window, then the start
+        lv = rng.integers(0, 4, 12)
+        s = int(rng.integers(0, 12 * WINDOW - RHYTHM_SAMPLES + 1))
+        expect = lv[(s + np.arange(RHYTHM_SAMPLES)) // WINDOW].astype(np.float32)
+        assert np.array_equal(c, expect)
+
+
+def test_a_record_shorter_than_a_crop_is_used_whole():
+    d = _data(n_windows=4, n_levels=2)
+    c = d._mixed_crop(np.random.default_rng(2), 0)
+    assert c.shape == (4 * WINDOW,)
