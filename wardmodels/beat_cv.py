@@ -56,7 +56,7 @@ def score_records(clf, data_dir: Path, records: list[str]) -> tuple[np.ndarray, 
 
 
 def cross_validate(data_dir: Path, folds: int = 4, epochs: int = 6, seed: int = 0, threads: int = 2,
-                   codec_model: int | None = 2, out_dir: Path | None = None) -> dict:
+                   codec_model: int | None = 2, out_dir: Path | None = None, morph_aug: float = 0.0) -> dict:
     from wardmodels.train_classifier import RUNS, load_classifier, train_beat
     from wardstream.eval_classifier import class_scores
 
@@ -69,7 +69,7 @@ def cross_validate(data_dir: Path, folds: int = 4, epochs: int = 6, seed: int = 
         train = [r for r in ds.DS1 if r not in held]
         log.info("beat CV fold %d/%d: held out %s", k + 1, folds, held)
         res = train_beat(data_dir, epochs, seed=seed, threads=threads, out_dir=out_dir, codec_model=codec_model,
-                         records=train)
+                         records=train, morph_aug=morph_aug)
         clf = load_classifier(Path(res["weights"]))
         conf, rows = score_records(clf, data_dir, held)
         pooled += conf
@@ -77,6 +77,6 @@ def cross_validate(data_dir: Path, folds: int = 4, epochs: int = 6, seed: int = 
         fold_rows.append({"fold": k + 1, "held_out": held, "weights": Path(res["weights"]).name,
                           **class_scores(conf, BEAT_CLASSES)})
     return {"protocol": f"DS1 patient-wise {folds}-fold cross-validation at the annotated beats",
-            "folds": folds, "epochs": epochs, "seed": seed, "codec_model": codec_model,
+            "folds": folds, "epochs": epochs, "seed": seed, "codec_model": codec_model, "morph_aug": morph_aug,
             **class_scores(pooled, BEAT_CLASSES), "confusion": pooled.tolist(),
             "by_fold": fold_rows, "per_record": per_record}

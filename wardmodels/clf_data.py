@@ -294,9 +294,49 @@ class BeatData:
         c = self.class_counts()
         return {"beats": int(len(self.labels)), **{k: int(v) for k, v in zip(BEAT_CLASSES, c)}}
 
-    def batch(self, rng: np.random.Generator, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def batch(self, rng: np.random.Generator, idx: np.ndarray, morph_aug: float = 0.0
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``morph_aug``: the share of beats whose shape is changed as another patient's might be
+        (`morph_augment`), the beat and its template alike."""
         pos = self.beats[idx] + rng.integers(-self.JITTER, self.JITTER + 1, len(idx))
         waves = beat_waves(self.signal, pos, scales=self.scales[idx])
+        tmpl = self.templates[idx]
+        if morph_aug > 0:
+            waves, tmpl = morph_augment(rng, waves, tmpl, morph_aug)
         gain = np.where(rng.random(len(idx)) < 0.5, 1.0, rng.uniform(0.8, 1.25, len(idx)))[:, None].astype(np.float32)
-        waves = np.stack([waves * gain, (waves - self.templates[idx]) * gain], axis=1)
+        waves = np.stack([waves * gain, (waves - tmpl) * gain], axis=1)
         return waves, self.feats[idx], self.labels[idx]
+
+
+def morph_augment(rng: np.random.Generator, waves: np.ndarray, tmpl: np.ndarray, share: float,
+                  stretch: tuple[float, float] = (0.75, 1.4)) -> tuple[np.ndarray, np.ndarray]:
+    """A patient-level change of beat shape applied to a beat and its own template alike: a time
+    stretch about the R peak (a wider or narrower QRS, as in bundle-branch block) and a random
+    smoothing. The absolute shape then varies between "patients" while the difference between a
+    beat and its patient's usual beat keeps its meaning — so the model leans on that difference,
+    not on how a DS1 patient's normal beat looked."""
+    n, m = waves.shape
+    pick = rng.random(n) < share
+    k = int(pick.sum())
+    if not k:
+        return waves, tmpl
+    s = np.exp(rng.uniform(np.log(stretch[0]), np.log(stretch[1]), k))[:, None]
+    src = np.clip(BEAT_PRE + (np.arange(m)[None, :] - BEAT_PRE) / s, 0, m - 1)
+    lo = np.floor(src).astype(np.int64)
+    hi = np.minimum(lo + 1, m - 1)
+    fr = (src - lo).astype(np.float32)
+    rows = np.arange(k)[:, None]
+
+    def warp(x):
+        return x[rows, lo] * (1 - fr) + x[rows, hi] * fr
+
+    w, t = warp(waves[pick]), warp(tmpl[pick])
+    a = rng.uniform(0.0, 0.5, k)[:, None].astype(np.float32)  # smoothing by a 3-tap kernel [a, 1, a]
+
+    def smooth(x):
+        p = np.pad(x, ((0, 0), (1, 1)), mode="edge")
+        return (a * p[:, :-2] + p[:, 1:-1] + a * p[:, 2:]) / (1 + 2 * a)
+
+    waves, tmpl = waves.copy(), tmpl.copy()
+    waves[pick], tmpl[pick] = smooth(w), smooth(t)
+    return waves, tmpl

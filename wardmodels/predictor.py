@@ -206,9 +206,18 @@ def choose_levels(pred: np.ndarray, bound, lam, allowed: tuple[int, ...] = LEVEL
     return lv
 
 
-def fit_mlp(x: np.ndarray, y: np.ndarray, hidden: int = 16, epochs: int = 60, seed: int = 0):
-    """MSE on log1p(error), Adam; returns float32 arrays (mu, sd, w1, b1, w2, b2)."""
+def fit_mlp(x: np.ndarray, y: np.ndarray, hidden: int = 16, epochs: int = 60, seed: int = 0,
+            quantile: float | None = None):
+    """MSE on log1p(error) (``quantile``: the pinball loss at that quantile instead, so each
+    output predicts a quantile of the level's error, as conformalized quantile regression does),
+    Adam; returns float32 arrays (mu, sd, w1, b1, w2, b2)."""
     import torch
+
+    def loss_of(out, target):
+        if quantile is None:
+            return torch.nn.functional.mse_loss(out, target)
+        d = target - out
+        return torch.maximum(quantile * d, (quantile - 1) * d).mean()
 
     torch.manual_seed(seed)
     mu, sd = x.mean(0), x.std(0) + 1e-3
@@ -223,7 +232,7 @@ def fit_mlp(x: np.ndarray, y: np.ndarray, hidden: int = 16, epochs: int = 60, se
         order = rng.permutation(len(xt))
         for i in range(0, len(order), 512):
             b = torch.from_numpy(order[i:i + 512])
-            loss = torch.nn.functional.mse_loss(net(xt[b]), yt[b])
+            loss = loss_of(net(xt[b]), yt[b])
             opt.zero_grad()
             loss.backward()
             opt.step()

@@ -180,9 +180,10 @@ def train_rhythm(data_dir: Path, epochs: int = 40, batch: int = 64, seed: int = 
 
 def train_beat(data_dir: Path, epochs: int = 30, steps_per_epoch: int = 400, batch: int = 128, seed: int = 0,
                threads: int = 2, budget_min: float | None = None, out_dir: Path | None = None,
-               codec_model: int | None = 2, records: list[str] | None = None) -> dict:
+               codec_model: int | None = 2, records: list[str] | None = None, morph_aug: float = 0.0) -> dict:
     """``records``: the MIT-BIH records to train on (default DS1; a subset for patient-wise
-    cross-validation inside DS1, `beat_cv`)."""
+    cross-validation inside DS1, `beat_cv`); ``morph_aug``: share of beats reshaped as another
+    patient's (`clf_data.morph_augment`)."""
     from wardmodels.clf_data import BeatData
     from wardstream import datasets as ds
 
@@ -191,6 +192,8 @@ def train_beat(data_dir: Path, epochs: int = 30, steps_per_epoch: int = 400, bat
             "codec_model": codec_model}
     if records is not None and list(records) != list(ds.DS1):
         args["records"] = list(records)
+    if morph_aug:
+        args["morph_aug"] = morph_aug
     data = BeatData(data_dir, records=list(records or ds.DS1), codec_model=codec_model)
     log.info("beat data %s", data.summary())
     counts = data.class_counts()
@@ -216,7 +219,7 @@ def train_beat(data_dir: Path, epochs: int = 30, steps_per_epoch: int = 400, bat
         tot = 0.0
         for _ in range(steps_per_epoch):
             idx = rng.choice(len(p_beat), batch, p=p_beat)
-            w, f, y = data.batch(rng, idx)
+            w, f, y = data.batch(rng, idx, morph_aug)
             loss = loss_fn(model(torch.from_numpy(w), torch.from_numpy(f)), torch.from_numpy(y))
             opt.zero_grad()
             loss.backward()

@@ -147,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     tk.add_argument("--crops-per-record", type=int, default=1, help="rhythm: random 10-s crops per CinC record per epoch")
     tk.add_argument("--mix-levels", action="store_true",
                     help="rhythm: half the reconstructed crops take each 2-s window at its own level")
+    tk.add_argument("--morph-aug", type=float, default=0.0,
+                    help="beat: share of training beats reshaped as another patient's (beat and template alike)")
     tk.add_argument("--out-dir", type=Path, default=None, help="where the final weights go (default runs/)")
 
     td = tsub.add_parser("dynamic-deep", help="Dynamic-Deep levels (phases 1-2) or the edge error predictor (phase 3)")
@@ -160,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     td.add_argument("--alpha", type=float, default=0.05, help="predictor: allowed share of windows over the bound")
     td.add_argument("--w-kl", type=float, default=1.0, help="predictor: weight of the rhythm-classifier KL")
     td.add_argument("--w-qrs", type=float, default=1.0, help="predictor: weight of the QRS error")
+    td.add_argument("--quantile", type=float, default=None,
+                    help="predictor: fit this quantile of each level's error (pinball loss) instead of the mean")
     td.add_argument("--budget-min", type=float, default=None)
     td.add_argument("--seed", type=int, default=0)
     td.add_argument("--threads", type=int, default=2)
@@ -233,6 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     ev_cv.add_argument("--seed", type=int, default=0)
     ev_cv.add_argument("--threads", type=int, default=2)
     ev_cv.add_argument("--codec-model", type=int, default=2, help="codec whose reconstructions join the mix (0: none)")
+    ev_cv.add_argument("--morph-aug", type=float, default=0.0, help="share of training beats reshaped as another patient's")
     ev_cv.add_argument("--json", type=Path)
     eq = esub.add_parser("qrs", help="streaming QRS detection on MIT-BIH")
     _common(eq)
@@ -362,7 +367,8 @@ def main(argv: list[str] | None = None) -> int:
                                              crops_per_record=a.crops_per_record, mix_levels=a.mix_levels)
         if a.kind in ("beat", "both") and res.get("rhythm", {}).get("finished", True):
             res["beat"] = tcl.train_beat(s.data_dir, a.epochs or 30, seed=a.seed, threads=a.threads,
-                                         budget_min=a.budget_min, out_dir=a.out_dir, codec_model=cm)
+                                         budget_min=a.budget_min, out_dir=a.out_dir, codec_model=cm,
+                                         morph_aug=a.morph_aug)
         if a.kind == "hubert":
             res["hubert"] = tcl.train_hubert(s.data_dir, a.pretrain_steps, a.epochs or 8, seed=a.seed,
                                              threads=a.threads, budget_min=a.budget_min, out_dir=a.out_dir,
@@ -438,7 +444,8 @@ def main(argv: list[str] | None = None) -> int:
     if a.cmd == "eval" and a.what == "beat-cv":
         from wardmodels.beat_cv import cross_validate
 
-        _write_json(cross_validate(s.data_dir, a.folds, a.epochs, a.seed, a.threads, a.codec_model or None), a.json)
+        _write_json(cross_validate(s.data_dir, a.folds, a.epochs, a.seed, a.threads, a.codec_model or None,
+                                   morph_aug=a.morph_aug), a.json)
         return 0
 
     if a.cmd == "bench" and a.what == "pipeline":
@@ -462,7 +469,8 @@ def main(argv: list[str] | None = None) -> int:
         from wardstream.eval_dynamic import train_predictor
 
         torch.set_num_threads(a.threads)
-        d = train_predictor(s.data_dir, a.model_id or 3, a.alpha, TaskWeights(a.w_kl, a.w_qrs), seed=a.seed)
+        d = train_predictor(s.data_dir, a.model_id or 3, a.alpha, TaskWeights(a.w_kl, a.w_qrs), seed=a.seed,
+                            quantile=a.quantile)
         _write_json(d, None)
         return 0
 

@@ -235,7 +235,8 @@ BOUND_GRID = np.round(np.geomspace(0.05, 3.0, 24), 4)
 
 
 def train_predictor(data_dir: Path, model_id: int = 3, alpha: float = 0.05, weights: TaskWeights = TaskWeights(),
-                    hidden: int = 16, f1_tolerance: float = 0.01, seed: int = 0) -> dict:
+                    hidden: int = 16, f1_tolerance: float = 0.01, seed: int = 0,
+                    quantile: float | None = None) -> dict:
     """Phase 3: fit the predictor on ``train``, calibrate it on ``calib`` over `BOUND_GRID`, pick
     the deployed bound (the largest whose calib CinC F1 on reconstructions stays within
     ``f1_tolerance`` of the originals), save it and record it in the manifest."""
@@ -246,7 +247,7 @@ def train_predictor(data_dir: Path, model_id: int = 3, alpha: float = 0.05, weig
     tr = load_part(data_dir, "train", model_id, keep_recon=False)
     ca = load_part(data_dir, "calib", model_id)
     x, y = tr.stack("feats"), tr.errors(weights)
-    mu, sd, w1, b1, w2, b2 = fit_mlp(x, y, hidden=hidden, seed=seed)
+    mu, sd, w1, b1, w2, b2 = fit_mlp(x, y, hidden=hidden, seed=seed, quantile=quantile)
     pred = Predictor(mu, sd, w1, b1, w2, b2, weights, alpha, BOUND_GRID, np.zeros(len(BOUND_GRID)), {})
     # the device holds float16 weights: calibrate what it will compute
     pred = Predictor.from_bytes(pred.to_bytes())
@@ -268,6 +269,7 @@ def train_predictor(data_dir: Path, model_id: int = 3, alpha: float = 0.05, weig
                  sc["violation_rate"], sc["f1_cinc_reconstructed"])
     pred.meta = {"deployed_bound": deployed, "f1_tolerance": f1_tolerance, "calib_f1_original": f1_orig,
                  "train_windows": int(len(x)), "calib_windows": int(len(pc)), "hidden": hidden,
+                 "loss": "mse" if quantile is None else f"pinball q={quantile}",
                  "seed": seed, "calib_curve": [{k: v for k, v in r.items() if k != "level_histogram"} for r in rows]}
     path = pred.save(runtime.WEIGHTS_DIR)
     entries = runtime.manifest()
