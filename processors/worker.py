@@ -13,7 +13,11 @@ def main(argv: list[str] | None = None) -> None:
     # one decode thread per worker process: scale out with more workers (processes), and keep
     # the simulator, broker and InfluxDB on a shared machine from fighting over spinning threads
     torch.set_num_threads(int(os.environ.get("WARDSTREAM_TORCH_THREADS", "1")))
+    from stream import kafka_compat
     from stream.app import app
+
+    # a worker (re)started while the broker restarts waits for it instead of exiting
+    kafka_compat.wait_for_broker(float(os.environ.get("WARDSTREAM_BROKER_WAIT_S", "120")))
     import processors.agents  # noqa: F401  (registers the agents with the app)
     import processors.alarm_service  # noqa: F401  (alarm delivery, the alarm API)
 

@@ -29,6 +29,14 @@ re-joins the same generation every 10 s without settling (seen in CI: the two wo
 consumer group stuck for 20 s). Kafka's own Java client keeps the member id on IllegalGeneration
 and resets it only for UnknownMemberId; `install` does the same: a reset while the member holds a
 generation keeps the id, and a reset without one (the broker did not know the kept id) clears it.
+
+4. A worker that starts while the broker is down waits for it (`wait_for_broker`).
+aiokafka's client bootstrap tries each host once and raises ``KafkaConnectionError``; Faust's
+producer start does not retry it, so a worker (re)started during a broker restart exited within
+a second and processed nothing more (seen in CI: a worker restarted 8 s before a 2-s broker
+restart, 2,358 windows never written). A client that has bootstrapped once already rides out an
+outage (its metadata synchroniser reconnects); only the first contact needed the wait. Opt-in:
+the worker turns it on; one-shot commands keep failing fast with a clear error.
 """
 
 from __future__ import annotations
@@ -136,3 +144,34 @@ def _install_keep_member_id() -> None:
 
     reset_generation._ws_keep_member_id = True
     GroupCoordinator.reset_generation = reset_generation
+
+
+def wait_for_broker(timeout_s: float) -> None:
+    """Make every aiokafka client's first bootstrap retry for up to ``timeout_s`` seconds while the
+    broker cannot be reached (see the module doc, mend 4), instead of raising at once."""
+    from aiokafka.client import AIOKafkaClient
+    from aiokafka.errors import KafkaConnectionError
+
+    original = getattr(AIOKafkaClient.bootstrap, "_ws_original", AIOKafkaClient.bootstrap)
+
+    async def bootstrap(self):
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        pause, attempts = 0.25, 0
+        while True:
+            try:
+                return await original(self)
+            except KafkaConnectionError as exc:
+                attempts += 1
+                left = deadline - loop.time()
+                if left <= 0:
+                    raise KafkaConnectionError(f"{exc} (waited {timeout_s:.0f} s for the broker, "
+                                               f"{attempts} attempts)") from exc
+                if attempts == 1 or attempts % 10 == 0:
+                    log.warning("broker %s unreachable; retrying for up to %.0f s more",
+                                self.hosts, left)
+                await asyncio.sleep(min(pause, left))
+                pause = min(pause * 2, 2.0)
+
+    bootstrap._ws_original = original
+    AIOKafkaClient.bootstrap = bootstrap

@@ -75,6 +75,13 @@ async def _explain(s, lost: list[tuple[int, int]]) -> list[str]:
         await g.stop()
 
 
+def _log_tail(path, n: int = 4000) -> str:
+    """The end of a worker's log without aiokafka's per-retry connection errors."""
+    noise = ("Unable connect to node", "Unable to update metadata", "NodeNotReadyError")
+    lines = [ln for ln in path.read_text(errors="replace").splitlines() if not any(x in ln for x in noise)]
+    return "\n".join(lines)[-n:]
+
+
 def _wait_for_all(s, rep, timeout_s: float = 120.0):
     deadline = time.monotonic() + timeout_s
     while True:
@@ -122,8 +129,10 @@ def test_exactly_once_through_worker_kill_broker_restart_and_influx_outage(serve
         if missing:
             lost = missing_windows(rep.accepted, stored)
             detail = asyncio.run(_explain(s, lost[:20]))
+            w = pool.workers[0]
             pytest.fail(f"{missing} accepted windows missing from InfluxDB; events {events}:\n"
-                        + "\n".join(detail))
+                        + "\n".join(detail) + f"\nworker alive: {w.alive()}; {w.log_path} ends:\n"
+                        + _log_tail(w.log_path))
         assert dup == 0, f"{dup} windows stored twice"
         assert pool.workers[0].alive(), "the worker must survive a broker restart and an InfluxDB outage"
         # the malformed frames went to the dead-letter topic with a reason, and nothing stopped
@@ -193,6 +202,57 @@ def test_frame_under_another_beds_key_is_dead_lettered(ward_settings):
                 break
             time.sleep(0.5)
         assert stored == {31: [0, 2]}
+        assert pool.workers[0].alive()
+    finally:
+        pool.stop_all()
+
+
+def test_a_worker_started_while_the_broker_is_down_waits_for_it(servers, ward_settings):
+    """A worker (re)started during a broker restart must not exit: it waits for the broker, joins,
+    and processes what the devices sent meanwhile (CI once lost 2,358 windows to a worker that
+    exited because its producer could not bootstrap)."""
+    from aiokafka import AIOKafkaProducer
+
+    from device_sim.sources import SyntheticBed
+    from device_sim.ward import Device
+    from stream.topics import bed_key
+
+    s = ward_settings
+    broker = services.Broker(servers)
+    pool = WorkerPool(s, 1)
+    broker.down()
+    try:
+        pool.start_all()
+        time.sleep(8.0)  # imports done; its clients are trying to reach the broker
+        assert pool.workers[0].alive(), _log_tail(pool.workers[0].log_path)
+        assert "unreachable; retrying" in _log_tail(pool.workers[0].log_path) and not pool.workers[0].ready()
+    finally:
+        broker.up()
+    try:
+        pool.wait_ready(timeout=120)
+        dev = Device(41, SyntheticBed(41), int(time.time() * 1e6))
+
+        async def send():
+            p = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap, acks="all", enable_idempotence=True)
+            await p.start()
+            try:
+                heads = []
+                for _ in range(3):
+                    frame, head = dev.next_frame()
+                    await (await p.send(s.frames_topic, frame, key=bed_key(41)))
+                    heads.append(head)
+                return heads[0], heads[-1]
+            finally:
+                await p.stop()
+
+        a, b = asyncio.run(send())
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            stored = frame_seqs(s, a.t_start_us // 1000, b.window_end_us // 1000)
+            if stored.get(41) == [0, 1, 2]:
+                break
+            time.sleep(0.5)
+        assert stored == {41: [0, 1, 2]}
         assert pool.workers[0].alive()
     finally:
         pool.stop_all()
