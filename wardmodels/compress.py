@@ -281,7 +281,7 @@ def qat_finetune(model: nn.Module, bits: dict[str, int], batches: Callable[[int]
             opt.zero_grad()
             loss.backward()
             opt.step()
-            tot, n = tot + float(loss), n + 1
+            tot, n = tot + float(loss.detach()), n + 1
         sched.step()
         cand = latent()
         score = metric(apply(cand, bits))
