@@ -220,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     _common(ea)
     ea.add_argument("--split", default="test", choices=["test", "all"])
     ea.add_argument("--records", default=None, help="comma-separated MIT-BIH records instead of the split")
+    ea.add_argument("--limits", default=None,
+                    help='alarm limits over the defaults for every bed, JSON, e.g. \'{"afib_p": 0.6}\'')
     ea.add_argument("--af-threshold-curve", action="store_true",
                     help="instead of the replay: the AF alarm's threshold against the CinC calib records")
     ea.add_argument("--json", type=Path)
@@ -505,8 +507,9 @@ def main(argv: list[str] | None = None) -> int:
 
         try:
             d = af_threshold_curve(s) if a.af_threshold_curve else \
-                eval_alarms(s, a.split, a.records.split(",") if a.records else None)
-        except DataMissing as exc:
+                eval_alarms(s, a.split, a.records.split(",") if a.records else None,
+                            json.loads(a.limits) if a.limits else None)
+        except (DataMissing, ValueError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         _write_json(d, a.json)

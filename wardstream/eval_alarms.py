@@ -109,8 +109,13 @@ def _hr_reference(bt: np.ndarray, at: np.ndarray) -> np.ndarray:
     return out
 
 
-def evaluate(settings, split: str = "test", records: list[str] | None = None) -> dict:
+def evaluate(settings, split: str = "test", records: list[str] | None = None,
+             limits: dict | None = None) -> dict:
+    """``limits``: alarm limits over the `Thresholds` defaults for every bed (checked as
+    ``WARDSTREAM_ALARM_LIMITS`` entries are), e.g. ``{"afib_p": 0.6}`` to tune the AF alarm."""
     import torch
+
+    from processors.alarms import Thresholds, check_limits
 
     from device_sim.ward import encoder_factory
     from processors.alarms import AlarmState, acknowledge
@@ -122,6 +127,7 @@ def evaluate(settings, split: str = "test", records: list[str] | None = None) ->
     from wardmodels.wire_codec import decode_frames, encode_many, register_deployed
     from wardstream import datasets as ds
 
+    th = Thresholds(**check_limits(limits or {}, "--limits"))
     torch.set_num_threads(1)
     register_deployed()
     if records is None:
@@ -153,7 +159,7 @@ def evaluate(settings, split: str = "test", records: list[str] | None = None) ->
             levels[ch[0].level] = levels.get(ch[0].level, 0) + 1
         rec = decode_frames([f for _, f, _ in frames])
         decoded = [(bed_key(f.bed_id), f, sig, n) for (_, f, n), sig in zip(frames, rec)]
-        out = run_batch(decoded, lambda key: states.get(key) or BedState(), classifiers)
+        out = run_batch(decoded, lambda key: states.get(key) or BedState(), classifiers, th)
         states.update(out.states)
         by_bed = {beds[r]: r for r in live}
         for e in out.alarm_events:
@@ -172,17 +178,17 @@ def evaluate(settings, split: str = "test", records: list[str] | None = None) ->
             st.alarms = ast.to_dict()
         if k % 150 == 0:
             log.info("window %d/%d", k, max(n_win.values()))
-    return score(recs, events, n_win, levels, settings)
+    return score(recs, events, n_win, levels, settings, th)
 
 
-def score(recs: dict, events: dict, n_win: dict, levels: dict, settings) -> dict:
+def score(recs: dict, events: dict, n_win: dict, levels: dict, settings, th=None) -> dict:
     from processors.alarms import DEFAULT_CONDITIONS, Thresholds
 
     high = tuple(c for c in SCORED if DEFAULT_CONDITIONS[c].priority == "high")
     vt = {"total": 0, "detected": 0}
     vt5 = {"total": 0, "detected": 0}
     vt8 = {"total": 0, "detected": 0}
-    th = Thresholds()
+    th = th or Thresholds()
     af30 = {"total": 0, "detected": 0}
     af60 = {"total": 0, "detected": 0}
     delays, false_by, false_high = [], {}, []
@@ -230,6 +236,7 @@ def score(recs: dict, events: dict, n_win: dict, levels: dict, settings) -> dict
         ref_vt = [(s, e) for s, e, _, _ in runs] + _episodes(rec, end_s, VENTRICULAR_RHYTHMS)
         gaps = np.diff(beats)
         why = {(e.condition, round((e.t_ms * 1000 - CLOCK0_US) / 1e6, 3)): e.why for e in ev if e.state == "active"}
+        false_here: dict[str, int] = {}
         for cond in SCORED + ("signal_quality", "seq_gap"):
             for o0, o1, t in _open_intervals(ev, cond, end_s):
                 if cond in ("vtach", "nsvt"):
@@ -250,16 +257,19 @@ def score(recs: dict, events: dict, n_win: dict, levels: dict, settings) -> dict
                     true = True  # technical: not scored against annotations
                 if not true:
                     false_by[cond] = false_by.get(cond, 0) + 1
+                    false_here[cond] = false_here.get(cond, 0) + 1
                     if cond in high:
                         near = (bt > t - 8.0) & (bt < t + 2.0)
                         false_high.append({"record": r, "condition": cond, "onset_s": round(t, 1),
                                            "why": why.get((cond, round(t, 3)), ""),
                                            "annotated_beats_8s_before_to_2s_after": "".join(rec.beat_symbols[near])})
         per_record[r] = {"alarms": {c: len(_open_intervals(ev, c, end_s)) for c in SCORED + ("signal_quality",)},
+                         "false_alarms": false_here,
                          "fast_v_runs": len(fast), "af_episodes_30s": sum(1 for s, e in afs if e - s >= 30)}
     bed_days = hours / 24.0
     fhp = sum(false_by.get(c, 0) for c in high)
     return {
+        "limits": {k: v for k, v in vars(th).items() if v != getattr(Thresholds(), k)},
         "split_records": list(recs), "hours": round(hours, 2), "bed_days": round(bed_days, 4),
         "device": {"codec_model": settings.codec_model, "level_policy": settings.level_policy,
                    "ecg_levels_sent": {str(k): v for k, v in sorted(levels.items())}},

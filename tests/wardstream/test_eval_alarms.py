@@ -32,6 +32,43 @@ def test_eval_alarms_on_record_200(tmp_path, monkeypatch):
     assert r["af_episodes"] == {"total": 0, "detected": 0}
     assert r["device"]["level_policy"] == "dynamic" and len(r["device"]["ecg_levels_sent"]) >= 2
     assert 0 <= r["median_detection_delay_s"] < 10
+    assert r["limits"] == {}
+
+
+def _record_200(tmp_path):
+    src = default_data_dir()
+    if not (src / "mitdb" / "200.hea").exists():
+        pytest.skip(f"recordings not found under {src}")
+    d = tmp_path / "data" / "mitdb"
+    d.mkdir(parents=True)
+    for ext in ("hea", "dat", "atr"):
+        os.symlink(src / "mitdb" / f"200.{ext}", d / f"200.{ext}")
+    return tmp_path / "data"
+
+
+def test_eval_alarms_replays_and_scores_under_the_limits_given(tmp_path):
+    from wardstream.cli import main
+
+    data = _record_200(tmp_path)
+    out = tmp_path / "alarms.json"
+    # every fast run of >= 3 beats is then high-priority VT: the replay and the scoring both see it
+    assert main(["eval", "alarms", "--data-dir", str(data), "--split", "all", "--json", str(out),
+                 "--limits", '{"vtach_beats": 3}']) == 0
+    r = json.loads(out.read_text())
+    assert r["limits"] == {"vtach_beats": 3}
+    assert r["vt_runs_high_priority"]["min_beats"] == 3 and r["vt_runs_high_priority"]["total"] == 4
+    assert r["vt_runs_high_priority"]["detected"] >= 3
+    assert sum(p["false_alarms"].get("nsvt", 0) for p in r["per_record"].values()) == r["false_alarms"].get("nsvt", 0)
+
+
+def test_eval_alarms_refuses_unknown_or_invalid_limits(tmp_path, capsys):
+    from wardstream.cli import main
+
+    data = _record_200(tmp_path)
+    assert main(["eval", "alarms", "--data-dir", str(data), "--limits", '{"afib_q": 0.6}']) == 2
+    assert "unknown limits ['afib_q']" in capsys.readouterr().err
+    assert main(["eval", "alarms", "--data-dir", str(data), "--limits", '{"afib_p": -1}']) == 2
+    assert "must be a positive number" in capsys.readouterr().err
 
 
 def test_a_ventricular_alarm_during_annotated_ventricular_flutter_is_not_false():
