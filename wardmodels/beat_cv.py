@@ -18,8 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from wardmodels.classifier import BEAT_CLASSES, FS, aami_labels
-from wardmodels.frontend import filter_record
+from wardmodels.classifier import BEAT_CLASSES, aami_labels
 from wardstream import datasets as ds
 
 log = logging.getLogger(__name__)
@@ -37,17 +36,12 @@ def fold_records(data_dir: Path, folds: int) -> list[list[str]]:
 
 def score_records(clf, data_dir: Path, records: list[str]) -> tuple[np.ndarray, list[dict]]:
     """Pooled 4x4 confusion at the annotated beats of ``records``, and per-record counts."""
-    from wardstream.eval_classifier import _beats_for, confusion
+    from wardstream.eval_classifier import annotated_beats, confusion
 
     conf = np.zeros((4, 4), np.int64)
     rows = []
     for name in records:
-        rec = ds.load_mitdb(data_dir, name)
-        x = filter_record(rec.ecg_mv)
-        b = np.round(rec.beat_times_s * FS).astype(np.int64)
-        lab = aami_labels(rec.beat_symbols)
-        ok = (lab >= 0) & (b < len(x) - 64)
-        pred = _beats_for(clf, x, b)
+        _, _, _, lab, ok, pred = annotated_beats(clf, data_dir, name)
         c = confusion(lab[ok], pred[ok], 4)
         conf += c
         rows.append({"record": name, "confusion": c.tolist(), "N_called_V": int(c[0, 2]),

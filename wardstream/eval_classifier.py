@@ -83,6 +83,17 @@ def eval_cinc(clf: Classifier, data_dir: Path, split: str, level: int, codec_mod
     return out
 
 
+def annotated_beats(clf, data_dir: Path, name: str):
+    """A MIT-BIH record's filtered ECG at 128 Hz, its annotated beats (samples), their AAMI labels,
+    which of them are scored (labelled, room for the beat window) and ``clf``'s class for each."""
+    rec = ds.load_mitdb(data_dir, name)
+    x = filter_record(rec.ecg_mv)
+    b = np.round(rec.beat_times_s * FS).astype(np.int64)
+    lab = aami_labels(rec.beat_symbols)
+    ok = (lab >= 0) & (b < len(x) - 64)
+    return rec, x, b, lab, ok, _beats_for(clf, x, b)
+
+
 def _beats_for(clf: Classifier, x: np.ndarray, beats: np.ndarray) -> np.ndarray:
     from wardmodels.clf_data import beat_table
 
@@ -106,12 +117,7 @@ def eval_mitdb(clf: Classifier, rhythm: Classifier | None, data_dir: Path, split
     ry, rp = [], []
     per_record = []
     for name in names:
-        rec = ds.load_mitdb(data_dir, name)
-        x = filter_record(rec.ecg_mv)
-        b = np.round(rec.beat_times_s * FS).astype(np.int64)
-        lab = aami_labels(rec.beat_symbols)
-        ok = (lab >= 0) & (b < len(x) - 64)
-        pred = _beats_for(clf, x, b)
+        rec, x, b, lab, ok, pred = annotated_beats(clf, data_dir, name)
         ya.append(lab[ok]), pa.append(pred[ok])
         xr = reconstruct([x], codec_model, level, encoder=encoder)[0]
         okr = ok & (b < len(xr) - 64)

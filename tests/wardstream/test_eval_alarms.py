@@ -9,7 +9,8 @@ import pytest
 from wardstream.settings import default_data_dir
 
 
-def test_eval_alarms_on_record_200(tmp_path, monkeypatch):
+def _record_200(tmp_path):
+    """A data directory holding only MIT-BIH record 200 (DS2: four fast ventricular runs, no AF)."""
     src = default_data_dir()
     if not (src / "mitdb" / "200.hea").exists():
         pytest.skip(f"recordings not found under {src}")
@@ -17,11 +18,16 @@ def test_eval_alarms_on_record_200(tmp_path, monkeypatch):
     d.mkdir(parents=True)
     for ext in ("hea", "dat", "atr"):
         os.symlink(src / "mitdb" / f"200.{ext}", d / f"200.{ext}")
+    return tmp_path / "data"
+
+
+def test_eval_alarms_on_record_200(tmp_path, monkeypatch):
     from wardstream.cli import main
 
+    data = _record_200(tmp_path)
     monkeypatch.setenv("WARDSTREAM_LEVEL_POLICY", "dynamic")  # the devices pick their level per window
     out = tmp_path / "alarms.json"
-    assert main(["eval", "alarms", "--data-dir", str(tmp_path / "data"), "--split", "all", "--json", str(out)]) == 0
+    assert main(["eval", "alarms", "--data-dir", str(data), "--split", "all", "--json", str(out)]) == 0
     r = json.loads(out.read_text())
     for key in ("vt_runs", "vt_runs_8plus", "af_episodes", "af_episodes_60s_plus", "false_alarms_per_bed_day",
                 "false_high_priority_per_bed_day", "median_detection_delay_s"):
@@ -33,17 +39,6 @@ def test_eval_alarms_on_record_200(tmp_path, monkeypatch):
     assert r["device"]["level_policy"] == "dynamic" and len(r["device"]["ecg_levels_sent"]) >= 2
     assert 0 <= r["median_detection_delay_s"] < 10
     assert r["limits"] == {}
-
-
-def _record_200(tmp_path):
-    src = default_data_dir()
-    if not (src / "mitdb" / "200.hea").exists():
-        pytest.skip(f"recordings not found under {src}")
-    d = tmp_path / "data" / "mitdb"
-    d.mkdir(parents=True)
-    for ext in ("hea", "dat", "atr"):
-        os.symlink(src / "mitdb" / f"200.{ext}", d / f"200.{ext}")
-    return tmp_path / "data"
 
 
 def test_eval_alarms_replays_and_scores_under_the_limits_given(tmp_path):
