@@ -202,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     xk.add_argument("--tolerance", type=float, default=0.005)
     xk.add_argument("--beat-fixed-bits", type=int, default=None,
                     help="pack the beat model at one bit-width instead of LAQ (DS1 has no held-out patients to calibrate LAQ on)")
-    xk.add_argument("--bit-choices", default="2,3,4,5,6,8", help="LAQ: the bit-widths a layer may take")
+    xk.add_argument("--bit-choices", default=None, help="LAQ: the bit-widths a layer may take, e.g. 2,3 (default: 2,3,4,5,6,8)")
     xk.add_argument("--qat-epochs", type=int, default=0,
                     help="rhythm: quantization-aware fine-tuning epochs at the LAQ bit-widths (0: none)")
     xk.add_argument("--qat-lr", type=float, default=1e-4)
@@ -421,14 +421,14 @@ def main(argv: list[str] | None = None) -> int:
             if w is not None:
                 fixed = a.beat_fixed_bits if kind == "beat" else None
                 qat = a.qat_epochs if kind == "rhythm" else 0
-                choices = tuple(int(b) for b in a.bit_choices.split(","))
+                choices = {"choices": tuple(int(b) for b in a.bit_choices.split(","))} if a.bit_choices else {}
                 cmd = (f"wardstream export classifier --{kind} {w} --gamma {a.gamma} --tolerance {a.tolerance}"
-                       + (f" --bit-choices {a.bit_choices}" if choices != (2, 3, 4, 5, 6, 8) else "")
+                       + (f" --bit-choices {a.bit_choices}" if choices else "")
                        + (f" --beat-fixed-bits {fixed}" if fixed else "")
                        + (f" --qat-epochs {qat} --qat-lr {a.qat_lr} --seed {a.seed}" if qat else ""))
                 res[kind] = export_classifier(kind, w, s.data_dir, a.out_dir, a.gamma, a.tolerance, reproduce=[cmd],
                                               fixed_bits=fixed, qat_epochs=qat, qat_lr=a.qat_lr, seed=a.seed,
-                                              choices=choices)
+                                              **choices)
         _write_json(res, None)
         return 0
 

@@ -127,7 +127,8 @@ def evaluate(settings, split: str = "test", records: list[str] | None = None,
     from wardmodels.wire_codec import decode_frames, encode_many, register_deployed
     from wardstream import datasets as ds
 
-    th = Thresholds(**check_limits(limits or {}, "--limits"))
+    over = check_limits(limits or {}, "--limits")
+    th = Thresholds(**over)
     torch.set_num_threads(1)
     register_deployed()
     if records is None:
@@ -178,7 +179,7 @@ def evaluate(settings, split: str = "test", records: list[str] | None = None,
             st.alarms = ast.to_dict()
         if k % 150 == 0:
             log.info("window %d/%d", k, max(n_win.values()))
-    return score(recs, events, n_win, levels, settings, th)
+    return {"limits": over, **score(recs, events, n_win, levels, settings, th)}
 
 
 def score(recs: dict, events: dict, n_win: dict, levels: dict, settings, th=None) -> dict:
@@ -269,7 +270,6 @@ def score(recs: dict, events: dict, n_win: dict, levels: dict, settings, th=None
     bed_days = hours / 24.0
     fhp = sum(false_by.get(c, 0) for c in high)
     return {
-        "limits": {k: v for k, v in vars(th).items() if v != getattr(Thresholds(), k)},
         "split_records": list(recs), "hours": round(hours, 2), "bed_days": round(bed_days, 4),
         "device": {"codec_model": settings.codec_model, "level_policy": settings.level_policy,
                    "ecg_levels_sent": {str(k): v for k, v in sorted(levels.items())}},
