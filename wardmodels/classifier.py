@@ -61,6 +61,15 @@ class ResNetConfig:
     dropout: float = 0.2
     extra_features: int = 0  # scalar features concatenated before the head
     in_channels: int = 1
+    # causal (streaming) variant: every conv sees only the past, the input is longer than the
+    # 10 s it decides on (the history a stream has), and only the last 10 s of the output are
+    # pooled -- so a bed's decision can be computed window by window (`wardmodels.stream_rhythm`)
+    causal: bool = False
+    pooled_samples: int = 0  # causal: input samples whose output positions are pooled
+
+    @property
+    def total_stride(self) -> int:
+        return int(self.stem_stride * self.stem_pool * np.prod(self.strides))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -79,15 +88,38 @@ VARIANTS = {
                          stem_stride=1, stem_pool=1, channels=(32, 32, 64, 64, 96, 96),
                          strides=(1, 2, 1, 2, 1, 2), kernel=5, dropout=0.3,
                          extra_features=N_RR_FEATURES, in_channels=2),
+    # the streaming rhythm model: causal convolutions of kernel 5 (receptive field 1,217 samples),
+    # input = the 10 s decided on + 10 s of history (`stream_rhythm.STREAM_CROP`)
+    "rhythm-stream": ResNetConfig("rhythm-stream", RHYTHM_CLASSES, 2 * RHYTHM_SAMPLES, kernel=5, causal=True,
+                                  pooled_samples=RHYTHM_SAMPLES),
 }
 
 
+def causal_conv(conv: nn.Conv1d, x: torch.Tensor, state: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A conv that sees only the past: output ``j`` covers the ``kernel`` input samples ending
+    with the last sample of stride block ``j``, so a chunk whose length is a multiple of the
+    stride gives exactly the outputs the whole stream would. ``state``: the ``kernel - stride``
+    input samples before the chunk (zeros when None). -> (output, the state after the chunk)."""
+    k, s = conv.kernel_size[0], conv.stride[0]
+    pad = k - s
+    if pad < 0:
+        return conv(x[..., -pad:]), None
+    if pad == 0:
+        return conv(x), None
+    if state is None:
+        state = x.new_zeros(x.shape[0], x.shape[1], pad)
+    inp = torch.cat([state, x], dim=-1)
+    return conv(inp), inp[..., -pad:]
+
+
 class ResBlock(nn.Module):
-    def __init__(self, c_in: int, c_out: int, k: int, stride: int, dropout: float):
+    def __init__(self, c_in: int, c_out: int, k: int, stride: int, dropout: float, causal: bool = False):
         super().__init__()
-        self.conv1 = nn.Conv1d(c_in, c_out, k, stride, k // 2, bias=False)
+        pad = 0 if causal else k // 2  # a causal block pads on the left itself (`causal_conv`)
+        self.conv1 = nn.Conv1d(c_in, c_out, k, stride, pad, bias=False)
         self.bn1 = nn.BatchNorm1d(c_out)
-        self.conv2 = nn.Conv1d(c_out, c_out, k, 1, k // 2, bias=False)
+        self.conv2 = nn.Conv1d(c_out, c_out, k, 1, pad, bias=False)
         self.bn2 = nn.BatchNorm1d(c_out)
         self.drop = nn.Dropout(dropout)
         self.short = None
@@ -99,18 +131,32 @@ class ResBlock(nn.Module):
         z = torch.relu(self.bn2(self.conv2(self.drop(z))))
         return z + (h if self.short is None else self.short(h))
 
+    def forward_causal(self, h, states: list | None, out: list):
+        """The block with causal convs; ``states`` (consumed from the front) are the convs'
+        contexts before this chunk, the contexts after it are appended to ``out``."""
+        c1, s1 = causal_conv(self.conv1, h, states.pop(0) if states else None)
+        z = torch.relu(self.bn1(c1))
+        c2, s2 = causal_conv(self.conv2, self.drop(z), states.pop(0) if states else None)
+        z = torch.relu(self.bn2(c2))
+        out += [s1, s2]
+        if self.short is None:
+            return z + h
+        sc, _ = causal_conv(self.short[0], h)
+        return z + self.short[1](sc)
+
 
 class ResNet1D(nn.Module):
     def __init__(self, cfg: ResNetConfig):
         super().__init__()
         self.cfg = cfg
         c = cfg.stem_channels
-        self.stem = nn.Sequential(nn.Conv1d(cfg.in_channels, c, cfg.stem_kernel, cfg.stem_stride, cfg.stem_kernel // 2, bias=False),
+        pad = 0 if cfg.causal else cfg.stem_kernel // 2
+        self.stem = nn.Sequential(nn.Conv1d(cfg.in_channels, c, cfg.stem_kernel, cfg.stem_stride, pad, bias=False),
                                   nn.BatchNorm1d(c), nn.ReLU())
         self.pool = nn.MaxPool1d(cfg.stem_pool) if cfg.stem_pool > 1 else nn.Identity()
         blocks = []
         for ch, s in zip(cfg.channels, cfg.strides):
-            blocks.append(ResBlock(c, ch, cfg.kernel, s, cfg.dropout))
+            blocks.append(ResBlock(c, ch, cfg.kernel, s, cfg.dropout, causal=cfg.causal))
             c = ch
         self.blocks = nn.Sequential(*blocks)
         self.drop = nn.Dropout(cfg.dropout)
@@ -120,8 +166,23 @@ class ResNet1D(nn.Module):
         self.head = nn.Linear(c + (32 if cfg.extra_features else 0), len(cfg.classes))
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
+        if self.cfg.causal:
+            h, _ = self.trunk_causal(x[:, None] if x.dim() == 2 else x)
+            return h[..., -(self.cfg.pooled_samples // self.cfg.total_stride):].mean(dim=-1)
         h = self.blocks(self.pool(self.stem(x[:, None] if x.dim() == 2 else x)))
         return h.mean(dim=-1)
+
+    def trunk_causal(self, x: torch.Tensor, states: list | None = None) -> tuple[torch.Tensor, list]:
+        """Causal variant: the last block's output for a chunk (B, C_in, T), T a multiple of the
+        total stride, continuing from ``states`` (None: zero contexts); -> (output, states)."""
+        states = list(states) if states else None
+        out: list = []
+        h, s0 = causal_conv(self.stem[0], x, states.pop(0) if states else None)
+        out.append(s0)
+        h = self.pool(self.stem[1:](h))  # max-pool with kernel = stride: no context needed
+        for b in self.blocks:
+            h = b.forward_causal(h, states, out)
+        return h, out
 
     def forward(self, x: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:
         e = self.embed(x)

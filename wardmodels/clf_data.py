@@ -96,9 +96,14 @@ def cinc_split(data_dir: Path, part: str) -> ds.CincSet:
     return ds.load_cinc(data_dir, "val" if part == "test" else part)
 
 
-def crops_for_record(x: np.ndarray, step: int = 2 * FS) -> np.ndarray:
+def crops_for_record(x: np.ndarray, step: int = 2 * FS, causal: bool = False) -> np.ndarray:
     """The crops the pipeline classifies over a record: the last 10 s at every 2-s window end
-    (a record shorter than 10 s: one zero-padded crop)."""
+    (a record shorter than 10 s: one zero-padded crop). ``causal``: the streaming model's crops
+    at the same times (`stream_rhythm.crops_for_record`)."""
+    if causal:
+        from wardmodels import stream_rhythm
+
+        return stream_rhythm.crops_for_record(x)
     n = len(x) // step * step
     if n < RHYTHM_SAMPLES:
         return rhythm_input(x[None, :max(n, step)] if n else x[None])
@@ -109,7 +114,8 @@ def crops_for_record(x: np.ndarray, step: int = 2 * FS) -> np.ndarray:
 def record_proba(clf, signals: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
     """Per record: softmax averaged over the pipeline's crops (`crops_for_record`), and each
     crop's softmax."""
-    crops = [crops_for_record(s) for s in signals]
+    causal = bool(getattr(clf.model.cfg, "causal", False))
+    crops = [crops_for_record(s, causal=causal) for s in signals]
     p = clf.proba(np.concatenate(crops)) if crops else np.zeros((0, len(RHYTHM_CLASSES)))
     per, k = [], 0
     for c in crops:
@@ -118,21 +124,34 @@ def record_proba(clf, signals: list[np.ndarray]) -> tuple[np.ndarray, list[np.nd
     return (np.stack([q.mean(0) for q in per]) if per else np.zeros((0, len(RHYTHM_CLASSES)))), per
 
 
-def mit_rhythm_crops(data_dir: Path, records: list[str], stride_s: float = 5.0) -> tuple[np.ndarray, np.ndarray]:
+def mit_rhythm_crops(data_dir: Path, records: list[str], stride_s: float = 5.0, causal: bool = False
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """10-s crops inside one annotated rhythm episode; ``causal``: the streaming model's crops
+    ending at the same window boundaries (their history may lie in the episode before)."""
+    from wardmodels import stream_rhythm
+
     xs, ys = [], []
     for r in records:
         rec = ds.load_mitdb(data_dir, r)
         x = filter_record(rec.ecg_mv)
+        xn = stream_rhythm.stream_normalise(x) if causal else None
         bounds = np.append(rec.rhythm_times_s, len(x) / FS)
         for k, lab in enumerate(rec.rhythm_labels):
             cls = MIT_RHYTHM.get(lab, "O")
             a, b = int(bounds[k] * FS) + 2 * FS, int(bounds[k + 1] * FS)
             for s in range(a, b - RHYTHM_SAMPLES, int(stride_s * FS)):
-                xs.append(x[s:s + RHYTHM_SAMPLES])
+                if causal:
+                    e = -(-(s + RHYTHM_SAMPLES) // WINDOW) * WINDOW  # the next window boundary
+                    if e > len(xn) or e > b:
+                        continue
+                    xs.append(stream_rhythm.stream_crops(xn, [e])[0])
+                else:
+                    xs.append(x[s:s + RHYTHM_SAMPLES])
                 ys.append(RHYTHM_CLASSES.index(cls))
+    n = stream_rhythm.STREAM_CROP if causal else RHYTHM_SAMPLES
     if not xs:
-        return np.zeros((0, RHYTHM_SAMPLES), np.float32), np.zeros(0, np.int64)
-    return rhythm_input(np.stack(xs)), np.array(ys)
+        return np.zeros((0, n), np.float32), np.zeros(0, np.int64)
+    return (np.stack(xs) if causal else rhythm_input(np.stack(xs))), np.array(ys)
 
 
 class RhythmData:
@@ -145,7 +164,10 @@ class RhythmData:
 
     def __init__(self, data_dir: Path, codec_model: int | None = 2, levels=(1, 2), mit_per_epoch: int = 800,
                  synthetic_per_epoch: int = 120, recon_share: float = 0.5, crops_per_record: int = 1,
-                 mix_levels: bool = False):
+                 mix_levels: bool = False, causal: bool = False):
+        if causal and mix_levels:
+            raise ValueError("mixed-level crops are not implemented for the streaming (causal) model")
+        self.causal = causal
         fit = cinc_split(data_dir, "fit")
         self.signals = [filter_record(s) for s in fit.signals]
         self.labels = np.array([RHYTHM_CLASSES.index(v) for v in fit.labels])
@@ -154,7 +176,12 @@ class RhythmData:
         if codec_model:
             for lv in self.levels:
                 self.recon.append(cached_reconstruct("cinc-fit", self.signals, codec_model, lv))
-        self.mit_x, self.mit_y = mit_rhythm_crops(data_dir, ds.DS1)
+        self.mit_x, self.mit_y = mit_rhythm_crops(data_dir, ds.DS1, causal=causal)
+        if causal:  # every version normalised once, as the stream normalises it
+            from wardmodels.stream_rhythm import stream_normalise
+
+            self.signals = [stream_normalise(s) for s in self.signals]
+            self.recon = [[stream_normalise(r) for r in rec] for rec in self.recon]
         self.crops_per_record = max(1, int(crops_per_record))
         self.mit_per_epoch = mit_per_epoch * self.crops_per_record
         self.synthetic_per_epoch = synthetic_per_epoch * self.crops_per_record
@@ -166,7 +193,7 @@ class RhythmData:
                 "cinc_fit_labels": {c: int((self.labels == i).sum()) for i, c in enumerate(RHYTHM_CLASSES)},
                 "mit_ds1_crops": {c: int((self.mit_y == i).sum()) for i, c in enumerate(RHYTHM_CLASSES)},
                 "reconstruction_levels": list(self.levels), "crops_per_record": self.crops_per_record,
-                "mix_levels": self.mix_levels}
+                "mix_levels": self.mix_levels, **({"causal": True} if self.causal else {})}
 
     def class_counts(self) -> np.ndarray:
         return np.bincount(self.labels, minlength=len(RHYTHM_CLASSES)).astype(np.float64)
@@ -185,10 +212,28 @@ class RhythmData:
         stack = np.stack(versions)
         return stack[lv[pos // WINDOW], pos]
 
+    def _causal_crop(self, rng: np.random.Generator, i: int) -> np.ndarray:
+        """A streaming-model crop of record ``i`` (original or one level) ending at one of the
+        pipeline's decision times, drawn at random."""
+        from wardmodels.stream_rhythm import decision_ends, stream_crops
+
+        src = self.signals[i]
+        if self.recon and rng.random() < self.recon_share and len(self.recon[0][i]) >= WINDOW:
+            src = self.recon[rng.integers(len(self.recon))][i]
+        ends = decision_ends(len(src))
+        if not len(ends):
+            ends = np.array([WINDOW])
+            src = np.concatenate([np.zeros(WINDOW - len(src), np.float32), src])
+        return stream_crops(src, [ends[rng.integers(len(ends))]])[0]
+
     def epoch(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         xs, ys = [], []
         for i, y in enumerate(self.labels):
             for _ in range(self.crops_per_record):
+                if self.causal:
+                    xs.append(self._causal_crop(rng, i))
+                    ys.append(y)
+                    continue
                 src = self.signals[i]
                 if self.recon and rng.random() < self.recon_share and len(self.recon[0][i]) >= WINDOW:
                     if self.mix_levels and rng.random() < 0.5:
@@ -205,7 +250,7 @@ class RhythmData:
             pick = rng.integers(0, len(self.mit_y), self.mit_per_epoch)
             xs.extend(self.mit_x[pick])
             ys.extend(self.mit_y[pick])
-        xs.extend(synthetic_noisy(rng, self.synthetic_per_epoch))
+        xs.extend(synthetic_noisy(rng, self.synthetic_per_epoch, causal=self.causal))
         ys.extend([RHYTHM_CLASSES.index("~")] * self.synthetic_per_epoch)
         x = np.stack(xs).astype(np.float32)
         y = np.array(ys)
@@ -218,21 +263,25 @@ class RhythmData:
         return x[order], y[order]
 
 
-def synthetic_noisy(rng: np.random.Generator, n: int) -> list[np.ndarray]:
+def synthetic_noisy(rng: np.random.Generator, n: int, causal: bool = False) -> list[np.ndarray]:
     """Crops with no ECG in them: lead-off (flat with a little noise), electrode-motion-like
-    low-frequency wander, broadband noise."""
+    low-frequency wander, broadband noise. ``causal``: streaming-model crops (20 s of it)."""
+    from wardmodels import stream_rhythm
+
     out = []
-    t = np.arange(RHYTHM_SAMPLES) / FS
+    m = stream_rhythm.STREAM_CROP if causal else RHYTHM_SAMPLES
+    t = np.arange(m) / FS
     for _ in range(n):
         kind = rng.integers(3)
         if kind == 0:
-            x = rng.normal(0, 0.002, RHYTHM_SAMPLES)
+            x = rng.normal(0, 0.002, m)
         elif kind == 1:
             x = sum(rng.uniform(0.1, 1) * np.sin(2 * np.pi * rng.uniform(0.5, 3) * t + rng.uniform(0, 6.3)) for _ in range(3))
-            x = x + rng.normal(0, 0.05, RHYTHM_SAMPLES)
+            x = x + rng.normal(0, 0.05, m)
         else:
-            x = rng.normal(0, 1, RHYTHM_SAMPLES)
-        out.append(rhythm_input(filter_record(x.astype(np.float32))[None])[0])
+            x = rng.normal(0, 1, m)
+        f = filter_record(x.astype(np.float32))
+        out.append(stream_rhythm.stream_normalise(f) if causal else rhythm_input(f[None])[0])
     return out
 
 

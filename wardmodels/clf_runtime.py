@@ -86,7 +86,7 @@ def _load_deployed(kind: str, compute: str) -> Classifier:
     return load_packed(WEIGHTS_DIR / entry["packed"], compute)
 
 
-def _rhythm_metric(data_dir: Path, max_records: int | None = None):
+def _rhythm_metric(data_dir: Path, max_records: int | None = None, causal: bool = False):
     import torch
 
     from wardmodels.clf_data import cinc_split, crops_for_record
@@ -97,7 +97,7 @@ def _rhythm_metric(data_dir: Path, max_records: int | None = None):
     cal = cinc_split(data_dir, "calib")
     sig = [filter_record(s) for s in cal.signals][:max_records]
     y = np.array([RHYTHM_CLASSES.index(v) for v in cal.labels])[:max_records]
-    crops = [crops_for_record(s) for s in sig]
+    crops = [crops_for_record(s, causal=causal) for s in sig]
     x = torch.from_numpy(np.concatenate(crops))
     yd = np.repeat(y, [len(c) for c in crops])
 
@@ -152,7 +152,8 @@ def _rhythm_qat_batches(data_dir: Path, seed: int, batch: int = 64, recipe: dict
 
     r = recipe or {}
     data = RhythmData(data_dir, codec_model=r.get("codec_model", 2), levels=tuple(r.get("levels", (1, 2))),
-                      crops_per_record=r.get("crops_per_record", 1), mix_levels=r.get("mix_levels", False))
+                      crops_per_record=r.get("crops_per_record", 1), mix_levels=r.get("mix_levels", False),
+                      causal=r.get("variant") == "rhythm-stream")
     ce = rhythm_loss(data.class_counts())
 
     def batches(ep: int):
@@ -175,7 +176,8 @@ def export_classifier(kind: str, weights: Path, data_dir: Path, out_dir: Path | 
     out_dir = Path(out_dir) if out_dir else WEIGHTS_DIR
     clf = load_classifier(weights)
     folded = fold_batchnorm(clf.model)
-    metric = _rhythm_metric(data_dir) if kind == "rhythm" else _beat_metric(data_dir)
+    causal = bool(getattr(clf.model.cfg, "causal", False))
+    metric = _rhythm_metric(data_dir, causal=causal) if kind == "rhythm" else _beat_metric(data_dir)
     if fixed_bits:
         from wardmodels.compress import LaqResult, apply, importance, quantizable
 

@@ -111,9 +111,11 @@ def rhythm_loss(counts: np.ndarray) -> nn.CrossEntropyLoss:
 
 def train_rhythm(data_dir: Path, epochs: int = 40, batch: int = 64, seed: int = 0, threads: int = 2,
                  budget_min: float | None = None, out_dir: Path | None = None, codec_model: int | None = 2,
-                 levels: tuple[int, ...] = (1, 2), crops_per_record: int = 1, mix_levels: bool = False) -> dict:
+                 levels: tuple[int, ...] = (1, 2), crops_per_record: int = 1, mix_levels: bool = False,
+                 variant: str = "rhythm") -> dict:
     """``levels`` of codec ``codec_model`` join the mix (half the crops); ``mix_levels``: half of
-    those take each 2-s window at its own level, as under the Dynamic-Deep policy."""
+    those take each 2-s window at its own level, as under the Dynamic-Deep policy; ``variant``:
+    ``rhythm`` or the streaming ``rhythm-stream`` (`wardmodels.stream_rhythm`)."""
     from wardmodels.clf_data import RhythmData, cinc_split
     from wardmodels.frontend import filter_record
 
@@ -121,20 +123,23 @@ def train_rhythm(data_dir: Path, epochs: int = 40, batch: int = 64, seed: int = 
     args = {"kind": "rhythm", "epochs": epochs, "batch": batch, "seed": seed, "codec_model": codec_model}
     if tuple(levels) != (1, 2) or crops_per_record != 1 or mix_levels:
         args.update(levels=list(levels), crops_per_record=crops_per_record, mix_levels=mix_levels)
+    cfg = VARIANTS[variant]
+    if variant != "rhythm":
+        args["variant"] = variant
     t0 = time.time()
     data = RhythmData(data_dir, codec_model=codec_model, levels=tuple(levels), crops_per_record=crops_per_record,
-                      mix_levels=mix_levels)
+                      mix_levels=mix_levels, causal=cfg.causal)
     calib = cinc_split(data_dir, "calib")
     calib_sig = [filter_record(s) for s in calib.signals]
     calib_y = np.array([RHYTHM_CLASSES.index(v) for v in calib.labels])
     log.info("rhythm data %s, calib %d records (%.0f s)", data.summary(), len(calib_y), time.time() - t0)
 
     torch.manual_seed(seed)
-    model = ResNet1D(VARIANTS["rhythm"])
+    model = ResNet1D(cfg)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=1e-3)
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=2)
     loss_fn = rhythm_loss(data.class_counts())
-    ck = _Checkpoint("clf-rhythm", args)
+    ck = _Checkpoint(f"clf-{variant}", args)
     history, best, start = [], None, 0
     if (blob := ck.load()) is not None:
         model.load_state_dict(blob["model"])

@@ -110,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     _common(bl)
     bl.add_argument("--threads", type=int, default=2)
     bl.add_argument("--seconds", type=float, default=4.0)
+    bl.add_argument("--rhythm-weights", type=Path, default=None,
+                    help="a packed rhythm model to measure instead of the deployed one (a streaming one runs as it streams)")
     bl.add_argument("--json", type=Path)
 
     tr = sub.add_parser("train", help="train models on the recordings (resumable)")
@@ -136,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
 
     tk = tsub.add_parser("classifier", help="the rhythm and beat classifiers (ResNet1D)")
     _common(tk)
-    tk.add_argument("--kind", default="both", choices=["rhythm", "beat", "both", "hubert"])
+    tk.add_argument("--kind", default="both", choices=["rhythm", "rhythm-stream", "beat", "both", "hubert"],
+                    help="rhythm-stream: the causal rhythm model decided window by window (wardmodels.stream_rhythm)")
     tk.add_argument("--pretrain-steps", type=int, default=800, help="hubert: masked-prediction steps")
     tk.add_argument("--epochs", type=int, default=None, help="default: rhythm 40, beat 30")
     tk.add_argument("--budget-min", type=float, default=None, help="stop (resumably) after this long")
@@ -363,11 +366,12 @@ def main(argv: list[str] | None = None) -> int:
 
         res = {}
         cm = a.codec_model or None
-        if a.kind in ("rhythm", "both"):
+        if a.kind in ("rhythm", "rhythm-stream", "both"):
             res["rhythm"] = tcl.train_rhythm(s.data_dir, a.epochs or 40, seed=a.seed, threads=a.threads,
                                              budget_min=a.budget_min, out_dir=a.out_dir, codec_model=cm,
                                              levels=tuple(int(v) for v in a.levels.split(",")),
-                                             crops_per_record=a.crops_per_record, mix_levels=a.mix_levels)
+                                             crops_per_record=a.crops_per_record, mix_levels=a.mix_levels,
+                                             variant="rhythm-stream" if a.kind == "rhythm-stream" else "rhythm")
         if a.kind in ("beat", "both") and res.get("rhythm", {}).get("finished", True):
             res["beat"] = tcl.train_beat(s.data_dir, a.epochs or 30, seed=a.seed, threads=a.threads,
                                          budget_min=a.budget_min, out_dir=a.out_dir, codec_model=cm,
@@ -410,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.cmd == "bench" and a.what == "classifier":
         from wardstream.bench_classifier import bench
 
-        _write_json(bench(a.threads, a.seconds), a.json)
+        _write_json(bench(a.threads, a.seconds, rhythm_weights=a.rhythm_weights), a.json)
         return 0
 
     if a.cmd == "export" and a.what == "classifier":

@@ -46,3 +46,25 @@ def test_a_record_shorter_than_a_crop_is_used_whole():
     d = _data(n_windows=4, n_levels=2)
     c = d._mixed_crop(np.random.default_rng(2), 0)
     assert c.shape == (4 * WINDOW,)
+
+
+def test_a_streaming_crop_ends_at_a_decision_time_with_its_history():
+    """The causal model's training crop: 20 s of the normalised record ending at one of the
+    pipeline's decision times (a window end from 10 s on), zeros before the record's start."""
+    from wardmodels.stream_rhythm import STREAM_CROP, decision_ends, stream_crops
+
+    d = RhythmData.__new__(RhythmData)
+    n = 14 * WINDOW
+    d.signals = [np.arange(1, n + 1, dtype=np.float32)]  # a sample's value is its position + 1
+    d.recon, d.recon_share = [], 0.0
+    rng = np.random.default_rng(3)
+    ends = set()
+    for _ in range(40):
+        c = d._causal_crop(rng, 0)
+        assert c.shape == (STREAM_CROP,)
+        end = int(c[-1])
+        assert end in set(decision_ends(n).tolist())
+        assert np.array_equal(c, stream_crops(d.signals[0], [end])[0])
+        assert (c[:STREAM_CROP - end] == 0).all() if end < STREAM_CROP else (c > 0).all()
+        ends.add(end)
+    assert len(ends) > 3  # drawn among the decision times
