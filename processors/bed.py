@@ -95,6 +95,11 @@ class ClassifierInputs:
     beat_waves: np.ndarray  # (n, 2, 112): wave, and wave minus the bed's recent-beat template
     beat_rr: np.ndarray  # (n, 5)
     beat_ts_ms: list[int]
+    # for a streaming rhythm model (`wardmodels.stream_rhythm`): the bed's filtered-ECG buffer
+    # ending with this window, the stream index after it, and the window's length
+    recent: np.ndarray | None = None
+    recent_end: int = 0
+    window: int = 0
 
 
 @dataclass(frozen=True)
@@ -199,7 +204,7 @@ def _classifier_inputs(state: BedState, frame: Frame, x: np.ndarray, new_beats: 
         inp = beat_inputs(w, inbuf, fs)
         waves = inp[np.searchsorted(inbuf, ready)]
         ts = [(state.anchor_us + k * 1_000_000 // fs) // 1000 for k in ready]
-    return ClassifierInputs(str(frame.bed_id), rhythm, ts_ms, waves, rr, ts)
+    return ClassifierInputs(str(frame.bed_id), rhythm, ts_ms, waves, rr, ts, buf, state.buf_end, len(x))
 
 
 @dataclass(frozen=True)

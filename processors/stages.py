@@ -109,7 +109,7 @@ def run_batch(decoded: list[tuple], get_state, classifiers, thresholds=al.Thresh
         out.written.append(frame.window_end_us)
     clf_points, results, out.rhythm_decisions, out.beats_classified = classifiers.run(clf_inputs)
     out.points.extend(clf_points)
-    out.points.extend(audit.observe(audits, classifiers.rhythm))
+    out.points.extend(audit.observe(audits, classifiers.task_model))
     out.audits = len(audits)
     by_input = {id(c): r for c, r in zip(clf_inputs, results)}
     alarm_states: dict = {}

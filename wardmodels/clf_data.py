@@ -114,8 +114,15 @@ def crops_for_record(x: np.ndarray, step: int = 2 * FS, causal: bool = False) ->
 def record_proba(clf, signals: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
     """Per record: softmax averaged over the pipeline's crops (`crops_for_record`), and each
     crop's softmax."""
-    causal = bool(getattr(clf.model.cfg, "causal", False))
-    crops = [crops_for_record(s, causal=causal) for s in signals]
+    if getattr(clf.model.cfg, "causal", False):  # one pass per record gives every crop's decision
+        import torch
+
+        from wardmodels.stream_rhythm import record_logits
+
+        clf.model.eval()
+        per = [torch.softmax(torch.from_numpy(q), dim=1).numpy() for q in record_logits(clf.model, signals)]
+        return (np.stack([q.mean(0) for q in per]) if per else np.zeros((0, len(RHYTHM_CLASSES)))), per
+    crops = [crops_for_record(s) for s in signals]
     p = clf.proba(np.concatenate(crops)) if crops else np.zeros((0, len(RHYTHM_CLASSES)))
     per, k = [], 0
     for c in crops:

@@ -97,7 +97,17 @@ def _rhythm_metric(data_dir: Path, max_records: int | None = None, causal: bool 
     cal = cinc_split(data_dir, "calib")
     sig = [filter_record(s) for s in cal.signals][:max_records]
     y = np.array([RHYTHM_CLASSES.index(v) for v in cal.labels])[:max_records]
-    crops = [crops_for_record(s, causal=causal) for s in sig]
+    if causal:  # the streaming model: every decision of a record from one causal pass
+        from wardmodels.stream_rhythm import decision_ends, record_logits
+
+        yd = np.repeat(y, [max(len(decision_ends(len(s))), 1) for s in sig])
+
+        def metric(model) -> float:
+            """CinC F1 over every decision of the calib records (`stream_rhythm.record_logits`)."""
+            return cinc_f1(yd, np.concatenate(record_logits(model.eval(), sig)).argmax(1))
+
+        return metric
+    crops = [crops_for_record(s) for s in sig]
     x = torch.from_numpy(np.concatenate(crops))
     yd = np.repeat(y, [len(c) for c in crops])
 

@@ -256,4 +256,9 @@ def evaluate(data_dir: Path, dataset: str, split: str, codec_model: int, level: 
         e = man[kind]
         out.update({"model_bytes": e["model_bytes"], "fp32_bytes": e["fp32_bytes"],
                     "compression_ratio": e["compression_ratio"], "bits": e["bits"]})
+    elif weights is not None and Path(weights).suffix == ".wpk":  # a candidate: its own sizes
+        from wardmodels.compress import size_report
+        from wardmodels.train_classifier import build
+
+        out.update({**size_report(build(clf.model.cfg.to_dict()), Path(weights)), "bits": clf.meta.get("bits")})
     return out

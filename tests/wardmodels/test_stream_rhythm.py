@@ -104,3 +104,18 @@ def test_a_crop_wise_model_cannot_stream():
 def test_one_window_per_bed_and_step(model):
     with pytest.raises(ValueError, match="one window per bed"):
         RhythmStream(model).step(["a", "a"], np.zeros((2, WINDOW), np.float32))
+
+
+def test_whole_record_pass_equals_the_crops(model):
+    """`record_logits` (one causal pass per record, records of different lengths batched) gives
+    every crop's logits, including a record shorter than a window."""
+    from wardmodels.stream_rhythm import record_logits
+
+    rng = np.random.default_rng(4)
+    recs = [_ecg_like(rng, n, s) for n, s in [(30 * WINDOW + 17, 0.5), (200, 1.0), (6 * WINDOW, 2.0), (11 * WINDOW, 1.0)]]
+    got = record_logits(model, recs, batch=3)
+    for x, g in zip(recs, got):
+        with torch.no_grad():
+            want = model(torch.from_numpy(crops_for_record(x))).numpy()
+        assert g.shape == want.shape
+        np.testing.assert_allclose(g, want, atol=2e-4, rtol=1e-4)
