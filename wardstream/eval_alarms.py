@@ -179,7 +179,9 @@ def evaluate(settings, split: str = "test", records: list[str] | None = None,
             st.alarms = ast.to_dict()
         if k % 150 == 0:
             log.info("window %d/%d", k, max(n_win.values()))
-    return {"limits": over, **score(recs, events, n_win, levels, settings, th)}
+    used = {"rhythm": classifiers.rhythm.name, "beat": classifiers.beat.name,
+            "rhythm_streaming": classifiers.stream is not None}
+    return {"limits": over, "classifiers": used, **score(recs, events, n_win, levels, settings, th)}
 
 
 def score(recs: dict, events: dict, n_win: dict, levels: dict, settings, th=None) -> dict:
@@ -273,8 +275,6 @@ def score(recs: dict, events: dict, n_win: dict, levels: dict, settings, th=None
         "split_records": list(recs), "hours": round(hours, 2), "bed_days": round(bed_days, 4),
         "device": {"codec_model": settings.codec_model, "level_policy": settings.level_policy,
                    "ecg_levels_sent": {str(k): v for k, v in sorted(levels.items())}},
-        "classifiers": {"rhythm": classifiers.rhythm.name, "beat": classifiers.beat.name,
-                        "rhythm_streaming": classifiers.stream is not None},
         "vt_runs": vt, "vt_runs_high_priority": {"min_beats": th.vtach_beats, **vt5}, "vt_runs_8plus": vt8, "af_episodes": af30, "af_episodes_60s_plus": af60,
         "false_alarms": false_by,
         "false_alarms_per_bed_day": {c: round(n / bed_days, 2) for c, n in false_by.items()},
