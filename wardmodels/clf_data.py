@@ -96,14 +96,10 @@ def cinc_split(data_dir: Path, part: str) -> ds.CincSet:
     return ds.load_cinc(data_dir, "val" if part == "test" else part)
 
 
-def crops_for_record(x: np.ndarray, step: int = 2 * FS, causal: bool = False) -> np.ndarray:
+def crops_for_record(x: np.ndarray, step: int = 2 * FS) -> np.ndarray:
     """The crops the pipeline classifies over a record: the last 10 s at every 2-s window end
-    (a record shorter than 10 s: one zero-padded crop). ``causal``: the streaming model's crops
-    at the same times (`stream_rhythm.crops_for_record`)."""
-    if causal:
-        from wardmodels import stream_rhythm
-
-        return stream_rhythm.crops_for_record(x)
+    (a record shorter than 10 s: one zero-padded crop). A streaming model's crops at the same
+    times: `stream_rhythm.crops_for_record`."""
     n = len(x) // step * step
     if n < RHYTHM_SAMPLES:
         return rhythm_input(x[None, :max(n, step)] if n else x[None])
