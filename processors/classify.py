@@ -58,12 +58,13 @@ class Classifiers:
         for c in inputs:
             if c.recent is None or c.window != WINDOW:
                 continue
-            buf = np.asarray(c.recent, np.float32)
+            buf = c.recent
             q = queues.setdefault(c.bed, deque())
-            if self._pos.get(c.bed) == c.recent_end - WINDOW:
-                q.append((c, buf[-WINDOW:]))
+            if self._pos.get(c.bed) == c.recent_end - WINDOW:  # the usual case: just this window
+                q.append((c, np.asarray(buf[-WINDOW:], np.float32)))
             else:  # restart the bed's stream from what its buffer holds
                 q.append((None, "forget"))
+                buf = np.asarray(buf, np.float32)
                 k = len(buf) // WINDOW
                 wins = buf[len(buf) - k * WINDOW:].reshape(k, WINDOW)
                 q.extend((None, w) for w in wins[:-1])

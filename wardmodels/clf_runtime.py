@@ -98,9 +98,9 @@ def _rhythm_metric(data_dir: Path, max_records: int | None = None, causal: bool 
     sig = [filter_record(s) for s in cal.signals][:max_records]
     y = np.array([RHYTHM_CLASSES.index(v) for v in cal.labels])[:max_records]
     if causal:  # the streaming model: every decision of a record from one causal pass
-        from wardmodels.stream_rhythm import decision_ends, record_logits
+        from wardmodels.stream_rhythm import decided, record_logits
 
-        yd = np.repeat(y, [max(len(decision_ends(len(s))), 1) for s in sig])
+        yd = np.repeat(y, [len(decided(s)[1]) for s in sig])
 
         def metric(model) -> float:
             """CinC F1 over every decision of the calib records (`stream_rhythm.record_logits`)."""

@@ -17,7 +17,7 @@ Trained and evaluated on crops (`stream_crops`): the 10 s decided on plus 10 s o
 normalised as the stream normalises them, zeros before a record's start. The receptive field
 (1,217 samples) is shorter than the history, so the decision on a crop equals the decision of a
 stream that started from the state a run of zeros leaves (`RhythmStream`) -- to float rounding,
-tested in ``tests/wardstream/test_stream_rhythm.py``. Each decision then costs one window's
+tested in ``tests/wardmodels/test_stream_rhythm.py``. Each decision then costs one window's
 share of the network instead of five windows'.
 """
 
@@ -67,12 +67,18 @@ def decision_ends(n: int, step: int = WINDOW) -> np.ndarray:
     return np.arange(RHYTHM_SAMPLES, m + 1, step)
 
 
+def decided(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A filtered record and its decision times; a record shorter than one window is zero-padded
+    at the start to one window and decided on once, on what there is."""
+    ends = decision_ends(len(x))
+    if not len(ends):
+        return np.concatenate([np.zeros(WINDOW - len(x), np.float32), x]), np.array([WINDOW], np.int64)
+    return x, ends
+
+
 def crops_for_record(x: np.ndarray) -> np.ndarray:
     """The streaming model's inputs at the pipeline's decision times over a filtered record."""
-    ends = decision_ends(len(x))
-    if not len(ends):  # shorter than one window: one decision on what there is
-        xn = stream_normalise(np.concatenate([np.zeros(WINDOW - len(x), np.float32), x]))
-        return stream_crops(xn, [WINDOW])
+    x, ends = decided(x)
     return stream_crops(stream_normalise(x), ends)
 
 
@@ -86,9 +92,7 @@ def record_logits(model: ResNet1D, signals: list[np.ndarray], batch: int = 32) -
     dtype = next(model.parameters()).dtype
     prepared = []
     for x in signals:
-        ends = decision_ends(len(x))
-        if not len(ends):
-            x, ends = np.concatenate([np.zeros(WINDOW - len(x), np.float32), x]), np.array([WINDOW])
+        x, ends = decided(x)
         prepared.append((np.concatenate([np.zeros(STREAM_CROP, np.float32), stream_normalise(x)]), ends))
     out: list[np.ndarray | None] = [None] * len(signals)
     order = np.argsort([len(p[0]) for p in prepared], kind="stable")
