@@ -91,6 +91,28 @@ def conditions_from(spec: str) -> dict[str, ConditionConfig]:
     return out
 
 
+AFIB_IRR_DEFAULT = 0.0  # off: measured 2026-12-02, it cost an AF episode on DS2 (README, "Alarms")
+AFIB_MIN_PAIRS = 6  # successive normal-to-normal interval pairs needed to call a rhythm irregular
+
+
+def rr_irregularity(beats: list[list], min_pairs: int = AFIB_MIN_PAIRS) -> tuple[float | None, int]:
+    """``beats``: [time ms, beat class] of consecutive classified beats, in time order. Returns
+    (irregularity, pairs): over the successive pairs of RR intervals whose three beats are all of
+    class N, the median |RR_i - RR_{i-1}| divided by the median of those intervals; None when
+    fewer than ``min_pairs`` such pairs exist (the irregularity is then the ectopic beats', not the
+    rhythm's). The classic AF criterion: irregular RR intervals once ectopic beats are taken out."""
+    rr, d = [], []
+    for i in range(2, len(beats)):
+        if beats[i][1] == beats[i - 1][1] == beats[i - 2][1] == "N":
+            a = beats[i - 1][0] - beats[i - 2][0]
+            b = beats[i][0] - beats[i - 1][0]
+            rr.append(b)
+            d.append(abs(b - a))
+    if len(d) < min_pairs:
+        return None, len(d)
+    return float(np.median(d) / max(np.median(rr), 1.0)), len(d)
+
+
 @dataclass(frozen=True)
 class Thresholds:
     """Per-bed limits (adult defaults; per ward and per bed through `limits_from`)."""
@@ -103,6 +125,10 @@ class Thresholds:
     nsvt_beats: int = 3
     afib_s: float = 30.0
     afib_p: float = 0.5  # the rhythm decision's AF probability that counts as AF
+    # when > 0 (opt-in), the ventricular rhythm must also be irregular beyond its ectopic beats:
+    # the median successive difference of the RR intervals between normal-class beats, over
+    # their median, in the last afib_s, at least this (see `rr_irregularity`)
+    afib_irr: float = AFIB_IRR_DEFAULT
     ectopy_per_min: float = 10.0
     sqi_min: float = 0.5
     v_min_p: float = 0.9  # a beat's class counts for runs and ectopy at this class probability
@@ -259,17 +285,18 @@ class AlarmState:
     v_recent: list[int] = field(default_factory=list)  # ventricular beats in the last minute
     af_hist: list[list] = field(default_factory=list)  # [t ms, AF probability] of recent decisions
     v_run_uncertain: list[int] = field(default_factory=list)  # uncertain V calls inside the current run
+    classified: list[list] = field(default_factory=list)  # [t ms, class] of the beats of the last afib_s
 
     def to_dict(self) -> dict:
         return {"c": {k: dict(v.__dict__) for k, v in self.conditions.items()}, "lb": self.last_beat_ms,
                 "ss": self.signal_since_ms, "vr": self.v_run, "vx": self.v_recent, "af": self.af_hist,
-                "vu": self.v_run_uncertain}
+                "vu": self.v_run_uncertain, "cb": self.classified}
 
     @classmethod
     def from_dict(cls, d: dict) -> "AlarmState":
         return cls({k: Condition(**v) for k, v in d.get("c", {}).items()}, d.get("lb"), d.get("ss"),
                    list(d.get("vr", [])), list(d.get("vx", [])), [list(h) for h in d.get("af", [])],
-                   list(d.get("vu", [])))
+                   list(d.get("vu", [])), [list(b) for b in d.get("cb", [])])
 
     def open_alarms(self) -> dict[str, str]:
         return {k: c.state for k, c in self.conditions.items() if c.state != "idle"}
@@ -335,7 +362,14 @@ def _conditions_now(st: AlarmState, ev: Evidence, th: Thresholds) -> dict[str, t
                      f"{len(st.v_recent)} ventricular beats in the last minute")
     # sustained AF: the decisions of the last afib_s - 10 s (each covers the 10 s before it), so
     # together they cover afib_s; their median AF probability decides (one odd decision does not
-    # reset an episode)
+    # reset an episode); with afib_irr set, the RR intervals between normal beats of the last
+    # afib_s must be irregular too (ventricular bigeminy or frequent premature beats make a
+    # rhythm look irregular to the rhythm model; their intervals are left out here)
+    new = sorted((int(b[0]), b[1]) for b in ev.beats if b[1] is not None)
+    if new:
+        st.classified = sorted(st.classified + [list(b) for b in new])
+    st.classified = [b for b in st.classified if b[0] > t - int(th.afib_s * 1000)]
+    irr, pairs = rr_irregularity(st.classified)
     if ev.p_af is not None:
         st.af_hist.append([t, round(float(ev.p_af) if good else 0.0, 4)])
     span_ms = int((th.afib_s - 10.0) * 1000)
@@ -343,8 +377,10 @@ def _conditions_now(st: AlarmState, ev: Evidence, th: Thresholds) -> dict[str, t
     covered = bool(st.af_hist) and st.af_hist[-1][0] - st.af_hist[0][0] >= span_ms \
         and len(st.af_hist) >= 0.8 * span_ms / ev.window_ms
     med = float(np.median([h[1] for h in st.af_hist])) if st.af_hist else 0.0
-    out["afib"] = (covered and med >= th.afib_p,
-                   f"median AF probability {med:.2f} over the last {th.afib_s:.0f} s")
+    irregular = th.afib_irr <= 0 or (irr is not None and irr >= th.afib_irr)
+    out["afib"] = (covered and med >= th.afib_p and irregular,
+                   f"median AF probability {med:.2f} over the last {th.afib_s:.0f} s, RR irregularity "
+                   + (f"{irr:.3f}" if irr is not None else f"unknown ({pairs} normal interval pairs)"))
     hr = ev.hr_bpm
     out["brady"] = (good and hr is not None and 0 < hr < th.brady_bpm, f"heart rate {hr} bpm")
     out["tachy"] = (good and hr is not None and hr > th.tachy_bpm, f"heart rate {hr} bpm")

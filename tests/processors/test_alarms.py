@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from processors.alarms import AlarmState, Evidence, Thresholds, acknowledge, step
+from processors.alarms import AlarmState, Evidence, Thresholds, acknowledge, rr_irregularity, step
 
 W = 2000
 
@@ -26,6 +26,25 @@ def _sinus(t0, n, hr=75, sqi=0.9, cls="N", p_af=0.0):
         end = t0 + (k + 1) * W
         beats = [(b, cls) for b in range(end - W + rr // 2, end, rr)]
         out.append(Evidence(end, W, hr, sqi, beats, p_af))
+    return out
+
+
+# RR intervals of an irregularly irregular rhythm (ms), repeated: median successive difference
+# over median interval ~ 0.33
+AF_RR = [620, 910, 540, 780, 1010, 600, 850, 500, 720, 960, 580, 830]
+
+
+def _af(t0, n, p_af=0.9, cls="N"):
+    """n windows of an irregular rhythm whose beats are all of class ``cls``."""
+    out, b, k = [], t0 + 300, 0
+    for w in range(n):
+        end = t0 + (w + 1) * W
+        beats = []
+        while b < end:
+            beats.append((b, cls))
+            b += AF_RR[k % len(AF_RR)]
+            k += 1
+        out.append(Evidence(end, W, 80, 0.9, beats, p_af))
     return out
 
 
@@ -95,13 +114,56 @@ def test_slow_ventricular_beats_are_not_vtach_but_count_as_ectopy():
 
 
 def test_af_needs_thirty_seconds_and_resolves_with_hysteresis():
-    st, ev = _run(_sinus(0, 11, p_af=0.9))  # decisions from t=2 s, each covering the last 10 s
+    st, ev = _run(_af(0, 11))  # decisions from t=2 s, each covering the last 10 s
     af = [e for e in ev if e.condition == "afib"]
     assert [e.state for e in af] == ["active"] and af[0].t_ms == 22_000  # 30 s of AF by then
     st, ev = _run(_sinus(22_000, 20, p_af=0.05), st)
     assert [e.state for e in ev if e.condition == "afib"] == ["resolved"]
     res = [e for e in ev if e.condition == "afib"][0]
     assert res.t_ms - 22_000 >= 20_000  # absent for the clear delay
+
+
+def test_rr_irregularity_leaves_out_intervals_next_to_ectopic_beats():
+    regular = [[i * 800, "N"] for i in range(20)]
+    assert rr_irregularity(regular) == (0.0, 18)
+    irregular = [[sum(AF_RR[:i]), "N"] for i in range(len(AF_RR) + 1)]
+    irr, pairs = rr_irregularity(irregular)
+    assert pairs == len(AF_RR) - 1 and 0.25 < irr < 0.5
+    # ventricular bigeminy: short-long pairs, but every interval touches a V beat
+    t, big = 0, []
+    for i in range(20):
+        big.append([t, "V" if i % 2 else "N"])
+        t += 500 if i % 2 == 0 else 1100
+    assert rr_irregularity(big) == (None, 0)
+    # one premature beat in sinus rhythm: its two intervals are left out, the rest is regular
+    sinus = [[i * 800 - (300 if i == 10 else 0), "S" if i == 10 else "N"] for i in range(20)]
+    irr, pairs = rr_irregularity(sinus)
+    assert irr == 0.0 and pairs == 15
+
+
+def test_the_rr_irregularity_limit_keeps_a_regular_rhythm_from_an_af_alarm():
+    """With ``afib_irr`` set, the rhythm model's AF probability is high, but the RR intervals are
+    regular (sinus), or irregular only through ventricular bigeminy: no AF alarm; the same
+    probability over an irregular rhythm alarms. Without it (the default) the probability
+    decides."""
+    gate = Thresholds(afib_irr=0.05)
+    def windows(beats):
+        return [Evidence(end, W, 80, 0.9, [b for b in beats if end - W <= b[0] < end], 0.9)
+                for end in range(W, 41 * W, W)]
+
+    def run(ws, th):
+        st, ev = AlarmState(), []
+        for w in ws:
+            ev += step(1, st, w, th)
+        return [e for e in ev if e.condition == "afib"]
+
+    sinus = windows([(300 + 800 * i, "N") for i in range(100)])
+    assert not run(sinus, gate)
+    assert [e.state for e in run(sinus, Thresholds())] == ["active"]
+    beats = [(300 + 1500 * i + (450 if v else 0), "V" if v else "N") for i in range(27) for v in (0, 1)]
+    assert not run(windows(beats), gate)
+    af = run(_af(0, 20), gate)
+    assert [e.state for e in af] == ["active"] and "RR irregularity 0.3" in af[0].why
 
 
 def test_brady_needs_its_onset_delay_and_per_bed_thresholds():
@@ -129,16 +191,16 @@ def test_unacknowledged_high_priority_escalates_once_and_acknowledging_stops_it(
 
 
 def test_state_survives_serialisation():
-    st, _ = _run(_sinus(0, 10, p_af=0.9))
+    st, _ = _run(_af(0, 10))
     st2 = AlarmState.from_dict(st.to_dict())
-    assert st2.to_dict() == st.to_dict()
-    a = step(1, st, _sinus(20_000, 1, p_af=0.9)[0])
-    b = step(1, st2, _sinus(20_000, 1, p_af=0.9)[0])
-    assert a == b
+    assert st2.to_dict() == st.to_dict() and st2.classified
+    a = step(1, st, _af(20_000, 1)[0])
+    b = step(1, st2, _af(20_000, 1)[0])
+    assert a == b and [e.condition for e in a] == ["afib"]
 
 
 def test_one_odd_rhythm_decision_does_not_reset_an_af_episode():
-    ws = _sinus(0, 16, p_af=0.9)
+    ws = _af(0, 16)
     ws[8] = Evidence(ws[8].t_end_ms, W, 75, 0.9, ws[8].beats, 0.1)  # one decision says "not AF"
     _, ev = _run(ws)
     assert [e.state for e in ev if e.condition == "afib"] == ["active"]
