@@ -365,11 +365,13 @@ def _conditions_now(st: AlarmState, ev: Evidence, th: Thresholds) -> dict[str, t
     # reset an episode); with afib_irr set, the RR intervals between normal beats of the last
     # afib_s must be irregular too (ventricular bigeminy or frequent premature beats make a
     # rhythm look irregular to the rhythm model; their intervals are left out here)
-    new = sorted((int(b[0]), b[1]) for b in ev.beats if b[1] is not None)
-    if new:
-        st.classified = sorted(st.classified + [list(b) for b in new])
-    st.classified = [b for b in st.classified if b[0] > t - int(th.afib_s * 1000)]
-    irr, pairs = rr_irregularity(st.classified)
+    irr, pairs = None, 0
+    if th.afib_irr > 0:  # kept only where the limit is set: the state is stored with every window
+        new = [[int(b[0]), b[1]] for b in ev.beats if b[1] is not None]
+        st.classified = sorted(b for b in st.classified + new if b[0] > t - int(th.afib_s * 1000))
+        irr, pairs = rr_irregularity(st.classified)
+    elif st.classified:
+        st.classified = []
     if ev.p_af is not None:
         st.af_hist.append([t, round(float(ev.p_af) if good else 0.0, 4)])
     span_ms = int((th.afib_s - 10.0) * 1000)
@@ -377,10 +379,12 @@ def _conditions_now(st: AlarmState, ev: Evidence, th: Thresholds) -> dict[str, t
     covered = bool(st.af_hist) and st.af_hist[-1][0] - st.af_hist[0][0] >= span_ms \
         and len(st.af_hist) >= 0.8 * span_ms / ev.window_ms
     med = float(np.median([h[1] for h in st.af_hist])) if st.af_hist else 0.0
-    irregular = th.afib_irr <= 0 or (irr is not None and irr >= th.afib_irr)
-    out["afib"] = (covered and med >= th.afib_p and irregular,
-                   f"median AF probability {med:.2f} over the last {th.afib_s:.0f} s, RR irregularity "
-                   + (f"{irr:.3f}" if irr is not None else f"unknown ({pairs} normal interval pairs)"))
+    why = f"median AF probability {med:.2f} over the last {th.afib_s:.0f} s"
+    irregular = True
+    if th.afib_irr > 0:
+        irregular = irr is not None and irr >= th.afib_irr
+        why += ", RR irregularity " + (f"{irr:.3f}" if irr is not None else f"unknown ({pairs} normal interval pairs)")
+    out["afib"] = (covered and med >= th.afib_p and irregular, why)
     hr = ev.hr_bpm
     out["brady"] = (good and hr is not None and 0 < hr < th.brady_bpm, f"heart rate {hr} bpm")
     out["tachy"] = (good and hr is not None and hr > th.tachy_bpm, f"heart rate {hr} bpm")

@@ -191,11 +191,14 @@ def test_unacknowledged_high_priority_escalates_once_and_acknowledging_stops_it(
 
 
 def test_state_survives_serialisation():
-    st, _ = _run(_af(0, 10))
+    gate = Thresholds(afib_irr=0.05)
+    st = AlarmState()
+    for w in _af(0, 10):
+        step(1, st, w, gate)
     st2 = AlarmState.from_dict(st.to_dict())
     assert st2.to_dict() == st.to_dict() and st2.classified
-    a = step(1, st, _af(20_000, 1)[0])
-    b = step(1, st2, _af(20_000, 1)[0])
+    a = step(1, st, _af(20_000, 1)[0], gate)
+    b = step(1, st2, _af(20_000, 1)[0], gate)
     assert a == b and [e.condition for e in a] == ["afib"]
 
 
