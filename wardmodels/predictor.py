@@ -18,8 +18,11 @@ level, trained by MSE on ``log1p(error)``. Calibration (conformal risk control o
 patients): the device picks the highest level L with ``pred_L + lam <= log1p(bound)``; for each
 bound on a grid, ``lam`` is the smallest slack whose calibration violation rate ``v`` satisfies
 ``(n * v + 1) / (n + 1) <= alpha`` (the violation indicator is taken as non-increasing in the
-slack; the test split measures it). The table (bound -> lam) ships with the weights; at run
-time a bound between grid points uses the grid bound just below it (conservative).
+slack; the test split measures it); optionally (``delta``) the upper ``1 - delta`` bound of a
+bootstrap over whole calibration patients must be under ``alpha`` too, since windows of one
+patient are not exchangeable with each other. The table (bound -> lam) ships with the weights; at
+run time a bound between grid points uses the grid bound just below it (conservative). The MLP
+can also fit a quantile of each level's error (pinball loss) instead of the mean.
 """
 
 from __future__ import annotations
@@ -252,19 +255,41 @@ def chosen_error(levels: np.ndarray, err: np.ndarray) -> np.ndarray:
 
 
 def calibrate(pred: np.ndarray, err: np.ndarray, bounds: np.ndarray, alpha: float,
-              allowed: tuple[int, ...] = LEVELS) -> np.ndarray:
+              allowed: tuple[int, ...] = LEVELS, groups: np.ndarray | None = None,
+              delta: float | None = None, resamples: int = 400, seed: int = 0) -> np.ndarray:
     """Conformal risk control: per bound, the smallest slack on a grid whose calibration
-    violation rate v satisfies (n v + 1) / (n + 1) <= alpha."""
+    violation rate v satisfies (n v + 1) / (n + 1) <= alpha.
+
+    Windows of one patient are not exchangeable with each other, patients are: with ``groups``
+    (a patient / record id per window) and ``delta``, the slack must also keep the upper
+    (1 - delta) bootstrap bound of the violation rate, resampling whole patients, under alpha —
+    so the bound holds on new patients with probability ~1 - delta rather than on average."""
     n = len(pred)
     grid = np.concatenate([np.linspace(-1.0, 0, 21)[:-1], np.linspace(0, 3, 301)])
+    boot = None
+    if delta is not None:
+        if groups is None or len(groups) != n:
+            raise ValueError("calibrate: delta needs a group (patient) id per window")
+        _, g_of = np.unique(groups, return_inverse=True)
+        n_g = int(g_of.max()) + 1
+        rng = np.random.default_rng(seed)
+        # resample weights: how often each patient is drawn, per bootstrap sample
+        boot = rng.multinomial(n_g, np.full(n_g, 1.0 / n_g), size=resamples).astype(np.float64)
+        sizes = boot @ np.bincount(g_of, minlength=n_g)
     lams = []
     for b in bounds:
         lam = float("inf")
         for g in grid:
             lv = choose_levels(pred, b, g, allowed)
-            v = violation_rate(lv, err, b)
-            if (n * v + 1) / (n + 1) <= alpha:
-                lam = float(g)
-                break
+            over = chosen_error(lv, err) > b
+            v = float(over.mean()) if n else 0.0
+            if (n * v + 1) / (n + 1) > alpha:
+                continue
+            if boot is not None:
+                per_group = np.bincount(g_of, weights=over, minlength=n_g)
+                if np.quantile(boot @ per_group / sizes, 1 - delta) > alpha:
+                    continue
+            lam = float(g)
+            break
         lams.append(lam)
     return np.array(lams)

@@ -167,6 +167,9 @@ def main(argv: list[str] | None = None) -> int:
     td.add_argument("--w-qrs", type=float, default=1.0, help="predictor: weight of the QRS error")
     td.add_argument("--quantile", type=float, default=None,
                     help="predictor: fit this quantile of each level's error (pinball loss) instead of the mean")
+    td.add_argument("--patient-delta", type=float, default=None,
+                    help="predictor: also keep the upper 1-delta bootstrap bound (whole calib patients resampled) "
+                         "of the violation rate under alpha")
     td.add_argument("--budget-min", type=float, default=None)
     td.add_argument("--seed", type=int, default=0)
     td.add_argument("--threads", type=int, default=2)
@@ -480,7 +483,7 @@ def main(argv: list[str] | None = None) -> int:
 
         torch.set_num_threads(a.threads)
         d = train_predictor(s.data_dir, a.model_id or 3, a.alpha, TaskWeights(a.w_kl, a.w_qrs), seed=a.seed,
-                            quantile=a.quantile)
+                            quantile=a.quantile, patient_delta=a.patient_delta)
         _write_json(d, None)
         return 0
 

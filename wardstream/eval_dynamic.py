@@ -236,7 +236,7 @@ BOUND_GRID = np.round(np.geomspace(0.05, 3.0, 24), 4)
 
 def train_predictor(data_dir: Path, model_id: int = 3, alpha: float = 0.05, weights: TaskWeights = TaskWeights(),
                     hidden: int = 16, f1_tolerance: float = 0.01, seed: int = 0,
-                    quantile: float | None = None) -> dict:
+                    quantile: float | None = None, patient_delta: float | None = None) -> dict:
     """Phase 3: fit the predictor on ``train``, calibrate it on ``calib`` over `BOUND_GRID`, pick
     the deployed bound (the largest whose calib CinC F1 on reconstructions stays within
     ``f1_tolerance`` of the originals), save it and record it in the manifest."""
@@ -252,7 +252,8 @@ def train_predictor(data_dir: Path, model_id: int = 3, alpha: float = 0.05, weig
     # the device holds float16 weights: calibrate what it will compute
     pred = Predictor.from_bytes(pred.to_bytes())
     pc, ec = pred.predict(ca.stack("feats")), ca.errors(weights)
-    pred.lams = calibrate(pc, ec, BOUND_GRID, alpha)
+    groups = np.concatenate([np.full(len(r.feats), i) for i, r in enumerate(ca.records)])
+    pred.lams = calibrate(pc, ec, BOUND_GRID, alpha, groups=groups, delta=patient_delta)
     clf = load_deployed_classifier("rhythm")
     f1_orig = cinc_f1(ca, None, clf)
     bits = {L: section_bits(runtime.load_deployed(model_id), L) for L in range(0, len(LEVELS) + 1)}
@@ -270,6 +271,8 @@ def train_predictor(data_dir: Path, model_id: int = 3, alpha: float = 0.05, weig
     pred.meta = {"deployed_bound": deployed, "f1_tolerance": f1_tolerance, "calib_f1_original": f1_orig,
                  "train_windows": int(len(x)), "calib_windows": int(len(pc)), "hidden": hidden,
                  "loss": "mse" if quantile is None else f"pinball q={quantile}",
+                 "calibration": "conformal" if patient_delta is None
+                 else f"conformal + patient bootstrap, upper {1 - patient_delta:g} bound",
                  "seed": seed, "calib_curve": [{k: v for k, v in r.items() if k != "level_histogram"} for r in rows]}
     path = pred.save(runtime.WEIGHTS_DIR)
     entries = runtime.manifest()

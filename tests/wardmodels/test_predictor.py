@@ -81,3 +81,21 @@ def test_calibration_keeps_violations_under_alpha_on_fresh_data():
         assert violation_rate(cal, et, b) <= 0.06
         assert (cal > 0).mean() > 0.3  # still compresses
     assert len(LEVELS) == 5
+
+
+def test_patient_bootstrap_calibration_is_at_least_as_cautious():
+    """Windows of a patient share an offset (not exchangeable with each other): the slack that
+    keeps the patient-resampled upper bound under alpha is never below the plain conformal one,
+    and is above it for some bound."""
+    rng = np.random.default_rng(2)
+    groups = np.repeat(np.arange(30), 100)
+    base = rng.gamma(2.0, 0.05, (len(groups), 1)) * np.array([1, 2, 4, 8, 16])[None, :]
+    shift = rng.lognormal(0, 0.4, 30)[groups][:, None]
+    err = base * shift * rng.lognormal(0, 0.2, base.shape)
+    pred = np.log1p(base)
+    bounds = np.array([0.2, 0.5, 1.0])
+    plain = calibrate(pred, err, bounds, alpha=0.05)
+    boot = calibrate(pred, err, bounds, alpha=0.05, groups=groups, delta=0.1)
+    assert np.all(boot >= plain) and np.any(boot > plain)
+    with pytest.raises(ValueError, match="group"):
+        calibrate(pred, err, bounds, alpha=0.05, delta=0.1)
