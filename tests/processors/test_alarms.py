@@ -147,6 +147,7 @@ def test_the_rr_irregularity_limit_keeps_a_regular_rhythm_from_an_af_alarm():
     probability over an irregular rhythm alarms. Without it (the default) the probability
     decides."""
     gate = Thresholds(afib_irr=0.05)
+
     def windows(beats):
         return [Evidence(end, W, 80, 0.9, [b for b in beats if end - W <= b[0] < end], 0.9)
                 for end in range(W, 41 * W, W)]
