@@ -72,7 +72,7 @@ def _rr_mean(state: QrsState) -> float:
 
 
 def ecg_peaks_stream(ecg: np.ndarray, fs: int, state: QrsState | None = None,
-                     lookahead_s: float = LOOKAHEAD_S) -> tuple[QrsState, Beats]:
+                     lookahead_s: float = LOOKAHEAD_S, trace: list | None = None) -> tuple[QrsState, Beats]:
     """Feed one window of ECG (any units, float) and get the beats decided by it.
 
     Parameters
@@ -80,6 +80,8 @@ def ecg_peaks_stream(ecg: np.ndarray, fs: int, state: QrsState | None = None,
     ecg : float[n] new samples, following on from the samples already fed.
     fs : sampling rate in Hz (the detector is tuned for 128 Hz, works from 100 Hz up).
     state : carried state, ``None`` to start a stream.
+    trace : if given, ``(feature level, threshold)`` of every candidate peak decided by this
+        window is appended to it (how close the decisions were: the edge's error predictor).
 
     Returns
     -------
@@ -154,6 +156,8 @@ def ecg_peaks_stream(ecg: np.ndarray, fs: int, state: QrsState | None = None,
             continue
         thr1 = state.npk + 0.25 * (state.spk - state.npk)
         level = float(mwi[p])
+        if trace is not None:
+            trace.append((level, thr1))
         # search back for a missed beat when the gap is long
         rrm = _rr_mean(state)
         if state.last_beat >= 0 and rrm > 0 and ap - state.last_beat > 1.66 * rrm:

@@ -229,3 +229,74 @@ def with_history(f: np.ndarray, prev: np.ndarray | None = None) -> np.ndarray:
         lo = max(0, i - HISTORY)
         out[j] = (c[i] - c[lo]) / (i - lo) if i > lo else allf[i]
     return np.concatenate([f, out], 1).astype(np.float32)
+
+
+# --------------------------------------------------------------------------- task features
+TASK_FEATURES = 7
+RR_SPAN_S = 10.0  # the rhythm classifier's crop
+
+
+@dataclass
+class TaskStream:
+    """What the device can see of the downstream task in its own (filtered) ECG, one window at a
+    time: it runs the pipeline's streaming QRS detector (`processors.qrs`, a few hundred
+    multiply-adds per sample) and keeps the beats of the last 10 s. Per window (`step`):
+
+    0. log1p(beats decided by this window);
+    1. the smallest |ln(peak level / threshold)| over the detector's candidate peaks decided by
+       this window (3 when none): a beat or a noise peak near the threshold is one a
+       reconstruction can flip;
+    2. how many candidates were within a factor 2 of the threshold;
+    3. the RR irregularity of the last 10 s (median |ΔRR| / median RR; 0 below 3 intervals): the
+       rhythm classifier's hard cases;
+    4. log10 of the detector's signal/noise peak levels;
+    5. log10 of the window's high-frequency share (sum of squared first differences / sum of
+       squares): noise and sharp QRS complexes that coarse levels smooth;
+    6. heart rate of the last 10 s / 100 bpm (0 below 2 beats).
+    """
+
+    fs: int = 128
+    qrs: object = None
+    beats: list = None
+
+    def step(self, x: np.ndarray) -> np.ndarray:
+        from processors.qrs import ecg_peaks_stream
+
+        x = np.asarray(x, np.float64)
+        trace: list = []
+        self.qrs, b = ecg_peaks_stream(x, self.fs, self.qrs, trace=trace)
+        now = self.qrs.n_seen
+        self.beats = [t for t in (self.beats or []) + [int(s) for s in b.samples] if t > now - RR_SPAN_S * self.fs]
+        f = np.zeros(TASK_FEATURES, np.float32)
+        f[0] = np.log1p(len(b.samples))
+        if trace:
+            m = np.abs(np.log(np.maximum([lv for lv, _ in trace], 1e-12) / np.maximum([t for _, t in trace], 1e-12)))
+            f[1] = min(3.0, float(m.min()))
+            f[2] = float((m < np.log(2.0)).sum())
+        else:
+            f[1] = 3.0
+        rr = np.diff(self.beats) if len(self.beats) > 1 else np.zeros(0)
+        if len(rr) >= 3:
+            f[3] = float(np.median(np.abs(np.diff(rr))) / max(np.median(rr), 1.0))
+        if len(rr) >= 1:
+            f[6] = float(60.0 * self.fs / np.median(rr) / 100.0)
+        f[4] = float(np.log10((self.qrs.spk + 1e-9) / (self.qrs.npk + 1e-9)))
+        f[5] = float(np.log10((np.sum(np.diff(x) ** 2) + 1e-9) / (np.sum(x * x) + 1e-9)))
+        return f
+
+
+def task_features(x: np.ndarray, fs: int = 128) -> np.ndarray:
+    """Filtered ECG of one stream (n * 256 samples) -> (n, TASK_FEATURES), window by window."""
+    st = TaskStream(fs)
+    n = len(x) // 256
+    return np.stack([st.step(x[256 * t:256 * (t + 1)]) for t in range(n)]) if n else np.zeros((0, TASK_FEATURES), np.float32)
+
+
+def crop_worst(f: np.ndarray, prev: np.ndarray | None = None) -> np.ndarray:
+    """Per window, the worst-position distortion of each level, maxed over the window and the
+    previous ``HISTORY`` ones (the rhythm classifier's crop): (T, N_LEVELS)."""
+    allf = f if prev is None or not len(prev) else np.concatenate([prev, f])
+    off = len(allf) - len(f)
+    w = allf[:, N_LEVELS:2 * N_LEVELS]
+    return np.stack([w[max(0, off + j - HISTORY):off + j + 1].max(0) for j in range(len(f))]).astype(np.float32) \
+        if len(f) else np.zeros((0, N_LEVELS), np.float32)
