@@ -15,7 +15,10 @@ scale 2^-p). For chain layer i = 0, 1, 2 (levels 3, 4, 5)::
 Analysis (`analyse`): one pass gives the indices of every level and the predictor's features —
 per level the relative quantisation distortion of the window (mean and worst position, log10),
 plus the window's scale code; the history features (the mean of the previous four windows'
-features) are added by the caller that keeps the stream (`with_history`).
+features) are added by the caller that keeps the stream (`with_history`). Since 2026-12-02 the
+device also runs the pipeline's streaming QRS detector on its own filtered ECG (`TaskStream`):
+how close its decisions were, the beats, rhythm and noise of the window — what the task error
+depends on and the latent distortion does not show (`edge_features` puts the two together).
 """
 
 from __future__ import annotations
@@ -292,11 +295,15 @@ def task_features(x: np.ndarray, fs: int = 128) -> np.ndarray:
     return np.stack([st.step(x[256 * t:256 * (t + 1)]) for t in range(n)]) if n else np.zeros((0, TASK_FEATURES), np.float32)
 
 
-def crop_worst(f: np.ndarray, prev: np.ndarray | None = None) -> np.ndarray:
-    """Per window, the worst-position distortion of each level, maxed over the window and the
-    previous ``HISTORY`` ones (the rhythm classifier's crop): (T, N_LEVELS)."""
-    allf = f if prev is None or not len(prev) else np.concatenate([prev, f])
-    off = len(allf) - len(f)
-    w = allf[:, N_LEVELS:2 * N_LEVELS]
-    return np.stack([w[max(0, off + j - HISTORY):off + j + 1].max(0) for j in range(len(f))]).astype(np.float32) \
-        if len(f) else np.zeros((0, N_LEVELS), np.float32)
+
+def edge_features(with_hist: np.ndarray, task: np.ndarray | None, n_in: int) -> np.ndarray:
+    """The predictor's input: the distortion features with their history (`with_history`,
+    2 * FEATURES columns), followed by the task features (`TaskStream`) when the predictor was
+    trained with them (``n_in`` = 2 * FEATURES + TASK_FEATURES)."""
+    if n_in == 2 * FEATURES:
+        return with_hist
+    if n_in != 2 * FEATURES + TASK_FEATURES:
+        raise ValueError(f"a predictor with {n_in} inputs matches no edge feature layout")
+    if task is None:
+        raise ValueError("this predictor needs the task features (TaskStream) of every window")
+    return np.concatenate([with_hist, task], 1).astype(np.float32)

@@ -13,8 +13,9 @@ weights stay configurable (`TaskWeights`):
 ``error = w_kl * kl + w_qrs * qrs``; level 0 (raw) has error 0.
 
 The predictor is one small MLP on the edge features (`wardmodels.dd_edge`: per-level latent
-distortion, scale code, and their mean over the previous four windows) with one output per VQ
-level, trained by MSE on ``log1p(error)``. Calibration (conformal risk control over held-out
+distortion, scale code, and their mean over the previous four windows; optionally the task
+features of `dd_edge.TaskStream`, the device's own QRS detector on its ECG) with one output per
+VQ level, trained by MSE on ``log1p(error)`` (or a quantile of it). Calibration (conformal risk control over held-out
 patients): the device picks the highest level L with ``pred_L + lam <= log1p(bound)``; for each
 bound on a grid, ``lam`` is the smallest slack whose calibration violation rate ``v`` satisfies
 ``(n * v + 1) / (n + 1) <= alpha`` (the violation indicator is taken as non-increasing in the
@@ -93,14 +94,21 @@ class RecordAnalysis:
     qrs: np.ndarray  # (T, 5)
     p_orig: np.ndarray  # (T, 4) per-window crop softmax on the original
     p_level: np.ndarray  # (5, T, 4)
+    task: np.ndarray | None = None  # (T, TASK_FEATURES): `dd_edge.TaskStream` on the original
 
     def error(self, w: TaskWeights) -> np.ndarray:
         return w.kl * self.kl + w.qrs * self.qrs
 
+    def features(self, n_in: int) -> np.ndarray:
+        """The predictor's input rows for a predictor with ``n_in`` inputs."""
+        from wardmodels.dd_edge import edge_features
+
+        return edge_features(self.feats, self.task, n_in)
+
 
 def analyse_record(codec, clf, x: np.ndarray) -> RecordAnalysis | None:
     """Filtered ECG of one record (mV) -> its analysis at every level (int8 edge, as deployed)."""
-    from wardmodels.dd_edge import with_history
+    from wardmodels.dd_edge import task_features, with_history
     from wardmodels.frontend import normalise
     from processors.qrs import detect_stream
 
@@ -122,7 +130,7 @@ def analyse_record(codec, clf, x: np.ndarray) -> RecordAnalysis | None:
         qrs[:, j] = window_qrs_error(ref, det, n)
         p_level[j] = clf.proba(window_crops(rec, n))
         kl[:, j] = kl_rows(p_orig, p_level[j])
-    return RecordAnalysis(feats, kl, qrs, p_orig, p_level)
+    return RecordAnalysis(feats, kl, qrs, p_orig, p_level, task_features(x))
 
 
 # --------------------------------------------------------------------------- the predictor
@@ -140,8 +148,13 @@ class Predictor:
     lams: np.ndarray
     meta: dict
 
+    @property
+    def n_in(self) -> int:
+        """Inputs: 2F (distortion features with history) or 2F + TASK_FEATURES (`dd_edge.edge_features`)."""
+        return int(self.mu.size)
+
     def predict(self, feats: np.ndarray) -> np.ndarray:
-        """(N, 2F) -> predicted log1p(error) for levels 1..5, (N, 5)."""
+        """(N, n_in) -> predicted log1p(error) for levels 1..5, (N, 5)."""
         h = (np.asarray(feats, np.float32) - self.mu) / self.sd
         h = np.maximum(h @ self.w1.T + self.b1, 0)
         return h @ self.w2.T + self.b2

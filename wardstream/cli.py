@@ -170,6 +170,9 @@ def main(argv: list[str] | None = None) -> int:
     td.add_argument("--patient-delta", type=float, default=None,
                     help="predictor: also keep the upper 1-delta bootstrap bound (whole calib patients resampled) "
                          "of the violation rate under alpha")
+    td.add_argument("--no-task-features", action="store_true",
+                    help="predictor: latent-distortion features only (before 2026-12-02), not the device's "
+                         "own QRS detector's (dd_edge.TaskStream)")
     td.add_argument("--budget-min", type=float, default=None)
     td.add_argument("--seed", type=int, default=0)
     td.add_argument("--threads", type=int, default=2)
@@ -483,7 +486,8 @@ def main(argv: list[str] | None = None) -> int:
 
         torch.set_num_threads(a.threads)
         d = train_predictor(s.data_dir, a.model_id or 3, a.alpha, TaskWeights(a.w_kl, a.w_qrs), seed=a.seed,
-                            quantile=a.quantile, patient_delta=a.patient_delta)
+                            quantile=a.quantile, patient_delta=a.patient_delta,
+                            task_features=not a.no_task_features)
         _write_json(d, None)
         return 0
 

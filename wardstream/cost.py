@@ -133,7 +133,7 @@ def cost_report(settings, beds: int = 200, split: str = "test", bound: float | N
     pr = codec.predictor
     bound = float(bound if bound is not None else pr.meta["deployed_bound"])
     part = load_part(settings.data_dir, split, model_id)
-    pred, err = pr.predict(part.stack("feats")), part.errors(pr.weights)
+    pred, err = pr.predict(part.features(pr.n_in)), part.errors(pr.weights)
     bits = {L: section_bits(codec, L) for L in range(0, 6)}
     sc, lv = score(pred, err, bits, pr, bound)
     mix = np.bincount(lv, minlength=6) / len(lv)

@@ -43,6 +43,14 @@ class Part:
         rows = [getattr(r, attr) for r, s in zip(self.records, self.source) if mask is None or s == mask]
         return np.concatenate(rows) if rows else np.zeros((0,))
 
+    def features(self, n_in: int) -> np.ndarray:
+        """Every window's predictor input, for a predictor with ``n_in`` inputs."""
+        return np.concatenate([r.features(n_in) for r in self.records])
+
+    def groups(self) -> np.ndarray:
+        """The record (patient) each window belongs to."""
+        return np.concatenate([np.full(len(r.feats), i) for i, r in enumerate(self.records)])
+
     def errors(self, w: TaskWeights, mask: str | None = None) -> np.ndarray:
         rows = [r.error(w) for r, s in zip(self.records, self.source) if mask is None or s == mask]
         return np.concatenate(rows) if rows else np.zeros((0, len(LEVELS)))
@@ -102,7 +110,11 @@ def load_part(data_dir: Path, split: str, model_id: int = 3, keep_recon: bool = 
     codec = load_deployed(model_id)
     path = _cache_key(codec, data_dir, split)
     if path.exists():
-        return _load(path, split)
+        part = _load(path, split)
+        if any(r.task is None for r in part.records):  # cached before the task features existed
+            _attach_task(part, data_dir, split)
+            _save(path, part)
+        return part
     clf = load_deployed_classifier("rhythm")
     recs, source, labels, recon = [], [], [], []
     sigs = _signals(data_dir, split)
@@ -125,6 +137,18 @@ def load_part(data_dir: Path, split: str, model_id: int = 3, keep_recon: bool = 
     return part
 
 
+def _attach_task(part: Part, data_dir: Path, split: str) -> None:
+    from wardmodels.dd_edge import task_features
+
+    sigs = [x for _, _, _, x in _signals(data_dir, split) if len(x) // 256 >= 1]
+    if len(sigs) != len(part.records):
+        raise RuntimeError(f"{split}: {len(sigs)} records in the data, {len(part.records)} in the cache")
+    for r, x in zip(part.records, sigs):
+        r.task = task_features(x)
+        if len(r.task) != len(r.feats):
+            raise RuntimeError(f"{split}: a record's windows do not match its cached analysis")
+
+
 def _recon(codec, x: np.ndarray, level: int) -> np.ndarray:
     from wardmodels.frontend import normalise
 
@@ -139,6 +163,8 @@ def _save(path: Path, p: Part) -> None:
     lens = np.array([len(r.feats) for r in p.records])
     arrays = {k: np.concatenate([getattr(r, k) for r in p.records]) for k in ("feats", "kl", "qrs", "p_orig")}
     arrays["p_level"] = np.concatenate([r.p_level for r in p.records], axis=1)
+    if all(r.task is not None for r in p.records):
+        arrays["task"] = np.concatenate([r.task for r in p.records])
     rl = [r for r in p.recon if r is not None]
     arrays["recon"] = np.concatenate(rl, axis=1) if rl else np.zeros((6, 0), np.float16)
     np.savez(path, lens=lens, source=np.array(p.source), labels=np.array([x or "" for x in p.labels]), **arrays)
@@ -150,7 +176,8 @@ def _load(path: Path, split: str) -> Part:
     cut = np.cumsum(lens)[:-1]
     parts = {k: np.split(z[k], cut) for k in ("feats", "kl", "qrs", "p_orig")}
     pl = np.split(z["p_level"], cut, axis=1)
-    recs = [RecordAnalysis(parts["feats"][i], parts["kl"][i], parts["qrs"][i], parts["p_orig"][i], pl[i])
+    task = np.split(z["task"], cut) if "task" in z.files else [None] * len(lens)
+    recs = [RecordAnalysis(parts["feats"][i], parts["kl"][i], parts["qrs"][i], parts["p_orig"][i], pl[i], task[i])
             for i in range(len(lens))]
     source = [str(s) for s in z["source"]]
     labels = [str(s) or None for s in z["labels"]]
@@ -236,24 +263,26 @@ BOUND_GRID = np.round(np.geomspace(0.05, 3.0, 24), 4)
 
 def train_predictor(data_dir: Path, model_id: int = 3, alpha: float = 0.05, weights: TaskWeights = TaskWeights(),
                     hidden: int = 16, f1_tolerance: float = 0.01, seed: int = 0,
-                    quantile: float | None = None, patient_delta: float | None = None) -> dict:
+                    quantile: float | None = None, patient_delta: float | None = None,
+                    task_features: bool = True) -> dict:
     """Phase 3: fit the predictor on ``train``, calibrate it on ``calib`` over `BOUND_GRID`, pick
     the deployed bound (the largest whose calib CinC F1 on reconstructions stays within
     ``f1_tolerance`` of the originals), save it and record it in the manifest."""
     from wardmodels import runtime
     from wardmodels.clf_runtime import load_deployed_classifier
+    from wardmodels.dd_edge import FEATURES, TASK_FEATURES
     from wardmodels.predictor import Predictor, calibrate, fit_mlp
 
     tr = load_part(data_dir, "train", model_id, keep_recon=False)
     ca = load_part(data_dir, "calib", model_id)
-    x, y = tr.stack("feats"), tr.errors(weights)
+    n_in = 2 * FEATURES + (TASK_FEATURES if task_features else 0)
+    x, y = tr.features(n_in), tr.errors(weights)
     mu, sd, w1, b1, w2, b2 = fit_mlp(x, y, hidden=hidden, seed=seed, quantile=quantile)
     pred = Predictor(mu, sd, w1, b1, w2, b2, weights, alpha, BOUND_GRID, np.zeros(len(BOUND_GRID)), {})
     # the device holds float16 weights: calibrate what it will compute
     pred = Predictor.from_bytes(pred.to_bytes())
-    pc, ec = pred.predict(ca.stack("feats")), ca.errors(weights)
-    groups = np.concatenate([np.full(len(r.feats), i) for i, r in enumerate(ca.records)])
-    pred.lams = calibrate(pc, ec, BOUND_GRID, alpha, groups=groups, delta=patient_delta)
+    pc, ec = pred.predict(ca.features(n_in)), ca.errors(weights)
+    pred.lams = calibrate(pc, ec, BOUND_GRID, alpha, groups=ca.groups(), delta=patient_delta)
     clf = load_deployed_classifier("rhythm")
     f1_orig = cinc_f1(ca, None, clf)
     bits = {L: section_bits(runtime.load_deployed(model_id), L) for L in range(0, len(LEVELS) + 1)}
@@ -271,6 +300,7 @@ def train_predictor(data_dir: Path, model_id: int = 3, alpha: float = 0.05, weig
     pred.meta = {"deployed_bound": deployed, "f1_tolerance": f1_tolerance, "calib_f1_original": f1_orig,
                  "train_windows": int(len(x)), "calib_windows": int(len(pc)), "hidden": hidden,
                  "loss": "mse" if quantile is None else f"pinball q={quantile}",
+                 "features": "distortion + history" + (" + task (TaskStream)" if task_features else ""),
                  "calibration": "conformal" if patient_delta is None
                  else f"conformal + patient bootstrap, upper {1 - patient_delta:g} bound",
                  "seed": seed, "calib_curve": [{k: v for k, v in r.items() if k != "level_histogram"} for r in rows]}
@@ -301,7 +331,7 @@ def evaluate(data_dir: Path, split: str = "test", bound: float | None = None, mo
         raise SystemExit(f"codec model {model_id} has no predictor; run wardstream train dynamic-deep --phase predictor")
     bound = float(bound if bound is not None else pr.meta["deployed_bound"])
     part = load_part(data_dir, split, model_id)
-    feats, err = part.stack("feats"), part.errors(pr.weights)
+    feats, err = part.features(pr.n_in), part.errors(pr.weights)
     pred = pr.predict(feats)
     bits = {L: section_bits(codec, L) for L in range(0, len(LEVELS) + 1)}
     clf = load_deployed_classifier("rhythm")

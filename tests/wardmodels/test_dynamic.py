@@ -97,3 +97,24 @@ def test_a_device_follows_its_bound_from_the_next_window(dd, data_dir):
     assert {c.level for c in strict} == {0}
     raw = strict[0].physical()
     np.testing.assert_allclose(raw, ecg[20], atol=0.0006)  # 1 µV steps
+
+
+def test_a_device_chooses_what_the_evaluation_assumes(dd, data_dir):
+    """The device's streaming features (filter, integer analysis, history ring, its own QRS
+    detector) give the levels the offline analysis of the same record scores."""
+    from wardmodels.dd_edge import edge_features, task_features, with_history
+    from wardmodels.frontend import filter_record
+    from wardstream.datasets import load_mitdb
+
+    n = 60
+    raw = load_mitdb(data_dir, "100").ecg_mv[: n * 256]
+    bound = dd.predictor.meta["deployed_bound"]
+    enc = DynamicEncoder(MODEL, bound=bound)
+    device = np.array([enc.channels(w, None)[0].level for w in raw.reshape(n, 256)])
+    x = filter_record(raw)
+    xn, codes = normalise(x.reshape(n, 256), "ecg")
+    _, f = dd.analyse("ecg", xn, codes)
+    pr = dd.predictor
+    offline = pr.choose(pr.predict(edge_features(with_history(f), task_features(x), pr.n_in)), bound)
+    assert len(set(device.tolist())) > 1  # levels do switch on this record
+    assert (device == offline).mean() >= 0.95, (device, offline)

@@ -99,3 +99,54 @@ def test_patient_bootstrap_calibration_is_at_least_as_cautious():
     assert np.all(boot >= plain) and np.any(boot > plain)
     with pytest.raises(ValueError, match="group"):
         calibrate(pred, err, bounds, alpha=0.05, delta=0.1)
+
+
+def _synthetic_ecg(rr_s, noise=0.0, fs=128, seed=0):
+    """Band-passed beats (R, S, T) at the given RR intervals, plus white noise (mV)."""
+    from wardmodels.frontend import filter_record
+
+    t = np.cumsum(rr_s)
+    n = int((t[-1] + 1) * fs) // 256 * 256
+    tt = np.arange(n) / fs
+    x = np.zeros(n)
+    for b in t:
+        x += np.exp(-0.5 * ((tt - b) / 0.012) ** 2) - 0.15 * np.exp(-0.5 * ((tt - b - 0.03) / 0.01) ** 2) \
+            + 0.2 * np.exp(-0.5 * ((tt - b - 0.25) / 0.05) ** 2)
+    return filter_record(x + noise * np.random.default_rng(seed).standard_normal(n))
+
+
+def test_task_features_see_beats_rhythm_and_noise():
+    from processors.qrs import detect_stream
+    from wardmodels.dd_edge import TASK_FEATURES, task_features
+
+    regular = _synthetic_ecg(np.full(40, 1.0))
+    irregular = _synthetic_ecg(np.random.default_rng(1).uniform(0.5, 1.3, 60))
+    noisy = _synthetic_ecg(np.full(40, 1.0), noise=0.15)
+    f_reg, f_irr, f_noisy = (task_features(x) for x in (regular, irregular, noisy))
+    assert f_reg.shape == (len(regular) // 256, TASK_FEATURES)
+    for x, f in ((regular, f_reg), (irregular, f_irr), (noisy, f_noisy)):
+        # the pipeline's own detector, window by window: the same beats
+        assert round(np.expm1(f[:, 0]).sum()) == len(detect_stream(x, roundtrip=False))
+        assert ((f[:, 1] >= 0) & (f[:, 1] <= 3)).all()
+    late = slice(6, None)  # once 10 s of beats are in
+    np.testing.assert_allclose(f_reg[late, 6], 0.6, atol=0.01)  # 60 bpm / 100
+    assert f_reg[late, 3].max() < 0.02 < 0.15 < f_irr[late, 3].mean()
+    # noise: candidates nearer the threshold, a lower signal/noise level, more high frequency
+    assert f_noisy[late, 1].mean() < 0.5 * f_reg[late, 1].mean()
+    assert f_noisy[late, 2].sum() > f_reg[late, 2].sum()
+    assert f_noisy[late, 4].mean() < f_reg[late, 4].mean() - 1
+    assert f_noisy[late, 5].mean() > f_reg[late, 5].mean()
+
+
+def test_edge_feature_layout_follows_the_predictor():
+    from wardmodels.dd_edge import FEATURES, TASK_FEATURES, edge_features
+
+    hist = np.ones((3, 2 * FEATURES), np.float32)
+    task = np.full((3, TASK_FEATURES), 2.0, np.float32)
+    assert edge_features(hist, None, 2 * FEATURES) is hist  # a predictor without task features
+    both = edge_features(hist, task, 2 * FEATURES + TASK_FEATURES)
+    assert both.shape == (3, 2 * FEATURES + TASK_FEATURES) and (both[:, -TASK_FEATURES:] == 2).all()
+    with pytest.raises(ValueError, match="task features"):
+        edge_features(hist, None, 2 * FEATURES + TASK_FEATURES)
+    with pytest.raises(ValueError, match="no edge feature layout"):
+        edge_features(hist, task, 2 * FEATURES + 1)
