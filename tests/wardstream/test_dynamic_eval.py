@@ -70,6 +70,22 @@ def test_eval_writes_every_key_consistently(small_dir, cache, tmp_path):
     assert (tmp_path / "dd.png").stat().st_size > 10_000
 
 
+def test_a_cache_from_before_the_task_features_gains_them(small_dir, cache):
+    from wardstream import eval_dynamic
+
+    part = eval_dynamic.load_part(small_dir, "all")
+    want = [r.task.copy() for r in part.records]
+    (path,) = cache.glob("all-*.npz")
+    arrays = dict(np.load(path))
+    del arrays["task"]  # as cached before 2026-12-02
+    np.savez(path, **arrays)
+    again = eval_dynamic.load_part(small_dir, "all")
+    assert len(again.records) == len(want)
+    for r, w in zip(again.records, want):
+        np.testing.assert_array_equal(r.task, w)
+    assert "task" in np.load(path).files  # and the cache file has them from now on
+
+
 def test_cost_states_its_assumptions_and_compares_every_option(small_dir, cache, tmp_path):
     from wardstream.cli import main
 
