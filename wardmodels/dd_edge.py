@@ -24,11 +24,12 @@ depends on and the latent distortion does not show (`edge_features` puts the two
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
+from processors.qrs import QrsState
 from wardmodels.int8 import SLOPE_Q16, _conv, _multiplier, _requant, codebook_exponent
 
 HEADROOM = 1.5
@@ -259,8 +260,8 @@ class TaskStream:
     """
 
     fs: int = 128
-    qrs: object = None
-    beats: list = None
+    qrs: QrsState | None = None  # the detector's carried state
+    beats: list[int] = field(default_factory=list)  # sample indices of the last 10 s of beats
 
     def step(self, x: np.ndarray) -> np.ndarray:
         from processors.qrs import ecg_peaks_stream
@@ -269,7 +270,7 @@ class TaskStream:
         trace: list = []
         self.qrs, b = ecg_peaks_stream(x, self.fs, self.qrs, trace=trace)
         now = self.qrs.n_seen
-        self.beats = [t for t in (self.beats or []) + [int(s) for s in b.samples] if t > now - RR_SPAN_S * self.fs]
+        self.beats = [t for t in self.beats + [int(s) for s in b.samples] if t > now - RR_SPAN_S * self.fs]
         f = np.zeros(TASK_FEATURES, np.float32)
         f[0] = np.log1p(len(b.samples))
         if trace:
@@ -292,8 +293,9 @@ def task_features(x: np.ndarray, fs: int = 128) -> np.ndarray:
     """Filtered ECG of one stream (n * 256 samples) -> (n, TASK_FEATURES), window by window."""
     st = TaskStream(fs)
     n = len(x) // 256
-    return np.stack([st.step(x[256 * t:256 * (t + 1)]) for t in range(n)]) if n else np.zeros((0, TASK_FEATURES), np.float32)
-
+    if n == 0:
+        return np.zeros((0, TASK_FEATURES), np.float32)
+    return np.stack([st.step(x[256 * t:256 * (t + 1)]) for t in range(n)])
 
 
 def edge_features(with_hist: np.ndarray, task: np.ndarray | None, n_in: int) -> np.ndarray:

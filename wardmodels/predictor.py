@@ -15,8 +15,8 @@ weights stay configurable (`TaskWeights`):
 The predictor is one small MLP on the edge features (`wardmodels.dd_edge`: per-level latent
 distortion, scale code, and their mean over the previous four windows; optionally the task
 features of `dd_edge.TaskStream`, the device's own QRS detector on its ECG) with one output per
-VQ level, trained by MSE on ``log1p(error)`` (or a quantile of it). Calibration (conformal risk control over held-out
-patients): the device picks the highest level L with ``pred_L + lam <= log1p(bound)``; for each
+VQ level, trained by MSE on ``log1p(error)`` (or a quantile of it). Calibration (conformal risk
+control over held-out patients): the device picks the highest level L with ``pred_L + lam <= log1p(bound)``; for each
 bound on a grid, ``lam`` is the smallest slack whose calibration violation rate ``v`` satisfies
 ``(n * v + 1) / (n + 1) <= alpha`` (the violation indicator is taken as non-increasing in the
 slack; the test split measures it); optionally (``delta``) the upper ``1 - delta`` bound of a
