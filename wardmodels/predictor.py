@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from wardmodels.dd_edge import FEATURES, N_LEVELS
+from wardmodels.dd_edge import N_LEVELS, edge_features, task_features, with_history
 
 QRS_TOL_S = 0.15
 QRS_TIME_UNIT_S = 0.05
@@ -101,14 +101,11 @@ class RecordAnalysis:
 
     def features(self, n_in: int) -> np.ndarray:
         """The predictor's input rows for a predictor with ``n_in`` inputs."""
-        from wardmodels.dd_edge import edge_features
-
         return edge_features(self.feats, self.task, n_in)
 
 
 def analyse_record(codec, clf, x: np.ndarray) -> RecordAnalysis | None:
     """Filtered ECG of one record (mV) -> its analysis at every level (int8 edge, as deployed)."""
-    from wardmodels.dd_edge import task_features, with_history
     from wardmodels.frontend import normalise
     from processors.qrs import detect_stream
 

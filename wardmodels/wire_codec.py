@@ -72,7 +72,7 @@ class DynamicEncoder:
 
     def __init__(self, model_id: int, bound: float, eeg_level: int = 2, encoder: str = "int8",
                  fixed_level: int | None = None):
-        from wardmodels.dd_edge import FEATURES, N_LEVELS, TaskStream
+        from wardmodels.dd_edge import FEATURES, N_LEVELS, TaskStream, predictor_inputs
 
         self.codec = runtime.load_deployed(model_id)
         if self.codec.predictor is None or self.codec.chains is None:
@@ -93,7 +93,7 @@ class DynamicEncoder:
         self.filters = {m: StreamFilter() for m in MOD_NAME.values()}
         self.history = np.zeros((0, FEATURES), np.float32)
         # the device's own QRS detector on its filtered ECG, when the predictor reads it
-        self.task = TaskStream() if self.codec.predictor.n_in > 2 * FEATURES else None
+        self.task = TaskStream() if self.codec.predictor.n_in == predictor_inputs(True) else None
         self.last_level: int | None = None
         self.last_pred: float | None = None  # predicted task error of the level last sent
         self.last_filtered: np.ndarray | None = None  # the last ECG window as the encoder saw it
@@ -118,13 +118,15 @@ def _encode_dynamic(encoders: list[DynamicEncoder], ecgs: list, eegs: list) -> l
         codec = encoders[members[0]].codec
         xn, codes = normalise(np.stack([filtered[i] for i in members]), "ecg")
         idx, f = codec.analyse("ecg", xn, codes, encoders[members[0]].encoder)
-        n_in = codec.predictor.n_in
-        feats = np.empty((len(members), n_in), np.float32)
+        hist, task = [], []
         for j, i in enumerate(members):
             enc = encoders[i]
-            task = enc.task.step(filtered[i])[None] if enc.task is not None else None
-            feats[j] = edge_features(with_history(f[j:j + 1], enc.history), task, n_in)[0]
+            hist.append(with_history(f[j:j + 1], enc.history)[0])
             enc.history = np.concatenate([enc.history, f[j:j + 1]])[-HISTORY:]
+            if enc.task is not None:
+                task.append(enc.task.step(filtered[i]))
+        n_in = codec.predictor.n_in
+        feats = edge_features(np.stack(hist), np.stack(task) if task else None, n_in)
         pred = codec.predictor.predict(feats)
         levels = codec.predictor.choose(pred, np.array([encoders[i].bound for i in members]))
         for j, i in enumerate(members):

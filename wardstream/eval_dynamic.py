@@ -270,12 +270,12 @@ def train_predictor(data_dir: Path, model_id: int = 3, alpha: float = 0.05, weig
     ``f1_tolerance`` of the originals), save it and record it in the manifest."""
     from wardmodels import runtime
     from wardmodels.clf_runtime import load_deployed_classifier
-    from wardmodels.dd_edge import FEATURES, TASK_FEATURES
+    from wardmodels.dd_edge import predictor_inputs
     from wardmodels.predictor import Predictor, calibrate, fit_mlp
 
     tr = load_part(data_dir, "train", model_id, keep_recon=False)
     ca = load_part(data_dir, "calib", model_id)
-    n_in = 2 * FEATURES + (TASK_FEATURES if task_features else 0)
+    n_in = predictor_inputs(task_features)
     x, y = tr.features(n_in), tr.errors(weights)
     mu, sd, w1, b1, w2, b2 = fit_mlp(x, y, hidden=hidden, seed=seed, quantile=quantile)
     pred = Predictor(mu, sd, w1, b1, w2, b2, weights, alpha, BOUND_GRID, np.zeros(len(BOUND_GRID)), {})
