@@ -66,6 +66,31 @@ REFRACTORY_S = 0.2
 TWAVE_S = 0.36
 
 
+FIDUCIAL_SNAP = 2  # samples: how far from the energy centroid the fiducial may snap to a peak
+
+
+def fiducial_sample(band: np.ndarray) -> int:
+    """Index of a beat's fiducial point in ``band`` (the 5-18 Hz band-passed QRS segment): the
+    largest |deflection| within ``FIDUCIAL_SNAP`` samples of the segment's energy centroid.
+
+    The centroid moves little when the waveform changes a little; the largest deflection of the
+    whole segment (used before 2026-12-02) jumps between the R and S lobes of a biphasic or wide
+    complex. Snapping to the nearest large deflection keeps the R-peak accuracy. Measured
+    (`runs/` scratch, 2026-12-02), largest deflection → this: MIT-BIH DS2 against the annotations
+    |Δt| mean 2.9 → 3.1 ms, p95 5.2 → 5.9 ms, RR-interval error p95 7.8 → 8.7 ms; beats moved by
+    3 samples or more between the original and the Dynamic-Deep codec's reconstruction (records
+    100, 119, 203, 208, 233, first 10 min) 2.0 → 0.5 % at level 1, 4.0 → 1.7 % at level 2,
+    8.4 → 4.1 % at level 3; windows whose QRS error exceeds 0.3 there 10.3 → 2.0 % at level 2,
+    24.7 → 11.9 % at level 3."""
+    e = np.square(band, dtype=np.float64)
+    tot = float(e.sum())
+    if not tot > 0:
+        return band.size // 2
+    c = int(round(float(np.dot(np.arange(band.size), e)) / tot))
+    lo, hi = max(0, c - FIDUCIAL_SNAP), min(band.size, c + FIDUCIAL_SNAP + 1)
+    return lo + int(np.abs(band[lo:hi]).argmax())
+
+
 def _rr_mean(state: QrsState) -> float:
     last = state.rr[-8:]
     return sum(last) / len(last) if last else 0.0
@@ -128,12 +153,13 @@ def ecg_peaks_stream(ecg: np.ndarray, fs: int, state: QrsState | None = None,
     half_qrs = max(1, int(0.08 * fs))
 
     def locate(p: int) -> tuple[int, float, float]:
-        # R peak: largest band-passed deflection near the energy peak (zero-phase, so aligned);
-        # amplitude against the local mean of the raw signal
+        # fiducial point within 80 ms of the energy peak (zero-phase, so aligned): see
+        # `fiducial_sample`. Amplitude: the largest deflection of the input against its local mean.
         lo, hi = max(0, p - half_qrs), min(x.size, p + half_qrs + 1)
-        k = lo + int(np.abs(filt[lo:hi]).argmax())
+        k = lo + fiducial_sample(filt[lo:hi])
         sl = float(np.abs(slope[lo:hi]).max())
-        return k, float(x[k] - x[lo:hi].mean()), sl
+        seg = x[lo:hi] - x[lo:hi].mean()
+        return k, float(seg[int(np.abs(seg).argmax())]), sl
 
     def accept(p: int, level: float, weight: float) -> None:
         k, amp, sl = locate(p)

@@ -97,8 +97,12 @@ def _cache_key(codec, data_dir: Path, split: str) -> Path:
 
     # the analysis holds the rhythm classifier's outputs: its weights and arithmetic are in the key
     clf = f"{classifier_manifest().get('rhythm', {}).get('packed')}|{compute_dtype()}"
+    # and the QRS errors and task features come from the pipeline's detector: its source too
+    import processors.qrs
+
+    qrs = hashlib.sha256(Path(processors.qrs.__file__).read_bytes()).hexdigest()[:12]
     tag = hashlib.sha256(f"{Path(data_dir).resolve()}|{split}|{codec.entry.get('dd')}|"
-                         f"{codec.entry.get('dd_edge')}|{clf}".encode()).hexdigest()[:12]
+                         f"{codec.entry.get('dd_edge')}|{clf}|{qrs}".encode()).hexdigest()[:12]
     return CACHE / f"{split}-{tag}.npz"
 
 
