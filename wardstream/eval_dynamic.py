@@ -265,13 +265,37 @@ def _split_levels(part: Part, lv: np.ndarray, source: str = "cinc") -> list[np.n
 BOUND_GRID = np.round(np.geomspace(0.05, 3.0, 24), 4)
 
 
+def out_of_fold(x: np.ndarray, y: np.ndarray, groups: np.ndarray, k: int, hidden: int = 16, seed: int = 0,
+                quantile: float | None = None) -> np.ndarray:
+    """Predictions of each window by an MLP fitted without its patient's fold (``k`` folds of whole
+    patients, seeded), through the device's float16 weights."""
+    from wardmodels.predictor import Predictor, fit_mlp
+
+    if k < 2:
+        raise ValueError("cross-fit needs at least 2 folds")
+    ug = np.unique(groups)
+    fold_of = np.random.default_rng(seed).permutation(len(ug)) % k
+    fold = fold_of[np.searchsorted(ug, groups)]
+    out = np.zeros((len(x), y.shape[1]), np.float32)
+    for f in range(k):
+        m = fold == f
+        p = Predictor(*fit_mlp(x[~m], y[~m], hidden=hidden, seed=seed, quantile=quantile), TaskWeights(), 0.0,
+                      BOUND_GRID, np.zeros(len(BOUND_GRID)), {})
+        out[m] = Predictor.from_bytes(p.to_bytes()).predict(x[m])
+    return out
+
+
 def train_predictor(data_dir: Path, model_id: int = 3, alpha: float = 0.05, weights: TaskWeights = TaskWeights(),
                     hidden: int = 16, f1_tolerance: float = 0.01, seed: int = 0,
                     quantile: float | None = None, patient_delta: float | None = None,
-                    task_features: bool = True) -> dict:
+                    task_features: bool = True, cross_fit: int | None = None) -> dict:
     """Phase 3: fit the predictor on ``train``, calibrate it on ``calib`` over `BOUND_GRID`, pick
     the deployed bound (the largest whose calib CinC F1 on reconstructions stays within
-    ``f1_tolerance`` of the originals), save it and record it in the manifest."""
+    ``f1_tolerance`` of the originals), save it and record it in the manifest.
+
+    ``cross_fit`` (K): the calibration pool also holds out-of-fold predictions of the ``train``
+    part (K folds of whole patients, each predicted by an MLP fitted on the other folds, as the
+    device would compute it); the deployed MLP is still the one fitted on all of ``train``."""
     from wardmodels import runtime
     from wardmodels.clf_runtime import load_deployed_classifier
     from wardmodels.dd_edge import predictor_inputs
@@ -286,7 +310,12 @@ def train_predictor(data_dir: Path, model_id: int = 3, alpha: float = 0.05, weig
     # the device holds float16 weights: calibrate what it will compute
     pred = Predictor.from_bytes(pred.to_bytes())
     pc, ec = pred.predict(ca.features(n_in)), ca.errors(weights)
-    pred.lams = calibrate(pc, ec, BOUND_GRID, alpha, groups=ca.groups(), delta=patient_delta)
+    pool_p, pool_e, pool_g = pc, ec, ca.groups()
+    if cross_fit:
+        oof = out_of_fold(x, y, tr.groups(), cross_fit, hidden=hidden, seed=seed, quantile=quantile)
+        pool_p, pool_e = np.concatenate([pc, oof]), np.concatenate([ec, y])
+        pool_g = np.concatenate([pool_g, tr.groups() + pool_g.max() + 1])
+    pred.lams = calibrate(pool_p, pool_e, BOUND_GRID, alpha, groups=pool_g, delta=patient_delta)
     clf = load_deployed_classifier("rhythm")
     f1_orig = cinc_f1(ca, None, clf)
     bits = {L: section_bits(runtime.load_deployed(model_id), L) for L in range(0, len(LEVELS) + 1)}
@@ -305,8 +334,10 @@ def train_predictor(data_dir: Path, model_id: int = 3, alpha: float = 0.05, weig
                  "train_windows": int(len(x)), "calib_windows": int(len(pc)), "hidden": hidden,
                  "loss": "mse" if quantile is None else f"pinball q={quantile}",
                  "features": "distortion + history" + (" + task (TaskStream)" if task_features else ""),
-                 "calibration": "conformal" if patient_delta is None
-                 else f"conformal + patient bootstrap, upper {1 - patient_delta:g} bound",
+                 "calibration": ("conformal" if patient_delta is None
+                                 else f"conformal + patient bootstrap, upper {1 - patient_delta:g} bound")
+                 + (f"; pool: calib + {cross_fit}-fold out-of-fold train" if cross_fit else "; pool: calib"),
+                 "calibration_windows": int(len(pool_p)),
                  "seed": seed, "calib_curve": [{k: v for k, v in r.items() if k != "level_histogram"} for r in rows]}
     path = pred.save(runtime.WEIGHTS_DIR)
     entries = runtime.manifest()

@@ -150,3 +150,22 @@ def test_edge_feature_layout_follows_the_predictor():
         edge_features(hist, None, 2 * FEATURES + TASK_FEATURES)
     with pytest.raises(ValueError, match="no edge feature layout"):
         edge_features(hist, task, 2 * FEATURES + 1)
+
+
+def test_out_of_fold_predictions_never_see_their_own_patient():
+    """Cross-fit calibration: a window is predicted by an MLP fitted without its patient. Two
+    patients with the same features but different errors: each one's out-of-fold prediction is the
+    other's error level, where a model that saw it would predict its own."""
+    from wardstream.eval_dynamic import out_of_fold
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2000, 6)).astype(np.float32)
+    groups = np.repeat([0, 1], 1000)
+    y = np.where(groups[:, None] == 0, 0.0, 3.0) * np.ones((1, len(LEVELS)))
+    oof = out_of_fold(x, y, groups, k=2, seed=0)
+    assert oof.shape == y.shape
+    assert oof[groups == 0].mean() > 0.9  # log1p(3) = 1.39, learnt from patient 1 only
+    assert oof[groups == 1].mean() < 0.4  # log1p(0) = 0, learnt from patient 0 only
+    assert np.array_equal(oof, out_of_fold(x, y, groups, k=2, seed=0))
+    with pytest.raises(ValueError):
+        out_of_fold(x, y, groups, k=1)
