@@ -245,6 +245,9 @@ def main(argv: list[str] | None = None) -> int:
     ed.add_argument("--model-id", type=int, default=3)
     ed.add_argument("--json", type=Path)
     ed.add_argument("--png", type=Path, default=None, help="the bound curve (default: next to --json)")
+    ed.add_argument("--audit-every", type=int, default=None, metavar="N",
+                    help="also score a per-bed slack correction from audits of 5 windows every N windows "
+                         "(offline: the pipeline does not send corrections back yet)")
     ev_cv = esub.add_parser("beat-cv", help="the beat recipe by patient-wise cross-validation inside MIT-BIH DS1")
     _common(ev_cv)
     ev_cv.add_argument("--folds", type=int, default=4)
@@ -507,7 +510,7 @@ def main(argv: list[str] | None = None) -> int:
 
         png = a.png or (a.json.with_suffix(".png") if a.json else None)
         try:
-            d = eval_dd(s.data_dir, a.split, a.bound, a.model_id, png)
+            d = eval_dd(s.data_dir, a.split, a.bound, a.model_id, png, audit_every=a.audit_every)
         except DataMissing as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2

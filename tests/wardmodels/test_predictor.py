@@ -169,3 +169,26 @@ def test_out_of_fold_predictions_never_see_their_own_patient():
     assert np.array_equal(oof, out_of_fold(x, y, groups, k=2, seed=0))
     with pytest.raises(ValueError):
         out_of_fold(x, y, groups, k=1)
+
+
+def test_audit_correction_raises_the_slack_only_of_beds_it_underestimates():
+    """Offline per-bed correction: a bed whose audited errors are far above the prediction goes
+    raw after its first audit; a bed predicted well keeps sending the highest level."""
+    from wardmodels.dd_edge import predictor_inputs
+    from wardmodels.predictor import RecordAnalysis
+    from wardstream.eval_dynamic import Part, audit_corrected_levels
+
+    n_in, T, K = predictor_inputs(False), 40, len(LEVELS)
+    z = np.zeros
+    pred = Predictor(z(n_in, np.float32), np.ones(n_in, np.float32), z((4, n_in), np.float32), z(4, np.float32),
+                     z((K, 4), np.float32), np.full(K, 0.05, np.float32), TaskWeights(1.0, 0.0), 0.05,
+                     np.array([0.1]), np.array([0.0]), {})
+    def bed(err):
+        return RecordAnalysis(z((T, n_in), np.float32), np.full((T, K), err), z((T, K)), z((T, 4)), z((K, T, 4)))
+    part = Part("t", [bed(1.0), bed(0.0)], ["mitdb", "mitdb"], [None, None], [None, None])
+    lv = audit_corrected_levels(part, pred, bound=0.3, every=10)
+    bad, good = lv[:T], lv[T:]
+    assert (bad[:10] == LEVELS[-1]).all() and (bad[10:] == 0).all()
+    assert (good == LEVELS[-1]).all()
+    # without audits both beds send the highest level
+    assert (audit_corrected_levels(part, pred, 0.3, every=T) == LEVELS[-1]).all()

@@ -48,7 +48,8 @@ def test_eval_writes_every_key_consistently(small_dir, cache, tmp_path):
     from wardstream.cli import main
 
     out = tmp_path / "dd.json"
-    assert main(["eval", "dynamic-deep", "--data-dir", str(small_dir), "--split", "all", "--json", str(out)]) == 0
+    assert main(["eval", "dynamic-deep", "--data-dir", str(small_dir), "--split", "all", "--json", str(out),
+                 "--audit-every", "150"]) == 0
     d = json.loads(out.read_text())
     for key in ("mean_compression_gain", "level_histogram", "violation_rate", "predicted_vs_real",
                 "f1_cinc_reconstructed", "curve", "oracle_gain_fraction", "aggregate_compression_gain"):
@@ -68,6 +69,9 @@ def test_eval_writes_every_key_consistently(small_dir, cache, tmp_path):
     gains = [r["aggregate_compression_gain"] for r in d["curve"]]
     assert gains[0] <= gains[-1], "the loosest bound sends no more than the tightest"
     assert (tmp_path / "dd.png").stat().st_size > 10_000
+    audit = d["audit_correction"]  # the offline per-bed correction: same windows, its own levels
+    assert sum(audit["level_histogram"].values()) == n and audit["every_windows"] == 150
+    assert 0 <= audit["violation_rate"] <= 1
 
 
 def test_a_cache_from_before_the_task_features_gains_them(small_dir, cache):
