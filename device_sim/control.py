@@ -7,6 +7,12 @@ late still reads the latest value of every key)::
           b"bed-000012"    -> the bound of bed 12 (`stream.topics.bed_key`)
     value {"bound": 0.3, "by": "who", "at_ms": 1700000000000}    (JSON; "bound": null clears it)
 
+    key   b"slack-000012"  -> bed 12's slack correction from the cloud's audits (`processors.audit`):
+    value {"slack": 0.12, "by": "audit", "at_ms": ...}            added to the calibrated slack in
+                                                                  log1p units (>= 0; null clears)
+
+The correction has its own key so that it never overwrites an operator's per-bed bound.
+
 A device applies a message as soon as it is read, so the next window it encodes uses it (the
 simulator polls the topic between windows). A malformed message is rejected with a reason,
 logged and counted; it changes nothing.
@@ -32,39 +38,59 @@ class ControlError(ValueError):
         self.reason = reason
 
 
-def parse(key: bytes | None, value: bytes | None) -> tuple[int | None, float | None]:
-    """-> (bed id or None for the ward, bound or None to clear)."""
+SLACK_PREFIX = b"slack-"
+
+
+def slack_key(bed: int) -> bytes:
+    return SLACK_PREFIX + f"{bed:06d}".encode()
+
+
+def parse(key: bytes | None, value: bytes | None) -> tuple[str, int | None, float | None]:
+    """-> (field "bound" or "slack", bed id or None for the ward, value or None to clear)."""
+    field_name = "bound"
     if key == WARD_KEY:
         bed = None
     elif key and key.startswith(b"bed-") and key[4:].isdigit():
         bed = int(key[4:])
+    elif key and key.startswith(SLACK_PREFIX) and key[len(SLACK_PREFIX):].isdigit():
+        field_name, bed = "slack", int(key[len(SLACK_PREFIX):])
     else:
-        raise ControlError("bad_key", f"key {key!r} is neither b'ward' nor b'bed-NNNNNN'")
+        raise ControlError("bad_key", f"key {key!r} is neither b'ward', b'bed-NNNNNN' nor b'slack-NNNNNN'")
     try:
         msg = json.loads(value or b"")
     except ValueError as exc:
         raise ControlError("bad_json", str(exc)) from None
-    if not isinstance(msg, dict) or "bound" not in msg:
-        raise ControlError("no_bound", f"expected an object with 'bound', got {str(msg)[:80]}")
-    b = msg["bound"]
+    if not isinstance(msg, dict) or field_name not in msg:
+        raise ControlError(f"no_{field_name}", f"expected an object with {field_name!r}, got {str(msg)[:80]}")
+    b = msg[field_name]
     if b is None:
-        return bed, None
-    if isinstance(b, bool) or not isinstance(b, (int, float)) or not math.isfinite(b) or b <= 0:
+        return field_name, bed, None
+    if isinstance(b, bool) or not isinstance(b, (int, float)) or not math.isfinite(b):
+        raise ControlError(f"bad_{field_name}", f"{field_name} must be a finite number, got {b!r}")
+    if field_name == "bound" and b <= 0:
         raise ControlError("bad_bound", f"bound must be a positive finite number, got {b!r}")
-    return bed, float(b)
+    if field_name == "slack" and not 0 <= b <= 10:
+        raise ControlError("bad_slack", f"slack must lie in [0, 10] (log1p units), got {b!r}")
+    return field_name, bed, float(b)
 
 
 def message(bound: float | None, by: str = "wardstream") -> bytes:
     return json.dumps({"bound": bound, "by": by, "at_ms": int(time.time() * 1000)}).encode()
 
 
+def slack_message(slack: float | None, by: str = "audit") -> bytes:
+    return json.dumps({"slack": slack, "by": by, "at_ms": int(time.time() * 1000)}).encode()
+
+
 @dataclass
 class Bounds:
-    """Default, ward-wide and per-bed bounds; a bed's bound is the most specific one set."""
+    """Default, ward-wide and per-bed bounds (a bed's bound is the most specific one set), and the
+    per-bed slack corrections of the cloud's audits."""
 
     default: float
     ward: float | None = None
     beds: dict[int, float] = field(default_factory=dict)
+    slacks: dict[int, float] = field(default_factory=dict)
     applied: int = 0
     rejected: dict[str, int] = field(default_factory=dict)
 
@@ -73,19 +99,27 @@ class Bounds:
             return self.beds[bed]
         return self.ward if self.ward is not None else self.default
 
+    def slack_for(self, bed: int) -> float:
+        return self.slacks.get(bed, 0.0)
+
     def apply(self, key: bytes | None, value: bytes | None) -> bool:
         try:
-            bed, bound = parse(key, value)
+            kind, bed, val = parse(key, value)
         except ControlError as exc:
             self.rejected[exc.reason] = self.rejected.get(exc.reason, 0) + 1
             log.warning("control message rejected (%s)", exc)
             return False
-        if bed is None:
-            self.ward = bound
-        elif bound is None:
+        if kind == "slack":
+            if val is None:
+                self.slacks.pop(bed, None)
+            else:
+                self.slacks[bed] = val
+        elif bed is None:
+            self.ward = val
+        elif val is None:
             self.beds.pop(bed, None)
         else:
-            self.beds[bed] = bound
+            self.beds[bed] = val
         self.applied += 1
         return True
 
@@ -115,6 +149,21 @@ async def follow(settings, bounds: Bounds, on_change, stop: asyncio.Event) -> No
                 on_change()
     finally:
         await consumer.stop()
+
+
+async def publish_slack(settings, slacks: dict[int, float | None], by: str = "audit") -> None:
+    """Per-bed slack corrections, as the worker sends them (`processors.agents`)."""
+    from aiokafka import AIOKafkaProducer
+
+    for bed, v in slacks.items():
+        parse(slack_key(bed), slack_message(v))  # validates before anything is sent
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    await producer.start()
+    try:
+        for bed, v in sorted(slacks.items()):
+            await producer.send_and_wait(settings.control_topic, slack_message(v, by), key=slack_key(bed))
+    finally:
+        await producer.stop()
 
 
 async def publish(settings, bound: float | None, bed: int | None = None, by: str = "wardstream") -> None:

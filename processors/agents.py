@@ -78,6 +78,7 @@ class Stats:
         self.rhythm_decisions = 0
         self.beats_classified = 0
         self.alarm_events = 0
+        self.slack_updates = 0
         self.started = time.time()
         self.cpu0 = time.process_time()
 
@@ -86,7 +87,8 @@ class Stats:
                 "replays": self.replays, "gaps": self.gaps, "late": self.late,
                 "gap_records": self.gap_records, "dead_lettered": dict(self.dead),
                 "batches": self.batches, "rhythm_decisions": self.rhythm_decisions,
-                "beats_classified": self.beats_classified, "alarm_events": self.alarm_events, "uptime_s": time.time() - self.started,
+                "beats_classified": self.beats_classified, "alarm_events": self.alarm_events,
+                "slack_updates": self.slack_updates, "uptime_s": time.time() - self.started,
                 "cpu_s": time.process_time() - self.cpu0,
                 "latency_ms_hist": {str(k): v for k, v in sorted(self.latency_ms.items())},
                 "influx": vars(sink.stats)}
@@ -101,6 +103,8 @@ LIMITS = limits_from(settings.alarm_limits, WARDS.ward_of, {w for w, _, _ in WAR
 BED_LOCK = asyncio.Lock()
 alarms_topic = app.topic(settings.alarms_topic, key_type=bytes, value_type=bytes, key_serializer="raw",
                          value_serializer="raw")
+control_topic = app.topic(settings.control_topic, key_type=bytes, value_type=bytes, key_serializer="raw",
+                          value_serializer="raw")
 
 
 class Arrivals:
@@ -148,6 +152,18 @@ sink = InfluxSink(settings)
 faust_gaps.install({settings.frames_topic})
 gap_reader = faust_gaps.RangeReader(settings.kafka_bootstrap)
 offsets = faust_gaps.OffsetTracker()
+
+
+async def publish_slack_updates(updates: dict[int, float]) -> None:
+    """Per-bed slack corrections from the audits onto the control topic (`device_sim.control`
+    defines the message), delivery awaited."""
+    from device_sim.control import slack_key, slack_message
+
+    futs = [await control_topic.send(key=slack_key(bed), value=slack_message(v)) for bed, v in sorted(updates.items())]
+    for f in futs:
+        await f
+    stats.slack_updates += len(updates)
+    log.info("slack corrections sent: %s", ", ".join(f"bed {b} {v:+.2f}" for b, v in sorted(updates.items())))
 
 
 async def _dead_letter(key: bytes | None, value: bytes, err: FrameError, source: str) -> None:
@@ -199,7 +215,8 @@ async def handle_batch(events) -> None:
         arrivals.note(key, frame.window_end_us / 1e6, now_s)
     res = run_batch(decoded, lambda key: BedState.from_bytes(bed_table.get(key)), classifiers,
                     thresholds=LIMITS, waveform_hz=settings.waveform_hz, conditions=CONDITIONS,
-                    recent_windows={key: arrivals.count(key, now_s) for key, _, _, _ in decoded})
+                    recent_windows={key: arrivals.count(key, now_s) for key, _, _, _ in decoded},
+                    slack_correction=settings.audit_correction)
     for key, st in res.states.items():
         st.seen_ms = seen_ms[key] = int(now_s * 1000)
         silent_open.discard(key)
@@ -244,6 +261,8 @@ async def handle_batch(events) -> None:
     stats.windows_written += len(written)
     if res.alarm_events:  # on the alarms topic before the states move past them (a replay re-emits the same ids)
         await publish_alarm_events(res.alarm_events)
+    if res.slack_updates:  # likewise: the states record them as sent
+        await publish_slack_updates(res.slack_updates)
     for key, st in states.items():
         bed_table[key] = st.to_bytes()
     for gap in gaps:  # processed and written: Faust may now commit past them

@@ -58,6 +58,9 @@ class BedState:
     # and the sequence number of its last window (-1: none)
     audit_buf: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float16))
     audit_seq: int = -1
+    # the per-bed slack correction: residuals of the last audits and the offset last published
+    audit_res: list[float] = field(default_factory=list)
+    slack_sent: float = 0.0
 
     def to_bytes(self) -> bytes:
         return json.dumps({"ls": self.last_seq, "lt": self.last_t_us, "r": self.restarts, "as": self.anchor_seq, "au": self.anchor_us,
@@ -67,7 +70,7 @@ class BedState:
                            "eb": base64.b64encode(self.ecg_buf.astype("<f2").tobytes()).decode(),
                            "be": self.buf_end, "zi": self.zi, "pd": self.pending, "al": self.alarms, "sn": self.seen_ms,
                            "ab": base64.b64encode(self.audit_buf.astype("<f2").tobytes()).decode(),
-                           "aq": self.audit_seq},
+                           "aq": self.audit_seq, "ar": self.audit_res, "ss": self.slack_sent},
                           separators=(",", ":")).encode()
 
     @classmethod
@@ -82,7 +85,7 @@ class BedState:
                    buf_end=d.get("be", 0), zi=d.get("zi"), pending=list(d.get("pd", [])),
                    alarms=d.get("al") or {}, seen_ms=d.get("sn", 0),
                    audit_buf=np.frombuffer(base64.b64decode(d.get("ab", "")), "<f2").astype(np.float16),
-                   audit_seq=d.get("aq", -1))
+                   audit_seq=d.get("aq", -1), audit_res=list(d.get("ar", [])), slack_sent=d.get("ss", 0.0))
 
 
 @dataclass(frozen=True)

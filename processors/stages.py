@@ -44,6 +44,7 @@ class BatchOutput:
     rhythm_decisions: int = 0
     beats_classified: int = 0
     audits: int = 0  # audit bursts completed (observed task error computed)
+    slack_updates: dict = field(default_factory=dict)  # bed id -> slack correction to publish
 
 
 def alarm_points(events: list[al.AlarmEvent]) -> list[str]:
@@ -71,11 +72,12 @@ def waveform_points(frame: Frame, signals: dict, hz: int) -> list[str]:
 
 def run_batch(decoded: list[tuple], get_state, classifiers, thresholds=al.Thresholds(),
               waveform_hz: int = 0, conditions: dict | None = None,
-              recent_windows: dict | None = None) -> BatchOutput:
+              recent_windows: dict | None = None, slack_correction: bool = True) -> BatchOutput:
     """``decoded``: (key, frame, signals, wire_len) per frame; ``get_state(key)`` -> BedState;
     ``thresholds``: the alarm limits, one `Thresholds` or ``bed -> Thresholds``;
     ``recent_windows``: key -> windows of the present that arrived in the last 10 s (the
-    worker's frame-flood count; None offline)."""
+    worker's frame-flood count; None offline); ``slack_correction``: compute the per-bed slack
+    corrections of the audits (`BatchOutput.slack_updates`, `processors.audit.slack_offset`)."""
     out = BatchOutput()
     feats = {}
     for fs in {frame.fs for _, frame, _, _ in decoded}:
@@ -104,13 +106,19 @@ def run_batch(decoded: list[tuple], get_state, classifiers, thresholds=al.Thresh
         if res.classify is not None:
             clf_inputs.append(res.classify)
         if res.audit is not None:
-            audits.append(res.audit)
+            audits.append((key, res.audit))
         windows.append((key, res))
         out.written.append(frame.window_end_us)
     clf_points, results, out.rhythm_decisions, out.beats_classified = classifiers.run(clf_inputs)
     out.points.extend(clf_points)
-    out.points.extend(audit.observe(audits, classifiers.task_model))
+    cases = [c for _, c in audits]
+    scored = audit.score(cases, classifiers.task_model)
+    out.points.extend(audit.points(cases, scored))
     out.audits = len(audits)
+    for (key, c), f in zip(audits, scored):
+        offset = audit.update_slack(out.states[key], c, f["observed"]) if slack_correction else None
+        if offset is not None:
+            out.slack_updates[int(c.bed)] = offset
     by_input = {id(c): r for c, r in zip(clf_inputs, results)}
     alarm_states: dict = {}
     for key, res in windows:

@@ -67,8 +67,9 @@ def raw_channel(mod: Modality, x: np.ndarray) -> Channel:
 class DynamicEncoder:
     """A device that picks its ECG level per window (Dynamic-Deep): the highest-gain level whose
     calibrated predicted task error is under the device's bound (`wardmodels.predictor`), raw
-    when none is; EEG at a fixed level (there is no EEG task model to bound). ``bound`` can be
-    changed at any time (the control topic); it applies from the next window."""
+    when none is; EEG at a fixed level (there is no EEG task model to bound). ``bound`` and
+    ``slack_offset`` (the cloud's per-bed correction from its audits, added to the calibrated
+    slack) can be changed at any time (the control topic); they apply from the next window."""
 
     def __init__(self, model_id: int, bound: float, eeg_level: int = 2, encoder: str = "int8",
                  fixed_level: int | None = None):
@@ -80,6 +81,7 @@ class DynamicEncoder:
         if eeg_level:
             self.codec.stages_for(eeg_level)
         self.model_id, self.bound, self.eeg_level = model_id, float(bound), eeg_level
+        self.slack_offset = 0.0
         # "int8": the integer specification the firmware implements; "fp32": the float network on
         # the same grid (7x faster here; level choices agree on 99.5 % of windows, record 100)
         self.encoder = encoder
@@ -128,7 +130,9 @@ def _encode_dynamic(encoders: list[DynamicEncoder], ecgs: list, eegs: list) -> l
         n_in = codec.predictor.n_in
         feats = edge_features(np.stack(hist), np.stack(task) if task else None, n_in)
         pred = codec.predictor.predict(feats)
-        levels = codec.predictor.choose(pred, np.array([encoders[i].bound for i in members]))
+        bounds = np.array([encoders[i].bound for i in members])
+        lam = np.array([codec.predictor.slack(encoders[i].bound) + encoders[i].slack_offset for i in members])
+        levels = codec.predictor.choose(pred, bounds, lam)
         for j, i in enumerate(members):
             fixed = encoders[i].fixed_level
             L = int(levels[j]) if fixed is None else fixed

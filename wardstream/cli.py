@@ -246,8 +246,8 @@ def main(argv: list[str] | None = None) -> int:
     ed.add_argument("--json", type=Path)
     ed.add_argument("--png", type=Path, default=None, help="the bound curve (default: next to --json)")
     ed.add_argument("--audit-every", type=int, default=None, metavar="N",
-                    help="also score a per-bed slack correction from audits of 5 windows every N windows "
-                         "(offline: the pipeline does not send corrections back yet)")
+                    help="also score the per-bed slack correction of the audits (one observed window every N "
+                         "windows, as the worker scores them) on the same windows")
     ev_cv = esub.add_parser("beat-cv", help="the beat recipe by patient-wise cross-validation inside MIT-BIH DS1")
     _common(ev_cv)
     ev_cv.add_argument("--folds", type=int, default=4)

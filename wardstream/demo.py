@@ -234,6 +234,10 @@ async def run_demo(s: Settings, beds: int, duration_s: float, speed: float, work
             "level_policy": s.level_policy,
             "ecg_levels_sent": {str(k): v for k, v in sorted(rep.levels.items())},
             "bound": getattr(rep.bounds, "default", None),
+            # the worker's per-bed slack corrections from its audits, as the devices last read them
+            "slack_corrections": ({str(b): v for b, v in sorted(rep.bounds.slacks.items())}
+                                  if rep.bounds is not None else None),
+            "slack_updates_sent": sum(st.get("slack_updates", 0) for st in stats),
             "task_error_audit": audit_summary(s, rep.t_first_us // 1000, rep.t_last_end_us // 1000),
             "worker_cpu_s": cpu,
             "influx_write_failures": sum(st["influx"]["write_failures"] for st in stats),
@@ -266,9 +270,20 @@ wardstream demo: {d['beds']} beds, {d['duration_s']:.0f}s at {d['speed']}x, {d['
   device send delay ms {_send_delay_line(d.get('sim_send_delay_ms'))}  (window end -> frame handed to the producer)
   bytes on the wire    {d['wire_bytes']} vs raw 16-bit {d['raw_bytes']} ({d['wire_vs_raw']:.3f}x)
   ECG levels sent      {d['ecg_levels_sent']}  (policy {d['level_policy']}, bound {d['bound']})
+  slack corrections    {_slack_line(d)}
   task error audit     {_audit_line(d.get('task_error_audit') or {})}
   worker CPU           {d['worker_cpu_s']:.1f}s; InfluxDB write failures {d['influx_write_failures']}
 """)
+
+
+def _slack_line(d: dict) -> str:
+    sc = d.get("slack_corrections")
+    if sc is None:
+        return f"{d.get('slack_updates_sent', 0)} sent by the workers; devices at fixed levels do not read them"
+    nz = {b: v for b, v in sc.items() if v > 0}
+    top = max(nz.values(), default=0.0)
+    return (f"{d.get('slack_updates_sent', 0)} sent by the workers; {len(nz)} beds corrected"
+            + (f" (largest +{top:.2f})" if nz else ""))
 
 
 def _send_delay_line(d: dict | None) -> str:

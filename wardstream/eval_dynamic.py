@@ -252,35 +252,36 @@ def score(pred, err, bits, predictor, bound: float) -> dict:
             "oracle_aggregate_fraction": g_agg / o_agg if o_agg else None}, lv
 
 
-AUDIT_SPAN = 5  # windows per audit: the 10 s of reference ECG a device sends (`processors.audit`)
+# windows whose real error one audit observes: the worker scores the last window of each 10-s burst
+# (`processors.audit`: only it has 10 s of original for the rhythm classifier)
+AUDIT_SPAN = 1
 
 
-def audit_corrected_levels(part: Part, predictor, bound: float, every: int, span: int = AUDIT_SPAN,
-                           quantile: float = 0.8) -> np.ndarray:
-    """Levels each bed would send if the cloud audited ``span`` windows every ``every`` windows and
-    sent the bed a slack offset back (offline study; not in the pipeline yet).
+def audit_corrected_levels(part: Part, predictor, bound: float, every: int, span: int = AUDIT_SPAN) -> np.ndarray:
+    """Levels each bed would send if the cloud observed the real error of ``span`` windows every
+    ``every`` windows and sent the bed a slack offset back — what `processors.audit.update_slack`
+    and the devices' control-topic reader do, offline.
 
     What an audit can observe is the real error at the level the device chose, beside the
-    prediction the device sent for it; the offset is the ``quantile`` (the predictor's own fitted
-    quantile) of the residuals ``log1p(real) - predicted`` of every audited VQ window of the bed so
-    far, floored at 0, and applies from the window after the audit. A bed whose errors the
-    predictor underestimates gets a larger slack; a bed it predicts well keeps ~0."""
+    prediction the device sent for it; the offset is `processors.audit.slack_offset` of the
+    residuals ``log1p(real) - predicted`` of the bed's last audited VQ windows, and applies from
+    the window after the audit. A bed whose errors the predictor underestimates gets a larger
+    slack; a bed it predicts well keeps ~0."""
+    from processors.audit import RESIDUALS_KEPT, slack_offset
+
     lam = predictor.slack(bound)
     out = []
     for r in part.records:
         p, e = predictor.predict(r.features(predictor.n_in)), r.error(predictor.weights)
         lv = np.zeros(len(p), np.int64)
-        res: list[np.ndarray] = []
+        res: list[float] = []
         delta, start = 0.0, 0
-        ends = list(range(every, len(p), every)) + [len(p)]
-        for end in ends:
+        for end in list(range(every, len(p), every)) + [len(p)]:
             lv[start:end] = choose_levels(p[start:end], bound, lam + delta)
             audited = np.arange(max(start, end - span), end)
             vq = audited[lv[audited] > 0]
-            res.append(np.log1p(e[vq, lv[vq] - 1]) - p[vq, lv[vq] - 1])
-            pooled = np.concatenate(res)
-            if pooled.size:
-                delta = max(0.0, float(np.quantile(pooled, quantile)))
+            res = (res + (np.log1p(e[vq, lv[vq] - 1]) - p[vq, lv[vq] - 1]).tolist())[-RESIDUALS_KEPT:]
+            delta = slack_offset(res)
             start = end
         out.append(lv)
     return np.concatenate(out) if out else np.zeros(0, np.int64)
@@ -430,14 +431,16 @@ def evaluate(data_dir: Path, split: str = "test", bound: float | None = None, mo
             "gain": 4096.0 / bits[L], "violation_rate": float((err[:, L - 1] > bound).mean()),
             "mean_error": float(err[:, L - 1].mean())}
     if audit_every:
+        from processors.audit import AUDIT_QUANTILE
+
         alv = audit_corrected_levels(part, pr, bound, audit_every)
         over = chosen_error(alv, err) > bound
         g_mean, g_agg = gains(alv, bits)
         mit = np.concatenate([np.full(len(r.feats), s == "mitdb") for r, s in zip(part.records, part.source)])
         out["audit_correction"] = {
-            "every_windows": audit_every, "span_windows": AUDIT_SPAN, "quantile": 0.8,
-            "note": "offline: per-bed slack offset from audited residuals at the chosen level; "
-                    "the pipeline does not send it back to devices yet",
+            "every_windows": audit_every, "span_windows": AUDIT_SPAN, "quantile": AUDIT_QUANTILE,
+            "note": "per-bed slack offset from audited residuals at the chosen level, as the worker "
+                    "sends it (processors.audit.update_slack), simulated offline on the cached analysis",
             "mean_compression_gain": g_mean, "aggregate_compression_gain": g_agg,
             "violation_rate": float(over.mean()),
             "violation_rate_mitdb": float(over[mit].mean()) if mit.any() else None,

@@ -82,6 +82,9 @@ class Settings:
     # every this many seconds a device that predicts its task error sends 10 s of its ECG as
     # its encoder saw it, for the cloud's audit of the prediction (processors.audit; 0: never)
     audit_every_s: float = 1800.0
+    # the worker sends each bed's slack correction from its audits back on the control topic
+    # (processors.audit.slack_offset); devices that pick their level add it to their slack
+    audit_correction: bool = True
 
     @property
     def kafka_port(self) -> int:
@@ -144,6 +147,7 @@ _ENV = {
     "dd_bound": "WARDSTREAM_DD_BOUND",
     "eeg_level": "WARDSTREAM_EEG_LEVEL",
     "audit_every_s": "WARDSTREAM_AUDIT_EVERY_S",
+    "audit_correction": "WARDSTREAM_AUDIT_CORRECTION",
 }
 
 

@@ -58,3 +58,29 @@ def test_bound_change_on_the_control_topic_applies_within_one_window(ward_settin
     # every frame decodes, whatever level it carries
     rec = decode_frames([f for _, f in frames])
     assert all(isinstance(r, dict) and np.isfinite(r[Modality.ECG]).all() for r in rec)
+
+
+def test_a_slack_correction_on_the_control_topic_applies_to_its_bed_only(ward_settings):
+    """The message the worker sends after its audits (`processors.agents.publish_slack_updates`,
+    same key and value as `publish_slack`): the corrected bed goes raw within one window, the
+    others keep choosing, and the bound is untouched."""
+    from device_sim.control import publish_slack
+    from device_sim.ward import run_ward
+
+    speed = 4.0
+    s = ward_settings.replace(codec_model=3, level_policy="dynamic", dd_bound=3.0)
+
+    async def go():
+        task = asyncio.create_task(run_ward(s, 3, 8.0, speed, source="synthetic", seed=5))
+        await asyncio.sleep(4.0)
+        t_pub = time.time()
+        await publish_slack(s, {1: 10.0})  # bed 1's audits: its errors far above the predictions
+        rep = await task
+        return t_pub, rep, await _frames(s, rep.frames_sent)
+
+    t_pub, rep, frames = asyncio.run(go())
+    assert rep.frames_failed == 0 and len(frames) == rep.frames_sent
+    assert rep.bounds.applied == 1 and rep.bounds.slacks == {1: 10.0} and rep.bounds.ward is None
+    after = [(f.bed_id, f.channel(Modality.ECG).level) for ts, f in frames if ts / 1000.0 > t_pub + 0.15 + 2.0 / speed]
+    assert {lv for b, lv in after if b == 1} == {0}
+    assert max(lv for b, lv in after if b != 1) >= 3  # the others still use the low-rate levels

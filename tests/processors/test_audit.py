@@ -81,3 +81,63 @@ def test_the_audit_sees_a_coarser_level_do_more_harm(classifiers):
         obs[level] = [float(_fields(p)["observed"]) for p in points if "observed=" in p]
         assert len(obs[level]) == 4  # 2 beds x 2 continuous bursts of 5
     assert np.mean(obs[5]) > np.mean(obs[1]) + 0.05
+
+
+def _case(level=3, predicted=0.1):
+    from processors.audit import AuditCase
+
+    z = np.zeros(1280, np.float32)
+    return AuditCase("7", 0, level, predicted, z, z, 128, 256, 3)
+
+
+def test_slack_correction_follows_the_beds_residuals():
+    from processors.audit import RESIDUALS_KEPT, residual, slack_offset, update_slack
+
+    assert slack_offset([]) == 0.0
+    assert slack_offset([-0.5, -0.2, -0.1]) == 0.0  # predicted well (or pessimistically): nothing
+    assert residual(np.e - 1, 0.0) == pytest.approx(1.0)
+    st = BedState()
+    assert update_slack(st, _case(predicted=0.1), 0.1) is None  # residual 0: offset 0, already "sent"
+    first = update_slack(st, _case(predicted=0.1), 1.0)  # the device underestimated this bed
+    assert first is not None and first > 0 and st.slack_sent == first
+    assert update_slack(st, _case(predicted=0.1), 1.0) in (None, st.slack_sent)
+    # raw windows and windows without a prediction teach nothing
+    n = len(st.audit_res)
+    assert update_slack(st, _case(level=0), 5.0) is None and update_slack(st, _case(predicted=None), 5.0) is None
+    assert len(st.audit_res) == n
+    # good audits bring it back down; the memory is bounded and survives the changelog
+    for _ in range(RESIDUALS_KEPT):
+        update_slack(st, _case(predicted=0.5), 0.0)
+    assert st.slack_sent == 0.0 and len(st.audit_res) == RESIDUALS_KEPT
+    back = BedState.from_bytes(st.to_bytes())
+    assert back.audit_res == pytest.approx(st.audit_res, abs=1e-12) and back.slack_sent == st.slack_sent
+
+
+def test_run_batch_reports_the_corrections_it_records(classifiers):
+    """Through the real pipeline (deployed codec at level 5): every audit with a prediction adds a
+    residual to its bed's state, and a bed's update equals the offset of its residuals."""
+    from device_sim.ward import Device, SyntheticBed, next_frames
+    from processors.audit import slack_offset
+    from wardmodels.wire_codec import DynamicEncoder, decode_frames, register_deployed
+
+    register_deployed()
+    for correct in (True, False):
+        devs = [Device(b, SyntheticBed(b, seed=b), 1_800_000_000_000_000, DynamicEncoder(3, 0.0, 2, "fp32", fixed_level=5),
+                       None, audit_every=5) for b in (4, 9)]
+        states, updates = {}, {}
+        for _ in range(10):
+            out = next_frames(devs)
+            frames = [decode_frame(raw) for raw, _ in out]
+            sig = decode_frames(frames)
+            res = run_batch([(bed_key(f.bed_id), f, s, len(raw)) for f, s, (raw, _) in zip(frames, sig, out)],
+                            lambda key: states.get(key) or BedState(), classifiers, slack_correction=correct)
+            states.update(res.states)
+            updates.update(res.slack_updates)
+        for b in (4, 9):
+            st = states[bed_key(b)]
+            if correct:
+                assert len(st.audit_res) == 2  # two bursts of 5 windows in 10
+                assert st.slack_sent == slack_offset(st.audit_res)
+                assert updates.get(b, 0.0) == st.slack_sent
+            else:
+                assert st.audit_res == [] and not updates

@@ -99,6 +99,24 @@ def test_a_device_follows_its_bound_from_the_next_window(dd, data_dir):
     np.testing.assert_allclose(raw, ecg[20], atol=0.0006)  # 1 µV steps
 
 
+def test_a_device_adds_the_clouds_slack_correction_from_the_next_window(dd, data_dir):
+    from wardstream.datasets import load_mitdb
+
+    ecg = load_mitdb(data_dir, "100").ecg_mv[: 30 * 256].reshape(30, 256)
+    plain, corrected = DynamicEncoder(MODEL, bound=0.3543), DynamicEncoder(MODEL, bound=0.3543)
+    levels = []
+    for t, w in enumerate(ecg):
+        if t == 10:
+            corrected.slack_offset = 0.3  # the audits say this bed's errors run higher than predicted
+        if t == 20:
+            corrected.slack_offset = 10.0  # no level's prediction survives this: raw
+        levels.append((plain.channels(w, None)[0].level, corrected.channels(w, None)[0].level))
+    a, b = np.array(levels).T
+    assert np.array_equal(a[:10], b[:10]) and a[:10].min() >= 1  # same windows, same choices
+    assert (b[10:20] <= a[10:20]).all() and (b[10:20] < a[10:20]).any(), levels
+    assert set(b[20:]) == {0}
+
+
 def test_a_device_chooses_what_the_evaluation_assumes(dd, data_dir):
     """The device's streaming features (filter, integer analysis, history ring, its own QRS
     detector) give the levels the offline analysis of the same record scores."""
