@@ -37,7 +37,7 @@ def topic_specs(s: Settings) -> list[TopicSpec]:
         TopicSpec(s.dlq_topic, max(1, s.frames_partitions // 4), "original key",
                   "original bytes; headers: reason, error, source partition/offset",
                   retention_ms=14 * 24 * 3600 * 1000),
-        TopicSpec(s.control_topic, 1, "b'ward' or bed_key", "JSON control message (device_sim.control)",
+        TopicSpec(s.control_topic, 1, "b'ward', bed_key or b'slack-' + bed number", "JSON control message (device_sim.control)",
                   compact=True),
         TopicSpec(s.alarms_topic, 4, "bed_key + b':' + condition", "alarm transition JSON (processors.delivery)",
                   retention_ms=30 * 24 * 3600 * 1000),
