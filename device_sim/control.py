@@ -151,32 +151,29 @@ async def follow(settings, bounds: Bounds, on_change, stop: asyncio.Event) -> No
         await consumer.stop()
 
 
-async def publish_slack(settings, slacks: dict[int, float | None], by: str = "audit") -> None:
-    """Per-bed slack corrections, as the worker sends them (`processors.agents`)."""
+async def _send(settings, items: list[tuple[bytes, bytes]]) -> None:
     from aiokafka import AIOKafkaProducer
 
-    for bed, v in slacks.items():
-        parse(slack_key(bed), slack_message(v))  # validates before anything is sent
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
     await producer.start()
     try:
-        for bed, v in sorted(slacks.items()):
-            await producer.send_and_wait(settings.control_topic, slack_message(v, by), key=slack_key(bed))
+        for key, value in items:
+            await producer.send_and_wait(settings.control_topic, value, key=key)
     finally:
         await producer.stop()
 
 
-async def publish(settings, bound: float | None, bed: int | None = None, by: str = "wardstream") -> None:
-    from aiokafka import AIOKafkaProducer
+async def publish_slack(settings, slacks: dict[int, float | None], by: str = "audit") -> None:
+    """Per-bed slack corrections, as the worker sends them (`processors.agents`)."""
+    items = [(slack_key(bed), slack_message(v, by)) for bed, v in sorted(slacks.items())]
+    for key, value in items:
+        parse(key, value)  # validates before anything is sent
+    await _send(settings, items)
 
+
+async def publish(settings, bound: float | None, bed: int | None = None, by: str = "wardstream") -> None:
     from stream.topics import bed_key
 
     if bound is not None:
         parse(WARD_KEY, message(bound))  # validates before anything is sent
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
-    await producer.start()
-    try:
-        key = WARD_KEY if bed is None else bed_key(bed)
-        await producer.send_and_wait(settings.control_topic, message(bound, by), key=key)
-    finally:
-        await producer.stop()
+    await _send(settings, [(WARD_KEY if bed is None else bed_key(bed), message(bound, by))])

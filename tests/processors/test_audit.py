@@ -117,7 +117,7 @@ def test_run_batch_reports_the_corrections_it_records(classifiers):
     """Through the real pipeline (deployed codec at level 5): every audit with a prediction adds a
     residual to its bed's state, and a bed's update equals the offset of its residuals."""
     from device_sim.ward import Device, SyntheticBed, next_frames
-    from processors.audit import slack_offset
+    from processors.audit import SLACK_STEP, slack_offset
     from wardmodels.wire_codec import DynamicEncoder, decode_frames, register_deployed
 
     register_deployed()
@@ -137,7 +137,7 @@ def test_run_batch_reports_the_corrections_it_records(classifiers):
             st = states[bed_key(b)]
             if correct:
                 assert len(st.audit_res) == 2  # two bursts of 5 windows in 10
-                assert st.slack_sent == slack_offset(st.audit_res)
+                assert abs(st.slack_sent - slack_offset(st.audit_res)) < SLACK_STEP  # sent when it moved
                 assert updates.get(b, 0.0) == st.slack_sent
             else:
                 assert st.audit_res == [] and not updates
