@@ -14,7 +14,8 @@ the device's predictor. One difference from training, kept on purpose: the recon
 was actually sent, so under the dynamic policy the 10 s may mix levels.
 
 Points: ``task_error,bed=B,level=L predicted=..`` on every window with a prediction, and on an
-audited window also ``observed``, ``kl``, ``qrs`` (same point: predicted and observed side by side).
+audited window also ``observed``, ``kl``, ``qrs`` (same point: predicted and observed side by side)
+and ``slack``, the bed's correction after this audit (below).
 
 Per-bed correction (`slack_offset`): the bed keeps the residuals ``log1p(observed) -
 log1p(predicted)`` of its last `RESIDUALS_KEPT` audits at a VQ level; their `AUDIT_QUANTILE` (the

@@ -113,12 +113,16 @@ def run_batch(decoded: list[tuple], get_state, classifiers, thresholds=al.Thresh
     out.points.extend(clf_points)
     cases = [c for _, c in audits]
     scored = audit.score(cases, classifiers.task_model)
-    out.points.extend(audit.points(cases, scored))
     out.audits = len(audits)
     for (key, c), f in zip(audits, scored):
-        offset = audit.update_slack(out.states[key], c, f["observed"]) if slack_correction else None
+        if not slack_correction:
+            continue
+        offset = audit.update_slack(out.states[key], c, f["observed"])
         if offset is not None:
             out.slack_updates[int(c.bed)] = offset
+        if c.predicted is not None:
+            f["slack"] = out.states[key].slack_sent  # the bed's correction after this audit
+    out.points.extend(audit.points(cases, scored))
     by_input = {id(c): r for c, r in zip(clf_inputs, results)}
     alarm_states: dict = {}
     for key, res in windows:

@@ -124,7 +124,7 @@ def test_run_batch_reports_the_corrections_it_records(classifiers):
     for correct in (True, False):
         devs = [Device(b, SyntheticBed(b, seed=b), 1_800_000_000_000_000, DynamicEncoder(3, 0.0, 2, "fp32", fixed_level=5),
                        None, audit_every=5) for b in (4, 9)]
-        states, updates = {}, {}
+        states, updates, slack_fields = {}, {}, {}
         for _ in range(10):
             out = next_frames(devs)
             frames = [decode_frame(raw) for raw, _ in out]
@@ -133,11 +133,15 @@ def test_run_batch_reports_the_corrections_it_records(classifiers):
                             lambda key: states.get(key) or BedState(), classifiers, slack_correction=correct)
             states.update(res.states)
             updates.update(res.slack_updates)
+            for p in res.points:
+                if p.startswith("task_error,") and "observed=" in p:
+                    slack_fields[int(p.split("bed=")[1].split(",")[0])] = _fields(p).get("slack")
         for b in (4, 9):
             st = states[bed_key(b)]
             if correct:
                 assert len(st.audit_res) == 2  # two bursts of 5 windows in 10
                 assert abs(st.slack_sent - slack_offset(st.audit_res)) < SLACK_STEP  # sent when it moved
                 assert updates.get(b, 0.0) == st.slack_sent
+                assert float(slack_fields[b]) == pytest.approx(st.slack_sent)  # InfluxDB sees it too
             else:
-                assert st.audit_res == [] and not updates
+                assert st.audit_res == [] and not updates and slack_fields[b] is None
