@@ -92,12 +92,6 @@ def update_slack(state, case: AuditCase, observed: float) -> float | None:
     return offset
 
 
-def observe(cases: list[AuditCase], rhythm) -> list[str]:
-    """The observed task error of each completed audit, as ``task_error`` points (fields
-    ``observed``, ``kl``, ``qrs`` and, when the device sent one, ``predicted``)."""
-    return points(cases, score(cases, rhythm))
-
-
 def points(cases: list[AuditCase], scored: list[dict]) -> list[str]:
     """``task_error`` points of scored audits (`score`)."""
     return [line("task_error", {"bed": c.bed, "level": str(c.level)}, f, c.ts_ms) for c, f in zip(cases, scored)]

@@ -47,6 +47,10 @@ class Part:
         """Every window's predictor input, for a predictor with ``n_in`` inputs."""
         return np.concatenate([r.features(n_in) for r in self.records])
 
+    def mask(self, source: str) -> np.ndarray:
+        """Which windows come from ``source`` ("mitdb" / "cinc")."""
+        return np.concatenate([np.full(len(r.feats), s == source) for r, s in zip(self.records, self.source)])
+
     def groups(self) -> np.ndarray:
         """The record (patient) each window belongs to."""
         return np.concatenate([np.full(len(r.feats), i) for i, r in enumerate(self.records)])
@@ -300,12 +304,20 @@ def _split_levels(part: Part, lv: np.ndarray, source: str = "cinc") -> list[np.n
 BOUND_GRID = np.round(np.geomspace(0.05, 3.0, 24), 4)
 
 
+def _device_predictor(x: np.ndarray, y: np.ndarray, weights: TaskWeights = TaskWeights(), alpha: float = 0.0,
+                      hidden: int = 16, seed: int = 0, quantile: float | None = None):
+    """An MLP fitted on (x, y) as the device holds it (float16 weights), slack table still empty."""
+    from wardmodels.predictor import Predictor, fit_mlp
+
+    pred = Predictor(*fit_mlp(x, y, hidden=hidden, seed=seed, quantile=quantile), weights, alpha, BOUND_GRID,
+                     np.zeros(len(BOUND_GRID)), {})
+    return Predictor.from_bytes(pred.to_bytes())
+
+
 def out_of_fold(x: np.ndarray, y: np.ndarray, groups: np.ndarray, k: int, hidden: int = 16, seed: int = 0,
                 quantile: float | None = None) -> np.ndarray:
     """Predictions of each window by an MLP fitted without its patient's fold (``k`` folds of whole
     patients, seeded), through the device's float16 weights."""
-    from wardmodels.predictor import Predictor, fit_mlp
-
     if k < 2:
         raise ValueError("cross-fit needs at least 2 folds")
     ug = np.unique(groups)
@@ -314,9 +326,7 @@ def out_of_fold(x: np.ndarray, y: np.ndarray, groups: np.ndarray, k: int, hidden
     out = np.zeros((len(x), y.shape[1]), np.float32)
     for f in range(k):
         m = fold == f
-        p = Predictor(*fit_mlp(x[~m], y[~m], hidden=hidden, seed=seed, quantile=quantile), TaskWeights(), 0.0,
-                      BOUND_GRID, np.zeros(len(BOUND_GRID)), {})
-        out[m] = Predictor.from_bytes(p.to_bytes()).predict(x[m])
+        out[m] = _device_predictor(x[~m], y[~m], hidden=hidden, seed=seed, quantile=quantile).predict(x[m])
     return out
 
 
@@ -334,16 +344,14 @@ def train_predictor(data_dir: Path, model_id: int = 3, alpha: float = 0.05, weig
     from wardmodels import runtime
     from wardmodels.clf_runtime import load_deployed_classifier
     from wardmodels.dd_edge import predictor_inputs
-    from wardmodels.predictor import Predictor, calibrate, fit_mlp
+    from wardmodels.predictor import calibrate
 
     tr = load_part(data_dir, "train", model_id, keep_recon=False)
     ca = load_part(data_dir, "calib", model_id)
     n_in = predictor_inputs(task_features)
     x, y = tr.features(n_in), tr.errors(weights)
-    mu, sd, w1, b1, w2, b2 = fit_mlp(x, y, hidden=hidden, seed=seed, quantile=quantile)
-    pred = Predictor(mu, sd, w1, b1, w2, b2, weights, alpha, BOUND_GRID, np.zeros(len(BOUND_GRID)), {})
     # the device holds float16 weights: calibrate what it will compute
-    pred = Predictor.from_bytes(pred.to_bytes())
+    pred = _device_predictor(x, y, weights, alpha, hidden=hidden, seed=seed, quantile=quantile)
     pc, ec = pred.predict(ca.features(n_in)), ca.errors(weights)
     pool_p, pool_e, pool_g = pc, ec, ca.groups()
     if cross_fit:
@@ -421,7 +429,7 @@ def evaluate(data_dir: Path, split: str = "test", bound: float | None = None, mo
            "f1_cinc_original": cinc_f1(part, None, clf),
            "f1_cinc_reconstructed": cinc_f1(part, _split_levels(part, lv), clf)}
     for src in ("mitdb", "cinc"):
-        m = np.concatenate([np.full(len(r.feats), s == src) for r, s in zip(part.records, part.source)])
+        m = part.mask(src)
         if m.any():
             sc, _ = score(pred[m], err[m], bits, pr, bound)
             out[f"by_source_{src}"] = {k: sc[k] for k in ("mean_compression_gain", "aggregate_compression_gain",
@@ -436,7 +444,7 @@ def evaluate(data_dir: Path, split: str = "test", bound: float | None = None, mo
         alv = audit_corrected_levels(part, pr, bound, audit_every)
         over = chosen_error(alv, err) > bound
         g_mean, g_agg = gains(alv, bits)
-        mit = np.concatenate([np.full(len(r.feats), s == "mitdb") for r, s in zip(part.records, part.source)])
+        mit = part.mask("mitdb")
         out["audit_correction"] = {
             "every_windows": audit_every, "span_windows": AUDIT_SPAN, "quantile": AUDIT_QUANTILE,
             "note": "per-bed slack offset from audited residuals at the chosen level, as the worker "
