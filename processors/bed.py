@@ -20,8 +20,7 @@ from processors.qrs import QrsState, ecg_peaks_stream
 from processors.vitals import (ecg_quality, ecg_quality_batch, eeg_band_powers,
                                eeg_band_powers_batch, hrv)
 from stream.wire import AUDIT_WINDOWS, HEADER_SIZE, REGISTRY, Frame, Modality
-from wardmodels.classifier import (BEAT_POST, BEAT_PRE, RHYTHM_SAMPLES, beat_inputs, beat_waves, rr_context,
-                                   rr_features)
+from wardmodels.classifier import BEAT_POST, BEAT_PRE, RHYTHM_SAMPLES, beat_context, beat_inputs, beat_waves
 from wardmodels.frontend import StreamFilter
 
 HRV_SPAN_S = 60.0
@@ -96,7 +95,7 @@ class ClassifierInputs:
     rhythm: np.ndarray | None  # float32[1280] filtered ECG, the last 10 s; None until 10 s exist
     rhythm_ts_ms: int
     beat_waves: np.ndarray  # (n, 2, 112): wave, and wave minus the bed's recent-beat template
-    beat_rr: np.ndarray  # (n, 5)
+    beat_ctx: np.ndarray  # (n, 6): RR features and the rhythm's irregularity (`beat_context`)
     beat_ts_ms: list[int]
     # for a streaming rhythm model (`wardmodels.stream_rhythm`): the bed's filtered-ECG buffer
     # ending with this window, the stream index after it, and the window's length
@@ -195,11 +194,11 @@ def _classifier_inputs(state: BedState, frame: Frame, x: np.ndarray, new_beats: 
     ready = [k for k in state.pending if k != state.pending[-1] and k + BEAT_POST <= state.buf_end]
     state.pending = [k for k in state.pending if k not in ready and k >= buf_start]
     waves = np.zeros((0, 2, 112), np.float32)
-    rr = np.zeros((0, 5), np.float32)
+    rr = np.zeros((0, 6), np.float32)
     ts: list[int] = []
     if ready:
         allb = np.asarray(sorted(set(state.beats)), np.int64)
-        rr = rr_features(*rr_context(allb, fs, at=np.searchsorted(allb, ready)))
+        rr = beat_context(allb, fs, at=np.searchsorted(allb, ready))
         # the ready beats with the earlier beats the buffer still holds (their templates)
         inbuf = allb[(allb - BEAT_PRE >= buf_start) & (allb <= ready[-1])]
         inbuf = np.union1d(inbuf, ready)

@@ -116,7 +116,7 @@ class Classifiers:
         n_beats = 0
         if bt:
             w = np.concatenate([c.beat_waves for c in bt])
-            f = np.concatenate([c.beat_rr for c in bt])
+            f = np.concatenate([c.beat_ctx for c in bt])
             p = self.beat.proba(w, f)
             k = 0
             for c in bt:

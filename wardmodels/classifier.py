@@ -240,6 +240,32 @@ def rr_context(beats: np.ndarray, fs: int = FS, at: np.ndarray | None = None
     return pre, post, local, long
 
 
+IRREGULARITY_INTERVALS = 9  # RR intervals before a beat's own pre-RR that measure the rhythm's irregularity
+
+
+def rr_irregularity(beats: np.ndarray, fs: int = FS, at: np.ndarray | None = None) -> np.ndarray:
+    """For every beat of a sorted sample-index array (or only the positions ``at``): how irregular
+    the rhythm was just before it -- the median absolute successive difference of the up to
+    ``IRREGULARITY_INTERVALS`` RR intervals before the beat's own pre-RR, over their median
+    (0 with fewer than 3). The beat's own prematurity is left out on purpose: in atrial
+    fibrillation every beat is "premature", and this is what tells the two apart."""
+    rr = np.diff(np.asarray(beats, np.float64)) / fs
+    idx = np.arange(len(beats)) if at is None else np.asarray(at, np.int64)
+    out = np.zeros(len(idx), np.float64)
+    for k, i in enumerate(idx):
+        seg = rr[max(0, i - 1 - IRREGULARITY_INTERVALS):max(0, i - 1)]
+        if len(seg) >= 3:
+            out[k] = np.median(np.abs(np.diff(seg))) / max(np.median(seg), 1e-3)
+    return out
+
+
+def beat_context(beats: np.ndarray, fs: int = FS, at: np.ndarray | None = None) -> np.ndarray:
+    """(N, 6) per beat (or per position ``at``): the five `rr_features` the CNN takes, and the
+    `rr_irregularity` the second stage (`beat_stack`) adds."""
+    f = rr_features(*rr_context(beats, fs, at))
+    return np.concatenate([f, rr_irregularity(beats, fs, at)[:, None].astype(np.float32)], axis=1)
+
+
 def beat_scales(signal: np.ndarray, beats: np.ndarray, fs: int = FS) -> np.ndarray:
     """Each beat's amplitude scale: the signal's standard deviation over the ``BEAT_SCALE_S``
     seconds ending ``BEAT_POST`` samples after it (what a bed's buffer holds when it is cut)."""
@@ -317,6 +343,8 @@ class Classifier:
     def proba(self, x: np.ndarray, extra: np.ndarray | None = None, batch: int = 256) -> np.ndarray:
         self.model.eval()
         dt = self.compute_dtype
+        if extra is not None:  # a beat's context (`beat_context`) carries more than the CNN takes
+            extra = np.asarray(extra)[:, :self.model.cfg.extra_features]
         out = []
         for i in range(0, len(x), batch):
             xb = torch.from_numpy(np.ascontiguousarray(x[i:i + batch], np.float32)).to(dt)

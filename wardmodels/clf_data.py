@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from wardmodels.classifier import (BEAT_CLASSES, BEAT_POST, BEAT_PRE, FS, RHYTHM_CLASSES,
-                                   RHYTHM_SAMPLES, aami_labels, beat_inputs, beat_scales, beat_waves,
+                                   RHYTHM_SAMPLES, aami_labels, beat_context, beat_inputs, beat_scales, beat_waves,
                                    rr_context, rr_features,
                                    rhythm_input)
 from wardmodels.frontend import WINDOW, filter_record
@@ -291,10 +291,9 @@ def synthetic_noisy(rng: np.random.Generator, n: int, causal: bool = False) -> l
 # --------------------------------------------------------------------------- beats
 def beat_table(signal: np.ndarray, beat_samples: np.ndarray, labels: np.ndarray | None,
                fs: int = FS) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """(inputs (N,2,112), rr features (N,5), AAMI class index or -1) for every beat of a record;
+    """(inputs (N,2,112), `beat_context` (N,6), AAMI class index or -1) for every beat of a record;
     RR context and templates from all the given beats."""
-    pre, post, local, long = rr_context(beat_samples, fs)
-    feats = rr_features(pre, post, local, long)
+    feats = beat_context(beat_samples, fs)
     waves = beat_inputs(beat_waves(signal, beat_samples, fs), beat_samples, fs)
     y = None
     if labels is not None:

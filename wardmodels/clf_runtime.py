@@ -74,16 +74,27 @@ def load_packed(path: Path, compute: str | None = None) -> Classifier:
 
 
 def load_deployed_classifier(kind: str, compute: str | None = None) -> Classifier:
-    """The deployed classifier, in ``compute`` arithmetic (default: `compute_dtype`); loaded once."""
-    return _load_deployed(kind, compute_dtype(compute))
+    """The deployed classifier, in ``compute`` arithmetic (default: `compute_dtype`); loaded once.
+    The beat classifier comes with its second stage (`beat_stack.StackedBeats`, same ``proba``)
+    when the manifest names one, unless ``WARDSTREAM_BEAT_STACK=0`` (the CNN alone: a rollback and
+    the comparison the README reports)."""
+    import os
+
+    stack = os.environ.get("WARDSTREAM_BEAT_STACK", "1").strip() != "0"
+    return _load_deployed(kind, compute_dtype(compute), stack)
 
 
 @lru_cache(maxsize=None)
-def _load_deployed(kind: str, compute: str) -> Classifier:
+def _load_deployed(kind: str, compute: str, stack: bool = True) -> Classifier:
     entry = classifier_manifest().get(kind)
     if not entry:
         raise WeightsError(f"no deployed {kind} classifier in {CLF_MANIFEST}")
-    return load_packed(WEIGHTS_DIR / entry["packed"], compute)
+    clf = load_packed(WEIGHTS_DIR / entry["packed"], compute)
+    if stack and entry.get("stack"):  # the beat CNN's second stage (`beat_stack`)
+        from wardmodels.beat_stack import BeatStack, StackedBeats
+
+        return StackedBeats(clf, BeatStack.load(verify_hash(WEIGHTS_DIR / entry["stack"])))
+    return clf
 
 
 def _rhythm_metric(data_dir: Path, max_records: int | None = None, causal: bool = False):
@@ -128,7 +139,7 @@ def _beat_metric(data_dir: Path, per_class: int = 3000, seed: int = 3):
     from wardmodels.frontend import filter_record
     from wardmodels.train_classifier import f1_scores
     from wardstream import datasets as ds
-    from wardmodels.classifier import FS
+    from wardmodels.classifier import FS, N_RR_FEATURES
 
     ws, fs, ys = [], [], []
     for r in ds.DS1:
@@ -140,7 +151,8 @@ def _beat_metric(data_dir: Path, per_class: int = 3000, seed: int = 3):
     w, f, y = np.concatenate(ws), np.concatenate(fs), np.concatenate(ys)
     rng = np.random.default_rng(seed)
     pick = np.concatenate([rng.permutation(np.flatnonzero(y == c))[:per_class] for c in range(4)])
-    xw, xf, yy = torch.from_numpy(w[pick]), torch.from_numpy(f[pick]), y[pick]
+    xw, yy = torch.from_numpy(w[pick]), y[pick]
+    xf = torch.from_numpy(np.ascontiguousarray(f[pick][:, :N_RR_FEATURES]))  # the CNN's part of the context
 
     def metric(model) -> float:
         with torch.no_grad():

@@ -29,6 +29,7 @@ def _settings(a: argparse.Namespace):
 def _write_json(d: dict, path: Path | None) -> None:
     text = json.dumps(d, indent=2, default=str)
     if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)  # an hour's evaluation is not lost to a missing folder
         Path(path).write_text(text)
     print(text)
 
@@ -138,8 +139,11 @@ def main(argv: list[str] | None = None) -> int:
 
     tk = tsub.add_parser("classifier", help="the rhythm and beat classifiers (ResNet1D)")
     _common(tk)
-    tk.add_argument("--kind", default="both", choices=["rhythm", "rhythm-stream", "beat", "both", "hubert"],
-                    help="rhythm-stream: the causal rhythm model decided window by window (wardmodels.stream_rhythm)")
+    tk.add_argument("--kind", default="both", choices=["rhythm", "rhythm-stream", "beat", "both", "hubert", "beat-stack"],
+                    help="rhythm-stream: the causal rhythm model decided window by window (wardmodels.stream_rhythm); "
+                         "beat-stack: the beat CNN's second stage, fitted on out-of-fold CNN outputs over DS1 "
+                         "(wardmodels.beat_stack; trains --folds CNNs of --epochs)")
+    tk.add_argument("--folds", type=int, default=4, help="beat-stack: patient-wise folds of DS1")
     tk.add_argument("--pretrain-steps", type=int, default=800, help="hubert: masked-prediction steps")
     tk.add_argument("--epochs", type=int, default=None, help="default: rhythm 40, beat 30")
     tk.add_argument("--budget-min", type=float, default=None, help="stop (resumably) after this long")
@@ -388,6 +392,11 @@ def main(argv: list[str] | None = None) -> int:
             res["beat"] = tcl.train_beat(s.data_dir, a.epochs or 30, seed=a.seed, threads=a.threads,
                                          budget_min=a.budget_min, out_dir=a.out_dir, codec_model=cm,
                                          morph_aug=a.morph_aug)
+        if a.kind == "beat-stack":
+            from wardmodels.beat_stack import train_stack
+
+            res["beat-stack"] = {"finished": True, **train_stack(s.data_dir, a.folds, a.epochs or 10, a.seed, a.threads,
+                                                                  cm, a.out_dir)}
         if a.kind == "hubert":
             res["hubert"] = tcl.train_hubert(s.data_dir, a.pretrain_steps, a.epochs or 8, seed=a.seed,
                                              threads=a.threads, budget_min=a.budget_min, out_dir=a.out_dir,

@@ -256,6 +256,10 @@ def evaluate(data_dir: Path, dataset: str, split: str, codec_model: int, level: 
         e = man[kind]
         out.update({"model_bytes": e["model_bytes"], "fp32_bytes": e["fp32_bytes"],
                     "compression_ratio": e["compression_ratio"], "bits": e["bits"]})
+        if getattr(clf, "stack", None) is not None:  # the beat CNN's second stage: its file, apart
+            from wardmodels.runtime import WEIGHTS_DIR
+
+            out["stack_bytes"] = (WEIGHTS_DIR / clf.stack.name).stat().st_size
     elif weights is not None and Path(weights).suffix == ".wpk":  # a candidate: its own sizes
         from wardmodels.compress import size_report
         from wardmodels.train_classifier import build

@@ -7,7 +7,8 @@ from device_sim.ward import Device, RawEncoder
 from processors.bed import BedState, process_frame
 from processors.decode import reconstruct
 from stream.wire import Modality, decode_frame
-from wardmodels.classifier import RHYTHM_SAMPLES, beat_waves, rr_context, rr_features
+from wardmodels.classifier import (RHYTHM_SAMPLES, beat_context, beat_waves, rr_context, rr_features,
+                                   rr_irregularity)
 from wardmodels.frontend import filter_record
 
 
@@ -51,7 +52,7 @@ def test_every_beat_classified_once_and_restart_changes_nothing():
     for a, b in zip(straight, restored):
         assert a.beat_ts_ms == b.beat_ts_ms
         np.testing.assert_array_equal(a.beat_waves, b.beat_waves)
-        np.testing.assert_array_equal(a.beat_rr, b.beat_rr)
+        np.testing.assert_array_equal(a.beat_ctx, b.beat_ctx)
         if a.rhythm is not None:
             np.testing.assert_array_equal(a.rhythm, b.rhythm)
     # one beat (the last) waits for its successor
@@ -79,3 +80,24 @@ def test_beat_waves_are_scaled_by_the_local_signal():
     b = beat_waves(5 * x, np.array([1000]))
     np.testing.assert_allclose(a, b, rtol=1e-5)
     assert a.shape == (1, 112) and a[0].argmax() == 48
+
+
+def test_irregularity_leaves_out_the_beats_own_prematurity():
+    regular = np.arange(0, 3000, 100)  # 1 s RR at 100 Hz
+    irr = rr_irregularity(regular, 100)
+    assert irr[:4].tolist() == [0, 0, 0, 0] and np.allclose(irr[4:], 0)  # fewer than 3 intervals: 0
+    early = regular.copy()
+    early[20:] -= 40  # beat 20 comes 0.4 s early (and the rhythm resumes from it)
+    e = rr_irregularity(early, 100)
+    assert e[20] == 0  # its own short pre-RR is not counted
+    assert np.all(e == 0)  # and one ectopic beat does not make a rhythm irregular (a median)
+    alt = np.cumsum(np.tile([60, 140], 20))  # bigeminy-like alternation: every difference is 0.8 s
+    assert np.all(rr_irregularity(alt, 100)[12:] > 0.5)  # over the median interval (0.6 or 1.4 s)
+    rng = np.random.default_rng(0)
+    af = np.cumsum(rng.uniform(50, 150, 40)).astype(np.int64)  # irregularly irregular
+    assert np.median(rr_irregularity(af, 100)[12:]) > 0.2
+    # positions `at` give the same as the whole array
+    np.testing.assert_array_equal(rr_irregularity(af, 100, at=np.array([5, 17, 30])), rr_irregularity(af, 100)[[5, 17, 30]])
+    ctx = beat_context(af, 100)
+    assert ctx.shape == (40, 6)
+    np.testing.assert_array_equal(ctx[:, :5], rr_features(*rr_context(af, 100)))
