@@ -124,10 +124,6 @@ class StackedBeats:
     def meta(self) -> dict:
         return self.cnn.meta
 
-    @property
-    def model(self):
-        return self.cnn.model
-
     def proba(self, x: np.ndarray, ctx: np.ndarray, batch: int = 256) -> np.ndarray:
         ctx = np.asarray(ctx, np.float32)
         return self.stack.proba(self.cnn.proba(x, ctx[:, :N_RR_FEATURES], batch), ctx)
@@ -177,14 +173,6 @@ def tune_bias(p: np.ndarray, logits: np.ndarray, y: np.ndarray, grid=np.arange(-
     return bias
 
 
-def _class_scores(y: np.ndarray, pred: np.ndarray) -> dict:
-    out = {}
-    for k, name in enumerate(BEAT_CLASSES):
-        tp = int(((y == k) & (pred == k)).sum())
-        out[name] = {"sensitivity": round(tp / max(int((y == k).sum()), 1), 4), "ppv": round(tp / max(int((pred == k).sum()), 1), 4)}
-    return out
-
-
 def fit_stack(p: np.ndarray, ctx: np.ndarray, y: np.ndarray, groups: np.ndarray, folds: int = 4) -> tuple[BeatStack, dict]:
     """Fit on out-of-fold CNN probabilities ``p`` with contexts ``ctx`` and labels ``y``;
     ``groups``: each row's patient (record), for the patient-wise choice of the offsets."""
@@ -202,10 +190,14 @@ def fit_stack(p: np.ndarray, ctx: np.ndarray, y: np.ndarray, groups: np.ndarray,
         oof[held] = x[held] @ W + c
     bias = tune_bias(p, oof, y)
     W, c = _fit_lr(x, y, w)
+    from wardstream.eval_classifier import class_scores, confusion
+
     pred = split_normal_supraventricular(p, oof + bias).argmax(1)
+    k = len(BEAT_CLASSES)
     report = {"rows": int(len(y)), "class_counts": counts.astype(int).tolist(), "bias": bias.tolist(),
               "cv_macro_f1": macro_f1(y, pred), "cnn_macro_f1": macro_f1(y, p.argmax(1)),
-              "cv": _class_scores(y, pred), "cnn": _class_scores(y, p.argmax(1))}
+              "cv": class_scores(confusion(y, pred, k), BEAT_CLASSES),
+              "cnn": class_scores(confusion(y, p.argmax(1), k), BEAT_CLASSES)}
     return BeatStack(mu, sd, W, c, bias, {"fit": report}), report
 
 

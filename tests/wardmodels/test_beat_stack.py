@@ -37,8 +37,8 @@ def test_fit_learns_prematurity_and_round_trips(tmp_path):
     p, ctx = _rows(rng, len(y), y == 1)
     groups = np.repeat(np.arange(8), len(y) // 8)
     stack, report = fit_stack(p, ctx, y, groups, folds=4)
-    assert report["cv"]["S"]["sensitivity"] > 0.95 and report["cv"]["S"]["ppv"] > 0.95, report
-    assert report["cnn"]["S"]["sensitivity"] in (0.0, 1.0)  # the CNN alone is a coin with one side
+    assert report["cv"]["sensitivity"]["S"] > 0.95 and report["cv"]["ppv"]["S"] > 0.95, report
+    assert report["cnn"]["sensitivity"]["S"] in (0.0, 1.0)  # the CNN alone is a coin with one side
     path = stack.save(tmp_path)
     assert path.name.startswith("beatstack-") and len(path.stem.split("-")[1]) == 12
     again = BeatStack.load(path)
