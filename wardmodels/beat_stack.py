@@ -1,15 +1,17 @@
-"""A second stage over the beat CNN: normal or supraventricular, decided from the CNN's class
-probabilities and the beat's rhythm context by a logistic regression fitted on other patients.
+"""A second stage over the beat CNN, fitted on other patients: it re-decides normal against
+supraventricular, and may take a doubtful ventricular call away, from the CNN's class
+probabilities and the beat's rhythm context.
 
 Why: the CNN learns DS1's patients' beat shapes and its RR inputs are a small part of what it
 sees, so on new patients (DS2) it finds a quarter of the supraventricular (S) beats -- whose shape
 is the patient's normal one and whose sign is prematurity -- and calls normal beats in atrial
-fibrillation (where every beat is "premature") supraventricular. A multinomial logistic regression
-on the CNN's log-probabilities, the five RR features, the rhythm's irregularity before the beat
-(`classifier.rr_irregularity`) and their quadratic terms weighs the two kinds of evidence as
-unseen patients need. Its N and S logits then re-divide the CNN's N + S probability
-(`split_normal_supraventricular`); V and F keep the CNN's probabilities, so the ventricular-run
-alarms see exactly what they saw before.
+fibrillation (where every beat is "premature") supraventricular or ventricular. A multinomial
+logistic regression on the CNN's log-probabilities, the five RR features, the rhythm's
+irregularity before the beat (`classifier.rr_irregularity`) and their quadratic terms weighs the
+two kinds of evidence as unseen patients need; `combine` applies it: N and S re-divided by its
+odds, a V below the alarms' probability (0.9) lowered where it disagrees, and F and confident V
+left exactly as the CNN says, so every V beat the run alarms count is one the CNN called (the
+alarms also read the other beats' confidence: a confident non-V beat ends a run).
 
 It must be fitted on CNN outputs for patients the CNN was not trained on: the DS1 records are
 dealt into the folds of `beat_cv.fold_records`, a CNN is trained on the other folds by the
@@ -51,17 +53,28 @@ def stack_features(p: np.ndarray, ctx: np.ndarray) -> np.ndarray:
     return np.concatenate([lp, r, *quad, lp * r[:, -1:]], axis=1)
 
 
-def split_normal_supraventricular(p: np.ndarray, logits: np.ndarray) -> np.ndarray:
-    """The CNN's probabilities ``p`` with its N + S mass re-divided by the odds of the second
-    stage's N and S ``logits``; V and F keep the CNN's probability, so a confidently ventricular
-    beat -- what the run alarms count -- is never changed, and the stage decides only what the
-    CNN does worst on new patients: normal or supraventricular."""
-    z = np.asarray(logits, np.float64)[:, :2]
+V_KEEP = 0.9  # the run alarms' class probability (`processors.alarms.Thresholds.v_min_p`)
+
+
+def combine(p: np.ndarray, logits: np.ndarray, v_keep: float = V_KEEP) -> np.ndarray:
+    """The CNN's probabilities ``p`` corrected by the second stage's ``logits``:
+
+    * the N + S mass is re-divided by the odds of the stage's N and S logits (every beat);
+    * a beat the CNN gives a ventricular probability below ``v_keep`` gets the smaller of the
+      CNN's and the stage's (its three-way N/S/V softmax times the CNN's N + S + V mass), the
+      freed mass going to N and S by the same odds -- the stage can only take a doubtful V away;
+    * F, and V from ``v_keep`` up, keep the CNN's probability: a V beat the run alarms count
+      (at ``v_min_p`` = 0.9) is exactly the CNN's."""
+    p = np.asarray(p, np.float64)
+    z = np.asarray(logits, np.float64)[:, :3]
     z = np.exp(z - z.max(axis=1, keepdims=True))
     z /= z.sum(axis=1, keepdims=True)
-    out = np.array(p, np.float64)
-    mass = out[:, 0] + out[:, 1]
-    out[:, 0], out[:, 1] = mass * z[:, 0], mass * z[:, 1]
+    ns = z[:, :2] / z[:, :2].sum(axis=1, keepdims=True)
+    out = p.copy()
+    nsv = p[:, 0] + p[:, 1] + p[:, 2]
+    v = np.where(p[:, 2] < v_keep, np.minimum(p[:, 2], nsv * z[:, 2]), p[:, 2])
+    rest = nsv - v
+    out[:, 0], out[:, 1], out[:, 2] = rest * ns[:, 0], rest * ns[:, 1], v
     return out.astype(np.float32)
 
 
@@ -80,10 +93,10 @@ class BeatStack:
         return x @ self.w + self.c + self.bias
 
     def proba(self, p: np.ndarray, ctx: np.ndarray) -> np.ndarray:
-        """`split_normal_supraventricular` of the CNN's ``p`` by this stage's logits."""
+        """`combine` the CNN's ``p`` with this stage's logits."""
         if len(p) == 0:
             return np.zeros((0, len(BEAT_CLASSES)), np.float32)
-        return split_normal_supraventricular(p, self.logits(p, ctx))
+        return combine(p, self.logits(p, ctx), self.meta.get("v_keep", V_KEEP))
 
     def to_bytes(self) -> bytes:
         buf = io.BytesIO()
@@ -161,13 +174,13 @@ def macro_f1(y: np.ndarray, pred: np.ndarray, classes=(0, 1, 2)) -> float:
 
 
 def tune_bias(p: np.ndarray, logits: np.ndarray, y: np.ndarray, grid=np.arange(-3.0, 3.01, 0.25)) -> np.ndarray:
-    """The S logit offset (the only one `split_normal_supraventricular` uses besides N's 0) that
-    maximises `macro_f1`; ties keep the offset nearest 0."""
+    """The S logit offset (V's and F's stay 0) that maximises the `macro_f1` of `combine`; ties keep
+    the offset nearest 0."""
     best, bias = -1.0, np.zeros(logits.shape[1])
     for g in sorted(grid, key=abs):
         b = np.zeros(logits.shape[1])
         b[1] = g
-        m = macro_f1(y, split_normal_supraventricular(p, logits + b).argmax(1))
+        m = macro_f1(y, combine(p, logits + b).argmax(1))
         if m > best + 1e-12:
             best, bias = m, b
     return bias
@@ -192,13 +205,13 @@ def fit_stack(p: np.ndarray, ctx: np.ndarray, y: np.ndarray, groups: np.ndarray,
     W, c = _fit_lr(x, y, w)
     from wardstream.eval_classifier import class_scores, confusion
 
-    pred = split_normal_supraventricular(p, oof + bias).argmax(1)
+    pred = combine(p, oof + bias).argmax(1)
     k = len(BEAT_CLASSES)
     report = {"rows": int(len(y)), "class_counts": counts.astype(int).tolist(), "bias": bias.tolist(),
               "cv_macro_f1": macro_f1(y, pred), "cnn_macro_f1": macro_f1(y, p.argmax(1)),
               "cv": class_scores(confusion(y, pred, k), BEAT_CLASSES),
               "cnn": class_scores(confusion(y, p.argmax(1), k), BEAT_CLASSES)}
-    return BeatStack(mu, sd, W, c, bias, {"fit": report}), report
+    return BeatStack(mu, sd, W, c, bias, {"fit": report, "v_keep": V_KEEP}), report
 
 
 def oof_table(data_dir: Path, folds: int = 4, epochs: int = 10, seed: int = 0, threads: int = 2,

@@ -4,20 +4,23 @@ prematurity, and what the deployed one does on a held-out patient."""
 import numpy as np
 import pytest
 
-from wardmodels.beat_stack import (BeatStack, StackedBeats, fit_stack, split_normal_supraventricular,
-                                   stack_features)
+from wardmodels.beat_stack import BeatStack, StackedBeats, combine, fit_stack, stack_features
 from wardmodels.classifier import BEAT_CLASSES, FS, aami_labels
 
 
-def test_split_keeps_ventricular_and_fusion_probabilities():
-    p = np.array([[0.6, 0.1, 0.3, 0.0], [0.02, 0.01, 0.95, 0.02], [0.3, 0.3, 0.2, 0.2]], np.float32)
-    logits = np.array([[0.0, 2.0, 9.0, 9.0], [5.0, -5.0, 0.0, 0.0], [0.0, 0.0, -9.0, 3.0]])
-    q = split_normal_supraventricular(p, logits)
-    np.testing.assert_allclose(q[:, 2:], p[:, 2:])  # V and F untouched, whatever the logits say
+def test_combine_leaves_fusion_and_confident_ventricular_beats_alone():
+    p = np.array([[0.6, 0.1, 0.3, 0.0], [0.02, 0.01, 0.95, 0.02], [0.3, 0.3, 0.2, 0.2], [0.3, 0.1, 0.6, 0.0]],
+                 np.float32)
+    logits = np.array([[0.0, 2.0, 9.0, 9.0], [5.0, -5.0, -9.0, 0.0], [0.0, 0.0, -9.0, 3.0], [4.0, 0.0, 0.0, 0.0]])
+    q = combine(p, logits)
+    np.testing.assert_allclose(q[:, 3], p[:, 3])  # F is the CNN's
+    assert q[1, 2] == pytest.approx(0.95)  # V at >= 0.9 (what the run alarms count) is the CNN's
     np.testing.assert_allclose(q.sum(1), 1, atol=1e-6)
-    np.testing.assert_allclose(q[:, 0] + q[:, 1], p[:, 0] + p[:, 1], atol=1e-6)
-    assert q[0].argmax() == 1 and q[2, 0] == pytest.approx(q[2, 1])  # only the N:S odds come from the logits
-    assert q[1].argmax() == 2
+    assert q[0, 2] == pytest.approx(0.3)  # the stage never raises V (its logit 9 here)
+    assert q[0].argmax() == 1  # ... but re-divides N + S by its odds
+    assert q[2, 0] == pytest.approx(q[2, 1]) and q[2, 2] < 0.01  # a doubtful V it disagrees with goes
+    assert q[3].argmax() == 0 and q[3, 2] < 0.1  # the CNN's 0.6 V, the stage says N: N
+    assert (q[:, 2] <= p[:, 2] + 1e-7).all()
 
 
 def _rows(rng, n, premature):
@@ -70,10 +73,21 @@ def test_deployed_stage_on_a_held_out_patient(data_dir, monkeypatch):
     w, ctx, _ = beat_table(x, b, None)
     ok = (y >= 0) & (b >= 48) & (b < len(x) - 64)
     p0, p1 = cnn.proba(w[ok], ctx[ok]), stacked.proba(w[ok], ctx[ok])
-    np.testing.assert_allclose(p1[:, 2:], p0[:, 2:], atol=1e-6)
+    np.testing.assert_allclose(p1[:, 3], p0[:, 3], atol=1e-6)
+    sure = p0[:, 2] >= 0.9
+    np.testing.assert_allclose(p1[sure, 2], p0[sure, 2], atol=1e-6)
+    assert (p1[:, 2] <= p0[:, 2] + 1e-6).all()
     s = y[ok] == 1
     assert s.sum() > 1300
     se0, se1 = (p0[s].argmax(1) == 1).mean(), (p1[s].argmax(1) == 1).mean()
     assert se1 > 0.35 and se1 > se0 + 0.15, (se0, se1)
     n = y[ok] == 0
     assert (p1[n].argmax(1) == 1).mean() < 0.02  # its few normal beats stay normal
+
+
+def test_stage_keeps_the_ventricular_beats_the_run_alarms_count():
+    """`combine` leaves V alone from the probability at which the alarms count a beat as V."""
+    from processors.alarms import Thresholds
+    from wardmodels.beat_stack import V_KEEP
+
+    assert V_KEEP == Thresholds().v_min_p
