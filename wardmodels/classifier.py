@@ -248,7 +248,8 @@ def rr_irregularity(beats: np.ndarray, fs: int = FS, at: np.ndarray | None = Non
     the rhythm was just before it -- the median absolute successive difference of the up to
     ``IRREGULARITY_INTERVALS`` RR intervals before the beat's own pre-RR, over their median
     (0 with fewer than 3). The beat's own prematurity is left out on purpose: in atrial
-    fibrillation every beat is "premature", and this is what tells the two apart."""
+    fibrillation every beat is "premature", and this is what tells the two apart. (The AF alarm's
+    `processors.alarms.rr_irregularity` is the same measure over normal-class beats only.)"""
     rr = np.diff(np.asarray(beats, np.float64)) / fs
     idx = np.arange(len(beats)) if at is None else np.asarray(at, np.int64)
     out = np.zeros(len(idx), np.float64)
