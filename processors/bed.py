@@ -194,11 +194,11 @@ def _classifier_inputs(state: BedState, frame: Frame, x: np.ndarray, new_beats: 
     ready = [k for k in state.pending if k != state.pending[-1] and k + BEAT_POST <= state.buf_end]
     state.pending = [k for k in state.pending if k not in ready and k >= buf_start]
     waves = np.zeros((0, 2, 112), np.float32)
-    rr = np.zeros((0, 6), np.float32)
+    ctx = np.zeros((0, 6), np.float32)
     ts: list[int] = []
     if ready:
         allb = np.asarray(sorted(set(state.beats)), np.int64)
-        rr = beat_context(allb, fs, at=np.searchsorted(allb, ready))
+        ctx = beat_context(allb, fs, at=np.searchsorted(allb, ready))
         # the ready beats with the earlier beats the buffer still holds (their templates)
         inbuf = allb[(allb - BEAT_PRE >= buf_start) & (allb <= ready[-1])]
         inbuf = np.union1d(inbuf, ready)
@@ -206,7 +206,7 @@ def _classifier_inputs(state: BedState, frame: Frame, x: np.ndarray, new_beats: 
         inp = beat_inputs(w, inbuf, fs)
         waves = inp[np.searchsorted(inbuf, ready)]
         ts = [(state.anchor_us + k * 1_000_000 // fs) // 1000 for k in ready]
-    return ClassifierInputs(str(frame.bed_id), rhythm, ts_ms, waves, rr, ts, buf, state.buf_end, len(x))
+    return ClassifierInputs(str(frame.bed_id), rhythm, ts_ms, waves, ctx, ts, buf, state.buf_end, len(x))
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,6 @@ a JSON record of how it was made); `wardstream train classifier --kind beat-stac
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import logging
@@ -36,7 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
-from wardmodels.classifier import BEAT_CLASSES, FS, N_RR_FEATURES, Classifier
+from wardmodels.classifier import BEAT_CLASSES, BEAT_POST, BEAT_PRE, FS, N_RR_FEATURES, Classifier, aami_labels
+from wardmodels.hashname import write_hashed
 
 log = logging.getLogger(__name__)
 N_CONTEXT = N_RR_FEATURES + 1  # the RR features and the irregularity (`beat_context`)
@@ -105,10 +105,7 @@ class BeatStack:
         return buf.getvalue()
 
     def save(self, out_dir: Path) -> Path:
-        blob = self.to_bytes()
-        path = Path(out_dir) / f"beatstack-{hashlib.sha256(blob).hexdigest()[:12]}.npz"
-        path.write_bytes(blob)
-        return path
+        return write_hashed(out_dir, "beatstack", self.to_bytes(), ".npz")
 
     @classmethod
     def load(cls, path: Path) -> "BeatStack":
@@ -138,8 +135,7 @@ class StackedBeats:
         return self.cnn.meta
 
     def proba(self, x: np.ndarray, ctx: np.ndarray, batch: int = 256) -> np.ndarray:
-        ctx = np.asarray(ctx, np.float32)
-        return self.stack.proba(self.cnn.proba(x, ctx[:, :N_RR_FEATURES], batch), ctx)
+        return self.stack.proba(self.cnn.proba(x, ctx, batch), ctx)  # the CNN takes the RR part itself
 
 
 # --------------------------------------------------------------------------- fitting
@@ -225,8 +221,6 @@ def oof_table(data_dir: Path, folds: int = 4, epochs: int = 10, seed: int = 0, t
     from wardmodels.frontend import filter_record
     from wardmodels.train_classifier import RUNS, load_classifier, train_beat
     from wardstream import datasets as ds
-
-    from wardmodels.classifier import BEAT_POST, BEAT_PRE, aami_labels
 
     data_dir = Path(data_dir)
     out_dir = Path(out_dir or RUNS / "beat-stack")

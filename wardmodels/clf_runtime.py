@@ -25,7 +25,8 @@ import numpy as np
 
 from wardmodels.classifier import Classifier
 from wardmodels.compress import fold_batchnorm, laq, pack, size_report, unpack
-from wardmodels.runtime import WEIGHTS_DIR, WeightsError, verify_hash
+from wardmodels.hashname import WeightsError, verify_hash, write_hashed
+from wardmodels.runtime import WEIGHTS_DIR
 
 log = logging.getLogger(__name__)
 CLF_MANIFEST = WEIGHTS_DIR / "CLASSIFIERS.json"
@@ -226,11 +227,8 @@ def export_classifier(kind: str, weights: Path, data_dir: Path, out_dir: Path | 
     tag = f"w{fixed_bits}" if fixed_bits else "laq"
     tmp = out_dir / f"{kind}-{tag}.tmp"
     pack(folded, res.bits, clf.model.cfg.to_dict(), tmp)
-    import hashlib
-
-    digest = hashlib.sha256(tmp.read_bytes()).hexdigest()[:12]
-    path = out_dir / f"{kind}-{tag}-{digest}.wpk"
-    tmp.replace(path)
+    path = write_hashed(out_dir, f"{kind}-{tag}", tmp.read_bytes(), ".wpk")
+    tmp.unlink()
     entry = {"packed": path.name, "source": Path(weights).name, "bits": res.bits,
              "importance": res.importance, "laq_metric": "cinc_f1 of every 10-s decision on calib" if kind == "rhythm" else "macro F1 N/S/V on DS1",
              "bit_choices": [fixed_bits] if fixed_bits else list(choices),

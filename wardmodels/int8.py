@@ -37,7 +37,6 @@ integer spec, not an approximation of it.
 
 from __future__ import annotations
 
-import hashlib
 import io
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +45,7 @@ import numpy as np
 import torch
 
 from wardmodels.codec import MODALITIES, ConvBN, DualCodec, Encoder
+from wardmodels.hashname import write_hashed
 
 SLOPE = 0.1
 SLOPE_Q16 = 6554  # the integer path's LeakyReLU slope, in 1/65536
@@ -270,10 +270,7 @@ class Int8Encoder:
         return buf.getvalue()
 
     def save(self, out_dir: Path, stem: str) -> Path:
-        blob = self.to_bytes()
-        path = Path(out_dir) / f"{stem}-{hashlib.sha256(blob).hexdigest()[:12]}.npz"
-        path.write_bytes(blob)
-        return path
+        return write_hashed(out_dir, stem, self.to_bytes(), ".npz")
 
     @classmethod
     def load(cls, path: Path) -> "Int8Encoder":

@@ -28,7 +28,6 @@ can also fit a quantile of each level's error (pinball loss) instead of the mean
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 from dataclasses import asdict, dataclass
@@ -37,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from wardmodels.dd_edge import N_LEVELS, edge_features, task_features, with_history
+from wardmodels.hashname import write_hashed
 
 QRS_TOL_S = 0.15
 QRS_TIME_UNIT_S = 0.05
@@ -186,10 +186,7 @@ class Predictor:
         return buf.getvalue()
 
     def save(self, out_dir: Path) -> Path:
-        blob = self.to_bytes()
-        path = Path(out_dir) / f"predictor-{hashlib.sha256(blob).hexdigest()[:12]}.npz"
-        path.write_bytes(blob)
-        return path
+        return write_hashed(out_dir, "predictor", self.to_bytes(), ".npz")
 
     @classmethod
     def load(cls, path: Path) -> "Predictor":

@@ -17,7 +17,6 @@ calibrated edge error predictor (``"predictor"``, `wardmodels.predictor`).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import threading
 from dataclasses import dataclass, field
@@ -29,26 +28,11 @@ import torch
 
 from wardmodels.codec import MODALITIES, DualCodec
 from wardmodels.frontend import SCALE_BITS, normalise, scale_value
+from wardmodels.hashname import WeightsError, verify_hash  # noqa: F401  (re-exported: where callers look)
 from wardmodels.int8 import Int8Encoder, fp32_indices, snap_codebooks
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 MANIFEST = WEIGHTS_DIR / "MANIFEST.json"
-
-
-class WeightsError(RuntimeError):
-    pass
-
-
-def verify_hash(path: Path) -> Path:
-    """The name ends in the first 12 hex digits of the file's sha256; refuse anything else."""
-    path = Path(path)
-    if not path.exists():
-        raise WeightsError(f"weights file {path} is missing")
-    want = path.stem.rsplit("-", 1)[-1]
-    got = hashlib.sha256(path.read_bytes()).hexdigest()[: len(want)]
-    if len(want) < 8 or got != want:
-        raise WeightsError(f"{path.name}: content hash {got} does not match its name")
-    return path
 
 
 def manifest() -> list[dict]:

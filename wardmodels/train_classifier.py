@@ -14,7 +14,6 @@ Weights land as ``<out>/clf-<variant>-<sha256[:12]>.pt`` (config, state dict, tr
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import logging
@@ -25,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from wardmodels.hashname import write_hashed
 from wardmodels.classifier import (BEAT_CLASSES, RHYTHM_CLASSES, VARIANTS, Classifier, ResNet1D,
                                    ResNetConfig)
 
@@ -35,11 +35,7 @@ RUNS = Path(__file__).resolve().parent.parent / "runs"
 def save_classifier(model: ResNet1D, out_dir: Path, record: dict, prefix: str = "clf") -> Path:
     buf = io.BytesIO()
     torch.save({"config": model.cfg.to_dict(), "state_dict": model.state_dict(), "train": record}, buf)
-    blob = buf.getvalue()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"{prefix}-{model.cfg.name}-{hashlib.sha256(blob).hexdigest()[:12]}.pt"
-    path.write_bytes(blob)
-    return path
+    return write_hashed(out_dir, f"{prefix}-{model.cfg.name}", buf.getvalue(), ".pt")
 
 
 def build(config: dict) -> torch.nn.Module:

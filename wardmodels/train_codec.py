@@ -8,7 +8,6 @@ config + training record), the file the pipeline loads.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import logging
@@ -19,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from wardmodels.hashname import write_hashed
 from wardmodels.codec import MODALITIES, CodecConfig, DualCodec, recon_loss, variant
 
 log = logging.getLogger(__name__)
@@ -28,12 +28,7 @@ def save_weights(model: DualCodec, out_dir: Path, record: dict) -> Path:
     buf = io.BytesIO()
     state = {k: v for k, v in model.state_dict().items()}
     torch.save({"config": model.cfg.to_dict(), "state_dict": state, "train": record}, buf)
-    blob = buf.getvalue()
-    digest = hashlib.sha256(blob).hexdigest()[:12]
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"codec-{model.cfg.name}-{digest}.pt"
-    path.write_bytes(blob)
-    return path
+    return write_hashed(out_dir, f"codec-{model.cfg.name}", buf.getvalue(), ".pt")
 
 
 def load_weights(path: Path) -> DualCodec:

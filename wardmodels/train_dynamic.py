@@ -14,7 +14,6 @@ name and the training record).
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import logging
@@ -26,6 +25,7 @@ import numpy as np
 import torch
 
 from wardmodels.codec import MODALITIES
+from wardmodels.hashname import write_hashed
 from wardmodels.dynamic import DDConfig, DynamicCodec, kl_to, level_loss, prd
 
 log = logging.getLogger(__name__)
@@ -35,11 +35,7 @@ def save_dd(model: DynamicCodec, base_name: str, out_dir: Path, record: dict) ->
     state = {k: v for k, v in model.state_dict().items() if not k.startswith("base.")}
     buf = io.BytesIO()
     torch.save({"config": model.cfg.to_dict(), "base": base_name, "state_dict": state, "train": record}, buf)
-    blob = buf.getvalue()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"dd-{model.cfg.name}-{hashlib.sha256(blob).hexdigest()[:12]}.pt"
-    path.write_bytes(blob)
-    return path
+    return write_hashed(out_dir, f"dd-{model.cfg.name}", buf.getvalue(), ".pt")
 
 
 def load_dd(path: Path, base) -> DynamicCodec:
@@ -253,8 +249,7 @@ def export(dd_path: Path, data_dir: Path, model_id: int = 3, calib: int = 2048, 
                 agreement[f"{m}_L{L}"] = round(float((ref == idx_int[L]).mean()), 4)
     chain_blob = save_chains(chains)
     out_dir = runtime.WEIGHTS_DIR
-    edge_path = out_dir / f"ddedge-{dd.cfg.name}-{hashlib.sha256(chain_blob).hexdigest()[:12]}.npz"
-    edge_path.write_bytes(chain_blob)
+    edge_path = write_hashed(out_dir, f"ddedge-{dd.cfg.name}", chain_blob, ".npz")
     if dd_path.parent.resolve() != out_dir.resolve():
         raise SystemExit(f"{dd_path} must be under {out_dir} to be deployed")
     trunk_bytes = base.edge.nbytes() - base.edge.prior_nbytes()
