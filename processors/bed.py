@@ -20,7 +20,8 @@ from processors.qrs import QrsState, ecg_peaks_stream
 from processors.vitals import (ecg_quality, ecg_quality_batch, eeg_band_powers,
                                eeg_band_powers_batch, hrv)
 from stream.wire import AUDIT_WINDOWS, HEADER_SIZE, REGISTRY, Frame, Modality
-from wardmodels.classifier import BEAT_POST, BEAT_PRE, RHYTHM_SAMPLES, beat_context, beat_inputs, beat_waves
+from wardmodels.classifier import (BEAT_POST, BEAT_PRE, RHYTHM_SAMPLES, TEMPLATE_BEATS, beat_context, beat_inputs,
+                                   beat_waves)
 from wardmodels.frontend import StreamFilter
 
 HRV_SPAN_S = 60.0
@@ -202,9 +203,12 @@ def _classifier_inputs(state: BedState, frame: Frame, x: np.ndarray, new_beats: 
         # the ready beats with the earlier beats the buffer still holds (their templates)
         inbuf = allb[(allb - BEAT_PRE >= buf_start) & (allb <= ready[-1])]
         inbuf = np.union1d(inbuf, ready)
-        w = beat_waves(buf.astype(np.float32), inbuf - buf_start, fs)
-        inp = beat_inputs(w, inbuf, fs)
-        waves = inp[np.searchsorted(inbuf, ready)]
+        # only the ready beats need inputs, and their templates only the TEMPLATE_BEATS before them
+        first = int(np.searchsorted(inbuf, ready[0]))
+        lo = max(0, first - TEMPLATE_BEATS)
+        w = beat_waves(buf.astype(np.float32), inbuf[lo:] - buf_start, fs)
+        inp = beat_inputs(w, inbuf[lo:], fs, first=first - lo)
+        waves = inp[np.searchsorted(inbuf, ready) - first]
         ts = [(state.anchor_us + k * 1_000_000 // fs) // 1000 for k in ready]
     return ClassifierInputs(str(frame.bed_id), rhythm, ts_ms, waves, ctx, ts, buf, state.buf_end, len(x))
 

@@ -253,10 +253,13 @@ def rr_irregularity(beats: np.ndarray, fs: int = FS, at: np.ndarray | None = Non
     rr = np.diff(np.asarray(beats, np.float64)) / fs
     idx = np.arange(len(beats)) if at is None else np.asarray(at, np.int64)
     out = np.zeros(len(idx), np.float64)
-    for k, i in enumerate(idx):
-        seg = rr[max(0, i - 1 - IRREGULARITY_INTERVALS):max(0, i - 1)]
-        if len(seg) >= 3:
-            out[k] = np.median(np.abs(np.diff(seg))) / max(np.median(seg), 1e-3)
+    # beat i's intervals are rr[i-1-n : i-1], n = min(IRREGULARITY_INTERVALS, i-1); the beats of
+    # one n are done together (np.median along rows is np.median of each row, bit for bit)
+    n_int = np.clip(idx - 1, 0, IRREGULARITY_INTERVALS)
+    for n in np.unique(n_int[n_int >= 3]):
+        rows = np.flatnonzero(n_int == n)
+        seg = rr[(idx[rows] - 1 - n)[:, None] + np.arange(n)]
+        out[rows] = np.median(np.abs(np.diff(seg, axis=1)), axis=1) / np.maximum(np.median(seg, axis=1), 1e-3)
     return out
 
 
@@ -342,7 +345,8 @@ class Classifier:
 
     @torch.no_grad()
     def proba(self, x: np.ndarray, extra: np.ndarray | None = None, batch: int = 256) -> np.ndarray:
-        self.model.eval()
+        if self.model.training:  # (eval() walks every module: not on each of the worker's calls)
+            self.model.eval()
         dt = self.compute_dtype
         if extra is not None:  # a beat's context (`beat_context`) carries more than the CNN takes
             extra = np.asarray(extra)[:, :self.model.cfg.extra_features]

@@ -7,8 +7,8 @@ from device_sim.ward import Device, RawEncoder
 from processors.bed import BedState, process_frame
 from processors.decode import reconstruct
 from stream.wire import Modality, decode_frame
-from wardmodels.classifier import (RHYTHM_SAMPLES, beat_context, beat_waves, rr_context, rr_features,
-                                   rr_irregularity)
+from wardmodels.classifier import (IRREGULARITY_INTERVALS, RHYTHM_SAMPLES, beat_context, beat_waves, rr_context,
+                                   rr_features, rr_irregularity)
 from wardmodels.frontend import filter_record
 
 
@@ -101,3 +101,20 @@ def test_irregularity_leaves_out_the_beats_own_prematurity():
     ctx = beat_context(af, 100)
     assert ctx.shape == (40, 6)
     np.testing.assert_array_equal(ctx[:, :5], rr_features(*rr_context(af, 100)))
+
+
+def test_irregularity_equals_its_definition_beat_by_beat():
+    """The vectorised `rr_irregularity` against its docstring, one beat at a time."""
+    def by_definition(beats, fs):
+        rr = np.diff(np.asarray(beats, np.float64)) / fs
+        out = np.zeros(len(beats))
+        for i in range(len(beats)):
+            seg = rr[max(0, i - 1 - IRREGULARITY_INTERVALS):max(0, i - 1)]
+            if len(seg) >= 3:
+                out[i] = np.median(np.abs(np.diff(seg))) / max(np.median(seg), 1e-3)
+        return out
+
+    rng = np.random.default_rng(1)
+    for n in (0, 1, 3, 4, 5, 11, 12, 37):
+        beats = np.cumsum(rng.integers(20, 300, n)).astype(np.int64)
+        np.testing.assert_array_equal(rr_irregularity(beats, 128), by_definition(beats, 128))
