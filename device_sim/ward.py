@@ -70,11 +70,10 @@ def encoder_factory(model_id: int, level: int, encoder: str = "fp32", policy: st
     under ``bound`` (0: the deployed bound) with the integer edge analysis
     (`wardmodels.wire_codec.DynamicEncoder`)."""
     if policy == "dynamic":
-        import torch
-
         from wardmodels.wire_codec import DynamicEncoder, register_deployed
+        from wardstream.threads import limit_threads
 
-        torch.set_num_threads(1)
+        limit_threads(1)  # the simulator shares the machine with the worker and servers
         if model_id not in register_deployed():
             raise ValueError(f"codec model {model_id} is not deployed (wardmodels/weights/MANIFEST.json)")
         bound = bound or deployed_bound(model_id)
@@ -82,12 +81,11 @@ def encoder_factory(model_id: int, level: int, encoder: str = "fp32", policy: st
         return lambda: DynamicEncoder(model_id, bound, eeg_level, encoder)
     if model_id == RAW_MODEL_ID or level == 0:
         return RawEncoder
-    import torch
-
     from wardmodels.runtime import load_deployed
     from wardmodels.wire_codec import CodecEncoder, DynamicEncoder, register_deployed
+    from wardstream.threads import limit_threads
 
-    torch.set_num_threads(1)  # the simulator shares the machine with the worker and servers
+    limit_threads(1)  # the simulator shares the machine with the worker and servers
     if model_id not in register_deployed():
         raise ValueError(f"codec model {model_id} is not deployed (wardmodels/weights/MANIFEST.json)")
     codec = load_deployed(model_id)

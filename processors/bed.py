@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import base64
 import json
+import struct
+import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -28,6 +30,7 @@ HRV_SPAN_S = 60.0
 ECG_BUFFER = 12 * 128  # samples of filtered ECG a bed keeps for the classifiers (12 s at 128 Hz)
 DONE_WINDOWS = 256  # how far back a redelivered window is still recognised (8.5 min at 2 s)
 _DONE_MASK = (1 << DONE_WINDOWS) - 1
+STATE_FORMAT = b"\x01"  # first byte of a `BedState.to_bytes` value (a JSON one starts with "{")
 
 
 @dataclass
@@ -62,29 +65,44 @@ class BedState:
     audit_res: list[float] = field(default_factory=list)
     slack_sent: float = 0.0
 
+    def _fields(self) -> dict:
+        return {"ls": self.last_seq, "lt": self.last_t_us, "r": self.restarts, "as": self.anchor_seq, "au": self.anchor_us,
+                "fs": self.fs, "ns": self.n_samples,
+                "q": self.qrs.to_dict() if self.qrs else None, "b": self.beats,
+                "w": self.windows, "g": self.gaps, "dm": self.done, "lw": self.late,
+                "be": self.buf_end, "zi": self.zi, "pd": self.pending, "al": self.alarms, "sn": self.seen_ms,
+                "aq": self.audit_seq, "ar": self.audit_res, "ss": self.slack_sent}
+
     def to_bytes(self) -> bytes:
-        return json.dumps({"ls": self.last_seq, "lt": self.last_t_us, "r": self.restarts, "as": self.anchor_seq, "au": self.anchor_us,
-                           "fs": self.fs, "ns": self.n_samples,
-                           "q": self.qrs.to_dict() if self.qrs else None, "b": self.beats,
-                           "w": self.windows, "g": self.gaps, "dm": self.done, "lw": self.late,
-                           "eb": base64.b64encode(self.ecg_buf.astype("<f2").tobytes()).decode(),
-                           "be": self.buf_end, "zi": self.zi, "pd": self.pending, "al": self.alarms, "sn": self.seen_ms,
-                           "ab": base64.b64encode(self.audit_buf.astype("<f2").tobytes()).decode(),
-                           "aq": self.audit_seq, "ar": self.audit_res, "ss": self.slack_sent},
-                          separators=(",", ":")).encode()
+        """The changelog value, written once per window and bed (so its size is the worker's
+        largest traffic to the broker): `STATE_FORMAT`, the lengths of the two parts below
+        (u32 little-endian each), the zlib-compressed JSON of every field but the two float16
+        buffers, then the buffers' raw little-endian float16 bytes (ECG, then audit reference)."""
+        js = zlib.compress(json.dumps(self._fields(), separators=(",", ":")).encode(), 1)
+        eb = self.ecg_buf.astype("<f2").tobytes()
+        ab = self.audit_buf.astype("<f2").tobytes()
+        return STATE_FORMAT + struct.pack("<II", len(js), len(eb)) + js + eb + ab
 
     @classmethod
     def from_bytes(cls, raw: bytes | None) -> "BedState":
+        """A state from `to_bytes`, or from the JSON (buffers in base64) written before 2026-12-03."""
         if not raw:
             return cls()
-        d = json.loads(raw)
+        if raw[:1] == STATE_FORMAT:
+            nj, ne = struct.unpack_from("<II", raw, 1)
+            o = 1 + 8
+            d = json.loads(zlib.decompress(raw[o:o + nj]))
+            eb, ab = raw[o + nj:o + nj + ne], raw[o + nj + ne:]
+        else:
+            d = json.loads(raw)
+            eb, ab = base64.b64decode(d.get("eb", "")), base64.b64decode(d.get("ab", ""))
         return cls(last_seq=d["ls"], last_t_us=d["lt"], restarts=d["r"], anchor_seq=d["as"], anchor_us=d["au"], fs=d["fs"],
                    n_samples=d["ns"], qrs=QrsState.from_dict(d["q"]) if d["q"] else None,
                    beats=list(d["b"]), windows=d["w"], gaps=d["g"], done=d["dm"], late=d["lw"],
-                   ecg_buf=np.frombuffer(base64.b64decode(d.get("eb", "")), "<f2").astype(np.float16),
+                   ecg_buf=np.frombuffer(eb, "<f2").astype(np.float16),
                    buf_end=d.get("be", 0), zi=d.get("zi"), pending=list(d.get("pd", [])),
                    alarms=d.get("al") or {}, seen_ms=d.get("sn", 0),
-                   audit_buf=np.frombuffer(base64.b64decode(d.get("ab", "")), "<f2").astype(np.float16),
+                   audit_buf=np.frombuffer(ab, "<f2").astype(np.float16),
                    audit_seq=d.get("aq", -1), audit_res=list(d.get("ar", [])), slack_sent=d.get("ss", 0.0))
 
 

@@ -8,11 +8,12 @@ import sys
 def main(argv: list[str] | None = None) -> None:
     import os
 
-    import torch
+    from wardstream.threads import limit_threads
 
-    # one decode thread per worker process: scale out with more workers (processes), and keep
-    # the simulator, broker and InfluxDB on a shared machine from fighting over spinning threads
-    torch.set_num_threads(int(os.environ.get("WARDSTREAM_TORCH_THREADS", "1")))
+    # one compute thread per worker process (torch and BLAS): scale out with more workers
+    # (processes), and keep the simulator, broker and InfluxDB on a shared machine from fighting
+    # over spinning threads
+    limit_threads(int(os.environ.get("WARDSTREAM_TORCH_THREADS", "1")))
     from stream import kafka_compat
     from stream.app import app
 

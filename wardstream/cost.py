@@ -14,8 +14,8 @@ Bytes are exact wire bytes (`stream.wire`: frame header, sections, CRC) plus a s
 per-record overhead. Decode compute is measured here (one thread, this machine). Prices are list
 prices as noted by the project (``PRICES``: region, service, unit and the date noted); they are
 inputs, not measurements — check them before quoting money. Everything that costs the same for
-every option (the always-on broker cluster, the worker VM, InfluxDB writes of vitals) is listed
-too, so the totals are what a hospital would pay, not only what compression changes.
+every option (the always-on broker cluster, the worker VM, InfluxDB writes of vitals, the worker's
+per-bed state written to its changelog topic after every window) is listed too, so the totals are what a hospital would pay, not only what compression changes.
 """
 
 from __future__ import annotations
@@ -51,6 +51,9 @@ ASSUMPTIONS = {
     "influx_bytes_per_point": 120,
     "influx_retention_days": 30,
     "worker_vms": 1,  # always-on worker (QRS, classifiers, alarms) for every option
+    # the worker's per-bed state is written to its changelog topic once per window (measured size:
+    # `changelog_bytes_per_window`); compacted, so what it keeps is small: only data in is priced
+    "changelog_key_bytes": 10,
     "eeg_level_dynamic": 2,
 }
 
@@ -66,6 +69,29 @@ def usd_per_wire_byte_month() -> float:
             + gb * a["consumers_per_frame"] * p["msk_serverless_data_out_per_gb"]
             + gb / DAYS_PER_MONTH * a["broker_retention_days"] * p["msk_serverless_storage_per_gb_month"]
             + gb / DAYS_PER_MONTH * a["archive_days"] * p["s3_standard_per_gb_month"])
+
+
+def changelog_bytes_per_window(windows: int = 40, beds: int = 4) -> float:
+    """Mean size of the bed state the worker writes to its changelog after each window
+    (`processors.bed.BedState.to_bytes`), measured on simulated beds once their buffers are full
+    (the last half of ``windows`` windows each)."""
+    from device_sim.sources import SyntheticBed
+    from device_sim.ward import Device, RawEncoder
+    from processors.bed import BedState, process_frame
+    from processors.decode import reconstruct
+    from stream.wire import decode_frame
+
+    sizes = []
+    for bed in range(1, beds + 1):
+        dev = Device(bed, SyntheticBed(bed, seed=0), 1_800_000_000_000_000, RawEncoder())
+        st = BedState()
+        for k in range(windows):
+            raw, _ = dev.next_frame()
+            frame = decode_frame(raw)
+            st, _ = process_frame(st, frame, reconstruct(frame), len(raw))
+            if k >= windows // 2:
+                sizes.append(len(st.to_bytes()))
+    return float(np.mean(sizes))
 
 
 def _zstd_section_bytes(data_dir, n_train: int = 4000, n_test: int = 4000, seed: int = 0) -> dict:
@@ -157,6 +183,10 @@ def cost_report(settings, beds: int = 200, split: str = "test", bound: float | N
     influx_bytes_month = beds * WINDOWS_PER_DAY * DAYS_PER_MONTH * a["influx_points_per_window"] * a["influx_bytes_per_point"]
     influx_stored_gb = influx_bytes_month / DAYS_PER_MONTH * a["influx_retention_days"] / GB
     fixed["influxdb_writes"] = influx_bytes_month / 1e6 * p["influxdb_cloud_data_in_per_mb"]
+    state_bytes = changelog_bytes_per_window()
+    changelog_gb = ((state_bytes + a["changelog_key_bytes"] + a["kafka_record_overhead_bytes"])
+                    * beds * WINDOWS_PER_DAY * DAYS_PER_MONTH / GB)
+    fixed["worker_state_changelog"] = changelog_gb * p["msk_serverless_data_in_per_gb"]
     fixed["influxdb_storage"] = influx_stored_gb * p["influxdb_cloud_storage_per_gb_hour"] * hours
     out_opts = {}
     for name, o in options.items():
@@ -196,6 +226,8 @@ def cost_report(settings, beds: int = 200, split: str = "test", bound: float | N
                          "ecg_aggregate_compression_gain": sc["aggregate_compression_gain"],
                          "eeg_level": eeg_lvl},
         "zstd_measured": zs,
+        "worker_state_changelog": {"state_bytes_per_window": round(state_bytes, 1),
+                                   "broker_gb_per_month": round(changelog_gb, 1)},
         "decode_seconds_per_window_1_thread": {str(k): v for k, v in dec_s.items()},
         "options": out_opts,
         "reduction_vs_raw": 1 - dd["total"] / raw["total"],

@@ -133,6 +133,26 @@ def test_batch_features_give_the_same_points():
     assert pts == plain
 
 
+def test_a_state_in_the_json_form_of_older_workers_is_read_and_the_new_form_is_smaller():
+    """A changelog written before the compact form (JSON, buffers in base64) still restores the
+    same state, so a worker upgraded in place continues its beds."""
+    import base64
+    import json
+
+    frames = _frames()
+    mid, _ = _run(BedState(), frames[:20])
+    legacy = json.dumps({**mid._fields(), "eb": base64.b64encode(mid.ecg_buf.astype("<f2").tobytes()).decode(),
+                         "ab": base64.b64encode(mid.audit_buf.astype("<f2").tobytes()).decode()},
+                        separators=(",", ":")).encode()
+    a, b = BedState.from_bytes(legacy), BedState.from_bytes(mid.to_bytes())
+    assert a._fields() == b._fields() == mid._fields()
+    assert a.ecg_buf.tobytes() == b.ecg_buf.tobytes() == mid.ecg_buf.tobytes() and len(mid.ecg_buf) > 0
+    _, pa = _run(a, frames[20:])
+    _, pb = _run(b, frames[20:])
+    assert pa == pb and pa
+    assert len(mid.to_bytes()) < 0.75 * len(legacy)
+
+
 def test_window_redelivered_after_a_later_one_is_processed_not_skipped():
     frames = _frames(n=12)
     st, _ = _run(BedState(), frames[:5])

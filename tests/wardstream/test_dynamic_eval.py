@@ -111,6 +111,11 @@ def test_cost_states_its_assumptions_and_compares_every_option(small_dir, cache,
     assert o["dynamic_deep"]["frame_bytes"] == pytest.approx(33 + ecg + sec[d["dynamic_deep"]["eeg_level"]], abs=0.05)
     assert 0 < d["reduction_vs_raw"] < d["reduction_vs_raw_variable_costs"] < 1
     assert d["prices"]["noted"] and d["assumptions"]["broker_retention_days"] > 0
+    # the worker's state changelog is priced as a fixed cost, from a measured state size
+    cl = d["worker_state_changelog"]
+    assert 1000 < cl["state_bytes_per_window"] < 10000
+    assert o["raw16"]["usd_per_month"]["fixed"]["worker_state_changelog"] == pytest.approx(
+        cl["broker_gb_per_month"] * d["prices"]["msk_serverless_data_in_per_gb"], rel=0.01)
     for opt in o.values():
         m = opt["usd_per_month"]
         assert m["total"] == pytest.approx(sum(m["variable"].values()) + sum(m["fixed"].values()), abs=0.05)
