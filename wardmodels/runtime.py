@@ -178,6 +178,42 @@ class DeployedCodec:
             out[m] = (r.numpy() * scale[:, None]).astype(np.float32)
         return out
 
+    def decode_windows(self, idx: dict[str, list], codes: dict[str, list]) -> dict[str, list]:
+        """Windows at mixed levels in one attention + decoder pass: ``idx[m]`` is a list of N
+        index arrays (any level's width) or None (modality absent in that window), ``codes[m]``
+        their scale codes -> per modality a list of N physical windows (float32) or None. Each
+        level's indices become latents by its own lookup (stages, or its adapter), the shared
+        decoder then sees them all at once: a Dynamic-Deep batch costs one decoder call, not one
+        per level present."""
+        n = len(next(iter(idx.values())))
+        with self._lock, torch.no_grad():
+            q, present = {}, {}
+            for m in MODALITIES:
+                rows = idx.get(m) or [None] * n
+                q[m] = torch.zeros(n, self.model.cfg.dim, self.positions)
+                present[m] = torch.zeros(n, dtype=torch.bool)
+                by_width: dict[int, list[int]] = {}
+                for i, v in enumerate(rows):
+                    if v is not None:
+                        by_width.setdefault(len(v), []).append(i)
+                for members in by_width.values():
+                    at = torch.tensor(members)
+                    q[m][at] = self._latent(m, np.stack([np.asarray(rows[i]) for i in members]))
+                    present[m][at] = True
+            rec = self.model.decode_latents(q, present)
+        out: dict[str, list] = {}
+        for m in MODALITIES:
+            rows = idx.get(m) or [None] * n
+            have = [i for i, v in enumerate(rows) if v is not None]
+            out[m] = [None] * n
+            if not have:
+                continue
+            scale = scale_value(np.asarray([int(codes[m][i]) for i in have]), m)
+            r = rec[m].numpy()[have] * scale[:, None]
+            for j, i in enumerate(have):
+                out[m][i] = r[j].astype(np.float32)
+        return out
+
     def bits(self, level: int) -> int:
         """Fixed-length bits one modality sends at ``level``: indices + scale byte."""
         return self.n_indices(level) * int(np.ceil(np.log2(self.level_codebook_size(level)))) + SCALE_BITS

@@ -204,34 +204,33 @@ class NoDecoder(FrameError):
 def decode_frames(frames: list[Frame]) -> list[dict[Modality, np.ndarray] | FrameError]:
     """Reconstruct the codec channels of many frames in as few model calls as possible.
 
-    Frames are grouped by (model id, level per modality, which modalities); each group is one
-    batched decode. Raw channels are passed through. A frame whose model has no weights here
-    yields a `NoDecoder` in its place.
+    Frames are grouped by model id; each group is one decoder pass whatever levels its frames
+    carry (`DeployedCodec.decode_windows`). Raw channels are passed through. A frame whose model
+    has no weights here yields a `NoDecoder` in its place.
     """
     out: list[dict | FrameError | None] = [None] * len(frames)
-    groups: dict[tuple, list[int]] = {}
+    groups: dict[int, list[int]] = {}
     for i, f in enumerate(frames):
-        sig = {ch.modality: ch.physical() for ch in f.channels if ch.level == 0}
-        coded = tuple(sorted((int(ch.modality), ch.level) for ch in f.channels if ch.level != 0))
-        out[i] = sig
-        if coded:
-            groups.setdefault((f.model_id, coded), []).append(i)
-    for (model_id, coded), members in groups.items():
+        out[i] = {ch.modality: ch.physical() for ch in f.channels if ch.level == 0}
+        if any(ch.level != 0 for ch in f.channels):
+            groups.setdefault(f.model_id, []).append(i)
+    for model_id, members in groups.items():
         try:
             codec = runtime.load_deployed(model_id)
         except runtime.WeightsError as exc:
             for i in members:
                 out[i] = NoDecoder(f"model {model_id}: {exc}")
             continue
-        idx, codes = {"ecg": None, "eeg": None}, {"ecg": None, "eeg": None}
-        present = {Modality(m) for m, _ in coded}
-        for mod in present:
-            name = MOD_NAME[mod]
-            chans = [frames[i].channel(mod) for i in members]
-            idx[name] = np.stack([c.data for c in chans])
-            codes[name] = np.array([int(c.gain) for c in chans], np.uint8)
-        rec = codec.decode(idx, codes)
+        idx: dict[str, list] = {name: [None] * len(members) for name in MOD_NAME.values()}
+        codes: dict[str, list] = {name: [None] * len(members) for name in MOD_NAME.values()}
         for j, i in enumerate(members):
-            for mod in present:
-                out[i][mod] = rec[MOD_NAME[mod]][j]
+            for ch in frames[i].channels:
+                if ch.level != 0:
+                    idx[MOD_NAME[ch.modality]][j] = ch.data
+                    codes[MOD_NAME[ch.modality]][j] = int(ch.gain)
+        rec = codec.decode_windows(idx, codes)
+        for j, i in enumerate(members):
+            for mod, name in MOD_NAME.items():
+                if rec[name][j] is not None:
+                    out[i][mod] = rec[name][j]
     return out

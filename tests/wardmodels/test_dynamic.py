@@ -75,12 +75,20 @@ def test_mixed_levels_round_trip_through_the_wire(dd, ecg_windows, eeg_windows):
         f = Frame(7, k, 1_000_000 * k, 128, 256, MODEL, chans)
         frames.append(decode_frame(encode_frame(f)))
         assert frames[-1] == f
+    # and, in the same batch (one decoder pass for all levels), a window whose ECG went raw
+    raw_ecg = np.round(ecg_windows[0] / 0.005) * 0.005
+    f = Frame(7, 6, 6_000_000, 128, 256, MODEL, (Channel(Modality.ECG, 0, 0.005, 0.0, np.round(raw_ecg / 0.005).astype(np.int16)),
+                                                  Channel(Modality.EEG, 3, float(ce[0]), 0.0, ide[3][0])))
+    frames.append(decode_frame(encode_frame(f)))
     rec = decode_frames(frames)
     for k, L in enumerate((1, 2, 3, 4, 5, 5)):
         want = dd.decode({"ecg": idx[L][k:k + 1], "eeg": ide[3][k:k + 1]},
                          {"ecg": codes[k:k + 1], "eeg": ce[k:k + 1]})
         np.testing.assert_allclose(rec[k][Modality.ECG], want["ecg"][0], rtol=1e-4, atol=1e-5)
         np.testing.assert_allclose(rec[k][Modality.EEG], want["eeg"][0], rtol=1e-4, atol=1e-4)
+    want = dd.decode({"ecg": None, "eeg": ide[3][:1]}, {"ecg": None, "eeg": ce[:1]})
+    np.testing.assert_allclose(rec[6][Modality.EEG], want["eeg"][0], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(rec[6][Modality.ECG], raw_ecg, atol=1e-6)
 
 
 def test_a_device_follows_its_bound_from_the_next_window(dd, data_dir):
