@@ -34,10 +34,9 @@ def bench(model_id: int | None = None, threads: int = 2, seconds: float = 5.0, b
     torch.set_num_threads(threads)
     codec = runtime.load_deployed(model_id if model_id is not None else runtime.deployed_ids()[0])
     rng = np.random.default_rng(0)
-    k, pos = codec.codebook_size, codec.positions
     out = {"codec": codec.name, "threads": threads, "decode": {}}
     for level in codec.levels:
-        n = codec.stages_for(level) * pos
+        n, k = codec.n_indices(level), codec.level_codebook_size(level)  # Dynamic-Deep levels too
         for b in batches:
             idx = {m: rng.integers(0, k, (b, n)).astype(np.uint16) for m in MODALITIES}
             codes = {m: rng.integers(60, 200, b).astype(np.uint8) for m in MODALITIES}

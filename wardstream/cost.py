@@ -15,7 +15,8 @@ per-record overhead. Decode compute is measured here (one thread, this machine).
 prices as noted by the project (``PRICES``: region, service, unit and the date noted); they are
 inputs, not measurements — check them before quoting money. Everything that costs the same for
 every option (the always-on broker cluster, the worker VM, InfluxDB writes of vitals, the worker's
-per-bed state written to its changelog topic after every window) is listed too, so the totals are what a hospital would pay, not only what compression changes.
+per-bed state written to its changelog topic after every window) is listed too, so the totals are
+what a hospital would pay, not only what compression changes.
 """
 
 from __future__ import annotations
