@@ -181,11 +181,11 @@ class DeployedCodec:
 
     def decode_windows(self, idx: dict[str, list], codes: dict[str, list]) -> dict[str, list]:
         """Windows at mixed levels in one attention + decoder pass: ``idx[m]`` is a list of N
-        index arrays (any level's width) or None (modality absent in that window; ``idx[m]`` None:
-        absent in all), ``codes[m]`` their scale codes -> per modality a list of N physical windows (float32) or None. Each
-        level's indices become latents by its own lookup (stages, or its adapter), the shared
-        decoder then sees them all at once: a Dynamic-Deep batch costs one decoder call, not one
-        per level present."""
+        index arrays (any level's width) or None (modality absent in that window; ``idx[m]``
+        None: absent in all), ``codes[m]`` their scale codes -> per modality a list of N
+        physical windows (float32) or None. Each level's indices become latents by its own
+        lookup (stages, or its adapter), the shared decoder then sees them all at once: a
+        Dynamic-Deep batch costs one decoder call, not one per level present."""
         n = len(next(v for v in idx.values() if v is not None))
         with self._lock, torch.no_grad():
             q, present = {}, {}

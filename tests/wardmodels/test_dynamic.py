@@ -77,8 +77,9 @@ def test_mixed_levels_round_trip_through_the_wire(dd, ecg_windows, eeg_windows):
         assert frames[-1] == f
     # and, in the same batch (one decoder pass for all levels), a window whose ECG went raw
     raw_ecg = np.round(ecg_windows[0] / 0.005) * 0.005
-    f = Frame(7, 6, 6_000_000, 128, 256, MODEL, (Channel(Modality.ECG, 0, 0.005, 0.0, np.round(raw_ecg / 0.005).astype(np.int16)),
-                                                  Channel(Modality.EEG, 3, float(ce[0]), 0.0, ide[3][0])))
+    chans = (Channel(Modality.ECG, 0, 0.005, 0.0, np.round(raw_ecg / 0.005).astype(np.int16)),
+             Channel(Modality.EEG, 3, float(ce[0]), 0.0, ide[3][0]))
+    f = Frame(7, 6, 6_000_000, 128, 256, MODEL, chans)
     frames.append(decode_frame(encode_frame(f)))
     rec = decode_frames(frames)
     for k, L in enumerate((1, 2, 3, 4, 5, 5)):
