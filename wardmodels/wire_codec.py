@@ -228,14 +228,7 @@ def decode_frames(frames: list[Frame]) -> list[dict[Modality, np.ndarray] | Fram
                 if ch.level != 0:
                     idx[MOD_NAME[ch.modality]][j] = ch.data
                     codes[MOD_NAME[ch.modality]][j] = int(ch.gain)
-        kinds = {tuple(sorted((int(ch.modality), ch.level) for ch in frames[i].channels)) for i in members}
-        if len(kinds) == 1:  # one level per modality (a fixed-level ward): the array path, ~10 % faster
-            arr = {name: (np.stack(v) if v[0] is not None else None) for name, v in idx.items()}
-            cod = {name: (np.array(v, np.uint8) if v[0] is not None else None) for name, v in codes.items()}
-            dec = codec.decode(arr, cod)
-            rec = {name: (list(dec[name]) if name in dec else [None] * len(members)) for name in idx}
-        else:
-            rec = codec.decode_windows(idx, codes)
+        rec = codec.decode_windows(idx, codes)
         for j, i in enumerate(members):
             for mod, name in MOD_NAME.items():
                 if rec[name][j] is not None:
