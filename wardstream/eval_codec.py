@@ -98,6 +98,21 @@ def _codec(weights: str | None, model_id: int | None = None):
     return _CODECS[key]
 
 
+def _level_indices(codec, modality: str, ref: np.ndarray, idx: np.ndarray, level: int, encoder: str,
+                   out: dict | None) -> np.ndarray:
+    """A level's indices: the first stages of the base encoding, or, for a Dynamic-Deep chain
+    level (`wardmodels.dynamic`: its own codebook on the shared trunk), the level's own encode
+    (kept in ``out["dd_idx"]``, with the int8-vs-float agreement, for the usage and bit counts)."""
+    if level <= codec.stages:
+        return idx[:, :codec.n_indices(level)]
+    _, li = codec.encode(modality, ref, level, encoder)
+    if out is not None:
+        out["dd_idx"].setdefault(level, []).append(li)
+        if encoder == "int8":
+            out["dd_agree"].setdefault(level, []).append(codec.encode(modality, ref, level, "fp32")[1] == li)
+    return li
+
+
 def _ecg_record(args) -> dict:
     from wardstream.eval_qrs import detect_stream, match_beats
 
@@ -114,9 +129,10 @@ def _ecg_record(args) -> dict:
     beats = r.beat_times_s[r.beat_times_s < end_s]
     det0 = detect_stream(r.ecg_mv[: len(ref) * WINDOW])
     out["qrs_original"] = match_beats(beats, det0[det0 < end_s], tol)
+    out["dd_idx"], out["dd_agree"] = {}, {}
     for level in codec.levels:
-        n = codec.stages_for(level) * codec.positions
-        rec = codec.decode({"ecg": idx[:, :n], "eeg": None}, {"ecg": codes})["ecg"]
+        li = _level_indices(codec, "ecg", ref, idx, level, encoder, out)
+        rec = codec.decode({"ecg": li, "eeg": None}, {"ecg": codes})["ecg"]
         wm = window_metrics(ref, rec, "ecg")
         det = detect_stream(rec.ravel())
         out["levels"][level] = {**wm, "coherence": coherence(ref.ravel(), rec.ravel()),
@@ -131,7 +147,9 @@ def _eeg_recording(args) -> dict:
     rec = next(r for r in ds.load_eegmat(Path(data_dir), [sub]) if r.name == name)
     ecg_ref = _windows(filter_record(rec.ecg_mv))
     ecg_codes, ecg_idx = codec.encode("ecg", ecg_ref, 1, encoder)
-    out = {"recording": name, "channels": [], "idx": [], "agree": []}
+    out = {"recording": name, "channels": [], "idx": [], "agree": [], "dd_idx": {}, "dd_agree": {}}
+    ecg_level = {level: _level_indices(codec, "ecg", ecg_ref, ecg_idx, level, encoder, None)
+                 for level in codec.levels}
     for c in range(rec.eeg_uv.shape[0]):
         ref = _windows(filter_record(rec.eeg_uv[c]))
         codes, idx = codec.encode("eeg", ref, 1, encoder)
@@ -140,8 +158,8 @@ def _eeg_recording(args) -> dict:
             out["agree"].append(codec.encode("eeg", ref, 1, "fp32")[1] == idx)
         ch = {"levels": {}}
         for level in codec.levels:
-            n = codec.stages_for(level) * codec.positions
-            dec = codec.decode({"ecg": ecg_idx[:, :n], "eeg": idx[:, :n]}, {"ecg": ecg_codes, "eeg": codes})
+            li = _level_indices(codec, "eeg", ref, idx, level, encoder, out)
+            dec = codec.decode({"ecg": ecg_level[level], "eeg": li}, {"ecg": ecg_codes, "eeg": codes})
             wm = window_metrics(ref, dec["eeg"], "eeg")
             lv = {**wm, "coherence": coherence(ref.ravel(), dec["eeg"].ravel()),
                   "bandpower": band_power_errors(ref, dec["eeg"], wm["ok"])}
@@ -192,7 +210,7 @@ def summarise(codec, ecg_rows, eeg_rows, split, level, encoder, weights, data_di
 
     per_level = {}
     for lv in codec.levels:
-        d: dict = {"level": lv, "stages": codec.stages_for(lv)}
+        d: dict = {"level": lv, "stages": codec.stages_for(lv), "indices": codec.n_indices(lv)}
         if ecg_rows:
             ok = np.concatenate([r["levels"][lv]["ok"] for r in ecg_rows])
             get = lambda k: np.concatenate([r["levels"][lv][k] for r in ecg_rows])[ok]  # noqa: E731
@@ -226,10 +244,21 @@ def summarise(codec, ecg_rows, eeg_rows, split, level, encoder, weights, data_di
     usage = {m: _usage(v, codec.codebook_size, codec.positions) for m, v in idx.items()}
     for lv in codec.levels:
         d = per_level[lv]
-        n = codec.stages_for(lv) * codec.positions
+        n, k = codec.n_indices(lv), codec.level_codebook_size(lv)
         fixed = codec.bits(lv)
-        coded = {m: entropy.measure(codec, m, v[:, :n]) for m, v in idx.items()}
-        section = LevelSpec(lv, n, codec.codebook_size, side="scale8").section_bytes(WINDOW)
+        if lv <= codec.stages:
+            coded = {m: entropy.measure(codec, m, v[:, :n]) for m, v in idx.items()}
+        else:  # a chain level: its own codebook, no committed prior, so no entropy coder yet
+            dd = {m: np.concatenate([a for r in rows for a in r["dd_idx"][lv]])
+                  for m, rows in (("ecg", ecg_rows), ("eeg", eeg_rows)) if rows}
+            d["codebook_usage"] = {m: _usage(v, k, n)[0] for m, v in dd.items()}
+            if encoder == "int8":
+                d["int8_index_agreement"] = {
+                    m: float(np.concatenate([a.ravel() for r in rows for a in r["dd_agree"][lv]]).mean())
+                    for m, rows in (("ecg", ecg_rows), ("eeg", eeg_rows)) if rows}
+            coded = {m: {"bits_per_window_mean": float(n * np.ceil(np.log2(k))),
+                         "coder": "none (no prior committed for this level)"} for m in dd}
+        section = LevelSpec(lv, n, k, side="scale8").section_bytes(WINDOW)
         frame_bytes = HEADER_SIZE + 2 * section + CRC_LEN
         ent = {m: c["bits_per_window_mean"] + 8 for m, c in coded.items()}  # + scale byte
         d["bits_per_window"] = {

@@ -13,7 +13,9 @@ def test_eval_runs_on_a_subset_directory_and_reports_every_key(data_dir, tmp_pat
     sub.mkdir(parents=True)
     for ext in ("hea", "dat", "atr"):
         os.symlink(data_dir / "mitdb" / f"100.{ext}", sub / f"100.{ext}")
-    d = evaluate(tmp_path / "data", split="all", jobs=1)
+    # the devices' codec (what `eval codec` runs without --model-id): model 3, whose
+    # Dynamic-Deep chain levels 3-5 have their own codebooks and encodes
+    d = evaluate(tmp_path / "data", split="all", jobs=1, model_id=3)
     assert d["ecg_records"] == ["100"] and d["eeg_recordings"] == []
     for key in ("ecg_prd", "ecg_snr_db", "ecg_coherence", "qrs_sensitivity", "qrs_ppv",
                 "qrs_sensitivity_original", "qrs_ppv_original", "codebook_usage", "bits_per_window",
@@ -24,6 +26,17 @@ def test_eval_runs_on_a_subset_directory_and_reports_every_key(data_dir, tmp_pat
     lv1, lv2 = d["levels"][1], d["levels"][2]
     assert lv2["bits_per_window"]["fixed_per_modality"] < lv1["bits_per_window"]["fixed_per_modality"]
     assert lv1["bits_per_window"]["entropy_coder"]["ecg"]["round_trip_checked_windows"] > 0
+    chain = [d["levels"][lv] for lv in (3, 4, 5)]
+    assert [c["indices"] for c in chain] == [16, 8, 4]
+    fixed = [c["bits_per_window"]["fixed_per_modality"] for c in [lv2] + chain]
+    assert fixed == sorted(fixed, reverse=True) and len(set(fixed)) == 4
+    prd = [c["ecg_prd"]["mean"] for c in [lv2] + chain]
+    assert prd == sorted(prd)  # fewer bits, more error
+    for c in chain:
+        assert c["ecg_prd"]["mean"] < 90  # a real decode: sending nothing is PRD 100
+        assert c["qrs_sensitivity"] > 0.9
+        assert c["int8_index_agreement"]["ecg"] >= 0.95
+        assert 0 < c["codebook_usage"]["ecg"]["fraction"] <= 1
 
 
 def test_eval_says_what_is_missing(tmp_path):
