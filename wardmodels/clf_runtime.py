@@ -10,8 +10,9 @@ the result (``<variant>-laq-<sha>.wpk``) next to the other weights and records i
      "beat": {...}}
 
 At run time `load_deployed_classifier(kind)` unpacks the file once (weights dequantised per layer
-into the folded network) — what the worker and the evaluations run — in float32 or, where the CPU
-has native bfloat16 instructions, bfloat16 arithmetic (`compute_dtype`).
+into the folded network, its convolutions computed channels-last, `fused.channels_last_convs`) —
+what the worker and the evaluations run — in float32 or, where the CPU has native bfloat16
+instructions, bfloat16 arithmetic (`compute_dtype`).
 """
 
 from __future__ import annotations
@@ -62,12 +63,14 @@ def compute_dtype(choice: str | None = None) -> str:
 def load_packed(path: Path, compute: str | None = None) -> Classifier:
     import torch
 
+    from wardmodels.fused import channels_last_convs
     from wardmodels.train_classifier import build
 
     cfg, state, bits = unpack(verify_hash(path))
     model = fold_batchnorm(build(cfg))
     model.load_state_dict(state)
     model.eval()
+    channels_last_convs(model)
     dtype = compute_dtype(compute)
     if dtype == "bf16":
         model = model.to(torch.bfloat16)

@@ -13,6 +13,9 @@ window pairs: 2.7 / 12.3 / 38–46 ms → 1.8 / 7.6 / 34–37 ms on 2 cores (AVX
 
 Attention: both directions' query, key and value projections in one matrix product per source
 modality, one attention call for both directions, one batched output projection.
+
+Classifiers: `channels_last_convs` gives any network's Conv1d layers the same channels-last
+computation (the deployed rhythm and beat models, `wardmodels.clf_runtime`).
 """
 
 from __future__ import annotations
@@ -147,3 +150,28 @@ def fuse_decoders(model) -> None:
         model.dec[m] = fused[id(dec)]
     if isinstance(model.attn, CrossModal):
         model.attn = FusedCrossModal(model.attn).eval()
+
+
+class ChannelsLastConv1d(nn.Conv1d):
+    """A Conv1d computed as a kernel-(1, k) Conv2d on channels-last memory, (B, C, T) in and out
+    (the output a strided view whose memory is [B][T][C]; elementwise ops keep it, the next such
+    convolution reads it without a copy). Same parameters and state dict as the Conv1d it was;
+    oneDNN's channels-last kernels are what make it faster on small batches of 1-D signals."""
+
+    def forward(self, x):
+        y = F.conv2d(x.unsqueeze(2).contiguous(memory_format=_CL), self.weight.unsqueeze(2), self.bias,
+                     (1, self.stride[0]), (0, self.padding[0]))
+        return y.squeeze(2)
+
+
+def channels_last_convs(module: nn.Module) -> nn.Module:
+    """Make every plain ``nn.Conv1d`` of ``module`` a `ChannelsLastConv1d`, in place (inference;
+    the parameters are the same tensors). On the deployed classifiers (2 cores, AVX-512, the
+    best of alternating runs): rhythm model bf16 30.4 → 22.5 ms per 64 decisions, fp32 202 → 129
+    ms per 200; beat model bf16 5.9 → 3.6 ms per 40 beats; bf16 outputs bit-identical, fp32
+    within float rounding (1e-6)."""
+    for m in module.modules():
+        if (type(m) is nn.Conv1d and m.padding_mode == "zeros" and m.groups == 1 and m.dilation == (1,)
+                and isinstance(m.padding, tuple)):
+            m.__class__ = ChannelsLastConv1d
+    return module

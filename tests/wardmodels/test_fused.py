@@ -53,3 +53,32 @@ def test_fused_decoder_and_attention_are_the_same_function(name):
         a, b = m.decode_latents(q, present), f.decode_latents(q, present)
     for k in a:
         assert (a[k] - b[k]).abs().max() <= 1e-5 * a[k].abs().max(), (name, k)
+
+
+@pytest.mark.parametrize("name", ["rhythm", "beat", "rhythm-stream"])
+def test_channels_last_convs_are_the_same_function(name):
+    """The classifiers' convolutions computed channels-last (what `clf_runtime.load_packed`
+    deploys): same outputs, same parameters, and the causal stream still continues chunk to chunk."""
+    from wardmodels.classifier import VARIANTS, ResNet1D
+    from wardmodels.compress import fold_batchnorm
+    from wardmodels.fused import ChannelsLastConv1d, channels_last_convs
+
+    torch.manual_seed(0)
+    cfg = VARIANTS[name]
+    ref = fold_batchnorm(ResNet1D(cfg)).eval()
+    cl = channels_last_convs(copy.deepcopy(ref))
+    n_conv = sum(type(m) is torch.nn.Conv1d for m in ref.modules())
+    assert n_conv > 0 and sum(isinstance(m, ChannelsLastConv1d) for m in cl.modules()) == n_conv
+    assert ref.state_dict().keys() == cl.state_dict().keys()
+    x = torch.randn(5, cfg.in_channels, cfg.in_samples)
+    extra = torch.randn(5, cfg.extra_features) if cfg.extra_features else None
+    with torch.no_grad():
+        a, b = ref(x, extra), cl(x, extra)
+        assert (a - b).abs().max() <= 1e-5 * a.abs().max()
+        if cfg.causal:  # two chunks through the causal trunk equal one pass
+            half = cfg.in_samples // 2
+            h1, s1 = cl.trunk_causal(x[..., :half])
+            h2, _ = cl.trunk_causal(x[..., half:], s1)
+            whole, _ = ref.trunk_causal(x)
+            got = torch.cat([h1, h2], dim=-1)
+            assert (got - whole).abs().max() <= 1e-5 * whole.abs().max()
