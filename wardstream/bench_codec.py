@@ -1,7 +1,8 @@
 """`wardstream bench codec`: cloud decode throughput and edge encode cost of the deployed codec.
 
 Decode = scale lookup + codebook lookup + cross-modal attention + both decoders, for ECG+EEG
-window pairs, batched as the worker batches them; ``torch`` threads as configured (default 2).
+window pairs, batched as the worker batches them; ``torch`` threads as configured (default 2);
+per level, and for a Dynamic-Deep codec also at mixed levels in one batch (`decode_windows`).
 Encode = the integer edge encoder as specified in `wardmodels.int8`, run here in numpy — a
 host-side cost, not a Cortex-M7 timing; the multiply-accumulate count is what firmware pays.
 """
@@ -48,6 +49,22 @@ def bench(model_id: int | None = None, threads: int = 2, seconds: float = 5.0, b
             rate = pairs / (time.perf_counter() - t0)
             out["decode"][f"level{level}_batch{b}"] = round(rate, 1)
     out["decode_pairs_per_s"] = max(v for kk, v in out["decode"].items() if kk.startswith("level1_"))
+    if len(codec.levels) > codec.stages:  # a Dynamic-Deep codec: the worker's batches mix levels
+        eeg_level = 2 if 2 in codec.levels else codec.levels[0]
+        for b in batches[1:]:
+            lv = rng.choice(codec.levels, b)  # ECG: every VQ level in equal shares; EEG at one level
+            idx = {"ecg": [rng.integers(0, codec.level_codebook_size(L), codec.n_indices(L)).astype(np.uint16)
+                           for L in lv],
+                   "eeg": list(rng.integers(0, codec.codebook_size, (b, codec.n_indices(eeg_level))).astype(np.uint16))}
+            codes = {m: list(rng.integers(60, 200, b).astype(np.uint8)) for m in MODALITIES}
+            codec.decode_windows(idx, codes)
+            t0, pairs = time.perf_counter(), 0
+            while time.perf_counter() - t0 < seconds:
+                codec.decode_windows(idx, codes)
+                pairs += b
+            out["decode"][f"mixed_batch{b}"] = round(pairs / (time.perf_counter() - t0), 1)
+        out["decode_mixed_note"] = (f"decode_windows, ECG levels {codec.levels} in equal shares per batch, "
+                                    f"EEG at level {eeg_level}, as a Dynamic-Deep ward's worker decodes")
     x = {m: rng.standard_normal((64, 256)).astype(np.float32) for m in MODALITIES}
     if codec.edge is not None:
         for m in MODALITIES:
