@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from stream.wire import CRC_LEN, HEADER_SIZE, LevelSpec
-from wardmodels.frontend import FS, WINDOW, filter_record
+from wardmodels.frontend import FS, WINDOW, filter_record, normalise
 from wardstream import datasets as ds
 
 FLAT = {"ecg": 0.005, "eeg": 0.1}  # window std (mV, µV) below which PRD is undefined
@@ -98,19 +98,30 @@ def _codec(weights: str | None, model_id: int | None = None):
     return _CODECS[key]
 
 
-def _level_indices(codec, modality: str, ref: np.ndarray, idx: np.ndarray, level: int, encoder: str,
-                   out: dict | None) -> np.ndarray:
-    """A level's indices: the first stages of the base encoding, or, for a Dynamic-Deep chain
-    level (`wardmodels.dynamic`: its own codebook on the shared trunk), the level's own encode
-    (kept in ``out["dd_idx"]``, with the int8-vs-float agreement, for the usage and bit counts)."""
-    if level <= codec.stages:
-        return idx[:, :codec.n_indices(level)]
-    _, li = codec.encode(modality, ref, level, encoder)
-    if out is not None:
-        out["dd_idx"].setdefault(level, []).append(li)
-        if encoder == "int8":
-            out["dd_agree"].setdefault(level, []).append(codec.encode(modality, ref, level, "fp32")[1] == li)
-    return li
+def _chain_levels(codec, modality: str, ref: np.ndarray, encoder: str) -> dict[int, tuple]:
+    """Indices of every Dynamic-Deep chain level (`wardmodels.dynamic`: its own codebook on the
+    shared trunk) -> {level: (indices, equal to the float chain's where int8, else None)}; the
+    int8 levels come from one pass of the device's analysis, as a device computes them."""
+    chain = [L for L in codec.levels if L > codec.stages]
+    if not chain:
+        return {}
+    if encoder != "int8":
+        return {L: (codec.encode(modality, ref, L, encoder)[1], None) for L in chain}
+    x, codes = normalise(np.atleast_2d(ref), modality)
+    idx, _ = codec.analyse(modality, x, codes)
+    return {L: (idx[L], codec.encode(modality, ref, L, "fp32")[1] == idx[L]) for L in chain}
+
+
+def _level(codec, idx: np.ndarray, chain: dict, level: int) -> np.ndarray:
+    """A level's indices: the first stages of the base encoding, or the chain level's own."""
+    return idx[:, :codec.n_indices(level)] if level <= codec.stages else chain[level][0]
+
+
+def _keep_chain(out: dict, chain: dict) -> None:
+    for L, (i, agree) in chain.items():
+        out["dd_idx"].setdefault(L, []).append(i)
+        if agree is not None:
+            out["dd_agree"].setdefault(L, []).append(agree)
 
 
 def _ecg_record(args) -> dict:
@@ -130,9 +141,10 @@ def _ecg_record(args) -> dict:
     det0 = detect_stream(r.ecg_mv[: len(ref) * WINDOW])
     out["qrs_original"] = match_beats(beats, det0[det0 < end_s], tol)
     out["dd_idx"], out["dd_agree"] = {}, {}
+    chain = _chain_levels(codec, "ecg", ref, encoder)
+    _keep_chain(out, chain)
     for level in codec.levels:
-        li = _level_indices(codec, "ecg", ref, idx, level, encoder, out)
-        rec = codec.decode({"ecg": li, "eeg": None}, {"ecg": codes})["ecg"]
+        rec = codec.decode({"ecg": _level(codec, idx, chain, level), "eeg": None}, {"ecg": codes})["ecg"]
         wm = window_metrics(ref, rec, "ecg")
         det = detect_stream(rec.ravel())
         out["levels"][level] = {**wm, "coherence": coherence(ref.ravel(), rec.ravel()),
@@ -148,18 +160,19 @@ def _eeg_recording(args) -> dict:
     ecg_ref = _windows(filter_record(rec.ecg_mv))
     ecg_codes, ecg_idx = codec.encode("ecg", ecg_ref, 1, encoder)
     out = {"recording": name, "channels": [], "idx": [], "agree": [], "dd_idx": {}, "dd_agree": {}}
-    ecg_level = {level: _level_indices(codec, "ecg", ecg_ref, ecg_idx, level, encoder, None)
-                 for level in codec.levels}
+    ecg_chain = _chain_levels(codec, "ecg", ecg_ref, encoder)
     for c in range(rec.eeg_uv.shape[0]):
         ref = _windows(filter_record(rec.eeg_uv[c]))
         codes, idx = codec.encode("eeg", ref, 1, encoder)
         out["idx"].append(idx)
         if encoder == "int8":
             out["agree"].append(codec.encode("eeg", ref, 1, "fp32")[1] == idx)
+        chain = _chain_levels(codec, "eeg", ref, encoder)
+        _keep_chain(out, chain)
         ch = {"levels": {}}
         for level in codec.levels:
-            li = _level_indices(codec, "eeg", ref, idx, level, encoder, out)
-            dec = codec.decode({"ecg": ecg_level[level], "eeg": li}, {"ecg": ecg_codes, "eeg": codes})
+            pair = {"ecg": _level(codec, ecg_idx, ecg_chain, level), "eeg": _level(codec, idx, chain, level)}
+            dec = codec.decode(pair, {"ecg": ecg_codes, "eeg": codes})
             wm = window_metrics(ref, dec["eeg"], "eeg")
             lv = {**wm, "coherence": coherence(ref.ravel(), dec["eeg"].ravel()),
                   "bandpower": band_power_errors(ref, dec["eeg"], wm["ok"])}
