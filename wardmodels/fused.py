@@ -110,13 +110,17 @@ class FusedCrossModal(nn.Module):
         bias = {m: mha.in_proj_bias.detach().split(d) for m, mha in attn.mha.items()}
         # from each source modality x: x's queries, its partner's keys on x, and the values
         # that x supplies (its partner's values on x, or x's own when values are "own")
-        self.w, self.b = [], []
+        ws, bs = [], []
         for x, y in ((a, b), (b, a)):
             vw, vb = (w[x][2], bias[x][2]) if self.own else (w[y][2], bias[y][2])
-            self.w.append(torch.cat([w[x][0], w[y][1], vw]).t().contiguous())
-            self.b.append(torch.cat([bias[x][0], bias[y][1], vb]))
-        self.wo = torch.stack([attn.mha[m].out_proj.weight.detach().t() for m in MODALITIES])  # (2, D, D)
-        self.bo = torch.stack([attn.mha[m].out_proj.bias.detach() for m in MODALITIES])[:, None, :]
+            ws.append(torch.cat([w[x][0], w[y][1], vw]).t())
+            bs.append(torch.cat([bias[x][0], bias[y][1], vb]))
+        # buffers (not parameters: the counted ones stay ``mha``'s), so ``.to()`` moves them too
+        self.register_buffer("w", torch.stack(ws).contiguous())  # (2, D, 3D)
+        self.register_buffer("b", torch.stack(bs))  # (2, 3D)
+        self.register_buffer("wo", torch.stack([attn.mha[m].out_proj.weight.detach().t()
+                                                for m in MODALITIES]).contiguous())  # (2, D, D)
+        self.register_buffer("bo", torch.stack([attn.mha[m].out_proj.bias.detach() for m in MODALITIES])[:, None, :])
 
     def forward(self, q: dict[str, torch.Tensor], present: dict[str, torch.Tensor]):
         a, b = MODALITIES

@@ -51,7 +51,7 @@ def bench(model_id: int | None = None, threads: int = 2, seconds: float = 5.0, b
     out["decode_pairs_per_s"] = max(v for kk, v in out["decode"].items() if kk.startswith("level1_"))
     if len(codec.levels) > codec.stages:  # a Dynamic-Deep codec: the worker's batches mix levels
         eeg_level = 2 if 2 in codec.levels else codec.levels[0]
-        for b in batches[1:]:
+        for b in [b for b in batches if b > 1]:
             lv = rng.choice(codec.levels, b)  # ECG: every VQ level in equal shares; EEG at one level
             idx = {"ecg": [rng.integers(0, codec.level_codebook_size(L), codec.n_indices(L)).astype(np.uint16)
                            for L in lv],
