@@ -223,9 +223,16 @@ def test_a_worker_started_while_the_broker_is_down_waits_for_it(servers, ward_se
     broker.down()
     try:
         pool.start_all()
-        time.sleep(8.0)  # imports done; its clients are trying to reach the broker
-        assert pool.workers[0].alive(), _log_tail(pool.workers[0].log_path)
-        assert "unreachable; retrying" in _log_tail(pool.workers[0].log_path) and not pool.workers[0].ready()
+        # Wait until its imports are done and its clients are trying to reach the broker (a fixed
+        # 8 s sleep was too short on a slow CI host: the log was still empty).
+        w = pool.workers[0]
+        deadline = time.monotonic() + 90
+        while "unreachable; retrying" not in _log_tail(w.log_path) and time.monotonic() < deadline:
+            assert w.alive(), _log_tail(w.log_path)
+            time.sleep(0.5)
+        time.sleep(2.0)  # a few retries more: it must still be alive and not ready
+        assert w.alive(), _log_tail(w.log_path)
+        assert "unreachable; retrying" in _log_tail(w.log_path) and not w.ready()
     finally:
         broker.up()
     try:
