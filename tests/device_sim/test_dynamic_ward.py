@@ -20,7 +20,7 @@ async def _frames(s, n_expected: int):
     await c.start()
     out = []
     try:
-        deadline = time.time() + 20
+        deadline = time.time() + 45
         while len(out) < n_expected and time.time() < deadline:
             for msgs in (await c.getmany(timeout_ms=500)).values():
                 out.extend((m.timestamp, decode_frame(m.value)) for m in msgs)

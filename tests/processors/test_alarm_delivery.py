@@ -69,7 +69,7 @@ class Receiver:
         self.srv.shutdown()
         self.srv.server_close()
 
-    def wait(self, pred, timeout: float = 20.0) -> dict:
+    def wait(self, pred, timeout: float = 60.0) -> dict:
         deadline = time.time() + timeout
         while time.time() < deadline:
             with self.lock:
@@ -318,7 +318,7 @@ def test_two_workers_share_subscriptions_and_route_acknowledgements(ward_setting
                                                                        "url": f"http://127.0.0.1:{rx.port}/icu"}})
         assert code == 201
         # both workers see it (the other through the compacted topic)
-        deadline = time.time() + 10
+        deadline = time.time() + 30
         while time.time() < deadline and not api(p1, "GET", f"/api/v1/subscriptions/{sub['id']}", TOKEN_ICU)[0] == 200:
             time.sleep(0.2)
         assert api(p1, "GET", f"/api/v1/subscriptions/{sub['id']}", TOKEN_ICU)[0] == 200
@@ -333,7 +333,7 @@ def test_two_workers_share_subscriptions_and_route_acknowledgements(ward_setting
         busy = [st for st in pool.stats() if st["windows_written"] > 0]
         assert len(busy) == 2, "the beds' partitions should be spread over both workers"
         for b in beds:  # every acknowledgement through worker 1's API, whoever owns the bed
-            deadline = time.time() + 10
+            deadline = time.time() + 30
             while True:
                 code, body = api(p1, "POST", f"/api/v1/alarms/{b}/seq_gap/ack", TOKEN_ICU, {"by": "nurse"})
                 if code == 202 or time.time() > deadline:
