@@ -17,6 +17,7 @@ filter over raw-level windows), in mV at 128 Hz.
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -266,8 +267,58 @@ def rr_irregularity(beats: np.ndarray, fs: int = FS, at: np.ndarray | None = Non
 def beat_context(beats: np.ndarray, fs: int = FS, at: np.ndarray | None = None) -> np.ndarray:
     """(N, 6) per beat (or per position ``at``): the five `rr_features` the CNN takes, and the
     `rr_irregularity` the second stage (`beat_stack`) adds."""
+    if at is not None and 0 < len(at) <= _FEW:
+        few = _context_few(beats, fs, at)
+        if few is not None:
+            return few
     f = rr_features(*rr_context(beats, fs, at))
     return np.concatenate([f, rr_irregularity(beats, fs, at)[:, None].astype(np.float32)], axis=1)
+
+
+_FEW = 8  # up to this many positions, `beat_context` computes them one by one (the stream's case)
+
+
+def _median(v: list[float]) -> float:
+    """np.median of a short list, bit for bit (the middle value, or the mean of the two)."""
+    s = sorted(v)
+    m = len(s)
+    return s[m // 2] if m % 2 else (s[m // 2 - 1] + s[m // 2]) / 2
+
+
+def _context_few(beats, fs: int, at) -> np.ndarray | None:
+    """`beat_context` at a few positions of a long beat history, in scalar arithmetic: the same
+    float64 operations in the same order as `rr_context` and `rr_irregularity` (the numpy forms
+    cost ~0.35 ms per call in numpy overhead, once per window and bed in the worker). None where
+    the numpy form's fallbacks apply (a position without a predecessor)."""
+    b = [int(v) for v in np.asarray(beats).tolist()]
+    n = len(b)
+    idx = [int(i) for i in np.asarray(at).tolist()]
+    if n < 2 or min(idx) < 1 or max(idx) > n - 1:
+        return None
+    t = [v / fs for v in b]
+    csum = [0.0]
+    acc = 0.0
+    for i in range(1, max(idx) + 1):
+        acc += t[i] - t[i - 1]  # np.cumsum of np.diff(t): sequential
+        csum.append(acc)
+    rr_s = [(b[i + 1] - b[i]) / fs for i in range(max(idx))]  # rr_irregularity's intervals
+    pre, post, local, long, irr = [], [], [], [], []
+    for i in idx:
+        p = t[i] - t[i - 1]
+        lo = max(0, i - RR_LOCAL)
+        j = min(bisect.bisect_left(t, t[i] - RR_LONG_S), i - 1)
+        pre.append(p)
+        post.append(t[i + 1] - t[i] if i < n - 1 else p)
+        local.append((csum[i] - csum[lo]) / (i - lo))
+        long.append((csum[i] - csum[j]) / (i - j))
+        k = min(i - 1, IRREGULARITY_INTERVALS)
+        if k < 3:
+            irr.append(0.0)
+            continue
+        seg = rr_s[i - 1 - k:i - 1]
+        irr.append(_median([abs(seg[m + 1] - seg[m]) for m in range(k - 1)]) / max(_median(seg), 1e-3))
+    f = rr_features(*(np.asarray(v, np.float64) for v in (pre, post, local, long)))
+    return np.concatenate([f, np.asarray(irr, np.float64)[:, None].astype(np.float32)], axis=1)
 
 
 def beat_scales(signal: np.ndarray, beats: np.ndarray, fs: int = FS) -> np.ndarray:

@@ -118,3 +118,41 @@ def test_irregularity_equals_its_definition_beat_by_beat():
     for n in (0, 1, 3, 4, 5, 11, 12, 37):
         beats = np.cumsum(rng.integers(20, 300, n)).astype(np.int64)
         np.testing.assert_array_equal(rr_irregularity(beats, 128), by_definition(beats, 128))
+
+
+def test_context_at_a_few_positions_equals_the_vectorised_form_bit_for_bit():
+    """`beat_context` at ≤ 8 positions (the worker's case) computes them one by one in scalar
+    arithmetic; it must give the numpy form's float32 values exactly, including a position
+    without a successor, short histories, an irregular (AF-like) rhythm and beats over 60 s."""
+    from wardmodels import classifier as C
+
+    rng = np.random.default_rng(5)
+    checked = 0
+    for n in (2, 3, 4, 5, 11, 12, 40, 75, 140):
+        for kind in ("regular", "irregular", "ectopic"):
+            if kind == "regular":
+                rr = rng.integers(95, 105, n)
+            elif kind == "irregular":
+                rr = rng.integers(40, 260, n)
+            else:
+                rr = np.where(rng.random(n) < 0.2, 60, 110)
+            beats = np.cumsum(rr).astype(np.int64) + 1000
+            full = np.concatenate([rr_features(*rr_context(beats, 128)),
+                                   rr_irregularity(beats, 128)[:, None].astype(np.float32)], axis=1)
+            for at in ([n - 2], [n - 1], [1], list(range(max(1, n - 8), n)), [n // 2, n - 2]):
+                at = np.asarray(sorted(set(a for a in at if 1 <= a < n)), np.int64)
+                if not len(at):
+                    continue
+                few = C._context_few(beats, 128, at)
+                assert few is not None and few.dtype == np.float32
+                np.testing.assert_array_equal(few, full[at])
+                np.testing.assert_array_equal(beat_context(beats, 128, at=at), full[at])
+                checked += 1
+    assert checked > 100
+    # a position without a predecessor goes to the vectorised form (its fallbacks)
+    beats = np.array([100, 210, 330, 420], np.int64)
+    assert C._context_few(beats, 128, np.array([0, 2])) is None
+    np.testing.assert_array_equal(beat_context(beats, 128, at=np.array([0, 2])),
+                                  np.concatenate([rr_features(*rr_context(beats, 128)),
+                                                  rr_irregularity(beats, 128)[:, None].astype(np.float32)],
+                                                 axis=1)[[0, 2]])

@@ -56,3 +56,8 @@ def test_waveform_points_block_average_to_the_strip_rate():
     assert pts[1].endswith(" 1000015") and pts[-1].startswith("waveform,bed=5,modality=ecg v=254.5 ")
     assert waveform_points(frame, {Modality.ECG: x}, 0) == []
     assert waveform_points(frame, {Modality.ECG: x}, 48) == []  # not a divisor of 128 Hz
+    # a non-finite block is left out (line protocol has no NaN), its neighbours keep their times
+    x[2:4] = np.nan
+    pts = waveform_points(frame, {Modality.ECG: x / 3}, 64)
+    assert len(pts) == 127 and pts[0] == "waveform,bed=5,modality=ecg v=0.16667 1000000"
+    assert pts[1] == "waveform,bed=5,modality=ecg v=1.5 1000031"  # block 2 (samples 4, 5)
