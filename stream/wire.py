@@ -5,7 +5,8 @@ Layout (all integers big-endian)::
     header   magic  "WDST"                      4 B
              version u8 (=1)                    1 B
              flags   u8 (bit 0: HMAC tag, bit 1: predicted error,
-                         bit 2: audit reference)    1 B
+                         bit 2: audit reference, bit 3: raw sections
+                         lossless-coded)            1 B
              bed_id  u32                        4 B
              seq     u32 (per device, +1/window) 4 B
              t_start i64 (µs since epoch, device clock, first sample) 8 B
@@ -18,13 +19,16 @@ Layout (all integers big-endian)::
              count   u16 (samples or indices)   2 B
              side    raw: gain, offset as 2 x f32; VQ levels: 2 x f16 (gain, offset)
                      or, for levels declared ``side="scale8"``, one u8 scale code
-             payload raw: count x i16; VQ: count indices bit-packed MSB-first
-                     at ceil(log2 K) bits, zero padded to a byte
+             payload raw: count x i16, or with flag bit 3 a u16 byte length and the
+                     samples lossless-coded (`stream.lossless`: polynomial predictor,
+                     Rice codes); VQ: count indices bit-packed MSB-first at
+                     ceil(log2 K) bits, zero padded to a byte
     pred     u8, if flag bit 1: the device's predicted task error of the ECG at the level it
              sent, code c = round(32 * ln(1 + error)) (0..254; error = exp(c / 32) - 1)
     ref      if flag bit 2 (audit windows): the ECG window as the encoder saw it (after the
              device's front end) as one raw section: modality 0, level 0, count, f32 gain and
-             offset, count x i16 — what the cloud compares its reconstruction with
+             offset, count x i16 (lossless-coded with flag bit 3, as above) — what the
+             cloud compares its reconstruction with
     crc32    u32 over every byte before it      4 B
     hmac     16 B truncated HMAC-SHA256 over every byte before it (if flag)
 
@@ -51,12 +55,15 @@ from typing import Callable, Mapping
 
 import numpy as np
 
+from stream import lossless as lossless_code
+
 MAGIC = b"WDST"
 VERSION = 1
 FLAG_HMAC = 0x01
 FLAG_PRED = 0x02
 FLAG_REF = 0x04
-KNOWN_FLAGS = FLAG_HMAC | FLAG_PRED | FLAG_REF
+FLAG_LOSSLESS = 0x08
+KNOWN_FLAGS = FLAG_HMAC | FLAG_PRED | FLAG_REF | FLAG_LOSSLESS
 PRED_STEPS = 32.0  # predicted-error code steps per unit of ln(1 + error)
 AUDIT_WINDOWS = 5  # an audit burst: this many consecutive windows carry the reference (10 s)
 HMAC_LEN = 16
@@ -66,6 +73,7 @@ _MOD_HEAD = struct.Struct(">BBH")
 _SIDE_F32 = struct.Struct(">ff")
 _SIDE_F16 = struct.Struct(">ee")
 _SIDE_U8 = struct.Struct(">B")
+_LEN16 = struct.Struct(">H")
 SIDE_KINDS = ("f16x2", "scale8")
 HEADER_SIZE = _HEADER.size
 MAX_SAMPLES = 8192
@@ -248,6 +256,7 @@ class Frame:
     channels: tuple[Channel, ...]
     pred_error: float | None = None  # the device's predicted task error (quantised on the wire)
     reference: Channel | None = None  # audit windows: the ECG as the encoder saw it, raw
+    lossless: bool = False  # raw sections (and the reference) lossless-coded on the wire
 
     def channel(self, modality: Modality) -> Channel | None:
         for ch in self.channels:
@@ -280,12 +289,35 @@ def pred_value(code: int) -> float:
     return math.expm1(code / PRED_STEPS)
 
 
-def _raw_section(ch: Channel, n_samples: int) -> bytes:
-    data = np.asarray(ch.data)
+def _raw_payload(data: np.ndarray, n_samples: int, lossless: bool) -> bytes:
+    data = np.asarray(data)
     if data.shape != (n_samples,):
         raise BadLength(f"raw payload has {data.shape} samples, window is {n_samples}")
+    if not lossless:
+        return data.astype(">i2").tobytes()
+    coded = lossless_code.encode(data)
+    return _LEN16.pack(len(coded)) + coded
+
+
+def _read_raw(buf: bytes, pos: int, end: int, n_samples: int, lossless: bool, what: str) -> tuple[np.ndarray, int]:
+    """A raw payload at ``pos`` -> (int16 samples, position after it)."""
+    if not lossless:
+        if pos + 2 * n_samples > end:
+            raise TruncatedFrame(f"{what} payload runs past the frame body")
+        return np.frombuffer(buf, ">i2", count=n_samples, offset=pos).astype(np.int16), pos + 2 * n_samples
+    if pos + _LEN16.size > end:
+        raise TruncatedFrame(f"{what} payload length runs past the frame body")
+    (nbytes,) = _LEN16.unpack_from(buf, pos)
+    pos += _LEN16.size
+    if pos + nbytes > end:
+        raise TruncatedFrame(f"{what} lossless payload runs past the frame body")
+    data = lossless_code.decode(buf[pos:pos + nbytes], n_samples, lambda m: BadLength(f"{what}: {m}"))
+    return data, pos + nbytes
+
+
+def _raw_section(ch: Channel, n_samples: int, lossless: bool = False) -> bytes:
     return _MOD_HEAD.pack(int(ch.modality), 0, n_samples) + _SIDE_F32.pack(ch.gain, ch.offset) \
-        + data.astype(">i2").tobytes()
+        + _raw_payload(ch.data, n_samples, lossless)
 
 
 def pack_indices(indices: np.ndarray, bits: int) -> bytes:
@@ -323,16 +355,14 @@ def encode_frame(frame: Frame, hmac_key: bytes | None = None,
     if frame.reference is not None and (frame.reference.modality != Modality.ECG or frame.reference.level != 0):
         raise BadLength("the audit reference is the ECG at the raw level")
     flags = ((FLAG_HMAC if hmac_key else 0) | (FLAG_PRED if frame.pred_error is not None else 0)
-             | (FLAG_REF if frame.reference is not None else 0))
+             | (FLAG_REF if frame.reference is not None else 0) | (FLAG_LOSSLESS if frame.lossless else 0))
     out = bytearray(_HEADER.pack(MAGIC, VERSION, flags, frame.bed_id, frame.seq, frame.t_start_us,
                                  frame.fs, frame.n_samples, frame.model_id, len(frame.channels)))
     for ch in frame.channels:
         lv = spec.level(ch.level)
         data = np.asarray(ch.data)
         if lv.raw:
-            if data.shape != (frame.n_samples,):
-                raise BadLength(f"raw payload has {data.shape} samples, window is {frame.n_samples}")
-            payload = data.astype(">i2").tobytes()
+            payload = _raw_payload(data, frame.n_samples, frame.lossless)
         else:
             if data.shape != (lv.n_indices,):
                 raise BadLength(f"level {lv.level} carries {lv.n_indices} indices, got {data.shape}")
@@ -345,7 +375,7 @@ def encode_frame(frame: Frame, hmac_key: bytes | None = None,
     if frame.pred_error is not None:
         out.append(pred_code(frame.pred_error))
     if frame.reference is not None:
-        out += _raw_section(frame.reference, frame.n_samples)
+        out += _raw_section(frame.reference, frame.n_samples, frame.lossless)
     out += struct.pack(">I", zlib.crc32(out))
     if hmac_key:
         out += _hmac.new(hmac_key, bytes(out), hashlib.sha256).digest()[:HMAC_LEN]
@@ -426,14 +456,14 @@ def decode_frame(buf: bytes, hmac_key_for: Callable[[int], bytes | None] | None 
         pos += side.size
         if not (math.isfinite(gain) and math.isfinite(offset)):
             raise BadLength(f"{modality.name} side information is not finite")
-        nbytes = lv.payload_bytes(n_samples)
-        if pos + nbytes > body_end:
-            raise TruncatedFrame(f"{modality.name} payload runs past the frame body")
-        chunk = buf[pos:pos + nbytes]
-        pos += nbytes
         if lv.raw:
-            data = np.frombuffer(chunk, dtype=">i2").astype(np.int16)
+            data, pos = _read_raw(buf, pos, body_end, n_samples, bool(flags & FLAG_LOSSLESS), modality.name)
         else:
+            nbytes = lv.payload_bytes(n_samples)
+            if pos + nbytes > body_end:
+                raise TruncatedFrame(f"{modality.name} payload runs past the frame body")
+            chunk = buf[pos:pos + nbytes]
+            pos += nbytes
             data = unpack_indices(chunk, count, lv.bits)
             if data.size and int(data.max()) >= lv.codebook_size:
                 raise IndexOutOfRange(f"{modality.name} index {int(data.max())} >= {lv.codebook_size}")
@@ -448,8 +478,7 @@ def decode_frame(buf: bytes, hmac_key_for: Callable[[int], bytes | None] | None 
         pos += 1
     reference = None
     if flags & FLAG_REF:
-        need = _MOD_HEAD.size + _SIDE_F32.size + 2 * n_samples
-        if pos + need > body_end:
+        if pos + _MOD_HEAD.size + _SIDE_F32.size > body_end:
             raise TruncatedFrame("audit reference runs past the frame body")
         mod, level, count = _MOD_HEAD.unpack_from(buf, pos)
         if mod != Modality.ECG or level != 0 or count != n_samples:
@@ -458,12 +487,13 @@ def decode_frame(buf: bytes, hmac_key_for: Callable[[int], bytes | None] | None 
         gain, offset = _SIDE_F32.unpack_from(buf, pos + _MOD_HEAD.size)
         if not (math.isfinite(gain) and math.isfinite(offset)):
             raise BadLength("audit reference side information is not finite")
-        data = np.frombuffer(buf, dtype=">i2", count=n_samples, offset=pos + _MOD_HEAD.size + _SIDE_F32.size)
-        reference = Channel(Modality.ECG, 0, float(gain), float(offset), data.astype(np.int16))
-        pos += need
+        data, pos = _read_raw(buf, pos + _MOD_HEAD.size + _SIDE_F32.size, body_end, n_samples,
+                              bool(flags & FLAG_LOSSLESS), "audit reference")
+        reference = Channel(Modality.ECG, 0, float(gain), float(offset), data)
     if pos != body_end:
         raise BadLength(f"{body_end - pos} unexpected bytes after the last modality")
-    return Frame(bed_id, seq, t_start, fs, n_samples, model_id, tuple(channels), pred, reference)
+    return Frame(bed_id, seq, t_start, fs, n_samples, model_id, tuple(channels), pred, reference,
+                 bool(flags & FLAG_LOSSLESS))
 
 
 def raw_bits(frame: Frame) -> int:

@@ -33,8 +33,17 @@ def frames() -> dict[str, tuple[Frame, bytes | None]]:
     # an audited window: the device's predicted task error and the ECG its encoder saw (raw)
     audited = Frame(3, 123457, 1_700_000_004_000_000, 128, 256, 7, vq.channels, wire.pred_value(9),
                     Channel(Modality.ECG, 0, F32(0.001), 0.0, ecg))
+    # the same at the raw level lossless-coded (`stream.lossless`), with a noisy ECG, and an
+    # audited window whose reference is lossless-coded
+    noisy = (ecg + np.random.default_rng(0).integers(-40, 41, 256)).astype(np.int16)
+    raw_ll = Frame(42, 8, 1_700_000_002_000_000, 128, 256, 0,
+                   (Channel(Modality.ECG, 0, F32(0.001), 0.0, noisy), Channel(Modality.EEG, 0, F32(0.1), 0.0, eeg)),
+                   lossless=True)
+    audited_ll = Frame(3, 123458, 1_700_000_006_000_000, 128, 256, 7, vq.channels, wire.pred_value(9),
+                       Channel(Modality.ECG, 0, F32(0.001), 0.0, noisy), lossless=True)
     return {"raw_ecg_eeg": (raw, None), "raw_signed": (raw, TEST_KEY), "vq_levels": (vq, None),
-            "vq_audited": (audited, TEST_KEY)}
+            "vq_audited": (audited, TEST_KEY), "raw_lossless": (raw_ll, None),
+            "vq_audited_lossless": (audited_ll, TEST_KEY)}
 
 
 if __name__ == "__main__":

@@ -40,6 +40,41 @@ def test_golden_sizes_count_every_bit():
     assert len((HERE / "vq_levels.bin").read_bytes()) == 29 + (4 + 4 + 40) + (4 + 4 + 8) + 4
 
 
+def test_lossless_raw_sections_halve_a_noisy_window():
+    plain, _ = GOLDEN["raw_ecg_eeg"]
+    coded = (HERE / "raw_lossless.bin").read_bytes()
+    assert len(coded) < 0.5 * len((HERE / "raw_ecg_eeg.bin").read_bytes())
+    got = _dec(coded)
+    assert got.lossless and got.channel(Modality.EEG) == plain.channel(Modality.EEG)
+    # the audited window's reference: the same samples, fewer bytes
+    a, b = _dec(VQ_AUDITED, hmac_key_for=lambda bed: TEST_KEY), \
+        _dec((HERE / "vq_audited_lossless.bin").read_bytes(), hmac_key_for=lambda bed: TEST_KEY)
+    assert b.lossless and b.channels == a.channels and b.pred_error == a.pred_error
+    assert len((HERE / "vq_audited_lossless.bin").read_bytes()) < len(VQ_AUDITED) - 200
+
+
+def test_malformed_lossless_payloads_are_frame_errors():
+    """Every bit flip and every cut of a lossless section (CRC made valid again) is either
+    rejected with a FrameError or parses to a whole frame (which then round-trips)."""
+    coded = (HERE / "raw_lossless.bin").read_bytes()
+    rng = random.Random(3)
+    rejected = 0
+    for i in list(range(29, len(coded) - 4)):
+        b = bytearray(coded)
+        b[i] ^= 1 << rng.randrange(8)
+        try:
+            f = _dec(_recrc(b))
+        except FrameError:
+            rejected += 1
+            continue
+        assert all(ch.data.shape == (256,) for ch in f.channels)
+        assert _dec(encode_frame(f, registry=TEST_REGISTRY)) == f
+    for cut in range(29, len(coded) - 4, 7):
+        with pytest.raises(FrameError):
+            _dec(_recrc(bytearray(coded[:cut] + coded[-4:])))
+    assert rejected > 100
+
+
 def test_physical_units():
     frame, _ = GOLDEN["raw_ecg_eeg"]
     ecg = frame.channel(Modality.ECG)
@@ -65,7 +100,8 @@ def any_frame(draw):
             off = draw(st.floats(-100, 100, width=16))
         chans.append(Channel(m, level, float(gain), float(off), data))
     return Frame(draw(st.integers(0, 2**32 - 1)), draw(st.integers(0, 2**32 - 1)),
-                 draw(st.integers(-(2**63), 2**63 - 1)), draw(st.integers(1, 65535)), n, 7, tuple(chans))
+                 draw(st.integers(-(2**63), 2**63 - 1)), draw(st.integers(1, 65535)), n, 7, tuple(chans),
+                 lossless=draw(st.booleans()))
 
 
 @settings(max_examples=150, deadline=None)
@@ -87,6 +123,7 @@ def test_pack_unpack_indices(bits):
 RAW = (HERE / "raw_ecg_eeg.bin").read_bytes()
 VQ = (HERE / "vq_levels.bin").read_bytes()
 SIGNED = (HERE / "raw_signed.bin").read_bytes()
+VQ_AUDITED = (HERE / "vq_audited.bin").read_bytes()
 
 
 def _dec(b, **kw):
