@@ -119,6 +119,7 @@ class Device:
     # windows between audit bursts (stream.wire.in_burst; 0: never): in a burst a device that
     # predicts its task error also sends the ECG its encoder saw, for the cloud to check it
     audit_every: int = 0
+    lossless: bool = False  # raw-level sections lossless-coded on the wire (Settings.raw_lossless)
 
     def next_frame(self) -> tuple[bytes, Frame]:
         return next_frames([self])[0]
@@ -132,7 +133,7 @@ class Device:
 
             ref = raw_channel(Modality.ECG, seen)
         frame = Frame(self.bed_id, self.seq, self.clock0_us + self.seq * WINDOW_US, FS, WINDOW,
-                      self.encoder.model_id, channels, pred, ref)
+                      self.encoder.model_id, channels, pred, ref, self.lossless)
         self.seq += 1
         return encode_frame(frame, self.hmac_key), frame
 
@@ -267,7 +268,7 @@ async def run_ward(settings, n_beds: int, duration_s: float, speed: float = 1.0,
     phases = {b: int(rng.uniform(0, WINDOW_US)) for b in beds}
     audit_every = int(round(settings.audit_every_s * FS / WINDOW)) if settings.audit_every_s > 0 else 0
     devices = {b: Device(b, sources[b], clock0 + phases[b], make_encoder(), settings.device_key(b),
-                         audit_every=audit_every) for b in beds}
+                         audit_every=audit_every, lossless=settings.raw_lossless) for b in beds}
     own = producer is None
     if own:
         producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all",

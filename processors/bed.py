@@ -338,7 +338,7 @@ def process_frame(state: BedState, frame: Frame, signals: dict[Modality, np.ndar
 
     for ch in frame.channels:
         lv = REGISTRY[frame.model_id].level(ch.level)
-        wire_bits = 8 * lv.section_bytes(frame.n_samples)
+        wire_bits = 8 * (ch.wire_bytes if ch.wire_bytes is not None else lv.section_bytes(frame.n_samples))
         raw_bits = 16 * frame.n_samples
         points.append(line("bandwidth", {"bed": bed, "modality": ch.modality.name.lower()},
                            {"level": ch.level, "wire_bits": wire_bits, "raw_bits": raw_bits,

@@ -230,6 +230,9 @@ class Channel:
     gain: float
     offset: float
     data: np.ndarray
+    # bytes of this section on the wire (set by `decode_frame`; a lossless-coded raw section's
+    # size depends on its samples); not part of equality
+    wire_bytes: int | None = field(default=None, compare=False)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Channel):
@@ -438,6 +441,7 @@ def decode_frame(buf: bytes, hmac_key_for: Callable[[int], bytes | None] | None 
         if pos + _MOD_HEAD.size > body_end:
             raise TruncatedFrame("modality header runs past the frame body")
         mod, level, count = _MOD_HEAD.unpack_from(buf, pos)
+        start = pos
         pos += _MOD_HEAD.size
         try:
             modality = Modality(mod)
@@ -467,7 +471,7 @@ def decode_frame(buf: bytes, hmac_key_for: Callable[[int], bytes | None] | None 
             data = unpack_indices(chunk, count, lv.bits)
             if data.size and int(data.max()) >= lv.codebook_size:
                 raise IndexOutOfRange(f"{modality.name} index {int(data.max())} >= {lv.codebook_size}")
-        channels.append(Channel(modality, level, float(gain), float(offset), data))
+        channels.append(Channel(modality, level, float(gain), float(offset), data, pos - start))
     pred = None
     if flags & FLAG_PRED:
         if pos + 1 > body_end:

@@ -85,6 +85,9 @@ class Settings:
     # the worker sends each bed's slack correction from its audits back on the control topic
     # (processors.audit.slack_offset); devices that pick their level add it to their slack
     audit_correction: bool = True
+    # devices send their raw-level sections (and audit references) lossless-coded
+    # (`stream.lossless`, wire flag bit 3: about half the bytes); 0: plain int16
+    raw_lossless: bool = True
 
     @property
     def kafka_port(self) -> int:
@@ -148,6 +151,7 @@ _ENV = {
     "eeg_level": "WARDSTREAM_EEG_LEVEL",
     "audit_every_s": "WARDSTREAM_AUDIT_EVERY_S",
     "audit_correction": "WARDSTREAM_AUDIT_CORRECTION",
+    "raw_lossless": "WARDSTREAM_RAW_LOSSLESS",
 }
 
 

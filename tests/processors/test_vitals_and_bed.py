@@ -168,3 +168,21 @@ def test_window_redelivered_after_a_later_one_is_processed_not_skipped():
     assert restored.done == st.done and restored.late == 1
     _, r7 = process_frame(restored, frames[7][0], reconstruct(frames[7][0]), frames[7][1])
     assert r7.gap == 0 and not r7.late and not r7.replay
+
+
+def test_a_lossless_raw_window_gives_the_same_signals_and_counts_its_real_bits():
+    """A device that lossless-codes its raw level (Settings.raw_lossless) sends the same samples
+    in about half the bytes; the bandwidth points count the bits actually sent."""
+    out = {}
+    for ll in (False, True):
+        dev = Device(9, SyntheticBed(9, seed=4), 1_800_000_000_000_000, RawEncoder(), None, lossless=ll)
+        raw, _ = dev.next_frame()
+        fr = decode_frame(raw)
+        _, res = process_frame(BedState(), fr, reconstruct(fr), len(raw))
+        bw = {p.split("modality=")[1].split(" ")[0]: int(p.split("wire_bits=")[1].split("i")[0])
+              for p in res.points if p.startswith("bandwidth")}
+        out[ll] = (len(raw), bw, [p for p in res.points if p.startswith(("vitals", "eeg_bands"))])
+    assert out[True][2] == out[False][2]  # same samples, same vitals
+    assert out[False][1] == {"ecg": 8 * 524, "eeg": 8 * 524}
+    assert sum(out[True][1].values()) == 8 * (out[True][0] - 33)  # every section bit, header and CRC apart
+    assert out[True][0] < 0.75 * out[False][0]

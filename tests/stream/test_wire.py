@@ -46,6 +46,9 @@ def test_lossless_raw_sections_halve_a_noisy_window():
     assert len(coded) < 0.5 * len((HERE / "raw_ecg_eeg.bin").read_bytes())
     got = _dec(coded)
     assert got.lossless and got.channel(Modality.EEG) == plain.channel(Modality.EEG)
+    # each section's size on the wire is known after decoding (the bandwidth metrics use it)
+    assert sum(c.wire_bytes for c in got.channels) == len(coded) - 29 - 4
+    assert [c.wire_bytes for c in _dec(RAW).channels] == [524, 524]
     # the audited window's reference: the same samples, fewer bytes
     a, b = _dec(VQ_AUDITED, hmac_key_for=lambda bed: TEST_KEY), \
         _dec((HERE / "vq_audited_lossless.bin").read_bytes(), hmac_key_for=lambda bed: TEST_KEY)
