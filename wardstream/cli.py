@@ -252,6 +252,8 @@ def main(argv: list[str] | None = None) -> int:
     ed.add_argument("--audit-every", type=int, default=None, metavar="N",
                     help="also score the per-bed slack correction of the audits (one observed window every N "
                          "windows, as the worker scores them) on the same windows")
+    ed.add_argument("--raw-int16", action="store_true",
+                    help="count windows sent raw as plain int16 (devices with WARDSTREAM_RAW_LOSSLESS=0)")
     ev_cv = esub.add_parser("beat-cv", help="the beat recipe by patient-wise cross-validation inside MIT-BIH DS1")
     _common(ev_cv)
     ev_cv.add_argument("--folds", type=int, default=4)
@@ -519,7 +521,8 @@ def main(argv: list[str] | None = None) -> int:
 
         png = a.png or (a.json.with_suffix(".png") if a.json else None)
         try:
-            d = eval_dd(s.data_dir, a.split, a.bound, a.model_id, png, audit_every=a.audit_every)
+            d = eval_dd(s.data_dir, a.split, a.bound, a.model_id, png, audit_every=a.audit_every,
+                        raw_lossless=not a.raw_int16)
         except DataMissing as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2

@@ -6,9 +6,12 @@ per 2-s window:
 * ``raw16``: both modalities as int16 samples (wire level 0);
 * ``zstd``: the same int16 windows, each compressed on the device by zstd (level 19) with a 4 KiB
   dictionary trained on training-split windows (measured here on held-out windows);
+* ``lossless``: the same int16 windows as the devices' raw level sends them by default
+  (`stream.lossless`: polynomial predictor and Rice codes, measured on the same held-out windows);
 * ``codec_L1`` / ``codec_L2``: the VQ codec at a fixed level (64 / 32 indices per modality);
 * ``dynamic_deep``: ECG at the level its edge predictor picks under the bound (the level mix
-  *measured* by `wardstream eval dynamic-deep` on the chosen split), EEG at a fixed level.
+  *measured* by `wardstream eval dynamic-deep` on the chosen split; its windows sent raw at their
+  measured lossless size unless ``raw_lossless`` is off), EEG at a fixed level.
 
 Bytes are exact wire bytes (`stream.wire`: frame header, sections, CRC) plus a stated Kafka
 per-record overhead. Decode compute is measured here (one thread, this machine). Prices are list
@@ -95,14 +98,17 @@ def changelog_bytes_per_window(windows: int = 40, beds: int = 4) -> float:
     return float(np.mean(sizes))
 
 
-def _zstd_section_bytes(data_dir, n_train: int = 4000, n_test: int = 4000, seed: int = 0) -> dict:
-    """Mean bytes of a zstd-compressed int16 window (+ section header and side) per modality."""
+def _zstd_section_bytes(data_dir, n_train: int = 4000, n_test: int = 4000, seed: int = 0) -> tuple[dict, dict]:
+    """Mean bytes of a zstd-compressed int16 window (+ section header and side) per modality,
+    and of the same held-out windows lossless-coded as the raw level sends them."""
     import zstandard as zstd
+
+    from stream import lossless
 
     from wardstream import datasets as ds
 
     rng = np.random.default_rng(seed)
-    out = {}
+    out, ll = {}, {}
     present = ds.mitdb_records_present(data_dir)
     tr = [r for r in present if r in ds.DS1][:6] or present[: max(1, len(present) // 2)]
     te = [r for r in present if r in ds.DS2][:6] or present[len(present) // 2:]
@@ -121,10 +127,14 @@ def _zstd_section_bytes(data_dir, n_train: int = 4000, n_test: int = 4000, seed:
             return ws
         d = zstd.train_dictionary(4096, windows(tr, n_train))
         c = zstd.ZstdCompressor(level=19, dict_data=d)
-        sizes = [len(c.compress(w)) for w in windows(te, n_test)]
+        test = windows(te, n_test)
+        sizes = [len(c.compress(w)) for w in test]
         out[name] = {"mean_payload_bytes": float(np.mean(sizes)), "section_bytes": 4 + 8 + float(np.mean(sizes)),
                      "dictionary_bytes": 4096, "test_windows": n_test}
-    return out
+        ll_sizes = [len(lossless.encode(np.frombuffer(w, ">i2"))) for w in test]
+        ll[name] = {"mean_payload_bytes": float(np.mean(ll_sizes)),
+                    "section_bytes": 4 + 8 + 2 + float(np.mean(ll_sizes)), "test_windows": n_test}
+    return out, ll
 
 
 def _decode_seconds_per_window(codec, level: int, n: int = 1024) -> float:
@@ -148,7 +158,7 @@ def cost_report(settings, beds: int = 200, split: str = "test", bound: float | N
     from stream.wire import CRC_LEN, HEADER_SIZE, REGISTRY
     from wardmodels.runtime import load_deployed
     from wardmodels.wire_codec import register_deployed
-    from wardstream.eval_dynamic import load_part, score, section_bits
+    from wardstream.eval_dynamic import load_part, raw_level_bits, score, section_bits
 
     register_deployed()
     codec = load_deployed(model_id)
@@ -162,14 +172,17 @@ def cost_report(settings, beds: int = 200, split: str = "test", bound: float | N
     part = load_part(settings.data_dir, split, model_id)
     pred, err = pr.predict(part.features(pr.n_in)), part.errors(pr.weights)
     bits = {L: section_bits(codec, L) for L in range(0, 6)}
-    sc, lv = score(pred, err, bits, pr, bound)
+    rb = raw_level_bits(settings.data_dir, split, part) if settings.raw_lossless else None
+    sc, lv = score(pred, err, bits, pr, bound, rb)
     mix = np.bincount(lv, minlength=6) / len(lv)
-    ecg_dd = float(sum(mix[L] * sec(L) for L in range(6)))
-    zs = _zstd_section_bytes(settings.data_dir)
+    raw_sent = float(rb[lv == 0].mean()) / 8 if rb is not None and (lv == 0).any() else float(sec(0))
+    ecg_dd = float(mix[0] * raw_sent + sum(mix[L] * sec(L) for L in range(1, 6)))
+    zs, ll = _zstd_section_bytes(settings.data_dir)
     eeg_lvl = ASSUMPTIONS["eeg_level_dynamic"]
     options = {
         "raw16": {"ecg": sec(0), "eeg": sec(0), "decode_levels": {}},
         "zstd": {"ecg": zs["ecg"]["section_bytes"], "eeg": zs["eeg"]["section_bytes"], "decode_levels": {}},
+        "lossless": {"ecg": ll["ecg"]["section_bytes"], "eeg": ll["eeg"]["section_bytes"], "decode_levels": {}},
         "codec_L1": {"ecg": sec(1), "eeg": sec(1), "decode_levels": {1: 2.0}},
         "codec_L2": {"ecg": sec(2), "eeg": sec(2), "decode_levels": {2: 2.0}},
         "dynamic_deep": {"ecg": ecg_dd, "eeg": sec(eeg_lvl),
@@ -225,8 +238,11 @@ def cost_report(settings, beds: int = 200, split: str = "test", bound: float | N
                          "ecg_level_mix": {str(L): round(float(mix[L]), 4) for L in range(6)},
                          "ecg_mean_compression_gain": sc["mean_compression_gain"],
                          "ecg_aggregate_compression_gain": sc["aggregate_compression_gain"],
+                         "ecg_raw_section_bytes": round(raw_sent, 2),
+                         "raw_coding": "lossless" if rb is not None else "int16",
                          "eeg_level": eeg_lvl},
         "zstd_measured": zs,
+        "lossless_measured": ll,
         "worker_state_changelog": {"state_bytes_per_window": round(state_bytes, 1),
                                    "broker_gb_per_month": round(changelog_gb, 1)},
         "decode_seconds_per_window_1_thread": {str(k): v for k, v in dec_s.items()},

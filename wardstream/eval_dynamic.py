@@ -10,7 +10,8 @@ cached under ``runs/dd-cache``. Splits, by patient:
   excluded) and every CinC record of the directory — any directory of the shared layout.
 
 Compression gain counts every bit of the ECG section of a frame (modality, level tag, count,
-scale code, payload; raw: 2 x f32 side + int16 samples) against 16-bit samples.
+scale code, payload; raw: 2 x f32 side + the window's lossless-coded samples as devices send
+them, or int16 samples with ``raw_lossless=False``) against 16-bit samples.
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ def section_bits(codec, level: int, n_samples: int = 256) -> int:
     return 8 * REGISTRY[codec.model_id].level(level).section_bytes(n_samples)
 
 
-def _signals(data_dir: Path, split: str):
+def _signals(data_dir: Path, split: str, filtered: bool = True):
     from wardmodels.clf_data import cinc_split
     from wardmodels.frontend import filter_record
     from wardstream import datasets as ds
@@ -86,12 +87,32 @@ def _signals(data_dir: Path, split: str):
         cinc = ds.load_cinc(data_dir, "all")
     else:
         raise ValueError(f"unknown split {split!r}; choose from train, calib, test, all")
+    f = filter_record if filtered else (lambda x: x)
     out = []
     for r in mit:
-        out.append(("mitdb", r, None, filter_record(ds.load_mitdb(data_dir, r).ecg_mv)))
+        out.append(("mitdb", r, None, f(ds.load_mitdb(data_dir, r).ecg_mv)))
     for r, lab, s in zip(cinc.records, cinc.labels, cinc.signals):
-        out.append(("cinc", str(r), str(lab), filter_record(s)))
+        out.append(("cinc", str(r), str(lab), f(s)))
     return out
+
+
+def raw_level_bits(data_dir: Path, split: str, part: Part) -> np.ndarray:
+    """Per window of ``part``, the bits of its ECG section at the raw level as a device sends it
+    lossless-coded (`stream.lossless`; the unfiltered ECG at the raw level's 1 µV per LSB): what a
+    window the policy sends raw really costs (plain int16: `section_bits(codec, 0)` = 4,192)."""
+    from stream import lossless
+    from stream.wire import Modality
+    from wardmodels.wire_codec import raw_channel
+
+    sigs = [x for _, _, _, x in _signals(data_dir, split, filtered=False) if len(x) // 256 >= 1]
+    if len(sigs) != len(part.records):
+        raise RuntimeError(f"{split}: {len(sigs)} records in the data, {len(part.records)} in the cache")
+    out = []
+    for r, x in zip(part.records, sigs):
+        for k in range(len(r.feats)):
+            q = raw_channel(Modality.ECG, x[k * 256:(k + 1) * 256]).data
+            out.append(8 * (4 + 8 + 2 + len(lossless.encode(q))))  # mod head, f32 side, length, payload
+    return np.asarray(out, np.float64)
 
 
 def _cache_key(codec, data_dir: Path, split: str) -> Path:
@@ -227,9 +248,12 @@ def cinc_f1(part: Part, levels_per_record: list[np.ndarray] | None, clf) -> floa
 
 
 # --------------------------------------------------------------------------- policy scoring
-def gains(levels: np.ndarray, bits: dict[int, int]) -> tuple[float, float]:
-    """(mean of per-window gains — the paper's statistic, total raw bits / total bits sent)."""
+def gains(levels: np.ndarray, bits: dict[int, int], raw_bits: np.ndarray | None = None) -> tuple[float, float]:
+    """(mean of per-window gains — the paper's statistic, total raw bits / total bits sent);
+    ``raw_bits``: per window, what it costs at the raw level (lossless-coded), else the fixed size."""
     b = np.array([bits[int(L)] for L in range(0, len(LEVELS) + 1)], np.float64)[levels]
+    if raw_bits is not None:
+        b = np.where(levels == 0, raw_bits, b)
     return float((4096.0 / b).mean()), float(4096.0 * len(b) / b.sum())
 
 
@@ -241,12 +265,12 @@ def oracle_levels(err: np.ndarray, bound: float) -> np.ndarray:
     return lv
 
 
-def score(pred, err, bits, predictor, bound: float) -> dict:
+def score(pred, err, bits, predictor, bound: float, raw_bits: np.ndarray | None = None) -> dict:
     lv = predictor.choose(pred, bound)
     real = chosen_error(lv, err)
     olv = oracle_levels(err, bound)
-    g_mean, g_agg = gains(lv, bits)
-    o_mean, o_agg = gains(olv, bits)
+    g_mean, g_agg = gains(lv, bits, raw_bits)
+    o_mean, o_agg = gains(olv, bits, raw_bits)
     return {"bound": bound, "slack": predictor.slack(bound), "mean_compression_gain": g_mean,
             "aggregate_compression_gain": g_agg, "violation_rate": float((real > bound).mean()),
             "mean_real_error": float(real.mean()),
@@ -397,7 +421,7 @@ def train_predictor(data_dir: Path, model_id: int = 3, alpha: float = 0.05, weig
 
 
 def evaluate(data_dir: Path, split: str = "test", bound: float | None = None, model_id: int = 3,
-             png: Path | None = None, audit_every: int | None = None) -> dict:
+             png: Path | None = None, audit_every: int | None = None, raw_lossless: bool = True) -> dict:
     from scipy.stats import pearsonr
 
     from wardmodels.clf_runtime import load_deployed_classifier
@@ -412,8 +436,9 @@ def evaluate(data_dir: Path, split: str = "test", bound: float | None = None, mo
     feats, err = part.features(pr.n_in), part.errors(pr.weights)
     pred = pr.predict(feats)
     bits = {L: section_bits(codec, L) for L in range(0, len(LEVELS) + 1)}
+    rb = raw_level_bits(data_dir, split, part) if raw_lossless else None
     clf = load_deployed_classifier("rhythm")
-    head, lv = score(pred, err, bits, pr, bound)
+    head, lv = score(pred, err, bits, pr, bound, rb)
     real_chosen = np.log1p(chosen_error(lv, err))
     pred_chosen = np.concatenate([np.zeros((len(pred), 1)), pred], 1)[np.arange(len(lv)), lv]
     vq = lv > 0
@@ -423,6 +448,10 @@ def evaluate(data_dir: Path, split: str = "test", bound: float | None = None, mo
            "windows_by_source": {s: int(sum(len(r.feats) for r, t in zip(part.records, part.source) if t == s))
                                  for s in ("mitdb", "cinc")},
            "bits_per_window_by_level": {str(k): v for k, v in bits.items()},
+           "raw_level": {"coding": "lossless (stream.lossless)" if rb is not None else "int16",
+                         "mean_bits_all_windows": float(rb.mean()) if rb is not None else float(bits[0]),
+                         "mean_bits_windows_sent_raw": float(rb[lv == 0].mean()) if rb is not None and (lv == 0).any()
+                         else float(bits[0])},
            **head,
            "predicted_vs_real": float(pearsonr(pred.ravel(), np.log1p(err).ravel())[0]),
            "predicted_vs_real_chosen_level": float(pearsonr(pred_chosen[vq], real_chosen[vq])[0]) if vq.sum() > 2 else None,
@@ -431,7 +460,7 @@ def evaluate(data_dir: Path, split: str = "test", bound: float | None = None, mo
     for src in ("mitdb", "cinc"):
         m = part.mask(src)
         if m.any():
-            sc, _ = score(pred[m], err[m], bits, pr, bound)
+            sc, _ = score(pred[m], err[m], bits, pr, bound, None if rb is None else rb[m])
             out[f"by_source_{src}"] = {k: sc[k] for k in ("mean_compression_gain", "aggregate_compression_gain",
                                                           "violation_rate", "level_histogram", "oracle_gain_fraction")}
     for L in LEVELS:
@@ -443,7 +472,7 @@ def evaluate(data_dir: Path, split: str = "test", bound: float | None = None, mo
 
         alv = audit_corrected_levels(part, pr, bound, audit_every)
         over = chosen_error(alv, err) > bound
-        g_mean, g_agg = gains(alv, bits)
+        g_mean, g_agg = gains(alv, bits, rb)
         mit = part.mask("mitdb")
         out["audit_correction"] = {
             "every_windows": audit_every, "span_windows": AUDIT_SPAN, "quantile": AUDIT_QUANTILE,
@@ -458,7 +487,7 @@ def evaluate(data_dir: Path, split: str = "test", bound: float | None = None, mo
     for b in BOUND_GRID:
         if not np.isfinite(pr.slack(b)):
             continue
-        sc, lvb = score(pred, err, bits, pr, float(b))
+        sc, lvb = score(pred, err, bits, pr, float(b), rb)
         sc["f1_cinc_reconstructed"] = cinc_f1(part, _split_levels(part, lvb), clf)
         curve.append({k: v for k, v in sc.items() if k != "level_histogram"})
     out["curve"] = curve

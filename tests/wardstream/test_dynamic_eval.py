@@ -58,11 +58,22 @@ def test_eval_writes_every_key_consistently(small_dir, cache, tmp_path):
     assert sum(d["level_histogram"].values()) == d["windows"]
     assert d["windows_by_source"]["mitdb"] == 2 * 902  # 30:05 at 128 Hz, whole windows
     assert 0 <= d["violation_rate"] <= 1 and 0 < d["oracle_gain_fraction"] <= 1.0 + 1e-9
-    # gains follow from the histogram and the wire's bytes per level
+    # gains follow from the histogram and the wire's bytes per level; windows sent raw at their
+    # lossless-coded size (each its own: the mean of their gains is not the gain of their mean)
     bits = {int(k): v for k, v in d["bits_per_window_by_level"].items()}
     n = d["windows"]
-    mean_gain = sum(c * 4096 / bits[int(L)] for L, c in d["level_histogram"].items()) / n
-    assert d["mean_compression_gain"] == pytest.approx(mean_gain)
+    raw = d["raw_level"]
+    assert raw["coding"].startswith("lossless") and 1000 < raw["mean_bits_all_windows"] < bits[0]
+    vq_gain = sum(c * 4096 / bits[int(L)] for L, c in d["level_histogram"].items() if L != "0") / n
+    n_raw = d["level_histogram"]["0"]
+    if n_raw:
+        raw_gain = (d["mean_compression_gain"] - vq_gain) * n / n_raw  # their mean gain
+        assert 4096 / bits[0] < raw_gain and 4096 / raw_gain < 1.1 * raw["mean_bits_windows_sent_raw"]
+    else:
+        assert d["mean_compression_gain"] == pytest.approx(vq_gain)
+    total_bits = n_raw * raw["mean_bits_windows_sent_raw"] + sum(
+        c * bits[int(L)] for L, c in d["level_histogram"].items() if L != "0")
+    assert d["aggregate_compression_gain"] == pytest.approx(4096 * n / total_bits)
     assert d["aggregate_compression_gain"] <= d["mean_compression_gain"]
     assert -1 <= d["predicted_vs_real"] <= 1 and d["predicted_vs_real"] > 0.3
     assert len(d["curve"]) >= 5
@@ -96,15 +107,17 @@ def test_cost_states_its_assumptions_and_compares_every_option(small_dir, cache,
     out = tmp_path / "cost.json"
     assert main(["cost", "--data-dir", str(small_dir), "--split", "all", "--beds", "200", "--json", str(out)]) == 0
     d = json.loads(out.read_text())
-    assert set(d["options"]) == {"raw16", "zstd", "codec_L1", "codec_L2", "dynamic_deep"}
+    assert set(d["options"]) == {"raw16", "zstd", "lossless", "codec_L1", "codec_L2", "dynamic_deep"}
     o = d["options"]
     assert o["raw16"]["frame_bytes"] == 29 + 4 + 2 * 524
     assert o["raw16"]["radio_bytes_per_bed_per_day"] == 1081 * 43200
-    by_bytes = [o[k]["radio_bytes_per_bed_per_day"] for k in ("raw16", "zstd", "codec_L1", "codec_L2")]
+    by_bytes = [o[k]["radio_bytes_per_bed_per_day"] for k in ("raw16", "zstd", "lossless", "codec_L1", "codec_L2")]
     assert by_bytes == sorted(by_bytes, reverse=True)
-    # the Dynamic-Deep frame is the measured ECG level mix priced at the wire's bytes per level,
-    # plus EEG at its fixed level, plus header and CRC
-    sec = {0: 524, 1: 69, 2: 37, 3: 19, 4: 12, 5: 9}
+    # the Dynamic-Deep frame is the measured ECG level mix priced at the wire's bytes per level
+    # (raw: the measured lossless size of the windows sent raw), plus EEG at its fixed level,
+    # plus header and CRC
+    assert d["dynamic_deep"]["raw_coding"] == "lossless" and 100 < d["dynamic_deep"]["ecg_raw_section_bytes"] < 524
+    sec = {0: d["dynamic_deep"]["ecg_raw_section_bytes"], 1: 69, 2: 37, 3: 19, 4: 12, 5: 9}
     mix = d["dynamic_deep"]["ecg_level_mix"]
     assert sum(mix.values()) == pytest.approx(1.0, abs=1e-3)
     ecg = sum(share * sec[int(L)] for L, share in mix.items())
