@@ -318,6 +318,12 @@ def _read_raw(buf: bytes, pos: int, end: int, n_samples: int, lossless: bool, wh
     return data, pos + nbytes
 
 
+def raw_section_bytes(samples: np.ndarray, lossless: bool) -> int:
+    """Bytes a modality's raw section takes on the wire for these int16 samples (lossless-coded:
+    they depend on the samples)."""
+    return _MOD_HEAD.size + _SIDE_F32.size + len(_raw_payload(samples, len(samples), lossless))
+
+
 def _raw_section(ch: Channel, n_samples: int, lossless: bool = False) -> bytes:
     return _MOD_HEAD.pack(int(ch.modality), 0, n_samples) + _SIDE_F32.pack(ch.gain, ch.offset) \
         + _raw_payload(ch.data, n_samples, lossless)

@@ -98,13 +98,12 @@ def changelog_bytes_per_window(windows: int = 40, beds: int = 4) -> float:
     return float(np.mean(sizes))
 
 
-def _zstd_section_bytes(data_dir, n_train: int = 4000, n_test: int = 4000, seed: int = 0) -> tuple[dict, dict]:
+def _measured_section_bytes(data_dir, n_train: int = 4000, n_test: int = 4000, seed: int = 0) -> tuple[dict, dict]:
     """Mean bytes of a zstd-compressed int16 window (+ section header and side) per modality,
     and of the same held-out windows lossless-coded as the raw level sends them."""
     import zstandard as zstd
 
-    from stream import lossless
-
+    from stream.wire import raw_section_bytes
     from wardstream import datasets as ds
 
     rng = np.random.default_rng(seed)
@@ -131,9 +130,9 @@ def _zstd_section_bytes(data_dir, n_train: int = 4000, n_test: int = 4000, seed:
         sizes = [len(c.compress(w)) for w in test]
         out[name] = {"mean_payload_bytes": float(np.mean(sizes)), "section_bytes": 4 + 8 + float(np.mean(sizes)),
                      "dictionary_bytes": 4096, "test_windows": n_test}
-        ll_sizes = [len(lossless.encode(np.frombuffer(w, ">i2"))) for w in test]
-        ll[name] = {"mean_payload_bytes": float(np.mean(ll_sizes)),
-                    "section_bytes": 4 + 8 + 2 + float(np.mean(ll_sizes)), "test_windows": n_test}
+        ll_sizes = [raw_section_bytes(np.frombuffer(w, ">i2"), True) for w in test]
+        ll[name] = {"mean_payload_bytes": float(np.mean(ll_sizes)) - 12,  # its u16 length included
+                    "section_bytes": float(np.mean(ll_sizes)), "test_windows": n_test}
     return out, ll
 
 
@@ -177,7 +176,7 @@ def cost_report(settings, beds: int = 200, split: str = "test", bound: float | N
     mix = np.bincount(lv, minlength=6) / len(lv)
     raw_sent = float(rb[lv == 0].mean()) / 8 if rb is not None and (lv == 0).any() else float(sec(0))
     ecg_dd = float(mix[0] * raw_sent + sum(mix[L] * sec(L) for L in range(1, 6)))
-    zs, ll = _zstd_section_bytes(settings.data_dir)
+    zs, ll = _measured_section_bytes(settings.data_dir)
     eeg_lvl = ASSUMPTIONS["eeg_level_dynamic"]
     options = {
         "raw16": {"ecg": sec(0), "eeg": sec(0), "decode_levels": {}},

@@ -100,8 +100,7 @@ def raw_level_bits(data_dir: Path, split: str, part: Part) -> np.ndarray:
     """Per window of ``part``, the bits of its ECG section at the raw level as a device sends it
     lossless-coded (`stream.lossless`; the unfiltered ECG at the raw level's 1 µV per LSB): what a
     window the policy sends raw really costs (plain int16: `section_bits(codec, 0)` = 4,192)."""
-    from stream import lossless
-    from stream.wire import Modality
+    from stream.wire import Modality, raw_section_bytes
     from wardmodels.wire_codec import raw_channel
 
     sigs = [x for _, _, _, x in _signals(data_dir, split, filtered=False) if len(x) // 256 >= 1]
@@ -110,8 +109,7 @@ def raw_level_bits(data_dir: Path, split: str, part: Part) -> np.ndarray:
     out = []
     for r, x in zip(part.records, sigs):
         for k in range(len(r.feats)):
-            q = raw_channel(Modality.ECG, x[k * 256:(k + 1) * 256]).data
-            out.append(8 * (4 + 8 + 2 + len(lossless.encode(q))))  # mod head, f32 side, length, payload
+            out.append(8 * raw_section_bytes(raw_channel(Modality.ECG, x[k * 256:(k + 1) * 256]).data, True))
     return np.asarray(out, np.float64)
 
 

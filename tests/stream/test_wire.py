@@ -49,6 +49,8 @@ def test_lossless_raw_sections_halve_a_noisy_window():
     # each section's size on the wire is known after decoding (the bandwidth metrics use it)
     assert sum(c.wire_bytes for c in got.channels) == len(coded) - 29 - 4
     assert [c.wire_bytes for c in _dec(RAW).channels] == [524, 524]
+    assert [wire.raw_section_bytes(c.data, True) for c in got.channels] == [c.wire_bytes for c in got.channels]
+    assert wire.raw_section_bytes(plain.channel(Modality.ECG).data, False) == 524
     # the audited window's reference: the same samples, fewer bytes
     a, b = _dec(VQ_AUDITED, hmac_key_for=lambda bed: TEST_KEY), \
         _dec((HERE / "vq_audited_lossless.bin").read_bytes(), hmac_key_for=lambda bed: TEST_KEY)
