@@ -51,9 +51,12 @@ ASSUMPTIONS = {
     "consumers_per_frame": 1,  # the worker group reads each frame once
     "partitions": 16 + 4 + 1,  # frames, dead letters, control
     "archive_days": 30,  # wire stream kept in object storage for review
-    "influx_points_per_window": 9,  # vitals, rhythm, 2 x bandwidth, frame, EEG bands, ~3 beats
-    "influx_bytes_per_point": 120,
-    "influx_retention_days": 30,
+    # InfluxDB: what the worker writes per window is measured (`influx_bytes_per_window`: line
+    # protocol through the worker's own batch code, classifiers included), kept for the worker's
+    # retention policies (`processors.retention`: live 7 d, waveform strips 2 h, one-minute
+    # trend aggregates 2 years) and stored at its line-protocol size (an upper bound: the storage
+    # engine compresses; the price list bills data in by the MB of line protocol)
+    "influx_trend_months": 24,
     "worker_vms": 1,  # always-on worker (QRS, classifiers, alarms) for every option
     # the worker's per-bed state is written to its changelog topic once per window (measured size:
     # `changelog_bytes_per_window`); compacted, so what it keeps is small: only data in is priced
@@ -96,6 +99,45 @@ def changelog_bytes_per_window(windows: int = 40, beds: int = 4) -> float:
             if k >= windows // 2:
                 sizes.append(len(st.to_bytes()))
     return float(np.mean(sizes))
+
+
+def influx_bytes_per_window(waveform_hz: int = 32, windows: int = 40, beds: int = 4) -> dict:
+    """Line-protocol bytes the worker writes to InfluxDB per window and bed, by retention policy,
+    measured through `processors.stages.run_batch` (classifiers and alarms included) on simulated
+    beds once their buffers are full (the last half of ``windows`` windows each); and the series
+    per bed that the one-minute trend aggregates (`processors.retention.DOWNSAMPLE`) keep."""
+    from device_sim.sources import SyntheticBed
+    from device_sim.ward import Device, RawEncoder
+    from processors.bed import BedState
+    from processors.classify import Classifiers
+    from processors.decode import reconstruct
+    from processors.retention import DOWNSAMPLE
+    from processors.stages import run_batch
+    from stream.topics import bed_key
+    from stream.wire import decode_frame
+
+    clf = Classifiers()
+    devs = [Device(b, SyntheticBed(b, seed=0), 1_800_000_000_000_000, RawEncoder()) for b in range(1, beds + 1)]
+    states: dict = {}
+    live = strip = n = 0
+    trend_series = set()
+    for k in range(windows):
+        decoded = []
+        for d in devs:
+            raw, _ = d.next_frame()
+            f = decode_frame(raw)
+            decoded.append((bed_key(f.bed_id), f, reconstruct(f), len(raw)))
+        res = run_batch(decoded, lambda key: states.get(key) or BedState(), clf, waveform_hz=waveform_hz)
+        states.update(res.states)
+        if k >= windows // 2:
+            live += sum(len(p) + 1 for p in res.points)
+            strip += sum(len(p) + 1 for p in res.strip_points)
+            n += len(decoded)
+            trend_series |= {p.split(" ")[0] for p in res.points if p.split(",")[0] in DOWNSAMPLE}
+    trend_bytes = [len(p) + 1 for p in res.points if p.split(",")[0] in DOWNSAMPLE]
+    return {"live": live / n, "strip": strip / n, "waveform_hz": waveform_hz,
+            "trend_series_per_bed": len(trend_series) / beds,
+            "trend_bytes_per_point": float(np.mean(trend_bytes)) if trend_bytes else 0.0}
 
 
 def _measured_section_bytes(data_dir, n_train: int = 4000, n_test: int = 4000, seed: int = 0) -> tuple[dict, dict]:
@@ -193,8 +235,17 @@ def cost_report(settings, beds: int = 200, split: str = "test", bound: float | N
     fixed = {"broker_cluster": p["msk_serverless_cluster_hour"] * hours,
              "broker_partitions": p["msk_serverless_partition_hour"] * a["partitions"] * hours,
              "worker_vms": p["ec2_c7g_large_per_hour"] * a["worker_vms"] * hours}
-    influx_bytes_month = beds * WINDOWS_PER_DAY * DAYS_PER_MONTH * a["influx_points_per_window"] * a["influx_bytes_per_point"]
-    influx_stored_gb = influx_bytes_month / DAYS_PER_MONTH * a["influx_retention_days"] / GB
+    from processors.retention import LIVE_SECONDS
+
+    ib = influx_bytes_per_window(settings.waveform_hz)
+    per_bed_s = 1 / 2.0  # windows per second and bed
+    trend_per_bed_s = ib["trend_series_per_bed"] * ib["trend_bytes_per_point"] / 60.0
+    influx_bytes_s = beds * ((ib["live"] + ib["strip"]) * per_bed_s + trend_per_bed_s)
+    influx_bytes_month = influx_bytes_s * 86400 * DAYS_PER_MONTH
+    influx_stored = {"live": beds * ib["live"] * per_bed_s * LIVE_SECONDS / GB,
+                     "strip": beds * ib["strip"] * per_bed_s * 2 * 3600 / GB,
+                     "trend": beds * trend_per_bed_s * 86400 * DAYS_PER_MONTH * a["influx_trend_months"] / GB}
+    influx_stored_gb = sum(influx_stored.values())
     fixed["influxdb_writes"] = influx_bytes_month / 1e6 * p["influxdb_cloud_data_in_per_mb"]
     state_bytes = changelog_bytes_per_window()
     changelog_gb = ((state_bytes + a["changelog_key_bytes"] + a["kafka_record_overhead_bytes"])
@@ -240,6 +291,15 @@ def cost_report(settings, beds: int = 200, split: str = "test", bound: float | N
                          "ecg_raw_section_bytes": round(raw_sent, 2),
                          "raw_coding": "lossless" if rb is not None else "int16",
                          "eeg_level": eeg_lvl},
+        "influxdb_measured": {"live_bytes_per_window": round(ib["live"], 1),
+                              "strip_bytes_per_window": round(ib["strip"], 1), "waveform_hz": ib["waveform_hz"],
+                              "trend_series_per_bed": ib["trend_series_per_bed"],
+                              "trend_bytes_per_point": round(ib["trend_bytes_per_point"], 1),
+                              "gb_written_per_month": round(influx_bytes_month / GB, 1),
+                              "gb_stored_by_policy": {k: round(v, 2) for k, v in influx_stored.items()},
+                              "note": "line protocol as the worker writes it (its retention policies: "
+                                      "live 7 d, strip 2 h, trend 2 years of 1-min aggregates); "
+                                      "WARDSTREAM_WAVEFORM_HZ=0 drops the strips"},
         "zstd_measured": zs,
         "lossless_measured": ll,
         "worker_state_changelog": {"state_bytes_per_window": round(state_bytes, 1),
