@@ -29,6 +29,33 @@ def _macs(model) -> int:
     return total
 
 
+def bench_raw_lossless(seconds: float = 5.0, windows: int = 32) -> dict:
+    """The raw level as devices send it (`stream.lossless`): encode and decode time per window
+    and the mean section size, on simulated beds' ECG and EEG windows as the device quantises them."""
+    from device_sim.sources import SyntheticBed
+    from stream import lossless
+    from stream.wire import Modality, raw_section_bytes
+    from wardmodels.wire_codec import raw_channel
+
+    src = SyntheticBed(1, seed=0)
+    data = []
+    for _ in range(windows):
+        ecg, eeg = src.next_window()
+        data += [raw_channel(Modality.ECG, ecg).data, raw_channel(Modality.EEG, eeg).data]
+    coded = [lossless.encode(d) for d in data]
+    out = {"mean_section_bytes": {m: round(float(np.mean([raw_section_bytes(d, True) for d in data[i::2]])), 1)
+                                  for i, m in enumerate(("ecg", "eeg"))}, "plain_section_bytes": 524}
+    for name, fn in (("encode", lambda: [lossless.encode(d) for d in data]),
+                     ("decode", lambda: [lossless.decode(c, len(d)) for c, d in zip(coded, data)])):
+        t0, n = time.perf_counter(), 0
+        while time.perf_counter() - t0 < seconds or n == 0:
+            fn()
+            n += len(data)
+        out[f"{name}_ms_per_window"] = round(1000 * (time.perf_counter() - t0) / n, 4)
+    out["note"] = "one modality's 2-s window, numpy on this host, synthetic beds"
+    return out
+
+
 def bench(model_id: int | None = None, threads: int = 2, seconds: float = 5.0, batches=(1, 64, 256)) -> dict:
     from wardmodels import runtime
 
@@ -79,6 +106,7 @@ def bench(model_id: int | None = None, threads: int = 2, seconds: float = 5.0, b
         out["encode_ms_note"] = "one ECG+EEG window pair, integer encoder in numpy on this host"
         out["encoder_int8_bytes"] = codec.edge.nbytes()
         out["entropy_tables_bytes"] = codec.edge.prior_nbytes()
+    out["raw_lossless"] = bench_raw_lossless(seconds)
     out["encoder_macs_per_pair"] = 2 * _macs(codec.model)
     m = codec.model
     out["params"] = {

@@ -24,3 +24,12 @@ def test_bench_codec_measures_every_level(model_id):
     if codec.edge is not None:
         assert r["encode_ms"] > 0 and 0 < r["encoder_int8_bytes"] <= 480_000
     assert r["params"]["decoders"] > 0 and r["encoder_macs_per_pair"] > 0
+
+
+def test_bench_codec_times_the_lossless_raw_level():
+    from wardstream.bench_codec import bench_raw_lossless
+
+    r = bench_raw_lossless(seconds=0.01, windows=4)
+    assert r["encode_ms_per_window"] > 0 and r["decode_ms_per_window"] > 0
+    assert 0 < r["mean_section_bytes"]["ecg"] < r["plain_section_bytes"] == 524
+    assert 0 < r["mean_section_bytes"]["eeg"] < 524
