@@ -140,6 +140,21 @@ def influx_bytes_per_window(waveform_hz: int = 32, windows: int = 40, beds: int 
             "trend_bytes_per_point": float(np.mean(trend_bytes)) if trend_bytes else 0.0}
 
 
+def _influx_volume(ib: dict, beds: int) -> tuple[float, dict]:
+    """(line-protocol bytes written a month, GB stored per retention policy) for the measured
+    `influx_bytes_per_window` of ``beds`` beds."""
+    from processors.retention import LIVE_SECONDS
+
+    per_bed_s = 1 / 2.0  # windows per second and bed
+    trend_per_bed_s = ib["trend_series_per_bed"] * ib["trend_bytes_per_point"] / 60.0
+    month_s = 86400 * DAYS_PER_MONTH
+    written = beds * ((ib["live"] + ib["strip"]) * per_bed_s + trend_per_bed_s) * month_s
+    stored = {"live": beds * ib["live"] * per_bed_s * LIVE_SECONDS / GB,
+              "strip": beds * ib["strip"] * per_bed_s * 2 * 3600 / GB,
+              "trend": beds * trend_per_bed_s * month_s * ASSUMPTIONS["influx_trend_months"] / GB}
+    return written, stored
+
+
 def _measured_section_bytes(data_dir, n_train: int = 4000, n_test: int = 4000, seed: int = 0) -> tuple[dict, dict]:
     """Mean bytes of a zstd-compressed int16 window (+ section header and side) per modality,
     and of the same held-out windows lossless-coded as the raw level sends them."""
@@ -235,16 +250,8 @@ def cost_report(settings, beds: int = 200, split: str = "test", bound: float | N
     fixed = {"broker_cluster": p["msk_serverless_cluster_hour"] * hours,
              "broker_partitions": p["msk_serverless_partition_hour"] * a["partitions"] * hours,
              "worker_vms": p["ec2_c7g_large_per_hour"] * a["worker_vms"] * hours}
-    from processors.retention import LIVE_SECONDS
-
     ib = influx_bytes_per_window(settings.waveform_hz)
-    per_bed_s = 1 / 2.0  # windows per second and bed
-    trend_per_bed_s = ib["trend_series_per_bed"] * ib["trend_bytes_per_point"] / 60.0
-    influx_bytes_s = beds * ((ib["live"] + ib["strip"]) * per_bed_s + trend_per_bed_s)
-    influx_bytes_month = influx_bytes_s * 86400 * DAYS_PER_MONTH
-    influx_stored = {"live": beds * ib["live"] * per_bed_s * LIVE_SECONDS / GB,
-                     "strip": beds * ib["strip"] * per_bed_s * 2 * 3600 / GB,
-                     "trend": beds * trend_per_bed_s * 86400 * DAYS_PER_MONTH * a["influx_trend_months"] / GB}
+    influx_bytes_month, influx_stored = _influx_volume(ib, beds)
     influx_stored_gb = sum(influx_stored.values())
     fixed["influxdb_writes"] = influx_bytes_month / 1e6 * p["influxdb_cloud_data_in_per_mb"]
     state_bytes = changelog_bytes_per_window()
@@ -281,6 +288,14 @@ def cost_report(settings, beds: int = 200, split: str = "test", bound: float | N
                               "variable_total": round(sum(variable.values()), 2), "total": round(total, 2)},
         }
     raw, dd = out_opts["raw16"]["usd_per_month"], out_opts["dynamic_deep"]["usd_per_month"]
+    # the same ward with WARDSTREAM_WAVEFORM_HZ=0: only the InfluxDB terms change
+    w0, st0 = _influx_volume({**ib, "strip": 0.0}, beds)
+    influx0 = (w0 / 1e6 * p["influxdb_cloud_data_in_per_mb"]
+               + sum(st0.values()) * p["influxdb_cloud_storage_per_gb_hour"] * hours)
+    delta = influx0 - fixed["influxdb_writes"] - fixed["influxdb_storage"]
+    no_strips = {"influxdb_usd_per_month": round(influx0, 2),
+                 "total_usd_per_month": {k: round(o["usd_per_month"]["total"] + delta, 2) for k, o in out_opts.items()},
+                 "reduction_vs_raw": 1 - (dd["total"] + delta) / (raw["total"] + delta)}
     return {
         "beds": beds, "modalities": ["ecg", "eeg"], "windows_per_bed_per_day": WINDOWS_PER_DAY,
         "days_per_month": DAYS_PER_MONTH,
@@ -300,6 +315,7 @@ def cost_report(settings, beds: int = 200, split: str = "test", bound: float | N
                               "note": "line protocol as the worker writes it (its retention policies: "
                                       "live 7 d, strip 2 h, trend 2 years of 1-min aggregates); "
                                       "WARDSTREAM_WAVEFORM_HZ=0 drops the strips"},
+        "without_waveform_strips": no_strips,
         "zstd_measured": zs,
         "lossless_measured": ll,
         "worker_state_changelog": {"state_bytes_per_window": round(state_bytes, 1),

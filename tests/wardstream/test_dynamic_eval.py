@@ -140,6 +140,13 @@ def test_cost_states_its_assumptions_and_compares_every_option(small_dir, cache,
     assert o["raw16"]["usd_per_month"]["fixed"]["influxdb_writes"] == pytest.approx(
         im["gb_written_per_month"] * 1000 * d["prices"]["influxdb_cloud_data_in_per_mb"], rel=0.01)
     assert o["raw16"]["influxdb_storage_gb"] == pytest.approx(sum(im["gb_stored_by_policy"].values()), abs=0.01)
+    # the same ward without strips: InfluxDB is cheaper, the codec's share of the bill larger
+    ns = d["without_waveform_strips"]
+    fx = o["raw16"]["usd_per_month"]["fixed"]
+    assert 0 < ns["influxdb_usd_per_month"] < 0.5 * (fx["influxdb_writes"] + fx["influxdb_storage"])
+    assert d["reduction_vs_raw"] < ns["reduction_vs_raw"] < 1
+    assert ns["total_usd_per_month"]["raw16"] - ns["total_usd_per_month"]["dynamic_deep"] == pytest.approx(
+        o["raw16"]["usd_per_month"]["total"] - o["dynamic_deep"]["usd_per_month"]["total"], abs=0.02)
 
 
 def test_influx_volume_follows_the_strip_rate():
