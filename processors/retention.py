@@ -29,7 +29,9 @@ class RetentionPolicy:
 LIVE = RetentionPolicy("live", "7d", "1d", default=True)
 LIVE_SECONDS = 7 * 86400
 STRIP = RetentionPolicy("strip", "2h", "1h")
+STRIP_SECONDS = 2 * 3600
 TREND = RetentionPolicy("trend", "730d", "7d")
+TREND_SECONDS = 730 * 86400
 POLICIES = (LIVE, STRIP, TREND)
 
 # measurement -> aggregate of every field, one minute per point, into trend

@@ -51,15 +51,14 @@ ASSUMPTIONS = {
     "consumers_per_frame": 1,  # the worker group reads each frame once
     "partitions": 16 + 4 + 1,  # frames, dead letters, control
     "archive_days": 30,  # wire stream kept in object storage for review
-    # InfluxDB: what the worker writes per window is measured (`influx_bytes_per_window`: line
+    # InfluxDB: what the worker writes per window is measured (`worker_writes_per_window`: line
     # protocol through the worker's own batch code, classifiers included), kept for the worker's
     # retention policies (`processors.retention`: live 7 d, waveform strips 2 h, one-minute
     # trend aggregates 2 years) and stored at its line-protocol size (an upper bound: the storage
     # engine compresses; the price list bills data in by the MB of line protocol)
-    "influx_trend_months": 24,
     "worker_vms": 1,  # always-on worker (QRS, classifiers, alarms) for every option
     # the worker's per-bed state is written to its changelog topic once per window (measured size:
-    # `changelog_bytes_per_window`); compacted, so what it keeps is small: only data in is priced
+    # `worker_writes_per_window`); compacted, so what it keeps is small: only data in is priced
     "changelog_key_bytes": 10,
     "eeg_level_dynamic": 2,
 }
@@ -78,34 +77,12 @@ def usd_per_wire_byte_month() -> float:
             + gb / DAYS_PER_MONTH * a["archive_days"] * p["s3_standard_per_gb_month"])
 
 
-def changelog_bytes_per_window(windows: int = 40, beds: int = 4) -> float:
-    """Mean size of the bed state the worker writes to its changelog after each window
-    (`processors.bed.BedState.to_bytes`), measured on simulated beds once their buffers are full
-    (the last half of ``windows`` windows each)."""
-    from device_sim.sources import SyntheticBed
-    from device_sim.ward import Device, RawEncoder
-    from processors.bed import BedState, process_frame
-    from processors.decode import reconstruct
-    from stream.wire import decode_frame
-
-    sizes = []
-    for bed in range(1, beds + 1):
-        dev = Device(bed, SyntheticBed(bed, seed=0), 1_800_000_000_000_000, RawEncoder())
-        st = BedState()
-        for k in range(windows):
-            raw, _ = dev.next_frame()
-            frame = decode_frame(raw)
-            st, _ = process_frame(st, frame, reconstruct(frame), len(raw))
-            if k >= windows // 2:
-                sizes.append(len(st.to_bytes()))
-    return float(np.mean(sizes))
-
-
-def influx_bytes_per_window(waveform_hz: int = 32, windows: int = 40, beds: int = 4) -> dict:
-    """Line-protocol bytes the worker writes to InfluxDB per window and bed, by retention policy,
-    measured through `processors.stages.run_batch` (classifiers and alarms included) on simulated
-    beds once their buffers are full (the last half of ``windows`` windows each); and the series
-    per bed that the one-minute trend aggregates (`processors.retention.DOWNSAMPLE`) keep."""
+def worker_writes_per_window(waveform_hz: int = 32, windows: int = 40, beds: int = 4) -> dict:
+    """What the worker writes per window and bed, measured through `processors.stages.run_batch`
+    (classifiers and alarms included) on simulated beds once their buffers are full (the last half
+    of ``windows`` windows each): line-protocol bytes to InfluxDB by retention policy, the series
+    per bed that the one-minute trend aggregates (`processors.retention.DOWNSAMPLE`) keep, and the
+    bed state it writes to its changelog (`processors.bed.BedState.to_bytes`)."""
     from device_sim.sources import SyntheticBed
     from device_sim.ward import Device, RawEncoder
     from processors.bed import BedState
@@ -120,7 +97,7 @@ def influx_bytes_per_window(waveform_hz: int = 32, windows: int = 40, beds: int 
     devs = [Device(b, SyntheticBed(b, seed=0), 1_800_000_000_000_000, RawEncoder()) for b in range(1, beds + 1)]
     states: dict = {}
     live = strip = n = 0
-    trend_series = set()
+    trend_series, state_sizes = set(), []
     for k in range(windows):
         decoded = []
         for d in devs:
@@ -134,24 +111,26 @@ def influx_bytes_per_window(waveform_hz: int = 32, windows: int = 40, beds: int 
             strip += sum(len(p) + 1 for p in res.strip_points)
             n += len(decoded)
             trend_series |= {p.split(" ")[0] for p in res.points if p.split(",")[0] in DOWNSAMPLE}
+            state_sizes += [len(st.to_bytes()) for st in res.states.values()]
     trend_bytes = [len(p) + 1 for p in res.points if p.split(",")[0] in DOWNSAMPLE]
     return {"live": live / n, "strip": strip / n, "waveform_hz": waveform_hz,
             "trend_series_per_bed": len(trend_series) / beds,
-            "trend_bytes_per_point": float(np.mean(trend_bytes)) if trend_bytes else 0.0}
+            "trend_bytes_per_point": float(np.mean(trend_bytes)) if trend_bytes else 0.0,
+            "state": float(np.mean(state_sizes))}
 
 
 def _influx_volume(ib: dict, beds: int) -> tuple[float, dict]:
     """(line-protocol bytes written a month, GB stored per retention policy) for the measured
-    `influx_bytes_per_window` of ``beds`` beds."""
-    from processors.retention import LIVE_SECONDS
+    `worker_writes_per_window` of ``beds`` beds (steady state: every policy's retention full)."""
+    from processors.retention import LIVE_SECONDS, STRIP_SECONDS, TREND_SECONDS
 
     per_bed_s = 1 / 2.0  # windows per second and bed
     trend_per_bed_s = ib["trend_series_per_bed"] * ib["trend_bytes_per_point"] / 60.0
     month_s = 86400 * DAYS_PER_MONTH
     written = beds * ((ib["live"] + ib["strip"]) * per_bed_s + trend_per_bed_s) * month_s
     stored = {"live": beds * ib["live"] * per_bed_s * LIVE_SECONDS / GB,
-              "strip": beds * ib["strip"] * per_bed_s * 2 * 3600 / GB,
-              "trend": beds * trend_per_bed_s * month_s * ASSUMPTIONS["influx_trend_months"] / GB}
+              "strip": beds * ib["strip"] * per_bed_s * STRIP_SECONDS / GB,
+              "trend": beds * trend_per_bed_s * TREND_SECONDS / GB}
     return written, stored
 
 
@@ -250,11 +229,11 @@ def cost_report(settings, beds: int = 200, split: str = "test", bound: float | N
     fixed = {"broker_cluster": p["msk_serverless_cluster_hour"] * hours,
              "broker_partitions": p["msk_serverless_partition_hour"] * a["partitions"] * hours,
              "worker_vms": p["ec2_c7g_large_per_hour"] * a["worker_vms"] * hours}
-    ib = influx_bytes_per_window(settings.waveform_hz)
+    ib = worker_writes_per_window(settings.waveform_hz)
     influx_bytes_month, influx_stored = _influx_volume(ib, beds)
     influx_stored_gb = sum(influx_stored.values())
     fixed["influxdb_writes"] = influx_bytes_month / 1e6 * p["influxdb_cloud_data_in_per_mb"]
-    state_bytes = changelog_bytes_per_window()
+    state_bytes = ib["state"]
     changelog_gb = ((state_bytes + a["changelog_key_bytes"] + a["kafka_record_overhead_bytes"])
                     * beds * WINDOWS_PER_DAY * DAYS_PER_MONTH / GB)
     fixed["worker_state_changelog"] = changelog_gb * p["msk_serverless_data_in_per_gb"]

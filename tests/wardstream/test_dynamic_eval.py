@@ -150,7 +150,7 @@ def test_cost_states_its_assumptions_and_compares_every_option(small_dir, cache,
 
 
 def test_influx_volume_follows_the_strip_rate():
-    from wardstream.cost import influx_bytes_per_window
+    from wardstream.cost import worker_writes_per_window
 
-    a, b = influx_bytes_per_window(32, windows=12, beds=2), influx_bytes_per_window(0, windows=12, beds=2)
+    a, b = worker_writes_per_window(32, windows=12, beds=2), worker_writes_per_window(0, windows=12, beds=2)
     assert b["strip"] == 0 and a["live"] == b["live"] and a["strip"] > 3 * a["live"]
