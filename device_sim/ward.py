@@ -22,7 +22,7 @@ import numpy as np
 
 from device_sim.sources import EegmatReplay, MitdbReplay, SyntheticBed
 from stream.topics import bed_key
-from stream.wire import RAW_MODEL_ID, Channel, Frame, Modality, encode_frame, in_burst
+from stream.wire import RAW_MODEL_ID, WIRE_VERSION, Channel, Frame, Modality, encode_frame, in_burst
 
 log = logging.getLogger("wardstream.sim")
 
@@ -120,6 +120,11 @@ class Device:
     # predicts its task error also sends the ECG its encoder saw, for the cloud to check it
     audit_every: int = 0
     lossless: bool = False  # raw-level sections lossless-coded on the wire (Settings.raw_lossless)
+    wire_version: int = WIRE_VERSION  # the frame format it sends (Settings.wire_version)
+
+    def __post_init__(self):
+        if self.wire_version == 2:  # v2 carries whole milliseconds: the device's clock ticks in them
+            self.clock0_us -= self.clock0_us % 1000
 
     def next_frame(self) -> tuple[bytes, Frame]:
         return next_frames([self])[0]
@@ -133,7 +138,7 @@ class Device:
 
             ref = raw_channel(Modality.ECG, seen)
         frame = Frame(self.bed_id, self.seq, self.clock0_us + self.seq * WINDOW_US, FS, WINDOW,
-                      self.encoder.model_id, channels, pred, ref, self.lossless)
+                      self.encoder.model_id, channels, pred, ref, self.lossless, self.wire_version)
         self.seq += 1
         return encode_frame(frame, self.hmac_key), frame
 
@@ -268,7 +273,8 @@ async def run_ward(settings, n_beds: int, duration_s: float, speed: float = 1.0,
     phases = {b: int(rng.uniform(0, WINDOW_US)) for b in beds}
     audit_every = int(round(settings.audit_every_s * FS / WINDOW)) if settings.audit_every_s > 0 else 0
     devices = {b: Device(b, sources[b], clock0 + phases[b], make_encoder(), settings.device_key(b),
-                         audit_every=audit_every, lossless=settings.raw_lossless) for b in beds}
+                         audit_every=audit_every, lossless=settings.raw_lossless,
+                         wire_version=settings.wire_version) for b in beds}
     own = producer is None
     if own:
         producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all",

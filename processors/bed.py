@@ -21,7 +21,7 @@ from processors.influx_sink import line
 from processors.qrs import QrsState, ecg_peaks_stream
 from processors.vitals import (ecg_quality, ecg_quality_batch, eeg_band_powers,
                                eeg_band_powers_batch, hrv)
-from stream.wire import AUDIT_WINDOWS, HEADER_SIZE, REGISTRY, Frame, Modality
+from stream.wire import AUDIT_WINDOWS, CRC_LEN, REGISTRY, Frame, Modality, frame_overhead
 from wardmodels.classifier import (BEAT_POST, BEAT_PRE, RHYTHM_SAMPLES, TEMPLATE_BEATS, beat_context, beat_inputs,
                                    beat_waves)
 from wardmodels.frontend import StreamFilter
@@ -338,7 +338,7 @@ def process_frame(state: BedState, frame: Frame, signals: dict[Modality, np.ndar
 
     for ch in frame.channels:
         lv = REGISTRY[frame.model_id].level(ch.level)
-        wire_bits = 8 * (ch.wire_bytes if ch.wire_bytes is not None else lv.section_bytes(frame.n_samples))
+        wire_bits = 8 * (ch.wire_bytes if ch.wire_bytes is not None else lv.section_bytes(frame.n_samples, frame.version))
         raw_bits = 16 * frame.n_samples
         points.append(line("bandwidth", {"bed": bed, "modality": ch.modality.name.lower()},
                            {"level": ch.level, "wire_bits": wire_bits, "raw_bits": raw_bits,
@@ -347,7 +347,7 @@ def process_frame(state: BedState, frame: Frame, signals: dict[Modality, np.ndar
     points.append(line("frame", {"bed": bed},
                        {"seq": frame.seq, "wire_bytes": wire_len, "raw_bytes": raw_total,
                         "gain": raw_total / wire_len, "gap": gap, "model": frame.model_id,
-                        "header_bytes": HEADER_SIZE}, ts_ms))
+                        "header_bytes": frame_overhead(frame.version, fs, frame.n_samples) - CRC_LEN}, ts_ms))
     if fresh:
         state.done = 1
     else:  # missing windows keep a 0 bit: should they arrive later, they are processed late

@@ -1,6 +1,9 @@
-"""Wire format v1: one binary frame per bed per 2-s window.
+"""Wire formats v1 and v2: one binary frame per bed per 2-s window.
 
-Layout (all integers big-endian)::
+Devices send v2 (the compact form, `WIRE_VERSION`) unless told otherwise
+(``WARDSTREAM_WIRE_VERSION=1``); the cloud reads both, told apart by the first byte.
+
+Layout of v1 (all integers big-endian)::
 
     header   magic  "WDST"                      4 B
              version u8 (=1)                    1 B
@@ -32,6 +35,33 @@ Layout (all integers big-endian)::
     crc32    u32 over every byte before it      4 B
     hmac     16 B truncated HMAC-SHA256 over every byte before it (if flag)
 
+Layout of v2, the compact form (big-endian; every field the cloud can infer is left out:
+the 4-byte magic, the per-section modality and count, a 16-bit model id, microseconds)::
+
+    header   tag     u8 (=0xD2: "format 2")     1 B
+             flags   u8 (bits 0-3 as in v1; bit 4: explicit geometry, fs u16 and n_samp u16
+                         follow the modality mask; without it fs = 128 Hz, n_samp = 256)  1 B
+             bed_id  u32                        4 B
+             seq     u32                        4 B
+             t_start u48 (ms since epoch, device clock, first sample; a device rounds its
+                         clock to the millisecond)  6 B
+             model   u8 (codec model id)        1 B
+             mods    u8 bit mask of the modalities present (bit 0 ECG, bit 1 EEG), at least
+                         one; their sections follow in ascending modality order  1 B  -> 18 B
+             [fs u16, n_samp u16 if flag bit 4]
+    per modality present:
+             level   u8                         1 B
+             side    as in v1
+             payload as in v1; the count is implied: n_samp samples at the raw level, the
+                     level's own number of indices otherwise
+    pred     as in v1
+    ref      if flag bit 2: side (2 x f32) and payload of a raw ECG section (no level byte)
+    crc32, hmac as in v1
+
+A level-2 ECG+EEG frame of the deployed codec is 107 bytes in v1 and 90 in v2; an ECG
+section at the Dynamic-Deep levels 1-5 is 69 / 37 / 19 / 12 / 9 bytes in v1 and
+66 / 34 / 16 / 9 / 6 in v2.
+
 Physical value of a raw sample = offset + gain * code. For VQ levels, gain and
 offset are the de-normalisation (std, mean) the decoder applies; a ``scale8`` level carries
 only the codec's one-byte scale code, exposed as ``Channel.gain`` (an integer 0..255) with
@@ -58,12 +88,18 @@ import numpy as np
 from stream import lossless as lossless_code
 
 MAGIC = b"WDST"
-VERSION = 1
+VERSION = 1  # the version byte of a v1 frame (after its magic)
+TAG_V2 = 0xD2  # the first byte of a v2 frame
+VERSIONS = (1, 2)
+WIRE_VERSION = 2  # what devices send unless configured otherwise (Settings.wire_version)
 FLAG_HMAC = 0x01
 FLAG_PRED = 0x02
 FLAG_REF = 0x04
 FLAG_LOSSLESS = 0x08
+FLAG_GEOMETRY = 0x10  # v2 only: fs and n_samp follow the header (else 128 Hz, 256 samples)
 KNOWN_FLAGS = FLAG_HMAC | FLAG_PRED | FLAG_REF | FLAG_LOSSLESS
+KNOWN_FLAGS_V2 = KNOWN_FLAGS | FLAG_GEOMETRY
+DEFAULT_FS, DEFAULT_N_SAMPLES = 128, 256
 PRED_STEPS = 32.0  # predicted-error code steps per unit of ln(1 + error)
 AUDIT_WINDOWS = 5  # an audit burst: this many consecutive windows carry the reference (10 s)
 HMAC_LEN = 16
@@ -75,13 +111,33 @@ _SIDE_F16 = struct.Struct(">ee")
 _SIDE_U8 = struct.Struct(">B")
 _LEN16 = struct.Struct(">H")
 SIDE_KINDS = ("f16x2", "scale8")
-HEADER_SIZE = _HEADER.size
+HEADER_SIZE = _HEADER.size  # v1
+_HEADER_V2 = struct.Struct(">BBII6sBB")
+_GEOMETRY = struct.Struct(">HH")
+HEADER_SIZE_V2 = _HEADER_V2.size
+MAX_T_MS_V2 = 2**48 - 1
 MAX_SAMPLES = 8192
 
 
 class Modality(IntEnum):
     ECG = 0
     EEG = 1
+
+
+def _section_head_size(version: int) -> int:
+    """v1: modality, level, count (4 B); v2: the level byte alone."""
+    if version not in VERSIONS:
+        raise ValueError(f"wire version {version} is not one of {VERSIONS}")
+    return _MOD_HEAD.size if version == 1 else 1
+
+
+def frame_overhead(version: int = WIRE_VERSION, fs: int = DEFAULT_FS, n_samples: int = DEFAULT_N_SAMPLES) -> int:
+    """Bytes of a frame outside its sections, without HMAC: header and CRC."""
+    if version == 1:
+        return HEADER_SIZE + CRC_LEN
+    _section_head_size(version)
+    geometry = 0 if (fs, n_samples) == (DEFAULT_FS, DEFAULT_N_SAMPLES) else _GEOMETRY.size
+    return HEADER_SIZE_V2 + geometry + CRC_LEN
 
 
 # --------------------------------------------------------------------------- errors
@@ -162,10 +218,10 @@ class LevelSpec:
             return 2 * n_samples
         return (self.n_indices * self.bits + 7) // 8
 
-    def section_bytes(self, n_samples: int) -> int:
-        """Bytes one modality takes in a frame at this level: its header, side information and
-        payload (the frame adds `HEADER_SIZE` and the trailer once)."""
-        return _MOD_HEAD.size + self.side_struct().size + self.payload_bytes(n_samples)
+    def section_bytes(self, n_samples: int, version: int = WIRE_VERSION) -> int:
+        """Bytes one modality takes in a frame of wire ``version`` at this level: its section
+        header, side information and payload (the frame adds `frame_overhead` once)."""
+        return _section_head_size(version) + self.side_struct().size + self.payload_bytes(n_samples)
 
     def side_struct(self) -> struct.Struct:
         if self.raw:
@@ -260,6 +316,8 @@ class Frame:
     pred_error: float | None = None  # the device's predicted task error (quantised on the wire)
     reference: Channel | None = None  # audit windows: the ECG as the encoder saw it, raw
     lossless: bool = False  # raw sections (and the reference) lossless-coded on the wire
+    # the wire format it is sent in (decode_frame: the one it came in); not part of equality
+    version: int = field(default=WIRE_VERSION, compare=False)
 
     def channel(self, modality: Modality) -> Channel | None:
         for ch in self.channels:
@@ -318,15 +376,16 @@ def _read_raw(buf: bytes, pos: int, end: int, n_samples: int, lossless: bool, wh
     return data, pos + nbytes
 
 
-def raw_section_bytes(samples: np.ndarray, lossless: bool) -> int:
+def raw_section_bytes(samples: np.ndarray, lossless: bool, version: int = WIRE_VERSION) -> int:
     """Bytes a modality's raw section takes on the wire for these int16 samples (lossless-coded:
     they depend on the samples)."""
-    return _MOD_HEAD.size + _SIDE_F32.size + len(_raw_payload(samples, len(samples), lossless))
+    return _section_head_size(version) + _SIDE_F32.size + len(_raw_payload(samples, len(samples), lossless))
 
 
-def _raw_section(ch: Channel, n_samples: int, lossless: bool = False) -> bytes:
-    return _MOD_HEAD.pack(int(ch.modality), 0, n_samples) + _SIDE_F32.pack(ch.gain, ch.offset) \
-        + _raw_payload(ch.data, n_samples, lossless)
+def _raw_section(ch: Channel, n_samples: int, lossless: bool = False, version: int = 1) -> bytes:
+    """The audit reference: v1 with its modality head, v2 side and payload only."""
+    head = _MOD_HEAD.pack(int(ch.modality), 0, n_samples) if version == 1 else b""
+    return head + _SIDE_F32.pack(ch.gain, ch.offset) + _raw_payload(ch.data, n_samples, lossless)
 
 
 def pack_indices(indices: np.ndarray, bits: int) -> bytes:
@@ -365,8 +424,14 @@ def encode_frame(frame: Frame, hmac_key: bytes | None = None,
         raise BadLength("the audit reference is the ECG at the raw level")
     flags = ((FLAG_HMAC if hmac_key else 0) | (FLAG_PRED if frame.pred_error is not None else 0)
              | (FLAG_REF if frame.reference is not None else 0) | (FLAG_LOSSLESS if frame.lossless else 0))
-    out = bytearray(_HEADER.pack(MAGIC, VERSION, flags, frame.bed_id, frame.seq, frame.t_start_us,
-                                 frame.fs, frame.n_samples, frame.model_id, len(frame.channels)))
+    version = frame.version
+    if version == 1:
+        out = bytearray(_HEADER.pack(MAGIC, VERSION, flags, frame.bed_id, frame.seq, frame.t_start_us,
+                                     frame.fs, frame.n_samples, frame.model_id, len(frame.channels)))
+    elif version == 2:
+        out = _header_v2(frame, flags)
+    else:
+        raise UnsupportedVersion(f"wire version {version} is not one of {VERSIONS}")
     for ch in frame.channels:
         lv = spec.level(ch.level)
         data = np.asarray(ch.data)
@@ -378,23 +443,50 @@ def encode_frame(frame: Frame, hmac_key: bytes | None = None,
             if data.size and (int(data.min()) < 0 or int(data.max()) >= lv.codebook_size):
                 raise IndexOutOfRange(f"index outside codebook of {lv.codebook_size}")
             payload = pack_indices(data, lv.bits)
-        out += _MOD_HEAD.pack(int(ch.modality), ch.level, data.shape[0])
+        if version == 1:
+            out += _MOD_HEAD.pack(int(ch.modality), ch.level, data.shape[0])
+        else:
+            if not 0 <= ch.level <= 255:
+                raise UnknownLevel(f"level {ch.level} does not fit a byte")
+            out.append(ch.level)
         out += lv.pack_side(ch.gain, ch.offset)
         out += payload
     if frame.pred_error is not None:
         out.append(pred_code(frame.pred_error))
     if frame.reference is not None:
-        out += _raw_section(frame.reference, frame.n_samples, frame.lossless)
+        out += _raw_section(frame.reference, frame.n_samples, frame.lossless, version)
     out += struct.pack(">I", zlib.crc32(out))
     if hmac_key:
         out += _hmac.new(hmac_key, bytes(out), hashlib.sha256).digest()[:HMAC_LEN]
     return bytes(out)
 
 
+def _header_v2(frame: Frame, flags: int) -> bytearray:
+    if frame.t_start_us % 1000 or not 0 <= frame.t_start_us // 1000 <= MAX_T_MS_V2:
+        raise BadLength(f"wire v2 carries the window start in whole milliseconds since the epoch "
+                        f"(0..2^48-1); got {frame.t_start_us} µs")
+    if not 0 <= frame.model_id <= 255:
+        raise UnknownModel(f"wire v2 carries the model id in one byte; got {frame.model_id}")
+    mods = [int(ch.modality) for ch in frame.channels]
+    if not mods or mods != sorted(mods):
+        raise BadLength(f"wire v2 sends at least one modality, in ascending order; got {mods}")
+    geometry = (frame.fs, frame.n_samples) != (DEFAULT_FS, DEFAULT_N_SAMPLES)
+    if geometry:
+        flags |= FLAG_GEOMETRY
+    out = bytearray(_HEADER_V2.pack(TAG_V2, flags, frame.bed_id, frame.seq,
+                                    (frame.t_start_us // 1000).to_bytes(6, "big"), frame.model_id,
+                                    sum(1 << m for m in mods)))
+    if geometry:
+        out += _GEOMETRY.pack(frame.fs, frame.n_samples)
+    return out
+
+
 def peek_bed_id(buf: bytes) -> int | None:
     """The bed id of a frame without validating it (for keying dead letters), or None."""
     if len(buf) >= 10 and buf[:4] == MAGIC:
         return struct.unpack_from(">I", buf, 6)[0]
+    if len(buf) >= 6 and buf[0] == TAG_V2:
+        return struct.unpack_from(">I", buf, 2)[0]
     return None
 
 
@@ -410,18 +502,42 @@ def decode_frame(buf: bytes, hmac_key_for: Callable[[int], bytes | None] | None 
     require_hmac : reject frames without a tag (devices must sign).
     """
     buf = bytes(buf)
-    if len(buf) < HEADER_SIZE + CRC_LEN:
-        raise TruncatedFrame(f"{len(buf)} bytes is shorter than header + crc")
-    magic, version, flags, bed_id, seq, t_start, fs, n_samples, model_id, n_mod = \
-        _HEADER.unpack_from(buf, 0)
-    if magic != MAGIC:
-        raise BadMagic(f"magic {magic!r} is not {MAGIC!r}")
-    if version != VERSION:
-        raise UnsupportedVersion(f"wire version {version} is not supported (this build reads {VERSION})")
-    if flags & ~KNOWN_FLAGS:
-        raise UnsupportedVersion(f"unknown flag bits {flags:#04x}")
+    if buf[:1] == bytes([TAG_V2]):
+        version = 2
+        if len(buf) < HEADER_SIZE_V2 + CRC_LEN:
+            raise TruncatedFrame(f"{len(buf)} bytes is shorter than a v2 header + crc")
+        _, flags, bed_id, seq, t_ms, model_id, mask = _HEADER_V2.unpack_from(buf, 0)
+        t_start = int.from_bytes(t_ms, "big") * 1000
+        if flags & ~KNOWN_FLAGS_V2:
+            raise UnsupportedVersion(f"unknown flag bits {flags:#04x}")
+        head = HEADER_SIZE_V2
+        fs, n_samples = DEFAULT_FS, DEFAULT_N_SAMPLES
+        if flags & FLAG_GEOMETRY:
+            if len(buf) < head + _GEOMETRY.size + CRC_LEN:
+                raise TruncatedFrame("v2 geometry runs past the frame")
+            fs, n_samples = _GEOMETRY.unpack_from(buf, head)
+            head += _GEOMETRY.size
+        if mask == 0:
+            raise BadLength("a v2 frame with no modality")
+        if mask >> len(Modality):
+            raise UnknownModality(f"modality mask {mask:#04x}")
+        mods = [m for m in Modality if mask >> int(m) & 1]
+    else:
+        version = 1
+        if len(buf) < HEADER_SIZE + CRC_LEN:
+            raise TruncatedFrame(f"{len(buf)} bytes is shorter than header + crc")
+        magic, v, flags, bed_id, seq, t_start, fs, n_samples, model_id, n_mod = _HEADER.unpack_from(buf, 0)
+        if magic != MAGIC:
+            raise BadMagic(f"magic {magic!r} is neither {MAGIC!r} (v1) nor {TAG_V2:#04x} (v2)")
+        if v != VERSION:
+            raise UnsupportedVersion(f"wire version {v} after the v1 magic is not supported (this build "
+                                     f"reads {VERSION} there, and v2 frames)")
+        if flags & ~KNOWN_FLAGS:
+            raise UnsupportedVersion(f"unknown flag bits {flags:#04x}")
+        head = HEADER_SIZE
+        mods = None
     body_end = len(buf) - CRC_LEN - (HMAC_LEN if flags & FLAG_HMAC else 0)
-    if body_end < HEADER_SIZE:
+    if body_end < head:
         raise TruncatedFrame("frame too short for its trailer")
     (crc,) = struct.unpack_from(">I", buf, body_end)
     if zlib.crc32(buf[:body_end]) != crc:
@@ -438,25 +554,33 @@ def decode_frame(buf: bytes, hmac_key_for: Callable[[int], bytes | None] | None 
         raise MissingSignature(f"frame from bed {bed_id} is not signed")
     if fs == 0 or n_samples == 0 or n_samples > MAX_SAMPLES:
         raise BadLength(f"impossible window: fs={fs} n_samples={n_samples}")
-    if n_mod == 0 or n_mod > len(Modality):
+    if mods is None and (n_mod == 0 or n_mod > len(Modality)):
         raise BadLength(f"impossible modality count {n_mod}")
     spec = _spec(model_id, registry)
-    pos = HEADER_SIZE
+    pos = head
     channels: list[Channel] = []
-    for _ in range(n_mod):
-        if pos + _MOD_HEAD.size > body_end:
-            raise TruncatedFrame("modality header runs past the frame body")
-        mod, level, count = _MOD_HEAD.unpack_from(buf, pos)
+    for i in range(len(mods) if mods is not None else n_mod):
         start = pos
-        pos += _MOD_HEAD.size
-        try:
-            modality = Modality(mod)
-        except ValueError:
-            raise UnknownModality(f"modality {mod}") from None
-        if any(c.modality == modality for c in channels):
-            raise BadLength(f"modality {modality.name} appears twice")
+        if mods is None:
+            if pos + _MOD_HEAD.size > body_end:
+                raise TruncatedFrame("modality header runs past the frame body")
+            mod, level, count = _MOD_HEAD.unpack_from(buf, pos)
+            pos += _MOD_HEAD.size
+            try:
+                modality = Modality(mod)
+            except ValueError:
+                raise UnknownModality(f"modality {mod}") from None
+            if any(c.modality == modality for c in channels):
+                raise BadLength(f"modality {modality.name} appears twice")
+        else:
+            if pos + 1 > body_end:
+                raise TruncatedFrame("level byte runs past the frame body")
+            modality, level, count = mods[i], buf[pos], None
+            pos += 1
         lv = spec.level(level)
         want_count = n_samples if lv.raw else lv.n_indices
+        if count is None:
+            count = want_count
         if count != want_count:
             raise BadLength(f"{modality.name} level {level} declares {count} values, expected {want_count}")
         side = lv.side_struct()
@@ -488,22 +612,24 @@ def decode_frame(buf: bytes, hmac_key_for: Callable[[int], bytes | None] | None 
         pos += 1
     reference = None
     if flags & FLAG_REF:
-        if pos + _MOD_HEAD.size + _SIDE_F32.size > body_end:
+        ref_head = _MOD_HEAD.size if version == 1 else 0
+        if pos + ref_head + _SIDE_F32.size > body_end:
             raise TruncatedFrame("audit reference runs past the frame body")
-        mod, level, count = _MOD_HEAD.unpack_from(buf, pos)
-        if mod != Modality.ECG or level != 0 or count != n_samples:
-            raise BadLength(f"audit reference must be raw ECG of {n_samples} samples "
-                            f"(modality {mod}, level {level}, count {count})")
-        gain, offset = _SIDE_F32.unpack_from(buf, pos + _MOD_HEAD.size)
+        if version == 1:
+            mod, level, count = _MOD_HEAD.unpack_from(buf, pos)
+            if mod != Modality.ECG or level != 0 or count != n_samples:
+                raise BadLength(f"audit reference must be raw ECG of {n_samples} samples "
+                                f"(modality {mod}, level {level}, count {count})")
+        gain, offset = _SIDE_F32.unpack_from(buf, pos + ref_head)
         if not (math.isfinite(gain) and math.isfinite(offset)):
             raise BadLength("audit reference side information is not finite")
-        data, pos = _read_raw(buf, pos + _MOD_HEAD.size + _SIDE_F32.size, body_end, n_samples,
+        data, pos = _read_raw(buf, pos + ref_head + _SIDE_F32.size, body_end, n_samples,
                               bool(flags & FLAG_LOSSLESS), "audit reference")
         reference = Channel(Modality.ECG, 0, float(gain), float(offset), data)
     if pos != body_end:
         raise BadLength(f"{body_end - pos} unexpected bytes after the last modality")
     return Frame(bed_id, seq, t_start, fs, n_samples, model_id, tuple(channels), pred, reference,
-                 bool(flags & FLAG_LOSSLESS))
+                 bool(flags & FLAG_LOSSLESS), version)
 
 
 def raw_bits(frame: Frame) -> int:

@@ -254,6 +254,8 @@ def main(argv: list[str] | None = None) -> int:
                          "windows, as the worker scores them) on the same windows")
     ed.add_argument("--raw-int16", action="store_true",
                     help="count windows sent raw as plain int16 (devices with WARDSTREAM_RAW_LOSSLESS=0)")
+    ed.add_argument("--wire-version", type=int, choices=[1, 2], default=None,
+                    help="count the sections of this wire format (default: WARDSTREAM_WIRE_VERSION, 2)")
     ev_cv = esub.add_parser("beat-cv", help="the beat recipe by patient-wise cross-validation inside MIT-BIH DS1")
     _common(ev_cv)
     ev_cv.add_argument("--folds", type=int, default=4)
@@ -522,7 +524,7 @@ def main(argv: list[str] | None = None) -> int:
         png = a.png or (a.json.with_suffix(".png") if a.json else None)
         try:
             d = eval_dd(s.data_dir, a.split, a.bound, a.model_id, png, audit_every=a.audit_every,
-                        raw_lossless=not a.raw_int16)
+                        raw_lossless=not a.raw_int16, wire_version=a.wire_version or s.wire_version)
         except DataMissing as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2

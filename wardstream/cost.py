@@ -134,7 +134,8 @@ def _influx_volume(ib: dict, beds: int) -> tuple[float, dict]:
     return written, stored
 
 
-def _measured_section_bytes(data_dir, n_train: int = 4000, n_test: int = 4000, seed: int = 0) -> tuple[dict, dict]:
+def _measured_section_bytes(data_dir, n_train: int = 4000, n_test: int = 4000, seed: int = 0,
+                            version: int = 2) -> tuple[dict, dict]:
     """Mean bytes of a zstd-compressed int16 window (+ section header and side) per modality,
     and of the same held-out windows lossless-coded as the raw level sends them."""
     import zstandard as zstd
@@ -142,6 +143,7 @@ def _measured_section_bytes(data_dir, n_train: int = 4000, n_test: int = 4000, s
     from stream.wire import raw_section_bytes
     from wardstream import datasets as ds
 
+    head = raw_section_bytes(np.zeros(256, np.int16), False, version) - 512  # section head + f32 side
     rng = np.random.default_rng(seed)
     out, ll = {}, {}
     present = ds.mitdb_records_present(data_dir)
@@ -164,10 +166,10 @@ def _measured_section_bytes(data_dir, n_train: int = 4000, n_test: int = 4000, s
         c = zstd.ZstdCompressor(level=19, dict_data=d)
         test = windows(te, n_test)
         sizes = [len(c.compress(w)) for w in test]
-        out[name] = {"mean_payload_bytes": float(np.mean(sizes)), "section_bytes": 4 + 8 + float(np.mean(sizes)),
+        out[name] = {"mean_payload_bytes": float(np.mean(sizes)), "section_bytes": head + float(np.mean(sizes)),
                      "dictionary_bytes": 4096, "test_windows": n_test}
-        ll_sizes = [raw_section_bytes(np.frombuffer(w, ">i2"), True) for w in test]
-        ll[name] = {"mean_payload_bytes": float(np.mean(ll_sizes)) - 12,  # its u16 length included
+        ll_sizes = [raw_section_bytes(np.frombuffer(w, ">i2"), True, version) for w in test]
+        ll[name] = {"mean_payload_bytes": float(np.mean(ll_sizes)) - head,  # its u16 length included
                     "section_bytes": float(np.mean(ll_sizes)), "test_windows": n_test}
     return out, ll
 
@@ -190,7 +192,7 @@ def _decode_seconds_per_window(codec, level: int, n: int = 1024) -> float:
 
 def cost_report(settings, beds: int = 200, split: str = "test", bound: float | None = None,
                 model_id: int = 3) -> dict:
-    from stream.wire import CRC_LEN, HEADER_SIZE, REGISTRY
+    from stream.wire import REGISTRY, frame_overhead
     from wardmodels.runtime import load_deployed
     from wardmodels.wire_codec import register_deployed
     from wardstream.eval_dynamic import load_part, raw_level_bits, score, section_bits
@@ -199,20 +201,22 @@ def cost_report(settings, beds: int = 200, split: str = "test", bound: float | N
     codec = load_deployed(model_id)
     spec = REGISTRY[model_id]
 
+    version = settings.wire_version  # the frame format the devices send
+
     def sec(level):
-        return spec.level(level).section_bytes(256)
+        return spec.level(level).section_bytes(256, version)
 
     pr = codec.predictor
     bound = float(bound if bound is not None else pr.meta["deployed_bound"])
     part = load_part(settings.data_dir, split, model_id)
     pred, err = pr.predict(part.features(pr.n_in)), part.errors(pr.weights)
-    bits = {L: section_bits(codec, L) for L in range(0, 6)}
-    rb = raw_level_bits(settings.data_dir, split, part) if settings.raw_lossless else None
+    bits = {L: section_bits(codec, L, version=version) for L in range(0, 6)}
+    rb = raw_level_bits(settings.data_dir, split, part, version) if settings.raw_lossless else None
     sc, lv = score(pred, err, bits, pr, bound, rb)
     mix = np.bincount(lv, minlength=6) / len(lv)
     raw_sent = float(rb[lv == 0].mean()) / 8 if rb is not None and (lv == 0).any() else float(sec(0))
     ecg_dd = float(mix[0] * raw_sent + sum(mix[L] * sec(L) for L in range(1, 6)))
-    zs, ll = _measured_section_bytes(settings.data_dir)
+    zs, ll = _measured_section_bytes(settings.data_dir, version=version)
     eeg_lvl = ASSUMPTIONS["eeg_level_dynamic"]
     options = {
         "raw16": {"ecg": sec(0), "eeg": sec(0), "decode_levels": {}},
@@ -240,7 +244,7 @@ def cost_report(settings, beds: int = 200, split: str = "test", bound: float | N
     fixed["influxdb_storage"] = influx_stored_gb * p["influxdb_cloud_storage_per_gb_hour"] * hours
     out_opts = {}
     for name, o in options.items():
-        frame = HEADER_SIZE + CRC_LEN + o["ecg"] + o["eeg"]
+        frame = frame_overhead(version) + o["ecg"] + o["eeg"]
         per_bed_day = frame * WINDOWS_PER_DAY
         month_bytes = per_bed_day * beds * DAYS_PER_MONTH
         kafka_bytes = (frame + a["kafka_record_overhead_bytes"]) * WINDOWS_PER_DAY * beds * DAYS_PER_MONTH
@@ -277,6 +281,7 @@ def cost_report(settings, beds: int = 200, split: str = "test", bound: float | N
                  "reduction_vs_raw": 1 - (dd["total"] + delta) / (raw["total"] + delta)}
     return {
         "beds": beds, "modalities": ["ecg", "eeg"], "windows_per_bed_per_day": WINDOWS_PER_DAY,
+        "wire_version": version, "frame_overhead_bytes": frame_overhead(version),
         "days_per_month": DAYS_PER_MONTH,
         "dynamic_deep": {"model_id": model_id, "bound": bound, "split": split, "windows_measured": int(len(lv)),
                          "ecg_level_mix": {str(L): round(float(mix[L]), 4) for L in range(6)},

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stream.wire import CRC_LEN, HEADER_SIZE, LevelSpec
+from stream.wire import WIRE_VERSION, LevelSpec, frame_overhead
 from wardmodels.frontend import FS, WINDOW, filter_record, normalise
 from wardstream import datasets as ds
 
@@ -271,8 +271,8 @@ def summarise(codec, ecg_rows, eeg_rows, split, level, encoder, weights, data_di
                     for m, rows in (("ecg", ecg_rows), ("eeg", eeg_rows)) if rows}
             coded = {m: {"bits_per_window_mean": float(n * np.ceil(np.log2(k))),
                          "coder": "none (no prior committed for this level)"} for m in dd}
-        section = LevelSpec(lv, n, k, side="scale8").section_bytes(WINDOW)
-        frame_bytes = HEADER_SIZE + 2 * section + CRC_LEN
+        section = LevelSpec(lv, n, k, side="scale8").section_bytes(WINDOW, WIRE_VERSION)
+        frame_bytes = frame_overhead(WIRE_VERSION) + 2 * section  # the wire format devices send
         ent = {m: c["bits_per_window_mean"] + 8 for m, c in coded.items()}  # + scale byte
         d["bits_per_window"] = {
             "fixed_per_modality": fixed,

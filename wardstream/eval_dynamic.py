@@ -61,12 +61,13 @@ class Part:
         return np.concatenate(rows) if rows else np.zeros((0, len(LEVELS)))
 
 
-def section_bits(codec, level: int, n_samples: int = 256) -> int:
-    from stream.wire import REGISTRY
+def section_bits(codec, level: int, n_samples: int = 256, version: int | None = None) -> int:
+    """Bits of an ECG section at ``level`` in wire format ``version`` (default: what devices send)."""
+    from stream.wire import REGISTRY, WIRE_VERSION
     from wardmodels.wire_codec import register_deployed
 
     register_deployed()
-    return 8 * REGISTRY[codec.model_id].level(level).section_bytes(n_samples)
+    return 8 * REGISTRY[codec.model_id].level(level).section_bytes(n_samples, version or WIRE_VERSION)
 
 
 def _signals(data_dir: Path, split: str, filtered: bool = True):
@@ -96,11 +97,11 @@ def _signals(data_dir: Path, split: str, filtered: bool = True):
     return out
 
 
-def raw_level_bits(data_dir: Path, split: str, part: Part) -> np.ndarray:
+def raw_level_bits(data_dir: Path, split: str, part: Part, version: int | None = None) -> np.ndarray:
     """Per window of ``part``, the bits of its ECG section at the raw level as a device sends it
     lossless-coded (`stream.lossless`; the unfiltered ECG at the raw level's 1 µV per LSB): what a
     window the policy sends raw really costs (plain int16: `section_bits(codec, 0)` = 4,192)."""
-    from stream.wire import Modality, raw_section_bytes
+    from stream.wire import WIRE_VERSION, Modality, raw_section_bytes
     from wardmodels.wire_codec import raw_channel
 
     sigs = [x for _, _, _, x in _signals(data_dir, split, filtered=False) if len(x) // 256 >= 1]
@@ -109,7 +110,8 @@ def raw_level_bits(data_dir: Path, split: str, part: Part) -> np.ndarray:
     out = []
     for r, x in zip(part.records, sigs):
         for k in range(len(r.feats)):
-            out.append(8 * raw_section_bytes(raw_channel(Modality.ECG, x[k * 256:(k + 1) * 256]).data, True))
+            out.append(8 * raw_section_bytes(raw_channel(Modality.ECG, x[k * 256:(k + 1) * 256]).data, True,
+                                             version or WIRE_VERSION))
     return np.asarray(out, np.float64)
 
 
@@ -419,8 +421,11 @@ def train_predictor(data_dir: Path, model_id: int = 3, alpha: float = 0.05, weig
 
 
 def evaluate(data_dir: Path, split: str = "test", bound: float | None = None, model_id: int = 3,
-             png: Path | None = None, audit_every: int | None = None, raw_lossless: bool = True) -> dict:
+             png: Path | None = None, audit_every: int | None = None, raw_lossless: bool = True,
+             wire_version: int | None = None) -> dict:
     from scipy.stats import pearsonr
+
+    from stream.wire import WIRE_VERSION
 
     from wardmodels.clf_runtime import load_deployed_classifier
     from wardmodels.runtime import load_deployed
@@ -433,8 +438,9 @@ def evaluate(data_dir: Path, split: str = "test", bound: float | None = None, mo
     part = load_part(data_dir, split, model_id)
     feats, err = part.features(pr.n_in), part.errors(pr.weights)
     pred = pr.predict(feats)
-    bits = {L: section_bits(codec, L) for L in range(0, len(LEVELS) + 1)}
-    rb = raw_level_bits(data_dir, split, part) if raw_lossless else None
+    wire_version = wire_version or WIRE_VERSION
+    bits = {L: section_bits(codec, L, version=wire_version) for L in range(0, len(LEVELS) + 1)}
+    rb = raw_level_bits(data_dir, split, part, wire_version) if raw_lossless else None
     clf = load_deployed_classifier("rhythm")
     head, lv = score(pred, err, bits, pr, bound, rb)
     real_chosen = np.log1p(chosen_error(lv, err))
@@ -445,6 +451,7 @@ def evaluate(data_dir: Path, split: str = "test", bound: float | None = None, mo
            "windows": int(len(lv)), "records": len(part.records),
            "windows_by_source": {s: int(sum(len(r.feats) for r, t in zip(part.records, part.source) if t == s))
                                  for s in ("mitdb", "cinc")},
+           "wire_version": wire_version,
            "bits_per_window_by_level": {str(k): v for k, v in bits.items()},
            "raw_level": {"coding": "lossless (stream.lossless)" if rb is not None else "int16",
                          "mean_bits_all_windows": float(rb.mean()) if rb is not None else float(bits[0]),

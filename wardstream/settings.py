@@ -88,6 +88,9 @@ class Settings:
     # devices send their raw-level sections (and audit references) lossless-coded
     # (`stream.lossless`, wire flag bit 3: about half the bytes); 0: plain int16
     raw_lossless: bool = True
+    # the frame format devices send: 2, the compact one (18-byte header, one byte per section
+    # head), or 1 (`stream.wire`); the worker reads both
+    wire_version: int = 2
 
     @property
     def kafka_port(self) -> int:
@@ -152,6 +155,7 @@ _ENV = {
     "audit_every_s": "WARDSTREAM_AUDIT_EVERY_S",
     "audit_correction": "WARDSTREAM_AUDIT_CORRECTION",
     "raw_lossless": "WARDSTREAM_RAW_LOSSLESS",
+    "wire_version": "WARDSTREAM_WIRE_VERSION",
 }
 
 
@@ -200,4 +204,6 @@ def from_env(env: dict[str, str] | None = None, **overrides) -> Settings:
         raise ValueError("WARDSTREAM_WAVEFORM_HZ must be 0, 16, 32, 64 or 128 (a divisor of 128 Hz)")
     if values.get("influx_api", base.influx_api) not in {"v1", "v2"}:
         raise ValueError("WARDSTREAM_INFLUX_API must be 'v1' or 'v2'")
+    if values.get("wire_version", base.wire_version) not in {1, 2}:
+        raise ValueError("WARDSTREAM_WIRE_VERSION must be 1 or 2")
     return dataclasses.replace(base, **values).replace(**overrides)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -41,9 +42,19 @@ def frames() -> dict[str, tuple[Frame, bytes | None]]:
                    lossless=True)
     audited_ll = Frame(3, 123458, 1_700_000_006_000_000, 128, 256, 7, vq.channels, wire.pred_value(9),
                        Channel(Modality.ECG, 0, F32(0.001), 0.0, noisy), lossless=True)
-    return {"raw_ecg_eeg": (raw, None), "raw_signed": (raw, TEST_KEY), "vq_levels": (vq, None),
-            "vq_audited": (audited, TEST_KEY), "raw_lossless": (raw_ll, None),
-            "vq_audited_lossless": (audited_ll, TEST_KEY)}
+    v1 = {"raw_ecg_eeg": (raw, None), "raw_signed": (raw, TEST_KEY), "vq_levels": (vq, None),
+          "vq_audited": (audited, TEST_KEY), "raw_lossless": (raw_ll, None),
+          "vq_audited_lossless": (audited_ll, TEST_KEY)}
+    out = {name: (replace(f, version=1), key) for name, (f, key) in v1.items()}
+    # the same windows in the compact wire format v2 (what devices send by default), and one
+    # frame of another geometry (flag bit 4: fs and n_samp on the wire) with a single modality
+    for name in ("raw_signed", "vq_levels", "vq_audited", "raw_lossless", "vq_audited_lossless"):
+        f, key = v1[name]
+        out[f"v2_{name}"] = (replace(f, version=2), key)
+    odd = Frame(9, 1, 1_700_000_000_000_000, 250, 500, 7,
+                (Channel(Modality.EEG, 2, 3.0, -1.0, (np.arange(8) * 11 % 256).astype(np.uint16)),), version=2)
+    out["v2_geometry"] = (odd, None)
+    return out
 
 
 if __name__ == "__main__":

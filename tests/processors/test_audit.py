@@ -62,7 +62,7 @@ def test_every_window_carries_the_prediction_and_bursts_carry_the_reference(clas
         assert f.pred_error == pytest.approx(pred_value(pred_code(pred)))
         assert (f.reference is not None) == in_burst(f.seq, f.bed_id, 6)
         if f.reference is not None:  # the reference costs its bytes on the wire
-            assert n >= 29 + 1 + 4 + 8 + 2 * 256
+            assert n >= 18 + 1 + 8 + 2 * 256  # v2 header, pred byte, f32 side, int16 samples
     predicted = [p for p in points if "predicted=" in p and "observed=" not in p]
     assert len(predicted) == len(sent)  # one per window (an audited one's merges with its observation)
     observed = [_fields(p) for p in points if "observed=" in p]

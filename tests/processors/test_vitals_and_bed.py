@@ -183,6 +183,6 @@ def test_a_lossless_raw_window_gives_the_same_signals_and_counts_its_real_bits()
               for p in res.points if p.startswith("bandwidth")}
         out[ll] = (len(raw), bw, [p for p in res.points if p.startswith(("vitals", "eeg_bands"))])
     assert out[True][2] == out[False][2]  # same samples, same vitals
-    assert out[False][1] == {"ecg": 8 * 524, "eeg": 8 * 524}
-    assert sum(out[True][1].values()) == 8 * (out[True][0] - 33)  # every section bit, header and CRC apart
+    assert out[False][1] == {"ecg": 8 * 521, "eeg": 8 * 521}  # wire v2: level byte, f32 side, samples
+    assert sum(out[True][1].values()) == 8 * (out[True][0] - 22)  # every section bit, header and CRC apart
     assert out[True][0] < 0.75 * out[False][0]

@@ -1,6 +1,7 @@
 import random
 import struct
 import zlib
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -49,8 +50,9 @@ def test_lossless_raw_sections_halve_a_noisy_window():
     # each section's size on the wire is known after decoding (the bandwidth metrics use it)
     assert sum(c.wire_bytes for c in got.channels) == len(coded) - 29 - 4
     assert [c.wire_bytes for c in _dec(RAW).channels] == [524, 524]
-    assert [wire.raw_section_bytes(c.data, True) for c in got.channels] == [c.wire_bytes for c in got.channels]
-    assert wire.raw_section_bytes(plain.channel(Modality.ECG).data, False) == 524
+    assert [wire.raw_section_bytes(c.data, True, version=1) for c in got.channels] == [c.wire_bytes for c in got.channels]
+    assert wire.raw_section_bytes(plain.channel(Modality.ECG).data, False, version=1) == 524
+    assert wire.raw_section_bytes(plain.channel(Modality.ECG).data, False) == 521  # v2: no modality/count
     # the audited window's reference: the same samples, fewer bytes
     a, b = _dec(VQ_AUDITED, hmac_key_for=lambda bed: TEST_KEY), \
         _dec((HERE / "vq_audited_lossless.bin").read_bytes(), hmac_key_for=lambda bed: TEST_KEY)
@@ -104,16 +106,27 @@ def any_frame(draw):
             gain = draw(st.floats(0.5, 100, width=16))
             off = draw(st.floats(-100, 100, width=16))
         chans.append(Channel(m, level, float(gain), float(off), data))
+    version = draw(st.sampled_from(wire.VERSIONS))
+    if version == 1:
+        t_us = draw(st.integers(-(2**63), 2**63 - 1))
+    else:  # v2: whole milliseconds, unsigned 48 bits; sections in modality order
+        t_us = 1000 * draw(st.integers(0, wire.MAX_T_MS_V2))
+        chans.sort(key=lambda c: c.modality)
     return Frame(draw(st.integers(0, 2**32 - 1)), draw(st.integers(0, 2**32 - 1)),
-                 draw(st.integers(-(2**63), 2**63 - 1)), draw(st.integers(1, 65535)), n, 7, tuple(chans),
-                 lossless=draw(st.booleans()))
+                 t_us, draw(st.sampled_from([128, 1, 65535])) if version == 2 else draw(st.integers(1, 65535)),
+                 n, 7, tuple(chans), lossless=draw(st.booleans()), version=version)
 
 
 @settings(max_examples=150, deadline=None)
 @given(any_frame(), st.one_of(st.none(), st.binary(min_size=1, max_size=64)))
 def test_round_trip(frame, key):
     buf = encode_frame(frame, key, registry=TEST_REGISTRY)
-    assert decode_frame(buf, hmac_key_for=lambda bed: key, registry=TEST_REGISTRY) == frame
+    got = decode_frame(buf, hmac_key_for=lambda bed: key, registry=TEST_REGISTRY)
+    assert got == frame and got.version == frame.version
+    # every section knows its bytes on the wire, and they add up to the frame
+    overhead = wire.frame_overhead(frame.version, frame.fs, frame.n_samples) + (wire.HMAC_LEN if key else 0)
+    extra = (frame.pred_error is not None) + (0 if frame.reference is None else 1)
+    assert extra or sum(c.wire_bytes for c in got.channels) == len(buf) - overhead
 
 
 @pytest.mark.parametrize("bits", [1, 3, 8, 10, 13, 16])
@@ -265,9 +278,14 @@ def test_scale8_level_is_one_byte_of_side_information():
     f = Frame(3, 9, 10**15, 128, 256, 7, (Channel(Modality.ECG, 1, 117.0, 0.0, idx),
                                           Channel(Modality.EEG, 2, 3.0, 0.0, idx[:32])))
     buf = wire.encode_frame(f, registry=SCALE8)
-    # header + 2 x (modality head 4 + side 1) + 64 B + 32 B of 8-bit indices + crc
-    assert len(buf) == wire.HEADER_SIZE + 2 * (4 + 1) + 64 + 32 + 4
+    # v2 header 18 + 2 x (level byte + side 1) + 64 B + 32 B of 8-bit indices + crc
+    assert len(buf) == wire.HEADER_SIZE_V2 + 2 * (1 + 1) + 64 + 32 + 4 == 122
     assert wire.decode_frame(buf, registry=SCALE8) == f
+    # v1: header 29 + 2 x (modality head 4 + side 1) + the same payloads + crc
+    buf1 = wire.encode_frame(replace(f, version=1), registry=SCALE8)
+    assert len(buf1) == wire.HEADER_SIZE + 2 * (4 + 1) + 64 + 32 + 4 == 139
+    assert wire.decode_frame(buf1, registry=SCALE8) == f
+    assert [SCALE8[7].level(L).section_bytes(256, v) for L in (1, 2) for v in (1, 2)] == [69, 66, 37, 34]
 
 
 @pytest.mark.parametrize("gain,offset", [(1.5, 0.0), (256.0, 0.0), (-1.0, 0.0), (3.0, 0.5)])
@@ -325,3 +343,116 @@ def test_audit_extension_rejects_what_it_cannot_mean():
     with pytest.raises(BadLength, match="raw level"):
         encode_frame(Frame(3, 1, 0, 128, 256, 7, AUDITED.channels, None,
                            Channel(Modality.EEG, 0, 0.1, 0.0, np.zeros(256, np.int16))), registry=TEST_REGISTRY)
+
+
+# --------------------------------------------------------------------------- wire format v2
+V2 = {name: (HERE / f"{name}.bin").read_bytes() for name in GOLDEN if name.startswith("v2_")}
+
+
+def test_v2_golden_sizes_count_every_bit():
+    # header 18 (tag, flags, bed, seq, 48-bit ms, model byte, modality mask) + sections + crc
+    assert len(V2["v2_vq_levels"]) == 18 + (1 + 4 + 40) + (1 + 4 + 8) + 4 == len(VQ) - 17
+    assert len(V2["v2_raw_signed"]) == 18 + 2 * (1 + 8 + 512) + 4 + 16 == len(SIGNED) - 17
+    # the audit reference loses its modality head too
+    assert len(V2["v2_vq_audited"]) == 18 + (1 + 4 + 40) + (1 + 4 + 8) + 1 + (8 + 512) + 4 + 16
+    # another window geometry travels in 4 bytes after the header (flag bit 4)
+    assert len(V2["v2_geometry"]) == 18 + 4 + (1 + 4 + 8) + 4
+    g = _dec(V2["v2_geometry"])
+    assert (g.fs, g.n_samples, g.version) == (250, 500, 2) and g.channels[0].modality == Modality.EEG
+
+
+@pytest.mark.parametrize("name", ["raw_signed", "vq_levels", "vq_audited", "raw_lossless", "vq_audited_lossless"])
+def test_v1_and_v2_carry_the_same_frame(name):
+    key = GOLDEN[name][1]
+    a = _dec((HERE / f"{name}.bin").read_bytes(), hmac_key_for=lambda bed: key)
+    b = _dec(V2[f"v2_{name}"], hmac_key_for=lambda bed: key)
+    assert a == b and (a.version, b.version) == (1, 2)
+    assert a.reference == b.reference and a.pred_error == b.pred_error
+    assert [c.wire_bytes for c in a.channels] == [c.wire_bytes + 3 for c in b.channels]
+    assert wire.peek_bed_id(V2[f"v2_{name}"]) == a.bed_id
+
+
+def test_v2_rejects_what_it_cannot_mean():
+    vq = V2["v2_vq_levels"]
+    b = bytearray(vq)
+    b[1] |= 0x20  # unknown flag bit
+    with pytest.raises(UnsupportedVersion):
+        _dec(_recrc(b))
+    b = bytearray(vq)
+    b[17] = 0  # no modality
+    with pytest.raises(BadLength):
+        _dec(_recrc(b))
+    b = bytearray(vq)
+    b[17] = 0b101  # a modality this build does not know
+    with pytest.raises(UnknownModality):
+        _dec(_recrc(b))
+    b = bytearray(vq)
+    b[16] = 99  # model id
+    with pytest.raises(UnknownModel):
+        _dec(_recrc(b))
+    b = bytearray(vq)
+    b[18] = 9  # ECG level 9
+    with pytest.raises(UnknownLevel):
+        _dec(_recrc(b))
+    b = bytearray(vq)
+    b[17] = 0b01  # the mask says ECG only: the EEG section's bytes are left over
+    with pytest.raises(BadLength, match="unexpected bytes"):
+        _dec(_recrc(b))
+    for cut in (0, 1, 10, 21, len(vq) - 5):
+        with pytest.raises((TruncatedFrame, BadChecksum)):
+            _dec(vq[:cut])
+    with pytest.raises(BadMagic):
+        _dec(b"\xd3" + vq[1:])
+    frame, _ = GOLDEN["v2_vq_levels"]
+    with pytest.raises(BadLength, match="milliseconds"):
+        encode_frame(replace(frame, t_start_us=frame.t_start_us + 1), registry=TEST_REGISTRY)
+    with pytest.raises(BadLength, match="milliseconds"):
+        encode_frame(replace(frame, t_start_us=-1000), registry=TEST_REGISTRY)
+    with pytest.raises(BadLength, match="ascending"):
+        encode_frame(replace(frame, channels=frame.channels[::-1]), registry=TEST_REGISTRY)
+    with pytest.raises(UnsupportedVersion):
+        encode_frame(replace(frame, version=3), registry=TEST_REGISTRY)
+
+
+def test_v2_mutations_are_frame_errors_or_whole_frames():
+    """Every bit flip and every cut of v2 frames (CRC made valid again) is rejected with a
+    FrameError or parses to a whole frame that round-trips."""
+    rng = random.Random(5)
+    rejected = 0
+    for name in ("v2_vq_levels", "v2_raw_lossless", "v2_geometry"):
+        coded = V2[name]
+        for i in range(len(coded) - 4):
+            b = bytearray(coded)
+            b[i] ^= 1 << rng.randrange(8)
+            try:
+                f = _dec(_recrc(b))
+            except FrameError as exc:
+                assert exc.reason
+                rejected += 1
+                continue
+            assert _dec(encode_frame(f, registry=TEST_REGISTRY)) == f
+        for cut in range(0, len(coded) - 4, 3):
+            with pytest.raises(FrameError):
+                _dec(_recrc(bytearray(coded[:cut] + coded[-4:])) if cut >= 4 else coded[:cut])
+    assert rejected > 50
+
+
+def test_fuzz_v2_never_raises_anything_but_frame_error():
+    rng = random.Random(4321)
+    seeds = list(V2.values())
+    for _ in range(2000):
+        b = bytearray(rng.choice(seeds))
+        for _ in range(rng.randint(1, 6)):
+            op = rng.randrange(4)
+            if op == 0 and b:
+                b[rng.randrange(len(b))] = rng.randrange(256)
+            elif op == 1:
+                del b[rng.randrange(len(b) + 1):]
+            elif op == 2:
+                b[rng.randrange(len(b) + 1):0] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 9)))
+            elif op == 3 and len(b) > 8:
+                b = bytearray(_recrc(b))
+        try:
+            _dec(bytes(b), hmac_key_for=lambda bed: TEST_KEY if bed in (3, 42) else None)
+        except FrameError as exc:
+            assert exc.reason

@@ -20,8 +20,10 @@ def dd():
 
 def test_levels_on_the_wire_count_every_byte(dd):
     spec = REGISTRY[MODEL]
-    # modality, level, count (4 B) + scale code (1 B) + payload; raw: 2 x f32 side + int16 samples
-    assert [spec.level(L).section_bytes(256) for L in range(6)] == [524, 69, 37, 19, 12, 9]
+    # v1: modality, level, count (4 B) + scale code (1 B) + payload; raw: 2 x f32 side + int16 samples
+    assert [spec.level(L).section_bytes(256, 1) for L in range(6)] == [524, 69, 37, 19, 12, 9]
+    # v2 (what devices send): the level byte alone heads a section
+    assert [spec.level(L).section_bytes(256) for L in range(6)] == [521, 66, 34, 16, 9, 6]
     assert [dd.n_indices(L) for L in range(1, 6)] == [64, 32, 16, 8, 4]
 
 

@@ -109,19 +109,20 @@ def test_cost_states_its_assumptions_and_compares_every_option(small_dir, cache,
     d = json.loads(out.read_text())
     assert set(d["options"]) == {"raw16", "zstd", "lossless", "codec_L1", "codec_L2", "dynamic_deep"}
     o = d["options"]
-    assert o["raw16"]["frame_bytes"] == 29 + 4 + 2 * 524
-    assert o["raw16"]["radio_bytes_per_bed_per_day"] == 1081 * 43200
+    assert d["wire_version"] == 2 and d["frame_overhead_bytes"] == 18 + 4
+    assert o["raw16"]["frame_bytes"] == 18 + 4 + 2 * 521
+    assert o["raw16"]["radio_bytes_per_bed_per_day"] == 1064 * 43200
     by_bytes = [o[k]["radio_bytes_per_bed_per_day"] for k in ("raw16", "zstd", "lossless", "codec_L1", "codec_L2")]
     assert by_bytes == sorted(by_bytes, reverse=True)
     # the Dynamic-Deep frame is the measured ECG level mix priced at the wire's bytes per level
     # (raw: the measured lossless size of the windows sent raw), plus EEG at its fixed level,
     # plus header and CRC
-    assert d["dynamic_deep"]["raw_coding"] == "lossless" and 100 < d["dynamic_deep"]["ecg_raw_section_bytes"] < 524
-    sec = {0: d["dynamic_deep"]["ecg_raw_section_bytes"], 1: 69, 2: 37, 3: 19, 4: 12, 5: 9}
+    assert d["dynamic_deep"]["raw_coding"] == "lossless" and 100 < d["dynamic_deep"]["ecg_raw_section_bytes"] < 521
+    sec = {0: d["dynamic_deep"]["ecg_raw_section_bytes"], 1: 66, 2: 34, 3: 16, 4: 9, 5: 6}
     mix = d["dynamic_deep"]["ecg_level_mix"]
     assert sum(mix.values()) == pytest.approx(1.0, abs=1e-3)
     ecg = sum(share * sec[int(L)] for L, share in mix.items())
-    assert o["dynamic_deep"]["frame_bytes"] == pytest.approx(33 + ecg + sec[d["dynamic_deep"]["eeg_level"]], abs=0.05)
+    assert o["dynamic_deep"]["frame_bytes"] == pytest.approx(22 + ecg + sec[d["dynamic_deep"]["eeg_level"]], abs=0.05)
     assert 0 < d["reduction_vs_raw"] < d["reduction_vs_raw_variable_costs"] < 1
     assert d["prices"]["noted"] and d["assumptions"]["broker_retention_days"] > 0
     # the worker's state changelog is priced as a fixed cost, from a measured state size
