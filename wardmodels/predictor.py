@@ -144,6 +144,13 @@ class Predictor:
     bounds: np.ndarray  # calibrated grid
     lams: np.ndarray
     meta: dict
+    # per-level offsets added to the predictions when the level is chosen (not to the prediction
+    # the device sends): where the violation budget is spent (`select_offsets`); zeros: none
+    offsets: np.ndarray | None = None
+
+    def __post_init__(self):
+        if self.offsets is None:
+            self.offsets = np.zeros(len(LEVELS), np.float32)
 
     @property
     def n_in(self) -> int:
@@ -169,12 +176,13 @@ class Predictor:
         bound = np.broadcast_to(np.asarray(bound, np.float64), (len(pred),))
         if lam is None:
             lam = np.array([self.slack(b) for b in bound])
-        return choose_levels(pred, bound, lam, allowed)
+        return choose_levels(pred + self.offsets[None, :], bound, lam, allowed)
 
     def nbytes(self) -> int:
-        """Stored on the device as float16 (weights, normalisation) + the slack table (f32)."""
+        """Stored on the device as float16 (weights, normalisation) + the slack table (f32) + the
+        level offsets (f32, when any is set)."""
         return 2 * (self.mu.size + self.sd.size + self.w1.size + self.b1.size + self.w2.size + self.b2.size) \
-            + 8 * len(self.bounds)
+            + 8 * len(self.bounds) + (4 * self.offsets.size if self.offsets.any() else 0)
 
     def to_bytes(self) -> bytes:
         buf = io.BytesIO()
@@ -182,6 +190,7 @@ class Predictor:
                  w1=self.w1.astype(np.float16), b1=self.b1.astype(np.float16),
                  w2=self.w2.astype(np.float16), b2=self.b2.astype(np.float16),
                  bounds=self.bounds.astype(np.float64), lams=self.lams.astype(np.float64),
+                 **({"offsets": self.offsets.astype(np.float32)} if self.offsets.any() else {}),
                  meta=np.array(json.dumps({"weights": asdict(self.weights), "alpha": self.alpha, **self.meta})))
         return buf.getvalue()
 
@@ -200,7 +209,8 @@ class Predictor:
         alpha = meta.pop("alpha")
         f32 = {k: z[k].astype(np.float32) for k in ("mu", "sd", "w1", "b1", "w2", "b2")}
         return cls(**f32, weights=w, alpha=alpha, bounds=z["bounds"].astype(np.float64),
-                   lams=z["lams"].astype(np.float64), meta=meta)
+                   lams=z["lams"].astype(np.float64), meta=meta,
+                   offsets=z["offsets"].astype(np.float32) if "offsets" in z.files else None)
 
 
 def choose_levels(pred: np.ndarray, bound, lam, allowed: tuple[int, ...] = LEVELS) -> np.ndarray:

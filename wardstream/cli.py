@@ -177,6 +177,11 @@ def main(argv: list[str] | None = None) -> int:
     td.add_argument("--cross-fit", type=int, default=None, metavar="K",
                     help="predictor: also calibrate on out-of-fold predictions of the fit part (K patient-wise "
                          "folds), so the slack sees every MIT-BIH DS1 patient, not only the 6 of calib")
+    td.add_argument("--level-offsets", action="store_true",
+                    help="predictor: per-level offsets on the predictions, chosen on the out-of-fold rows of the "
+                         "fit part (needs --cross-fit) so that neither the mean nor the aggregate gain drops")
+    td.add_argument("--offset-bound", type=float, default=None,
+                    help="predictor: the bound the level offsets are chosen at (default: the deployed one)")
     td.add_argument("--no-task-features", action="store_true",
                     help="predictor: latent-distortion features only (before 2026-12-02), not the device's "
                          "own QRS detector's (dd_edge.TaskStream)")
@@ -506,7 +511,8 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(a.threads)
         d = train_predictor(s.data_dir, a.model_id or 3, a.alpha, TaskWeights(a.w_kl, a.w_qrs), seed=a.seed,
                             quantile=a.quantile, patient_delta=a.patient_delta,
-                            task_features=not a.no_task_features, cross_fit=a.cross_fit)
+                            task_features=not a.no_task_features, cross_fit=a.cross_fit,
+                            level_offsets=a.level_offsets, offset_bound=a.offset_bound)
         _write_json(d, None)
         return 0
 

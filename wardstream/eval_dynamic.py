@@ -305,7 +305,7 @@ def audit_corrected_levels(part: Part, predictor, bound: float, every: int, span
         res: list[float] = []
         delta, start = 0.0, 0
         for end in list(range(every, len(p), every)) + [len(p)]:
-            lv[start:end] = choose_levels(p[start:end], bound, lam + delta)
+            lv[start:end] = choose_levels(p[start:end] + predictor.offsets, bound, lam + delta)
             audited = np.arange(max(start, end - span), end)
             vq = audited[lv[audited] > 0]
             res = (res + (np.log1p(e[vq, lv[vq] - 1]) - p[vq, lv[vq] - 1]).tolist())[-RESIDUALS_KEPT:]
@@ -354,17 +354,62 @@ def out_of_fold(x: np.ndarray, y: np.ndarray, groups: np.ndarray, k: int, hidden
     return out
 
 
+OFFSET_GRID = np.round(np.arange(-0.6, 0.61, 0.1), 2)
+
+
+def select_offsets(pred: np.ndarray, err: np.ndarray, groups: np.ndarray, bits: dict, raw_bits: np.ndarray | None,
+                   bound: float, alpha: float, delta: float | None, sweeps: int = 2) -> tuple[np.ndarray, dict]:
+    """Per-level offsets on the predictions (where the violation budget is spent), by coordinate
+    ascent over `OFFSET_GRID` on held-out predictions (out-of-fold): at ``bound``, with the slack
+    each candidate calibrates to on the same rows, maximise the aggregate gain + mean gain / 10
+    among the candidates that lose neither against no offsets. Returns (offsets, the scores)."""
+    from wardmodels.predictor import calibrate, choose_levels
+
+    def run(offs):
+        lam = calibrate(pred + offs[None, :], err, np.array([bound]), alpha, groups=groups, delta=delta)[0]
+        if not np.isfinite(lam):
+            return None
+        lv = choose_levels(pred + offs[None, :], bound, lam)
+        g_mean, g_agg = gains(lv, bits, raw_bits)
+        return {"mean_compression_gain": g_mean, "aggregate_compression_gain": g_agg, "slack": float(lam),
+                "violation_rate": float((chosen_error(lv, err) > bound).mean())}
+
+    offs = np.zeros(len(LEVELS))
+    base = run(offs)
+    if base is None:
+        return offs, {"none": base}
+    best = base
+    for _ in range(sweeps):
+        for j in range(len(LEVELS)):
+            for d in OFFSET_GRID:
+                o = offs.copy()
+                o[j] = d
+                r = run(o)
+                if r is None or r["mean_compression_gain"] < base["mean_compression_gain"] \
+                        or r["aggregate_compression_gain"] < base["aggregate_compression_gain"]:
+                    continue
+                if (r["aggregate_compression_gain"] + r["mean_compression_gain"] / 10
+                        > best["aggregate_compression_gain"] + best["mean_compression_gain"] / 10 + 1e-12):
+                    best, offs = r, o
+    return offs, {"none": base, "selected": best}
+
+
 def train_predictor(data_dir: Path, model_id: int = 3, alpha: float = 0.05, weights: TaskWeights = TaskWeights(),
                     hidden: int = 16, f1_tolerance: float = 0.01, seed: int = 0,
                     quantile: float | None = None, patient_delta: float | None = None,
-                    task_features: bool = True, cross_fit: int | None = None) -> dict:
+                    task_features: bool = True, cross_fit: int | None = None,
+                    level_offsets: bool = False, offset_bound: float | None = None) -> dict:
     """Phase 3: fit the predictor on ``train``, calibrate it on ``calib`` over `BOUND_GRID`, pick
     the deployed bound (the largest whose calib CinC F1 on reconstructions stays within
     ``f1_tolerance`` of the originals), save it and record it in the manifest.
 
     ``cross_fit`` (K): the calibration pool also holds out-of-fold predictions of the ``train``
     part (K folds of whole patients, each predicted by an MLP fitted on the other folds, as the
-    device would compute it); the deployed MLP is still the one fitted on all of ``train``."""
+    device would compute it); the deployed MLP is still the one fitted on all of ``train``.
+
+    ``level_offsets`` (needs ``cross_fit``): per-level offsets chosen on the out-of-fold rows of
+    ``train`` at ``offset_bound`` (default: the bound deployed before) by `select_offsets`, then
+    calibrated like everything else."""
     from wardmodels import runtime
     from wardmodels.clf_runtime import load_deployed_classifier
     from wardmodels.dd_edge import predictor_inputs
@@ -378,14 +423,25 @@ def train_predictor(data_dir: Path, model_id: int = 3, alpha: float = 0.05, weig
     pred = _device_predictor(x, y, weights, alpha, hidden=hidden, seed=seed, quantile=quantile)
     pc, ec = pred.predict(ca.features(n_in)), ca.errors(weights)
     pool_p, pool_e, pool_g = pc, ec, ca.groups()
+    bits = {L: section_bits(runtime.load_deployed(model_id), L) for L in range(0, len(LEVELS) + 1)}
+    offset_meta = None
+    if level_offsets and not cross_fit:
+        raise ValueError("level offsets are chosen on out-of-fold predictions: they need cross_fit")
     if cross_fit:
         oof = out_of_fold(x, y, tr.groups(), cross_fit, hidden=hidden, seed=seed, quantile=quantile)
+        if level_offsets:
+            ob = float(offset_bound if offset_bound is not None else runtime.load_deployed(model_id).predictor.meta["deployed_bound"])
+            pred.offsets, scores = select_offsets(oof, y, tr.groups(), bits, raw_level_bits(data_dir, "train", tr),
+                                                  ob, alpha, patient_delta)
+            pred.offsets = pred.offsets.astype(np.float32)
+            offset_meta = {"bound": ob, "offsets": pred.offsets.tolist(), "grid": OFFSET_GRID.tolist(),
+                           "chosen_on": f"{cross_fit}-fold out-of-fold train", "scores": scores}
+            log.info("level offsets %s at bound %.4f: %s", pred.offsets, ob, scores)
         pool_p, pool_e = np.concatenate([pc, oof]), np.concatenate([ec, y])
         pool_g = np.concatenate([pool_g, tr.groups() + pool_g.max() + 1])
-    pred.lams = calibrate(pool_p, pool_e, BOUND_GRID, alpha, groups=pool_g, delta=patient_delta)
+    pred.lams = calibrate(pool_p + pred.offsets[None, :], pool_e, BOUND_GRID, alpha, groups=pool_g, delta=patient_delta)
     clf = load_deployed_classifier("rhythm")
     f1_orig = cinc_f1(ca, None, clf)
-    bits = {L: section_bits(runtime.load_deployed(model_id), L) for L in range(0, len(LEVELS) + 1)}
     rows, deployed = [], None
     for b in BOUND_GRID:
         if not np.isfinite(pred.slack(b)):
@@ -405,6 +461,7 @@ def train_predictor(data_dir: Path, model_id: int = 3, alpha: float = 0.05, weig
                                  else f"conformal + patient bootstrap, upper {1 - patient_delta:g} bound")
                  + (f"; pool: calib + {cross_fit}-fold out-of-fold train" if cross_fit else "; pool: calib"),
                  "calibration_windows": int(len(pool_p)),
+                 **({"level_offsets": offset_meta} if offset_meta else {}),
                  "seed": seed, "calib_curve": [{k: v for k, v in r.items() if k != "level_histogram"} for r in rows]}
     path = pred.save(runtime.WEIGHTS_DIR)
     entries = runtime.manifest()

@@ -192,3 +192,42 @@ def test_audit_correction_raises_the_slack_only_of_beds_it_underestimates():
     assert (good == LEVELS[-1]).all()
     # without audits both beds send the highest level
     assert (audit_corrected_levels(part, pred, 0.3, every=T) == LEVELS[-1]).all()
+
+
+def test_level_offsets_move_the_choice_not_the_prediction_and_travel_with_the_weights():
+    pred = np.log1p(np.array([[0.01, 0.02, 0.1, 0.3, 0.9]]))
+    p = _dummy()
+    assert p.choose(pred, 0.35, lam=0.0).tolist() == [4] and not p.offsets.any()
+    p.offsets = np.array([0, 0, 0, 0.2, 0], np.float32)  # level 4 needs 0.2 more headroom now
+    assert p.choose(pred, 0.35, lam=0.0).tolist() == [3]
+    p.lams, p.bounds = np.array([0.0]), np.array([0.1])
+    back = Predictor.from_bytes(p.to_bytes())
+    np.testing.assert_array_equal(back.offsets, p.offsets)
+    assert back.choose(pred, 0.35).tolist() == [3]
+    assert back.nbytes() == _dummy(p.bounds, p.lams).nbytes() + 4 * 5  # five f32 offsets
+    # a predictor saved without offsets (before 2026-12-03) loads with zeros
+    assert not Predictor.from_bytes(_dummy(p.bounds, p.lams).to_bytes()).offsets.any()
+
+
+def test_selected_offsets_lose_neither_gain_and_keep_the_calibrated_rate():
+    """Where one level's predictions are too optimistic, spending the violation budget elsewhere
+    is better: the selection finds offsets that raise the gains and keep violations under alpha
+    on the rows they were chosen on."""
+    from wardstream.eval_dynamic import select_offsets
+
+    rng = np.random.default_rng(3)
+    n = 6000
+    groups = np.repeat(np.arange(60), n // 60)
+    base = rng.gamma(2.0, 0.05, (n, 1)) * np.array([1, 2, 4, 8, 16])[None, :]
+    err = base * rng.lognormal(0, 0.3, base.shape)
+    pred = np.log1p(base) + rng.normal(0, 0.1, base.shape)
+    pred[:, 2] -= 0.3 * rng.random(n)  # level 3's predictions are optimistic and noisy
+    bits = {0: 4168, 1: 528, 2: 272, 3: 128, 4: 72, 5: 48}
+    offs, sc = select_offsets(pred, err, groups, bits, None, 0.5, 0.05, None)
+    assert offs.shape == (5,) and offs.any()
+    best, none = sc["selected"], sc["none"]
+    assert best["mean_compression_gain"] >= none["mean_compression_gain"]
+    assert best["aggregate_compression_gain"] >= none["aggregate_compression_gain"]
+    assert (best["aggregate_compression_gain"] + best["mean_compression_gain"] / 10
+            > none["aggregate_compression_gain"] + none["mean_compression_gain"] / 10)
+    assert best["violation_rate"] <= 0.05
