@@ -122,10 +122,6 @@ class Device:
     lossless: bool = False  # raw-level sections lossless-coded on the wire (Settings.raw_lossless)
     wire_version: int = WIRE_VERSION  # the frame format it sends (Settings.wire_version)
 
-    def __post_init__(self):
-        if self.wire_version == 2:  # v2 carries whole milliseconds: the device's clock ticks in them
-            self.clock0_us -= self.clock0_us % 1000
-
     def next_frame(self) -> tuple[bytes, Frame]:
         return next_frames([self])[0]
 
@@ -137,7 +133,10 @@ class Device:
             from wardmodels.wire_codec import raw_channel
 
             ref = raw_channel(Modality.ECG, seen)
-        frame = Frame(self.bed_id, self.seq, self.clock0_us + self.seq * WINDOW_US, FS, WINDOW,
+        t_us = self.clock0_us + self.seq * WINDOW_US
+        if self.wire_version == 2:  # v2 carries whole milliseconds: the start rounded down to one
+            t_us -= t_us % 1000
+        frame = Frame(self.bed_id, self.seq, t_us, FS, WINDOW,
                       self.encoder.model_id, channels, pred, ref, self.lossless, self.wire_version)
         self.seq += 1
         return encode_frame(frame, self.hmac_key), frame
