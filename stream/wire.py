@@ -133,9 +133,10 @@ def _section_head_size(version: int) -> int:
 
 def frame_overhead(version: int = WIRE_VERSION, fs: int = DEFAULT_FS, n_samples: int = DEFAULT_N_SAMPLES) -> int:
     """Bytes of a frame outside its sections, without HMAC: header and CRC."""
+    if version not in VERSIONS:
+        raise ValueError(f"wire version {version} is not one of {VERSIONS}")
     if version == 1:
         return HEADER_SIZE + CRC_LEN
-    _section_head_size(version)
     geometry = 0 if (fs, n_samples) == (DEFAULT_FS, DEFAULT_N_SAMPLES) else _GEOMETRY.size
     return HEADER_SIZE_V2 + geometry + CRC_LEN
 
