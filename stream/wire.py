@@ -383,7 +383,7 @@ def raw_section_bytes(samples: np.ndarray, lossless: bool, version: int = WIRE_V
     return _section_head_size(version) + _SIDE_F32.size + len(_raw_payload(samples, len(samples), lossless))
 
 
-def _raw_section(ch: Channel, n_samples: int, lossless: bool = False, version: int = 1) -> bytes:
+def _raw_section(ch: Channel, n_samples: int, lossless: bool, version: int) -> bytes:
     """The audit reference: v1 with its modality head, v2 side and payload only."""
     head = _MOD_HEAD.pack(int(ch.modality), 0, n_samples) if version == 1 else b""
     return head + _SIDE_F32.pack(ch.gain, ch.offset) + _raw_payload(ch.data, n_samples, lossless)
@@ -491,6 +491,44 @@ def peek_bed_id(buf: bytes) -> int | None:
     return None
 
 
+def _read_header_v1(buf: bytes) -> tuple:
+    """(version, flags, bed, seq, t_start µs, fs, n_samples, model, n_mod, None, header bytes)."""
+    if len(buf) < HEADER_SIZE + CRC_LEN:
+        raise TruncatedFrame(f"{len(buf)} bytes is shorter than header + crc")
+    magic, v, flags, bed_id, seq, t_start, fs, n_samples, model_id, n_mod = _HEADER.unpack_from(buf, 0)
+    if magic != MAGIC:
+        raise BadMagic(f"magic {magic!r} is neither {MAGIC!r} (v1) nor {TAG_V2:#04x} (v2)")
+    if v != VERSION:
+        raise UnsupportedVersion(f"wire version {v} after the v1 magic is not supported (this build "
+                                 f"reads {VERSION} there, and v2 frames)")
+    if flags & ~KNOWN_FLAGS:
+        raise UnsupportedVersion(f"unknown flag bits {flags:#04x}")
+    return 1, flags, bed_id, seq, t_start, fs, n_samples, model_id, n_mod, None, HEADER_SIZE
+
+
+def _read_header_v2(buf: bytes) -> tuple:
+    """As `_read_header_v1`, with the modalities of the mask (ascending) in place of None."""
+    if len(buf) < HEADER_SIZE_V2 + CRC_LEN:
+        raise TruncatedFrame(f"{len(buf)} bytes is shorter than a v2 header + crc")
+    _, flags, bed_id, seq, t_ms, model_id, mask = _HEADER_V2.unpack_from(buf, 0)
+    if flags & ~KNOWN_FLAGS_V2:
+        raise UnsupportedVersion(f"unknown flag bits {flags:#04x}")
+    head = HEADER_SIZE_V2
+    fs, n_samples = DEFAULT_FS, DEFAULT_N_SAMPLES
+    if flags & FLAG_GEOMETRY:
+        if len(buf) < head + _GEOMETRY.size + CRC_LEN:
+            raise TruncatedFrame("v2 geometry runs past the frame")
+        fs, n_samples = _GEOMETRY.unpack_from(buf, head)
+        head += _GEOMETRY.size
+    if mask == 0:
+        raise BadLength("a v2 frame with no modality")
+    if mask >> len(Modality):
+        raise UnknownModality(f"modality mask {mask:#04x}")
+    mods = [m for m in Modality if mask >> int(m) & 1]
+    return (2, flags, bed_id, seq, int.from_bytes(t_ms, "big") * 1000, fs, n_samples, model_id, len(mods),
+            mods, head)
+
+
 def decode_frame(buf: bytes, hmac_key_for: Callable[[int], bytes | None] | None = None,
                  require_hmac: bool = False,
                  registry: Mapping[int, CodecSpec] = REGISTRY) -> Frame:
@@ -503,40 +541,8 @@ def decode_frame(buf: bytes, hmac_key_for: Callable[[int], bytes | None] | None 
     require_hmac : reject frames without a tag (devices must sign).
     """
     buf = bytes(buf)
-    if buf[:1] == bytes([TAG_V2]):
-        version = 2
-        if len(buf) < HEADER_SIZE_V2 + CRC_LEN:
-            raise TruncatedFrame(f"{len(buf)} bytes is shorter than a v2 header + crc")
-        _, flags, bed_id, seq, t_ms, model_id, mask = _HEADER_V2.unpack_from(buf, 0)
-        t_start = int.from_bytes(t_ms, "big") * 1000
-        if flags & ~KNOWN_FLAGS_V2:
-            raise UnsupportedVersion(f"unknown flag bits {flags:#04x}")
-        head = HEADER_SIZE_V2
-        fs, n_samples = DEFAULT_FS, DEFAULT_N_SAMPLES
-        if flags & FLAG_GEOMETRY:
-            if len(buf) < head + _GEOMETRY.size + CRC_LEN:
-                raise TruncatedFrame("v2 geometry runs past the frame")
-            fs, n_samples = _GEOMETRY.unpack_from(buf, head)
-            head += _GEOMETRY.size
-        if mask == 0:
-            raise BadLength("a v2 frame with no modality")
-        if mask >> len(Modality):
-            raise UnknownModality(f"modality mask {mask:#04x}")
-        mods = [m for m in Modality if mask >> int(m) & 1]
-    else:
-        version = 1
-        if len(buf) < HEADER_SIZE + CRC_LEN:
-            raise TruncatedFrame(f"{len(buf)} bytes is shorter than header + crc")
-        magic, v, flags, bed_id, seq, t_start, fs, n_samples, model_id, n_mod = _HEADER.unpack_from(buf, 0)
-        if magic != MAGIC:
-            raise BadMagic(f"magic {magic!r} is neither {MAGIC!r} (v1) nor {TAG_V2:#04x} (v2)")
-        if v != VERSION:
-            raise UnsupportedVersion(f"wire version {v} after the v1 magic is not supported (this build "
-                                     f"reads {VERSION} there, and v2 frames)")
-        if flags & ~KNOWN_FLAGS:
-            raise UnsupportedVersion(f"unknown flag bits {flags:#04x}")
-        head = HEADER_SIZE
-        mods = None
+    (version, flags, bed_id, seq, t_start, fs, n_samples, model_id, n_mod, mods,
+     head) = _read_header_v2(buf) if buf[:1] == bytes([TAG_V2]) else _read_header_v1(buf)
     body_end = len(buf) - CRC_LEN - (HMAC_LEN if flags & FLAG_HMAC else 0)
     if body_end < head:
         raise TruncatedFrame("frame too short for its trailer")
@@ -555,14 +561,14 @@ def decode_frame(buf: bytes, hmac_key_for: Callable[[int], bytes | None] | None 
         raise MissingSignature(f"frame from bed {bed_id} is not signed")
     if fs == 0 or n_samples == 0 or n_samples > MAX_SAMPLES:
         raise BadLength(f"impossible window: fs={fs} n_samples={n_samples}")
-    if mods is None and (n_mod == 0 or n_mod > len(Modality)):
+    if n_mod == 0 or n_mod > len(Modality):
         raise BadLength(f"impossible modality count {n_mod}")
     spec = _spec(model_id, registry)
     pos = head
     channels: list[Channel] = []
-    for i in range(len(mods) if mods is not None else n_mod):
+    for i in range(n_mod):
         start = pos
-        if mods is None:
+        if mods is None:  # v1: the section says its modality, level and count
             if pos + _MOD_HEAD.size > body_end:
                 raise TruncatedFrame("modality header runs past the frame body")
             mod, level, count = _MOD_HEAD.unpack_from(buf, pos)
@@ -573,16 +579,14 @@ def decode_frame(buf: bytes, hmac_key_for: Callable[[int], bytes | None] | None 
                 raise UnknownModality(f"modality {mod}") from None
             if any(c.modality == modality for c in channels):
                 raise BadLength(f"modality {modality.name} appears twice")
-        else:
+        else:  # v2: the modality comes from the header's mask, the count from the level
             if pos + 1 > body_end:
                 raise TruncatedFrame("level byte runs past the frame body")
             modality, level, count = mods[i], buf[pos], None
             pos += 1
         lv = spec.level(level)
         want_count = n_samples if lv.raw else lv.n_indices
-        if count is None:
-            count = want_count
-        if count != want_count:
+        if count is not None and count != want_count:
             raise BadLength(f"{modality.name} level {level} declares {count} values, expected {want_count}")
         side = lv.side_struct()
         if pos + side.size > body_end:
@@ -599,7 +603,7 @@ def decode_frame(buf: bytes, hmac_key_for: Callable[[int], bytes | None] | None 
                 raise TruncatedFrame(f"{modality.name} payload runs past the frame body")
             chunk = buf[pos:pos + nbytes]
             pos += nbytes
-            data = unpack_indices(chunk, count, lv.bits)
+            data = unpack_indices(chunk, want_count, lv.bits)
             if data.size and int(data.max()) >= lv.codebook_size:
                 raise IndexOutOfRange(f"{modality.name} index {int(data.max())} >= {lv.codebook_size}")
         channels.append(Channel(modality, level, float(gain), float(offset), data, pos - start))

@@ -135,15 +135,16 @@ def _influx_volume(ib: dict, beds: int) -> tuple[float, dict]:
 
 
 def _measured_section_bytes(data_dir, n_train: int = 4000, n_test: int = 4000, seed: int = 0,
-                            version: int = 2) -> tuple[dict, dict]:
+                            version: int | None = None) -> tuple[dict, dict]:
     """Mean bytes of a zstd-compressed int16 window (+ section header and side) per modality,
     and of the same held-out windows lossless-coded as the raw level sends them."""
     import zstandard as zstd
 
-    from stream.wire import raw_section_bytes
+    from stream.wire import RAW_LEVEL, WIRE_VERSION, raw_section_bytes
     from wardstream import datasets as ds
 
-    head = raw_section_bytes(np.zeros(256, np.int16), False, version) - 512  # section head + f32 side
+    version = version or WIRE_VERSION
+    head = RAW_LEVEL.section_bytes(256, version) - RAW_LEVEL.payload_bytes(256)  # section head + f32 side
     rng = np.random.default_rng(seed)
     out, ll = {}, {}
     present = ds.mitdb_records_present(data_dir)

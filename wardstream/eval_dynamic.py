@@ -431,9 +431,9 @@ def train_predictor(data_dir: Path, model_id: int = 3, alpha: float = 0.05, weig
         oof = out_of_fold(x, y, tr.groups(), cross_fit, hidden=hidden, seed=seed, quantile=quantile)
         if level_offsets:
             ob = float(offset_bound if offset_bound is not None else runtime.load_deployed(model_id).predictor.meta["deployed_bound"])
-            pred.offsets, scores = select_offsets(oof, y, tr.groups(), bits, raw_level_bits(data_dir, "train", tr),
-                                                  ob, alpha, patient_delta)
-            pred.offsets = pred.offsets.astype(np.float32)
+            offs, scores = select_offsets(oof, y, tr.groups(), bits, raw_level_bits(data_dir, "train", tr),
+                                          ob, alpha, patient_delta)
+            pred.offsets = offs.astype(np.float32)
             offset_meta = {"bound": ob, "offsets": pred.offsets.tolist(), "grid": OFFSET_GRID.tolist(),
                            "chosen_on": f"{cross_fit}-fold out-of-fold train", "scores": scores}
             log.info("level offsets %s at bound %.4f: %s", pred.offsets, ob, scores)
