@@ -63,12 +63,14 @@ class Encoder(Protocol):
 
 
 def encoder_factory(model_id: int, level: int, encoder: str = "fp32", policy: str = "fixed",
-                    bound: float = 0.0, eeg_level: int = 2) -> Callable[[], Encoder]:
+                    bound: float = 0.0, eeg_level: int = 2, predictor: str = "default") -> Callable[[], Encoder]:
     """Per-device encoders (each keeps its own filter state): the deployed codec ``model_id`` at
     ``level`` run as ``encoder`` ("fp32" or "int8", see Settings.sim_encoder), or the raw level
     when model or level is 0. ``policy="dynamic"``: each device picks its ECG level per window
     under ``bound`` (0: the deployed bound) with the integer edge analysis
-    (`wardmodels.wire_codec.DynamicEncoder`)."""
+    (`wardmodels.wire_codec.DynamicEncoder`), running the edge error predictor ``predictor``
+    ("default" or "decode", Settings.dd_predictor) — the fixed-level devices of a Dynamic-Deep
+    codec run it too, for the predicted error each frame carries."""
     if policy == "dynamic":
         from wardmodels.wire_codec import DynamicEncoder, register_deployed
         from wardstream.threads import limit_threads
@@ -76,9 +78,9 @@ def encoder_factory(model_id: int, level: int, encoder: str = "fp32", policy: st
         limit_threads(1)  # the simulator shares the machine with the worker and servers
         if model_id not in register_deployed():
             raise ValueError(f"codec model {model_id} is not deployed (wardmodels/weights/MANIFEST.json)")
-        bound = bound or deployed_bound(model_id)
-        DynamicEncoder(model_id, bound, eeg_level, encoder)  # load and validate once
-        return lambda: DynamicEncoder(model_id, bound, eeg_level, encoder)
+        bound = bound or deployed_bound(model_id, predictor)
+        DynamicEncoder(model_id, bound, eeg_level, encoder, predictor=predictor)  # load and validate once
+        return lambda: DynamicEncoder(model_id, bound, eeg_level, encoder, predictor=predictor)
     if model_id == RAW_MODEL_ID or level == 0:
         return RawEncoder
     from wardmodels.runtime import load_deployed
@@ -92,19 +94,19 @@ def encoder_factory(model_id: int, level: int, encoder: str = "fp32", policy: st
     if codec.predictor is not None and codec.chains is not None:
         # a Dynamic-Deep codec: the device sends the fixed level and its predicted task error
         eeg = level if level <= codec.stages else eeg_level
-        DynamicEncoder(model_id, 0.0, eeg, encoder, fixed_level=level)
-        return lambda: DynamicEncoder(model_id, 0.0, eeg, encoder, fixed_level=level)
+        DynamicEncoder(model_id, 0.0, eeg, encoder, fixed_level=level, predictor=predictor)
+        return lambda: DynamicEncoder(model_id, 0.0, eeg, encoder, fixed_level=level, predictor=predictor)
     CodecEncoder(model_id, level, encoder)  # load and validate once, before any device starts
     return lambda: CodecEncoder(model_id, level, encoder)
 
 
-def deployed_bound(model_id: int) -> float:
+def deployed_bound(model_id: int, predictor: str = "default") -> float:
     from wardmodels.runtime import load_deployed
 
     codec = load_deployed(model_id)
     if codec.predictor is None:
         raise ValueError(f"codec model {model_id} has no Dynamic-Deep predictor")
-    return float(codec.predictor.meta["deployed_bound"])
+    return float(codec.predictor_of(predictor).meta["deployed_bound"])
 
 
 @dataclass
@@ -266,7 +268,8 @@ async def run_ward(settings, n_beds: int, duration_s: float, speed: float = 1.0,
         if hasattr(src, "prime"):
             src.prime()
     make_encoder = encoder_factory(settings.codec_model, settings.codec_level, settings.sim_encoder,
-                                   settings.level_policy, settings.dd_bound, settings.eeg_level)
+                                   settings.level_policy, settings.dd_bound, settings.eeg_level,
+                                   settings.dd_predictor)
     clock0 = next_clock_start(settings.state_dir)
     rng = np.random.default_rng(seed)
     phases = {b: int(rng.uniform(0, WINDOW_US)) for b in beds}

@@ -262,11 +262,13 @@ class TaskStream:
     fs: int = 128
     qrs: QrsState | None = None  # the detector's carried state
     beats: list[int] = field(default_factory=list)  # sample indices of the last 10 s of beats
+    last_beats: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # decided by the last step
 
     def step(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, np.float64)
         trace: list = []
         self.qrs, b = ecg_peaks_stream(x, self.fs, self.qrs, trace=trace)
+        self.last_beats = np.asarray(b.samples, np.int64)
         now = self.qrs.n_seen
         self.beats = [t for t in self.beats + [int(s) for s in b.samples] if t > now - RR_SPAN_S * self.fs]
         f = np.zeros(TASK_FEATURES, np.float32)
@@ -296,20 +298,103 @@ def task_features(x: np.ndarray, fs: int = 128) -> np.ndarray:
     return np.stack([st.step(x[256 * t:256 * (t + 1)]) for t in range(n)])
 
 
-def predictor_inputs(task: bool) -> int:
+# --------------------------------------------------------------------------- decode check
+DECODE_FEATURES = 2 * N_LEVELS
+DECODE_MARGIN_S = 0.5  # beats kept before the previous window's start (> the 0.15-s match tolerance)
+
+
+def window_beat_error(ref_s: np.ndarray, det_s: np.ndarray, lo: float, hi: float) -> float:
+    """The QRS part of the task error (`wardmodels.predictor.window_qrs_error`) of the window
+    [lo, hi) s from the beats known so far (sorted times in s): (missed + extra) / beats + mean
+    |Δt| of the matched ones in units of 50 ms."""
+    from wardmodels.predictor import QRS_TIME_UNIT_S, QRS_TOL_S
+    from wardstream.eval_qrs import match_indices
+
+    m = match_indices(ref_s, det_s, QRS_TOL_S)
+    ok = m >= 0
+    inw = (ref_s >= lo) & (ref_s < hi)
+    used = np.zeros(len(det_s), bool)
+    used[m[ok]] = True
+    extra = int(((det_s >= lo) & (det_s < hi) & ~used).sum())
+    hit = inw & ok
+    timing = float(np.abs(det_s[m[hit]] - ref_s[hit]).mean()) / QRS_TIME_UNIT_S if hit.any() else 0.0
+    return (int((inw & ~ok).sum()) + extra) / max(int(inw.sum()), 1) + timing
+
+
+@dataclass
+class DecodeCheck:
+    """The device decodes its own indices at every VQ level (the cloud's decoder, the ECG alone,
+    as the task error is defined) and runs the pipeline's streaming QRS detector on each level's
+    reconstructed stream, beside the one on its original (`TaskStream`). At the end of window t it
+    scores, per level, the beats decided so far (`window_beat_error`): window t — partly, beats the
+    detectors have not decided yet do not count — and window t-1 as known now. Features (`step`):
+    log1p of those 2 × N_LEVELS errors, levels 1..5 for window t, then for window t-1 (0 at the
+    first window). No feedback from the cloud: the device knows the QRS part of each level's task
+    error nearly exactly, the rhythm part stays predicted."""
+
+    fs: int = 128
+    states: list = field(default_factory=lambda: [None] * N_LEVELS)
+    ref: np.ndarray = field(default_factory=lambda: np.zeros(0))  # seconds since the stream began
+    det: list = field(default_factory=lambda: [np.zeros(0) for _ in range(N_LEVELS)])
+    windows: int = 0
+
+    def step(self, ref_beats: np.ndarray, recon: np.ndarray) -> np.ndarray:
+        """``ref_beats``: samples of the beats the original's detector decided in this window
+        (`TaskStream.last_beats`); ``recon`` (N_LEVELS, n): this window decoded at levels 1..5."""
+        t, f = self.windows, np.zeros(DECODE_FEATURES, np.float32)
+        span = recon.shape[1] / self.fs
+        keep = span * (t - 1) - DECODE_MARGIN_S
+        self.ref = np.concatenate([self.ref, np.asarray(ref_beats, np.float64) / self.fs])
+        self.ref = self.ref[self.ref >= keep]
+        for j in range(N_LEVELS):
+            self.states[j], b = ecg_peaks_stream(np.asarray(recon[j], np.float64), self.fs, self.states[j])
+            d = np.concatenate([self.det[j], np.asarray(b.samples, np.float64) / self.fs])
+            self.det[j] = d = d[d >= keep]
+            f[j] = window_beat_error(self.ref, d, span * t, span * (t + 1))
+            if t > 0:
+                f[N_LEVELS + j] = window_beat_error(self.ref, d, span * (t - 1), span * t)
+        self.windows += 1
+        return np.log1p(f)
+
+
+def decode_features(x: np.ndarray, recon: np.ndarray, fs: int = 128) -> np.ndarray:
+    """Filtered ECG of one stream (n * 256) and its reconstructions at levels 1..5 (N_LEVELS,
+    n * 256) -> (n, DECODE_FEATURES), window by window as the device computes them."""
+    n = len(x) // 256
+    task, chk = TaskStream(fs), DecodeCheck(fs)
+    out = np.zeros((n, DECODE_FEATURES), np.float32)
+    for t in range(n):
+        task.step(x[256 * t:256 * (t + 1)])
+        out[t] = chk.step(task.last_beats, recon[:, 256 * t:256 * (t + 1)])
+    return out
+
+
+def predictor_inputs(task: bool, decode: bool = False) -> int:
     """How many inputs a predictor reads: the distortion features with their history, plus the
-    task features if ``task``."""
-    return 2 * FEATURES + (TASK_FEATURES if task else 0)
+    task features if ``task``, plus the decode check's if ``decode`` (which needs ``task``)."""
+    return 2 * FEATURES + (TASK_FEATURES if task else 0) + (DECODE_FEATURES if decode else 0)
 
 
-def edge_features(with_hist: np.ndarray, task: np.ndarray | None, n_in: int) -> np.ndarray:
+def reads_decode(n_in: int) -> bool:
+    """Whether a predictor with ``n_in`` inputs reads the decode check (`DecodeCheck`)."""
+    return n_in == predictor_inputs(True, True)
+
+
+def edge_features(with_hist: np.ndarray, task: np.ndarray | None, n_in: int,
+                  decode: np.ndarray | None = None) -> np.ndarray:
     """The predictor's input: the distortion features with their history (`with_history`,
     2 * FEATURES columns), followed by the task features (`TaskStream`) when the predictor was
-    trained with them (``n_in == predictor_inputs(True)``)."""
+    trained with them (``n_in == predictor_inputs(True)``) and the decode check's
+    (`DecodeCheck`, ``n_in == predictor_inputs(True, True)``)."""
     if n_in == predictor_inputs(False):
         return with_hist
-    if n_in != predictor_inputs(True):
+    if n_in not in (predictor_inputs(True), predictor_inputs(True, True)):
         raise ValueError(f"a predictor with {n_in} inputs matches no edge feature layout")
     if task is None:
         raise ValueError("this predictor needs the task features (TaskStream) of every window")
-    return np.concatenate([with_hist, task], 1).astype(np.float32)
+    parts = [with_hist, task]
+    if reads_decode(n_in):
+        if decode is None:
+            raise ValueError("this predictor needs the decode check (DecodeCheck) of every window")
+        parts.append(decode)
+    return np.concatenate(parts, 1).astype(np.float32)

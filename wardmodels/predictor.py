@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from wardmodels.dd_edge import N_LEVELS, edge_features, task_features, with_history
+from wardmodels.dd_edge import N_LEVELS, decode_features, edge_features, task_features, with_history
 from wardmodels.hashname import write_hashed
 
 QRS_TOL_S = 0.15
@@ -95,13 +95,14 @@ class RecordAnalysis:
     p_orig: np.ndarray  # (T, 4) per-window crop softmax on the original
     p_level: np.ndarray  # (5, T, 4)
     task: np.ndarray | None = None  # (T, TASK_FEATURES): `dd_edge.TaskStream` on the original
+    decode: np.ndarray | None = None  # (T, DECODE_FEATURES): `dd_edge.DecodeCheck`
 
     def error(self, w: TaskWeights) -> np.ndarray:
         return w.kl * self.kl + w.qrs * self.qrs
 
     def features(self, n_in: int) -> np.ndarray:
         """The predictor's input rows for a predictor with ``n_in`` inputs."""
-        return edge_features(self.feats, self.task, n_in)
+        return edge_features(self.feats, self.task, n_in, self.decode)
 
 
 def analyse_record(codec, clf, x: np.ndarray) -> RecordAnalysis | None:
@@ -121,13 +122,14 @@ def analyse_record(codec, clf, x: np.ndarray) -> RecordAnalysis | None:
     kl = np.zeros((n, N_LEVELS))
     qrs = np.zeros((n, N_LEVELS))
     p_level = np.zeros((N_LEVELS, n, p_orig.shape[1]), np.float32)
+    recs = np.zeros((N_LEVELS, n * 256))
     for j, L in enumerate(LEVELS):
-        rec = codec.decode({"ecg": idx[L], "eeg": None}, {"ecg": codes, "eeg": None})["ecg"].ravel()
+        recs[j] = rec = codec.decode({"ecg": idx[L], "eeg": None}, {"ecg": codes, "eeg": None})["ecg"].ravel()
         det = detect_stream(rec, roundtrip=False)
         qrs[:, j] = window_qrs_error(ref, det, n)
         p_level[j] = clf.proba(window_crops(rec, n))
         kl[:, j] = kl_rows(p_orig, p_level[j])
-    return RecordAnalysis(feats, kl, qrs, p_orig, p_level, task_features(x))
+    return RecordAnalysis(feats, kl, qrs, p_orig, p_level, task_features(x), decode_features(x, recs))
 
 
 # --------------------------------------------------------------------------- the predictor

@@ -41,6 +41,9 @@ def manifest() -> list[dict]:
     return json.loads(MANIFEST.read_text())["codecs"]
 
 
+PREDICTOR_KINDS = ("default", "decode")
+
+
 @dataclass
 class DeployedCodec:
     model_id: int
@@ -51,9 +54,22 @@ class DeployedCodec:
     chains: dict | None = None  # modality -> wardmodels.dd_edge.IntChain (edge)
     predictor: object | None = None  # wardmodels.predictor.Predictor (edge)
     entry: dict = field(default_factory=dict)
+    # the opt-in predictor that also reads the device's decode check (`dd_edge.DecodeCheck`)
+    predictor_decode: object | None = None
 
     def __post_init__(self):
         self._lock = threading.Lock()
+
+    def predictor_of(self, kind: str = "default"):
+        """The edge error predictor ``kind``: "default" (distortion + task features) or "decode"
+        (also the decode check: the device decodes every level itself)."""
+        if kind not in PREDICTOR_KINDS:
+            raise ValueError(f"unknown predictor {kind!r}; choose from {', '.join(PREDICTOR_KINDS)}")
+        pr = self.predictor if kind == "default" else self.predictor_decode
+        if pr is None:
+            raise WeightsError(f"codec {self.name} has no {kind} predictor; run wardstream train dynamic-deep "
+                               f"--phase predictor" + (" --decode-check" if kind == "decode" else ""))
+        return pr
 
     @property
     def priors(self) -> dict:
@@ -240,7 +256,7 @@ def load_deployed(model_id: int) -> DeployedCodec:
             model = load_model(WEIGHTS_DIR / entry["codec"])
             fuse_decoders(model)
             edge = Int8Encoder.load(verify_hash(WEIGHTS_DIR / entry["edge"])) if entry.get("edge") else None
-            dd = chains = predictor = None
+            dd = chains = predictor = predictor_decode = None
             if entry.get("dd"):
                 from wardmodels.dd_edge import load_chains
                 from wardmodels.predictor import Predictor
@@ -253,8 +269,10 @@ def load_deployed(model_id: int) -> DeployedCodec:
                 snap_dd_codebooks(dd, chains)
                 if entry.get("predictor"):
                     predictor = Predictor.load(verify_hash(WEIGHTS_DIR / entry["predictor"]))
+                if entry.get("predictor_decode"):
+                    predictor_decode = Predictor.load(verify_hash(WEIGHTS_DIR / entry["predictor_decode"]))
             return DeployedCodec(model_id, f"{entry['variant']}-{model_id}", model, edge, dd, chains, predictor,
-                                 entry)
+                                 entry, predictor_decode)
     raise WeightsError(f"no deployed codec with model id {model_id} in {MANIFEST}")
 
 

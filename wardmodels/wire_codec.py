@@ -72,12 +72,14 @@ class DynamicEncoder:
     slack) can be changed at any time (the control topic); they apply from the next window."""
 
     def __init__(self, model_id: int, bound: float, eeg_level: int = 2, encoder: str = "int8",
-                 fixed_level: int | None = None):
-        from wardmodels.dd_edge import FEATURES, N_LEVELS, TaskStream, predictor_inputs
+                 fixed_level: int | None = None, predictor: str = "default"):
+        from wardmodels.dd_edge import FEATURES, N_LEVELS, DecodeCheck, TaskStream, predictor_inputs, reads_decode
 
         self.codec = runtime.load_deployed(model_id)
         if self.codec.predictor is None or self.codec.chains is None:
             raise ValueError(f"codec model {model_id} has no Dynamic-Deep predictor")
+        # "default", or "decode": the predictor that also reads the device's own decode of every level
+        self.predictor = self.codec.predictor_of(predictor)
         if eeg_level:
             self.codec.stages_for(eeg_level)
         self.model_id, self.bound, self.eeg_level = model_id, float(bound), eeg_level
@@ -95,7 +97,10 @@ class DynamicEncoder:
         self.filters = {m: StreamFilter() for m in MOD_NAME.values()}
         self.history = np.zeros((0, FEATURES), np.float32)
         # the device's own QRS detector on its filtered ECG, when the predictor reads it
-        self.task = TaskStream() if self.codec.predictor.n_in == predictor_inputs(True) else None
+        n_in = self.predictor.n_in
+        self.task = TaskStream() if n_in in (predictor_inputs(True), predictor_inputs(True, True)) else None
+        # the device's own decode of every level and a QRS detector on each, when the predictor reads it
+        self.check = DecodeCheck() if reads_decode(n_in) else None
         self.last_level: int | None = None
         self.last_pred: float | None = None  # predicted task error of the level last sent
         self.last_filtered: np.ndarray | None = None  # the last ECG window as the encoder saw it
@@ -105,7 +110,7 @@ class DynamicEncoder:
 
 
 def _encode_dynamic(encoders: list[DynamicEncoder], ecgs: list, eegs: list) -> list[list[Channel]]:
-    from wardmodels.dd_edge import HISTORY, edge_features, with_history
+    from wardmodels.dd_edge import HISTORY, N_LEVELS, edge_features, reads_decode, with_history
     from wardmodels.frontend import normalise
 
     out: list[list[Channel]] = [[] for _ in encoders]
@@ -115,24 +120,28 @@ def _encode_dynamic(encoders: list[DynamicEncoder], ecgs: list, eegs: list) -> l
         if x is None:
             continue
         filtered[i] = enc.filters["ecg"](np.nan_to_num(np.asarray(x, np.float64)))
-        by_codec.setdefault((id(enc.codec), enc.encoder), []).append(i)
+        by_codec.setdefault((id(enc.codec), enc.encoder, id(enc.predictor)), []).append(i)
     for members in by_codec.values():
-        codec = encoders[members[0]].codec
+        codec, pr = encoders[members[0]].codec, encoders[members[0]].predictor
         xn, codes = normalise(np.stack([filtered[i] for i in members]), "ecg")
         idx, f = codec.analyse("ecg", xn, codes, encoders[members[0]].encoder)
-        hist, task = [], []
+        hist, task, dec = [], [], []
         for j, i in enumerate(members):
             enc = encoders[i]
             hist.append(with_history(f[j:j + 1], enc.history)[0])
             enc.history = np.concatenate([enc.history, f[j:j + 1]])[-HISTORY:]
             if enc.task is not None:
                 task.append(enc.task.step(filtered[i]))
-        n_in = codec.predictor.n_in
-        feats = edge_features(np.stack(hist), np.stack(task) if task else None, n_in)
-        pred = codec.predictor.predict(feats)
+        n_in = pr.n_in
+        if reads_decode(n_in):  # every level decoded as the cloud would (the ECG alone), one call per level
+            recon = np.stack([codec.decode({"ecg": idx[L], "eeg": None}, {"ecg": codes, "eeg": None})["ecg"]
+                              for L in range(1, N_LEVELS + 1)], 1)
+            dec = [encoders[i].check.step(encoders[i].task.last_beats, recon[j]) for j, i in enumerate(members)]
+        feats = edge_features(np.stack(hist), np.stack(task) if task else None, n_in, np.stack(dec) if dec else None)
+        pred = pr.predict(feats)
         bounds = np.array([encoders[i].bound for i in members])
-        lam = np.array([codec.predictor.slack(encoders[i].bound) + encoders[i].slack_offset for i in members])
-        levels = codec.predictor.choose(pred, bounds, lam)
+        lam = np.array([pr.slack(encoders[i].bound) + encoders[i].slack_offset for i in members])
+        levels = pr.choose(pred, bounds, lam)
         for j, i in enumerate(members):
             fixed = encoders[i].fixed_level
             L = int(levels[j]) if fixed is None else fixed

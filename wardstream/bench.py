@@ -32,7 +32,7 @@ async def preload(s: Settings, beds: int, windows_per_bed: int) -> tuple[dict[in
 
     clock0 = next_clock_start(s.state_dir)
     make_encoder = encoder_factory(s.codec_model, s.codec_level, s.sim_encoder, s.level_policy, s.dd_bound,
-                                   s.eeg_level)
+                                   s.eeg_level, s.dd_predictor)
     devices = [Device(BENCH_BED_BASE + b, SyntheticBed(BENCH_BED_BASE + b, seed=1), clock0 + b * 997,
                       make_encoder(), s.device_key(BENCH_BED_BASE + b)) for b in range(beds)]
     prod = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap, acks="all", enable_idempotence=True,

@@ -185,6 +185,9 @@ def main(argv: list[str] | None = None) -> int:
     td.add_argument("--no-task-features", action="store_true",
                     help="predictor: latent-distortion features only (before 2026-12-02), not the device's "
                          "own QRS detector's (dd_edge.TaskStream)")
+    td.add_argument("--decode-check", action="store_true",
+                    help="predictor: also read the device's decode check (dd_edge.DecodeCheck: every level "
+                         "decoded on the device and its QRS detector run on each; ~12 M multiply-adds per level)")
     td.add_argument("--budget-min", type=float, default=None)
     td.add_argument("--seed", type=int, default=0)
     td.add_argument("--threads", type=int, default=2)
@@ -253,6 +256,9 @@ def main(argv: list[str] | None = None) -> int:
     ed.add_argument("--bound", type=float, default=None, help="default: the deployed bound")
     ed.add_argument("--model-id", type=int, default=3)
     ed.add_argument("--json", type=Path)
+    ed.add_argument("--predictor", choices=["default", "decode"], default=None,
+                    help="the edge error predictor scored (default: WARDSTREAM_DD_PREDICTOR, else 'default'); "
+                         "'decode' also reads the device's own decode of every level (dd_edge.DecodeCheck)")
     ed.add_argument("--png", type=Path, default=None, help="the bound curve (default: next to --json)")
     ed.add_argument("--audit-every", type=int, default=None, metavar="N",
                     help="also score the per-bed slack correction of the audits (one observed window every N "
@@ -512,7 +518,8 @@ def main(argv: list[str] | None = None) -> int:
         d = train_predictor(s.data_dir, a.model_id or 3, a.alpha, TaskWeights(a.w_kl, a.w_qrs), seed=a.seed,
                             quantile=a.quantile, patient_delta=a.patient_delta,
                             task_features=not a.no_task_features, cross_fit=a.cross_fit,
-                            level_offsets=a.level_offsets, offset_bound=a.offset_bound)
+                            level_offsets=a.level_offsets, offset_bound=a.offset_bound,
+                            decode_check=a.decode_check)
         _write_json(d, None)
         return 0
 
@@ -530,7 +537,8 @@ def main(argv: list[str] | None = None) -> int:
         png = a.png or (a.json.with_suffix(".png") if a.json else None)
         try:
             d = eval_dd(s.data_dir, a.split, a.bound, a.model_id, png, audit_every=a.audit_every,
-                        raw_lossless=not a.raw_int16, wire_version=a.wire_version or s.wire_version)
+                        raw_lossless=not a.raw_int16, wire_version=a.wire_version or s.wire_version,
+                        predictor=a.predictor or s.dd_predictor)
         except DataMissing as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2

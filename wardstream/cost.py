@@ -194,6 +194,7 @@ def _decode_seconds_per_window(codec, level: int, n: int = 1024) -> float:
 def cost_report(settings, beds: int = 200, split: str = "test", bound: float | None = None,
                 model_id: int = 3) -> dict:
     from stream.wire import REGISTRY, frame_overhead
+    from wardmodels.dd_edge import reads_decode
     from wardmodels.runtime import load_deployed
     from wardmodels.wire_codec import register_deployed
     from wardstream.eval_dynamic import load_part, raw_level_bits, score, section_bits
@@ -207,9 +208,9 @@ def cost_report(settings, beds: int = 200, split: str = "test", bound: float | N
     def sec(level):
         return spec.level(level).section_bytes(256, version)
 
-    pr = codec.predictor
+    pr = codec.predictor_of(settings.dd_predictor)
     bound = float(bound if bound is not None else pr.meta["deployed_bound"])
-    part = load_part(settings.data_dir, split, model_id)
+    part = load_part(settings.data_dir, split, model_id, decode=reads_decode(pr.n_in))
     pred, err = pr.predict(part.features(pr.n_in)), part.errors(pr.weights)
     bits = {L: section_bits(codec, L, version=version) for L in range(0, 6)}
     rb = raw_level_bits(settings.data_dir, split, part, version) if settings.raw_lossless else None
@@ -284,7 +285,8 @@ def cost_report(settings, beds: int = 200, split: str = "test", bound: float | N
         "beds": beds, "modalities": ["ecg", "eeg"], "windows_per_bed_per_day": WINDOWS_PER_DAY,
         "wire_version": version, "frame_overhead_bytes": frame_overhead(version),
         "days_per_month": DAYS_PER_MONTH,
-        "dynamic_deep": {"model_id": model_id, "bound": bound, "split": split, "windows_measured": int(len(lv)),
+        "dynamic_deep": {"model_id": model_id, "predictor": settings.dd_predictor, "bound": bound, "split": split,
+                         "windows_measured": int(len(lv)),
                          "ecg_level_mix": {str(L): round(float(mix[L]), 4) for L in range(6)},
                          "ecg_mean_compression_gain": sc["mean_compression_gain"],
                          "ecg_aggregate_compression_gain": sc["aggregate_compression_gain"],

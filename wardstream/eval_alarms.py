@@ -139,7 +139,7 @@ def evaluate(settings, split: str = "test", records: list[str] | None = None,
         records = [r for r in want if r in present]
     recs = {r: ds.load_mitdb(settings.data_dir, r) for r in records}
     make = encoder_factory(settings.codec_model, settings.codec_level, settings.sim_encoder,
-                           settings.level_policy, settings.dd_bound, settings.eeg_level)
+                           settings.level_policy, settings.dd_bound, settings.eeg_level, settings.dd_predictor)
     beds = {r: i + 1 for i, r in enumerate(records)}
     encs = {r: make() for r in records}
     n_win = {r: len(recs[r].ecg_mv) // 256 for r in records}

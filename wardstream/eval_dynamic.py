@@ -131,8 +131,10 @@ def _cache_key(codec, data_dir: Path, split: str) -> Path:
     return CACHE / f"{split}-{tag}.npz"
 
 
-def load_part(data_dir: Path, split: str, model_id: int = 3, keep_recon: bool = True) -> Part:
-    """Analyse (or load from the cache) every record of ``split``."""
+def load_part(data_dir: Path, split: str, model_id: int = 3, keep_recon: bool = True, decode: bool = False) -> Part:
+    """Analyse (or load from the cache) every record of ``split``; ``decode``: make sure the
+    decode check's features are there (a cache from before them gets them added: every level
+    decoded again, ~20 min for the train part on one core)."""
     from wardmodels.clf_runtime import load_deployed_classifier
     from wardmodels.runtime import load_deployed
 
@@ -142,6 +144,9 @@ def load_part(data_dir: Path, split: str, model_id: int = 3, keep_recon: bool = 
         part = _load(path, split)
         if any(r.task is None for r in part.records):  # cached before the task features existed
             _attach_task(part, data_dir, split)
+            _save(path, part)
+        if decode and any(r.decode is None for r in part.records):  # ... or the decode check's
+            _attach_decode(part, data_dir, split, codec)
             _save(path, part)
         return part
     clf = load_deployed_classifier("rhythm")
@@ -178,6 +183,20 @@ def _attach_task(part: Part, data_dir: Path, split: str) -> None:
             raise RuntimeError(f"{split}: a record's windows do not match its cached analysis")
 
 
+def _attach_decode(part: Part, data_dir: Path, split: str, codec) -> None:
+    from wardmodels.dd_edge import decode_features
+
+    sigs = [x for _, _, _, x in _signals(data_dir, split) if len(x) // 256 >= 1]
+    if len(sigs) != len(part.records):
+        raise RuntimeError(f"{split}: {len(sigs)} records in the data, {len(part.records)} in the cache")
+    for k, (r, x) in enumerate(zip(part.records, sigs)):
+        n = len(r.feats)
+        x = x[: n * 256]
+        r.decode = decode_features(x, np.stack([_recon(codec, x, L) for L in LEVELS]))
+        if k % 200 == 0:
+            log.info("%s: decode check of %d/%d records", split, k + 1, len(sigs))
+
+
 def _recon(codec, x: np.ndarray, level: int) -> np.ndarray:
     from wardmodels.frontend import normalise
 
@@ -192,8 +211,9 @@ def _save(path: Path, p: Part) -> None:
     lens = np.array([len(r.feats) for r in p.records])
     arrays = {k: np.concatenate([getattr(r, k) for r in p.records]) for k in ("feats", "kl", "qrs", "p_orig")}
     arrays["p_level"] = np.concatenate([r.p_level for r in p.records], axis=1)
-    if all(r.task is not None for r in p.records):
-        arrays["task"] = np.concatenate([r.task for r in p.records])
+    for k in ("task", "decode"):
+        if all(getattr(r, k) is not None for r in p.records):
+            arrays[k] = np.concatenate([getattr(r, k) for r in p.records])
     rl = [r for r in p.recon if r is not None]
     arrays["recon"] = np.concatenate(rl, axis=1) if rl else np.zeros((6, 0), np.float16)
     np.savez(path, lens=lens, source=np.array(p.source), labels=np.array([x or "" for x in p.labels]), **arrays)
@@ -205,9 +225,9 @@ def _load(path: Path, split: str) -> Part:
     cut = np.cumsum(lens)[:-1]
     parts = {k: np.split(z[k], cut) for k in ("feats", "kl", "qrs", "p_orig")}
     pl = np.split(z["p_level"], cut, axis=1)
-    task = np.split(z["task"], cut) if "task" in z.files else [None] * len(lens)
-    recs = [RecordAnalysis(parts["feats"][i], parts["kl"][i], parts["qrs"][i], parts["p_orig"][i], pl[i], task[i])
-            for i in range(len(lens))]
+    task, dec = (np.split(z[k], cut) if k in z.files else [None] * len(lens) for k in ("task", "decode"))
+    recs = [RecordAnalysis(parts["feats"][i], parts["kl"][i], parts["qrs"][i], parts["p_orig"][i], pl[i], task[i],
+                           dec[i]) for i in range(len(lens))]
     source = [str(s) for s in z["source"]]
     labels = [str(s) or None for s in z["labels"]]
     recon, k = [], 0
@@ -398,7 +418,8 @@ def train_predictor(data_dir: Path, model_id: int = 3, alpha: float = 0.05, weig
                     hidden: int = 16, f1_tolerance: float = 0.01, seed: int = 0,
                     quantile: float | None = None, patient_delta: float | None = None,
                     task_features: bool = True, cross_fit: int | None = None,
-                    level_offsets: bool = False, offset_bound: float | None = None) -> dict:
+                    level_offsets: bool = False, offset_bound: float | None = None,
+                    decode_check: bool = False) -> dict:
     """Phase 3: fit the predictor on ``train``, calibrate it on ``calib`` over `BOUND_GRID`, pick
     the deployed bound (the largest whose calib CinC F1 on reconstructions stays within
     ``f1_tolerance`` of the originals), save it and record it in the manifest.
@@ -409,15 +430,20 @@ def train_predictor(data_dir: Path, model_id: int = 3, alpha: float = 0.05, weig
 
     ``level_offsets`` (needs ``cross_fit``): per-level offsets chosen on the out-of-fold rows of
     ``train`` at ``offset_bound`` (default: the bound deployed before) by `select_offsets`, then
-    calibrated like everything else."""
+    calibrated like everything else.
+
+    ``decode_check`` (needs ``task_features``): the predictor also reads the device's decode check
+    (`dd_edge.DecodeCheck`: every level decoded on the device, its QRS detector run on each)."""
     from wardmodels import runtime
     from wardmodels.clf_runtime import load_deployed_classifier
     from wardmodels.dd_edge import predictor_inputs
     from wardmodels.predictor import calibrate
 
-    tr = load_part(data_dir, "train", model_id, keep_recon=False)
-    ca = load_part(data_dir, "calib", model_id)
-    n_in = predictor_inputs(task_features)
+    if decode_check and not task_features:
+        raise ValueError("the decode check reads the task stream's beats: it needs the task features")
+    tr = load_part(data_dir, "train", model_id, keep_recon=False, decode=decode_check)
+    ca = load_part(data_dir, "calib", model_id, decode=decode_check)
+    n_in = predictor_inputs(task_features, decode_check)
     x, y = tr.features(n_in), tr.errors(weights)
     # the device holds float16 weights: calibrate what it will compute
     pred = _device_predictor(x, y, weights, alpha, hidden=hidden, seed=seed, quantile=quantile)
@@ -456,7 +482,8 @@ def train_predictor(data_dir: Path, model_id: int = 3, alpha: float = 0.05, weig
     pred.meta = {"deployed_bound": deployed, "f1_tolerance": f1_tolerance, "calib_f1_original": f1_orig,
                  "train_windows": int(len(x)), "calib_windows": int(len(pc)), "hidden": hidden,
                  "loss": "mse" if quantile is None else f"pinball q={quantile}",
-                 "features": "distortion + history" + (" + task (TaskStream)" if task_features else ""),
+                 "features": "distortion + history" + (" + task (TaskStream)" if task_features else "")
+                 + (" + decode check (DecodeCheck)" if decode_check else ""),
                  "calibration": ("conformal" if patient_delta is None
                                  else f"conformal + patient bootstrap, upper {1 - patient_delta:g} bound")
                  + (f"; pool: calib + {cross_fit}-fold out-of-fold train" if cross_fit else "; pool: calib"),
@@ -466,7 +493,11 @@ def train_predictor(data_dir: Path, model_id: int = 3, alpha: float = 0.05, weig
     path = pred.save(runtime.WEIGHTS_DIR)
     entries = runtime.manifest()
     for e in entries:
-        if e["model_id"] == model_id:
+        if e["model_id"] == model_id and decode_check:  # the opt-in predictor, beside the default one
+            e["predictor_decode"] = path.name
+            e["predictor_decode_bytes"] = pred.nbytes()
+            e["deployed_bound_decode"] = deployed
+        elif e["model_id"] == model_id:
             e["predictor"] = path.name
             e["predictor_bytes"] = pred.nbytes()
             e["deployed_bound"] = deployed
@@ -479,20 +510,21 @@ def train_predictor(data_dir: Path, model_id: int = 3, alpha: float = 0.05, weig
 
 def evaluate(data_dir: Path, split: str = "test", bound: float | None = None, model_id: int = 3,
              png: Path | None = None, audit_every: int | None = None, raw_lossless: bool = True,
-             wire_version: int | None = None) -> dict:
+             wire_version: int | None = None, predictor: str = "default") -> dict:
     from scipy.stats import pearsonr
 
     from stream.wire import WIRE_VERSION
 
     from wardmodels.clf_runtime import load_deployed_classifier
+    from wardmodels.dd_edge import reads_decode
     from wardmodels.runtime import load_deployed
 
     codec = load_deployed(model_id)
-    pr = codec.predictor
-    if pr is None:
+    if codec.predictor is None:
         raise SystemExit(f"codec model {model_id} has no predictor; run wardstream train dynamic-deep --phase predictor")
+    pr = codec.predictor_of(predictor)
     bound = float(bound if bound is not None else pr.meta["deployed_bound"])
-    part = load_part(data_dir, split, model_id)
+    part = load_part(data_dir, split, model_id, decode=reads_decode(pr.n_in))
     feats, err = part.features(pr.n_in), part.errors(pr.weights)
     pred = pr.predict(feats)
     wire_version = wire_version or WIRE_VERSION
@@ -503,7 +535,8 @@ def evaluate(data_dir: Path, split: str = "test", bound: float | None = None, mo
     real_chosen = np.log1p(chosen_error(lv, err))
     pred_chosen = np.concatenate([np.zeros((len(pred), 1)), pred], 1)[np.arange(len(lv)), lv]
     vq = lv > 0
-    out = {"split": split, "data_dir": str(data_dir), "model_id": model_id, "bound": bound,
+    out = {"split": split, "data_dir": str(data_dir), "model_id": model_id, "predictor": predictor,
+           "predictor_features": pr.meta.get("features"), "bound": bound,
            "alpha": pr.alpha, "task_weights": {"kl": pr.weights.kl, "qrs": pr.weights.qrs},
            "windows": int(len(lv)), "records": len(part.records),
            "windows_by_source": {s: int(sum(len(r.feats) for r, t in zip(part.records, part.source) if t == s))

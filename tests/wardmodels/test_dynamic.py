@@ -128,22 +128,28 @@ def test_a_device_adds_the_clouds_slack_correction_from_the_next_window(dd, data
     assert set(b[20:]) == {0}
 
 
-def test_a_device_chooses_what_the_evaluation_assumes(dd, data_dir):
+@pytest.mark.parametrize("kind", ["default", "decode"])
+def test_a_device_chooses_what_the_evaluation_assumes(dd, data_dir, kind):
     """The device's streaming features (filter, integer analysis, history ring, its own QRS
-    detector) give the levels the offline analysis of the same record scores."""
-    from wardmodels.dd_edge import edge_features, task_features, with_history
+    detector; with the decode predictor also its decode of every level and a detector on each)
+    give the levels the offline analysis of the same record scores."""
+    from wardmodels.dd_edge import decode_features, edge_features, reads_decode, task_features, with_history
     from wardmodels.frontend import filter_record
     from wardstream.datasets import load_mitdb
 
     n = 60
     raw = load_mitdb(data_dir, "100").ecg_mv[: n * 256]
-    bound = dd.predictor.meta["deployed_bound"]
-    enc = DynamicEncoder(MODEL, bound=bound)
+    pr = dd.predictor_of(kind)
+    bound = pr.meta["deployed_bound"]
+    enc = DynamicEncoder(MODEL, bound=bound, predictor=kind)
     device = np.array([enc.channels(w, None)[0].level for w in raw.reshape(n, 256)])
     x = filter_record(raw)
     xn, codes = normalise(x.reshape(n, 256), "ecg")
-    _, f = dd.analyse("ecg", xn, codes)
-    pr = dd.predictor
-    offline = pr.choose(pr.predict(edge_features(with_history(f), task_features(x), pr.n_in)), bound)
+    idx, f = dd.analyse("ecg", xn, codes)
+    dec = None
+    if reads_decode(pr.n_in):  # the decode check: every level decoded as the analysis does
+        dec = decode_features(x, np.stack([dd.decode({"ecg": idx[L], "eeg": None}, {"ecg": codes, "eeg": None})["ecg"]
+                                           .ravel() for L in range(1, 6)]))
+    offline = pr.choose(pr.predict(edge_features(with_history(f), task_features(x), pr.n_in, dec)), bound)
     assert len(set(device.tolist())) > 1  # levels do switch on this record
     assert (device == offline).mean() >= 0.95, (device, offline)

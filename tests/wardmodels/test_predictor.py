@@ -138,8 +138,37 @@ def test_task_features_see_beats_rhythm_and_noise():
     assert f_noisy[late, 5].mean() > f_reg[late, 5].mean()
 
 
+def test_decode_check_knows_what_each_level_does_to_the_beats():
+    """The device's decode check (`DecodeCheck`): per level, the QRS part of the task error of the
+    window just ended (beats decided so far) and of the one before — the latter the task error's
+    own QRS part (`window_qrs_error` over the whole record) once the detectors have decided."""
+    from processors.qrs import detect_stream
+    from wardmodels.dd_edge import DECODE_FEATURES, N_LEVELS, decode_features
+
+    x = _synthetic_ecg(np.random.default_rng(2).uniform(0.7, 1.1, 50))
+    n = len(x) // 256
+    rng = np.random.default_rng(3)
+    dropped = x.copy()
+    dropped[256 * 8 + 40:256 * 8 + 216] = 0.0  # beats gone from window 8 (a coarse level's failure)
+    spiky = x + np.where(rng.random(len(x)) < 0.004, 2.0, 0.0)  # extra beats
+    recon = np.stack([x, dropped, np.roll(x, 3), spiky, 0.5 * x])  # levels 1..5
+    f = decode_features(x, recon)
+    assert f.shape == (n, DECODE_FEATURES)
+    cur, prev = np.expm1(f[:, :N_LEVELS]), np.expm1(f[:, N_LEVELS:])
+    assert (f[:, [0, 4, 5, 9]] == 0).all()  # identical beats (a scaled copy too): no error
+    assert cur[8, 1] + prev[9, 1] >= 0.5 and cur[:8, 1].max() == 0 and prev[:9, 1].max() == 0
+    # 3 samples late = 23.4 ms = 0.47 units of 50 ms on every beat, once it is decided
+    assert np.median(prev[2:, 2]) == pytest.approx(3 / 128 / 0.05, abs=1e-6)
+    assert prev[:, 3].sum() > 3
+    ref = detect_stream(x, roundtrip=False)
+    for j in range(N_LEVELS):
+        full = window_qrs_error(ref, detect_stream(recon[j], roundtrip=False), n)
+        agree = np.isclose(prev[1:, j], full[:-1], atol=1e-5)
+        assert agree.mean() >= 0.9, (j, prev[1:, j], full[:-1])
+
+
 def test_edge_feature_layout_follows_the_predictor():
-    from wardmodels.dd_edge import FEATURES, TASK_FEATURES, edge_features
+    from wardmodels.dd_edge import DECODE_FEATURES, FEATURES, TASK_FEATURES, edge_features, predictor_inputs, reads_decode
 
     hist = np.ones((3, 2 * FEATURES), np.float32)
     task = np.full((3, TASK_FEATURES), 2.0, np.float32)
@@ -150,6 +179,13 @@ def test_edge_feature_layout_follows_the_predictor():
         edge_features(hist, None, 2 * FEATURES + TASK_FEATURES)
     with pytest.raises(ValueError, match="no edge feature layout"):
         edge_features(hist, task, 2 * FEATURES + 1)
+    dec = np.full((3, DECODE_FEATURES), 3.0, np.float32)
+    n_all = predictor_inputs(True, True)
+    assert n_all == 2 * FEATURES + TASK_FEATURES + DECODE_FEATURES and reads_decode(n_all)
+    all3 = edge_features(hist, task, n_all, dec)
+    assert (all3[:, -DECODE_FEATURES:] == 3).all() and (all3[:, :-DECODE_FEATURES] == both).all()
+    with pytest.raises(ValueError, match="decode check"):
+        edge_features(hist, task, n_all)
 
 
 def test_out_of_fold_predictions_never_see_their_own_patient():

@@ -16,6 +16,10 @@ def test_settings_from_env_and_flags():
     assert s.frames_partitions == 24 and s.require_hmac is True and s.influx_url == "http://db:8086"
     with pytest.raises(ValueError):
         from_env({"WARDSTREAM_INFLUX_API": "v3"})
+    assert from_env({}).dd_predictor == "default"
+    assert from_env({"WARDSTREAM_DD_PREDICTOR": "decode"}).dd_predictor == "decode"
+    with pytest.raises(ValueError, match="DD_PREDICTOR"):
+        from_env({"WARDSTREAM_DD_PREDICTOR": "oracle"})
 
 
 def test_defaults_bind_to_loopback_and_hold_no_secret():
