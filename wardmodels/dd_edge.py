@@ -19,6 +19,8 @@ features) are added by the caller that keeps the stream (`with_history`). Since 
 device also runs the pipeline's streaming QRS detector on its own filtered ECG (`TaskStream`):
 how close its decisions were, the beats, rhythm and noise of the window — what the task error
 depends on and the latent distortion does not show (`edge_features` puts the two together).
+Opt-in since 2026-12-03 (`DecodeCheck`, the "decode" predictor): the device also decodes every
+level and runs the same detector on each, which tells it the QRS part of each level's task error.
 """
 
 from __future__ import annotations
