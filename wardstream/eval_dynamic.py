@@ -441,6 +441,10 @@ def train_predictor(data_dir: Path, model_id: int = 3, alpha: float = 0.05, weig
 
     if decode_check and not task_features:
         raise ValueError("the decode check reads the task stream's beats: it needs the task features")
+    base = runtime.load_deployed(model_id).predictor if decode_check else None
+    if base is not None and (base.weights.kl, base.weights.qrs) != (weights.kl, weights.qrs):
+        raise ValueError("the decode predictor must keep the default predictor's task weights: the worker's "
+                         "audit scores every device's prediction with those (processors.audit.task_weights)")
     tr = load_part(data_dir, "train", model_id, keep_recon=False, decode=decode_check)
     ca = load_part(data_dir, "calib", model_id, decode=decode_check)
     n_in = predictor_inputs(task_features, decode_check)

@@ -101,6 +101,38 @@ def test_a_cache_from_before_the_task_features_gains_them(small_dir, cache):
     assert "task" in np.load(path).files  # and the cache file has them from now on
 
 
+def test_the_decode_predictor_is_scored_and_an_older_cache_gains_the_decode_check(small_dir, cache, tmp_path):
+    from wardmodels.runtime import load_deployed
+    from wardstream import eval_dynamic
+    from wardstream.cli import main
+
+    part = eval_dynamic.load_part(small_dir, "all")
+    want = [r.decode.copy() for r in part.records]
+    (path,) = cache.glob("all-*.npz")
+    arrays = dict(np.load(path))
+    del arrays["decode"]  # as cached before 2026-12-03
+    np.savez(path, **arrays)
+    out = tmp_path / "dd.json"
+    assert main(["eval", "dynamic-deep", "--data-dir", str(small_dir), "--split", "all", "--predictor", "decode",
+                 "--json", str(out)]) == 0
+    d = json.loads(out.read_text())
+    assert d["predictor"] == "decode" and "decode check" in d["predictor_features"]
+    assert d["bound"] == load_deployed(3).entry["deployed_bound_decode"]
+    assert sum(d["level_histogram"].values()) == d["windows"]
+    again = eval_dynamic.load_part(small_dir, "all")
+    for r, w in zip(again.records, want):
+        np.testing.assert_array_equal(r.decode, w)
+    assert "decode" in np.load(path).files
+
+
+def test_the_decode_predictor_keeps_the_audits_task_weights(small_dir):
+    from wardmodels.predictor import TaskWeights
+    from wardstream.eval_dynamic import train_predictor
+
+    with pytest.raises(ValueError, match="task weights"):
+        train_predictor(small_dir, 3, weights=TaskWeights(kl=2.0, qrs=1.0), decode_check=True)
+
+
 def test_cost_states_its_assumptions_and_compares_every_option(small_dir, cache, tmp_path):
     from wardstream.cli import main
 
