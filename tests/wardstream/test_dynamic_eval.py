@@ -85,15 +85,23 @@ def test_eval_writes_every_key_consistently(small_dir, cache, tmp_path):
     assert 0 <= audit["violation_rate"] <= 1
 
 
+def _cache_without(small_dir, cache, key: str):
+    """The analysis of ``small_dir`` as cached, then the same cache file without ``key``; returns
+    each record's ``key`` array and the file."""
+    from wardstream import eval_dynamic
+
+    want = [getattr(r, key).copy() for r in eval_dynamic.load_part(small_dir, "all").records]
+    (path,) = cache.glob("all-*.npz")
+    arrays = dict(np.load(path))
+    del arrays[key]
+    np.savez(path, **arrays)
+    return want, path
+
+
 def test_a_cache_from_before_the_task_features_gains_them(small_dir, cache):
     from wardstream import eval_dynamic
 
-    part = eval_dynamic.load_part(small_dir, "all")
-    want = [r.task.copy() for r in part.records]
-    (path,) = cache.glob("all-*.npz")
-    arrays = dict(np.load(path))
-    del arrays["task"]  # as cached before 2026-12-02
-    np.savez(path, **arrays)
+    want, path = _cache_without(small_dir, cache, "task")  # as cached before 2026-12-02
     again = eval_dynamic.load_part(small_dir, "all")
     assert len(again.records) == len(want)
     for r, w in zip(again.records, want):
@@ -106,12 +114,7 @@ def test_the_decode_predictor_is_scored_and_an_older_cache_gains_the_decode_chec
     from wardstream import eval_dynamic
     from wardstream.cli import main
 
-    part = eval_dynamic.load_part(small_dir, "all")
-    want = [r.decode.copy() for r in part.records]
-    (path,) = cache.glob("all-*.npz")
-    arrays = dict(np.load(path))
-    del arrays["decode"]  # as cached before 2026-12-03
-    np.savez(path, **arrays)
+    want, path = _cache_without(small_dir, cache, "decode")  # as cached before 2026-12-03
     out = tmp_path / "dd.json"
     assert main(["eval", "dynamic-deep", "--data-dir", str(small_dir), "--split", "all", "--predictor", "decode",
                  "--json", str(out)]) == 0
