@@ -377,6 +377,11 @@ def predictor_inputs(task: bool, decode: bool = False) -> int:
     return 2 * FEATURES + (TASK_FEATURES if task else 0) + (DECODE_FEATURES if decode else 0)
 
 
+def reads_task(n_in: int) -> bool:
+    """Whether a predictor with ``n_in`` inputs reads the task features (`TaskStream`)."""
+    return n_in in (predictor_inputs(True), predictor_inputs(True, True))
+
+
 def reads_decode(n_in: int) -> bool:
     """Whether a predictor with ``n_in`` inputs reads the decode check (`DecodeCheck`)."""
     return n_in == predictor_inputs(True, True)
@@ -390,7 +395,7 @@ def edge_features(with_hist: np.ndarray, task: np.ndarray | None, n_in: int,
     (`DecodeCheck`, ``n_in == predictor_inputs(True, True)``)."""
     if n_in == predictor_inputs(False):
         return with_hist
-    if n_in not in (predictor_inputs(True), predictor_inputs(True, True)):
+    if not reads_task(n_in):
         raise ValueError(f"a predictor with {n_in} inputs matches no edge feature layout")
     if task is None:
         raise ValueError("this predictor needs the task features (TaskStream) of every window")

@@ -105,6 +105,13 @@ class RecordAnalysis:
         return edge_features(self.feats, self.task, n_in, self.decode)
 
 
+def level_reconstructions(codec, idx: dict, codes: np.ndarray) -> np.ndarray:
+    """One stream's ECG decoded at every VQ level, alone (as the task error is defined):
+    indices per level and scale codes of its n windows -> (N_LEVELS, n * 256)."""
+    return np.stack([codec.decode({"ecg": idx[L], "eeg": None}, {"ecg": codes, "eeg": None})["ecg"].ravel()
+                     for L in LEVELS])
+
+
 def analyse_record(codec, clf, x: np.ndarray) -> RecordAnalysis | None:
     """Filtered ECG of one record (mV) -> its analysis at every level (int8 edge, as deployed)."""
     from wardmodels.frontend import normalise
@@ -122,9 +129,8 @@ def analyse_record(codec, clf, x: np.ndarray) -> RecordAnalysis | None:
     kl = np.zeros((n, N_LEVELS))
     qrs = np.zeros((n, N_LEVELS))
     p_level = np.zeros((N_LEVELS, n, p_orig.shape[1]), np.float32)
-    recs = np.zeros((N_LEVELS, n * 256))
-    for j, L in enumerate(LEVELS):
-        recs[j] = rec = codec.decode({"ecg": idx[L], "eeg": None}, {"ecg": codes, "eeg": None})["ecg"].ravel()
+    recs = level_reconstructions(codec, idx, codes)
+    for j, rec in enumerate(recs):
         det = detect_stream(rec, roundtrip=False)
         qrs[:, j] = window_qrs_error(ref, det, n)
         p_level[j] = clf.proba(window_crops(rec, n))

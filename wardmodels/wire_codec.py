@@ -73,7 +73,7 @@ class DynamicEncoder:
 
     def __init__(self, model_id: int, bound: float, eeg_level: int = 2, encoder: str = "int8",
                  fixed_level: int | None = None, predictor: str = "default"):
-        from wardmodels.dd_edge import FEATURES, N_LEVELS, DecodeCheck, TaskStream, predictor_inputs, reads_decode
+        from wardmodels.dd_edge import FEATURES, N_LEVELS, DecodeCheck, TaskStream, reads_decode, reads_task
 
         self.codec = runtime.load_deployed(model_id)
         if self.codec.predictor is None or self.codec.chains is None:
@@ -98,7 +98,7 @@ class DynamicEncoder:
         self.history = np.zeros((0, FEATURES), np.float32)
         # the device's own QRS detector on its filtered ECG, when the predictor reads it
         n_in = self.predictor.n_in
-        self.task = TaskStream() if n_in in (predictor_inputs(True), predictor_inputs(True, True)) else None
+        self.task = TaskStream() if reads_task(n_in) else None
         # the device's own decode of every level and a QRS detector on each, when the predictor reads it
         self.check = DecodeCheck() if reads_decode(n_in) else None
         self.last_level: int | None = None
@@ -112,6 +112,7 @@ class DynamicEncoder:
 def _encode_dynamic(encoders: list[DynamicEncoder], ecgs: list, eegs: list) -> list[list[Channel]]:
     from wardmodels.dd_edge import HISTORY, N_LEVELS, edge_features, reads_decode, with_history
     from wardmodels.frontend import normalise
+    from wardmodels.predictor import level_reconstructions
 
     out: list[list[Channel]] = [[] for _ in encoders]
     by_codec: dict[tuple, list[int]] = {}
@@ -133,10 +134,9 @@ def _encode_dynamic(encoders: list[DynamicEncoder], ecgs: list, eegs: list) -> l
             if enc.task is not None:
                 task.append(enc.task.step(filtered[i]))
         n_in = pr.n_in
-        if reads_decode(n_in):  # every level decoded as the cloud would (the ECG alone), one call per level
-            recon = np.stack([codec.decode({"ecg": idx[L], "eeg": None}, {"ecg": codes, "eeg": None})["ecg"]
-                              for L in range(1, N_LEVELS + 1)], 1)
-            dec = [encoders[i].check.step(encoders[i].task.last_beats, recon[j]) for j, i in enumerate(members)]
+        if reads_decode(n_in):  # every level decoded as the task error defines it (the ECG alone)
+            recon = level_reconstructions(codec, idx, codes).reshape(N_LEVELS, len(members), -1)
+            dec = [encoders[i].check.step(encoders[i].task.last_beats, recon[:, j]) for j, i in enumerate(members)]
         feats = edge_features(np.stack(hist), np.stack(task) if task else None, n_in, np.stack(dec) if dec else None)
         pred = pr.predict(feats)
         bounds = np.array([encoders[i].bound for i in members])

@@ -162,7 +162,7 @@ def load_part(data_dir: Path, split: str, model_id: int = 3, keep_recon: bool = 
         rc = None
         if keep_recon and src == "cinc":
             n = len(a.feats)
-            rc = np.stack([x[: n * 256]] + [_recon(codec, x[: n * 256], L) for L in LEVELS]).astype(np.float16)
+            rc = np.concatenate([x[None, : n * 256], _recons(codec, x[: n * 256])]).astype(np.float16)
         recon.append(rc)
         if k % 200 == 0:
             log.info("%s: %d/%d records analysed", split, k + 1, len(sigs))
@@ -192,18 +192,20 @@ def _attach_decode(part: Part, data_dir: Path, split: str, codec) -> None:
     for k, (r, x) in enumerate(zip(part.records, sigs)):
         n = len(r.feats)
         x = x[: n * 256]
-        r.decode = decode_features(x, np.stack([_recon(codec, x, L) for L in LEVELS]))
+        r.decode = decode_features(x, _recons(codec, x))
         if k % 200 == 0:
             log.info("%s: decode check of %d/%d records", split, k + 1, len(sigs))
 
 
-def _recon(codec, x: np.ndarray, level: int) -> np.ndarray:
+def _recons(codec, x: np.ndarray) -> np.ndarray:
+    """Filtered ECG of one record (n * 256) -> its reconstructions at levels 1..5 (one analysis)."""
     from wardmodels.frontend import normalise
+    from wardmodels.predictor import level_reconstructions
 
     n = len(x) // 256
     xn, codes = normalise(x.reshape(n, 256), "ecg")
     idx, _ = codec.analyse("ecg", xn, codes)
-    return codec.decode({"ecg": idx[level], "eeg": None}, {"ecg": codes, "eeg": None})["ecg"].ravel()
+    return level_reconstructions(codec, idx, codes)
 
 
 def _save(path: Path, p: Part) -> None:
