@@ -340,6 +340,9 @@ def in_burst(seq: int, bed_id: int, every_windows: int) -> bool:
     return (seq + phase) % every_windows < AUDIT_WINDOWS
 
 
+PRED_BYTES = 1  # flag bit 1: the predicted task error, one byte per frame that carries it
+
+
 def pred_code(error: float) -> int:
     """Wire code of a predicted task error (see the module docstring)."""
     if not math.isfinite(error) or error < 0:
@@ -381,6 +384,11 @@ def raw_section_bytes(samples: np.ndarray, lossless: bool, version: int = WIRE_V
     """Bytes a modality's raw section takes on the wire for these int16 samples (lossless-coded:
     they depend on the samples)."""
     return _section_head_size(version) + _SIDE_F32.size + len(_raw_payload(samples, len(samples), lossless))
+
+
+def reference_bytes(samples: np.ndarray, lossless: bool, version: int = WIRE_VERSION) -> int:
+    """Bytes an audit reference (flag bit 2) of these int16 samples adds to its frame."""
+    return (_MOD_HEAD.size if version == 1 else 0) + _SIDE_F32.size + len(_raw_payload(samples, len(samples), lossless))
 
 
 def _raw_section(ch: Channel, n_samples: int, lossless: bool, version: int) -> bytes:

@@ -11,7 +11,9 @@ per 2-s window:
 * ``codec_L1`` / ``codec_L2``: the VQ codec at a fixed level (64 / 32 indices per modality);
 * ``dynamic_deep``: ECG at the level its edge predictor picks under the bound (the level mix
   *measured* by `wardstream eval dynamic-deep` on the chosen split; its windows sent raw at their
-  measured lossless size unless ``raw_lossless`` is off), EEG at a fixed level.
+  measured lossless size unless ``raw_lossless`` is off), EEG at a fixed level; plus the predicted
+  error each of its frames carries and the audit bursts' reference ECG at the configured period
+  (``WARDSTREAM_AUDIT_EVERY_S``), amortised per window.
 
 Bytes are exact wire bytes (`stream.wire`: frame header, sections, CRC) plus a stated Kafka
 per-record overhead. Decode compute is measured here (one thread, this machine). Prices are list
@@ -193,11 +195,11 @@ def _decode_seconds_per_window(codec, level: int, n: int = 1024) -> float:
 
 def cost_report(settings, beds: int = 200, split: str = "test", bound: float | None = None,
                 model_id: int = 3) -> dict:
-    from stream.wire import REGISTRY, frame_overhead
+    from stream.wire import AUDIT_WINDOWS, PRED_BYTES, REGISTRY, frame_overhead
     from wardmodels.dd_edge import reads_decode
     from wardmodels.runtime import load_deployed
     from wardmodels.wire_codec import register_deployed
-    from wardstream.eval_dynamic import load_part, raw_level_bits, score, section_bits
+    from wardstream.eval_dynamic import PRED_BITS, load_part, raw_level_bits, reference_bits, score, section_bits
 
     register_deployed()
     codec = load_deployed(model_id)
@@ -214,10 +216,17 @@ def cost_report(settings, beds: int = 200, split: str = "test", bound: float | N
     pred, err = pr.predict(part.features(pr.n_in)), part.errors(pr.weights)
     bits = {L: section_bits(codec, L, version=version) for L in range(0, 6)}
     rb = raw_level_bits(settings.data_dir, split, part, version) if settings.raw_lossless else None
-    sc, lv = score(pred, err, bits, pr, bound, rb)
+    sc, lv = score(pred, err, bits, pr, bound, rb, PRED_BITS)
     mix = np.bincount(lv, minlength=6) / len(lv)
     raw_sent = float(rb[lv == 0].mean()) / 8 if rb is not None and (lv == 0).any() else float(sec(0))
-    ecg_dd = float(mix[0] * raw_sent + sum(mix[L] * sec(L) for L in range(1, 6)))
+    # what a device that picks its level adds to every frame: its predicted error, and every
+    # WARDSTREAM_AUDIT_EVERY_S a burst of AUDIT_WINDOWS windows carrying the reference ECG (its
+    # size measured on every 20th window of the split, lossless-coded as the devices send it)
+    sample = np.arange(len(lv)) % 20 == 0
+    ref_bytes = float(reference_bits(settings.data_dir, split, part, sample, settings.raw_lossless, version)[sample].mean()) / 8
+    audit_every = int(round(settings.audit_every_s / 2.0)) if settings.audit_every_s > 0 else 0
+    audit_bytes = ref_bytes * AUDIT_WINDOWS / audit_every if audit_every else 0.0
+    ecg_dd = float(mix[0] * raw_sent + sum(mix[L] * sec(L) for L in range(1, 6))) + PRED_BYTES + audit_bytes
     zs, ll = _measured_section_bytes(settings.data_dir, version=version)
     eeg_lvl = ASSUMPTIONS["eeg_level_dynamic"]
     options = {
@@ -291,6 +300,10 @@ def cost_report(settings, beds: int = 200, split: str = "test", bound: float | N
                          "ecg_mean_compression_gain": sc["mean_compression_gain"],
                          "ecg_aggregate_compression_gain": sc["aggregate_compression_gain"],
                          "ecg_raw_section_bytes": round(raw_sent, 2),
+                         "predicted_error_bytes_per_frame": PRED_BYTES,
+                         "audit": {"every_s": settings.audit_every_s, "windows_per_burst": AUDIT_WINDOWS,
+                                   "reference_bytes": round(ref_bytes, 2),
+                                   "bytes_per_window": round(audit_bytes, 3)},
                          "raw_coding": "lossless" if rb is not None else "int16",
                          "eeg_level": eeg_lvl},
         "influxdb_measured": {"live_bytes_per_window": round(ib["live"], 1),

@@ -11,7 +11,9 @@ cached under ``runs/dd-cache``. Splits, by patient:
 
 Compression gain counts every bit of the ECG section of a frame (modality, level tag, count,
 scale code, payload; raw: 2 x f32 side + the window's lossless-coded samples as devices send
-them, or int16 samples with ``raw_lossless=False``) against 16-bit samples.
+them, or int16 samples with ``raw_lossless=False``) against 16-bit samples, plus what a device
+that picks its level adds to every frame (its predicted error, one byte) and, under audits, the
+reference ECG of the burst windows. The oracle and the fixed levels send neither.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from stream.wire import PRED_BYTES
 from wardmodels.predictor import LEVELS, RecordAnalysis, TaskWeights, analyse_record, choose_levels, chosen_error
 
 log = logging.getLogger(__name__)
@@ -270,12 +273,16 @@ def cinc_f1(part: Part, levels_per_record: list[np.ndarray] | None, clf) -> floa
 
 
 # --------------------------------------------------------------------------- policy scoring
-def gains(levels: np.ndarray, bits: dict[int, int], raw_bits: np.ndarray | None = None) -> tuple[float, float]:
+def gains(levels: np.ndarray, bits: dict[int, int], raw_bits: np.ndarray | None = None,
+          extra_bits: np.ndarray | float = 0.0) -> tuple[float, float]:
     """(mean of per-window gains — the paper's statistic, total raw bits / total bits sent);
-    ``raw_bits``: per window, what it costs at the raw level (lossless-coded), else the fixed size."""
+    ``raw_bits``: per window, what it costs at the raw level (lossless-coded), else the fixed size;
+    ``extra_bits``: what else the window's frame carries for its ECG (the predicted-error byte of a
+    device that picks its level, an audit reference), per window or the same for all."""
     b = np.array([bits[int(L)] for L in range(0, len(LEVELS) + 1)], np.float64)[levels]
     if raw_bits is not None:
         b = np.where(levels == 0, raw_bits, b)
+    b = b + extra_bits
     return float((4096.0 / b).mean()), float(4096.0 * len(b) / b.sum())
 
 
@@ -287,11 +294,15 @@ def oracle_levels(err: np.ndarray, bound: float) -> np.ndarray:
     return lv
 
 
-def score(pred, err, bits, predictor, bound: float, raw_bits: np.ndarray | None = None) -> dict:
+def score(pred, err, bits, predictor, bound: float, raw_bits: np.ndarray | None = None,
+          pred_bits: float = 0.0) -> dict:
+    """The predictor's choices at ``bound`` against the oracle's; ``pred_bits``: what each of the
+    device's frames carries besides its section (`PRED_BITS`: the predicted error it sends; the
+    oracle, which is told the real error, sends none)."""
     lv = predictor.choose(pred, bound)
     real = chosen_error(lv, err)
     olv = oracle_levels(err, bound)
-    g_mean, g_agg = gains(lv, bits, raw_bits)
+    g_mean, g_agg = gains(lv, bits, raw_bits, pred_bits)
     o_mean, o_agg = gains(olv, bits, raw_bits)
     return {"bound": bound, "slack": predictor.slack(bound), "mean_compression_gain": g_mean,
             "aggregate_compression_gain": g_agg, "violation_rate": float((real > bound).mean()),
@@ -300,6 +311,10 @@ def score(pred, err, bits, predictor, bound: float, raw_bits: np.ndarray | None 
             "oracle_mean_gain": o_mean, "oracle_aggregate_gain": o_agg,
             "oracle_gain_fraction": g_mean / o_mean if o_mean else None,
             "oracle_aggregate_fraction": g_agg / o_agg if o_agg else None}, lv
+
+
+# every frame of a device that picks its level carries its predicted error (`stream.wire.PRED_BYTES`)
+PRED_BITS = 8 * PRED_BYTES
 
 
 # windows whose real error one audit observes: the worker scores the last window of each 10-s burst
@@ -335,6 +350,42 @@ def audit_corrected_levels(part: Part, predictor, bound: float, every: int, span
             start = end
         out.append(lv)
     return np.concatenate(out) if out else np.zeros(0, np.int64)
+
+
+def audit_burst_windows(part: Part, every: int) -> np.ndarray:
+    """Per window of ``part``: whether it carries an audit reference in `audit_corrected_levels`'
+    schedule — the `stream.wire.AUDIT_WINDOWS` windows before each audit whose correction applies
+    to later windows (a record's last, partial period sends none)."""
+    from stream.wire import AUDIT_WINDOWS
+
+    out = []
+    for r in part.records:
+        m = np.zeros(len(r.feats), bool)
+        for end in range(every, len(m), every):
+            m[max(0, end - AUDIT_WINDOWS):end] = True
+        out.append(m)
+    return np.concatenate(out) if out else np.zeros(0, bool)
+
+
+def reference_bits(data_dir: Path, split: str, part: Part, windows: np.ndarray, lossless: bool = True,
+                   version: int | None = None) -> np.ndarray:
+    """Per window of ``part``: the bits of the audit reference it carries (0 where ``windows`` is
+    False) — the ECG window after the device's front end at the raw level, lossless-coded as devices
+    send it (`device_sim.ward.Device`, `stream.wire.reference_bytes`)."""
+    from stream.wire import WIRE_VERSION, Modality, reference_bytes
+    from wardmodels.wire_codec import raw_channel
+
+    sigs = [x for _, _, _, x in _signals(data_dir, split, filtered=True) if len(x) // 256 >= 1]
+    if len(sigs) != len(part.records):
+        raise RuntimeError(f"{split}: {len(sigs)} records in the data, {len(part.records)} in the cache")
+    out = np.zeros(len(windows), np.float64)
+    k = 0
+    for r, x in zip(part.records, sigs):
+        for j in np.flatnonzero(windows[k:k + len(r.feats)]):
+            data = raw_channel(Modality.ECG, x[j * 256:(j + 1) * 256]).data
+            out[k + j] = 8 * reference_bytes(data, lossless, version or WIRE_VERSION)
+        k += len(r.feats)
+    return out
 
 
 def _split_levels(part: Part, lv: np.ndarray, source: str = "cinc") -> list[np.ndarray]:
@@ -478,7 +529,7 @@ def train_predictor(data_dir: Path, model_id: int = 3, alpha: float = 0.05, weig
     for b in BOUND_GRID:
         if not np.isfinite(pred.slack(b)):
             continue
-        sc, lv = score(pc, ec, bits, pred, float(b))
+        sc, lv = score(pc, ec, bits, pred, float(b), pred_bits=PRED_BITS)
         sc["f1_cinc_reconstructed"] = cinc_f1(ca, _split_levels(ca, lv), clf)
         rows.append(sc)
         if sc["f1_cinc_reconstructed"] >= f1_orig - f1_tolerance:
@@ -537,7 +588,7 @@ def evaluate(data_dir: Path, split: str = "test", bound: float | None = None, mo
     bits = {L: section_bits(codec, L, version=wire_version) for L in range(0, len(LEVELS) + 1)}
     rb = raw_level_bits(data_dir, split, part, wire_version) if raw_lossless else None
     clf = load_deployed_classifier("rhythm")
-    head, lv = score(pred, err, bits, pr, bound, rb)
+    head, lv = score(pred, err, bits, pr, bound, rb, PRED_BITS)
     real_chosen = np.log1p(chosen_error(lv, err))
     pred_chosen = np.concatenate([np.zeros((len(pred), 1)), pred], 1)[np.arange(len(lv)), lv]
     vq = lv > 0
@@ -561,7 +612,7 @@ def evaluate(data_dir: Path, split: str = "test", bound: float | None = None, mo
     for src in ("mitdb", "cinc"):
         m = part.mask(src)
         if m.any():
-            sc, _ = score(pred[m], err[m], bits, pr, bound, None if rb is None else rb[m])
+            sc, _ = score(pred[m], err[m], bits, pr, bound, None if rb is None else rb[m], PRED_BITS)
             out[f"by_source_{src}"] = {k: sc[k] for k in ("mean_compression_gain", "aggregate_compression_gain",
                                                           "violation_rate", "level_histogram", "oracle_gain_fraction")}
     for L in LEVELS:
@@ -573,13 +624,17 @@ def evaluate(data_dir: Path, split: str = "test", bound: float | None = None, mo
 
         alv = audit_corrected_levels(part, pr, bound, audit_every)
         over = chosen_error(alv, err) > bound
-        g_mean, g_agg = gains(alv, bits, rb)
+        burst = audit_burst_windows(part, audit_every)
+        ref = reference_bits(data_dir, split, part, burst, raw_lossless, wire_version)
+        g_mean, g_agg = gains(alv, bits, rb, PRED_BITS + ref)
         mit = part.mask("mitdb")
         out["audit_correction"] = {
             "every_windows": audit_every, "span_windows": AUDIT_SPAN, "quantile": AUDIT_QUANTILE,
             "note": "per-bed slack offset from audited residuals at the chosen level, as the worker "
                     "sends it (processors.audit.update_slack), simulated offline on the cached analysis",
             "mean_compression_gain": g_mean, "aggregate_compression_gain": g_agg,
+            "reference_windows": int(burst.sum()),
+            "reference_bits_per_window": float(ref.sum() / len(ref)) if len(ref) else 0.0,
             "violation_rate": float(over.mean()),
             "violation_rate_mitdb": float(over[mit].mean()) if mit.any() else None,
             "violation_rate_cinc": float(over[~mit].mean()) if (~mit).any() else None,
@@ -588,7 +643,7 @@ def evaluate(data_dir: Path, split: str = "test", bound: float | None = None, mo
     for b in BOUND_GRID:
         if not np.isfinite(pr.slack(b)):
             continue
-        sc, lvb = score(pred, err, bits, pr, float(b), rb)
+        sc, lvb = score(pred, err, bits, pr, float(b), rb, PRED_BITS)
         sc["f1_cinc_reconstructed"] = cinc_f1(part, _split_levels(part, lvb), clf)
         curve.append({k: v for k, v in sc.items() if k != "level_histogram"})
     out["curve"] = curve

@@ -314,6 +314,23 @@ def test_audited_frame_counts_its_bytes_and_round_trips():
     assert got.reference == AUDITED.reference and got.channels == AUDITED.channels
 
 
+@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize("lossless", [False, True])
+def test_reference_and_prediction_bytes_are_what_they_add_to_a_frame(version, lossless):
+    # what the cost model and `eval dynamic-deep` add per audited window and per predicted error
+    ref = wire.Channel(Modality.ECG, 0, 0.001, 0.0, np.rint(400 * np.sin(np.arange(256) / 9)).astype(np.int16))
+    base = Frame(3, 1, 0, 128, 256, 7, AUDITED.channels, None, None, lossless, version)
+    plain = len(encode_frame(base, registry=TEST_REGISTRY))
+    pred = len(encode_frame(replace(base, pred_error=0.2), registry=TEST_REGISTRY))
+    both = len(encode_frame(replace(base, pred_error=0.2, reference=ref), registry=TEST_REGISTRY))
+    assert pred - plain == wire.PRED_BYTES
+    assert both - pred == wire.reference_bytes(ref.data, lossless, version)
+    if not lossless:  # v1 repeats the modality head; f32 gain and offset; int16 samples
+        assert both - pred == (4 if version == 1 else 0) + 8 + 2 * 256
+    else:
+        assert both - pred < 8 + 2 * 256
+
+
 @pytest.mark.parametrize("err", [0.0, 0.013, 0.3, 1.7, 50.0, 1e9])
 def test_predicted_error_code_is_within_half_a_step(err):
     code = wire.pred_code(err)
