@@ -12,7 +12,7 @@ def test_combine_leaves_fusion_and_confident_ventricular_beats_alone():
     p = np.array([[0.6, 0.1, 0.3, 0.0], [0.02, 0.01, 0.95, 0.02], [0.3, 0.3, 0.2, 0.2], [0.3, 0.1, 0.6, 0.0]],
                  np.float32)
     logits = np.array([[0.0, 2.0, 9.0, 9.0], [5.0, -5.0, -9.0, 0.0], [0.0, 0.0, -9.0, 3.0], [4.0, 0.0, 0.0, 0.0]])
-    q = combine(p, logits)
+    q = combine(p, logits, f_keep=0.0)  # every F call kept: the stage alone
     np.testing.assert_allclose(q[:, 3], p[:, 3])  # F is the CNN's
     assert q[1, 2] == pytest.approx(0.95)  # V at >= 0.9 (what the run alarms count) is the CNN's
     np.testing.assert_allclose(q.sum(1), 1, atol=1e-6)
@@ -21,6 +21,17 @@ def test_combine_leaves_fusion_and_confident_ventricular_beats_alone():
     assert q[2, 0] == pytest.approx(q[2, 1]) and q[2, 2] < 0.01  # a doubtful V it disagrees with goes
     assert q[3].argmax() == 0 and q[3, 2] < 0.1  # the CNN's 0.6 V, the stage says N: N
     assert (q[:, 2] <= p[:, 2] + 1e-7).all()
+
+
+def test_combine_gives_a_fusion_call_the_cnn_is_unsure_of_to_normal():
+    p = np.array([[0.1, 0.05, 0.05, 0.8], [0.02, 0.01, 0.02, 0.95], [0.3, 0.3, 0.2, 0.2]], np.float32)
+    logits = np.zeros((3, 4))
+    q = combine(p, logits)  # F_KEEP = 0.9
+    assert q[0, 3] == 0 and q[0].argmax() == 0 and q[0, 0] > 0.8  # its 0.8 of F went to N
+    assert q[1, 3] == pytest.approx(0.95) and q[1].argmax() == 3  # a sure one stays F
+    assert q[2, 3] == 0 and q[2, 0] == pytest.approx(combine(p, logits, f_keep=0.0)[2, 0] + 0.2)
+    np.testing.assert_allclose(q.sum(1), 1, atol=1e-6)
+    np.testing.assert_allclose(q[:, 1:3], combine(p, logits, f_keep=0.0)[:, 1:3])  # S and V untouched
 
 
 def _rows(rng, n, premature):
@@ -73,7 +84,9 @@ def test_deployed_stage_on_a_held_out_patient(data_dir, monkeypatch):
     w, ctx, _ = beat_table(x, b, None)
     ok = (y >= 0) & (b >= 48) & (b < len(x) - 64)
     p0, p1 = cnn.proba(w[ok], ctx[ok]), stacked.proba(w[ok], ctx[ok])
-    np.testing.assert_allclose(p1[:, 3], p0[:, 3], atol=1e-6)
+    sure_f = p0[:, 3] >= 0.9  # a sure fusion call is the CNN's, an unsure one is gone
+    np.testing.assert_allclose(p1[sure_f, 3], p0[sure_f, 3], atol=1e-6)
+    assert (p1[~sure_f, 3] == 0).all()
     sure = p0[:, 2] >= 0.9
     np.testing.assert_allclose(p1[sure, 2], p0[sure, 2], atol=1e-6)
     assert (p1[:, 2] <= p0[:, 2] + 1e-6).all()
