@@ -200,6 +200,7 @@ def export_classifier(kind: str, weights: Path, data_dir: Path, out_dir: Path | 
     from wardmodels.train_classifier import load_classifier
 
     out_dir = Path(out_dir) if out_dir else WEIGHTS_DIR
+    out_dir.mkdir(parents=True, exist_ok=True)  # before the LAQ search, not after it
     clf = load_classifier(weights)
     folded = fold_batchnorm(clf.model)
     causal = bool(getattr(clf.model.cfg, "causal", False))
