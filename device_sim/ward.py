@@ -22,7 +22,8 @@ import numpy as np
 
 from device_sim.sources import EegmatReplay, MitdbReplay, SyntheticBed
 from stream.topics import bed_key
-from stream.wire import RAW_MODEL_ID, WIRE_VERSION, Channel, Frame, Modality, encode_frame, in_burst
+from stream.wire import (RAW_MODEL_ID, WIRE_VERSION, Channel, Frame, Modality, audit_period_windows, encode_frame,
+                         in_burst)
 
 log = logging.getLogger("wardstream.sim")
 
@@ -273,7 +274,7 @@ async def run_ward(settings, n_beds: int, duration_s: float, speed: float = 1.0,
     clock0 = next_clock_start(settings.state_dir)
     rng = np.random.default_rng(seed)
     phases = {b: int(rng.uniform(0, WINDOW_US)) for b in beds}
-    audit_every = int(round(settings.audit_every_s * FS / WINDOW)) if settings.audit_every_s > 0 else 0
+    audit_every = audit_period_windows(settings.audit_every_s, FS, WINDOW)
     devices = {b: Device(b, sources[b], clock0 + phases[b], make_encoder(), settings.device_key(b),
                          audit_every=audit_every, lossless=settings.raw_lossless,
                          wire_version=settings.wire_version) for b in beds}

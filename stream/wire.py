@@ -331,6 +331,11 @@ class Frame:
         return self.t_start_us + (self.n_samples * 1_000_000) // self.fs
 
 
+def audit_period_windows(every_s: float, fs: int = DEFAULT_FS, n_samples: int = DEFAULT_N_SAMPLES) -> int:
+    """``WARDSTREAM_AUDIT_EVERY_S`` in windows (0: no audits)."""
+    return int(round(every_s * fs / n_samples)) if every_s > 0 else 0
+
+
 def in_burst(seq: int, bed_id: int, every_windows: int) -> bool:
     """Whether window ``seq`` of a bed is in an audit burst, the bursts of a bed repeating every
     ``every_windows`` windows (0: never) and the beds spread over that period."""

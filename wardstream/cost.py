@@ -195,7 +195,7 @@ def _decode_seconds_per_window(codec, level: int, n: int = 1024) -> float:
 
 def cost_report(settings, beds: int = 200, split: str = "test", bound: float | None = None,
                 model_id: int = 3) -> dict:
-    from stream.wire import AUDIT_WINDOWS, PRED_BYTES, REGISTRY, frame_overhead
+    from stream.wire import AUDIT_WINDOWS, PRED_BYTES, REGISTRY, audit_period_windows, frame_overhead
     from wardmodels.dd_edge import reads_decode
     from wardmodels.runtime import load_deployed
     from wardmodels.wire_codec import register_deployed
@@ -224,7 +224,7 @@ def cost_report(settings, beds: int = 200, split: str = "test", bound: float | N
     # size measured on every 20th window of the split, lossless-coded as the devices send it)
     sample = np.arange(len(lv)) % 20 == 0
     ref_bytes = float(reference_bits(settings.data_dir, split, part, sample, settings.raw_lossless, version)[sample].mean()) / 8
-    audit_every = int(round(settings.audit_every_s / 2.0)) if settings.audit_every_s > 0 else 0
+    audit_every = audit_period_windows(settings.audit_every_s)
     audit_bytes = ref_bytes * AUDIT_WINDOWS / audit_every if audit_every else 0.0
     ecg_dd = float(mix[0] * raw_sent + sum(mix[L] * sec(L) for L in range(1, 6))) + PRED_BYTES + audit_bytes
     zs, ll = _measured_section_bytes(settings.data_dir, version=version)

@@ -100,22 +100,34 @@ def _signals(data_dir: Path, split: str, filtered: bool = True):
     return out
 
 
+def _ecg_window_bits(data_dir: Path, split: str, part: Part, filtered: bool, size, windows=None) -> np.ndarray:
+    """Per window of ``part``: 8 x ``size(int16 samples)`` of its ECG at the raw level's gain
+    (`wardmodels.wire_codec.raw_channel`), or 0 where ``windows`` (bool per window) is False."""
+    from stream.wire import Modality
+    from wardmodels.wire_codec import raw_channel
+
+    sigs = [x for _, _, _, x in _signals(data_dir, split, filtered=filtered) if len(x) // 256 >= 1]
+    if len(sigs) != len(part.records):
+        raise RuntimeError(f"{split}: {len(sigs)} records in the data, {len(part.records)} in the cache")
+    n = sum(len(r.feats) for r in part.records)
+    want = np.ones(n, bool) if windows is None else np.asarray(windows, bool)
+    out = np.zeros(n, np.float64)
+    k = 0
+    for r, x in zip(part.records, sigs):
+        for j in np.flatnonzero(want[k:k + len(r.feats)]):
+            out[k + j] = 8 * size(raw_channel(Modality.ECG, x[j * 256:(j + 1) * 256]).data)
+        k += len(r.feats)
+    return out
+
+
 def raw_level_bits(data_dir: Path, split: str, part: Part, version: int | None = None) -> np.ndarray:
     """Per window of ``part``, the bits of its ECG section at the raw level as a device sends it
     lossless-coded (`stream.lossless`; the unfiltered ECG at the raw level's 1 µV per LSB): what a
     window the policy sends raw really costs (plain int16: `section_bits(codec, 0)` = 4,192)."""
-    from stream.wire import WIRE_VERSION, Modality, raw_section_bytes
-    from wardmodels.wire_codec import raw_channel
+    from stream.wire import WIRE_VERSION, raw_section_bytes
 
-    sigs = [x for _, _, _, x in _signals(data_dir, split, filtered=False) if len(x) // 256 >= 1]
-    if len(sigs) != len(part.records):
-        raise RuntimeError(f"{split}: {len(sigs)} records in the data, {len(part.records)} in the cache")
-    out = []
-    for r, x in zip(part.records, sigs):
-        for k in range(len(r.feats)):
-            out.append(8 * raw_section_bytes(raw_channel(Modality.ECG, x[k * 256:(k + 1) * 256]).data, True,
-                                             version or WIRE_VERSION))
-    return np.asarray(out, np.float64)
+    v = version or WIRE_VERSION
+    return _ecg_window_bits(data_dir, split, part, False, lambda d: raw_section_bytes(d, True, v))
 
 
 def _cache_key(codec, data_dir: Path, split: str) -> Path:
@@ -372,20 +384,10 @@ def reference_bits(data_dir: Path, split: str, part: Part, windows: np.ndarray, 
     """Per window of ``part``: the bits of the audit reference it carries (0 where ``windows`` is
     False) — the ECG window after the device's front end at the raw level, lossless-coded as devices
     send it (`device_sim.ward.Device`, `stream.wire.reference_bytes`)."""
-    from stream.wire import WIRE_VERSION, Modality, reference_bytes
-    from wardmodels.wire_codec import raw_channel
+    from stream.wire import WIRE_VERSION, reference_bytes
 
-    sigs = [x for _, _, _, x in _signals(data_dir, split, filtered=True) if len(x) // 256 >= 1]
-    if len(sigs) != len(part.records):
-        raise RuntimeError(f"{split}: {len(sigs)} records in the data, {len(part.records)} in the cache")
-    out = np.zeros(len(windows), np.float64)
-    k = 0
-    for r, x in zip(part.records, sigs):
-        for j in np.flatnonzero(windows[k:k + len(r.feats)]):
-            data = raw_channel(Modality.ECG, x[j * 256:(j + 1) * 256]).data
-            out[k + j] = 8 * reference_bytes(data, lossless, version or WIRE_VERSION)
-        k += len(r.feats)
-    return out
+    v = version or WIRE_VERSION
+    return _ecg_window_bits(data_dir, split, part, True, lambda d: reference_bytes(d, lossless, v), windows)
 
 
 def _split_levels(part: Part, lv: np.ndarray, source: str = "cinc") -> list[np.ndarray]:
