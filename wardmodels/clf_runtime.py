@@ -17,6 +17,7 @@ instructions, bfloat16 arithmetic (`compute_dtype`).
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 from functools import lru_cache
@@ -166,14 +167,22 @@ def _beat_metric(data_dir: Path, per_class: int = 3000, seed: int = 3):
     return metric
 
 
-def _rhythm_qat_batches(data_dir: Path, seed: int, batch: int = 64, recipe: dict | None = None):
+def _rhythm_qat_batches(data_dir: Path, seed: int, batch: int = 64, recipe: dict | None = None,
+                        teacher=None, distill: float = 0.0, temperature: float = 2.0):
     """Training batches and loss for quantization-aware fine-tuning of the rhythm model: the
     training recipe's own data (`RhythmData`: CinC fit records, their codec reconstructions at
     the levels the source model was trained with, MIT-BIH DS1 crops, synthetic noise; ``recipe``
-    is the source checkpoint's training arguments) and class-weighted cross-entropy."""
+    is the source checkpoint's training arguments) and class-weighted cross-entropy.
+
+    With ``distill`` > 0 the loss is ``(1 - distill)·CE + distill·T²·KL(teacher_T ‖ student_T)``
+    (Hinton et al.'s distillation at temperature T): the quantized model is pulled toward what
+    ``teacher`` (the FP32 source, frozen) says on the same crop rather than only toward the labels,
+    so it keeps the source's behaviour — its alarms and the Dynamic-Deep task error defined by it —
+    instead of learning a different decision boundary."""
     import torch
 
     from wardmodels.clf_data import RhythmData
+    from wardmodels.compress import distill_loss
     from wardmodels.train_classifier import rhythm_loss
 
     r = recipe or {}
@@ -187,16 +196,30 @@ def _rhythm_qat_batches(data_dir: Path, seed: int, batch: int = 64, recipe: dict
         for i in range(0, len(y), batch):
             yield torch.from_numpy(x[i:i + batch]), torch.from_numpy(y[i:i + batch])
 
-    def loss_fn(model, b):
-        return ce(model(b[0]), b[1])
+    return batches, distill_loss(ce, teacher, distill, temperature)
 
-    return batches, loss_fn
+
+def bits_from_manifest(path: Path, kind: str, source: Path) -> dict[str, int]:
+    """The per-layer bit-widths an earlier export of ``source`` recorded (a CLASSIFIERS.json), so
+    that fine-tuning can start from the deployed LAQ allocation without re-running the search."""
+    try:
+        entry = json.loads(Path(path).read_text())[kind]
+    except (OSError, ValueError, KeyError) as exc:
+        raise ValueError(f"{path}: no {kind} entry with bit-widths ({exc})") from exc
+    if entry.get("source") != Path(source).name:
+        raise ValueError(f"{path}: its {kind} bit-widths were chosen for {entry.get('source')}, not {Path(source).name}")
+    return {k: int(v) for k, v in entry["bits"].items()}
 
 
 def export_classifier(kind: str, weights: Path, data_dir: Path, out_dir: Path | None = None,
                       gamma: float = 0.04, tolerance: float = 0.005, reproduce: list[str] | None = None,
                       choices=(2, 3, 4, 5, 6, 8), fixed_bits: int | None = None, qat_epochs: int = 0,
-                      qat_lr: float = 1e-4, seed: int = 0) -> dict:
+                      qat_lr: float = 1e-4, seed: int = 0, bits: dict[str, int] | None = None,
+                      qat_distill: float = 0.0, qat_temperature: float = 2.0) -> dict:
+    """LAQ-compress (or, with ``fixed_bits``, pack at one width; with ``bits``, at those per-layer
+    widths — e.g. an earlier LAQ run's, see `bits_from_manifest`), optionally fine-tune
+    quantization-aware (``qat_epochs``; ``qat_distill``: weight of distillation from the FP32
+    source, see `_rhythm_qat_batches`), pack, and record in the manifest when writing there."""
     from wardmodels.train_classifier import load_classifier
 
     out_dir = Path(out_dir) if out_dir else WEIGHTS_DIR
@@ -205,11 +228,17 @@ def export_classifier(kind: str, weights: Path, data_dir: Path, out_dir: Path | 
     folded = fold_batchnorm(clf.model)
     causal = bool(getattr(clf.model.cfg, "causal", False))
     metric = _rhythm_metric(data_dir, causal=causal) if kind == "rhythm" else _beat_metric(data_dir)
-    if fixed_bits:
+    if fixed_bits or bits:
         from wardmodels.compress import LaqResult, apply, importance, quantizable
 
-        bits = dict.fromkeys([n for n, _ in quantizable(folded)], fixed_bits)
-        res = LaqResult(bits, importance(folded), metric(folded), metric(apply(folded, bits)), 0.0, 2, [])
+        names = [n for n, _ in quantizable(folded)]
+        if bits:
+            if set(bits) != set(names):
+                raise ValueError(f"the given bit-widths name layers {sorted(set(bits) ^ set(names))} "
+                                 "that this model lacks or leave some of its layers out")
+        else:
+            bits = dict.fromkeys(names, fixed_bits)
+        res = LaqResult(dict(bits), importance(folded), metric(folded), metric(apply(folded, bits)), 0.0, 2, [])
     else:
         res = laq(folded, metric, choices=choices, gamma=gamma, tolerance=tolerance)
     log.info("%s LAQ: baseline %.4f -> %.4f, bits %s", kind, res.baseline, res.metric, res.bits)
@@ -222,20 +251,24 @@ def export_classifier(kind: str, weights: Path, data_dir: Path, out_dir: Path | 
         from wardmodels.compress import apply, qat_finetune
 
         torch.manual_seed(seed)
-        batches, loss_fn = _rhythm_qat_batches(data_dir, seed, recipe=clf.meta.get("args"))
+        teacher = copy.deepcopy(folded).eval() if qat_distill else None
+        batches, loss_fn = _rhythm_qat_batches(data_dir, seed, recipe=clf.meta.get("args"), teacher=teacher,
+                                               distill=qat_distill, temperature=qat_temperature)
         folded, hist = qat_finetune(folded, res.bits, batches, loss_fn, metric, qat_epochs, lr=qat_lr)
         kept = max(hist, key=lambda h: h["metric"])
-        qat = {"epochs": qat_epochs, "lr": qat_lr, "seed": seed, "history": hist, "kept_epoch": kept["epoch"]}
+        qat = {"epochs": qat_epochs, "lr": qat_lr, "seed": seed, "history": hist, "kept_epoch": kept["epoch"],
+               **({"distill": qat_distill, "temperature": qat_temperature} if qat_distill else {})}
         res.metric = metric(apply(folded, res.bits))
         log.info("%s QAT: kept epoch %d, metric %.4f", kind, kept["epoch"], res.metric)
-    tag = f"w{fixed_bits}" if fixed_bits else "laq"
+    tag = f"w{fixed_bits}" if fixed_bits and not bits else "laq"
     tmp = out_dir / f"{kind}-{tag}.tmp"
     pack(folded, res.bits, clf.model.cfg.to_dict(), tmp)
     path = write_hashed(out_dir, f"{kind}-{tag}", tmp.read_bytes(), ".wpk")
     tmp.unlink()
     entry = {"packed": path.name, "source": Path(weights).name, "bits": res.bits,
              "importance": res.importance, "laq_metric": "cinc_f1 of every 10-s decision on calib" if kind == "rhythm" else "macro F1 N/S/V on DS1",
-             "bit_choices": [fixed_bits] if fixed_bits else list(choices),
+             "bit_choices": sorted(set(res.bits.values())) if bits else [fixed_bits] if fixed_bits else list(choices),
+             **({"bits_given": True} if bits else {}),
              "laq_baseline": res.baseline, "laq_final": res.metric, "gamma": res.gamma,
              "laq_evaluations": res.evaluations, **({"qat": qat} if qat else {}),
              **size_report(clf.model, path), "reproduce": reproduce or []}

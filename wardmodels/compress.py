@@ -14,7 +14,9 @@ After "Resource-Efficient ECG Foundation Networks via Layer-wise Adaptive Compre
   the forward pass uses each layer's weights on exactly the grid `pack` stores (per-channel
   symmetric, float16 scales), gradients pass straight through to the float weights, and the epoch
   whose *packed* model scores best on the LAQ metric is kept (the LAQ model itself included, so
-  fine-tuning can only help on that metric).
+  fine-tuning can only help on that metric). Its loss may distil the FP32 source (`distill_loss`:
+  KL to the teacher's softened outputs, mixed with the task loss), so the quantized model learns
+  back the source's own decisions rather than new ones.
 
 Quantization is symmetric, per output channel, to ``b`` bits (``b = 1``: sign × mean |w| per
 channel). Batch norms are folded into the preceding convolutions first (`fold_batchnorm`), so the
@@ -290,6 +292,38 @@ def qat_finetune(model: nn.Module, bits: dict[str, int], batches: Callable[[int]
         if score > best:
             best, best_m = score, cand
     return best_m, history
+
+
+def distill_loss(criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], teacher: nn.Module | None = None,
+                 distill: float = 0.0, temperature: float = 2.0) -> Callable[[nn.Module, tuple], torch.Tensor]:
+    """A ``loss_fn(model, (x, y))`` for `qat_finetune`: ``(1 - distill)·criterion(model(x), y) +
+    distill·T²·KL(softmax(teacher(x)/T) ‖ softmax(model(x)/T))`` (Hinton et al.'s knowledge
+    distillation). With the FP32 source as ``teacher`` the quantized model is pulled toward the
+    source's own outputs, not only the labels: it keeps the source's decisions instead of learning
+    new ones. ``distill`` 0: the criterion alone; 1: the teacher alone."""
+    import torch.nn.functional as F
+
+    if not 0.0 <= distill <= 1.0:
+        raise ValueError(f"distill is a weight in [0, 1], got {distill}")
+    if distill and teacher is None:
+        raise ValueError("distillation needs a teacher model")
+    if temperature <= 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+    if teacher is not None:
+        teacher = teacher.eval()
+
+    def loss_fn(model: nn.Module, batch) -> torch.Tensor:
+        x, y = batch[0], batch[1]
+        logits = model(x)
+        loss = criterion(logits, y) if distill < 1.0 else logits.new_zeros(())
+        if distill:
+            with torch.no_grad():
+                target = F.log_softmax(teacher(x) / temperature, dim=1)
+            kl = F.kl_div(F.log_softmax(logits / temperature, dim=1), target, log_target=True, reduction="batchmean")
+            loss = (1.0 - distill) * loss + distill * temperature ** 2 * kl
+        return loss
+
+    return loss_fn
 
 
 def lap_percentiles(model: nn.Module, p_max: float, alpha: float = 0.5, beta: float = 0.5) -> dict[str, float]:

@@ -230,6 +230,12 @@ def main(argv: list[str] | None = None) -> int:
     xk.add_argument("--qat-epochs", type=int, default=0,
                     help="rhythm: quantization-aware fine-tuning epochs at the LAQ bit-widths (0: none)")
     xk.add_argument("--qat-lr", type=float, default=1e-4)
+    xk.add_argument("--qat-distill", type=float, default=0.0,
+                    help="rhythm QAT: weight in [0, 1] of distillation from the FP32 source (0: labels only)")
+    xk.add_argument("--qat-temperature", type=float, default=2.0)
+    xk.add_argument("--bits-from", type=Path, default=None,
+                    help="reuse the per-layer bit-widths a classifier manifest (CLASSIFIERS.json) recorded "
+                         "for the same source weights instead of searching them again")
     xk.add_argument("--seed", type=int, default=0)
     xk.add_argument("--out-dir", type=Path, default=None)
 
@@ -454,7 +460,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     if a.cmd == "export" and a.what == "classifier":
-        from wardmodels.clf_runtime import export_classifier
+        from wardmodels.clf_runtime import bits_from_manifest, export_classifier
 
         res = {}
         for kind, w in (("rhythm", a.rhythm), ("beat", a.beat)):
@@ -462,12 +468,17 @@ def main(argv: list[str] | None = None) -> int:
                 fixed = a.beat_fixed_bits if kind == "beat" else None
                 qat = a.qat_epochs if kind == "rhythm" else 0
                 choices = {"choices": tuple(int(b) for b in a.bit_choices.split(","))} if a.bit_choices else {}
+                given = bits_from_manifest(a.bits_from, kind, w) if a.bits_from else None
+                distill = a.qat_distill if qat else 0.0
                 cmd = (f"wardstream export classifier --{kind} {w} --gamma {a.gamma} --tolerance {a.tolerance}"
                        + (f" --bit-choices {a.bit_choices}" if choices else "")
                        + (f" --beat-fixed-bits {fixed}" if fixed else "")
-                       + (f" --qat-epochs {qat} --qat-lr {a.qat_lr} --seed {a.seed}" if qat else ""))
+                       + (f" --bits-from {a.bits_from}" if given else "")
+                       + (f" --qat-epochs {qat} --qat-lr {a.qat_lr} --seed {a.seed}" if qat else "")
+                       + (f" --qat-distill {distill} --qat-temperature {a.qat_temperature}" if distill else ""))
                 res[kind] = export_classifier(kind, w, s.data_dir, a.out_dir, a.gamma, a.tolerance, reproduce=[cmd],
                                               fixed_bits=fixed, qat_epochs=qat, qat_lr=a.qat_lr, seed=a.seed,
+                                              bits=given, qat_distill=distill, qat_temperature=a.qat_temperature,
                                               **choices)
         _write_json(res, None)
         return 0

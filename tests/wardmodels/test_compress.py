@@ -182,3 +182,72 @@ def test_qat_recovers_what_2_bit_quantization_lost_and_the_kept_model_packs_to_i
     back = compress.fold_batchnorm(ResNet1D(m.cfg))
     back.load_state_dict(state)
     assert metric(back) == pytest.approx(after)
+
+
+def _tiny(seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Conv1d(1, 8, 5, padding=2), nn.ReLU(), nn.AdaptiveAvgPool1d(1), nn.Flatten(),
+                         nn.Linear(8, 4)).eval()
+
+
+def test_distill_loss_is_the_weighted_sum_of_its_parts():
+    teacher, student = _tiny(0), _tiny(1)
+    x, y = torch.randn(32, 1, 64), torch.randint(0, 4, (32,))
+    ce = nn.CrossEntropyLoss()
+    with torch.no_grad():
+        s, t = student(x), teacher(x)
+        want_ce = float(ce(s, y))
+        kl_t2 = float(nn.functional.kl_div(torch.log_softmax(s / 2, 1), torch.log_softmax(t / 2, 1),
+                                           log_target=True, reduction="batchmean"))
+        assert float(compress.distill_loss(ce)(student, (x, y))) == pytest.approx(want_ce)
+        assert float(compress.distill_loss(ce, teacher, 1.0, 2.0)(student, (x, y))) == pytest.approx(4 * kl_t2)
+        assert float(compress.distill_loss(ce, teacher, 0.25, 2.0)(student, (x, y))) == pytest.approx(
+            0.75 * want_ce + 0.25 * 4 * kl_t2)
+        # a student that is its teacher has nothing left to learn from it
+        assert float(compress.distill_loss(ce, teacher, 1.0, 1.0)(_tiny(0), (x, y))) == pytest.approx(0, abs=1e-6)
+    with pytest.raises(ValueError, match="teacher"):
+        compress.distill_loss(ce, None, 0.5)
+    with pytest.raises(ValueError, match="in \\[0, 1\\]"):
+        compress.distill_loss(ce, teacher, 1.5)
+
+
+def test_qat_by_distillation_brings_the_packed_model_back_toward_its_fp32_source():
+    """The use in `export classifier --qat-distill 1`: the teacher is the FP32 source itself, the
+    student its 2-bit quantization; fine-tuning on the teacher's soft outputs alone (no labels)
+    lowers the packed model's divergence from the source."""
+    src = _tiny(3)
+    x = torch.randn(512, 1, 64)
+    bits = dict.fromkeys([n for n, _ in compress.quantizable(src)], 2)
+
+    def kl_to_source(model):
+        with torch.no_grad():
+            return float(nn.functional.kl_div(torch.log_softmax(model.eval()(x), 1), torch.log_softmax(src(x), 1),
+                                              log_target=True, reduction="batchmean"))
+
+    def batches(ep):
+        for i in torch.randperm(512, generator=torch.Generator().manual_seed(ep)).split(64):
+            yield x[i], torch.zeros(len(i), dtype=torch.long)  # labels unused at distill = 1
+
+    loss_fn = compress.distill_loss(nn.CrossEntropyLoss(), src, 1.0, 1.0)
+    before = kl_to_source(compress.apply(src, bits))
+    kept, hist = compress.qat_finetune(src, bits, batches, loss_fn, lambda m: -kl_to_source(m), epochs=5, lr=3e-3)
+    after = kl_to_source(compress.apply(kept, bits))
+    assert before > 1e-4
+    assert after < 0.5 * before
+    assert -after == pytest.approx(max(h["metric"] for h in hist))
+
+
+def test_bits_from_manifest_reuses_the_deployed_allocation_only_for_its_own_source(tmp_path):
+    import json
+
+    from wardmodels.clf_runtime import bits_from_manifest
+    from wardmodels.runtime import WEIGHTS_DIR
+
+    man = json.loads((WEIGHTS_DIR / "CLASSIFIERS.json").read_text())["rhythm"]
+    bits = bits_from_manifest(WEIGHTS_DIR / "CLASSIFIERS.json", "rhythm", WEIGHTS_DIR / man["source"])
+    assert bits == man["bits"] and set(bits.values()) <= {2, 3, 4, 5, 6, 8}
+    with pytest.raises(ValueError, match="chosen for"):
+        bits_from_manifest(WEIGHTS_DIR / "CLASSIFIERS.json", "rhythm", tmp_path / "clf-rhythm-000000000000.pt")
+    (tmp_path / "m.json").write_text("{}")
+    with pytest.raises(ValueError, match="no rhythm entry"):
+        bits_from_manifest(tmp_path / "m.json", "rhythm", WEIGHTS_DIR / man["source"])
