@@ -91,7 +91,10 @@ def conditions_from(spec: str) -> dict[str, ConditionConfig]:
     return out
 
 
-AFIB_IRR_DEFAULT = 0.0  # off: measured 2026-12-02, it cost an AF episode on DS2 (README, "Alarms")
+# on since 2026-12-03: chosen on DS1 (AF windows read >= 0.118, the false ones 0.017-0.028); with the
+# beat second stage it leaves the DS1 replay unchanged and cuts DS2 false AF alarms 7 -> 3 with no
+# episode lost (with the CNN alone it had cost one; README, "Alarms")
+AFIB_IRR_DEFAULT = 0.05
 AFIB_MIN_PAIRS = 6  # successive normal-to-normal interval pairs needed to call a rhythm irregular
 
 
@@ -274,6 +277,27 @@ class Condition:
     condition_gone: bool = False  # latched alarm whose condition has cleared
 
 
+def _pack_beats(beats: list[list]) -> list:
+    """[[t ms, class], ...] as [first t, [gaps ms], "classes"]: the state is written after every
+    window, and 30 s of beats as pairs cost ~3x the bytes."""
+    if not beats:
+        return []
+    if any(len(b[1]) != 1 for b in beats):  # single-letter AAMI classes pack; anything else stays pairs
+        return [list(b) for b in beats]
+    ts = [int(b[0]) for b in beats]
+    return [ts[0], [b - a for a, b in zip(ts, ts[1:])], "".join(b[1] for b in beats)]
+
+
+def _unpack_beats(cb: list) -> list[list]:
+    if not cb:
+        return []
+    if isinstance(cb[0], list):  # the pairs form of states written before the packed one
+        return [list(b) for b in cb]
+    t0, gaps, classes = cb
+    ts = np.cumsum([int(t0)] + list(gaps)).tolist()
+    return [[int(t), c] for t, c in zip(ts, classes)]
+
+
 @dataclass
 class AlarmState:
     """A bed's alarm state: conditions plus the evidence memory they need."""
@@ -290,13 +314,13 @@ class AlarmState:
     def to_dict(self) -> dict:
         return {"c": {k: dict(v.__dict__) for k, v in self.conditions.items()}, "lb": self.last_beat_ms,
                 "ss": self.signal_since_ms, "vr": self.v_run, "vx": self.v_recent, "af": self.af_hist,
-                "vu": self.v_run_uncertain, "cb": self.classified}
+                "vu": self.v_run_uncertain, "cb": _pack_beats(self.classified)}
 
     @classmethod
     def from_dict(cls, d: dict) -> "AlarmState":
         return cls({k: Condition(**v) for k, v in d.get("c", {}).items()}, d.get("lb"), d.get("ss"),
                    list(d.get("vr", [])), list(d.get("vx", [])), [list(h) for h in d.get("af", [])],
-                   list(d.get("vu", [])), [list(b) for b in d.get("cb", [])])
+                   list(d.get("vu", [])), _unpack_beats(d.get("cb", [])))
 
     def open_alarms(self) -> dict[str, str]:
         return {k: c.state for k, c in self.conditions.items() if c.state != "idle"}

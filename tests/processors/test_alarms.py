@@ -144,8 +144,9 @@ def test_rr_irregularity_leaves_out_intervals_next_to_ectopic_beats():
 def test_the_rr_irregularity_limit_keeps_a_regular_rhythm_from_an_af_alarm():
     """With ``afib_irr`` set, the rhythm model's AF probability is high, but the RR intervals are
     regular (sinus), or irregular only through ventricular bigeminy: no AF alarm; the same
-    probability over an irregular rhythm alarms. Without it (the default) the probability
-    decides."""
+    probability over an irregular rhythm alarms. Without it (``afib_irr=0``) the probability
+    decides. It is on by default."""
+    assert Thresholds().afib_irr == 0.05
     gate = Thresholds(afib_irr=0.05)
 
     def windows(beats):
@@ -160,7 +161,7 @@ def test_the_rr_irregularity_limit_keeps_a_regular_rhythm_from_an_af_alarm():
 
     sinus = windows([(300 + 800 * i, "N") for i in range(100)])
     assert not run(sinus, gate)
-    assert [e.state for e in run(sinus, Thresholds())] == ["active"]
+    assert [e.state for e in run(sinus, Thresholds(afib_irr=0.0))] == ["active"]
     beats = [(300 + 1500 * i + (450 if v else 0), "V" if v else "N") for i in range(27) for v in (0, 1)]
     assert not run(windows(beats), gate)
     af = run(_af(0, 20), gate)
@@ -197,7 +198,13 @@ def test_state_survives_serialisation():
     for w in _af(0, 10):
         step(1, st, w, gate)
     st2 = AlarmState.from_dict(st.to_dict())
-    assert st2.to_dict() == st.to_dict() and st2.classified
+    assert st2.to_dict() == st.to_dict() and st2.classified == st.classified
+    # the beats are stored packed (first time, gaps, one letter per class); the pairs form of
+    # states written before that still loads
+    packed = st.to_dict()["cb"]
+    assert packed[0] == st.classified[0][0] and packed[2] == "".join(b[1] for b in st.classified)
+    old = {**st.to_dict(), "cb": [list(b) for b in st.classified]}
+    assert AlarmState.from_dict(old).classified == st.classified
     a = step(1, st, _af(20_000, 1)[0], gate)
     b = step(1, st2, _af(20_000, 1)[0], gate)
     assert a == b and [e.condition for e in a] == ["afib"]
