@@ -445,7 +445,7 @@ def select_offsets(pred: np.ndarray, err: np.ndarray, groups: np.ndarray, bits: 
         if not np.isfinite(lam):
             return None
         lv = choose_levels(pred + offs[None, :], bound, lam)
-        g_mean, g_agg = gains(lv, bits, raw_bits)
+        g_mean, g_agg = gains(lv, bits, raw_bits, PRED_BITS)  # as `score` counts the policy's frames
         return {"mean_compression_gain": g_mean, "aggregate_compression_gain": g_agg, "slack": float(lam),
                 "violation_rate": float((chosen_error(lv, err) > bound).mean())}
 
