@@ -23,6 +23,23 @@ def test_packed_model_is_what_the_manifest_says(kind):
     assert e["reproduce"], "the manifest says how to rebuild it"
 
 
+def test_committed_rhythm_candidates_load_at_their_bit_widths_and_say_how_to_rebuild_them():
+    """Candidates (opt-in with WARDSTREAM_RHYTHM_WEIGHTS) are committed like the deployed model."""
+    from wardmodels.clf_runtime import load_packed
+
+    cands = classifier_manifest().get("rhythm_candidates", [])
+    assert cands
+    for e in cands:
+        path = verify_hash(WEIGHTS_DIR / e["packed"])
+        assert path.stat().st_size == e["model_bytes"] and e["reproduce"]
+        assert (WEIGHTS_DIR / e["source"]).exists()
+        clf = load_packed(path)
+        assert all(1 <= b <= 8 for b in clf.meta["bits"].values())
+        x = np.random.default_rng(0).standard_normal((2, clf.model.cfg.in_channels, clf.model.cfg.in_samples))
+        p = clf.proba(x.astype(np.float32))
+        assert p.shape == (2, len(clf.classes)) and np.allclose(p.sum(1), 1, atol=1e-3)
+
+
 def test_rhythm_on_held_out_cinc_records(data_dir, tmp_path):
     """A held-out directory of the shared layout: 300 validation records, scored per record."""
     from wardstream.eval_classifier import eval_cinc
