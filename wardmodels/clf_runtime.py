@@ -172,13 +172,8 @@ def _rhythm_qat_batches(data_dir: Path, seed: int, batch: int = 64, recipe: dict
     """Training batches and loss for quantization-aware fine-tuning of the rhythm model: the
     training recipe's own data (`RhythmData`: CinC fit records, their codec reconstructions at
     the levels the source model was trained with, MIT-BIH DS1 crops, synthetic noise; ``recipe``
-    is the source checkpoint's training arguments) and class-weighted cross-entropy.
-
-    With ``distill`` > 0 the loss is ``(1 - distill)·CE + distill·T²·KL(teacher_T ‖ student_T)``
-    (Hinton et al.'s distillation at temperature T): the quantized model is pulled toward what
-    ``teacher`` (the FP32 source, frozen) says on the same crop rather than only toward the labels,
-    so it keeps the source's behaviour — its alarms and the Dynamic-Deep task error defined by it —
-    instead of learning a different decision boundary."""
+    is the source checkpoint's training arguments) and class-weighted cross-entropy, mixed with
+    distillation from ``teacher`` (the FP32 source) when ``distill`` > 0 (`compress.distill_loss`)."""
     import torch
 
     from wardmodels.clf_data import RhythmData
