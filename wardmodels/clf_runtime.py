@@ -246,7 +246,7 @@ def export_classifier(kind: str, weights: Path, data_dir: Path, out_dir: Path | 
         from wardmodels.compress import apply, qat_finetune
 
         torch.manual_seed(seed)
-        teacher = copy.deepcopy(folded).eval() if qat_distill else None
+        teacher = copy.deepcopy(folded) if qat_distill else None
         batches, loss_fn = _rhythm_qat_batches(data_dir, seed, recipe=clf.meta.get("args"), teacher=teacher,
                                                distill=qat_distill, temperature=qat_temperature)
         folded, hist = qat_finetune(folded, res.bits, batches, loss_fn, metric, qat_epochs, lr=qat_lr)
