@@ -281,14 +281,26 @@ def chosen_error(levels: np.ndarray, err: np.ndarray) -> np.ndarray:
 
 def calibrate(pred: np.ndarray, err: np.ndarray, bounds: np.ndarray, alpha: float,
               allowed: tuple[int, ...] = LEVELS, groups: np.ndarray | None = None,
-              delta: float | None = None, resamples: int = 400, seed: int = 0) -> np.ndarray:
+              delta: float | None = None, resamples: int = 400, seed: int = 0,
+              strata: np.ndarray | None = None) -> np.ndarray:
     """Conformal risk control: per bound, the smallest slack on a grid whose calibration
     violation rate v satisfies (n v + 1) / (n + 1) <= alpha.
+
+    ``strata`` (a population label per window, e.g. the database a record comes from): the
+    condition must hold in every stratum on its own (the slack is the largest of the strata's;
+    the violation indicator is taken as non-increasing in the slack), so a population that is a
+    minority of the calibration windows cannot hide its violations behind the majority's.
 
     Windows of one patient are not exchangeable with each other, patients are: with ``groups``
     (a patient / record id per window) and ``delta``, the slack must also keep the upper
     (1 - delta) bootstrap bound of the violation rate, resampling whole patients, under alpha —
     so the bound holds on new patients with probability ~1 - delta rather than on average."""
+    if strata is not None:
+        if len(strata) != len(pred):
+            raise ValueError("calibrate: strata needs a label per window")
+        per = [calibrate(pred[m], err[m], bounds, alpha, allowed, None if groups is None else groups[m], delta,
+                         resamples, seed) for m in (strata == s for s in np.unique(strata))]
+        return np.max(per, axis=0)
     n = len(pred)
     grid = np.concatenate([np.linspace(-1.0, 0, 21)[:-1], np.linspace(0, 3, 301)])
     boot = None

@@ -188,6 +188,12 @@ def main(argv: list[str] | None = None) -> int:
     td.add_argument("--decode-check", action="store_true",
                     help="predictor: also read the device's decode check (dd_edge.DecodeCheck: every level "
                          "decoded on the device and its QRS detector run on each; ~12 M multiply-adds per level)")
+    td.add_argument("--per-source", action="store_true",
+                    help="predictor: the violation condition must hold on the MIT-BIH and on the CinC windows "
+                         "each on their own, not only on their mix")
+    td.add_argument("--f1-confidence", type=float, default=None, metavar="C",
+                    help="predictor: deploy the largest bound whose upper C paired-bootstrap bound of the "
+                         "calib F1 loss is within 1 point (default: whose point loss is)")
     td.add_argument("--budget-min", type=float, default=None)
     td.add_argument("--seed", type=int, default=0)
     td.add_argument("--threads", type=int, default=2)
@@ -530,7 +536,8 @@ def main(argv: list[str] | None = None) -> int:
                             quantile=a.quantile, patient_delta=a.patient_delta,
                             task_features=not a.no_task_features, cross_fit=a.cross_fit,
                             level_offsets=a.level_offsets, offset_bound=a.offset_bound,
-                            decode_check=a.decode_check)
+                            decode_check=a.decode_check, per_source=a.per_source,
+                            f1_confidence=a.f1_confidence)
         _write_json(d, None)
         return 0
 

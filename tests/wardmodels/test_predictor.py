@@ -101,6 +101,38 @@ def test_patient_bootstrap_calibration_is_at_least_as_cautious():
         calibrate(pred, err, bounds, alpha=0.05, delta=0.1)
 
 
+def test_per_stratum_calibration_holds_on_the_minority_population():
+    """A minority population (a fifth of the windows) whose errors the predictor underestimates:
+    the pooled slack keeps the pooled violation rate under alpha but not the minority's; with
+    strata each population keeps it on fresh data, and the slack is the larger of theirs."""
+    rng = np.random.default_rng(3)
+
+    def draw(n):
+        minority = rng.random(n) < 0.2
+        base = rng.gamma(2.0, 0.05, (n, 1)) * np.array([1, 2, 4, 8, 16])[None, :]
+        err = base * rng.lognormal(0, 0.3, base.shape) * np.where(minority, 2.0, 1.0)[:, None]
+        pred = np.log1p(base) + rng.normal(0, 0.1, base.shape)
+        return pred, err, minority
+
+    bounds = np.array([0.3, 0.6])
+    pc, ec, sc = draw(6000)
+    pooled = calibrate(pc, ec, bounds, alpha=0.05)
+    strat = calibrate(pc, ec, bounds, alpha=0.05, strata=sc)
+    alone = [calibrate(pc[sc == v], ec[sc == v], bounds, alpha=0.05) for v in (False, True)]
+    np.testing.assert_array_equal(strat, np.maximum(*alone))
+    assert np.all(strat > pooled)
+    pt, et, st = draw(6000)
+    for b in bounds:
+        lv_pooled = _dummy(bounds, pooled).choose(pt, b)
+        lv_strat = _dummy(bounds, strat).choose(pt, b)
+        assert violation_rate(lv_pooled[st], et[st], b) > 0.07
+        for m in (st, ~st):
+            assert violation_rate(lv_strat[m], et[m], b) <= 0.065
+        assert (lv_strat > 0).mean() > 0.2  # still compresses
+    with pytest.raises(ValueError, match="strata"):
+        calibrate(pc, ec, bounds, alpha=0.05, strata=sc[:10])
+
+
 def _synthetic_ecg(rr_s, noise=0.0, fs=128, seed=0):
     """Band-passed beats (R, S, T) at the given RR intervals, plus white noise (mV)."""
     from wardmodels.frontend import filter_record

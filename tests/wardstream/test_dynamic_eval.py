@@ -204,3 +204,19 @@ def test_influx_volume_follows_the_strip_rate():
 
     a, b = worker_writes_per_window(32, windows=12, beds=2), worker_writes_per_window(0, windows=12, beds=2)
     assert b["strip"] == 0 and a["live"] == b["live"] and a["strip"] > 3 * a["live"]
+
+
+def test_f1_loss_upper_bound_is_paired_and_above_the_point_loss():
+    """The bound rule's F1 loss: zero with identical decisions, its bootstrap upper bound at or
+    above the point loss, and wider on fewer records."""
+    from wardstream.eval_dynamic import f1_loss_upper
+
+    rng = np.random.default_rng(0)
+    ys = rng.integers(0, 4, 2000)
+    orig = np.where(rng.random(2000) < 0.85, ys, rng.integers(0, 4, 2000))
+    assert f1_loss_upper(ys, orig, orig, 0.9) == (0.0, 0.0)
+    recon = np.where(rng.random(2000) < 0.05, rng.integers(0, 4, 2000), orig)
+    point, upper = f1_loss_upper(ys, orig, recon, 0.9)
+    assert 0.0 < point < upper < point + 0.03
+    p_small, u_small = f1_loss_upper(ys[:200], orig[:200], recon[:200], 0.9)
+    assert u_small - p_small > upper - point
