@@ -308,6 +308,12 @@ def cinc_decisions(part: Part, levels_per_record: list[np.ndarray] | None, clf) 
 
 
 # --------------------------------------------------------------------------- policy scoring
+def violations_by_source(part: Part, levels: np.ndarray, err: np.ndarray, bound: float) -> dict[str, float]:
+    """The violation rate of the windows of each source present in ``part``."""
+    return {src: float((chosen_error(levels[m], err[m]) > bound).mean())
+            for src in ("mitdb", "cinc") if (m := part.mask(src)).any()}
+
+
 def gains(levels: np.ndarray, bits: dict[int, int], raw_bits: np.ndarray | None = None,
           extra_bits: np.ndarray | float = 0.0) -> tuple[float, float]:
     """(mean of per-window gains — the paper's statistic, total raw bits / total bits sent);
@@ -571,15 +577,13 @@ def train_predictor(data_dir: Path, model_id: int = 3, alpha: float = 0.05, weig
         _, d_rec = cinc_decisions(ca, _split_levels(ca, lv), clf)
         sc["f1_cinc_reconstructed"] = cinc_f1(ca, _split_levels(ca, lv), clf)
         sc["f1_loss"], sc["f1_loss_upper"] = f1_loss_upper(ys, d_orig, d_rec, f1_confidence or 0.9)
-        sc["by_source_violation_rate"] = {
-            src: float((chosen_error(lv[m], ec[m]) > b).mean()) for src in ("mitdb", "cinc")
-            if (m := ca.mask(src)).any()}
+        sc["violation_rate_by_source"] = violations_by_source(ca, lv, ec, float(b))
         rows.append(sc)
         if (sc["f1_cinc_reconstructed"] >= f1_orig - f1_tolerance if f1_confidence is None
                 else sc["f1_loss_upper"] <= f1_tolerance):
             deployed = float(b)
         log.info("calib bound %.3f: gain %.1f violations %.3f %s F1 %.3f (loss %.4f, upper %.4f)", b,
-                 sc["mean_compression_gain"], sc["violation_rate"], sc["by_source_violation_rate"],
+                 sc["mean_compression_gain"], sc["violation_rate"], sc["violation_rate_by_source"],
                  sc["f1_cinc_reconstructed"], sc["f1_loss"], sc["f1_loss_upper"])
     pred.meta = {"deployed_bound": deployed, "f1_tolerance": f1_tolerance, "calib_f1_original": f1_orig,
                  "train_windows": int(len(x)), "calib_windows": int(len(pc)), "hidden": hidden,
@@ -693,6 +697,7 @@ def evaluate(data_dir: Path, split: str = "test", bound: float | None = None, mo
         if not np.isfinite(pr.slack(b)):
             continue
         sc, lvb = score(pred, err, bits, pr, float(b), rb, PRED_BITS)
+        sc["violation_rate_by_source"] = violations_by_source(part, lvb, err, float(b))
         sc["f1_cinc_reconstructed"] = cinc_f1(part, _split_levels(part, lvb), clf)
         curve.append({k: v for k, v in sc.items() if k != "level_histogram"})
     out["curve"] = curve

@@ -80,6 +80,11 @@ def test_eval_writes_every_key_consistently(small_dir, cache, tmp_path):
     assert len(d["curve"]) >= 5
     gains = [r["aggregate_compression_gain"] for r in d["curve"]]
     assert gains[0] <= gains[-1], "the loosest bound sends no more than the tightest"
+    n_src = d["windows_by_source"]
+    for r in d["curve"]:  # the per-source rates make up the overall one
+        v = r["violation_rate_by_source"]
+        assert set(v) == {"mitdb", "cinc"}
+        assert r["violation_rate"] == pytest.approx((v["mitdb"] * n_src["mitdb"] + v["cinc"] * n_src["cinc"]) / n)
     assert (tmp_path / "dd.png").stat().st_size > 10_000
     audit = d["audit_correction"]  # the offline per-bed correction: same windows, its own levels
     assert sum(audit["level_histogram"].values()) == n and audit["every_windows"] == 150
