@@ -531,6 +531,7 @@ def train_predictor(data_dir: Path, model_id: int = 3, alpha: float = 0.05, weig
     from wardmodels.clf_runtime import load_deployed_classifier
     from wardmodels.dd_edge import predictor_inputs
     from wardmodels.predictor import calibrate
+    from wardmodels.train_classifier import cinc_f1 as f1_of
 
     if decode_check and not task_features:
         raise ValueError("the decode check reads the task stream's beats: it needs the task features")
@@ -568,14 +569,14 @@ def train_predictor(data_dir: Path, model_id: int = 3, alpha: float = 0.05, weig
                           strata=pool_s if per_source else None)
     clf = load_deployed_classifier("rhythm")
     ys, d_orig = cinc_decisions(ca, None, clf)
-    f1_orig = cinc_f1(ca, None, clf)
+    f1_orig = f1_of(ys, d_orig)
     rows, deployed = [], None
     for b in BOUND_GRID:
         if not np.isfinite(pred.slack(b)):
             continue
         sc, lv = score(pc, ec, bits, pred, float(b), pred_bits=PRED_BITS)
         _, d_rec = cinc_decisions(ca, _split_levels(ca, lv), clf)
-        sc["f1_cinc_reconstructed"] = cinc_f1(ca, _split_levels(ca, lv), clf)
+        sc["f1_cinc_reconstructed"] = f1_of(ys, d_rec)
         sc["f1_loss"], sc["f1_loss_upper"] = f1_loss_upper(ys, d_orig, d_rec, f1_confidence or 0.9)
         sc["violation_rate_by_source"] = violations_by_source(ca, lv, ec, float(b))
         rows.append(sc)
