@@ -692,6 +692,7 @@ def evaluate(data_dir: Path, split: str = "test", bound: float | None = None, mo
             "violation_rate": float(over.mean()),
             "violation_rate_mitdb": float(over[mit].mean()) if mit.any() else None,
             "violation_rate_cinc": float(over[~mit].mean()) if (~mit).any() else None,
+            "f1_cinc_reconstructed": cinc_f1(part, _split_levels(part, alv), clf),
             "level_histogram": {str(L): int((alv == L).sum()) for L in range(0, len(LEVELS) + 1)}}
     curve = []
     for b in BOUND_GRID:

@@ -89,6 +89,8 @@ def test_eval_writes_every_key_consistently(small_dir, cache, tmp_path):
     audit = d["audit_correction"]  # the offline per-bed correction: same windows, its own levels
     assert sum(audit["level_histogram"].values()) == n and audit["every_windows"] == 150
     assert 0 <= audit["violation_rate"] <= 1
+    # no CinC record lasts until its first audit: their levels, and so the F1, are the uncorrected ones
+    assert audit["f1_cinc_reconstructed"] == d["f1_cinc_reconstructed"]
     # its gains count the reference ECG of every burst: 5 windows before each of the 6 audits of
     # the two half-hour MIT-BIH records (the 30-s CinC records end before their first)
     assert audit["reference_windows"] == 2 * 6 * 5
