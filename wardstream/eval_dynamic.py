@@ -677,11 +677,10 @@ def evaluate(data_dir: Path, split: str = "test", bound: float | None = None, mo
         from processors.audit import AUDIT_QUANTILE
 
         alv = audit_corrected_levels(part, pr, bound, audit_every)
-        over = chosen_error(alv, err) > bound
+        by_src = violations_by_source(part, alv, err, bound)
         burst = audit_burst_windows(part, audit_every)
         ref = reference_bits(data_dir, split, part, burst, raw_lossless, wire_version)
         g_mean, g_agg = gains(alv, bits, rb, PRED_BITS + ref)
-        mit = part.mask("mitdb")
         out["audit_correction"] = {
             "every_windows": audit_every, "span_windows": AUDIT_SPAN, "quantile": AUDIT_QUANTILE,
             "note": "per-bed slack offset from audited residuals at the chosen level, as the worker "
@@ -689,9 +688,8 @@ def evaluate(data_dir: Path, split: str = "test", bound: float | None = None, mo
             "mean_compression_gain": g_mean, "aggregate_compression_gain": g_agg,
             "reference_windows": int(burst.sum()),
             "reference_bits_per_window": float(ref.sum() / len(ref)) if len(ref) else 0.0,
-            "violation_rate": float(over.mean()),
-            "violation_rate_mitdb": float(over[mit].mean()) if mit.any() else None,
-            "violation_rate_cinc": float(over[~mit].mean()) if (~mit).any() else None,
+            "violation_rate": float((chosen_error(alv, err) > bound).mean()),
+            "violation_rate_mitdb": by_src.get("mitdb"), "violation_rate_cinc": by_src.get("cinc"),
             "f1_cinc_reconstructed": cinc_f1(part, _split_levels(part, alv), clf),
             "level_histogram": {str(L): int((alv == L).sum()) for L in range(0, len(LEVELS) + 1)}}
     curve = []
