@@ -40,7 +40,8 @@ the 4-byte magic, the per-section modality and count, a 16-bit model id, microse
 
     header   tag     u8 (=0xD2: "format 2")     1 B
              flags   u8 (bits 0-3 as in v1; bit 4: explicit geometry, fs u16 and n_samp u16
-                         follow the modality mask; without it fs = 128 Hz, n_samp = 256)  1 B
+                         follow the modality mask; without it fs = 128 Hz, n_samp = 256;
+                         bit 5: the predicted error travels in the ECG level byte)  1 B
              bed_id  u32                        4 B
              seq     u32                        4 B
              t_start u48 (ms since epoch, device clock, first sample; a device rounds its
@@ -50,17 +51,22 @@ the 4-byte magic, the per-section modality and count, a 16-bit model id, microse
                          one; their sections follow in ascending modality order  1 B  -> 18 B
              [fs u16, n_samp u16 if flag bit 4]
     per modality present:
-             level   u8                         1 B
+             level   u8; with flag bit 5, the ECG's byte is level (bits 0-2) | pred code << 3
+                         (bits 3-7: the code of `pred` below, 0..31)   1 B
              side    as in v1
              payload as in v1; the count is implied: n_samp samples at the raw level, the
                      level's own number of indices otherwise
-    pred     as in v1
+    pred     as in v1 (flag bit 1); a device sends it in the ECG level byte instead (flag bit 5,
+             never both) whenever it fits there — ECG level < 8 and code < 32, i.e. a predicted
+             error up to exp(31/32) - 1 = 1.63; a device that picks its level sends a VQ level
+             only when its prediction is under its bound (the deployed ones are 0.51 and 0.72),
+             so its frames carry their prediction at no cost in bytes
     ref      if flag bit 2: side (2 x f32) and payload of a raw ECG section (no level byte)
     crc32, hmac as in v1
 
 A level-2 ECG+EEG frame of the deployed codec is 107 bytes in v1 and 90 in v2; an ECG
 section at the Dynamic-Deep levels 1-5 is 69 / 37 / 19 / 12 / 9 bytes in v1 and
-66 / 34 / 16 / 9 / 6 in v2.
+66 / 34 / 16 / 9 / 6 in v2 (and so are they with the device's prediction packed in).
 
 Physical value of a raw sample = offset + gain * code. For VQ levels, gain and
 offset are the de-normalisation (std, mean) the decoder applies; a ``scale8`` level carries
@@ -97,8 +103,11 @@ FLAG_PRED = 0x02
 FLAG_REF = 0x04
 FLAG_LOSSLESS = 0x08
 FLAG_GEOMETRY = 0x10  # v2 only: fs and n_samp follow the header (else 128 Hz, 256 samples)
+FLAG_PRED_IN_LEVEL = 0x20  # v2 only: the predicted error is bits 3-7 of the ECG level byte
 KNOWN_FLAGS = FLAG_HMAC | FLAG_PRED | FLAG_REF | FLAG_LOSSLESS
-KNOWN_FLAGS_V2 = KNOWN_FLAGS | FLAG_GEOMETRY
+KNOWN_FLAGS_V2 = KNOWN_FLAGS | FLAG_GEOMETRY | FLAG_PRED_IN_LEVEL
+PACKED_LEVEL_BITS = 3  # flag bit 5: the ECG level in the low 3 bits of its byte, the code above
+PACKED_PRED_MAX = (1 << (8 - PACKED_LEVEL_BITS)) - 1  # the largest code that fits there (31)
 DEFAULT_FS, DEFAULT_N_SAMPLES = 128, 256
 PRED_STEPS = 32.0  # predicted-error code steps per unit of ln(1 + error)
 AUDIT_WINDOWS = 5  # an audit burst: this many consecutive windows carry the reference (10 s)
@@ -348,6 +357,22 @@ def in_burst(seq: int, bed_id: int, every_windows: int) -> bool:
 PRED_BYTES = 1  # flag bit 1: the predicted task error, one byte per frame that carries it
 
 
+def pred_packs(ecg_level: int, code: int, version: int = WIRE_VERSION) -> bool:
+    """Whether a frame sends its predicted-error ``code`` inside its ECG level byte (flag bit 5)."""
+    return version == 2 and 0 <= ecg_level < (1 << PACKED_LEVEL_BITS) and code <= PACKED_PRED_MAX
+
+
+def pred_extra_bytes(ecg_levels, pred_errors, version: int = WIRE_VERSION) -> np.ndarray:
+    """Per frame, the bytes its predicted task error adds to it beyond its sections: 0 where it
+    is packed into the ECG level byte (`pred_packs`), else `PRED_BYTES` — what `encode_frame`
+    emits, vectorised for the offline accounting (`wardstream eval dynamic-deep`, `cost`)."""
+    lv = np.asarray(ecg_levels)
+    e = np.asarray(pred_errors, np.float64)
+    codes = np.minimum(254, np.round(PRED_STEPS * np.log1p(e)))
+    packs = (version == 2) & (lv >= 0) & (lv < (1 << PACKED_LEVEL_BITS)) & (codes <= PACKED_PRED_MAX)
+    return np.where(packs, 0, PRED_BYTES)
+
+
 def pred_code(error: float) -> int:
     """Wire code of a predicted task error (see the module docstring)."""
     if not math.isfinite(error) or error < 0:
@@ -436,9 +461,13 @@ def encode_frame(frame: Frame, hmac_key: bytes | None = None,
         raise BadLength("a modality appears twice")
     if frame.reference is not None and (frame.reference.modality != Modality.ECG or frame.reference.level != 0):
         raise BadLength("the audit reference is the ECG at the raw level")
-    flags = ((FLAG_HMAC if hmac_key else 0) | (FLAG_PRED if frame.pred_error is not None else 0)
-             | (FLAG_REF if frame.reference is not None else 0) | (FLAG_LOSSLESS if frame.lossless else 0))
     version = frame.version
+    code = pred_code(frame.pred_error) if frame.pred_error is not None else None
+    ecg = frame.channel(Modality.ECG)
+    packed = code is not None and ecg is not None and pred_packs(ecg.level, code, version)
+    flags = ((FLAG_HMAC if hmac_key else 0) | (FLAG_PRED if code is not None and not packed else 0)
+             | (FLAG_PRED_IN_LEVEL if packed else 0)
+             | (FLAG_REF if frame.reference is not None else 0) | (FLAG_LOSSLESS if frame.lossless else 0))
     if version == 1:
         out = bytearray(_HEADER.pack(MAGIC, VERSION, flags, frame.bed_id, frame.seq, frame.t_start_us,
                                      frame.fs, frame.n_samples, frame.model_id, len(frame.channels)))
@@ -462,11 +491,12 @@ def encode_frame(frame: Frame, hmac_key: bytes | None = None,
         else:
             if not 0 <= ch.level <= 255:
                 raise UnknownLevel(f"level {ch.level} does not fit a byte")
-            out.append(ch.level)
+            out.append(ch.level | (code << PACKED_LEVEL_BITS) if packed and ch.modality == Modality.ECG
+                       else ch.level)
         out += lv.pack_side(ch.gain, ch.offset)
         out += payload
-    if frame.pred_error is not None:
-        out.append(pred_code(frame.pred_error))
+    if code is not None and not packed:
+        out.append(code)
     if frame.reference is not None:
         out += _raw_section(frame.reference, frame.n_samples, frame.lossless, version)
     out += struct.pack(">I", zlib.crc32(out))
@@ -579,6 +609,12 @@ def decode_frame(buf: bytes, hmac_key_for: Callable[[int], bytes | None] | None 
     spec = _spec(model_id, registry)
     pos = head
     channels: list[Channel] = []
+    pred = None
+    if flags & FLAG_PRED_IN_LEVEL:
+        if flags & FLAG_PRED:
+            raise BadLength("the predicted error is flagged both in the ECG level byte and after the sections")
+        if Modality.ECG not in mods:
+            raise BadLength("the predicted error is flagged in the ECG level byte of a frame without ECG")
     for i in range(n_mod):
         start = pos
         if mods is None:  # v1: the section says its modality, level and count
@@ -597,6 +633,9 @@ def decode_frame(buf: bytes, hmac_key_for: Callable[[int], bytes | None] | None 
                 raise TruncatedFrame("level byte runs past the frame body")
             modality, level, count = mods[i], buf[pos], None
             pos += 1
+            if flags & FLAG_PRED_IN_LEVEL and modality == Modality.ECG:
+                pred = pred_value(level >> PACKED_LEVEL_BITS)
+                level &= (1 << PACKED_LEVEL_BITS) - 1
         lv = spec.level(level)
         want_count = n_samples if lv.raw else lv.n_indices
         if count is not None and count != want_count:
@@ -620,7 +659,6 @@ def decode_frame(buf: bytes, hmac_key_for: Callable[[int], bytes | None] | None 
             if data.size and int(data.max()) >= lv.codebook_size:
                 raise IndexOutOfRange(f"{modality.name} index {int(data.max())} >= {lv.codebook_size}")
         channels.append(Channel(modality, level, float(gain), float(offset), data, pos - start))
-    pred = None
     if flags & FLAG_PRED:
         if pos + 1 > body_end:
             raise TruncatedFrame("predicted error runs past the frame body")

@@ -195,11 +195,11 @@ def _decode_seconds_per_window(codec, level: int, n: int = 1024) -> float:
 
 def cost_report(settings, beds: int = 200, split: str = "test", bound: float | None = None,
                 model_id: int = 3) -> dict:
-    from stream.wire import AUDIT_WINDOWS, PRED_BYTES, REGISTRY, audit_period_windows, frame_overhead
+    from stream.wire import AUDIT_WINDOWS, REGISTRY, audit_period_windows, frame_overhead
     from wardmodels.dd_edge import reads_decode
     from wardmodels.runtime import load_deployed
     from wardmodels.wire_codec import register_deployed
-    from wardstream.eval_dynamic import PRED_BITS, load_part, raw_level_bits, reference_bits, score, section_bits
+    from wardstream.eval_dynamic import device_pred_bits, load_part, raw_level_bits, reference_bits, score, section_bits
 
     register_deployed()
     codec = load_deployed(model_id)
@@ -216,17 +216,19 @@ def cost_report(settings, beds: int = 200, split: str = "test", bound: float | N
     pred, err = pr.predict(part.features(pr.n_in)), part.errors(pr.weights)
     bits = {L: section_bits(codec, L, version=version) for L in range(0, 6)}
     rb = raw_level_bits(settings.data_dir, split, part, version) if settings.raw_lossless else None
-    sc, lv = score(pred, err, bits, pr, bound, rb, PRED_BITS)
+    pred_bits = device_pred_bits(version)
+    sc, lv = score(pred, err, bits, pr, bound, rb, pred_bits)
+    pred_bytes = float(pred_bits(pred, lv).mean()) / 8  # 0 where wire v2 packs it into the level byte
     mix = np.bincount(lv, minlength=6) / len(lv)
     raw_sent = float(rb[lv == 0].mean()) / 8 if rb is not None and (lv == 0).any() else float(sec(0))
-    # what a device that picks its level adds to every frame: its predicted error, and every
+    # what a device that picks its level adds to its frames: its predicted error, and every
     # WARDSTREAM_AUDIT_EVERY_S a burst of AUDIT_WINDOWS windows carrying the reference ECG (its
     # size measured on every 20th window of the split, lossless-coded as the devices send it)
     sample = np.arange(len(lv)) % 20 == 0
     ref_bytes = float(reference_bits(settings.data_dir, split, part, sample, settings.raw_lossless, version)[sample].mean()) / 8
     audit_every = audit_period_windows(settings.audit_every_s)
     audit_bytes = ref_bytes * AUDIT_WINDOWS / audit_every if audit_every else 0.0
-    ecg_dd = float(mix[0] * raw_sent + sum(mix[L] * sec(L) for L in range(1, 6))) + PRED_BYTES + audit_bytes
+    ecg_dd = float(mix[0] * raw_sent + sum(mix[L] * sec(L) for L in range(1, 6))) + pred_bytes + audit_bytes
     zs, ll = _measured_section_bytes(settings.data_dir, version=version)
     eeg_lvl = ASSUMPTIONS["eeg_level_dynamic"]
     options = {
@@ -300,7 +302,7 @@ def cost_report(settings, beds: int = 200, split: str = "test", bound: float | N
                          "ecg_mean_compression_gain": sc["mean_compression_gain"],
                          "ecg_aggregate_compression_gain": sc["aggregate_compression_gain"],
                          "ecg_raw_section_bytes": round(raw_sent, 2),
-                         "predicted_error_bytes_per_frame": PRED_BYTES,
+                         "predicted_error_bytes_per_frame": pred_bytes,
                          "audit": {"every_s": settings.audit_every_s, "windows_per_burst": AUDIT_WINDOWS,
                                    "reference_bytes": round(ref_bytes, 2),
                                    "bytes_per_window": round(audit_bytes, 3)},

@@ -12,8 +12,9 @@ cached under ``runs/dd-cache``. Splits, by patient:
 Compression gain counts every bit of the ECG section of a frame (modality, level tag, count,
 scale code, payload; raw: 2 x f32 side + the window's lossless-coded samples as devices send
 them, or int16 samples with ``raw_lossless=False``) against 16-bit samples, plus what a device
-that picks its level adds to every frame (its predicted error, one byte) and, under audits, the
-reference ECG of the burst windows. The oracle and the fixed levels send neither.
+that picks its level adds to its frames (its predicted error: no byte in wire v2, which packs it
+into the ECG level byte when it fits, else one) and, under audits, the reference ECG of the burst
+windows. The oracle and the fixed levels send neither.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stream.wire import PRED_BYTES
+from stream.wire import WIRE_VERSION, pred_extra_bytes
 from wardmodels.predictor import LEVELS, RecordAnalysis, TaskWeights, analyse_record, choose_levels, chosen_error
 
 log = logging.getLogger(__name__)
@@ -336,14 +337,15 @@ def oracle_levels(err: np.ndarray, bound: float) -> np.ndarray:
 
 
 def score(pred, err, bits, predictor, bound: float, raw_bits: np.ndarray | None = None,
-          pred_bits: float = 0.0) -> dict:
+          pred_bits=0.0) -> dict:
     """The predictor's choices at ``bound`` against the oracle's; ``pred_bits``: what each of the
-    device's frames carries besides its section (`PRED_BITS`: the predicted error it sends; the
-    oracle, which is told the real error, sends none)."""
+    device's frames carries besides its section, a number or ``f(pred, levels)`` per window
+    (`device_pred_bits`: the predicted error it sends; the oracle, which is told the real error,
+    sends none)."""
     lv = predictor.choose(pred, bound)
     real = chosen_error(lv, err)
     olv = oracle_levels(err, bound)
-    g_mean, g_agg = gains(lv, bits, raw_bits, pred_bits)
+    g_mean, g_agg = gains(lv, bits, raw_bits, pred_bits(pred, lv) if callable(pred_bits) else pred_bits)
     o_mean, o_agg = gains(olv, bits, raw_bits)
     return {"bound": bound, "slack": predictor.slack(bound), "mean_compression_gain": g_mean,
             "aggregate_compression_gain": g_agg, "violation_rate": float((real > bound).mean()),
@@ -354,8 +356,23 @@ def score(pred, err, bits, predictor, bound: float, raw_bits: np.ndarray | None 
             "oracle_aggregate_fraction": g_agg / o_agg if o_agg else None}, lv
 
 
-# every frame of a device that picks its level carries its predicted error (`stream.wire.PRED_BYTES`)
-PRED_BITS = 8 * PRED_BYTES
+def device_pred_bits(version: int | None = None):
+    """``f(pred, levels)``: per window, the bits that the predicted error a device sends with the
+    level it chose adds to its frame — ``expm1`` of its prediction at a VQ level, 0 at the raw
+    one, as `wardmodels.wire_codec` sends it; 0 bits where wire ``version`` (default: what devices
+    send) packs it into the ECG level byte, else 8 (`stream.wire.pred_extra_bytes`)."""
+    v = version or WIRE_VERSION
+
+    def bits(pred: np.ndarray, levels: np.ndarray) -> np.ndarray:
+        at = np.concatenate([np.zeros((len(pred), 1)), pred], 1)[np.arange(len(levels)), levels]
+        sent = np.where(levels > 0, np.expm1(np.maximum(at, 0.0)), 0.0)
+        return 8.0 * pred_extra_bytes(levels, sent, v)
+    return bits
+
+
+# what every frame of a device that picks its level carries for its predicted error, in the wire
+# format devices send
+PRED_BITS = device_pred_bits()
 
 
 # windows whose real error one audit observes: the worker scores the last window of each 10-s burst
@@ -474,7 +491,7 @@ def select_offsets(pred: np.ndarray, err: np.ndarray, groups: np.ndarray, bits: 
         if not np.isfinite(lam):
             return None
         lv = choose_levels(pred + offs[None, :], bound, lam)
-        g_mean, g_agg = gains(lv, bits, raw_bits, PRED_BITS)  # as `score` counts the policy's frames
+        g_mean, g_agg = gains(lv, bits, raw_bits, PRED_BITS(pred, lv))  # as `score` counts the policy's frames
         return {"mean_compression_gain": g_mean, "aggregate_compression_gain": g_agg, "slack": float(lam),
                 "violation_rate": float((chosen_error(lv, err) > bound).mean())}
 
@@ -642,7 +659,8 @@ def evaluate(data_dir: Path, split: str = "test", bound: float | None = None, mo
     bits = {L: section_bits(codec, L, version=wire_version) for L in range(0, len(LEVELS) + 1)}
     rb = raw_level_bits(data_dir, split, part, wire_version) if raw_lossless else None
     clf = load_deployed_classifier("rhythm")
-    head, lv = score(pred, err, bits, pr, bound, rb, PRED_BITS)
+    pred_bits = device_pred_bits(wire_version)
+    head, lv = score(pred, err, bits, pr, bound, rb, pred_bits)
     real_chosen = np.log1p(chosen_error(lv, err))
     pred_chosen = np.concatenate([np.zeros((len(pred), 1)), pred], 1)[np.arange(len(lv)), lv]
     vq = lv > 0
@@ -654,6 +672,8 @@ def evaluate(data_dir: Path, split: str = "test", bound: float | None = None, mo
                                  for s in ("mitdb", "cinc")},
            "wire_version": wire_version,
            "bits_per_window_by_level": {str(k): v for k, v in bits.items()},
+           # what the predicted error sent with each window adds (0 where wire v2 packs it in the level byte)
+           "predicted_error_bits_per_window": float(pred_bits(pred, lv).mean()),
            "raw_level": {"coding": "lossless (stream.lossless)" if rb is not None else "int16",
                          "mean_bits_all_windows": float(rb.mean()) if rb is not None else float(bits[0]),
                          "mean_bits_windows_sent_raw": float(rb[lv == 0].mean()) if rb is not None and (lv == 0).any()
@@ -666,7 +686,7 @@ def evaluate(data_dir: Path, split: str = "test", bound: float | None = None, mo
     for src in ("mitdb", "cinc"):
         m = part.mask(src)
         if m.any():
-            sc, _ = score(pred[m], err[m], bits, pr, bound, None if rb is None else rb[m], PRED_BITS)
+            sc, _ = score(pred[m], err[m], bits, pr, bound, None if rb is None else rb[m], pred_bits)
             out[f"by_source_{src}"] = {k: sc[k] for k in ("mean_compression_gain", "aggregate_compression_gain",
                                                           "violation_rate", "level_histogram", "oracle_gain_fraction")}
     for L in LEVELS:
@@ -680,7 +700,7 @@ def evaluate(data_dir: Path, split: str = "test", bound: float | None = None, mo
         by_src = violations_by_source(part, alv, err, bound)
         burst = audit_burst_windows(part, audit_every)
         ref = reference_bits(data_dir, split, part, burst, raw_lossless, wire_version)
-        g_mean, g_agg = gains(alv, bits, rb, PRED_BITS + ref)
+        g_mean, g_agg = gains(alv, bits, rb, pred_bits(pred, alv) + ref)
         out["audit_correction"] = {
             "every_windows": audit_every, "span_windows": AUDIT_SPAN, "quantile": AUDIT_QUANTILE,
             "note": "per-bed slack offset from audited residuals at the chosen level, as the worker "
@@ -696,7 +716,7 @@ def evaluate(data_dir: Path, split: str = "test", bound: float | None = None, mo
     for b in BOUND_GRID:
         if not np.isfinite(pr.slack(b)):
             continue
-        sc, lvb = score(pred, err, bits, pr, float(b), rb, PRED_BITS)
+        sc, lvb = score(pred, err, bits, pr, float(b), rb, pred_bits)
         sc["violation_rate_by_source"] = violations_by_source(part, lvb, err, float(b))
         sc["f1_cinc_reconstructed"] = cinc_f1(part, _split_levels(part, lvb), clf)
         curve.append({k: v for k, v in sc.items() if k != "level_histogram"})

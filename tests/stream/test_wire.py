@@ -323,7 +323,8 @@ def test_reference_and_prediction_bytes_are_what_they_add_to_a_frame(version, lo
     plain = len(encode_frame(base, registry=TEST_REGISTRY))
     pred = len(encode_frame(replace(base, pred_error=0.2), registry=TEST_REGISTRY))
     both = len(encode_frame(replace(base, pred_error=0.2, reference=ref), registry=TEST_REGISTRY))
-    assert pred - plain == wire.PRED_BYTES
+    assert pred - plain == (wire.PRED_BYTES if version == 1 else 0)  # v2 packs it in the ECG level byte
+    assert pred - plain == wire.pred_extra_bytes(AUDITED.channels[0].level, 0.2, version)
     assert both - pred == wire.reference_bytes(ref.data, lossless, version)
     if not lossless:  # v1 repeats the modality head; f32 gain and offset; int16 samples
         assert both - pred == (4 if version == 1 else 0) + 8 + 2 * 256
@@ -378,8 +379,8 @@ def test_v2_golden_sizes_count_every_bit():
     # header 18 (tag, flags, bed, seq, 48-bit ms, model byte, modality mask) + sections + crc
     assert len(V2["v2_vq_levels"]) == 18 + (1 + 4 + 40) + (1 + 4 + 8) + 4 == len(VQ) - 17
     assert len(V2["v2_raw_signed"]) == 18 + 2 * (1 + 8 + 512) + 4 + 16 == len(SIGNED) - 17
-    # the audit reference loses its modality head too
-    assert len(V2["v2_vq_audited"]) == 18 + (1 + 4 + 40) + (1 + 4 + 8) + 1 + (8 + 512) + 4 + 16
+    # the audit reference loses its modality head too, and the prediction rides in the ECG level byte
+    assert len(V2["v2_vq_audited"]) == 18 + (1 + 4 + 40) + (1 + 4 + 8) + (8 + 512) + 4 + 16
     # another window geometry travels in 4 bytes after the header (flag bit 4)
     assert len(V2["v2_geometry"]) == 18 + 4 + (1 + 4 + 8) + 4
     g = _dec(V2["v2_geometry"])
@@ -398,7 +399,7 @@ def test_v1_and_v2_carry_the_same_frame(name):
 
 
 @pytest.mark.parametrize("at,value,error", [
-    (1, 0x20 | 0x02, UnsupportedVersion),  # an unknown flag bit
+    (1, 0x40 | 0x02, UnsupportedVersion),  # an unknown flag bit
     (17, 0, BadLength),  # no modality
     (17, 0b101, UnknownModality),  # a modality this build does not know
     (16, 99, UnknownModel),
@@ -428,3 +429,64 @@ def test_v2_rejects_what_it_cannot_mean():
         encode_frame(replace(frame, channels=frame.channels[::-1]), registry=TEST_REGISTRY)
     with pytest.raises(UnsupportedVersion):
         encode_frame(replace(frame, version=3), registry=TEST_REGISTRY)
+
+
+# --------------------------------------------------------------------------- the prediction in the ECG level byte
+@pytest.mark.parametrize("name", ["v2_vq_audited", "v2_vq_audited_lossless"])
+def test_v2_frames_with_the_prediction_byte_still_decode(name):
+    # what devices sent before flag bit 5: the same window, one byte longer
+    legacy = (HERE / name.replace("v2_vq_audited", "v2_legacy_pred_byte")).with_suffix(".bin").read_bytes()
+    packed = V2[name]
+    assert len(legacy) == len(packed) + 1
+    assert legacy[1] & wire.FLAG_PRED and not legacy[1] & wire.FLAG_PRED_IN_LEVEL
+    assert packed[1] & wire.FLAG_PRED_IN_LEVEL and not packed[1] & wire.FLAG_PRED
+    a, b = (_dec(x, hmac_key_for=lambda bed: TEST_KEY) for x in (legacy, packed))
+    assert a == b and a.pred_error == b.pred_error == pytest.approx(np.expm1(9 / 32))
+    assert a.reference == b.reference and [c.level for c in b.channels] == [1, 2]
+
+
+@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize("level", [0, 1, 2])
+@pytest.mark.parametrize("err", [0.0, 0.2, 0.5058, 1.0, 1.63, 1.65, 3.0, 1e6])
+def test_the_prediction_costs_what_pred_extra_bytes_says_and_round_trips(version, level, err):
+    ecg = GOLDEN["vq_levels"][0].channels[0] if level == 1 else (
+        GOLDEN["vq_levels"][0].channels[1] if level == 2 else GOLDEN["raw_ecg_eeg"][0].channels[0])
+    ecg = replace(ecg, modality=Modality.ECG)
+    eeg = GOLDEN["vq_levels"][0].channels[1]
+    base = Frame(5, 2, 1_700_000_000_000_000, 128, 256, 7, (ecg, eeg), None, None, False, version)
+    plain = encode_frame(base, registry=TEST_REGISTRY)
+    sent = encode_frame(replace(base, pred_error=err), registry=TEST_REGISTRY)
+    assert len(sent) - len(plain) == wire.pred_extra_bytes(level, err, version)
+    # packed exactly when the code fits 5 bits (v2): a prediction up to exp(31/32) - 1
+    code = wire.pred_code(err)
+    assert (len(sent) == len(plain)) == (version == 2 and code <= wire.PACKED_PRED_MAX)
+    got = _dec(sent)
+    assert replace(got, pred_error=None) == base and got.channel(Modality.ECG).level == level
+    assert got.pred_error == pytest.approx(wire.pred_value(code))
+    assert got.channel(Modality.ECG).wire_bytes == _dec(plain).channel(Modality.ECG).wire_bytes
+
+
+def test_pred_extra_bytes_is_vectorised():
+    lv = np.array([0, 1, 5, 2, 3])
+    e = np.array([0.0, 0.4, 1.2, 2.0, 40.0])
+    assert wire.pred_extra_bytes(lv, e, 2).tolist() == [0, 0, 0, 1, 1]
+    assert wire.pred_extra_bytes(lv, e, 1).tolist() == [1] * 5
+
+
+def test_the_packed_prediction_is_checked():
+    packed = bytearray(encode_frame(GOLDEN["v2_vq_audited"][0], registry=TEST_REGISTRY))  # unsigned
+    assert _dec(_recrc(packed)).pred_error == pytest.approx(np.expm1(9 / 32))
+    packed[1] |= wire.FLAG_PRED
+    with pytest.raises(BadLength, match="both"):  # flagged packed and as a byte
+        _dec(_recrc(packed))
+    # an EEG-only frame cannot carry the prediction in an ECG level byte
+    odd = bytearray(V2["v2_geometry"])
+    odd[1] |= wire.FLAG_PRED_IN_LEVEL
+    with pytest.raises(BadLength, match="without ECG"):
+        _dec(_recrc(odd))
+    # a level byte whose low bits name a level the codec lacks
+    vq = bytearray(V2["v2_vq_levels"])
+    vq[1] |= wire.FLAG_PRED_IN_LEVEL
+    vq[18] = 7 | (3 << 3)
+    with pytest.raises(UnknownLevel):
+        _dec(_recrc(vq))

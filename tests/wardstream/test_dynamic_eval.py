@@ -58,10 +58,12 @@ def test_eval_writes_every_key_consistently(small_dir, cache, tmp_path):
     assert sum(d["level_histogram"].values()) == d["windows"]
     assert d["windows_by_source"]["mitdb"] == 2 * 902  # 30:05 at 128 Hz, whole windows
     assert 0 <= d["violation_rate"] <= 1 and 0 < d["oracle_gain_fraction"] <= 1.0 + 1e-9
-    # gains follow from the histogram and the wire's bytes per level, plus the predicted-error byte
-    # every frame of a level-picking device carries; windows sent raw at their lossless-coded size
-    # (each its own: the mean of their gains is not the gain of their mean)
-    bits = {int(k): v + 8 for k, v in d["bits_per_window_by_level"].items()}
+    # gains follow from the histogram and the wire's bytes per level, plus what the predicted error
+    # of a level-picking device adds to its frames: nothing in wire v2 at the deployed bound, where
+    # it rides in the ECG level byte; windows sent raw at their lossless-coded size (each its own:
+    # the mean of their gains is not the gain of their mean)
+    assert d["wire_version"] == 2 and d["predicted_error_bits_per_window"] == 0
+    bits = {int(k): v for k, v in d["bits_per_window_by_level"].items()}
     n = d["windows"]
     raw = d["raw_level"]
     assert raw["coding"].startswith("lossless") and 1000 < raw["mean_bits_all_windows"] < bits[0]
@@ -72,7 +74,7 @@ def test_eval_writes_every_key_consistently(small_dir, cache, tmp_path):
         assert 4096 / bits[0] < raw_gain and 4096 / raw_gain < 1.1 * raw["mean_bits_windows_sent_raw"]
     else:
         assert d["mean_compression_gain"] == pytest.approx(vq_gain)
-    total_bits = n_raw * (raw["mean_bits_windows_sent_raw"] + 8) + sum(
+    total_bits = n_raw * raw["mean_bits_windows_sent_raw"] + sum(
         c * bits[int(L)] for L, c in d["level_histogram"].items() if L != "0")
     assert d["aggregate_compression_gain"] == pytest.approx(4096 * n / total_bits)
     assert d["aggregate_compression_gain"] <= d["mean_compression_gain"]
@@ -171,14 +173,14 @@ def test_cost_states_its_assumptions_and_compares_every_option(small_dir, cache,
     mix = d["dynamic_deep"]["ecg_level_mix"]
     assert sum(mix.values()) == pytest.approx(1.0, abs=1e-3)
     ecg = sum(share * sec[int(L)] for L, share in mix.items())
-    # its frames also carry the predicted error (1 byte) and, every 30 min (the default audit
-    # period: 900 windows), a 5-window burst of reference ECG
+    # its frames also carry the predicted error (in the ECG level byte: no byte in wire v2) and,
+    # every 30 min (the default audit period: 900 windows), a 5-window burst of reference ECG
     au = d["dynamic_deep"]["audit"]
-    assert d["dynamic_deep"]["predicted_error_bytes_per_frame"] == 1 and au["every_s"] == 1800
+    assert d["dynamic_deep"]["predicted_error_bytes_per_frame"] == 0 and au["every_s"] == 1800
     assert 100 < au["reference_bytes"] < 8 + 2 + 512
     assert au["bytes_per_window"] == pytest.approx(au["reference_bytes"] * 5 / 900, abs=1e-3)
     assert o["dynamic_deep"]["frame_bytes"] == pytest.approx(
-        22 + ecg + 1 + au["bytes_per_window"] + sec[d["dynamic_deep"]["eeg_level"]], abs=0.05)
+        22 + ecg + au["bytes_per_window"] + sec[d["dynamic_deep"]["eeg_level"]], abs=0.05)
     assert 0 < d["reduction_vs_raw"] < d["reduction_vs_raw_variable_costs"] < 1
     assert d["prices"]["noted"] and d["assumptions"]["broker_retention_days"] > 0
     # the worker's state changelog is priced as a fixed cost, from a measured state size
