@@ -260,6 +260,9 @@ def main(argv: list[str] | None = None) -> int:
                     help='alarm limits over the defaults for every bed, JSON, e.g. \'{"afib_p": 0.6}\'')
     ea.add_argument("--af-threshold-curve", action="store_true",
                     help="instead of the replay: the AF alarm's threshold against the CinC calib records")
+    ea.add_argument("--af-irregularity-curve", action="store_true",
+                    help="instead of the replay: the AF alarm's RR-irregularity limit against the CinC calib "
+                         "records, each replayed through the pipeline")
     ea.add_argument("--json", type=Path)
 
     ed = esub.add_parser("dynamic-deep", help="gain, level mix, bound violations, F1 on reconstructions")
@@ -565,11 +568,12 @@ def main(argv: list[str] | None = None) -> int:
 
     if a.cmd == "eval" and a.what == "alarms":
         from wardstream.datasets import DataMissing
-        from wardstream.eval_alarms import af_threshold_curve
+        from wardstream.eval_alarms import af_irregularity_curve, af_threshold_curve
         from wardstream.eval_alarms import evaluate as eval_alarms
 
         try:
-            d = af_threshold_curve(s) if a.af_threshold_curve else \
+            d = af_threshold_curve(s) if a.af_threshold_curve else af_irregularity_curve(s) \
+                if a.af_irregularity_curve else \
                 eval_alarms(s, a.split, a.records.split(",") if a.records else None,
                             json.loads(a.limits) if a.limits else None)
         except (DataMissing, ValueError) as exc:

@@ -109,13 +109,12 @@ def _hr_reference(bt: np.ndarray, at: np.ndarray) -> np.ndarray:
     return out
 
 
-def evaluate(settings, split: str = "test", records: list[str] | None = None,
-             limits: dict | None = None) -> dict:
-    """``limits``: alarm limits over the `Thresholds` defaults for every bed (checked as
-    ``WARDSTREAM_ALARM_LIMITS`` entries are), e.g. ``{"afib_p": 0.6}`` to tune the AF alarm."""
+def replay(settings, th, signals: dict[str, np.ndarray]) -> tuple[dict, dict, dict, dict, object]:
+    """Every signal (ECG in mV at 128 Hz) as one bed through the pipeline's code, all beds of a
+    2-s step in one batch: the simulator's device encoder, the wire both ways, the worker's batch
+    decode, `processors.stages.run_batch`, a simulated clinician acknowledging every alarm.
+    Returns (alarm events, final bed states, windows, ECG levels sent, the classifiers) per name."""
     import torch
-
-    from processors.alarms import Thresholds, check_limits
 
     from device_sim.ward import encoder_factory
     from processors.alarms import AlarmState, acknowledge
@@ -125,24 +124,15 @@ def evaluate(settings, split: str = "test", records: list[str] | None = None,
     from stream.topics import bed_key
     from stream.wire import Frame, decode_frame, encode_frame
     from wardmodels.wire_codec import decode_frames, encode_many, register_deployed
-    from wardstream import datasets as ds
 
-    over = check_limits(limits or {}, "--limits")
-    th = Thresholds(**over)
     torch.set_num_threads(1)
     register_deployed()
-    if records is None:
-        present = ds.mitdb_records_present(settings.data_dir)
-        if not present:
-            raise ds.DataMissing(f"no MIT-BIH records under {settings.data_dir}/mitdb")
-        want = ds.DS2 if split == "test" else [r for r in present if r not in ds.PACED]
-        records = [r for r in want if r in present]
-    recs = {r: ds.load_mitdb(settings.data_dir, r) for r in records}
+    records = list(signals)
     make = encoder_factory(settings.codec_model, settings.codec_level, settings.sim_encoder,
                            settings.level_policy, settings.dd_bound, settings.eeg_level, settings.dd_predictor)
     beds = {r: i + 1 for i, r in enumerate(records)}
     encs = {r: make() for r in records}
-    n_win = {r: len(recs[r].ecg_mv) // 256 for r in records}
+    n_win = {r: len(signals[r]) // 256 for r in records}
     classifiers = Classifiers()
     states: dict = {}
     events = {r: [] for r in records}
@@ -150,7 +140,7 @@ def evaluate(settings, split: str = "test", records: list[str] | None = None,
     acks: list[tuple[int, bytes, str]] = []
     for k in range(max(n_win.values())):
         live = [r for r in records if k < n_win[r]]
-        chans = encode_many([encs[r] for r in live], [recs[r].ecg_mv[k * 256:(k + 1) * 256] for r in live],
+        chans = encode_many([encs[r] for r in live], [signals[r][k * 256:(k + 1) * 256] for r in live],
                             [None] * len(live))
         frames = []
         for r, ch in zip(live, chans):
@@ -179,6 +169,26 @@ def evaluate(settings, split: str = "test", records: list[str] | None = None,
             st.alarms = ast.to_dict()
         if k % 150 == 0:
             log.info("window %d/%d", k, max(n_win.values()))
+    return events, {r: states.get(bed_key(beds[r])) for r in records}, n_win, levels, classifiers
+
+
+def evaluate(settings, split: str = "test", records: list[str] | None = None,
+             limits: dict | None = None) -> dict:
+    """``limits``: alarm limits over the `Thresholds` defaults for every bed (checked as
+    ``WARDSTREAM_ALARM_LIMITS`` entries are), e.g. ``{"afib_p": 0.6}`` to tune the AF alarm."""
+    from processors.alarms import Thresholds, check_limits
+    from wardstream import datasets as ds
+
+    over = check_limits(limits or {}, "--limits")
+    th = Thresholds(**over)
+    if records is None:
+        present = ds.mitdb_records_present(settings.data_dir)
+        if not present:
+            raise ds.DataMissing(f"no MIT-BIH records under {settings.data_dir}/mitdb")
+        want = ds.DS2 if split == "test" else [r for r in present if r not in ds.PACED]
+        records = [r for r in want if r in present]
+    recs = {r: ds.load_mitdb(settings.data_dir, r) for r in records}
+    events, _, n_win, levels, classifiers = replay(settings, th, {r: recs[r].ecg_mv for r in records})
     used = {"rhythm": classifiers.rhythm.name, "beat": classifiers.beat.name,
             "rhythm_streaming": classifiers.stream is not None}
     return {"limits": over, "classifiers": used, **score(recs, events, n_win, levels, settings, th)}
@@ -194,7 +204,7 @@ def score(recs: dict, events: dict, n_win: dict, levels: dict, settings, th=None
     th = th or Thresholds()
     af30 = {"total": 0, "detected": 0}
     af60 = {"total": 0, "detected": 0}
-    delays, false_by, false_high = [], {}, []
+    delays, false_by, false_high, false_list = [], {}, [], []
     missed = []
     per_record = {}
     hours = sum(n * 2 for n in n_win.values()) / 3600.0
@@ -261,6 +271,13 @@ def score(recs: dict, events: dict, n_win: dict, levels: dict, settings, th=None
                 if not true:
                     false_by[cond] = false_by.get(cond, 0) + 1
                     false_here[cond] = false_here.get(cond, 0) + 1
+                    if cond in SCORED:  # each false alarm, why it fired and what the annotations say
+                        k = np.searchsorted(rec.rhythm_times_s, t, side="right") - 1
+                        near = (bt > t - 30.0) & (bt <= t)
+                        false_list.append({"record": r, "condition": cond, "onset_s": round(t, 1),
+                                           "duration_s": round(o1 - o0, 1), "why": why.get((cond, round(t, 3)), ""),
+                                           "annotated_rhythm": rec.rhythm_labels[k] if k >= 0 else "",
+                                           "annotated_beats_30s_before": "".join(rec.beat_symbols[near])})
                     if cond in high:
                         near = (bt > t - 8.0) & (bt < t + 2.0)
                         false_high.append({"record": r, "condition": cond, "onset_s": round(t, 1),
@@ -279,6 +296,7 @@ def score(recs: dict, events: dict, n_win: dict, levels: dict, settings, th=None
         "false_alarms": false_by,
         "false_alarms_per_bed_day": {c: round(n / bed_days, 2) for c, n in false_by.items()},
         "false_high_priority_per_bed_day": round(fhp / bed_days, 2),
+        "false_alarm_list": false_list,
         "median_detection_delay_s": float(np.median(delays)) if delays else None,
         "missed_goal_events": missed, "false_high_priority_alarms": false_high, "per_record": per_record,
         "definitions": __doc__,
@@ -323,3 +341,53 @@ def af_threshold_curve(settings) -> dict:
     return {"data": "CinC 2017 calib records (held out from fitting)", "records": len(keep),
             "af_records": int(y.sum()), "decisions_per_record": n_dec, "deployed_threshold": th.afib_p,
             "rows": rows, "best_f1": max(rows, key=lambda r: r["f1"])}
+
+
+def af_irregularity_curve(settings, limits=np.round(np.arange(0.0, 0.201, 0.01), 3), part: str = "calib") -> dict:
+    """The AF alarm's RR-irregularity limit (``afib_irr``) against the CinC ``calib`` records (held
+    out from the rhythm model's fitting, never the test split): every record of >= ``afib_s``
+    seconds as one bed through the pipeline's code (`replay`: device, wire, decode, QRS, beat and
+    rhythm classifiers), then at its end the alarm's own two quantities — the median AF probability
+    of the decisions of the last ``afib_s`` - 10 s and the irregularity of the RR intervals between
+    normal beats of the last ``afib_s`` (`processors.alarms.rr_irregularity`; unknown when too few
+    normal beats: no alarm) — against the record's label being AF. Per limit: the alarm's
+    tp / fp / fn / F1 with the deployed ``afib_p`` (limit 0: the irregularity not required).
+    ``part``: the CinC records (`wardmodels.clf_data.cinc_split`; ``all`` for any directory)."""
+    from processors.alarms import AlarmState, Thresholds, rr_irregularity
+    from wardmodels.clf_data import cinc_split
+    from wardmodels.frontend import FS
+
+    th = Thresholds()
+    cal = cinc_split(settings.data_dir, part)
+    keep = [i for i, x in enumerate(cal.signals) if len(x) >= th.afib_s * FS]
+    if not keep:
+        raise ValueError(f"no CinC {part} record of >= {th.afib_s:.0f} s under {settings.data_dir}")
+    names = [str(cal.records[i]) for i in keep]
+    _, states, _, _, classifiers = replay(settings, th, {n: cal.signals[i] for n, i in zip(names, keep)})
+    med, irr, label = [], [], []
+    for n, i in zip(names, keep):
+        ast = AlarmState.from_dict(states[n].alarms)
+        med.append(float(np.median([h[1] for h in ast.af_hist])) if ast.af_hist else 0.0)
+        v, _ = rr_irregularity(ast.classified)
+        irr.append(np.nan if v is None else v)
+        label.append(str(cal.labels[i]))
+    med, irr, label = np.array(med), np.array(irr), np.array(label)
+    y = label == "A"
+    rows = []
+    for lim in limits:
+        alarm = (med >= th.afib_p) & ((irr >= lim) if lim > 0 else True)
+        r = threshold_rows(alarm.astype(float), y, [0.5])[0]
+        r["threshold"] = float(lim)
+        r["fp_by_label"] = {c: int((alarm & (label == c)).sum()) for c in sorted(set(label)) if c != "A"}
+        rows.append(r)
+    af_irr = irr[y & np.isfinite(irr)]
+    prob_fp = (med >= th.afib_p) & ~y
+    return {"data": f"CinC 2017 {part} records" + (" (held out from fitting)" if part == "calib" else ""),
+            "records": len(keep), "af_records": int(y.sum()), "afib_p": th.afib_p, "deployed_limit": th.afib_irr,
+            "classifiers": {"rhythm": classifiers.rhythm.name, "beat": classifiers.beat.name},
+            "device": {"level_policy": settings.level_policy, "codec_model": settings.codec_model},
+            "af_irregularity_percentiles": {str(q): round(float(np.percentile(af_irr, q)), 4)
+                                            for q in (1, 2, 5, 10, 25, 50)} if len(af_irr) else {},
+            "af_irregularity_unknown": int((y & ~np.isfinite(irr)).sum()),
+            "non_af_over_afib_p_irregularity": sorted(round(float(v), 4) for v in irr[prob_fp & np.isfinite(irr)]),
+            "rows": rows, "best_f1": max(rows, key=lambda r: (r["f1"], -r["threshold"]))}

@@ -54,6 +54,11 @@ def test_eval_alarms_replays_and_scores_under_the_limits_given(tmp_path):
     assert r["vt_runs_high_priority"]["min_beats"] == 3 and r["vt_runs_high_priority"]["total"] == 4
     assert r["vt_runs_high_priority"]["detected"] >= 3
     assert sum(p["false_alarms"].get("nsvt", 0) for p in r["per_record"].values()) == r["false_alarms"].get("nsvt", 0)
+    # every false alarm is listed with why it fired and what the annotations say there
+    listed = r["false_alarm_list"]
+    assert len(listed) == sum(r["false_alarms"].get(c, 0) for c in {a["condition"] for a in listed})
+    for a in listed:
+        assert a["record"] == "200" and a["why"] and a["annotated_beats_30s_before"] and a["duration_s"] >= 0
 
 
 def test_eval_alarms_refuses_unknown_or_invalid_limits(tmp_path, capsys):
@@ -145,3 +150,34 @@ def test_runs_count_either_run_alarm_but_long_runs_only_the_high_priority_one():
     events[1] = ev("vtach", "high", 40.0, "resolved")
     r = score({"x": rec}, {"x": events}, {"x": 50}, {}, settings)
     assert r["vt_runs_8plus"] == {"total": 1, "detected": 1} and r["missed_goal_events"] == []
+
+
+def test_af_irregularity_curve_scores_the_alarm_rule_per_limit(tmp_path):
+    """The AF alarm's RR-irregularity limit against labelled CinC records replayed through the
+    pipeline: per limit the alarm's counts add up and only fall as the limit rises."""
+    import numpy as np
+
+    from wardstream.datasets import load_cinc
+    from wardstream.eval_alarms import af_irregularity_curve
+    from wardstream.settings import from_env
+
+    src = default_data_dir()
+    if not (src / "cinc2017" / "cinc2017_128hz.npz").exists():
+        pytest.skip(f"recordings not found under {src}")
+    val = load_cinc(src, "val")
+    long = np.array([len(x) >= 30 * 128 for x in val.signals])
+    pick = [int(np.flatnonzero((val.labels == lab) & long)[k]) for lab in ("N", "A", "O") for k in range(4)]
+    sigs = [np.rint(val.signals[i] * 1000).astype(np.int16) for i in pick]
+    d = tmp_path / "cinc2017"
+    d.mkdir()
+    np.savez(d / "cinc2017_128hz.npz", ecg_uv=np.concatenate(sigs), offsets=np.cumsum([0] + [len(s) for s in sigs[:-1]]),
+             record=val.records[pick], label=val.labels[pick], fs=128)
+    r = af_irregularity_curve(from_env(data_dir=tmp_path), part="all")
+    assert r["records"] == 12 and r["af_records"] == 4 and r["deployed_limit"] == 0.05
+    rows = r["rows"]
+    assert [x["threshold"] for x in rows][:3] == [0.0, 0.01, 0.02]
+    for a, b in zip(rows, rows[1:]):
+        assert a["tp"] + a["fn"] == 4 and b["tp"] <= a["tp"] and b["fp"] <= a["fp"]
+        assert sum(a["fp_by_label"].values()) == a["fp"]
+    assert rows[0]["tp"] >= 3  # the deployed model calls AF in most of these AF records
+    assert r["best_f1"]["f1"] == max(x["f1"] for x in rows)
