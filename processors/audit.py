@@ -2,7 +2,7 @@
 calibration?
 
 A device that predicts its task error (`wardmodels.wire_codec.DynamicEncoder`) sends the
-prediction for the level it chose in every frame (wire flag bit 1). Every
+prediction for the level it chose in every frame (wire v2: in the ECG level byte, flag bit 5, when it fits; else flag bit 1). Every
 ``WARDSTREAM_AUDIT_EVERY_S`` it also sends, for ``stream.wire.AUDIT_WINDOWS`` consecutive windows
 (10 s, the rhythm classifier's span; the schedule is ``stream.wire.in_burst``), the ECG as its encoder saw it (flag bit 2: raw, after the device's
 front end). On the last window of such a burst the worker has the original and its own
