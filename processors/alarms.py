@@ -96,6 +96,30 @@ def conditions_from(spec: str) -> dict[str, ConditionConfig]:
 # episode lost (with the CNN alone it had cost one; README, "Alarms")
 AFIB_IRR_DEFAULT = 0.05
 AFIB_MIN_PAIRS = 6  # successive normal-to-normal interval pairs needed to call a rhythm irregular
+AFIB_ENTROPY_DEFAULT = 0.0  # the RR-entropy limit (`rr_entropy`); 0: not required
+ENTROPY_R_S = 0.03  # sample entropy's match tolerance, 30 ms as COSEn's
+ENTROPY_MIN_INTERVALS = 8
+
+
+def rr_entropy(times_ms: list[int], r_s: float = ENTROPY_R_S,
+               min_intervals: int = ENTROPY_MIN_INTERVALS) -> float | None:
+    """How random the RR intervals of consecutive beats (times in ms, any class) are: sample
+    entropy with m = 1 and a fixed tolerance ``r_s``, minus ln(mean RR in s) — the coefficient of
+    sample entropy (COSEn; Lake & Moorman 2011, made for short AF series) without its constant
+    term ln(2 r) (COSEn = this - 2.81 at 30 ms). Atrial fibrillation's intervals are random; a
+    rhythm of premature beats or bigeminy repeats a few intervals. None below ``min_intervals``
+    intervals; inf when no pair of intervals matches at length 2 (as random as it gets)."""
+    rr = np.diff(np.asarray(times_ms, np.float64)) / 1000.0
+    n = len(rr)
+    if n < max(min_intervals, 3):
+        return None
+    d1 = np.abs(rr[:-1, None] - rr[None, :-1]) <= r_s  # length-1 templates (the first n - 1)
+    d2 = d1 & (np.abs(rr[1:, None] - rr[None, 1:]) <= r_s)  # length-2 templates
+    b = (d1.sum() - (n - 1)) / 2
+    a = (d2.sum() - (n - 1)) / 2
+    if a <= 0 or b <= 0:
+        return float("inf")
+    return float(-np.log(a / b) - np.log(rr.mean()))
 
 
 def rr_irregularity(beats: list[list], min_pairs: int = AFIB_MIN_PAIRS) -> tuple[float | None, int]:
@@ -132,6 +156,9 @@ class Thresholds:
     # the median successive difference of the RR intervals between normal-class beats, over
     # their median, in the last afib_s, at least this (see `rr_irregularity`)
     afib_irr: float = AFIB_IRR_DEFAULT
+    # when > 0, the RR intervals of all beats of the last afib_s must also be random, not a
+    # repeating pattern of premature beats: `rr_entropy` at least this (unknown: not required)
+    afib_entropy: float = AFIB_ENTROPY_DEFAULT
     ectopy_per_min: float = 10.0
     sqi_min: float = 0.5
     v_min_p: float = 0.9  # a beat's class counts for runs and ectopy at this class probability
@@ -389,11 +416,12 @@ def _conditions_now(st: AlarmState, ev: Evidence, th: Thresholds) -> dict[str, t
     # reset an episode); with afib_irr set, the RR intervals between normal beats of the last
     # afib_s must be irregular too (ventricular bigeminy or frequent premature beats make a
     # rhythm look irregular to the rhythm model; their intervals are left out here)
-    irr, pairs = None, 0
-    if th.afib_irr > 0:  # kept only where the limit is set: the state is stored with every window
+    irr, pairs, ent = None, 0, None
+    if th.afib_irr > 0 or th.afib_entropy > 0:  # kept only where a limit is set: the state is stored with every window
         new = [[int(b[0]), b[1]] for b in ev.beats if b[1] is not None]
         st.classified = sorted(b for b in st.classified + new if b[0] > t - int(th.afib_s * 1000))
         irr, pairs = rr_irregularity(st.classified)
+        ent = rr_entropy([b[0] for b in st.classified]) if th.afib_entropy > 0 else None
     elif st.classified:
         st.classified = []
     if ev.p_af is not None:
@@ -408,6 +436,9 @@ def _conditions_now(st: AlarmState, ev: Evidence, th: Thresholds) -> dict[str, t
     if th.afib_irr > 0:
         irregular = irr is not None and irr >= th.afib_irr
         why += ", RR irregularity " + (f"{irr:.3f}" if irr is not None else f"unknown ({pairs} normal interval pairs)")
+    if th.afib_entropy > 0:
+        irregular = irregular and (ent is None or ent >= th.afib_entropy)
+        why += ", RR entropy " + (f"{ent:.2f}" if ent is not None else "unknown")
     out["afib"] = (covered and med >= th.afib_p and irregular, why)
     hr = ev.hr_bpm
     out["brady"] = (good and hr is not None and 0 < hr < th.brady_bpm, f"heart rate {hr} bpm")

@@ -343,7 +343,8 @@ def af_threshold_curve(settings) -> dict:
             "rows": rows, "best_f1": max(rows, key=lambda r: r["f1"])}
 
 
-def af_irregularity_curve(settings, limits=np.round(np.arange(0.0, 0.201, 0.01), 3), part: str = "calib") -> dict:
+def af_irregularity_curve(settings, limits=np.round(np.arange(0.0, 0.201, 0.01), 3), part: str = "calib",
+                          entropy_limits=np.round(np.append(0.0, np.arange(0.5, 1.801, 0.05)), 3)) -> dict:
     """The AF alarm's RR-irregularity limit (``afib_irr``) against the CinC ``calib`` records (held
     out from the rhythm model's fitting, never the test split): every record of >= ``afib_s``
     seconds as one bed through the pipeline's code (`replay`: device, wire, decode, QRS, beat and
@@ -351,9 +352,11 @@ def af_irregularity_curve(settings, limits=np.round(np.arange(0.0, 0.201, 0.01),
     of the decisions of the last ``afib_s`` - 10 s and the irregularity of the RR intervals between
     normal beats of the last ``afib_s`` (`processors.alarms.rr_irregularity`; unknown when too few
     normal beats: no alarm) — against the record's label being AF. Per limit: the alarm's
-    tp / fp / fn / F1 with the deployed ``afib_p`` (limit 0: the irregularity not required).
+    tp / fp / fn / F1 with the deployed ``afib_p`` (limit 0: the irregularity not required);
+    ``entropy``: the same per RR-entropy limit (`processors.alarms.rr_entropy` of all beats of the
+    last ``afib_s``) on top of the deployed irregularity limit.
     ``part``: the CinC records (`wardmodels.clf_data.cinc_split`; ``all`` for any directory)."""
-    from processors.alarms import AlarmState, Thresholds, rr_irregularity
+    from processors.alarms import AlarmState, Thresholds, rr_entropy, rr_irregularity
     from wardmodels.clf_data import cinc_split
     from wardmodels.frontend import FS
 
@@ -364,14 +367,16 @@ def af_irregularity_curve(settings, limits=np.round(np.arange(0.0, 0.201, 0.01),
         raise ValueError(f"no CinC {part} record of >= {th.afib_s:.0f} s under {settings.data_dir}")
     names = [str(cal.records[i]) for i in keep]
     _, states, _, _, classifiers = replay(settings, th, {n: cal.signals[i] for n, i in zip(names, keep)})
-    med, irr, label = [], [], []
+    med, irr, ent, label = [], [], [], []
     for n, i in zip(names, keep):
         ast = AlarmState.from_dict(states[n].alarms)
         med.append(float(np.median([h[1] for h in ast.af_hist])) if ast.af_hist else 0.0)
         v, _ = rr_irregularity(ast.classified)
         irr.append(np.nan if v is None else v)
+        e = rr_entropy([b[0] for b in ast.classified])
+        ent.append(np.inf if e is None else e)  # unknown: the entropy condition does not block
         label.append(str(cal.labels[i]))
-    med, irr, label = np.array(med), np.array(irr), np.array(label)
+    med, irr, ent, label = np.array(med), np.array(irr), np.array(ent), np.array(label)
     y = label == "A"
     rows = []
     for lim in limits:
@@ -380,6 +385,16 @@ def af_irregularity_curve(settings, limits=np.round(np.arange(0.0, 0.201, 0.01),
         r["threshold"] = float(lim)
         r["fp_by_label"] = {c: int((alarm & (label == c)).sum()) for c in sorted(set(label)) if c != "A"}
         rows.append(r)
+    # the RR-entropy limit (`afib_entropy`) on top of the deployed irregularity limit
+    cand = (med >= th.afib_p) & (irr >= th.afib_irr)
+    entropy_rows = []
+    for lim in entropy_limits:
+        alarm = cand & ((ent >= lim) if lim > 0 else True)
+        r = threshold_rows(alarm.astype(float), y, [0.5])[0]
+        r["threshold"] = float(lim)
+        r["fp_by_label"] = {c: int((alarm & (label == c)).sum()) for c in sorted(set(label)) if c != "A"}
+        entropy_rows.append(r)
+    keeps_all = [r for r in entropy_rows if r["tp"] == entropy_rows[0]["tp"]]
     af_irr = irr[y & np.isfinite(irr)]
     prob_fp = (med >= th.afib_p) & ~y
     return {"data": f"CinC 2017 {part} records" + (" (held out from fitting)" if part == "calib" else ""),
@@ -390,4 +405,10 @@ def af_irregularity_curve(settings, limits=np.round(np.arange(0.0, 0.201, 0.01),
                                             for q in (1, 2, 5, 10, 25, 50)} if len(af_irr) else {},
             "af_irregularity_unknown": int((y & ~np.isfinite(irr)).sum()),
             "non_af_over_afib_p_irregularity": sorted(round(float(v), 4) for v in irr[prob_fp & np.isfinite(irr)]),
-            "rows": rows, "best_f1": max(rows, key=lambda r: (r["f1"], -r["threshold"]))}
+            "rows": rows, "best_f1": max(rows, key=lambda r: (r["f1"], -r["threshold"])),
+            "entropy": {"deployed_limit": th.afib_entropy, "with_afib_irr": th.afib_irr,
+                        "af_candidates": sorted(round(float(v), 3) for v in ent[cand & y]),
+                        "false_candidates": sorted(round(float(v), 3) for v in ent[cand & ~y]),
+                        "rows": entropy_rows,
+                        "best_f1": max(entropy_rows, key=lambda r: (r["f1"], -r["threshold"])),
+                        "largest_keeping_every_af_alarm": max(keeps_all, key=lambda r: r["threshold"])}}

@@ -4,9 +4,10 @@ escalation, and the conditions' definitions, on hand-made evidence."""
 import json
 import re
 
+import numpy as np
 import pytest
 
-from processors.alarms import AlarmState, Evidence, Thresholds, acknowledge, rr_irregularity, step
+from processors.alarms import AlarmState, Evidence, Thresholds, acknowledge, rr_entropy, rr_irregularity, step
 
 W = 2000
 
@@ -166,6 +167,53 @@ def test_the_rr_irregularity_limit_keeps_a_regular_rhythm_from_an_af_alarm():
     assert not run(windows(beats), gate)
     af = run(_af(0, 20), gate)
     assert [e.state for e in af] == ["active"] and "RR irregularity 0.3" in af[0].why
+
+
+def test_rr_entropy_tells_random_intervals_from_repeating_ones():
+    rng = np.random.default_rng(0)
+    af = np.cumsum(rng.uniform(400, 1000, 40))
+    bigeminy = np.cumsum(np.tile([600, 900], 20))
+    sinus = np.cumsum(800 + rng.normal(0, 10, 40))
+    e_af, e_big, e_sinus = (rr_entropy(list(t)) for t in (af, bigeminy, sinus))
+    assert e_af > 1.5 and e_big < 0.5 and e_sinus < 0.5
+    # COSEn (Lake & Moorman) is this minus ln(2 x 30 ms); by hand for a short series
+    rr = np.array([0.8, 0.6, 0.8, 0.6, 0.8, 0.6, 0.8, 0.61, 0.9])
+    t = np.concatenate([[0.0], np.cumsum(rr)]) * 1000
+    m1 = sum(abs(rr[i] - rr[j]) <= 0.03 for i in range(8) for j in range(i + 1, 8))
+    m2 = sum(abs(rr[i] - rr[j]) <= 0.03 and abs(rr[i + 1] - rr[j + 1]) <= 0.03 for i in range(8) for j in range(i + 1, 8))
+    assert rr_entropy(list(t)) == pytest.approx(-np.log(m2 / m1) - np.log(rr.mean()))
+    assert rr_entropy(list(t[:8])) is None  # 7 intervals: too few
+    assert rr_entropy(list(np.cumsum([500, 900, 650, 1200, 580, 1010, 760, 840, 430]))) == float("inf")
+
+
+def test_the_rr_entropy_limit_is_opt_in_and_keeps_a_repeating_pattern_from_an_af_alarm():
+    """Premature beats read as normal can make a rhythm irregular enough for ``afib_irr``; with
+    ``afib_entropy`` set the intervals must also be random. Off by default."""
+    assert Thresholds().afib_entropy == 0.0
+    W_ = W
+
+    def windows(beats):
+        return [Evidence(end, W_, 80, 0.9, [b for b in beats if end - W_ <= b[0] < end], 0.9)
+                for end in range(W_, 41 * W_, W_)]
+
+    def run(ws, th):
+        st, ev = AlarmState(), []
+        for w in ws:
+            ev += step(1, st, w, th)
+        return [e for e in ev if e.condition == "afib"]
+
+    # sinus at 1,100 ms with an atrial premature beat (called N) after every second beat
+    t, beats = 300, []
+    for i in range(60):
+        beats.append((t, "N"))
+        t += 600 if i % 3 == 2 else (1100 if i % 3 == 0 else 1000)
+    assert [e.state for e in run(windows(beats), Thresholds())] == ["active"]  # irregular enough
+    gate = Thresholds(afib_entropy=0.75)
+    assert not run(windows(beats), gate)
+    # atrial fibrillation: random intervals (the `_af` helper's repeat a 12-interval cycle)
+    rr = np.random.default_rng(1).uniform(450, 1000, 120)
+    af = run(windows([(300 + int(t), "N") for t in np.concatenate([[0], np.cumsum(rr)])]), gate)
+    assert [e.state for e in af] == ["active"] and "RR entropy" in af[0].why
 
 
 def test_brady_needs_its_onset_delay_and_per_bed_thresholds():

@@ -181,3 +181,11 @@ def test_af_irregularity_curve_scores_the_alarm_rule_per_limit(tmp_path):
         assert sum(a["fp_by_label"].values()) == a["fp"]
     assert rows[0]["tp"] >= 3  # the deployed model calls AF in most of these AF records
     assert r["best_f1"]["f1"] == max(x["f1"] for x in rows)
+    # the RR-entropy limit on top of the deployed irregularity limit: the same accounting
+    e = r["entropy"]
+    assert e["deployed_limit"] == 0.0 and e["rows"][0]["threshold"] == 0.0
+    assert e["rows"][0]["tp"] == len(e["af_candidates"]) and e["rows"][0]["fp"] == len(e["false_candidates"])
+    for a, b in zip(e["rows"], e["rows"][1:]):
+        assert a["tp"] + a["fn"] == 4 and b["tp"] <= a["tp"] and b["fp"] <= a["fp"]
+    keep = e["largest_keeping_every_af_alarm"]
+    assert keep["tp"] == e["rows"][0]["tp"] and all(v >= keep["threshold"] for v in e["af_candidates"])
