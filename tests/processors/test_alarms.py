@@ -124,6 +124,19 @@ def test_af_needs_thirty_seconds_and_resolves_with_hysteresis():
     assert res.t_ms - 22_000 >= 20_000  # absent for the clear delay
 
 
+def _afib_windows(beats):
+    """40 windows of good signal whose rhythm decisions all say AF (0.9), with these beats."""
+    return [Evidence(end, W, 80, 0.9, [b for b in beats if end - W <= b[0] < end], 0.9)
+            for end in range(W, 41 * W, W)]
+
+
+def _afib_events(ws, th):
+    st, ev = AlarmState(), []
+    for w in ws:
+        ev += step(1, st, w, th)
+    return [e for e in ev if e.condition == "afib"]
+
+
 def test_rr_irregularity_leaves_out_intervals_next_to_ectopic_beats():
     regular = [[i * 800, "N"] for i in range(20)]
     assert rr_irregularity(regular) == (0.0, 18)
@@ -149,16 +162,7 @@ def test_the_rr_irregularity_limit_keeps_a_regular_rhythm_from_an_af_alarm():
     decides. It is on by default."""
     assert Thresholds().afib_irr == 0.05
     gate = Thresholds(afib_irr=0.05)
-
-    def windows(beats):
-        return [Evidence(end, W, 80, 0.9, [b for b in beats if end - W <= b[0] < end], 0.9)
-                for end in range(W, 41 * W, W)]
-
-    def run(ws, th):
-        st, ev = AlarmState(), []
-        for w in ws:
-            ev += step(1, st, w, th)
-        return [e for e in ev if e.condition == "afib"]
+    windows, run = _afib_windows, _afib_events
 
     sinus = windows([(300 + 800 * i, "N") for i in range(100)])
     assert not run(sinus, gate)
@@ -190,17 +194,7 @@ def test_the_rr_entropy_limit_is_opt_in_and_keeps_a_repeating_pattern_from_an_af
     """Premature beats read as normal can make a rhythm irregular enough for ``afib_irr``; with
     ``afib_entropy`` set the intervals must also be random. Off by default."""
     assert Thresholds().afib_entropy == 0.0
-    W_ = W
-
-    def windows(beats):
-        return [Evidence(end, W_, 80, 0.9, [b for b in beats if end - W_ <= b[0] < end], 0.9)
-                for end in range(W_, 41 * W_, W_)]
-
-    def run(ws, th):
-        st, ev = AlarmState(), []
-        for w in ws:
-            ev += step(1, st, w, th)
-        return [e for e in ev if e.condition == "afib"]
+    windows, run = _afib_windows, _afib_events
 
     # sinus at 1,100 ms with an atrial premature beat (called N) after every second beat
     t, beats = 300, []
