@@ -97,6 +97,7 @@ def conditions_from(spec: str) -> dict[str, ConditionConfig]:
 AFIB_IRR_DEFAULT = 0.05
 AFIB_MIN_PAIRS = 6  # successive normal-to-normal interval pairs needed to call a rhythm irregular
 AFIB_ENTROPY_DEFAULT = 0.0  # the RR-entropy limit (`rr_entropy`); 0: not required
+AFIB_N_MIN_P_DEFAULT = 0.0  # a beat is normal for `rr_irregularity` from this N probability (0: any N call)
 ENTROPY_R_S = 0.03  # sample entropy's match tolerance, 30 ms as COSEn's
 ENTROPY_MIN_INTERVALS = 8
 
@@ -159,6 +160,10 @@ class Thresholds:
     # when > 0, the RR intervals of all beats of the last afib_s must also be random, not a
     # repeating pattern of premature beats: `rr_entropy` at least this (unknown: not required)
     afib_entropy: float = AFIB_ENTROPY_DEFAULT
+    # a beat called N counts as normal in those intervals only from this class probability up
+    # (below it is kept as "n"): atrial premature beats the beat model calls N with doubt
+    # otherwise make a sinus rhythm read irregular
+    afib_n_min_p: float = AFIB_N_MIN_P_DEFAULT
     ectopy_per_min: float = 10.0
     sqi_min: float = 0.5
     v_min_p: float = 0.9  # a beat's class counts for runs and ectopy at this class probability
@@ -188,6 +193,8 @@ def check_limits(over, where: str = "") -> dict:
 def _consistent(t: Thresholds, where: str) -> Thresholds:
     if t.nsvt_beats > t.vtach_beats:
         raise ValueError(f"{where}: nsvt_beats must not exceed vtach_beats")
+    if t.afib_n_min_p > 1:
+        raise ValueError(f"{where}: afib_n_min_p is a probability (at most 1)")
     return t
 
 
@@ -418,7 +425,8 @@ def _conditions_now(st: AlarmState, ev: Evidence, th: Thresholds) -> dict[str, t
     # rhythm look irregular to the rhythm model; their intervals are left out here)
     irr, pairs, ent = None, 0, None
     if th.afib_irr > 0 or th.afib_entropy > 0:  # kept only where a limit is set: the state is stored with every window
-        new = [[int(b[0]), b[1]] for b in ev.beats if b[1] is not None]
+        new = [[int(b[0]), "n" if b[1] == "N" and len(b) > 2 and b[2] is not None and b[2] < th.afib_n_min_p
+                else b[1]] for b in ev.beats if b[1] is not None]
         st.classified = sorted(b for b in st.classified + new if b[0] > t - int(th.afib_s * 1000))
         irr, pairs = rr_irregularity(st.classified)
         ent = rr_entropy([b[0] for b in st.classified]) if th.afib_entropy > 0 else None

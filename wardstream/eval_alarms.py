@@ -34,6 +34,7 @@ reference; only ``vtach`` counts in ``false_high_priority_per_bed_day``.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -344,7 +345,8 @@ def af_threshold_curve(settings) -> dict:
 
 
 def af_irregularity_curve(settings, limits=np.round(np.arange(0.0, 0.201, 0.01), 3), part: str = "calib",
-                          entropy_limits=np.round(np.append(0.0, np.arange(0.5, 1.801, 0.05)), 3)) -> dict:
+                          entropy_limits=np.round(np.append(0.0, np.arange(0.5, 1.801, 0.05)), 3),
+                          n_min_ps=(0.0, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95)) -> dict:
     """The AF alarm's RR-irregularity limit (``afib_irr``) against the CinC ``calib`` records (held
     out from the rhythm model's fitting, never the test split): every record of >= ``afib_s``
     seconds as one bed through the pipeline's code (`replay`: device, wire, decode, QRS, beat and
@@ -354,7 +356,8 @@ def af_irregularity_curve(settings, limits=np.round(np.arange(0.0, 0.201, 0.01),
     normal beats: no alarm) — against the record's label being AF. Per limit: the alarm's
     tp / fp / fn / F1 with the deployed ``afib_p`` (limit 0: the irregularity not required);
     ``entropy``: the same per RR-entropy limit (`processors.alarms.rr_entropy` of all beats of the
-    last ``afib_s``) on top of the deployed irregularity limit.
+    last ``afib_s``) on top of the deployed irregularity limit; ``n_min_p``: per N probability a
+    beat needs to count as normal in the irregularity (``afib_n_min_p``; a replay each).
     ``part``: the CinC records (`wardmodels.clf_data.cinc_split`; ``all`` for any directory)."""
     from processors.alarms import AlarmState, Thresholds, rr_entropy, rr_irregularity
     from wardmodels.clf_data import cinc_split
@@ -366,17 +369,22 @@ def af_irregularity_curve(settings, limits=np.round(np.arange(0.0, 0.201, 0.01),
     if not keep:
         raise ValueError(f"no CinC {part} record of >= {th.afib_s:.0f} s under {settings.data_dir}")
     names = [str(cal.records[i]) for i in keep]
-    _, states, _, _, classifiers = replay(settings, th, {n: cal.signals[i] for n, i in zip(names, keep)})
-    med, irr, ent, label = [], [], [], []
-    for n, i in zip(names, keep):
-        ast = AlarmState.from_dict(states[n].alarms)
-        med.append(float(np.median([h[1] for h in ast.af_hist])) if ast.af_hist else 0.0)
-        v, _ = rr_irregularity(ast.classified)
-        irr.append(np.nan if v is None else v)
-        e = rr_entropy([b[0] for b in ast.classified])
-        ent.append(np.inf if e is None else e)  # unknown: the entropy condition does not block
-        label.append(str(cal.labels[i]))
-    med, irr, ent, label = np.array(med), np.array(irr), np.array(ent), np.array(label)
+    signals = {n: cal.signals[i] for n, i in zip(names, keep)}
+    label = np.array([str(cal.labels[i]) for i in keep])
+
+    def at_end(t):
+        """Each record replayed under ``t``: (median AF probability, irregularity, entropy) at its end."""
+        _, states, _, _, clfs = replay(settings, t, signals)
+        rows = []
+        for n in names:
+            ast = AlarmState.from_dict(states[n].alarms)
+            v, _ = rr_irregularity(ast.classified)
+            e = rr_entropy([b[0] for b in ast.classified])
+            rows.append((float(np.median([h[1] for h in ast.af_hist])) if ast.af_hist else 0.0,
+                         np.nan if v is None else v, np.inf if e is None else e))  # unknown entropy: no block
+        return np.array(rows).T, clfs
+
+    (med, irr, ent), classifiers = at_end(th)
     y = label == "A"
     rows = []
     for lim in limits:
@@ -395,6 +403,21 @@ def af_irregularity_curve(settings, limits=np.round(np.arange(0.0, 0.201, 0.01),
         r["fp_by_label"] = {c: int((alarm & (label == c)).sum()) for c in sorted(set(label)) if c != "A"}
         entropy_rows.append(r)
     keeps_all = [r for r in entropy_rows if r["tp"] == entropy_rows[0]["tp"]]
+    # the N probability a beat needs to count as normal in the irregularity (`afib_n_min_p`):
+    # every record replayed again under each value (the beats' letters are made in the replay)
+    n_rows = []
+    for p_min in n_min_ps:
+        if p_min > 0:
+            (m2, i2, _), _ = at_end(replace(th, afib_n_min_p=float(p_min)))
+        else:
+            m2, i2 = med, irr
+        alarm = (m2 >= th.afib_p) & (i2 >= th.afib_irr)
+        r = threshold_rows(alarm.astype(float), y, [0.5])[0]
+        r["threshold"] = float(p_min)
+        r["fp_by_label"] = {c: int((alarm & (label == c)).sum()) for c in sorted(set(label)) if c != "A"}
+        r["irregularity_unknown"] = int((~np.isfinite(i2)).sum())
+        n_rows.append(r)
+    no_loss = [r for r in n_rows if r["tp"] >= n_rows[0]["tp"] and r["f1"] >= n_rows[0]["f1"]]
     af_irr = irr[y & np.isfinite(irr)]
     prob_fp = (med >= th.afib_p) & ~y
     return {"data": f"CinC 2017 {part} records" + (" (held out from fitting)" if part == "calib" else ""),
@@ -411,4 +434,6 @@ def af_irregularity_curve(settings, limits=np.round(np.arange(0.0, 0.201, 0.01),
                         "false_candidates": sorted(round(float(v), 3) for v in ent[cand & ~y]),
                         "rows": entropy_rows,
                         "best_f1": max(entropy_rows, key=lambda r: (r["f1"], -r["threshold"])),
-                        "largest_keeping_every_af_alarm": max(keeps_all, key=lambda r: r["threshold"])}}
+                        "largest_keeping_every_af_alarm": max(keeps_all, key=lambda r: r["threshold"])},
+            "n_min_p": {"deployed": th.afib_n_min_p, "with_afib_irr": th.afib_irr, "rows": n_rows,
+                        "largest_without_loss": max(no_loss, key=lambda r: r["threshold"])}}

@@ -7,7 +7,8 @@ import re
 import numpy as np
 import pytest
 
-from processors.alarms import AlarmState, Evidence, Thresholds, acknowledge, rr_entropy, rr_irregularity, step
+from processors.alarms import (AlarmState, Evidence, Thresholds, acknowledge, check_limits, rr_entropy,
+                              rr_irregularity, step)
 
 W = 2000
 
@@ -208,6 +209,26 @@ def test_the_rr_entropy_limit_is_opt_in_and_keeps_a_repeating_pattern_from_an_af
     rr = np.random.default_rng(1).uniform(450, 1000, 120)
     af = run(windows([(300 + int(t), "N") for t in np.concatenate([[0], np.cumsum(rr)])]), gate)
     assert [e.state for e in af] == ["active"] and "RR entropy" in af[0].why
+
+
+def test_doubtful_normal_calls_can_be_left_out_of_the_irregularity():
+    """Atrial premature beats the beat model calls N with doubt make a sinus rhythm read
+    irregular; with ``afib_n_min_p`` an N call below that probability breaks the triples."""
+    assert Thresholds().afib_n_min_p == 0.0
+    t, beats = 300, []
+    for i in range(60):  # sinus at 1,000-1,100 ms, every third beat premature (called N at 0.6)
+        premature = i % 3 == 2
+        beats.append((t, "N", 0.6 if premature else 0.99))
+        t += 600 if premature else (1100 if i % 3 == 0 else 1000)
+    assert [e.state for e in _afib_events(_afib_windows(beats), Thresholds())] == ["active"]
+    assert not _afib_events(_afib_windows(beats), Thresholds(afib_n_min_p=0.85))
+    # atrial fibrillation called N with confidence still alarms
+    rr = np.random.default_rng(2).uniform(450, 1000, 120)
+    af = [(300 + int(x), "N", 0.98) for x in np.concatenate([[0], np.cumsum(rr)])]
+    ev = _afib_events(_afib_windows(af), Thresholds(afib_n_min_p=0.85))
+    assert [e.state for e in ev] == ["active"]
+    with pytest.raises(ValueError, match="probability"):
+        check_limits({"afib_n_min_p": 1.5}, "limits")
 
 
 def test_brady_needs_its_onset_delay_and_per_bed_thresholds():

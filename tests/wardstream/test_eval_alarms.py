@@ -172,7 +172,7 @@ def test_af_irregularity_curve_scores_the_alarm_rule_per_limit(tmp_path):
     d.mkdir()
     np.savez(d / "cinc2017_128hz.npz", ecg_uv=np.concatenate(sigs), offsets=np.cumsum([0] + [len(s) for s in sigs[:-1]]),
              record=val.records[pick], label=val.labels[pick], fs=128)
-    r = af_irregularity_curve(from_env(data_dir=tmp_path), part="all")
+    r = af_irregularity_curve(from_env(data_dir=tmp_path), part="all", n_min_ps=(0.0, 0.9))
     assert r["records"] == 12 and r["af_records"] == 4 and r["deployed_limit"] == 0.05
     rows = r["rows"]
     assert [x["threshold"] for x in rows][:3] == [0.0, 0.01, 0.02]
@@ -189,3 +189,9 @@ def test_af_irregularity_curve_scores_the_alarm_rule_per_limit(tmp_path):
         assert a["tp"] + a["fn"] == 4 and b["tp"] <= a["tp"] and b["fp"] <= a["fp"]
     keep = e["largest_keeping_every_af_alarm"]
     assert keep["tp"] == e["rows"][0]["tp"] and all(v >= keep["threshold"] for v in e["af_candidates"])
+    # the N probability a beat needs to count as normal: a replay per value; doubtful N calls
+    # leave more records without enough normal triples, never fewer
+    n = r["n_min_p"]["rows"]
+    assert [x["threshold"] for x in n] == [0.0, 0.9] and n[0]["tp"] == rows[5]["tp"]  # 0.05, as deployed
+    assert n[1]["irregularity_unknown"] >= n[0]["irregularity_unknown"]
+    assert all(x["tp"] + x["fn"] == 4 for x in n) and r["n_min_p"]["largest_without_loss"]["threshold"] in (0.0, 0.9)
