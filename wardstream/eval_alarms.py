@@ -386,37 +386,25 @@ def af_irregularity_curve(settings, limits=np.round(np.arange(0.0, 0.201, 0.01),
 
     (med, irr, ent), classifiers = at_end(th)
     y = label == "A"
-    rows = []
-    for lim in limits:
-        alarm = (med >= th.afib_p) & ((irr >= lim) if lim > 0 else True)
+
+    def row(alarm: np.ndarray, value: float, **extra) -> dict:
+        """The alarm (one boolean per record) against the AF labels at one limit value."""
         r = threshold_rows(alarm.astype(float), y, [0.5])[0]
-        r["threshold"] = float(lim)
-        r["fp_by_label"] = {c: int((alarm & (label == c)).sum()) for c in sorted(set(label)) if c != "A"}
-        rows.append(r)
+        return {**r, "threshold": float(value), **extra,
+                "fp_by_label": {c: int((alarm & (label == c)).sum()) for c in sorted(set(label)) if c != "A"}}
+
+    rows = [row((med >= th.afib_p) & ((irr >= lim) if lim > 0 else True), lim) for lim in limits]
     # the RR-entropy limit (`afib_entropy`) on top of the deployed irregularity limit
     cand = (med >= th.afib_p) & (irr >= th.afib_irr)
-    entropy_rows = []
-    for lim in entropy_limits:
-        alarm = cand & ((ent >= lim) if lim > 0 else True)
-        r = threshold_rows(alarm.astype(float), y, [0.5])[0]
-        r["threshold"] = float(lim)
-        r["fp_by_label"] = {c: int((alarm & (label == c)).sum()) for c in sorted(set(label)) if c != "A"}
-        entropy_rows.append(r)
+    entropy_rows = [row(cand & ((ent >= lim) if lim > 0 else True), lim) for lim in entropy_limits]
     keeps_all = [r for r in entropy_rows if r["tp"] == entropy_rows[0]["tp"]]
     # the N probability a beat needs to count as normal in the irregularity (`afib_n_min_p`):
     # every record replayed again under each value (the beats' letters are made in the replay)
     n_rows = []
     for p_min in n_min_ps:
-        if p_min > 0:
-            (m2, i2, _), _ = at_end(replace(th, afib_n_min_p=float(p_min)))
-        else:
-            m2, i2 = med, irr
-        alarm = (m2 >= th.afib_p) & (i2 >= th.afib_irr)
-        r = threshold_rows(alarm.astype(float), y, [0.5])[0]
-        r["threshold"] = float(p_min)
-        r["fp_by_label"] = {c: int((alarm & (label == c)).sum()) for c in sorted(set(label)) if c != "A"}
-        r["irregularity_unknown"] = int((~np.isfinite(i2)).sum())
-        n_rows.append(r)
+        (m2, i2, _), _ = at_end(replace(th, afib_n_min_p=float(p_min))) if p_min > 0 else ((med, irr, ent), None)
+        n_rows.append(row((m2 >= th.afib_p) & (i2 >= th.afib_irr), p_min,
+                          irregularity_unknown=int((~np.isfinite(i2)).sum())))
     no_loss = [r for r in n_rows if r["tp"] >= n_rows[0]["tp"] and r["f1"] >= n_rows[0]["f1"]]
     af_irr = irr[y & np.isfinite(irr)]
     prob_fp = (med >= th.afib_p) & ~y
