@@ -170,6 +170,10 @@ class Thresholds:
     flood_factor: float = 3.0  # windows of the present arriving this many times faster than real time
 
 
+# limits whose 0 switches their condition off (the AF alarm's rhythm checks)
+OPTIONAL_LIMITS = ("afib_irr", "afib_entropy", "afib_n_min_p")
+
+
 def check_limits(over, where: str = "") -> dict:
     """A dict of limit -> value over `Thresholds` (e.g. ``{"brady_bpm": 35}``), checked and typed;
     ValueError naming ``where`` and what is wrong otherwise."""
@@ -182,9 +186,11 @@ def check_limits(over, where: str = "") -> dict:
     out = {}
     for k, v in over.items():
         integer = fields[k].type in (int, "int")
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0 or v == float("inf") \
+        low_ok = v == 0 and k in OPTIONAL_LIMITS  # 0: the condition is not required
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not (v > 0 or low_ok) or v == float("inf") \
                 or (integer and v != int(v)):
-            raise ValueError(f"{where}[{k!r}] must be a positive {'integer' if integer else 'number'}, not {v!r}")
+            what = "a positive" if k not in OPTIONAL_LIMITS else "0 (off) or a positive"
+            raise ValueError(f"{where}[{k!r}] must be {what} {'integer' if integer else 'number'}, not {v!r}")
         out[k] = int(v) if integer else float(v)
     _consistent(Thresholds(**out), where)
     return out

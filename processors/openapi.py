@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from processors.alarms import DEFAULT_CONDITIONS, PRIORITIES, Thresholds
+from processors.alarms import DEFAULT_CONDITIONS, OPTIONAL_LIMITS, PRIORITIES, Thresholds
 from processors.subscriptions import KINDS, STATES, TECHNICAL_CONDITIONS
 
 
@@ -96,7 +96,9 @@ def document() -> dict:
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
             "schemas": {
                 "Limits": {"type": "object", "additionalProperties": False, "properties": {
-                    k: {"type": "integer" if f.type in (int, "int") else "number", "exclusiveMinimum": 0}
+                    k: {"type": "integer" if f.type in (int, "int") else "number",
+                        **({"minimum": 0} if k in OPTIONAL_LIMITS else {"exclusiveMinimum": 0}),
+                        **({"maximum": 1} if k == "afib_n_min_p" else {})}
                     for k, f in Thresholds.__dataclass_fields__.items()}},
                 "BedLimits": {"type": "object", "properties": {
                     "bed": {"type": "integer"}, "ward": {"type": "string"},

@@ -363,12 +363,39 @@ def test_alarm_limits_per_ward_and_bed_override_the_defaults():
         assert [e.state for e in ev if e.condition == "brady"] == expect, bed
 
 
+def test_the_af_rhythm_checks_can_be_switched_off_per_bed():
+    """``afib_irr``, ``afib_entropy`` and ``afib_n_min_p`` take 0 for "not required" (the README's
+    way to switch the irregularity condition off for a bed); other limits stay strictly positive."""
+    assert check_limits({"afib_irr": 0, "afib_entropy": 0, "afib_n_min_p": 0}, "limits") == \
+        {"afib_irr": 0.0, "afib_entropy": 0.0, "afib_n_min_p": 0.0}
+    sinus = _afib_windows([(300 + 800 * i, "N") for i in range(100)])
+    assert not _afib_events(sinus, Thresholds())  # regular: the default irregularity check holds it
+    assert [e.state for e in _afib_events(sinus, Thresholds(**check_limits({"afib_irr": 0}, "x")))] == ["active"]
+
+
+def test_the_api_schema_of_limits_admits_every_default():
+    """The alarm API's OpenAPI ``Limits`` schema describes the effective limits it returns: every
+    default fits its bounds (the AF rhythm checks' 0 included)."""
+    from dataclasses import asdict
+
+    from processors.openapi import document
+
+    props = document()["components"]["schemas"]["Limits"]["properties"]
+    for k, v in asdict(Thresholds()).items():
+        p = props[k]
+        assert v > p["exclusiveMinimum"] if "exclusiveMinimum" in p else v >= p["minimum"], k
+        assert v <= p.get("maximum", float("inf")), k
+    assert props["afib_irr"]["minimum"] == 0 and props["tachy_bpm"]["exclusiveMinimum"] == 0
+
+
 @pytest.mark.parametrize("spec, says", [
     ("{", "not JSON"),
     ('{"bed": {}}', '"default", "wards" and/or "beds"'),
     ('{"default": {"tachy": 120}}', "unknown limits ['tachy']"),
     ('{"default": {"tachy_bpm": -5}}', "must be a positive number"),
     ('{"default": {"vtach_beats": 4.5}}', "must be a positive integer"),
+    ('{"default": {"tachy_bpm": 0}}', "must be a positive number"),
+    ('{"default": {"afib_irr": -0.1}}', "must be 0 (off) or a positive number"),
     ('{"default": {"nsvt_beats": 6}}', "nsvt_beats must not exceed vtach_beats"),
     ('{"default": {"nsvt_beats": 4}, "beds": {"3": {"vtach_beats": 3}}}', "bed 3: nsvt_beats must not exceed"),
     ('{"wards": {"icuu": {"tachy_bpm": 120}}}', "unknown wards ['icuu']"),
