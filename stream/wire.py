@@ -357,27 +357,31 @@ def in_burst(seq: int, bed_id: int, every_windows: int) -> bool:
 PRED_BYTES = 1  # flag bit 1: the predicted task error, one byte per frame that carries it
 
 
-def pred_packs(ecg_level: int, code: int, version: int = WIRE_VERSION) -> bool:
-    """Whether a frame sends its predicted-error ``code`` inside its ECG level byte (flag bit 5)."""
-    return version == 2 and 0 <= ecg_level < (1 << PACKED_LEVEL_BITS) and code <= PACKED_PRED_MAX
+def _codes(errors):
+    """Wire codes of predicted task errors (scalar or array; checked by `pred_code`)."""
+    return np.minimum(254, np.round(PRED_STEPS * np.log1p(errors)))
+
+
+def pred_packs(ecg_level, code, version: int = WIRE_VERSION):
+    """Whether a frame sends its predicted-error ``code`` inside its ECG level byte (flag bit 5);
+    elementwise on arrays."""
+    lv = np.asarray(ecg_level)
+    return (version == 2) & (lv >= 0) & (lv < (1 << PACKED_LEVEL_BITS)) & (np.asarray(code) <= PACKED_PRED_MAX)
 
 
 def pred_extra_bytes(ecg_levels, pred_errors, version: int = WIRE_VERSION) -> np.ndarray:
     """Per frame, the bytes its predicted task error adds to it beyond its sections: 0 where it
     is packed into the ECG level byte (`pred_packs`), else `PRED_BYTES` — what `encode_frame`
     emits, vectorised for the offline accounting (`wardstream eval dynamic-deep`, `cost`)."""
-    lv = np.asarray(ecg_levels)
-    e = np.asarray(pred_errors, np.float64)
-    codes = np.minimum(254, np.round(PRED_STEPS * np.log1p(e)))
-    packs = (version == 2) & (lv >= 0) & (lv < (1 << PACKED_LEVEL_BITS)) & (codes <= PACKED_PRED_MAX)
-    return np.where(packs, 0, PRED_BYTES)
+    codes = _codes(np.asarray(pred_errors, np.float64))
+    return np.where(pred_packs(ecg_levels, codes, version), 0, PRED_BYTES)
 
 
 def pred_code(error: float) -> int:
     """Wire code of a predicted task error (see the module docstring)."""
     if not math.isfinite(error) or error < 0:
         raise BadLength(f"predicted error must be finite and >= 0, got {error}")
-    return min(254, int(round(PRED_STEPS * math.log1p(error))))
+    return int(_codes(float(error)))
 
 
 def pred_value(code: int) -> float:
@@ -464,7 +468,7 @@ def encode_frame(frame: Frame, hmac_key: bytes | None = None,
     version = frame.version
     code = pred_code(frame.pred_error) if frame.pred_error is not None else None
     ecg = frame.channel(Modality.ECG)
-    packed = code is not None and ecg is not None and pred_packs(ecg.level, code, version)
+    packed = code is not None and ecg is not None and bool(pred_packs(ecg.level, code, version))
     flags = ((FLAG_HMAC if hmac_key else 0) | (FLAG_PRED if code is not None and not packed else 0)
              | (FLAG_PRED_IN_LEVEL if packed else 0)
              | (FLAG_REF if frame.reference is not None else 0) | (FLAG_LOSSLESS if frame.lossless else 0))
