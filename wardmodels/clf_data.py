@@ -201,6 +201,10 @@ class RhythmData:
     def class_counts(self) -> np.ndarray:
         return np.bincount(self.labels, minlength=len(RHYTHM_CLASSES)).astype(np.float64)
 
+    def epoch_size(self) -> int:
+        """Crops per `epoch` (what a per-batch learning-rate schedule counts)."""
+        return len(self.labels) * self.crops_per_record + self.mit_per_epoch + self.synthetic_per_epoch
+
     def _mixed_crop(self, rng: np.random.Generator, i: int) -> np.ndarray:
         """A crop whose 2-s windows each come from their own version (original or a level)."""
         n = len(self.recon[0][i])  # whole windows only: every level has the same length

@@ -194,15 +194,30 @@ def _rhythm_qat_batches(data_dir: Path, seed: int, batch: int = 64, recipe: dict
     return batches, distill_loss(ce, teacher, distill, temperature)
 
 
+def _init_from(weights: Path) -> str | None:
+    """The saved model ``weights`` was fine-tuned from (file name), if its training record says."""
+    import torch
+
+    try:
+        blob = torch.load(Path(weights), map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, ValueError):
+        return None
+    train = blob.get("train", {}) if isinstance(blob, dict) else {}
+    return train.get("init_from") if isinstance(train, dict) else None
+
+
 def bits_from_manifest(path: Path, kind: str, source: Path) -> dict[str, int]:
     """The per-layer bit-widths an earlier export of ``source`` recorded (a CLASSIFIERS.json), so
-    that fine-tuning can start from the deployed LAQ allocation without re-running the search."""
+    that fine-tuning can start from the deployed LAQ allocation without re-running the search.
+    Also accepted: a ``source`` fine-tuned from the recorded one (its training record's
+    ``init_from``, `train_classifier.train_rhythm`) -- same layers, weights moved a little."""
     try:
         entry = json.loads(Path(path).read_text())[kind]
     except (OSError, ValueError, KeyError) as exc:
         raise ValueError(f"{path}: no {kind} entry with bit-widths ({exc})") from exc
-    if entry.get("source") != Path(source).name:
-        raise ValueError(f"{path}: its {kind} bit-widths were chosen for {entry.get('source')}, not {Path(source).name}")
+    if entry.get("source") not in (Path(source).name, _init_from(source)):
+        raise ValueError(f"{path}: its {kind} bit-widths were chosen for {entry.get('source')}, not {Path(source).name}"
+                         " (nor for the model it was fine-tuned from)")
     return {k: int(v) for k, v in entry["bits"].items()}
 
 

@@ -108,10 +108,17 @@ def rhythm_loss(counts: np.ndarray) -> nn.CrossEntropyLoss:
 def train_rhythm(data_dir: Path, epochs: int = 40, batch: int = 64, seed: int = 0, threads: int = 2,
                  budget_min: float | None = None, out_dir: Path | None = None, codec_model: int | None = 2,
                  levels: tuple[int, ...] = (1, 2), crops_per_record: int = 1, mix_levels: bool = False,
-                 variant: str = "rhythm") -> dict:
+                 variant: str = "rhythm", init_from: Path | None = None, lr: float = 1e-3,
+                 schedule: str = "plateau", min_lr: float = 1e-5) -> dict:
     """``levels`` of codec ``codec_model`` join the mix (half the crops); ``mix_levels``: half of
     those take each 2-s window at its own level, as under the Dynamic-Deep policy; ``variant``:
-    ``rhythm`` or the streaming ``rhythm-stream`` (`wardmodels.stream_rhythm`)."""
+    ``rhythm`` or the streaming ``rhythm-stream`` (`wardmodels.stream_rhythm`).
+
+    Fine-tuning: ``init_from`` starts from a saved classifier of the same variant instead of a
+    random initialisation; ``schedule`` ``cosine`` anneals ``lr`` to ``min_lr`` per batch over
+    all ``epochs`` (``plateau``: the recipe's ReduceLROnPlateau on the calib loss). The best calib
+    epoch is kept either way; an epoch that does not beat the starting model's calib F1 is not kept
+    over it."""
     from wardmodels.clf_data import RhythmData, cinc_split
     from wardmodels.frontend import filter_record
 
@@ -122,6 +129,11 @@ def train_rhythm(data_dir: Path, epochs: int = 40, batch: int = 64, seed: int = 
     cfg = VARIANTS[variant]
     if variant != "rhythm":
         args["variant"] = variant
+    if schedule not in ("plateau", "cosine"):
+        raise ValueError(f"unknown schedule {schedule!r}: plateau or cosine")
+    if init_from is not None or lr != 1e-3 or schedule != "plateau":
+        args.update(init_from=Path(init_from).name if init_from else None, lr=lr, schedule=schedule,
+                    **({"min_lr": min_lr} if schedule == "cosine" else {}))
     t0 = time.time()
     data = RhythmData(data_dir, codec_model=codec_model, levels=tuple(levels), crops_per_record=crops_per_record,
                       mix_levels=mix_levels, causal=cfg.causal)
@@ -132,11 +144,24 @@ def train_rhythm(data_dir: Path, epochs: int = 40, batch: int = 64, seed: int = 
 
     torch.manual_seed(seed)
     model = ResNet1D(cfg)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=1e-3)
-    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=2)
+    history, best, start = [], None, 0
+    if init_from is not None:
+        src = load_classifier(Path(init_from)).model
+        if src.cfg.to_dict() != cfg.to_dict():
+            raise ValueError(f"{init_from} is not a {variant!r} model: its config differs")
+        model.load_state_dict(src.state_dict())
+        p0 = _record_predict(Classifier(model), calib_sig)
+        best = {"epoch": 0, "calib_f1": cinc_f1(calib_y, p0.argmax(1)),
+                "state": {k: v.clone() for k, v in model.state_dict().items()}}
+        init_f1 = best["calib_f1"]
+        log.info("fine-tuning %s: calib F1 %.4f before", Path(init_from).name, init_f1)
+    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=1e-3)
+    per_epoch = data.epoch_size()
+    cosine = schedule == "cosine"
+    sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs * -(-per_epoch // batch), eta_min=min_lr)
+             if cosine else torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=2))
     loss_fn = rhythm_loss(data.class_counts())
     ck = _Checkpoint(f"clf-{variant}", args)
-    history, best, start = [], None, 0
     if (blob := ck.load()) is not None:
         model.load_state_dict(blob["model"])
         opt.load_state_dict(blob["opt"])
@@ -155,12 +180,15 @@ def train_rhythm(data_dir: Path, epochs: int = 40, batch: int = 64, seed: int = 
             opt.zero_grad()
             loss.backward()
             opt.step()
+            if cosine:
+                sched.step()
             tot += float(loss) * len(yb)
         clf = Classifier(model)
         p = _record_predict(clf, calib_sig)
         c_loss = float(nn.functional.nll_loss(torch.log(torch.from_numpy(p) + 1e-7), torch.from_numpy(calib_y)))
         f1 = cinc_f1(calib_y, p.argmax(1))
-        sched.step(c_loss)
+        if not cosine:
+            sched.step(c_loss)
         history.append({"epoch": ep + 1, "train_loss": tot / len(y), "calib_loss": c_loss, "calib_f1": f1,
                         "lr": opt.param_groups[0]["lr"], "elapsed_s": time.time() - t_start})
         log.info("rhythm epoch %d: %s", ep + 1, json.dumps(history[-1]))
@@ -173,6 +201,7 @@ def train_rhythm(data_dir: Path, epochs: int = 40, batch: int = 64, seed: int = 
             return {"finished": False, "epoch": ep + 1}
     model.load_state_dict(best["state"])
     record = {"args": args, "data": data.summary(), "history": history, "kept_epoch": best["epoch"],
+              **({"init_from": Path(init_from).name, "init_calib_f1": init_f1} if init_from is not None else {}),
               "torch": str(torch.__version__)}
     path = save_classifier(model, out_dir or RUNS, record)
     ck.clear()

@@ -156,6 +156,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="rhythm: half the reconstructed crops take each 2-s window at its own level")
     tk.add_argument("--morph-aug", type=float, default=0.0,
                     help="beat: share of training beats reshaped as another patient's (beat and template alike)")
+    tk.add_argument("--init-from", type=Path, default=None,
+                    help="rhythm: fine-tune this saved model (.pt) instead of starting from random weights")
+    tk.add_argument("--lr", type=float, default=1e-3, help="rhythm: Adam learning rate")
+    tk.add_argument("--schedule", choices=("plateau", "cosine"), default="plateau",
+                    help="rhythm: ReduceLROnPlateau on the calib loss, or cosine to --min-lr over all epochs")
+    tk.add_argument("--min-lr", type=float, default=1e-5, help="rhythm: where the cosine schedule ends")
     tk.add_argument("--out-dir", type=Path, default=None, help="where the final weights go (default runs/)")
 
     td = tsub.add_parser("dynamic-deep", help="Dynamic-Deep levels (phases 1-2) or the edge error predictor (phase 3)")
@@ -417,7 +423,8 @@ def main(argv: list[str] | None = None) -> int:
                                              budget_min=a.budget_min, out_dir=a.out_dir, codec_model=cm,
                                              levels=tuple(int(v) for v in a.levels.split(",")),
                                              crops_per_record=a.crops_per_record, mix_levels=a.mix_levels,
-                                             variant="rhythm-stream" if a.kind == "rhythm-stream" else "rhythm")
+                                             variant="rhythm-stream" if a.kind == "rhythm-stream" else "rhythm",
+                                             init_from=a.init_from, lr=a.lr, schedule=a.schedule, min_lr=a.min_lr)
         if a.kind in ("beat", "both") and res.get("rhythm", {}).get("finished", True):
             res["beat"] = tcl.train_beat(s.data_dir, a.epochs or 30, seed=a.seed, threads=a.threads,
                                          budget_min=a.budget_min, out_dir=a.out_dir, codec_model=cm,

@@ -237,7 +237,7 @@ def test_qat_by_distillation_brings_the_packed_model_back_toward_its_fp32_source
     assert -after == pytest.approx(max(h["metric"] for h in hist))
 
 
-def test_bits_from_manifest_reuses_the_deployed_allocation_only_for_its_own_source(tmp_path):
+def test_bits_from_manifest_reuses_the_deployed_allocation_only_for_its_source_or_a_model_tuned_from_it(tmp_path):
     import json
 
     from wardmodels.clf_runtime import bits_from_manifest
@@ -248,6 +248,15 @@ def test_bits_from_manifest_reuses_the_deployed_allocation_only_for_its_own_sour
     assert bits == man["bits"] and set(bits.values()) <= {2, 3, 4, 5, 6, 8}
     with pytest.raises(ValueError, match="chosen for"):
         bits_from_manifest(WEIGHTS_DIR / "CLASSIFIERS.json", "rhythm", tmp_path / "clf-rhythm-000000000000.pt")
+    # a model fine-tuned from the recorded source (`train_rhythm(init_from=...)`) shares its layers
+    import torch
+
+    tuned = tmp_path / "clf-rhythm-111111111111.pt"
+    torch.save({"config": {}, "state_dict": {}, "train": {"init_from": man["source"]}}, tuned)
+    assert bits_from_manifest(WEIGHTS_DIR / "CLASSIFIERS.json", "rhythm", tuned) == man["bits"]
+    torch.save({"config": {}, "state_dict": {}, "train": {"init_from": "clf-rhythm-000000000000.pt"}}, tuned)
+    with pytest.raises(ValueError, match="chosen for"):
+        bits_from_manifest(WEIGHTS_DIR / "CLASSIFIERS.json", "rhythm", tuned)
     (tmp_path / "m.json").write_text("{}")
     with pytest.raises(ValueError, match="no rhythm entry"):
         bits_from_manifest(tmp_path / "m.json", "rhythm", WEIGHTS_DIR / man["source"])

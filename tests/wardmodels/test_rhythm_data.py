@@ -68,3 +68,24 @@ def test_a_streaming_crop_ends_at_a_decision_time_with_its_history():
         assert (c[:STREAM_CROP - end] == 0).all() if end < STREAM_CROP else (c > 0).all()
         ends.add(end)
     assert len(ends) > 3  # drawn among the decision times
+
+
+def test_an_epoch_has_the_size_the_learning_rate_schedule_counts():
+    d = RhythmData.__new__(RhythmData)
+    d.causal, d.mix_levels, d.recon, d.recon_share = False, False, [], 0.0
+    d.signals = [np.zeros(n, np.float32) for n in (RHYTHM_SAMPLES + 500, RHYTHM_SAMPLES, 3 * WINDOW)]
+    d.labels = np.array([0, 1, 2])
+    d.mit_x, d.mit_y = np.zeros((4, RHYTHM_SAMPLES), np.float32), np.array([0, 1, 1, 2])
+    d.crops_per_record, d.mit_per_epoch, d.synthetic_per_epoch = 2, 5, 3
+    x, y = d.epoch(np.random.default_rng(0))
+    assert len(y) == len(x) == d.epoch_size() == 3 * 2 + 5 + 3
+    assert (y == 3).sum() == 3  # the synthetic crops are labelled noisy
+
+
+def test_an_unknown_schedule_is_refused_before_any_data_is_read(tmp_path):
+    import pytest
+
+    from wardmodels.train_classifier import train_rhythm
+
+    with pytest.raises(ValueError, match="schedule"):
+        train_rhythm(tmp_path / "no-data-here", epochs=1, schedule="step")
