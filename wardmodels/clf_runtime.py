@@ -202,15 +202,15 @@ def _init_from(weights: Path) -> str | None:
         blob = torch.load(Path(weights), map_location="cpu", weights_only=True)
     except (OSError, RuntimeError, ValueError):
         return None
-    train = blob.get("train", {}) if isinstance(blob, dict) else {}
-    return train.get("init_from") if isinstance(train, dict) else None
+    args = blob.get("train", {}).get("args", {}) if isinstance(blob, dict) else {}
+    return args.get("init_from") if isinstance(args, dict) else None
 
 
 def bits_from_manifest(path: Path, kind: str, source: Path) -> dict[str, int]:
     """The per-layer bit-widths an earlier export of ``source`` recorded (a CLASSIFIERS.json), so
     that fine-tuning can start from the deployed LAQ allocation without re-running the search.
-    Also accepted: a ``source`` fine-tuned from the recorded one (its training record's
-    ``init_from``, `train_classifier.train_rhythm`) -- same layers, weights moved a little."""
+    Also accepted: a ``source`` fine-tuned from the recorded one (``init_from`` in its training
+    record's args, `train_classifier.train_rhythm`) -- same layers, weights moved a little."""
     try:
         entry = json.loads(Path(path).read_text())[kind]
     except (OSError, ValueError, KeyError) as exc:

@@ -201,7 +201,7 @@ def train_rhythm(data_dir: Path, epochs: int = 40, batch: int = 64, seed: int = 
             return {"finished": False, "epoch": ep + 1}
     model.load_state_dict(best["state"])
     record = {"args": args, "data": data.summary(), "history": history, "kept_epoch": best["epoch"],
-              **({"init_from": Path(init_from).name, "init_calib_f1": init_f1} if init_from is not None else {}),
+              **({"init_calib_f1": init_f1} if init_from is not None else {}),  # init_from: in args
               "torch": str(torch.__version__)}
     path = save_classifier(model, out_dir or RUNS, record)
     ck.clear()

@@ -252,9 +252,9 @@ def test_bits_from_manifest_reuses_the_deployed_allocation_only_for_its_source_o
     import torch
 
     tuned = tmp_path / "clf-rhythm-111111111111.pt"
-    torch.save({"config": {}, "state_dict": {}, "train": {"init_from": man["source"]}}, tuned)
+    torch.save({"config": {}, "state_dict": {}, "train": {"args": {"init_from": man["source"]}}}, tuned)
     assert bits_from_manifest(WEIGHTS_DIR / "CLASSIFIERS.json", "rhythm", tuned) == man["bits"]
-    torch.save({"config": {}, "state_dict": {}, "train": {"init_from": "clf-rhythm-000000000000.pt"}}, tuned)
+    torch.save({"config": {}, "state_dict": {}, "train": {"args": {"init_from": "clf-rhythm-000000000000.pt"}}}, tuned)
     with pytest.raises(ValueError, match="chosen for"):
         bits_from_manifest(WEIGHTS_DIR / "CLASSIFIERS.json", "rhythm", tuned)
     (tmp_path / "m.json").write_text("{}")
