@@ -8,6 +8,7 @@ config + training record), the file the pipeline loads.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import logging
@@ -19,7 +20,7 @@ import numpy as np
 import torch
 
 from wardmodels.hashname import write_hashed
-from wardmodels.codec import MODALITIES, CodecConfig, DualCodec, recon_loss, variant
+from wardmodels.codec import MODALITIES, CodecConfig, DualCodec, fold_and_snap_encoder, recon_loss, variant
 
 log = logging.getLogger(__name__)
 
@@ -49,15 +50,25 @@ def lr_at(cfg: CodecConfig, step: int, steps: int) -> float:
 def train(data_dir: Path, variant_name: str = "ward", ablation: str | None = None, steps: int = 12000,
           budget_min: float | None = None, run_dir: Path = Path("runs"), out_dir: Path | None = None,
           seed: int = 0, threads: int | None = None, log_every: int = 200,
-          init_from: Path | None = None) -> dict:
+          init_from: Path | None = None, finetune: str | None = None, lr: float | None = None) -> dict:
     """``init_from``: weights of a trained codec whose encoders and codebooks are kept frozen
     while the attention and decoders (of this variant's shape) train from scratch — a cheaper
-    cloud side for the same edge and wire format."""
+    cloud side for the same edge and wire format.
+
+    ``finetune`` (a modality, with ``init_from`` of the same shape): every weight starts from
+    ``init_from``, and only that modality's encoder, codebooks, attention direction and decoder
+    train, on that modality's loss; the other modality's weights stay bit for bit (its decoder
+    alone gives the same output). A folded encoder is snapped back onto its int8 grid at the end.
+    ``lr``: the peak learning rate instead of the variant's."""
     from wardmodels.codec_data import CodecData
 
     if threads:
         torch.set_num_threads(threads)
     cfg = variant(variant_name, ablation)
+    if lr is not None:
+        cfg = dataclasses.replace(cfg, lr=lr)
+    if finetune is not None and (finetune not in MODALITIES or init_from is None):
+        raise ValueError(f"--finetune takes one of {MODALITIES} and needs --init-from")
     run = Path(run_dir) / f"codec-{cfg.name}-s{seed}"
     run.mkdir(parents=True, exist_ok=True)
     ckpt_path = run / "checkpoint.pt"
@@ -67,14 +78,23 @@ def train(data_dir: Path, variant_name: str = "ward", ablation: str | None = Non
     if init_from is not None:
         base = load_weights(Path(init_from))
         if cfg.folded_encoder and not base.cfg.folded_encoder:
-            from wardmodels.codec import fold_and_snap_encoder
-
             base = fold_and_snap_encoder(base)
-        for part in ("enc", "vq"):
-            getattr(model, part).load_state_dict(getattr(base, part).state_dict())
-            for p_ in getattr(model, part).parameters():
-                p_.requires_grad_(False)
-        frozen = (model.enc, model.vq)
+        if finetune is not None:
+            model.load_state_dict(base.state_dict())
+            trained = [model.enc[finetune], model.vq[finetune], model.dec[finetune]]
+            if model.attn is not None:
+                trained.append(model.attn.mha[finetune])
+            keep = {id(p_) for part in trained for p_ in part.parameters()}
+            for p_ in model.parameters():
+                p_.requires_grad_(id(p_) in keep)
+            other = next(m for m in MODALITIES if m != finetune)
+            frozen = (model.enc[other], model.vq[other], model.dec[other])
+        else:
+            for part in ("enc", "vq"):
+                getattr(model, part).load_state_dict(getattr(base, part).state_dict())
+                for p_ in getattr(model, part).parameters():
+                    p_.requires_grad_(False)
+            frozen = (model.enc, model.vq)
     opt = torch.optim.Adam([p_ for p_ in model.parameters() if p_.requires_grad], lr=cfg.lr,
                            weight_decay=cfg.weight_decay)
     rng = np.random.default_rng(seed)
@@ -110,6 +130,8 @@ def train(data_dir: Path, variant_name: str = "ward", ablation: str | None = Non
             part.eval()  # no BN statistics or codebook EMA updates
     acc: dict[str, float] = {}
     weights = {"ecg": cfg.loss_ecg, "eeg": cfg.loss_eeg}
+    whitened = dict(zip(MODALITIES, cfg.whitened))
+    scored = (finetune,) if finetune else MODALITIES
     while step < steps:
         if budget_min is not None and (time.monotonic() - t0) / 60 >= budget_min:
             checkpoint()
@@ -123,11 +145,10 @@ def train(data_dir: Path, variant_name: str = "ward", ablation: str | None = Non
         keep = {m: pair & (torch.rand(cfg.batch) >= cfg.partner_dropout) for m in MODALITIES}
         n_stages = 1 if (cfg.stages > 1 and rng.random() < cfg.stage_dropout) else cfg.stages
         rec, idx, vq_loss = model(x, keep, n_stages)
-        losses = {m: recon_loss(x[m], rec[m], weights[m], cfg.spectral) for m in MODALITIES}
-        loss = losses["ecg"] + losses["eeg"] + vq_loss
+        loss = vq_loss + sum(recon_loss(x[m], rec[m], weights[m], cfg.spectral, whitened[m]) for m in scored)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        torch.nn.utils.clip_grad_norm_([p_ for p_ in model.parameters() if p_.requires_grad], cfg.grad_clip)
         opt.step()
         step += 1
         with torch.no_grad():
@@ -149,8 +170,12 @@ def train(data_dir: Path, variant_name: str = "ward", ablation: str | None = Non
             checkpoint()
             last_ckpt = time.monotonic()
     model.eval()
+    if finetune is not None and cfg.folded_encoder:  # back onto the int8 grid the device holds
+        snapped = fold_and_snap_encoder(model)
+        model.enc[finetune].load_state_dict(snapped.enc[finetune].state_dict())
     record = {"variant": variant_name, "ablation": ablation, "steps": steps, "seed": seed,
               "init_from": Path(init_from).name if init_from else None,
+              "finetune": finetune, "lr": cfg.lr,
               "elapsed_s": round(elapsed_before + time.monotonic() - t0, 1),
               "final": history[-1] if history else {}, "torch": str(torch.__version__)}
     path = save_weights(model, Path(out_dir) if out_dir else run, record)

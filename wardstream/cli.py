@@ -129,6 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     tc.add_argument("--threads", type=int, default=None)
     tc.add_argument("--init-from", type=Path, default=None,
                     help="freeze this trained codec's encoders and codebooks; train attention + decoders")
+    tc.add_argument("--finetune", choices=("ecg", "eeg"), default=None,
+                    help="with --init-from: start from all its weights and train only this modality's side")
+    tc.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the variant's)")
 
     ta = tsub.add_parser("codec-ablations", help="the paper's five ablations at one step budget")
     _common(ta)
@@ -409,7 +412,7 @@ def main(argv: list[str] | None = None) -> int:
         from wardmodels.train_codec import train
 
         d = train(s.data_dir, a.variant, a.ablation, a.steps, a.budget_min, a.run_dir, a.out_dir, a.seed,
-                  a.threads, init_from=a.init_from)
+                  a.threads, init_from=a.init_from, finetune=a.finetune, lr=a.lr)
         _write_json(d, None)
         return 0 if d["done"] else 3
 
