@@ -23,8 +23,20 @@ def test_demo_summary_has_the_acceptance_keys_and_balances(ward_settings):
     assert d["frames_dead_lettered"] == d["bad_frames_sent"] >= 3
     assert d["latency_ms"]["p99"] is not None and 0 <= d["latency_ms"]["p50"] <= d["latency_ms"]["p99"]
     assert d["consumer_lag"]["final"] == 0
-    # the default codec level: 171-byte frames for 1,024 bytes of samples (header and CRC included)
+    # the default codec level: 154-byte frames (wire v2) for 1,024 bytes of samples (header and CRC included)
     assert d["raw_bytes"] >= 5.5 * d["wire_bytes"] > 0
+    assert d["codec_model"] == ward_settings.codec_model
+
+
+def test_a_ward_on_codec_model_4_keeps_every_window_exactly_once(ward_settings):
+    """`WARDSTREAM_CODEC_MODEL=4` (`ward-hf`, EEG fine-tuned for coherence): devices encode and
+    the worker decodes it like the default."""
+    s = ward_settings.replace(codec_model=4)
+    d = asyncio.run(run_demo(s, beds=4, duration_s=6.0, speed=1.0, workers=1,
+                             source="synthetic", bad_every=0, seed=2, start_services=False))
+    assert d["codec_model"] == 4 and d["windows_accepted"] >= 8
+    assert d["windows_written"] == d["windows_accepted"]
+    assert d["windows_missing"] == 0 and d["windows_duplicated"] == 0 and d["frames_dead_lettered"] == 0
 
 
 def test_percentiles_from_a_histogram():
