@@ -93,7 +93,7 @@ def conditions_from(spec: str) -> dict[str, ConditionConfig]:
 
 # on since 2026-12-03: chosen on DS1 (AF windows read >= 0.118, the false ones 0.017-0.028); with the
 # beat second stage it leaves the DS1 replay unchanged and cuts DS2 false AF alarms 7 -> 3 with no
-# episode lost (with the CNN alone it had cost one; README, "Alarms")
+# episode lost (with the CNN alone it had cost one; docs/alarms.md)
 AFIB_IRR_DEFAULT = 0.05
 AFIB_MIN_PAIRS = 6  # successive normal-to-normal interval pairs needed to call a rhythm irregular
 AFIB_ENTROPY_DEFAULT = 0.0  # the RR-entropy limit (`rr_entropy`); 0: not required

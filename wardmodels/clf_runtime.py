@@ -82,7 +82,7 @@ def load_deployed_classifier(kind: str, compute: str | None = None) -> Classifie
     """The deployed classifier, in ``compute`` arithmetic (default: `compute_dtype`); loaded once.
     The beat classifier comes with its second stage (`beat_stack.StackedBeats`, same ``proba``)
     when the manifest names one, unless ``WARDSTREAM_BEAT_STACK=0`` (the CNN alone: a rollback and
-    the comparison the README reports)."""
+    the comparison docs/classifiers.md reports)."""
     import os
 
     stack = os.environ.get("WARDSTREAM_BEAT_STACK", "1").strip() != "0"
@@ -129,7 +129,7 @@ def _rhythm_metric(data_dir: Path, max_records: int | None = None, causal: bool 
 
     def metric(model) -> float:
         """CinC F1 over every 10-s decision of the calib records (6,400 crops: less noisy than
-        546 record-level decisions, which let a first LAQ run over-fit; see the README)."""
+        546 record-level decisions, which let a first LAQ run over-fit; see docs/classifiers.md)."""
         with torch.no_grad():
             p = torch.cat([model.eval()(x[i:i + 1024]) for i in range(0, len(x), 1024)]).argmax(1).numpy()
         return cinc_f1(yd, p)

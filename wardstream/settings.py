@@ -75,7 +75,7 @@ class Settings:
     # "dynamic": each device picks its ECG level per window under a task-error bound (issue 5,
     # needs a codec model with a Dynamic-Deep predictor); "fixed": every window at codec_level.
     # Fixed is the default while dynamic is measured worse (more bytes than fixed level 2 at the
-    # deployed bound, and a heavier worker: see the README)
+    # deployed bound, and a heavier worker: see docs/dynamic-deep.md)
     level_policy: str = "fixed"
     dd_bound: float = 0.0  # the ward's default bound (0: the deployed bound in the manifest)
     # which edge error predictor Dynamic-Deep devices run: "default", or "decode" (also the decode
