@@ -96,8 +96,8 @@ VARIANTS: dict[str, CodecConfig] = {
 VARIANTS["ward-fastdec"] = dataclasses.replace(VARIANTS["ward"], name="ward-fastdec", dec_channels=(64, 64, 32),
                                                folded_encoder=True)
 # `ward-fastdec` whose EEG side is fine-tuned with the whitened spectral term (train --finetune eeg
-# --init-from the ward-fastdec weights): the 30-40 Hz band, a sixth of the coherence metric's bins
-# at a hundredth of the EEG's power, gets into the codes (the ECG side is ward-fastdec's, frozen)
+# --init-from the ward-fastdec weights): the 30-40 Hz band, a quarter of the coherence metric's bins
+# 20-25 dB under the delta-alpha bands, gets into the codes (the ECG side is ward-fastdec's, frozen)
 VARIANTS["ward-hf"] = dataclasses.replace(VARIANTS["ward-fastdec"], name="ward-hf", whitened=(0.0, 0.7))
 
 # the paper's five ablations, as switches on any variant
@@ -374,8 +374,8 @@ def whitened_spectral_loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Mean over the 0.5-40 Hz bins of |F(y) - F(x)|^2 / (the batch's mean |F(x)|^2 in that bin).
 
     Phase-aware, and blind to how much power a band holds: the magnitude-squared coherence the
-    codec is scored on averages its bins alike, so a weak band (EEG above 30 Hz, ~25 dB under
-    the alpha band) counts as much as a strong one. MSE and PRD let the weak bands go; the
+    codec is scored on averages its bins alike, so a weak band (EEG above 30 Hz, 20-25 dB under
+    the delta-alpha bands) counts as much as a strong one. MSE and PRD let the weak bands go; the
     log-magnitude term keeps their power but not their phase."""
     fx, fy = torch.fft.rfft(x)[:, WHITENED_BINS], torch.fft.rfft(y)[:, WHITENED_BINS]
     power = (fx.abs() ** 2).mean(0).detach() + 1e-6
