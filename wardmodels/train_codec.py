@@ -130,7 +130,7 @@ def train(data_dir: Path, variant_name: str = "ward", ablation: str | None = Non
             part.eval()  # no BN statistics or codebook EMA updates
     acc: dict[str, float] = {}
     weights = {"ecg": cfg.loss_ecg, "eeg": cfg.loss_eeg}
-    whitened = dict(zip(MODALITIES, cfg.whitened))
+    whitened = {"ecg": cfg.whitened[0], "eeg": cfg.whitened[1]}
     scored = (finetune,) if finetune else MODALITIES
     while step < steps:
         if budget_min is not None and (time.monotonic() - t0) / 60 >= budget_min:

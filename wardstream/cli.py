@@ -128,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     tc.add_argument("--out-dir", type=Path, default=None, help="where the final weights go")
     tc.add_argument("--threads", type=int, default=None)
     tc.add_argument("--init-from", type=Path, default=None,
-                    help="freeze this trained codec's encoders and codebooks; train attention + decoders")
+                    help="freeze this trained codec's encoders and codebooks; train attention + decoders "
+                         "(with --finetune: start from all its weights instead)")
     tc.add_argument("--finetune", choices=("ecg", "eeg"), default=None,
                     help="with --init-from: start from all its weights and train only this modality's side")
     tc.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the variant's)")
