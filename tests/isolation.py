@@ -4,6 +4,8 @@ servers, so tests cannot see each other's data (used by the ``ward_settings`` fi
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import random
 import socket
 import uuid
 from pathlib import Path
@@ -11,10 +13,22 @@ from pathlib import Path
 from wardstream.settings import Settings
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def free_port(n: int = 1) -> int:
+    """The first of ``n`` consecutive free ports, below the kernel's ephemeral range (32768+): a
+    port the kernel hands out (``bind(0)``) can be taken again by any outgoing connection before
+    the server binds it, and a worker pool listens on ``base + i`` for each of its workers."""
+    rng = random.Random()
+    for _ in range(200):
+        base = rng.randrange(20000, 32000 - n)
+        try:
+            with contextlib.ExitStack() as stack:
+                for port in range(base, base + n):
+                    sock = stack.enter_context(socket.socket())
+                    sock.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+    raise RuntimeError(f"no {n} consecutive free ports found in 20000-32000")
 
 
 def isolated(servers: Settings, prefix: str = "t") -> Settings:
@@ -27,7 +41,7 @@ def isolated(servers: Settings, prefix: str = "t") -> Settings:
                         subscriptions_topic=f"{tag}.subs", commands_topic=f"{tag}.commands",
                         limits_topic=f"{tag}.limits",
                         state_dir=Path(servers.state_dir) / tag, frames_partitions=8,
-                        worker_web_port=free_port())
+                        worker_web_port=free_port(4))  # room for a pool of workers
     Path(s.state_dir).mkdir(parents=True, exist_ok=True)
     asyncio.run(ensure_topics(s))
     return s
