@@ -210,12 +210,12 @@ def bed_detail() -> dict:
                      draw="bars", stack=True, fill=80,
                      description="Beats the beat classifier calls S, V or F (AAMI), counted per minute."), 12, 8)
     L.add(timeseries("Reconstructed ECG (last 20 s)",
-                     [target(f'SELECT "v" FROM "{STRIP.name}"."waveform" {w} AND "modality" = \'ecg\'', alias="ECG")],
+                     [target(f'SELECT "ecg" FROM "{STRIP.name}"."waveform" {w}', alias="ECG")],
                      unit="mV", time_from="20s", fill=0,
                      description="The decoded ECG the cloud analysed, block-averaged to the stored strip rate."),
           12, 8)
     L.add(timeseries("Reconstructed EEG (last 20 s)",
-                     [target(f'SELECT "v" FROM "{STRIP.name}"."waveform" {w} AND "modality" = \'eeg\'', alias="EEG")],
+                     [target(f'SELECT "eeg" FROM "{STRIP.name}"."waveform" {w}', alias="EEG")],
                      unit="µV", time_from="20s", fill=0), 12, 8)
     L.add(timeseries("EEG band powers",
                      [target("SELECT " + ", ".join(f'mean("{b}") AS "{b}"' for b in ("delta", "theta", "alpha", "beta", "gamma"))

@@ -4,7 +4,8 @@ Three retention policies on the wardstream database:
 
 * ``live`` (default, 7 days): every measurement at full resolution; what the dashboards read.
 * ``strip`` (2 hours): the decoded ECG/EEG waveform strips (``waveform``, downsampled), the only
-  measurement large enough to need a short life (200 beds at the default 32 Hz per modality: 12,800 points/s).
+  measurement large enough to need a short life (200 beds at the default 32 Hz: 6,400 points/s,
+  each with the ECG and EEG value of its sample time).
 * ``trend`` (2 years): one-minute aggregates of the clinical and bandwidth measurements, written
   by continuous queries from ``live``, and every alarm transition (written there directly: an
   alarm history must outlive a week).

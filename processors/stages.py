@@ -11,9 +11,11 @@ became classifiable) advance the bed's `processors.alarms.AlarmState`. Points:
 * ``alarm_level,bed=B highest=0..4,open=N`` per window (4 high, 3 medium, 2 low, 1 technical,
   0 none): the ward overview's "highest active alarm" tile.
 
-Waveform strips (``waveform_hz`` > 0): ``waveform,bed=B,modality=ecg|eeg v=..`` per sample of the
-decoded signal, block-averaged down to ``waveform_hz`` (ECG mV, EEG µV), kept apart in
-``BatchOutput.strip_points`` because they go to a short retention policy.
+Waveform strips (``waveform_hz`` > 0): ``waveform,bed=B ecg=..,eeg=..`` per sample time of the
+decoded signals, block-averaged down to ``waveform_hz`` (ECG mV, EEG µV), one point carrying both
+modalities (a point per modality and sample, as before 2026-12-04, wrote 1.8× the bytes: the bed's
+tags and the timestamp twice), kept apart in ``BatchOutput.strip_points`` because they go to a
+short retention policy.
 """
 
 from __future__ import annotations
@@ -54,24 +56,28 @@ def alarm_points(events: list[al.AlarmEvent]) -> list[str]:
 
 def waveform_points(frame: Frame, signals: dict, hz: int) -> list[str]:
     """The decoded window, block-averaged to ``hz`` samples/s (a no-op when ``hz`` does not
-    divide the frame's rate), one point per sample at its own time (ms)."""
+    divide the frame's rate): one point per sample time (ms) with a field per modality (``ecg``,
+    ``eeg``); a non-finite value is left out of its point, a point with none is not written."""
     fs = frame.fs
-    if hz <= 0 or fs % hz:
+    if hz <= 0 or fs % hz or not signals:
         return []
     k = fs // hz
-    t0_us = frame.t_start_us
-    out = []
-    for mod, x in signals.items():
+    cols = {}
+    for mod, x in sorted(signals.items(), key=lambda kv: kv[0].name):
         n = (len(x) // k) * k
-        y = np.asarray(x[:n], dtype=np.float64).reshape(-1, k).mean(axis=1)
-        ts = (t0_us + np.arange(len(y)) * (k * 1_000_000 // fs)) // 1000
-        # one %-format per sample (a per-sample np.isfinite cost twice the formatting)
-        fmt = f"waveform,bed={frame.bed_id},modality={mod.name.lower()} v=".replace("%", "%%") + "%.5g %d"
-        pairs = zip(y.tolist(), ts.tolist())
-        ok = np.isfinite(y)
-        if not ok.all():
-            pairs = (p for p, good in zip(pairs, ok.tolist()) if good)
-        out.extend([fmt % p for p in pairs])
+        cols[mod.name.lower()] = np.asarray(x[:n], dtype=np.float64).reshape(-1, k).mean(axis=1)
+    m = max(len(y) for y in cols.values())
+    ts = ((frame.t_start_us + np.arange(m) * (k * 1_000_000 // fs)) // 1000).tolist()
+    head = f"waveform,bed={int(frame.bed_id)} "
+    if all(len(y) == m and np.isfinite(y).all() for y in cols.values()):
+        # one %-format per point (a per-sample np.isfinite cost twice the formatting)
+        fmt = head + ",".join(f"{name}=%.5g" for name in cols) + " %d"
+        return [fmt % row for row in zip(*(y.tolist() for y in cols.values()), ts)]
+    out = []
+    for i, t in enumerate(ts):
+        fields = ",".join(f"{name}={y[i]:.5g}" for name, y in cols.items() if i < len(y) and np.isfinite(y[i]))
+        if fields:
+            out.append(f"{head}{fields} {t}")
     return out
 
 
