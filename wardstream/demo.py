@@ -270,7 +270,7 @@ wardstream demo: {d['beds']} beds, {d['duration_s']:.0f}s at {d['speed']}x, {d['
   consumer lag         final {d['consumer_lag']['final']}, max sampled {d['consumer_lag']['max_sampled']}
   device send delay ms {_send_delay_line(d.get('sim_send_delay_ms'))}  (window end -> frame handed to the producer)
   bytes on the wire    {d['wire_bytes']} vs raw 16-bit {d['raw_bytes']} ({d['wire_vs_raw']:.3f}x)
-  ECG levels sent      {d['ecg_levels_sent']}  (codec model {d.get('codec_model')}, policy {d['level_policy']}, bound {d['bound']})
+  ECG levels sent      {d['ecg_levels_sent']}  (codec model {d.get('codec_model')}, policy {d['level_policy']}{', bound ' + str(d['bound']) if d['level_policy'] == 'dynamic' else ''})
   slack corrections    {_slack_line(d)}
   task error audit     {_audit_line(d.get('task_error_audit') or {})}
   worker CPU           {d['worker_cpu_s']:.1f}s; InfluxDB write failures {d['influx_write_failures']}
