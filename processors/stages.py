@@ -13,7 +13,7 @@ became classifiable) advance the bed's `processors.alarms.AlarmState`. Points:
 
 Waveform strips (``waveform_hz`` > 0): ``waveform,bed=B ecg=..,eeg=..`` per sample time of the
 decoded signals, block-averaged down to ``waveform_hz`` (ECG mV, EEG µV), one point carrying both
-modalities (a point per modality and sample, as before 2026-12-04, wrote 1.8× the bytes: the bed's
+modalities (a point per modality and sample, as before 2026-12-04, wrote twice the bytes: the bed's
 tags and the timestamp twice), kept apart in ``BatchOutput.strip_points`` because they go to a
 short retention policy.
 """
