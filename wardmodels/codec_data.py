@@ -55,10 +55,16 @@ class PairPool:
 
 
 class CodecData:
-    def __init__(self, data_dir: Path, paired_fraction: float = 0.4, mit_share: float = 0.6):
+    def __init__(self, data_dir: Path, paired_fraction: float = 0.4, mit_share: float = 0.6,
+                 mit_records: list[str] | None = None, cinc_part: str = "train"):
+        """``mit_records``: the MIT-BIH records (default: all of DS1); ``cinc_part``: ``train`` (the
+        whole CinC training split) or ``fit`` (without the seeded `calib` part, `clf_data.cinc_split`)."""
+        from wardmodels.clf_data import cinc_split
+
         data_dir = Path(data_dir)
-        mit = [filter_record(ds.load_mitdb(data_dir, r).ecg_mv) for r in ds.DS1]
-        cinc = [filter_record(s) for s in ds.load_cinc(data_dir, "train").signals]
+        mit = [filter_record(ds.load_mitdb(data_dir, r).ecg_mv) for r in (ds.DS1 if mit_records is None else mit_records)]
+        cinc_set = ds.load_cinc(data_dir, "train") if cinc_part == "train" else cinc_split(data_dir, cinc_part)
+        cinc = [filter_record(s) for s in cinc_set.signals]
         self.mit, self.cinc = Pool(mit), Pool(cinc)
         eegmat = ds.load_eegmat(data_dir, subjects=range(0, 24))
         ecg_pairs, eeg_pairs, eeg_alone = [], [[] for _ in range(4)], []

@@ -55,10 +55,10 @@ def _lr(cfg: DDConfig, step: int, steps: int) -> float:
 
 
 class CropData:
-    """Consecutive 10-s ECG crops (five 2-s windows) from the CinC fit split and MIT-BIH DS1,
-    band-passed as on the device."""
+    """Consecutive 10-s ECG crops (five 2-s windows) from the CinC fit split and MIT-BIH DS1 (or
+    ``mit_records``), band-passed as on the device."""
 
-    def __init__(self, data_dir: Path):
+    def __init__(self, data_dir: Path, mit_records: list[str] | None = None):
         from wardmodels.clf_data import cinc_split
         from wardmodels.codec_data import Pool
         from wardmodels.frontend import filter_record
@@ -66,7 +66,8 @@ class CropData:
 
         fit = cinc_split(data_dir, "fit")
         self.cinc = Pool([filter_record(s) for s in fit.signals])
-        self.mit = Pool([filter_record(ds.load_mitdb(data_dir, r).ecg_mv) for r in ds.DS1])
+        self.mit = Pool([filter_record(ds.load_mitdb(data_dir, r).ecg_mv)
+                         for r in (ds.DS1 if mit_records is None else mit_records)])
 
     def batch(self, rng: np.random.Generator, n: int, length: int = 1280) -> np.ndarray:
         out = []
@@ -81,6 +82,19 @@ class CropData:
         return np.concatenate(out).astype(np.float32)
 
 
+def training_records(exclude_calib: bool) -> tuple[list[str] | None, str]:
+    """(MIT-BIH records, CinC part) the chains train on: by default all of DS1 and the whole CinC
+    training split; with ``exclude_calib`` neither the predictor's calibration patients (the
+    `calib` split of `wardstream.eval_dynamic`: DS1 records from ``N_DS1_TRAIN`` on, CinC `calib`)
+    — so that the errors the slack is calibrated on are a new patient's, not the training data's
+    (measured 2026-12-04: chains trained without those six MIT-BIH patients show 2.5-3x the
+    level-3 violations on them; "Dynamic-Deep levels" in docs/dynamic-deep.md)."""
+    from wardstream import datasets as ds
+    from wardstream.eval_dynamic import N_DS1_TRAIN
+
+    return (list(ds.DS1[:N_DS1_TRAIN]), "fit") if exclude_calib else (None, "train")
+
+
 def _rhythm_input_t(crops: torch.Tensor) -> torch.Tensor:
     x = crops - crops.mean(1, keepdim=True)
     return torch.clamp(x / x.std(1, keepdim=True).clamp_min(1e-3), -20, 20)
@@ -89,7 +103,8 @@ def _rhythm_input_t(crops: torch.Tensor) -> torch.Tensor:
 def train(data_dir: Path, model_id: int = 2, recon_steps: int = 2500, task_steps: int = 800,
           task_weight: float = 1.0, crops_per_batch: int = 8, budget_min: float | None = None,
           run_dir: Path = Path("runs"), out_dir: Path | None = None, seed: int = 0,
-          threads: int | None = None, log_every: int = 100, cfg: DDConfig | None = None) -> dict:
+          threads: int | None = None, log_every: int = 100, cfg: DDConfig | None = None,
+          exclude_calib: bool = False) -> dict:
     from wardmodels.clf_runtime import load_deployed_classifier
     from wardmodels.codec_data import CodecData
     from wardmodels.frontend import normalise, scale_value
@@ -107,7 +122,7 @@ def train(data_dir: Path, model_id: int = 2, recon_steps: int = 2500, task_steps
     params = [p for n, p in model.named_parameters() if not n.startswith("base.")]
     opt = torch.optim.Adam(params, lr=cfg.lr)
     rng = np.random.default_rng(seed)
-    run = Path(run_dir) / f"dd-{cfg.name}-m{model_id}-s{seed}"
+    run = Path(run_dir) / f"dd-{cfg.name}-m{model_id}-s{seed}{'-nocalib' if exclude_calib else ''}"
     run.mkdir(parents=True, exist_ok=True)
     ckpt = run / "checkpoint.pt"
     total = recon_steps + task_steps
@@ -122,8 +137,9 @@ def train(data_dir: Path, model_id: int = 2, recon_steps: int = 2500, task_steps
         torch.set_rng_state(ck["torch_rng"])
         step, history, elapsed_before = ck["step"], ck["history"], ck["elapsed_s"]
         log.info("resumed %s at step %d", ckpt, step)
-    data = CodecData(data_dir)
-    crops = CropData(data_dir) if task_steps else None
+    mit_records, cinc_part = training_records(exclude_calib)
+    data = CodecData(data_dir, mit_records=mit_records, cinc_part=cinc_part)
+    crops = CropData(data_dir, mit_records) if task_steps else None
     clf = load_deployed_classifier("rhythm", "fp32").model if task_steps else None  # gradients need fp32
     if clf is not None:
         clf.eval()
@@ -203,7 +219,7 @@ def train(data_dir: Path, model_id: int = 2, recon_steps: int = 2500, task_steps
             last_ckpt = time.monotonic()
     model.eval()
     record = {"model_id": model_id, "recon_steps": recon_steps, "task_steps": task_steps,
-              "task_weight": task_weight, "seed": seed,
+              "task_weight": task_weight, "seed": seed, "exclude_calib": exclude_calib,
               "elapsed_s": round(elapsed_before + time.monotonic() - t0, 1),
               "final": history[-2:], "torch": str(torch.__version__)}
     path = save_dd(model, entry["codec"], Path(out_dir) if out_dir else run, record)

@@ -176,6 +176,9 @@ def main(argv: list[str] | None = None) -> int:
     td.add_argument("--recon-steps", type=int, default=2500)
     td.add_argument("--task-steps", type=int, default=800)
     td.add_argument("--task-weight", type=float, default=1.0)
+    td.add_argument("--exclude-calib", action="store_true",
+                    help="levels: train the chains without the predictor's calibration patients (MIT-BIH DS1 "
+                         "records 17-22, CinC calib), so the calibrated slack sees a new patient's errors")
     td.add_argument("--alpha", type=float, default=0.05, help="predictor: allowed share of windows over the bound")
     td.add_argument("--w-kl", type=float, default=1.0, help="predictor: weight of the rhythm-classifier KL")
     td.add_argument("--w-qrs", type=float, default=1.0, help="predictor: weight of the QRS error")
@@ -537,7 +540,8 @@ def main(argv: list[str] | None = None) -> int:
             from wardmodels.train_dynamic import train as train_dd
 
             d = train_dd(s.data_dir, a.model_id or 2, a.recon_steps, a.task_steps, a.task_weight,
-                         budget_min=a.budget_min, out_dir=a.out_dir, seed=a.seed, threads=a.threads)
+                         budget_min=a.budget_min, out_dir=a.out_dir, seed=a.seed, threads=a.threads,
+                         exclude_calib=a.exclude_calib)
             _write_json(d, None)
             return 0 if d["done"] else 3
         import torch

@@ -153,3 +153,15 @@ def test_a_device_chooses_what_the_evaluation_assumes(dd, data_dir, kind):
     offline = pr.choose(pr.predict(edge_features(with_history(f), task_features(x), pr.n_in, dec)), bound)
     assert len(set(device.tolist())) > 1  # levels do switch on this record
     assert (device == offline).mean() >= 0.95, (device, offline)
+
+
+def test_chains_can_train_without_the_calibration_patients():
+    from wardmodels.train_dynamic import training_records
+    from wardstream.datasets import DS1
+    from wardstream.eval_dynamic import N_DS1_TRAIN
+
+    mit, cinc_part = training_records(exclude_calib=True)
+    calib = DS1[N_DS1_TRAIN:]  # the MIT-BIH patients `eval_dynamic` calibrates the slack on
+    assert calib and mit and not set(mit) & set(calib) and set(mit) | set(calib) == set(DS1)
+    assert cinc_part == "fit"  # the CinC training split without its seeded calib part
+    assert training_records(exclude_calib=False) == (None, "train")  # the deployed chains' data
