@@ -11,6 +11,7 @@ import time
 import pytest
 
 from device_sim.ward import run_ward
+from wardmodels import DD_MODEL
 from wardstream import services
 from wardstream.influxq import exactly_once, frame_seqs, missing_windows, query
 from wardstream.workers import WorkerPool
@@ -93,7 +94,7 @@ def _wait_for_all(s, rep, timeout_s: float = 120.0):
 
 
 def test_exactly_once_through_worker_kill_broker_restart_and_influx_outage(servers, ward_settings):
-    s = ward_settings.replace(codec_model=3, level_policy="dynamic")  # levels switch per window
+    s = ward_settings.replace(codec_model=DD_MODEL, level_policy="dynamic")  # levels switch per window
     pool = WorkerPool(s, 1)
     pool.start_all()
     broker, influx = services.Broker(servers), services.Influx(servers)

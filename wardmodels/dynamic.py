@@ -183,3 +183,21 @@ def kl_to(p_ref: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
     """KL(p_ref || softmax(logits)) per row."""
     logq = F.log_softmax(logits, dim=1)
     return (p_ref * (torch.log(p_ref.clamp_min(1e-8)) - logq)).sum(1)
+
+
+def qrs_envelope(x: torch.Tensor, fs: float = 128.0) -> torch.Tensor:
+    """(n, T) ECG -> a differentiable stand-in for the QRS detector's feature (`processors.qrs`):
+    5-18 Hz band-pass (FFT mask), squared central slope, 0.15-s moving mean; (n, T - 2)."""
+    f = torch.fft.rfftfreq(x.shape[-1], 1 / fs)
+    band = ((f >= 5) & (f <= 18)).to(x.dtype)
+    y = torch.fft.irfft(torch.fft.rfft(x) * band, n=x.shape[-1])
+    s = y[:, 2:] - y[:, :-2]
+    k = int(round(0.15 * fs)) | 1
+    return F.avg_pool1d((s * s)[:, None], k, 1, k // 2)[:, 0]
+
+
+def qrs_envelope_loss(ref: torch.Tensor, rec: torch.Tensor) -> torch.Tensor:
+    """Relative L1 between the QRS envelopes of the original and reconstructed crops, per row: the
+    task phase's QRS term (the QRS timing error itself is not differentiable)."""
+    e_ref = qrs_envelope(ref)
+    return (qrs_envelope(rec) - e_ref).abs().mean(1) / e_ref.mean(1).clamp_min(1e-6)

@@ -3,7 +3,9 @@
 1. ``recon``: level chains, codebooks and adapters of levels 3–5 (both modalities) for
    reconstruction through the frozen codec trunk, attention and decoders (codec loss weights);
 2. ``task``: the ECG levels fine-tuned with the frozen deployed rhythm classifier's loss added,
-   ``L = L_R + w_task * KL(p(original 10 s) || p(reconstructed 10 s))`` summed over levels;
+   ``L = L_R + w_task * KL(p(original 10 s) || p(reconstructed 10 s)) + w_qrs * E_qrs`` summed over
+   levels, ``E_qrs`` the relative L1 between the QRS-detector envelopes of original and
+   reconstruction (`wardmodels.dynamic.qrs_envelope_loss`; ``qrs_weight`` 0 leaves it out);
 3. the edge error predictors (`wardmodels.predictor`, run by ``wardstream train dynamic-deep
    --phase predictor``) on task errors observed on reconstructions.
 
@@ -26,7 +28,7 @@ import torch
 
 from wardmodels.codec import MODALITIES
 from wardmodels.hashname import write_hashed
-from wardmodels.dynamic import DDConfig, DynamicCodec, kl_to, level_loss, prd
+from wardmodels.dynamic import DDConfig, DynamicCodec, kl_to, level_loss, prd, qrs_envelope_loss
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +106,7 @@ def train(data_dir: Path, model_id: int = 2, recon_steps: int = 2500, task_steps
           task_weight: float = 1.0, crops_per_batch: int = 8, budget_min: float | None = None,
           run_dir: Path = Path("runs"), out_dir: Path | None = None, seed: int = 0,
           threads: int | None = None, log_every: int = 100, cfg: DDConfig | None = None,
-          exclude_calib: bool = False) -> dict:
+          exclude_calib: bool = False, qrs_weight: float = 0.0) -> dict:
     from wardmodels.clf_runtime import load_deployed_classifier
     from wardmodels.codec_data import CodecData
     from wardmodels.frontend import normalise, scale_value
@@ -122,7 +124,8 @@ def train(data_dir: Path, model_id: int = 2, recon_steps: int = 2500, task_steps
     params = [p for n, p in model.named_parameters() if not n.startswith("base.")]
     opt = torch.optim.Adam(params, lr=cfg.lr)
     rng = np.random.default_rng(seed)
-    run = Path(run_dir) / f"dd-{cfg.name}-m{model_id}-s{seed}{'-nocalib' if exclude_calib else ''}"
+    run = Path(run_dir) / (f"dd-{cfg.name}-m{model_id}-s{seed}{'-nocalib' if exclude_calib else ''}"
+                           f"{f'-qrs{qrs_weight:g}' if qrs_weight else ''}")
     run.mkdir(parents=True, exist_ok=True)
     ckpt = run / "checkpoint.pt"
     total = recon_steps + task_steps
@@ -192,11 +195,16 @@ def train(data_dir: Path, model_id: int = 2, recon_steps: int = 2500, task_steps
             with torch.no_grad():
                 p_ref = torch.softmax(clf(_rhythm_input_t(torch.from_numpy(raw))), 1)
                 z = model.trunk("ecg", x)
+                ref = (x * scale).view(n, 1280)
             for L, (lat, _, vql) in zip(cfg.levels, model.level_latents("ecg", z)):
                 rec = model.decode_one("ecg", lat, None, None)
-                logits = clf(_rhythm_input_t((rec * scale).view(n, 1280)))
-                kl = kl_to(p_ref, logits).mean()
+                crop = (rec * scale).view(n, 1280)
+                kl = kl_to(p_ref, clf(_rhythm_input_t(crop))).mean()
                 loss = loss + level_loss(x, rec, "ecg", base.cfg) + vql + task_weight * kl
+                if qrs_weight:
+                    eq = qrs_envelope_loss(ref, crop).mean()
+                    loss = loss + qrs_weight * eq
+                    acc[f"qrs_L{L}"] = acc.get(f"qrs_L{L}", 0.0) + float(eq.detach())
                 with torch.no_grad():
                     acc[f"kl_L{L}"] = acc.get(f"kl_L{L}", 0.0) + float(kl)
                     acc[f"prd_ecg_L{L}"] = acc.get(f"prd_ecg_L{L}", 0.0) + float(prd(x, rec).mean())
@@ -219,7 +227,7 @@ def train(data_dir: Path, model_id: int = 2, recon_steps: int = 2500, task_steps
             last_ckpt = time.monotonic()
     model.eval()
     record = {"model_id": model_id, "recon_steps": recon_steps, "task_steps": task_steps,
-              "task_weight": task_weight, "seed": seed, "exclude_calib": exclude_calib,
+              "task_weight": task_weight, "qrs_weight": qrs_weight, "seed": seed, "exclude_calib": exclude_calib,
               "elapsed_s": round(elapsed_before + time.monotonic() - t0, 1),
               "final": history[-2:], "torch": str(torch.__version__)}
     path = save_dd(model, entry["codec"], Path(out_dir) if out_dir else run, record)
@@ -229,7 +237,7 @@ def train(data_dir: Path, model_id: int = 2, recon_steps: int = 2500, task_steps
 
 
 # --------------------------------------------------------------------------- export (edge)
-def export(dd_path: Path, data_dir: Path, model_id: int = 3, calib: int = 2048, check: int = 2048,
+def export(dd_path: Path, data_dir: Path, model_id: int, calib: int = 2048, check: int = 2048,
            seed: int = 7, reproduce: list[str] | None = None) -> dict:
     """Calibrate the integer level chains, snap the level codebooks to their int8 grid, measure
     int8-vs-FP32 index agreement per level on other windows, and deploy the result as wire model

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+from wardmodels import DD_MODEL
 from wardstream.settings import from_env
 
 
@@ -172,10 +173,12 @@ def main(argv: list[str] | None = None) -> int:
     _common(td)
     td.add_argument("--phase", default="levels", choices=["levels", "predictor"])
     td.add_argument("--model-id", type=int, default=None,
-                    help="levels: the base codec (default 2); predictor: the Dynamic-Deep codec (default 3)")
+                    help="levels: the base codec (default 2); predictor: the deployed Dynamic-Deep codec, runtime.DD_MODEL)")
     td.add_argument("--recon-steps", type=int, default=2500)
     td.add_argument("--task-steps", type=int, default=800)
     td.add_argument("--task-weight", type=float, default=1.0)
+    td.add_argument("--qrs-weight", type=float, default=0.0,
+                    help="levels: weight of the QRS-envelope term in the task phase (0: left out)")
     td.add_argument("--exclude-calib", action="store_true",
                     help="levels: train the chains without the predictor's calibration patients (MIT-BIH DS1 "
                          "records 17-22, CinC calib), so the calibrated slack sees a new patient's errors")
@@ -261,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     xd = xsub.add_parser("dynamic-deep", help="int8 level chains; deploy as a new wire model id")
     _common(xd)
     xd.add_argument("weights", type=Path)
-    xd.add_argument("--model-id", type=int, default=3)
+    xd.add_argument("--model-id", type=int, required=True, help="the wire model id to deploy the chains as")
 
     ev = sub.add_parser("eval", help="evaluations on recorded data")
     esub = ev.add_subparsers(dest="what", required=True)
@@ -282,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     _common(ed)
     ed.add_argument("--split", default="test", choices=["test", "all", "calib", "train"])
     ed.add_argument("--bound", type=float, default=None, help="default: the deployed bound")
-    ed.add_argument("--model-id", type=int, default=3)
+    ed.add_argument("--model-id", type=int, default=None, help="default: the deployed Dynamic-Deep codec")
     ed.add_argument("--json", type=Path)
     ed.add_argument("--predictor", choices=["default", "decode"], default=None,
                     help="the edge error predictor scored (default: WARDSTREAM_DD_PREDICTOR, else 'default'); "
@@ -541,7 +544,7 @@ def main(argv: list[str] | None = None) -> int:
 
             d = train_dd(s.data_dir, a.model_id or 2, a.recon_steps, a.task_steps, a.task_weight,
                          budget_min=a.budget_min, out_dir=a.out_dir, seed=a.seed, threads=a.threads,
-                         exclude_calib=a.exclude_calib)
+                         exclude_calib=a.exclude_calib, qrs_weight=a.qrs_weight)
             _write_json(d, None)
             return 0 if d["done"] else 3
         import torch
@@ -550,7 +553,7 @@ def main(argv: list[str] | None = None) -> int:
         from wardstream.eval_dynamic import train_predictor
 
         torch.set_num_threads(a.threads)
-        d = train_predictor(s.data_dir, a.model_id or 3, a.alpha, TaskWeights(a.w_kl, a.w_qrs), seed=a.seed,
+        d = train_predictor(s.data_dir, a.model_id or DD_MODEL, a.alpha, TaskWeights(a.w_kl, a.w_qrs), seed=a.seed,
                             quantile=a.quantile, patient_delta=a.patient_delta,
                             task_features=not a.no_task_features, cross_fit=a.cross_fit,
                             level_offsets=a.level_offsets, offset_bound=a.offset_bound,

@@ -30,6 +30,8 @@ import time
 
 import numpy as np
 
+from wardmodels import DD_MODEL
+
 WINDOWS_PER_DAY = 86400 // 2
 DAYS_PER_MONTH = 30
 GB = 1e9
@@ -194,7 +196,7 @@ def _decode_seconds_per_window(codec, level: int, n: int = 1024) -> float:
 
 
 def cost_report(settings, beds: int = 200, split: str = "test", bound: float | None = None,
-                model_id: int = 3) -> dict:
+                model_id: int = DD_MODEL) -> dict:
     from stream.wire import AUDIT_WINDOWS, REGISTRY, audit_period_windows, frame_overhead
     from wardmodels.dd_edge import reads_decode
     from wardmodels.runtime import load_deployed

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from stream.wire import WIRE_VERSION, pred_extra_bytes
+from wardmodels import DD_MODEL
 from wardmodels.predictor import LEVELS, RecordAnalysis, TaskWeights, analyse_record, choose_levels, chosen_error
 
 log = logging.getLogger(__name__)
@@ -147,7 +148,7 @@ def _cache_key(codec, data_dir: Path, split: str) -> Path:
     return CACHE / f"{split}-{tag}.npz"
 
 
-def load_part(data_dir: Path, split: str, model_id: int = 3, keep_recon: bool = True, decode: bool = False) -> Part:
+def load_part(data_dir: Path, split: str, model_id: int = DD_MODEL, keep_recon: bool = True, decode: bool = False) -> Part:
     """Analyse (or load from the cache) every record of ``split``; ``decode``: make sure the
     decode check's features are there (a cache from before them gets them added: every level
     decoded again, ~20 min for the train part on one core)."""
@@ -515,7 +516,7 @@ def select_offsets(pred: np.ndarray, err: np.ndarray, groups: np.ndarray, bits: 
     return offs, {"none": base, "selected": best}
 
 
-def train_predictor(data_dir: Path, model_id: int = 3, alpha: float = 0.05, weights: TaskWeights = TaskWeights(),
+def train_predictor(data_dir: Path, model_id: int = DD_MODEL, alpha: float = 0.05, weights: TaskWeights = TaskWeights(),
                     hidden: int = 16, f1_tolerance: float = 0.01, seed: int = 0,
                     quantile: float | None = None, patient_delta: float | None = None,
                     task_features: bool = True, cross_fit: int | None = None,
@@ -636,7 +637,7 @@ def train_predictor(data_dir: Path, model_id: int = 3, alpha: float = 0.05, weig
             "alpha": alpha, "predictor_bytes": pred.nbytes(), "calib_curve": rows}
 
 
-def evaluate(data_dir: Path, split: str = "test", bound: float | None = None, model_id: int = 3,
+def evaluate(data_dir: Path, split: str = "test", bound: float | None = None, model_id: int = DD_MODEL,
              png: Path | None = None, audit_every: int | None = None, raw_lossless: bool = True,
              wire_version: int | None = None, predictor: str = "default") -> dict:
     from scipy.stats import pearsonr

@@ -13,6 +13,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from wardmodels import DD_MODEL
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -66,7 +68,7 @@ class Settings:
     worker_web_host: str = "127.0.0.1"
     device_secret: str = ""  # environment only: master secret for per-device HMAC keys
     require_hmac: bool = False
-    codec_model: int = 3  # wire model id the simulated devices encode with (0: raw int16)
+    codec_model: int = DD_MODEL  # wire model id the simulated devices encode with (0: raw int16)
     codec_level: int = 1  # the level they send (0: raw; see wardmodels.runtime for the ladder)
     # how the simulator runs the edge encoder: "fp32" (the float network whose weights are the
     # firmware's int8 weights; ~8x faster here, indices agree with the integer path on >99% of

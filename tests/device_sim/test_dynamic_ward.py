@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from stream.wire import Modality, decode_frame
+from wardmodels import DD_MODEL
 
 pytestmark = pytest.mark.servers
 
@@ -36,7 +37,7 @@ def test_bound_change_on_the_control_topic_applies_within_one_window(ward_settin
 
     register_deployed()
     speed = 4.0  # a window every 0.5 s of wall time
-    s = ward_settings.replace(codec_model=3, level_policy="dynamic", dd_bound=3.0)
+    s = ward_settings.replace(codec_model=DD_MODEL, level_policy="dynamic", dd_bound=3.0)
 
     async def go():
         task = asyncio.create_task(run_ward(s, 4, 8.0, speed, source="synthetic", seed=3))
@@ -68,7 +69,7 @@ def test_a_slack_correction_on_the_control_topic_applies_to_its_bed_only(ward_se
     from device_sim.ward import run_ward
 
     speed = 4.0
-    s = ward_settings.replace(codec_model=3, level_policy="dynamic", dd_bound=3.0)
+    s = ward_settings.replace(codec_model=DD_MODEL, level_policy="dynamic", dd_bound=3.0)
 
     async def go():
         task = asyncio.create_task(run_ward(s, 3, 8.0, speed, source="synthetic", seed=5))

@@ -1,15 +1,15 @@
-"""The deployed Dynamic-Deep codec (wire model 3): its levels on the wire, at the edge and in the
+"""The deployed Dynamic-Deep codec (wire model `wardmodels.DD_MODEL`): its levels on the wire, at the edge and in the
 cloud, on recordings never trained on."""
 
 import numpy as np
 import pytest
 
 from stream.wire import REGISTRY, Channel, Frame, Modality, decode_frame, encode_frame
-from wardmodels import runtime
+from wardmodels import DD_MODEL, runtime
 from wardmodels.frontend import normalise
 from wardmodels.wire_codec import DynamicEncoder, decode_frames, register_deployed
 
-MODEL = 3
+MODEL = DD_MODEL
 
 
 @pytest.fixture(scope="module")
@@ -165,3 +165,28 @@ def test_chains_can_train_without_the_calibration_patients():
     assert calib and mit and not set(mit) & set(calib) and set(mit) | set(calib) == set(DS1)
     assert cinc_part == "fit"  # the CinC training split without its seeded calib part
     assert training_records(exclude_calib=False) == (None, "train")  # the deployed chains' data
+
+
+def test_the_task_phase_qrs_term_sees_the_beats(data_dir):
+    import torch
+
+    from wardmodels.dynamic import qrs_envelope, qrs_envelope_loss
+    from wardmodels.frontend import filter_record
+    from wardstream.datasets import load_mitdb
+
+    rec = load_mitdb(data_dir, "100")
+    x = torch.from_numpy(filter_record(rec.ecg_mv)[: 4 * 1280].reshape(4, 1280).astype(np.float32))
+    env = qrs_envelope(x)[0].numpy()
+    beats = rec.beat_times_s[rec.beat_times_s < 10.0] * 128 - 1  # annotated beats of the first crop
+    near = np.zeros(len(env), bool)
+    for t in beats:
+        near[max(0, int(t) - 19):int(t) + 20] = True
+    # every annotated beat has envelope energy within 0.1 s; away from the beats (> 0.15 s) it is low
+    assert min(env[max(0, int(t) - 13):int(t) + 13].max() for t in beats) > 0.4 * env.max()
+    assert env[~near].max() < 0.15 * env.max()
+    assert torch.all(qrs_envelope_loss(x, x) == 0)
+    smooth = torch.fft.irfft(torch.fft.rfft(x) * (torch.fft.rfftfreq(1280, 1 / 128) < 4), n=1280)
+    assert torch.all(qrs_envelope_loss(x, smooth) > 0.9)  # no QRS energy left in a < 4 Hz copy
+    y = (0.5 * x).requires_grad_(True)
+    qrs_envelope_loss(x, y).mean().backward()
+    assert y.grad.abs().sum() > 0  # differentiable, so the chains can learn from it

@@ -4,6 +4,7 @@ import os
 
 import pytest
 
+from wardmodels import DD_MODEL
 from wardstream.datasets import DataMissing
 from wardstream.eval_codec import evaluate
 
@@ -13,9 +14,9 @@ def test_eval_runs_on_a_subset_directory_and_reports_every_key(data_dir, tmp_pat
     sub.mkdir(parents=True)
     for ext in ("hea", "dat", "atr"):
         os.symlink(data_dir / "mitdb" / f"100.{ext}", sub / f"100.{ext}")
-    # the devices' codec (what `eval codec` runs without --model-id): model 3, whose
+    # the devices' codec (what `eval codec` runs without --model-id): the deployed Dynamic-Deep model, whose
     # Dynamic-Deep chain levels 3-5 have their own codebooks and encodes
-    d = evaluate(tmp_path / "data", split="all", jobs=1, model_id=3)
+    d = evaluate(tmp_path / "data", split="all", jobs=1, model_id=DD_MODEL)
     assert d["ecg_records"] == ["100"] and d["eeg_recordings"] == []
     for key in ("ecg_prd", "ecg_snr_db", "ecg_coherence", "qrs_sensitivity", "qrs_ppv",
                 "qrs_sensitivity_original", "qrs_ppv_original", "codebook_usage", "bits_per_window",

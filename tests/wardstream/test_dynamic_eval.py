@@ -7,6 +7,7 @@ import os
 import numpy as np
 import pytest
 
+from wardmodels import DD_MODEL
 from wardstream.settings import default_data_dir
 
 
@@ -136,7 +137,7 @@ def test_the_decode_predictor_is_scored_and_an_older_cache_gains_the_decode_chec
                  "--json", str(out)]) == 0
     d = json.loads(out.read_text())
     assert d["predictor"] == "decode" and "decode check" in d["predictor_features"]
-    assert d["bound"] == load_deployed(3).entry["deployed_bound_decode"]
+    assert d["bound"] == load_deployed(DD_MODEL).entry["deployed_bound_decode"]
     assert sum(d["level_histogram"].values()) == d["windows"]
     again = eval_dynamic.load_part(small_dir, "all")
     for r, w in zip(again.records, want):
