@@ -2,4 +2,4 @@
 
 # The wire model the devices encode with by default: the deployed Dynamic-Deep codec (levels 0-5 and
 # its calibrated predictors). Training, evaluation and the cost model default to it too.
-DD_MODEL = 3
+DD_MODEL = 5

@@ -575,7 +575,7 @@ def main(argv: list[str] | None = None) -> int:
 
         png = a.png or (a.json.with_suffix(".png") if a.json else None)
         try:
-            d = eval_dd(s.data_dir, a.split, a.bound, a.model_id, png, audit_every=a.audit_every,
+            d = eval_dd(s.data_dir, a.split, a.bound, DD_MODEL if a.model_id is None else a.model_id, png, audit_every=a.audit_every,
                         raw_lossless=not a.raw_int16, wire_version=a.wire_version or s.wire_version,
                         predictor=a.predictor or s.dd_predictor)
         except DataMissing as exc:
