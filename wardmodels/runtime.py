@@ -26,7 +26,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from wardmodels import DD_MODEL  # noqa: F401  (re-exported)
 from wardmodels.codec import MODALITIES, DualCodec
 from wardmodels.frontend import SCALE_BITS, normalise, scale_value
 from wardmodels.hashname import WeightsError, verify_hash  # noqa: F401  (re-exported: where callers look)

@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     _common(td)
     td.add_argument("--phase", default="levels", choices=["levels", "predictor"])
     td.add_argument("--model-id", type=int, default=None,
-                    help="levels: the base codec (default 2); predictor: the deployed Dynamic-Deep codec, runtime.DD_MODEL)")
+                    help="levels: the base codec (default 2); predictor: the Dynamic-Deep codec (default: the deployed one, wardmodels.DD_MODEL)")
     td.add_argument("--recon-steps", type=int, default=2500)
     td.add_argument("--task-steps", type=int, default=800)
     td.add_argument("--task-weight", type=float, default=1.0)
@@ -575,7 +575,8 @@ def main(argv: list[str] | None = None) -> int:
 
         png = a.png or (a.json.with_suffix(".png") if a.json else None)
         try:
-            d = eval_dd(s.data_dir, a.split, a.bound, DD_MODEL if a.model_id is None else a.model_id, png, audit_every=a.audit_every,
+            mid = DD_MODEL if a.model_id is None else a.model_id
+            d = eval_dd(s.data_dir, a.split, a.bound, mid, png, audit_every=a.audit_every,
                         raw_lossless=not a.raw_int16, wire_version=a.wire_version or s.wire_version,
                         predictor=a.predictor or s.dd_predictor)
         except DataMissing as exc:
