@@ -54,6 +54,11 @@ class PairPool:
     eeg: list[Pool]  # one pool per EEG channel, aligned with ecg
 
 
+def mit_signals(data_dir: Path, records: list[str] | None = None) -> list[np.ndarray]:
+    """MIT-BIH ``records`` (default: all of DS1), band-passed as on the device."""
+    return [filter_record(ds.load_mitdb(data_dir, r).ecg_mv) for r in (ds.DS1 if records is None else records)]
+
+
 class CodecData:
     def __init__(self, data_dir: Path, paired_fraction: float = 0.4, mit_share: float = 0.6,
                  mit_records: list[str] | None = None, cinc_part: str = "train"):
@@ -62,7 +67,7 @@ class CodecData:
         from wardmodels.clf_data import cinc_split
 
         data_dir = Path(data_dir)
-        mit = [filter_record(ds.load_mitdb(data_dir, r).ecg_mv) for r in (ds.DS1 if mit_records is None else mit_records)]
+        mit = mit_signals(data_dir, mit_records)
         cinc_set = ds.load_cinc(data_dir, "train") if cinc_part == "train" else cinc_split(data_dir, cinc_part)
         cinc = [filter_record(s) for s in cinc_set.signals]
         self.mit, self.cinc = Pool(mit), Pool(cinc)

@@ -62,14 +62,12 @@ class CropData:
 
     def __init__(self, data_dir: Path, mit_records: list[str] | None = None):
         from wardmodels.clf_data import cinc_split
-        from wardmodels.codec_data import Pool
+        from wardmodels.codec_data import Pool, mit_signals
         from wardmodels.frontend import filter_record
-        from wardstream import datasets as ds
 
         fit = cinc_split(data_dir, "fit")
         self.cinc = Pool([filter_record(s) for s in fit.signals])
-        self.mit = Pool([filter_record(ds.load_mitdb(data_dir, r).ecg_mv)
-                         for r in (ds.DS1 if mit_records is None else mit_records)])
+        self.mit = Pool(mit_signals(data_dir, mit_records))
 
     def batch(self, rng: np.random.Generator, n: int, length: int = 1280) -> np.ndarray:
         out = []
