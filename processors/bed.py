@@ -22,8 +22,8 @@ from processors.qrs import QrsState, ecg_peaks_stream
 from processors.vitals import (ecg_quality, ecg_quality_batch, eeg_band_powers,
                                eeg_band_powers_batch, hrv)
 from stream.wire import AUDIT_WINDOWS, CRC_LEN, REGISTRY, Frame, Modality, frame_overhead
-from wardmodels.classifier import (BEAT_POST, BEAT_PRE, RHYTHM_SAMPLES, TEMPLATE_BEATS, beat_context, beat_inputs,
-                                   beat_waves)
+from wardmodels.classifier import (BEAT_CONTEXT, BEAT_POST, BEAT_PRE, RHYTHM_SAMPLES, TEMPLATE_BEATS, beat_context,
+                                   beat_inputs, beat_waves)
 from wardmodels.frontend import StreamFilter
 
 HRV_SPAN_S = 60.0
@@ -114,7 +114,7 @@ class ClassifierInputs:
     rhythm: np.ndarray | None  # float32[1280] filtered ECG, the last 10 s; None until 10 s exist
     rhythm_ts_ms: int
     beat_waves: np.ndarray  # (n, 2, 112): wave, and wave minus the bed's recent-beat template
-    beat_ctx: np.ndarray  # (n, 6): RR features and the rhythm's irregularity (`beat_context`)
+    beat_ctx: np.ndarray  # (n, 7): RR features, the rhythm's irregularity, prematurity (`beat_context`)
     beat_ts_ms: list[int]
     # for a streaming rhythm model (`wardmodels.stream_rhythm`): the bed's filtered-ECG buffer
     # ending with this window, the stream index after it, and the window's length
@@ -213,7 +213,7 @@ def _classifier_inputs(state: BedState, frame: Frame, x: np.ndarray, new_beats: 
     ready = [k for k in state.pending if k != state.pending[-1] and k + BEAT_POST <= state.buf_end]
     state.pending = [k for k in state.pending if k not in ready and k >= buf_start]
     waves = np.zeros((0, 2, 112), np.float32)
-    ctx = np.zeros((0, 6), np.float32)
+    ctx = np.zeros((0, BEAT_CONTEXT), np.float32)
     ts: list[int] = []
     if ready:
         allb = np.asarray(sorted(set(state.beats)), np.int64)

@@ -7,8 +7,9 @@ sees, so on new patients (DS2) it finds a quarter of the supraventricular (S) be
 is the patient's normal one and whose sign is prematurity -- and calls normal beats in atrial
 fibrillation (where every beat is "premature") supraventricular or ventricular. A multinomial
 logistic regression on the CNN's log-probabilities, the five RR features, the rhythm's
-irregularity before the beat (`classifier.rr_irregularity`) and their quadratic terms weighs the
-two kinds of evidence as unseen patients need; `combine` applies it: N and S re-divided by its
+irregularity before the beat (`classifier.rr_irregularity`), the beat's prematurity against the
+long end of the last minute's intervals (`classifier.rr_prematurity`) and their quadratic terms
+weighs the two kinds of evidence as unseen patients need; `combine` applies it: N and S re-divided by its
 odds, a V below the alarms' probability (0.9) lowered where it disagrees, and F and confident V
 left exactly as the CNN says, so every V beat the run alarms count is one the CNN called (the
 alarms also read the other beats' confidence: a confident non-V beat ends a run).
@@ -21,7 +22,7 @@ offset on the S logit is chosen to maximise the macro F1 of N, S and V over a pa
 cross-validation of the regression itself inside the same rows. DS2 is never read.
 
 At run time (`StackedBeats`) the deployed (packed) CNN supplies the probabilities; the stage adds
-35 multiply-adds per class and beat. Stored as ``beatstack-<sha256[:12]>.npz`` (float32 arrays and
+43 multiply-adds per class and beat. Stored as ``beatstack-<sha256[:12]>.npz`` (float32 arrays and
 a JSON record of how it was made); `wardstream train classifier --kind beat-stack` reproduces it.
 """
 
@@ -35,19 +36,26 @@ from pathlib import Path
 
 import numpy as np
 
-from wardmodels.classifier import BEAT_CLASSES, BEAT_POST, BEAT_PRE, FS, N_RR_FEATURES, Classifier, aami_labels
+from wardmodels.classifier import (BEAT_CLASSES, BEAT_CONTEXT, BEAT_POST, BEAT_PRE, FS, N_RR_FEATURES, Classifier,
+                                   aami_labels)
 from wardmodels.hashname import write_hashed
 
 log = logging.getLogger(__name__)
-N_CONTEXT = N_RR_FEATURES + 1  # the RR features and the irregularity (`beat_context`)
+N_CONTEXT = BEAT_CONTEXT  # the columns of `beat_context`: RR features, irregularity, prematurity
+LEGACY_CONTEXT = N_RR_FEATURES + 1  # a stage fitted before the prematurity column (no `context_columns`)
 
 
-def stack_features(p: np.ndarray, ctx: np.ndarray) -> np.ndarray:
-    """CNN probabilities (N, 4) and beat context (N, 6) -> (N, 35): log-probabilities, the five RR
-    features, log irregularity, the context's quadratic terms, log-probabilities × log irregularity."""
+def stack_features(p: np.ndarray, ctx: np.ndarray, columns: int = N_CONTEXT) -> np.ndarray:
+    """CNN probabilities (N, 4) and the first ``columns`` of the beat context -> the stage's
+    inputs: log-probabilities, the five RR features, the prematurity (`rr_prematurity`, with 7
+    columns), log irregularity, the quadratic terms of those, log-probabilities × log
+    irregularity — (N, 43) with 7 columns, (N, 35) with the 6 of a legacy stage."""
     lp = np.log(np.clip(np.asarray(p, np.float64), 1e-4, 1.0))
     ctx = np.asarray(ctx, np.float64)
-    r = np.concatenate([ctx[:, :N_RR_FEATURES], np.log(ctx[:, N_RR_FEATURES:N_CONTEXT] + 0.01)], axis=1)
+    if ctx.shape[1] < columns:
+        raise ValueError(f"the stage takes {columns} context columns, got {ctx.shape[1]}")
+    r = np.concatenate([ctx[:, :N_RR_FEATURES], ctx[:, N_RR_FEATURES + 1:columns],
+                        np.log(ctx[:, N_RR_FEATURES:N_RR_FEATURES + 1] + 0.01)], axis=1)
     n = r.shape[1]
     quad = [r[:, i:i + 1] * r[:, j:j + 1] for i in range(n) for j in range(i, n)]
     return np.concatenate([lp, r, *quad, lp * r[:, -1:]], axis=1)
@@ -97,8 +105,12 @@ class BeatStack:
     meta: dict = field(default_factory=dict)
     name: str = ""  # the file it was loaded from
 
+    @property
+    def context_columns(self) -> int:
+        return int(self.meta.get("context_columns", LEGACY_CONTEXT))
+
     def logits(self, p: np.ndarray, ctx: np.ndarray) -> np.ndarray:
-        x = (stack_features(p, ctx) - self.mu) / self.sd
+        x = (stack_features(p, ctx, self.context_columns) - self.mu) / self.sd
         return x @ self.w + self.c + self.bias
 
     def proba(self, p: np.ndarray, ctx: np.ndarray) -> np.ndarray:
@@ -126,7 +138,7 @@ class BeatStack:
 @dataclass
 class StackedBeats:
     """The deployed beat classifier: the CNN, then `BeatStack`. ``proba(waves, ctx)`` with the
-    (N, 6) context of `beat_context` (the CNN takes its first five columns)."""
+    (N, 7) context of `beat_context` (the CNN takes its first five columns)."""
 
     cnn: Classifier
     stack: BeatStack
@@ -194,7 +206,8 @@ def tune_bias(p: np.ndarray, logits: np.ndarray, y: np.ndarray, grid=np.arange(-
 def fit_stack(p: np.ndarray, ctx: np.ndarray, y: np.ndarray, groups: np.ndarray, folds: int = 4) -> tuple[BeatStack, dict]:
     """Fit on out-of-fold CNN probabilities ``p`` with contexts ``ctx`` and labels ``y``;
     ``groups``: each row's patient (record), for the patient-wise choice of the offsets."""
-    x = stack_features(p, ctx)
+    columns = int(np.asarray(ctx).shape[1])
+    x = stack_features(p, ctx, columns)
     mu, sd = x.mean(0), x.std(0) + 1e-9
     x = (x - mu) / sd
     counts = np.bincount(y, minlength=len(BEAT_CLASSES)).astype(np.float64)
@@ -216,7 +229,8 @@ def fit_stack(p: np.ndarray, ctx: np.ndarray, y: np.ndarray, groups: np.ndarray,
               "cv_macro_f1": macro_f1(y, pred), "cnn_macro_f1": macro_f1(y, p.argmax(1)),
               "cv": class_scores(confusion(y, pred, k), BEAT_CLASSES),
               "cnn": class_scores(confusion(y, p.argmax(1), k), BEAT_CLASSES)}
-    return BeatStack(mu, sd, W, c, bias, {"fit": report, "v_keep": V_KEEP, "f_keep": F_KEEP}), report
+    return BeatStack(mu, sd, W, c, bias, {"fit": report, "v_keep": V_KEEP, "f_keep": F_KEEP,
+                                           "context_columns": columns}), report
 
 
 def oof_table(data_dir: Path, folds: int = 4, epochs: int = 10, seed: int = 0, threads: int = 2,
@@ -224,7 +238,7 @@ def oof_table(data_dir: Path, folds: int = 4, epochs: int = 10, seed: int = 0, t
     """Out-of-fold CNN outputs over DS1: per fold of `beat_cv.fold_records`, a CNN trained on the
     other folds by the deployed recipe (`train_beat`; finished folds are reused from
     ``out_dir/folds.json``) scores the held-out records' annotated beats. -> arrays ``p`` (N, 4),
-    ``ctx`` (N, 6), ``y`` (N,), ``record`` (N,)."""
+    ``ctx`` (N, 7), ``y`` (N,), ``record`` (N,)."""
     from wardmodels.beat_cv import fold_records
     from wardmodels.clf_data import beat_table
     from wardmodels.frontend import filter_record

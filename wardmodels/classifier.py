@@ -18,6 +18,7 @@ filter over raw-level windows), in mV at 128 Hz.
 from __future__ import annotations
 
 import bisect
+import math
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -264,15 +265,53 @@ def rr_irregularity(beats: np.ndarray, fs: int = FS, at: np.ndarray | None = Non
     return out
 
 
+RR_REFERENCE_MIN = 4  # intervals the reference needs; fewer: the prematurity is 0
+
+
+def _reference_one(t: list[float], i: int) -> float:
+    """`rr_prematurity` of beat ``i`` of the beat times ``t`` (s), in scalar arithmetic."""
+    if i < 1:
+        return 0.0
+    j = bisect.bisect_left(t, t[i] - RR_LONG_S)
+    rr = sorted(t[k + 1] - t[k] for k in range(j, i - 1))
+    m = len(rr)
+    if m < RR_REFERENCE_MIN:
+        return 0.0
+    ref = rr[(9 * (m - 1)) // 10]
+    return min(max(math.log((t[i] - t[i - 1] + 1e-3) / (ref + 1e-3)), -3.0), 3.0)
+
+
+def rr_prematurity(beats: np.ndarray, fs: int = FS, at: np.ndarray | None = None) -> np.ndarray:
+    """For every beat of a sorted sample-index array (or only the positions ``at``): its pre-RR
+    interval against the rhythm's long intervals, log(pre / the 90th percentile of the RR
+    intervals between the beats of the ``RR_LONG_S`` before it), clipped to ±3; 0 with fewer than
+    ``RR_REFERENCE_MIN`` such intervals. The percentile is an order statistic (the sorted
+    intervals' element ``(9·(m−1)) // 10``), so every path computes it exactly.
+
+    Why beside the mean-based `rr_features`: where premature beats are frequent (atrial
+    bigeminy, runs of atrial premature beats) they drag the local and long means down to their
+    own coupling interval and stop looking premature against them; the long end of the interval
+    distribution stays with the sinus rhythm (and the pauses). The beat second stage
+    (`beat_stack`) takes it; the CNN does not."""
+    t = (np.asarray(beats, np.float64) / fs).tolist()
+    idx = range(len(t)) if at is None else np.asarray(at, np.int64).tolist()
+    return np.asarray([_reference_one(t, i) for i in idx], np.float64)
+
+
 def beat_context(beats: np.ndarray, fs: int = FS, at: np.ndarray | None = None) -> np.ndarray:
-    """(N, 6) per beat (or per position ``at``): the five `rr_features` the CNN takes, and the
-    `rr_irregularity` the second stage (`beat_stack`) adds."""
+    """(N, ``BEAT_CONTEXT``) per beat (or per position ``at``): the five `rr_features` the CNN
+    takes, then the `rr_irregularity` and the `rr_prematurity` the second stage (`beat_stack`)
+    adds."""
     if at is not None and 0 < len(at) <= _FEW:
         few = _context_few(beats, fs, at)
         if few is not None:
             return few
     f = rr_features(*rr_context(beats, fs, at))
-    return np.concatenate([f, rr_irregularity(beats, fs, at)[:, None].astype(np.float32)], axis=1)
+    return np.concatenate([f, rr_irregularity(beats, fs, at)[:, None].astype(np.float32),
+                           rr_prematurity(beats, fs, at)[:, None].astype(np.float32)], axis=1)
+
+
+BEAT_CONTEXT = N_RR_FEATURES + 2  # columns of `beat_context`
 
 
 _FEW = 8  # up to this many positions, `beat_context` computes them one by one (the stream's case)
@@ -318,7 +357,9 @@ def _context_few(beats, fs: int, at) -> np.ndarray | None:
         seg = rr_s[i - 1 - k:i - 1]
         irr.append(_median([abs(seg[m + 1] - seg[m]) for m in range(k - 1)]) / max(_median(seg), 1e-3))
     f = rr_features(*(np.asarray(v, np.float64) for v in (pre, post, local, long)))
-    return np.concatenate([f, np.asarray(irr, np.float64)[:, None].astype(np.float32)], axis=1)
+    prem = [_reference_one(t, i) for i in idx]
+    return np.concatenate([f, np.asarray(irr, np.float64)[:, None].astype(np.float32),
+                           np.asarray(prem, np.float64)[:, None].astype(np.float32)], axis=1)
 
 
 def beat_scales(signal: np.ndarray, beats: np.ndarray, fs: int = FS) -> np.ndarray:

@@ -8,7 +8,7 @@ from processors.bed import BedState, process_frame
 from processors.decode import reconstruct
 from stream.wire import Modality, decode_frame
 from wardmodels.classifier import (IRREGULARITY_INTERVALS, RHYTHM_SAMPLES, beat_context, beat_waves, rr_context,
-                                   rr_features, rr_irregularity)
+                                   rr_features, rr_irregularity, rr_prematurity)
 from wardmodels.frontend import filter_record
 
 
@@ -99,8 +99,39 @@ def test_irregularity_leaves_out_the_beats_own_prematurity():
     # positions `at` give the same as the whole array
     np.testing.assert_array_equal(rr_irregularity(af, 100, at=np.array([5, 17, 30])), rr_irregularity(af, 100)[[5, 17, 30]])
     ctx = beat_context(af, 100)
-    assert ctx.shape == (40, 6)
+    assert ctx.shape == (40, 7)
     np.testing.assert_array_equal(ctx[:, :5], rr_features(*rr_context(af, 100)))
+    np.testing.assert_array_equal(ctx[:, 5], rr_irregularity(af, 100).astype(np.float32))
+    np.testing.assert_array_equal(ctx[:, 6], rr_prematurity(af, 100).astype(np.float32))
+
+
+def test_prematurity_equals_its_definition_and_sees_frequent_premature_beats():
+    """`rr_prematurity`: log(pre-RR / the 90th-percentile order statistic of the intervals
+    between the beats of the 60 s before the beat), clipped to ±3, 0 below 4 such intervals."""
+    def by_definition(beats, fs):
+        t = np.asarray(beats, np.float64) / fs
+        out = np.zeros(len(t))
+        for i in range(1, len(t)):
+            j = np.searchsorted(t, t[i] - 60.0)
+            rr = np.sort(np.diff(t[j:i]))
+            if len(rr) >= 4:
+                out[i] = np.clip(np.log((t[i] - t[i - 1] + 1e-3) / (rr[(9 * (len(rr) - 1)) // 10] + 1e-3)), -3, 3)
+        return out
+
+    rng = np.random.default_rng(2)
+    for n in (0, 1, 4, 5, 6, 30, 200):
+        beats = np.cumsum(rng.integers(20, 300, n)).astype(np.int64)
+        np.testing.assert_array_equal(rr_prematurity(beats, 128), by_definition(beats, 128))
+    regular = np.arange(0, 128 * 60, 100)
+    assert np.abs(rr_prematurity(regular, 128)).max() < 1e-9
+    # atrial bigeminy (0.5 s coupling, 0.9 s back to sinus): the means fall to 0.7 s and the
+    # premature beats read only log(0.5 / 0.7) against them; the long end stays at 0.9 s
+    bigeminy = np.cumsum(np.tile([64, 115], 60)).astype(np.int64)
+    prem = rr_prematurity(bigeminy, 128)[20:]
+    pre_long = beat_context(bigeminy, 128)[20:, 0]  # log(pre / long mean)
+    early = np.arange(20, len(bigeminy)) % 2 == 0
+    assert np.all(prem[early] < -0.55) and np.all(np.abs(prem[~early]) < 0.01)
+    assert np.all(pre_long[early] > -0.4)
 
 
 def test_irregularity_equals_its_definition_beat_by_beat():
@@ -138,7 +169,8 @@ def test_context_at_a_few_positions_equals_the_vectorised_form_bit_for_bit():
                 rr = np.where(rng.random(n) < 0.2, 60, 110)
             beats = np.cumsum(rr).astype(np.int64) + 1000
             full = np.concatenate([rr_features(*rr_context(beats, 128)),
-                                   rr_irregularity(beats, 128)[:, None].astype(np.float32)], axis=1)
+                                   rr_irregularity(beats, 128)[:, None].astype(np.float32),
+                                   rr_prematurity(beats, 128)[:, None].astype(np.float32)], axis=1)
             for at in ([n - 2], [n - 1], [1], list(range(max(1, n - 8), n)), [n // 2, n - 2]):
                 at = np.asarray(sorted(set(a for a in at if 1 <= a < n)), np.int64)
                 if not len(at):
@@ -154,5 +186,6 @@ def test_context_at_a_few_positions_equals_the_vectorised_form_bit_for_bit():
     assert C._context_few(beats, 128, np.array([0, 2])) is None
     np.testing.assert_array_equal(beat_context(beats, 128, at=np.array([0, 2])),
                                   np.concatenate([rr_features(*rr_context(beats, 128)),
-                                                  rr_irregularity(beats, 128)[:, None].astype(np.float32)],
+                                                  rr_irregularity(beats, 128)[:, None].astype(np.float32),
+                                                  rr_prematurity(beats, 128)[:, None].astype(np.float32)],
                                                  axis=1)[[0, 2]])

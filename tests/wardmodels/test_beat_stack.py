@@ -40,7 +40,8 @@ def _rows(rng, n, premature):
     pre = np.where(premature, 0.55, 0.8) * rng.uniform(0.95, 1.05, n)
     post = np.where(premature, 1.05, 0.8) * rng.uniform(0.95, 1.05, n)
     long = np.full(n, 0.8)
-    f = np.stack([np.log(pre / long), np.log(post / long), np.zeros(n), np.log(pre / post), pre, rng.uniform(0, 0.05, n)], 1)
+    f = np.stack([np.log(pre / long), np.log(post / long), np.zeros(n), np.log(pre / post), pre, rng.uniform(0, 0.05, n),
+                  np.log(pre / 0.85)], 1)
     return p, f.astype(np.float32)
 
 
@@ -58,8 +59,25 @@ def test_fit_learns_prematurity_and_round_trips(tmp_path):
     again = BeatStack.load(path)
     np.testing.assert_allclose(again.proba(p[:50], ctx[:50]), stack.proba(p[:50], ctx[:50]), atol=1e-5)
     assert again.meta["fit"]["rows"] == len(y)
-    assert stack_features(p[:3], ctx[:3]).shape == (3, 35)
+    assert stack.meta["context_columns"] == 7 and stack_features(p[:3], ctx[:3]).shape == (3, 43)
     assert stack.proba(p[:0], ctx[:0]).shape == (0, len(BEAT_CLASSES))
+
+
+def test_a_stage_fitted_on_six_context_columns_reads_only_those():
+    """A stage saved before the prematurity column (no ``context_columns`` in its record) is fed
+    the first six columns of today's 7-column context: the same inputs, the same output."""
+    rng = np.random.default_rng(1)
+    y = np.where(rng.random(2000) < 0.1, 1, 0)
+    y[:20] = 2
+    p, ctx = _rows(rng, len(y), y == 1)
+    groups = np.repeat(np.arange(8), len(y) // 8)
+    legacy, _ = fit_stack(p, ctx[:, :6], y, groups, folds=4)
+    assert stack_features(p[:3], ctx[:3, :6], 6).shape == (3, 35)
+    del legacy.meta["context_columns"]
+    assert legacy.context_columns == 6
+    np.testing.assert_array_equal(legacy.proba(p, ctx), legacy.proba(p, ctx[:, :6]))
+    with pytest.raises(ValueError, match="7 context columns"):
+        stack_features(p, ctx[:, :6])
 
 
 def test_deployed_stage_on_a_held_out_patient(data_dir, monkeypatch):
