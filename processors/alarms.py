@@ -98,6 +98,8 @@ AFIB_IRR_DEFAULT = 0.05
 AFIB_MIN_PAIRS = 6  # successive normal-to-normal interval pairs needed to call a rhythm irregular
 AFIB_ENTROPY_DEFAULT = 0.0  # the RR-entropy limit (`rr_entropy`); 0: not required
 AFIB_N_MIN_P_DEFAULT = 0.0  # a beat is normal for `rr_irregularity` from this N probability (0: any N call)
+AFIB_S_MAX_DEFAULT = 0.0  # the largest share of beats called S that AF allows (0: not required)
+S_SHARE_MIN_BEATS = 10  # classified beats `s_share` needs
 ENTROPY_R_S = 0.03  # sample entropy's match tolerance, 30 ms as COSEn's
 ENTROPY_MIN_INTERVALS = 8
 
@@ -141,6 +143,17 @@ def rr_irregularity(beats: list[list], min_pairs: int = AFIB_MIN_PAIRS) -> tuple
     return float(np.median(d) / max(np.median(rr), 1.0)), len(d)
 
 
+def s_share(beats: list[list], min_beats: int = S_SHARE_MIN_BEATS) -> float | None:
+    """``beats``: [time ms, beat class] of the classified beats of the last ``afib_s``. The share of
+    them called supraventricular (S); None below ``min_beats``. Atrial fibrillation has no atrial
+    premature beats to call (its beats are normal beats at random intervals), so a stretch where
+    the beat model finds many is organised atrial activity with frequent premature beats (atrial
+    bigeminy, sinus bradycardia with runs of them), which the rhythm model can read as AF."""
+    if len(beats) < min_beats:
+        return None
+    return sum(1 for b in beats if b[1] == "S") / len(beats)
+
+
 @dataclass(frozen=True)
 class Thresholds:
     """Per-bed limits (adult defaults; per ward and per bed through `limits_from`)."""
@@ -164,6 +177,8 @@ class Thresholds:
     # (below it is kept as "n"): atrial premature beats the beat model calls N with doubt
     # otherwise make a sinus rhythm read irregular
     afib_n_min_p: float = AFIB_N_MIN_P_DEFAULT
+    # when > 0, at most this share of the beats of the last afib_s may be called S (`s_share`)
+    afib_s_max: float = AFIB_S_MAX_DEFAULT
     ectopy_per_min: float = 10.0
     sqi_min: float = 0.5
     v_min_p: float = 0.9  # a beat's class counts for runs and ectopy at this class probability
@@ -171,7 +186,8 @@ class Thresholds:
 
 
 # limits whose 0 switches their condition off (the AF alarm's rhythm checks)
-OPTIONAL_LIMITS = ("afib_irr", "afib_entropy", "afib_n_min_p")
+OPTIONAL_LIMITS = ("afib_irr", "afib_entropy", "afib_n_min_p", "afib_s_max")
+SHARE_LIMITS = ("afib_n_min_p", "afib_s_max")  # probabilities or shares: at most 1
 
 
 def check_limits(over, where: str = "") -> dict:
@@ -199,8 +215,9 @@ def check_limits(over, where: str = "") -> dict:
 def _consistent(t: Thresholds, where: str) -> Thresholds:
     if t.nsvt_beats > t.vtach_beats:
         raise ValueError(f"{where}: nsvt_beats must not exceed vtach_beats")
-    if t.afib_n_min_p > 1:
-        raise ValueError(f"{where}: afib_n_min_p is a probability (at most 1)")
+    for k in SHARE_LIMITS:
+        if getattr(t, k) > 1:
+            raise ValueError(f"{where}: {k} is a probability or a share (at most 1)")
     return t
 
 
@@ -429,13 +446,15 @@ def _conditions_now(st: AlarmState, ev: Evidence, th: Thresholds) -> dict[str, t
     # reset an episode); with afib_irr set, the RR intervals between normal beats of the last
     # afib_s must be irregular too (ventricular bigeminy or frequent premature beats make a
     # rhythm look irregular to the rhythm model; their intervals are left out here)
-    irr, pairs, ent = None, 0, None
-    if th.afib_irr > 0 or th.afib_entropy > 0:  # kept only where a limit is set: the state is stored with every window
+    irr, pairs, ent, share = None, 0, None, None
+    # the classified beats are kept only where a limit needs them: the state is stored with every window
+    if th.afib_irr > 0 or th.afib_entropy > 0 or th.afib_s_max > 0:
         new = [[int(b[0]), "n" if b[1] == "N" and len(b) > 2 and b[2] is not None and b[2] < th.afib_n_min_p
                 else b[1]] for b in ev.beats if b[1] is not None]
         st.classified = sorted(b for b in st.classified + new if b[0] > t - int(th.afib_s * 1000))
         irr, pairs = rr_irregularity(st.classified)
         ent = rr_entropy([b[0] for b in st.classified]) if th.afib_entropy > 0 else None
+        share = s_share(st.classified) if th.afib_s_max > 0 else None
     elif st.classified:
         st.classified = []
     if ev.p_af is not None:
@@ -453,6 +472,9 @@ def _conditions_now(st: AlarmState, ev: Evidence, th: Thresholds) -> dict[str, t
     if th.afib_entropy > 0:
         irregular = irregular and (ent is None or ent >= th.afib_entropy)
         why += ", RR entropy " + (f"{ent:.2f}" if ent is not None else "unknown")
+    if th.afib_s_max > 0:
+        irregular = irregular and (share is None or share <= th.afib_s_max)
+        why += ", S share " + (f"{share:.2f}" if share is not None else "unknown")
     out["afib"] = (covered and med >= th.afib_p and irregular, why)
     hr = ev.hr_bpm
     out["brady"] = (good and hr is not None and 0 < hr < th.brady_bpm, f"heart rate {hr} bpm")

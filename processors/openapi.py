@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from processors.alarms import DEFAULT_CONDITIONS, OPTIONAL_LIMITS, PRIORITIES, Thresholds
+from processors.alarms import DEFAULT_CONDITIONS, OPTIONAL_LIMITS, PRIORITIES, SHARE_LIMITS, Thresholds
 from processors.subscriptions import KINDS, STATES, TECHNICAL_CONDITIONS
 
 
@@ -98,7 +98,7 @@ def document() -> dict:
                 "Limits": {"type": "object", "additionalProperties": False, "properties": {
                     k: {"type": "integer" if f.type in (int, "int") else "number",
                         **({"minimum": 0} if k in OPTIONAL_LIMITS else {"exclusiveMinimum": 0}),
-                        **({"maximum": 1} if k == "afib_n_min_p" else {})}
+                        **({"maximum": 1} if k in SHARE_LIMITS else {})}
                     for k, f in Thresholds.__dataclass_fields__.items()}},
                 "BedLimits": {"type": "object", "properties": {
                     "bed": {"type": "integer"}, "ward": {"type": "string"},

@@ -346,7 +346,8 @@ def af_threshold_curve(settings) -> dict:
 
 def af_irregularity_curve(settings, limits=np.round(np.arange(0.0, 0.201, 0.01), 3), part: str = "calib",
                           entropy_limits=np.round(np.append(0.0, np.arange(0.5, 1.801, 0.05)), 3),
-                          n_min_ps=(0.0, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95)) -> dict:
+                          n_min_ps=(0.0, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95),
+                          s_max=np.round(np.append(0.0, np.arange(0.1, 0.801, 0.05)), 3)) -> dict:
     """The AF alarm's RR-irregularity limit (``afib_irr``) against the CinC ``calib`` records (held
     out from the rhythm model's fitting, never the test split): every record of >= ``afib_s``
     seconds as one bed through the pipeline's code (`replay`: device, wire, decode, QRS, beat and
@@ -357,9 +358,11 @@ def af_irregularity_curve(settings, limits=np.round(np.arange(0.0, 0.201, 0.01),
     tp / fp / fn / F1 with the deployed ``afib_p`` (limit 0: the irregularity not required);
     ``entropy``: the same per RR-entropy limit (`processors.alarms.rr_entropy` of all beats of the
     last ``afib_s``) on top of the deployed irregularity limit; ``n_min_p``: per N probability a
-    beat needs to count as normal in the irregularity (``afib_n_min_p``; a replay each).
+    beat needs to count as normal in the irregularity (``afib_n_min_p``; a replay each);
+    ``s_share``: per largest share of beats called S (``afib_s_max``, `processors.alarms.s_share`;
+    unknown: no block) on top of the deployed irregularity limit.
     ``part``: the CinC records (`wardmodels.clf_data.cinc_split`; ``all`` for any directory)."""
-    from processors.alarms import AlarmState, Thresholds, rr_entropy, rr_irregularity
+    from processors.alarms import AlarmState, Thresholds, rr_entropy, rr_irregularity, s_share
     from wardmodels.clf_data import cinc_split
     from wardmodels.frontend import FS
 
@@ -373,18 +376,21 @@ def af_irregularity_curve(settings, limits=np.round(np.arange(0.0, 0.201, 0.01),
     label = np.array([str(cal.labels[i]) for i in keep])
 
     def at_end(t):
-        """Each record replayed under ``t``: (median AF probability, irregularity, entropy) at its end."""
+        """Each record replayed under ``t``: (median AF probability, irregularity, entropy, S share)
+        at its end."""
         _, states, _, _, clfs = replay(settings, t, signals)
         rows = []
         for n in names:
             ast = AlarmState.from_dict(states[n].alarms)
             v, _ = rr_irregularity(ast.classified)
             e = rr_entropy([b[0] for b in ast.classified])
+            sh = s_share(ast.classified)
             rows.append((float(np.median([h[1] for h in ast.af_hist])) if ast.af_hist else 0.0,
-                         np.nan if v is None else v, np.inf if e is None else e))  # unknown entropy: no block
+                         np.nan if v is None else v, np.inf if e is None else e,  # unknown entropy: no block
+                         0.0 if sh is None else sh))  # unknown share: no block
         return np.array(rows).T, clfs
 
-    (med, irr, ent), classifiers = at_end(th)
+    (med, irr, ent, share), classifiers = at_end(th)
     y = label == "A"
 
     def row(alarm: np.ndarray, value: float, **extra) -> dict:
@@ -402,10 +408,14 @@ def af_irregularity_curve(settings, limits=np.round(np.arange(0.0, 0.201, 0.01),
     # every record replayed again under each value (the beats' letters are made in the replay)
     n_rows = []
     for p_min in n_min_ps:
-        (m2, i2, _), _ = at_end(replace(th, afib_n_min_p=float(p_min))) if p_min > 0 else ((med, irr, ent), None)
+        (m2, i2, _, _), _ = (at_end(replace(th, afib_n_min_p=float(p_min))) if p_min > 0
+                             else ((med, irr, ent, share), None))
         n_rows.append(row((m2 >= th.afib_p) & (i2 >= th.afib_irr), p_min,
                           irregularity_unknown=int((~np.isfinite(i2)).sum())))
     no_loss = [r for r in n_rows if r["tp"] >= n_rows[0]["tp"] and r["f1"] >= n_rows[0]["f1"]]
+    # the largest share of S-called beats (`afib_s_max`) on top of the deployed irregularity limit
+    s_rows = [row(cand & ((share <= lim) if lim > 0 else True), lim) for lim in s_max]
+    s_keep = [r for r in s_rows if r["tp"] == s_rows[0]["tp"]]
     af_irr = irr[y & np.isfinite(irr)]
     prob_fp = (med >= th.afib_p) & ~y
     return {"data": f"CinC 2017 {part} records" + (" (held out from fitting)" if part == "calib" else ""),
@@ -424,4 +434,10 @@ def af_irregularity_curve(settings, limits=np.round(np.arange(0.0, 0.201, 0.01),
                         "best_f1": max(entropy_rows, key=lambda r: (r["f1"], -r["threshold"])),
                         "largest_keeping_every_af_alarm": max(keeps_all, key=lambda r: r["threshold"])},
             "n_min_p": {"deployed": th.afib_n_min_p, "with_afib_irr": th.afib_irr, "rows": n_rows,
-                        "largest_without_loss": max(no_loss, key=lambda r: r["threshold"])}}
+                        "largest_without_loss": max(no_loss, key=lambda r: r["threshold"])},
+            "s_share": {"deployed": th.afib_s_max, "with_afib_irr": th.afib_irr,
+                        "af_candidates": sorted(round(float(v), 3) for v in share[cand & y]),
+                        "false_candidates": sorted(round(float(v), 3) for v in share[cand & ~y]),
+                        "rows": s_rows,
+                        "smallest_keeping_every_af_alarm": min((r for r in s_keep if r["threshold"] > 0),
+                                                               key=lambda r: r["threshold"], default=None)}}

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from processors.alarms import (AlarmState, Evidence, Thresholds, acknowledge, check_limits, rr_entropy,
-                              rr_irregularity, step)
+                              rr_irregularity, s_share, step)
 
 W = 2000
 
@@ -229,6 +229,28 @@ def test_doubtful_normal_calls_can_be_left_out_of_the_irregularity():
     assert [e.state for e in ev] == ["active"]
     with pytest.raises(ValueError, match="probability"):
         check_limits({"afib_n_min_p": 1.5}, "limits")
+
+
+def test_a_share_of_supraventricular_calls_can_hold_the_af_alarm():
+    """With ``afib_s_max`` set (off by default), AF needs at most that share of the last
+    ``afib_s``'s beats called S (`s_share`): a stretch of atrial premature beats that the beat model
+    finds, irregular among the normal beats left, does not alarm; AF with a few S calls does."""
+    assert Thresholds().afib_s_max == 0.0
+    assert s_share([[i, "N"] for i in range(9)]) is None
+    assert s_share([[i, "S" if i % 4 == 0 else "N"] for i in range(20)]) == pytest.approx(0.25)
+    rng = np.random.default_rng(3)
+    rr = rng.uniform(450, 1000, 120)
+    t = np.concatenate([[0], np.cumsum(rr)])
+    # irregular intervals, two beats in three called S: not AF under the limit
+    apb = [(300 + int(x), "N" if i % 3 == 0 else "S") for i, x in enumerate(t)]
+    assert [e.state for e in _afib_events(_afib_windows(apb), Thresholds(afib_irr=0.0))] == ["active"]
+    assert not _afib_events(_afib_windows(apb), Thresholds(afib_irr=0.0, afib_s_max=0.5))
+    af = [(300 + int(x), "S" if i % 10 == 0 else "N") for i, x in enumerate(t)]
+    ev = _afib_events(_afib_windows(af), Thresholds(afib_s_max=0.5))
+    assert [e.state for e in ev] == ["active"] and "S share 0.1" in ev[0].why
+    with pytest.raises(ValueError, match="at most 1"):
+        check_limits({"afib_s_max": 1.5}, "limits")
+    assert check_limits({"afib_s_max": 0}, "limits") == {"afib_s_max": 0.0}
 
 
 def test_brady_needs_its_onset_delay_and_per_bed_thresholds():

@@ -195,3 +195,12 @@ def test_af_irregularity_curve_scores_the_alarm_rule_per_limit(tmp_path):
     assert [x["threshold"] for x in n] == [0.0, 0.9] and n[0]["tp"] == rows[5]["tp"]  # 0.05, as deployed
     assert n[1]["irregularity_unknown"] >= n[0]["irregularity_unknown"]
     assert all(x["tp"] + x["fn"] == 4 for x in n) and r["n_min_p"]["largest_without_loss"]["threshold"] in (0.0, 0.9)
+    # the largest share of S-called beats: 0 is off (every candidate), a larger limit lets more through
+    sh = r["s_share"]
+    off, on = sh["rows"][0], sh["rows"][1:]
+    assert sh["deployed"] == 0.0 and off["threshold"] == 0.0
+    assert off["tp"] == len(sh["af_candidates"]) and off["fp"] == len(sh["false_candidates"])
+    for a, b in zip(on, on[1:]):
+        assert a["tp"] + a["fn"] == 4 and a["tp"] <= b["tp"] <= off["tp"] and a["fp"] <= b["fp"] <= off["fp"]
+    keep = sh["smallest_keeping_every_af_alarm"]
+    assert keep is None or (keep["tp"] == off["tp"] and all(v <= keep["threshold"] for v in sh["af_candidates"]))
