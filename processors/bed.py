@@ -22,11 +22,14 @@ from processors.qrs import QrsState, ecg_peaks_stream
 from processors.vitals import (ecg_quality, ecg_quality_batch, eeg_band_powers,
                                eeg_band_powers_batch, hrv)
 from stream.wire import AUDIT_WINDOWS, CRC_LEN, REGISTRY, Frame, Modality, frame_overhead
-from wardmodels.classifier import (BEAT_CONTEXT, BEAT_POST, BEAT_PRE, RHYTHM_SAMPLES, TEMPLATE_BEATS, beat_context,
-                                   beat_inputs, beat_waves)
+from wardmodels.classifier import (BEAT_CONTEXT, BEAT_POST, BEAT_PRE, RHYTHM_SAMPLES, RR_LONG_S, TEMPLATE_BEATS,
+                                   beat_context, beat_inputs, beat_waves)
 from wardmodels.frontend import StreamFilter
 
 HRV_SPAN_S = 60.0
+# beats a bed keeps: the RR context of a beat (`beat_context`) reaches RR_LONG_S before it, and a
+# beat is classified once its successor is detected, a few seconds later (a pause up to the margin)
+BEAT_HISTORY_S = RR_LONG_S + 8.0
 ECG_BUFFER = 12 * 128  # samples of filtered ECG a bed keeps for the classifiers (12 s at 128 Hz)
 DONE_WINDOWS = 256  # how far back a redelivered window is still recognised (8.5 min at 2 s)
 _DONE_MASK = (1 << DONE_WINDOWS) - 1
@@ -42,7 +45,7 @@ class BedState:
     fs: int = 0
     n_samples: int = 0
     qrs: QrsState | None = None
-    beats: list[int] = field(default_factory=list)  # stream sample indices, last HRV_SPAN_S
+    beats: list[int] = field(default_factory=list)  # stream sample indices, last BEAT_HISTORY_S
     windows: int = 0
     gaps: int = 0  # windows missing in sequence
     restarts: int = 0  # device restarts seen (sequence reset with a later clock)
@@ -319,7 +322,7 @@ def process_frame(state: BedState, frame: Frame, signals: dict[Modality, np.ndar
             state.beats.append(k)
         n_beats = int(beats.samples.size)
         now_idx = (frame.seq - state.anchor_seq + 1) * frame.n_samples
-        horizon = now_idx - int(HRV_SPAN_S * fs)
+        horizon = now_idx - int(BEAT_HISTORY_S * fs)
         state.beats = [b for b in state.beats if b >= horizon]
         clf_in = _classifier_inputs(state, frame, ecg, new_beats, ts_ms)
         audit = _audit(state, frame, ts_ms)

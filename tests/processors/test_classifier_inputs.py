@@ -82,6 +82,25 @@ def test_beat_waves_are_scaled_by_the_local_signal():
     assert a.shape == (1, 112) and a[0].argmax() == 48
 
 
+def test_the_beats_a_bed_keeps_give_every_beat_its_full_minute_of_rr_context(monkeypatch):
+    """A beat's RR context (the 60-s mean, the prematurity's 60-s percentile) reaches a minute
+    before it, and it is classified seconds after it: the bed keeps enough beats that its contexts
+    equal those computed from the whole history, past the first minute too."""
+    import processors.bed as bed
+
+    frames = _frames(n=45)  # 90 s
+    _, kept = _step_all(frames)
+    monkeypatch.setattr(bed, "BEAT_HISTORY_S", 1e9)
+    state, full = _step_all(frames)
+    assert state.beats[0] < 128 * 10  # (the reference run kept every beat)
+    n = 0
+    for a, b in zip(kept, full):
+        assert a.beat_ts_ms == b.beat_ts_ms
+        np.testing.assert_array_equal(a.beat_ctx, b.beat_ctx)
+        n += sum(t > 70_000 + frames[0][0].t_start_us // 1000 for t in a.beat_ts_ms)
+    assert n >= 10  # beats whose minute of context starts after the stream did
+
+
 def test_irregularity_leaves_out_the_beats_own_prematurity():
     regular = np.arange(0, 3000, 100)  # 1 s RR at 100 Hz
     irr = rr_irregularity(regular, 100)
