@@ -265,17 +265,17 @@ def rr_irregularity(beats: np.ndarray, fs: int = FS, at: np.ndarray | None = Non
     return out
 
 
-RR_REFERENCE_MIN = 4  # intervals the reference needs; fewer: the prematurity is 0
+RR_PREMATURITY_MIN = 4  # intervals the prematurity needs (fewer: 0)
 
 
-def _reference_one(t: list[float], i: int) -> float:
+def _prematurity_one(t: list[float], i: int) -> float:
     """`rr_prematurity` of beat ``i`` of the beat times ``t`` (s), in scalar arithmetic."""
     if i < 1:
         return 0.0
     j = bisect.bisect_left(t, t[i] - RR_LONG_S)
     rr = sorted(t[k + 1] - t[k] for k in range(j, i - 1))
     m = len(rr)
-    if m < RR_REFERENCE_MIN:
+    if m < RR_PREMATURITY_MIN:
         return 0.0
     ref = rr[(9 * (m - 1)) // 10]
     return min(max(math.log((t[i] - t[i - 1] + 1e-3) / (ref + 1e-3)), -3.0), 3.0)
@@ -285,7 +285,7 @@ def rr_prematurity(beats: np.ndarray, fs: int = FS, at: np.ndarray | None = None
     """For every beat of a sorted sample-index array (or only the positions ``at``): its pre-RR
     interval against the rhythm's long intervals, log(pre / the 90th percentile of the RR
     intervals between the beats of the ``RR_LONG_S`` before it), clipped to ±3; 0 with fewer than
-    ``RR_REFERENCE_MIN`` such intervals. The percentile is an order statistic (the sorted
+    ``RR_PREMATURITY_MIN`` such intervals. The percentile is an order statistic (the sorted
     intervals' element ``(9·(m−1)) // 10``), so every path computes it exactly.
 
     Why beside the mean-based `rr_features`: where premature beats are frequent (atrial
@@ -295,7 +295,7 @@ def rr_prematurity(beats: np.ndarray, fs: int = FS, at: np.ndarray | None = None
     (`beat_stack`) takes it; the CNN does not."""
     t = (np.asarray(beats, np.float64) / fs).tolist()
     idx = range(len(t)) if at is None else np.asarray(at, np.int64).tolist()
-    return np.asarray([_reference_one(t, i) for i in idx], np.float64)
+    return np.asarray([_prematurity_one(t, i) for i in idx], np.float64)
 
 
 def beat_context(beats: np.ndarray, fs: int = FS, at: np.ndarray | None = None) -> np.ndarray:
@@ -357,7 +357,7 @@ def _context_few(beats, fs: int, at) -> np.ndarray | None:
         seg = rr_s[i - 1 - k:i - 1]
         irr.append(_median([abs(seg[m + 1] - seg[m]) for m in range(k - 1)]) / max(_median(seg), 1e-3))
     f = rr_features(*(np.asarray(v, np.float64) for v in (pre, post, local, long)))
-    prem = [_reference_one(t, i) for i in idx]
+    prem = [_prematurity_one(t, i) for i in idx]
     return np.concatenate([f, np.asarray(irr, np.float64)[:, None].astype(np.float32),
                            np.asarray(prem, np.float64)[:, None].astype(np.float32)], axis=1)
 
