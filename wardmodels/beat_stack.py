@@ -41,11 +41,10 @@ from wardmodels.classifier import (BEAT_CLASSES, BEAT_CONTEXT, BEAT_POST, BEAT_P
 from wardmodels.hashname import write_hashed
 
 log = logging.getLogger(__name__)
-N_CONTEXT = BEAT_CONTEXT  # the columns of `beat_context`: RR features, irregularity, prematurity
 LEGACY_CONTEXT = N_RR_FEATURES + 1  # a stage fitted before the prematurity column (no `context_columns`)
 
 
-def stack_features(p: np.ndarray, ctx: np.ndarray, columns: int = N_CONTEXT) -> np.ndarray:
+def stack_features(p: np.ndarray, ctx: np.ndarray, columns: int = BEAT_CONTEXT) -> np.ndarray:
     """CNN probabilities (N, 4) and the first ``columns`` of the beat context -> the stage's
     inputs: log-probabilities, the five RR features, the prematurity (`rr_prematurity`, with 7
     columns), log irregularity, the quadratic terms of those, log-probabilities × log

@@ -14,8 +14,7 @@ import time
 import numpy as np
 import torch
 
-from wardmodels.beat_stack import N_CONTEXT
-from wardmodels.classifier import BEAT_SAMPLES, RHYTHM_SAMPLES
+from wardmodels.classifier import BEAT_CONTEXT, BEAT_SAMPLES, RHYTHM_SAMPLES
 
 
 def _rate(fn, n: int, seconds: float) -> tuple[float, float]:
@@ -61,7 +60,7 @@ def bench(threads: int = 2, seconds: float = 4.0, batches=(1, 64, 200, 512), rhy
     bt = load_deployed_classifier("beat")
     for b in batches:
         w = rng.standard_normal((b, 2, BEAT_SAMPLES)).astype(np.float32)
-        f = np.abs(rng.standard_normal((b, N_CONTEXT))).astype(np.float32)  # RR features, irregularity, prematurity
+        f = np.abs(rng.standard_normal((b, BEAT_CONTEXT))).astype(np.float32)  # RR features, irregularity, prematurity
         rate, lat = _rate(lambda: bt.proba(w, f, batch=512), b, seconds)
         out["beat"][f"batch{b}"] = {"beats_per_s": round(rate, 1), "ms_per_batch": round(1000 * lat, 3)}
     out["beats_per_s"] = max(v["beats_per_s"] for v in out["beat"].values())
