@@ -400,10 +400,19 @@ def af_irregularity_curve(settings, limits=np.round(np.arange(0.0, 0.201, 0.01),
                 "fp_by_label": {c: int((alarm & (label == c)).sum()) for c in sorted(set(label)) if c != "A"}}
 
     rows = [row((med >= th.afib_p) & ((irr >= lim) if lim > 0 else True), lim) for lim in limits]
-    # the RR-entropy limit (`afib_entropy`) on top of the deployed irregularity limit
     cand = (med >= th.afib_p) & (irr >= th.afib_irr)
-    entropy_rows = [row(cand & ((ent >= lim) if lim > 0 else True), lim) for lim in entropy_limits]
-    keeps_all = [r for r in entropy_rows if r["tp"] == entropy_rows[0]["tp"]]
+
+    def on_top(values: np.ndarray, limits, holds) -> tuple[list[dict], list[dict], dict]:
+        """A limit on ``values`` on top of the deployed irregularity limit (0: off; ``holds(values,
+        limit)``: the records it lets alarm): its rows, those keeping every AF alarm of the
+        candidates, and the candidates' values."""
+        rows_ = [row(cand & (holds(values, lim) if lim > 0 else True), lim) for lim in limits]
+        return rows_, [r for r in rows_ if r["tp"] == rows_[0]["tp"]], {
+            "af_candidates": sorted(round(float(v), 3) for v in values[cand & y]),
+            "false_candidates": sorted(round(float(v), 3) for v in values[cand & ~y])}
+
+    # the RR-entropy limit (`afib_entropy`): at least this
+    entropy_rows, keeps_all, ent_cands = on_top(ent, entropy_limits, lambda v, lim: v >= lim)
     # the N probability a beat needs to count as normal in the irregularity (`afib_n_min_p`):
     # every record replayed again under each value (the beats' letters are made in the replay)
     n_rows = []
@@ -413,9 +422,8 @@ def af_irregularity_curve(settings, limits=np.round(np.arange(0.0, 0.201, 0.01),
         n_rows.append(row((m2 >= th.afib_p) & (i2 >= th.afib_irr), p_min,
                           irregularity_unknown=int((~np.isfinite(i2)).sum())))
     no_loss = [r for r in n_rows if r["tp"] >= n_rows[0]["tp"] and r["f1"] >= n_rows[0]["f1"]]
-    # the largest share of S-called beats (`afib_s_max`) on top of the deployed irregularity limit
-    s_rows = [row(cand & ((share <= lim) if lim > 0 else True), lim) for lim in s_max]
-    s_keep = [r for r in s_rows if r["tp"] == s_rows[0]["tp"]]
+    # the largest share of S-called beats (`afib_s_max`): at most this
+    s_rows, s_keep, s_cands = on_top(share, s_max, lambda v, lim: v <= lim)
     af_irr = irr[y & np.isfinite(irr)]
     prob_fp = (med >= th.afib_p) & ~y
     return {"data": f"CinC 2017 {part} records" + (" (held out from fitting)" if part == "calib" else ""),
@@ -427,17 +435,13 @@ def af_irregularity_curve(settings, limits=np.round(np.arange(0.0, 0.201, 0.01),
             "af_irregularity_unknown": int((y & ~np.isfinite(irr)).sum()),
             "non_af_over_afib_p_irregularity": sorted(round(float(v), 4) for v in irr[prob_fp & np.isfinite(irr)]),
             "rows": rows, "best_f1": max(rows, key=lambda r: (r["f1"], -r["threshold"])),
-            "entropy": {"deployed_limit": th.afib_entropy, "with_afib_irr": th.afib_irr,
-                        "af_candidates": sorted(round(float(v), 3) for v in ent[cand & y]),
-                        "false_candidates": sorted(round(float(v), 3) for v in ent[cand & ~y]),
+            "entropy": {"deployed_limit": th.afib_entropy, "with_afib_irr": th.afib_irr, **ent_cands,
                         "rows": entropy_rows,
                         "best_f1": max(entropy_rows, key=lambda r: (r["f1"], -r["threshold"])),
                         "largest_keeping_every_af_alarm": max(keeps_all, key=lambda r: r["threshold"])},
             "n_min_p": {"deployed": th.afib_n_min_p, "with_afib_irr": th.afib_irr, "rows": n_rows,
                         "largest_without_loss": max(no_loss, key=lambda r: r["threshold"])},
-            "s_share": {"deployed": th.afib_s_max, "with_afib_irr": th.afib_irr,
-                        "af_candidates": sorted(round(float(v), 3) for v in share[cand & y]),
-                        "false_candidates": sorted(round(float(v), 3) for v in share[cand & ~y]),
+            "s_share": {"deployed": th.afib_s_max, "with_afib_irr": th.afib_irr, **s_cands,
                         "rows": s_rows,
                         "smallest_keeping_every_af_alarm": min((r for r in s_keep if r["threshold"] > 0),
                                                                key=lambda r: r["threshold"], default=None)}}
