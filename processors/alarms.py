@@ -99,6 +99,7 @@ AFIB_MIN_PAIRS = 6  # successive normal-to-normal interval pairs needed to call 
 AFIB_ENTROPY_DEFAULT = 0.0  # the RR-entropy limit (`rr_entropy`); 0: not required
 AFIB_N_MIN_P_DEFAULT = 0.0  # a beat is normal for `rr_irregularity` from this N probability (0: any N call)
 AFIB_S_MAX_DEFAULT = 0.0  # the largest share of beats called S that AF allows (0: not required)
+V_RUN_COUNT_P_DEFAULT = 0.7  # chosen on DS1's replay (0.5 raised a false VT alarm there); docs/alarms.md
 S_SHARE_MIN_BEATS = 10  # classified beats `s_share` needs
 ENTROPY_R_S = 0.03  # sample entropy's match tolerance, 30 ms as COSEn's
 ENTROPY_MIN_INTERVALS = 8
@@ -182,12 +183,15 @@ class Thresholds:
     ectopy_per_min: float = 10.0
     sqi_min: float = 0.5
     v_min_p: float = 0.9  # a beat's class counts for runs and ectopy at this class probability
+    # an uncertain ventricular call (below v_min_p) from this probability up, between confident
+    # ones, counts toward a run's length too (it always counts toward its rate); 0: never
+    v_run_count_p: float = V_RUN_COUNT_P_DEFAULT
     flood_factor: float = 3.0  # windows of the present arriving this many times faster than real time
 
 
 # limits whose 0 switches their condition off (the AF alarm's rhythm checks)
-OPTIONAL_LIMITS = ("afib_irr", "afib_entropy", "afib_n_min_p", "afib_s_max")
-SHARE_LIMITS = ("afib_n_min_p", "afib_s_max")  # probabilities or shares: at most 1
+OPTIONAL_LIMITS = ("afib_irr", "afib_entropy", "afib_n_min_p", "afib_s_max", "v_run_count_p")
+SHARE_LIMITS = ("afib_n_min_p", "afib_s_max", "v_run_count_p")  # probabilities or shares: at most 1
 
 
 def check_limits(over, where: str = "") -> dict:
@@ -367,17 +371,19 @@ class AlarmState:
     af_hist: list[list] = field(default_factory=list)  # [t ms, AF probability] of recent decisions
     v_run_uncertain: list[int] = field(default_factory=list)  # uncertain V calls inside the current run
     classified: list[list] = field(default_factory=list)  # [t ms, class] of the beats of the last afib_s
+    v_run_counted: list[int] = field(default_factory=list)  # those of them that count toward its length
 
     def to_dict(self) -> dict:
         return {"c": {k: dict(v.__dict__) for k, v in self.conditions.items()}, "lb": self.last_beat_ms,
                 "ss": self.signal_since_ms, "vr": self.v_run, "vx": self.v_recent, "af": self.af_hist,
-                "vu": self.v_run_uncertain, "cb": _pack_beats(self.classified)}
+                "vu": self.v_run_uncertain, "cb": _pack_beats(self.classified),
+                **({"vk": self.v_run_counted} if self.v_run_counted else {})}
 
     @classmethod
     def from_dict(cls, d: dict) -> "AlarmState":
         return cls({k: Condition(**v) for k, v in d.get("c", {}).items()}, d.get("lb"), d.get("ss"),
                    list(d.get("vr", [])), list(d.get("vx", [])), [list(h) for h in d.get("af", [])],
-                   list(d.get("vu", [])), _unpack_beats(d.get("cb", [])))
+                   list(d.get("vu", [])), _unpack_beats(d.get("cb", [])), list(d.get("vk", [])))
 
     def open_alarms(self) -> dict[str, str]:
         return {k: c.state for k, c in self.conditions.items() if c.state != "idle"}
@@ -406,13 +412,19 @@ def _conditions_now(st: AlarmState, ev: Evidence, th: Thresholds) -> dict[str, t
 
     def fast(n: int) -> float | None:
         """The rate of the run's last n ventricular beats if it is fast (the uncertain ventricular
-        calls between the first and the last of them count as beats)."""
-        if n < 2 or len(st.v_run) < n:
+        calls between the first and the last of them count as beats of the rate; toward the n only
+        those from ``v_run_count_p`` up, when that limit is on)."""
+        if n < 2:
             return None
-        t0, t1 = st.v_run[-n], st.v_run[-1]
+        for k in range(2, len(st.v_run) + 1):  # the fewest trailing confident beats that make n
+            t0, t1 = st.v_run[-k], st.v_run[-1]
+            if k + sum(1 for u in st.v_run_counted if t0 < u < t1) >= n:
+                break
+        else:
+            return None
         between = sum(1 for u in st.v_run_uncertain if t0 < u < t1)
         span = (t1 - t0) / 1000.0
-        rate = 60.0 * (n - 1 + between) / span if span > 0 else 0.0
+        rate = 60.0 * (k - 1 + between) / span if span > 0 else 0.0
         return rate if rate > th.vtach_bpm else None
 
     for b in sorted(ev.beats, key=lambda b: b[0]):
@@ -423,18 +435,22 @@ def _conditions_now(st: AlarmState, ev: Evidence, th: Thresholds) -> dict[str, t
             # inside a run still counts as a beat of its rate
             if cls == "V" and st.v_run:
                 st.v_run_uncertain.append(bt)
+                if th.v_run_count_p > 0 and b[2] >= th.v_run_count_p:
+                    st.v_run_counted.append(bt)
         elif cls == "V":
             st.v_run.append(bt)
             st.v_recent.append(bt)
         elif cls is not None:
-            st.v_run, st.v_run_uncertain = [], []
+            st.v_run, st.v_run_uncertain, st.v_run_counted = [], [], []
+        beats = len(st.v_run) + sum(1 for u in st.v_run_counted if st.v_run and u < st.v_run[-1])
         if (rate := fast(th.vtach_beats)) is not None:
-            vt, vt_why = True, f"run of {len(st.v_run)} ventricular beats at {rate:.0f} bpm"
+            vt, vt_why = True, f"run of {beats} ventricular beats at {rate:.0f} bpm"
         elif (rate := fast(th.nsvt_beats)) is not None:
-            ns, ns_why = True, f"run of {len(st.v_run)} ventricular beats at {rate:.0f} bpm"
+            ns, ns_why = True, f"run of {beats} ventricular beats at {rate:.0f} bpm"
     if st.v_run and t - st.v_run[-1] > 2000:  # a run ends when no V beat follows within 2 s
-        st.v_run, st.v_run_uncertain = [], []
+        st.v_run, st.v_run_uncertain, st.v_run_counted = [], [], []
     st.v_run_uncertain = [u for u in st.v_run_uncertain if st.v_run and u > st.v_run[0]]
+    st.v_run_counted = [u for u in st.v_run_counted if st.v_run and u > st.v_run[0]]
     out["vtach"] = (vt, vt_why or "no ventricular run")
     # the shorter run's alarm gives way to the VT alarm (the monitors' alarm chain)
     out["nsvt"] = (ns and not vt, ns_why or "no ventricular run")

@@ -365,6 +365,34 @@ def test_an_uncertain_call_inside_a_run_neither_breaks_it_nor_slows_its_rate():
     assert [e.state for e in ev if e.condition == "nsvt"] == ["active"]
 
 
+def test_uncertain_ventricular_calls_count_toward_a_run_only_from_v_run_count_p():
+    # six beats 0.5 s apart; the fourth an uncertain ventricular call: 5 confident + 1 uncertain
+    run = [(6000, "V", 0.99), (6500, "V", 0.99), (7000, "V", 0.99), (7500, "V", 0.6), (8000, "V", 0.99),
+           (8500, "V", 0.99)]
+    ws = _sinus(0, 3) + [Evidence(9000, W, 120, 0.9, run)] + _sinus(9000, 2)
+
+    def vt(**limits):
+        st, events = AlarmState(), []
+        for ev in ws:
+            events += step(1, st, ev, Thresholds(vtach_beats=6, **limits))
+        return [e for e in events if e.condition == "vtach"], st
+
+    assert Thresholds().v_run_count_p == 0.7
+    assert vt()[0] == []  # 0.6 is below the default limit: the run is five beats long
+    got, st = vt(v_run_count_p=0.5)
+    assert [e.state for e in got] == ["active"] and "run of 6 ventricular beats at 120 bpm" in got[0].why
+    assert st.v_run_counted == [] and AlarmState.from_dict(st.to_dict()) == st  # the run is over
+    run[3] = (7500, "V", 0.8)
+    assert [e.state for e in vt()[0]] == ["active"]  # 0.8: counted by default
+    assert vt(v_run_count_p=0)[0] == []  # 0: never counted (the rule before 2026-12-05)
+    # an uncertain call after the last confident one is no beat of the run
+    run[3], run[5] = (7500, "V", 0.99), (8500, "V", 0.6)
+    assert vt(v_run_count_p=0.5)[0] == []
+    with pytest.raises(ValueError):
+        check_limits({"v_run_count_p": 1.5})
+    assert check_limits({"v_run_count_p": 0}) == {"v_run_count_p": 0.0}  # 0: off
+
+
 def test_alarm_limits_per_ward_and_bed_override_the_defaults():
     from processors.alarms import limits_from
     from processors.wards import WardMap
