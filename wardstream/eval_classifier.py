@@ -132,7 +132,9 @@ def eval_mitdb(clf: Classifier, rhythm: Classifier | None, data_dir: Path, split
         per_record.append({"record": name, "beats": int(ok.sum()),
                            "V": int((lab[ok] == 2).sum()), "S": int((lab[ok] == 1).sum()),
                            "V_detected_as_V": int(((lab[ok] == 2) & (pred[ok] == 2)).sum()),
-                           "S_detected_as_S": int(((lab[ok] == 1) & (pred[ok] == 1)).sum())})
+                           "S_detected_as_S": int(((lab[ok] == 1) & (pred[ok] == 1)).sum()),
+                           # every beat the model called V / S (the rest of them are its false calls)
+                           "called_V": int((pred[ok] == 2).sum()), "called_S": int((pred[ok] == 1).sum())})
         if rhythm is not None:
             bounds = np.append(rec.rhythm_times_s, len(x) / FS)
             for k, lb in enumerate(rec.rhythm_labels):

@@ -67,6 +67,10 @@ def test_beats_of_a_ds2_record(data_dir, tmp_path):
     assert d["sensitivity"]["V"] > 0.85 and d["ppv"]["V"] > 0.85, d
     assert d["detected_beats"]["sensitivity"]["V"] > 0.8
     assert set(d["sensitivity"]) == set(BEAT_CLASSES)
+    (r,) = d["per_record"]  # one record: its counts are the confusion's
+    c = np.array(d["confusion"])
+    assert (r["V"], r["V_detected_as_V"], r["called_V"]) == (c[2].sum(), c[2, 2], c[:, 2].sum())
+    assert (r["S"], r["S_detected_as_S"], r["called_S"]) == (c[1].sum(), c[1, 1], c[:, 1].sum())
 
 
 def test_eval_says_what_is_missing(tmp_path):
