@@ -189,7 +189,7 @@ class Thresholds:
     flood_factor: float = 3.0  # windows of the present arriving this many times faster than real time
 
 
-# limits whose 0 switches their condition off (the AF alarm's rhythm checks)
+# limits whose 0 switches their condition off (the AF alarm's rhythm checks, the run-length count)
 OPTIONAL_LIMITS = ("afib_irr", "afib_entropy", "afib_n_min_p", "afib_s_max", "v_run_count_p")
 SHARE_LIMITS = ("afib_n_min_p", "afib_s_max", "v_run_count_p")  # probabilities or shares: at most 1
 
@@ -432,7 +432,7 @@ def _conditions_now(st: AlarmState, ev: Evidence, th: Thresholds) -> dict[str, t
         uncertain = len(b) > 2 and b[2] < th.v_min_p and cls is not None
         if uncertain:
             # an uncertain call neither extends a run nor breaks it; an uncertain ventricular call
-            # inside a run still counts as a beat of its rate
+            # inside a run still counts as a beat of its rate (of its length from v_run_count_p)
             if cls == "V" and st.v_run:
                 st.v_run_uncertain.append(bt)
                 if th.v_run_count_p > 0 and b[2] >= th.v_run_count_p:
