@@ -427,6 +427,10 @@ def _conditions_now(st: AlarmState, ev: Evidence, th: Thresholds) -> dict[str, t
         rate = 60.0 * (k - 1 + between) / span if span > 0 else 0.0
         return rate if rate > th.vtach_bpm else None
 
+    def run_beats() -> int:
+        """The current run's length: its confident V beats and the uncertain calls counted in it."""
+        return len(st.v_run) + sum(1 for u in st.v_run_counted if u < st.v_run[-1])
+
     for b in sorted(ev.beats, key=lambda b: b[0]):
         bt, cls = b[0], b[1]
         uncertain = len(b) > 2 and b[2] < th.v_min_p and cls is not None
@@ -442,11 +446,10 @@ def _conditions_now(st: AlarmState, ev: Evidence, th: Thresholds) -> dict[str, t
             st.v_recent.append(bt)
         elif cls is not None:
             st.v_run, st.v_run_uncertain, st.v_run_counted = [], [], []
-        beats = len(st.v_run) + sum(1 for u in st.v_run_counted if st.v_run and u < st.v_run[-1])
         if (rate := fast(th.vtach_beats)) is not None:
-            vt, vt_why = True, f"run of {beats} ventricular beats at {rate:.0f} bpm"
+            vt, vt_why = True, f"run of {run_beats()} ventricular beats at {rate:.0f} bpm"
         elif (rate := fast(th.nsvt_beats)) is not None:
-            ns, ns_why = True, f"run of {beats} ventricular beats at {rate:.0f} bpm"
+            ns, ns_why = True, f"run of {run_beats()} ventricular beats at {rate:.0f} bpm"
     if st.v_run and t - st.v_run[-1] > 2000:  # a run ends when no V beat follows within 2 s
         st.v_run, st.v_run_uncertain, st.v_run_counted = [], [], []
     st.v_run_uncertain = [u for u in st.v_run_uncertain if st.v_run and u > st.v_run[0]]
