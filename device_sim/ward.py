@@ -70,7 +70,7 @@ def encoder_factory(model_id: int, level: int, encoder: str = "fp32", policy: st
     when model or level is 0. ``policy="dynamic"``: each device picks its ECG level per window
     under ``bound`` (0: the deployed bound) with the integer edge analysis
     (`wardmodels.wire_codec.DynamicEncoder`), running the edge error predictor ``predictor``
-    ("default" or "decode", Settings.dd_predictor) — the fixed-level devices of a Dynamic-Deep
+    ("default", "decode" or "rhythm", Settings.dd_predictor) — the fixed-level devices of a Dynamic-Deep
     codec run it too, for the predicted error each frame carries."""
     if policy == "dynamic":
         from wardmodels.wire_codec import DynamicEncoder, register_deployed

@@ -94,6 +94,10 @@ VARIANTS = {
     # input = the 10 s decided on + 10 s of history (`stream_rhythm.STREAM_CROP`)
     "rhythm-stream": ResNetConfig("rhythm-stream", RHYTHM_CLASSES, 2 * RHYTHM_SAMPLES, kernel=5, causal=True,
                                   pooled_samples=RHYTHM_SAMPLES),
+    # the device's small rhythm model, distilled from the deployed one (`wardmodels.edge_rhythm`):
+    # ~53 k parameters, ~5.4 M multiply-adds per 10-s crop
+    "rhythm-edge": ResNetConfig("rhythm-edge", RHYTHM_CLASSES, RHYTHM_SAMPLES, stem_channels=16,
+                                channels=(16, 16, 24, 24, 32, 32), strides=(1, 2, 1, 2, 1, 2)),
 }
 
 

@@ -21,6 +21,8 @@ how close its decisions were, the beats, rhythm and noise of the window — what
 depends on and the latent distortion does not show (`edge_features` puts the two together).
 Opt-in since 2026-12-03 (`DecodeCheck`, the "decode" predictor): the device also decodes every
 level and runs the same detector on each, which tells it the QRS part of each level's task error.
+Opt-in since 2026-12-05 (the "rhythm" predictor): on top, a small rhythm model on the last 10 s of
+the original and of every level (`wardmodels.edge_rhythm`), which tells it the KL part.
 """
 
 from __future__ import annotations
@@ -371,28 +373,40 @@ def decode_features(x: np.ndarray, recon: np.ndarray, fs: int = 128) -> np.ndarr
     return out
 
 
-def predictor_inputs(task: bool, decode: bool = False) -> int:
+RHYTHM_CHECK_FEATURES = N_LEVELS  # `wardmodels.edge_rhythm.RhythmCheck`: log1p KL per level
+
+
+def predictor_inputs(task: bool, decode: bool = False, rhythm: bool = False) -> int:
     """How many inputs a predictor reads: the distortion features with their history, plus the
-    task features if ``task``, plus the decode check's if ``decode`` (which needs ``task``)."""
-    return 2 * FEATURES + (TASK_FEATURES if task else 0) + (DECODE_FEATURES if decode else 0)
+    task features if ``task``, plus the decode check's if ``decode`` (which needs ``task``), plus
+    the device's small rhythm model's if ``rhythm`` (`wardmodels.edge_rhythm`; needs ``decode``)."""
+    return 2 * FEATURES + (TASK_FEATURES if task else 0) + (DECODE_FEATURES if decode else 0) \
+        + (RHYTHM_CHECK_FEATURES if rhythm else 0)
 
 
 def reads_task(n_in: int) -> bool:
     """Whether a predictor with ``n_in`` inputs reads the task features (`TaskStream`)."""
-    return n_in in (predictor_inputs(True), predictor_inputs(True, True))
+    return n_in in (predictor_inputs(True), predictor_inputs(True, True), predictor_inputs(True, True, True))
 
 
 def reads_decode(n_in: int) -> bool:
     """Whether a predictor with ``n_in`` inputs reads the decode check (`DecodeCheck`)."""
-    return n_in == predictor_inputs(True, True)
+    return n_in in (predictor_inputs(True, True), predictor_inputs(True, True, True))
+
+
+def reads_rhythm(n_in: int) -> bool:
+    """Whether a predictor with ``n_in`` inputs reads the device's small rhythm model
+    (`wardmodels.edge_rhythm.RhythmCheck`)."""
+    return n_in == predictor_inputs(True, True, True)
 
 
 def edge_features(with_hist: np.ndarray, task: np.ndarray | None, n_in: int,
-                  decode: np.ndarray | None = None) -> np.ndarray:
+                  decode: np.ndarray | None = None, rhythm: np.ndarray | None = None) -> np.ndarray:
     """The predictor's input: the distortion features with their history (`with_history`,
     2 * FEATURES columns), followed by the task features (`TaskStream`) when the predictor was
-    trained with them (``n_in == predictor_inputs(True)``) and the decode check's
-    (`DecodeCheck`, ``n_in == predictor_inputs(True, True)``)."""
+    trained with them (``n_in == predictor_inputs(True)``), the decode check's
+    (`DecodeCheck`, ``n_in == predictor_inputs(True, True)``) and the small rhythm model's
+    (`edge_rhythm.RhythmCheck`, ``n_in == predictor_inputs(True, True, True)``)."""
     if n_in == predictor_inputs(False):
         return with_hist
     if not reads_task(n_in):
@@ -404,4 +418,8 @@ def edge_features(with_hist: np.ndarray, task: np.ndarray | None, n_in: int,
         if decode is None:
             raise ValueError("this predictor needs the decode check (DecodeCheck) of every window")
         parts.append(decode)
+    if reads_rhythm(n_in):
+        if rhythm is None:
+            raise ValueError("this predictor needs the small rhythm model's KL (edge_rhythm.RhythmCheck) of every window")
+        parts.append(rhythm)
     return np.concatenate(parts, 1).astype(np.float32)

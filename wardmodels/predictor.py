@@ -96,13 +96,14 @@ class RecordAnalysis:
     p_level: np.ndarray  # (5, T, 4)
     task: np.ndarray | None = None  # (T, TASK_FEATURES): `dd_edge.TaskStream` on the original
     decode: np.ndarray | None = None  # (T, DECODE_FEATURES): `dd_edge.DecodeCheck`
+    rhythm: np.ndarray | None = None  # (T, RHYTHM_FEATURES): `edge_rhythm.RhythmCheck` (not cached with the rest)
 
     def error(self, w: TaskWeights) -> np.ndarray:
         return w.kl * self.kl + w.qrs * self.qrs
 
     def features(self, n_in: int) -> np.ndarray:
         """The predictor's input rows for a predictor with ``n_in`` inputs."""
-        return edge_features(self.feats, self.task, n_in, self.decode)
+        return edge_features(self.feats, self.task, n_in, self.decode, self.rhythm)
 
 
 def level_reconstructions(codec, idx: dict, codes: np.ndarray) -> np.ndarray:

@@ -12,7 +12,9 @@ Levels (the Dynamic-Deep ladder; a higher level sends less): level 0 is raw int1
 format's own), level ``L`` in 1..stages sends residual stages ``1 .. stages - L + 1``; a model
 with Dynamic-Deep weights (``"dd"`` in its manifest entry, `wardmodels.dynamic`) adds levels
 3, 4, 5 (16, 8, 4 indices) on the same trunk, its integer level chain (``"dd_edge"``) and the
-calibrated edge error predictor (``"predictor"``, `wardmodels.predictor`).
+calibrated edge error predictor (``"predictor"``, `wardmodels.predictor`; the opt-in kinds
+``"predictor_decode"`` and ``"predictor_rhythm"``, the latter with the device's small rhythm model
+``"edge_rhythm"``, `wardmodels.edge_rhythm`).
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ def manifest() -> list[dict]:
     return json.loads(MANIFEST.read_text())["codecs"]
 
 
-PREDICTOR_KINDS = ("default", "decode")
+PREDICTOR_KINDS = ("default", "decode", "rhythm")
 
 
 @dataclass
@@ -56,19 +58,24 @@ class DeployedCodec:
     entry: dict = field(default_factory=dict)
     # the opt-in predictor that also reads the device's decode check (`dd_edge.DecodeCheck`)
     predictor_decode: object | None = None
+    # the opt-in predictor that also reads the device's small rhythm model (`wardmodels.edge_rhythm`)
+    predictor_rhythm: object | None = None
+    edge_rhythm: object | None = None  # wardmodels.edge_rhythm.EdgeRhythm (edge)
 
     def __post_init__(self):
         self._lock = threading.Lock()
 
     def predictor_of(self, kind: str = "default"):
-        """The edge error predictor ``kind``: "default" (distortion + task features) or "decode"
-        (also the decode check: the device decodes every level itself)."""
+        """The edge error predictor ``kind``: "default" (distortion + task features), "decode"
+        (also the decode check: the device decodes every level itself) or "rhythm" (also the
+        device's small rhythm model on the original and every level, `wardmodels.edge_rhythm`)."""
         if kind not in PREDICTOR_KINDS:
             raise ValueError(f"unknown predictor {kind!r}; choose from {', '.join(PREDICTOR_KINDS)}")
-        pr = self.predictor if kind == "default" else self.predictor_decode
+        pr = {"default": self.predictor, "decode": self.predictor_decode, "rhythm": self.predictor_rhythm}[kind]
         if pr is None:
             raise WeightsError(f"codec {self.name} has no {kind} predictor; run wardstream train dynamic-deep "
-                               f"--phase predictor" + (" --decode-check" if kind == "decode" else ""))
+                               f"--phase predictor" + {"default": "", "decode": " --decode-check",
+                                                       "rhythm": " --decode-check --rhythm-check"}[kind])
         return pr
 
     @property
@@ -256,7 +263,7 @@ def load_deployed(model_id: int) -> DeployedCodec:
             model = load_model(WEIGHTS_DIR / entry["codec"])
             fuse_decoders(model)
             edge = Int8Encoder.load(verify_hash(WEIGHTS_DIR / entry["edge"])) if entry.get("edge") else None
-            dd = chains = predictor = predictor_decode = None
+            dd = chains = predictor = predictor_decode = predictor_rhythm = edge_rhythm = None
             if entry.get("dd"):
                 from wardmodels.dd_edge import load_chains
                 from wardmodels.predictor import Predictor
@@ -271,8 +278,14 @@ def load_deployed(model_id: int) -> DeployedCodec:
                     predictor = Predictor.load(verify_hash(WEIGHTS_DIR / entry["predictor"]))
                 if entry.get("predictor_decode"):
                     predictor_decode = Predictor.load(verify_hash(WEIGHTS_DIR / entry["predictor_decode"]))
+                if entry.get("predictor_rhythm"):
+                    predictor_rhythm = Predictor.load(verify_hash(WEIGHTS_DIR / entry["predictor_rhythm"]))
+                if entry.get("edge_rhythm"):
+                    from wardmodels.edge_rhythm import load_edge_rhythm
+
+                    edge_rhythm = load_edge_rhythm(WEIGHTS_DIR / entry["edge_rhythm"])
             return DeployedCodec(model_id, f"{entry['variant']}-{model_id}", model, edge, dd, chains, predictor,
-                                 entry, predictor_decode)
+                                 entry, predictor_decode, predictor_rhythm, edge_rhythm)
     raise WeightsError(f"no deployed codec with model id {model_id} in {MANIFEST}")
 
 

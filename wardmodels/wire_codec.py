@@ -73,13 +73,17 @@ class DynamicEncoder:
 
     def __init__(self, model_id: int, bound: float, eeg_level: int = 2, encoder: str = "int8",
                  fixed_level: int | None = None, predictor: str = "default"):
-        from wardmodels.dd_edge import FEATURES, N_LEVELS, DecodeCheck, TaskStream, reads_decode, reads_task
+        from wardmodels.dd_edge import FEATURES, N_LEVELS, DecodeCheck, TaskStream, reads_decode, reads_rhythm, reads_task
+        from wardmodels.edge_rhythm import RhythmCheck
 
         self.codec = runtime.load_deployed(model_id)
         if self.codec.predictor is None or self.codec.chains is None:
             raise ValueError(f"codec model {model_id} has no Dynamic-Deep predictor")
-        # "default", or "decode": the predictor that also reads the device's own decode of every level
+        # "default"; "decode": the predictor that also reads the device's own decode of every level;
+        # "rhythm": and the device's small rhythm model on every level's last 10 s
         self.predictor = self.codec.predictor_of(predictor)
+        if reads_rhythm(self.predictor.n_in) and self.codec.edge_rhythm is None:
+            raise ValueError(f"codec model {model_id} has a rhythm predictor but no edge rhythm model (edge_rhythm)")
         if eeg_level:
             self.codec.stages_for(eeg_level)
         self.model_id, self.bound, self.eeg_level = model_id, float(bound), eeg_level
@@ -101,6 +105,8 @@ class DynamicEncoder:
         self.task = TaskStream() if reads_task(n_in) else None
         # the device's own decode of every level and a QRS detector on each, when the predictor reads it
         self.check = DecodeCheck() if reads_decode(n_in) else None
+        # ring buffers of the last 10 s of the original and every level, when it runs the small rhythm model
+        self.rhythm = RhythmCheck() if reads_rhythm(n_in) else None
         self.last_level: int | None = None
         self.last_pred: float | None = None  # predicted task error of the level last sent
         self.last_filtered: np.ndarray | None = None  # the last ECG window as the encoder saw it
@@ -110,7 +116,7 @@ class DynamicEncoder:
 
 
 def _encode_dynamic(encoders: list[DynamicEncoder], ecgs: list, eegs: list) -> list[list[Channel]]:
-    from wardmodels.dd_edge import HISTORY, N_LEVELS, edge_features, reads_decode, with_history
+    from wardmodels.dd_edge import HISTORY, N_LEVELS, edge_features, reads_decode, reads_rhythm, with_history
     from wardmodels.frontend import normalise
     from wardmodels.predictor import level_reconstructions
 
@@ -126,7 +132,7 @@ def _encode_dynamic(encoders: list[DynamicEncoder], ecgs: list, eegs: list) -> l
         codec, pr = encoders[members[0]].codec, encoders[members[0]].predictor
         xn, codes = normalise(np.stack([filtered[i] for i in members]), "ecg")
         idx, f = codec.analyse("ecg", xn, codes, encoders[members[0]].encoder)
-        hist, task, dec = [], [], []
+        hist, task, dec, rhy = [], [], [], None
         for j, i in enumerate(members):
             enc = encoders[i]
             hist.append(with_history(f[j:j + 1], enc.history)[0])
@@ -137,7 +143,11 @@ def _encode_dynamic(encoders: list[DynamicEncoder], ecgs: list, eegs: list) -> l
         if reads_decode(n_in):  # every level decoded as the task error defines it (the ECG alone)
             recon = level_reconstructions(codec, idx, codes).reshape(N_LEVELS, len(members), -1)
             dec = [encoders[i].check.step(encoders[i].task.last_beats, recon[:, j]) for j, i in enumerate(members)]
-        feats = edge_features(np.stack(hist), np.stack(task) if task else None, n_in, np.stack(dec) if dec else None)
+            if reads_rhythm(n_in):  # the small rhythm model on the six crops of every device, one batch
+                crops = np.stack([encoders[i].rhythm.crops(filtered[i], recon[:, j]) for j, i in enumerate(members)])
+                rhy = codec.edge_rhythm.features(crops)
+        feats = edge_features(np.stack(hist), np.stack(task) if task else None, n_in, np.stack(dec) if dec else None,
+                              rhy)
         pred = pr.predict(feats)
         bounds = np.array([encoders[i].bound for i in members])
         lam = np.array([pr.slack(encoders[i].bound) + encoders[i].slack_offset for i in members])

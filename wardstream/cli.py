@@ -171,7 +171,9 @@ def main(argv: list[str] | None = None) -> int:
 
     td = tsub.add_parser("dynamic-deep", help="Dynamic-Deep levels (phases 1-2) or the edge error predictor (phase 3)")
     _common(td)
-    td.add_argument("--phase", default="levels", choices=["levels", "predictor"])
+    td.add_argument("--phase", default="levels", choices=["levels", "edge-rhythm", "predictor"],
+                    help="levels: phases 1-2; edge-rhythm: the device's small rhythm model distilled from the "
+                         "deployed one (wardmodels.edge_rhythm); predictor: phase 3")
     td.add_argument("--model-id", type=int, default=None,
                     help="levels: the base codec (default 2); predictor: the Dynamic-Deep codec (default: the deployed one, wardmodels.DD_MODEL)")
     td.add_argument("--recon-steps", type=int, default=2500)
@@ -204,6 +206,11 @@ def main(argv: list[str] | None = None) -> int:
     td.add_argument("--decode-check", action="store_true",
                     help="predictor: also read the device's decode check (dd_edge.DecodeCheck: every level "
                          "decoded on the device and its QRS detector run on each; ~12 M multiply-adds per level)")
+    td.add_argument("--rhythm-check", action="store_true",
+                    help="predictor: also read the device's small rhythm model on the last 10 s of the original and "
+                         "every level (wardmodels.edge_rhythm; needs --decode-check; ~32 M multiply-adds per window)")
+    td.add_argument("--epochs", type=int, default=25, help="edge-rhythm: epochs of the rhythm recipe (step 1)")
+    td.add_argument("--distill-epochs", type=int, default=3, help="edge-rhythm: epochs of distillation (step 2)")
     td.add_argument("--per-source", action="store_true",
                     help="predictor: the violation condition must hold on the MIT-BIH and on the CinC windows "
                          "each on their own, not only on their mix")
@@ -287,9 +294,10 @@ def main(argv: list[str] | None = None) -> int:
     ed.add_argument("--bound", type=float, default=None, help="default: the deployed bound")
     ed.add_argument("--model-id", type=int, default=None, help="default: the deployed Dynamic-Deep codec")
     ed.add_argument("--json", type=Path)
-    ed.add_argument("--predictor", choices=["default", "decode"], default=None,
+    ed.add_argument("--predictor", choices=["default", "decode", "rhythm"], default=None,
                     help="the edge error predictor scored (default: WARDSTREAM_DD_PREDICTOR, else 'default'); "
-                         "'decode' also reads the device's own decode of every level (dd_edge.DecodeCheck)")
+                         "'decode' also reads the device's own decode of every level (dd_edge.DecodeCheck), "
+                         "'rhythm' also its small rhythm model on each (wardmodels.edge_rhythm)")
     ed.add_argument("--png", type=Path, default=None, help="the bound curve (default: next to --json)")
     ed.add_argument("--audit-every", type=int, default=None, metavar="N",
                     help="also score the per-bed slack correction of the audits (one observed window every N "
@@ -547,6 +555,12 @@ def main(argv: list[str] | None = None) -> int:
                          exclude_calib=a.exclude_calib, qrs_weight=a.qrs_weight)
             _write_json(d, None)
             return 0 if d["done"] else 3
+        if a.phase == "edge-rhythm":
+            from wardmodels.edge_rhythm import train_edge_rhythm
+
+            _write_json(train_edge_rhythm(s.data_dir, a.model_id or DD_MODEL, a.epochs, a.distill_epochs, a.seed,
+                                          a.threads, out_dir=a.out_dir), None)
+            return 0
         import torch
 
         from wardmodels.predictor import TaskWeights
@@ -558,7 +572,7 @@ def main(argv: list[str] | None = None) -> int:
                             task_features=not a.no_task_features, cross_fit=a.cross_fit,
                             level_offsets=a.level_offsets, offset_bound=a.offset_bound,
                             decode_check=a.decode_check, per_source=a.per_source,
-                            f1_confidence=a.f1_confidence)
+                            f1_confidence=a.f1_confidence, rhythm_check=a.rhythm_check)
         _write_json(d, None)
         return 0
 

@@ -198,10 +198,9 @@ def _decode_seconds_per_window(codec, level: int, n: int = 1024) -> float:
 def cost_report(settings, beds: int = 200, split: str = "test", bound: float | None = None,
                 model_id: int = DD_MODEL) -> dict:
     from stream.wire import AUDIT_WINDOWS, REGISTRY, audit_period_windows, frame_overhead
-    from wardmodels.dd_edge import reads_decode
     from wardmodels.runtime import load_deployed
     from wardmodels.wire_codec import register_deployed
-    from wardstream.eval_dynamic import device_pred_bits, load_part, raw_level_bits, reference_bits, score, section_bits
+    from wardstream.eval_dynamic import device_pred_bits, part_for, raw_level_bits, reference_bits, score, section_bits
 
     register_deployed()
     codec = load_deployed(model_id)
@@ -214,7 +213,7 @@ def cost_report(settings, beds: int = 200, split: str = "test", bound: float | N
 
     pr = codec.predictor_of(settings.dd_predictor)
     bound = float(bound if bound is not None else pr.meta["deployed_bound"])
-    part = load_part(settings.data_dir, split, model_id, decode=reads_decode(pr.n_in))
+    part = part_for(settings.data_dir, split, model_id, pr)
     pred, err = pr.predict(part.features(pr.n_in)), part.errors(pr.weights)
     bits = {L: section_bits(codec, L, version=version) for L in range(0, 6)}
     rb = raw_level_bits(settings.data_dir, split, part, version) if settings.raw_lossless else None

@@ -148,10 +148,27 @@ def _cache_key(codec, data_dir: Path, split: str) -> Path:
     return CACHE / f"{split}-{tag}.npz"
 
 
-def load_part(data_dir: Path, split: str, model_id: int = DD_MODEL, keep_recon: bool = True, decode: bool = False) -> Part:
+def load_part(data_dir: Path, split: str, model_id: int = DD_MODEL, keep_recon: bool = True, decode: bool = False,
+              rhythm: bool = False) -> Part:
     """Analyse (or load from the cache) every record of ``split``; ``decode``: make sure the
     decode check's features are there (a cache from before them gets them added: every level
-    decoded again, ~20 min for the train part on one core)."""
+    decoded again, ~20 min for the train part on one core); ``rhythm``: also the device's small
+    rhythm model's (`wardmodels.edge_rhythm`, cached beside the analysis per edge model)."""
+    part = _load_part(data_dir, split, model_id, keep_recon, decode)
+    if rhythm:
+        _attach_rhythm(part, data_dir, split, model_id)
+    return part
+
+
+def part_for(data_dir: Path, split: str, model_id: int, predictor, keep_recon: bool = True) -> Part:
+    """`load_part` with whatever the predictor reads (decode check, small rhythm model)."""
+    from wardmodels.dd_edge import reads_decode, reads_rhythm
+
+    return load_part(data_dir, split, model_id, keep_recon, decode=reads_decode(predictor.n_in),
+                     rhythm=reads_rhythm(predictor.n_in))
+
+
+def _load_part(data_dir: Path, split: str, model_id: int, keep_recon: bool, decode: bool) -> Part:
     from wardmodels.clf_runtime import load_deployed_classifier
     from wardmodels.runtime import load_deployed
 
@@ -212,6 +229,38 @@ def _attach_decode(part: Part, data_dir: Path, split: str, codec) -> None:
         r.decode = decode_features(x, _recons(codec, x))
         if k % 200 == 0:
             log.info("%s: decode check of %d/%d records", split, k + 1, len(sigs))
+
+
+def _attach_rhythm(part: Part, data_dir: Path, split: str, model_id: int) -> None:
+    """Every record's `edge_rhythm.rhythm_features` (the device's small rhythm model on the last
+    10 s of the original and of every level), from ``<analysis cache>-rhythm-<edge model>.npz`` or
+    computed (every level decoded again) and cached there."""
+    from wardmodels.edge_rhythm import rhythm_features
+    from wardmodels.runtime import load_deployed
+
+    codec = load_deployed(model_id)
+    if codec.edge_rhythm is None:
+        raise SystemExit(f"codec model {model_id} has no edge rhythm model; run wardstream train dynamic-deep "
+                         "--phase edge-rhythm")
+    path = _cache_key(codec, data_dir, split)
+    side = path.with_name(f"{path.stem}-rhythm-{Path(codec.edge_rhythm.name).stem.rsplit('-', 1)[-1]}.npz")
+    lens = [len(r.feats) for r in part.records]
+    if side.exists():
+        z = np.load(side)
+        if list(z["lens"]) == lens:
+            for r, f in zip(part.records, np.split(z["rhythm"], np.cumsum(lens)[:-1])):
+                r.rhythm = f
+            return
+    sigs = [x for _, _, _, x in _signals(data_dir, split) if len(x) // 256 >= 1]
+    if len(sigs) != len(part.records):
+        raise RuntimeError(f"{split}: {len(sigs)} records in the data, {len(part.records)} in the cache")
+    for k, (r, x) in enumerate(zip(part.records, sigs)):
+        x = x[: len(r.feats) * 256]
+        r.rhythm = rhythm_features(codec.edge_rhythm, x, _recons(codec, x))
+        if k % 200 == 0:
+            log.info("%s: small rhythm model on %d/%d records", split, k + 1, len(sigs))
+    side.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(side, lens=np.array(lens), rhythm=np.concatenate([r.rhythm for r in part.records]))
 
 
 def _recons(codec, x: np.ndarray) -> np.ndarray:
@@ -522,7 +571,7 @@ def train_predictor(data_dir: Path, model_id: int = DD_MODEL, alpha: float = 0.0
                     task_features: bool = True, cross_fit: int | None = None,
                     level_offsets: bool = False, offset_bound: float | None = None,
                     decode_check: bool = False, per_source: bool = False,
-                    f1_confidence: float | None = None) -> dict:
+                    f1_confidence: float | None = None, rhythm_check: bool = False) -> dict:
     """Phase 3: fit the predictor on ``train``, calibrate it on ``calib`` over `BOUND_GRID`, pick
     the deployed bound (the largest whose calib CinC F1 on reconstructions stays within
     ``f1_tolerance`` of the originals), save it and record it in the manifest.
@@ -537,6 +586,9 @@ def train_predictor(data_dir: Path, model_id: int = DD_MODEL, alpha: float = 0.0
 
     ``decode_check`` (needs ``task_features``): the predictor also reads the device's decode check
     (`dd_edge.DecodeCheck`: every level decoded on the device, its QRS detector run on each).
+
+    ``rhythm_check`` (needs ``decode_check``): and the device's small rhythm model's KL per level
+    (`wardmodels.edge_rhythm`: the original's and every level's last 10 s).
 
     ``per_source``: the violation condition must hold on the MIT-BIH and the CinC windows of the
     pool each on their own (`predictor.calibrate`'s strata), not only on their mix.
@@ -553,13 +605,16 @@ def train_predictor(data_dir: Path, model_id: int = DD_MODEL, alpha: float = 0.0
 
     if decode_check and not task_features:
         raise ValueError("the decode check reads the task stream's beats: it needs the task features")
+    if rhythm_check and not decode_check:
+        raise ValueError("the small rhythm model reads the decode check's reconstructions: it needs the decode check")
     base = runtime.load_deployed(model_id).predictor if decode_check else None
     if base is not None and (base.weights.kl, base.weights.qrs) != (weights.kl, weights.qrs):
-        raise ValueError("the decode predictor must keep the default predictor's task weights: the worker's "
-                         "audit scores every device's prediction with those (processors.audit.task_weights)")
-    tr = load_part(data_dir, "train", model_id, keep_recon=False, decode=decode_check)
-    ca = load_part(data_dir, "calib", model_id, decode=decode_check)
-    n_in = predictor_inputs(task_features, decode_check)
+        raise ValueError(f"the {'rhythm' if rhythm_check else 'decode'} predictor must keep the default predictor's "
+                         "task weights: the worker's audit scores every device's prediction with those "
+                         "(processors.audit.task_weights)")
+    tr = load_part(data_dir, "train", model_id, keep_recon=False, decode=decode_check, rhythm=rhythm_check)
+    ca = load_part(data_dir, "calib", model_id, decode=decode_check, rhythm=rhythm_check)
+    n_in = predictor_inputs(task_features, decode_check, rhythm_check)
     x, y = tr.features(n_in), tr.errors(weights)
     # the device holds float16 weights: calibrate what it will compute
     pred = _device_predictor(x, y, weights, alpha, hidden=hidden, seed=seed, quantile=quantile)
@@ -608,7 +663,9 @@ def train_predictor(data_dir: Path, model_id: int = DD_MODEL, alpha: float = 0.0
                  "train_windows": int(len(x)), "calib_windows": int(len(pc)), "hidden": hidden,
                  "loss": "mse" if quantile is None else f"pinball q={quantile}",
                  "features": "distortion + history" + (" + task (TaskStream)" if task_features else "")
-                 + (" + decode check (DecodeCheck)" if decode_check else ""),
+                 + (" + decode check (DecodeCheck)" if decode_check else "")
+                 + (" + small rhythm model (edge_rhythm.RhythmCheck, "
+                    f"{runtime.load_deployed(model_id).entry.get('edge_rhythm')})" if rhythm_check else ""),
                  "calibration": ("conformal" if patient_delta is None
                                  else f"conformal + patient bootstrap, upper {1 - patient_delta:g} bound")
                  + (f"; pool: calib + {cross_fit}-fold out-of-fold train" if cross_fit else "; pool: calib")
@@ -622,7 +679,11 @@ def train_predictor(data_dir: Path, model_id: int = DD_MODEL, alpha: float = 0.0
     path = pred.save(runtime.WEIGHTS_DIR)
     entries = runtime.manifest()
     for e in entries:
-        if e["model_id"] == model_id and decode_check:  # the opt-in predictor, beside the default one
+        if e["model_id"] == model_id and rhythm_check:  # the opt-in predictors, beside the default one
+            e["predictor_rhythm"] = path.name
+            e["predictor_rhythm_bytes"] = pred.nbytes()
+            e["deployed_bound_rhythm"] = deployed
+        elif e["model_id"] == model_id and decode_check:
             e["predictor_decode"] = path.name
             e["predictor_decode_bytes"] = pred.nbytes()
             e["deployed_bound_decode"] = deployed
@@ -645,7 +706,6 @@ def evaluate(data_dir: Path, split: str = "test", bound: float | None = None, mo
     from stream.wire import WIRE_VERSION
 
     from wardmodels.clf_runtime import load_deployed_classifier
-    from wardmodels.dd_edge import reads_decode
     from wardmodels.runtime import load_deployed
 
     codec = load_deployed(model_id)
@@ -653,7 +713,7 @@ def evaluate(data_dir: Path, split: str = "test", bound: float | None = None, mo
         raise SystemExit(f"codec model {model_id} has no predictor; run wardstream train dynamic-deep --phase predictor")
     pr = codec.predictor_of(predictor)
     bound = float(bound if bound is not None else pr.meta["deployed_bound"])
-    part = load_part(data_dir, split, model_id, decode=reads_decode(pr.n_in))
+    part = part_for(data_dir, split, model_id, pr)
     feats, err = part.features(pr.n_in), part.errors(pr.weights)
     pred = pr.predict(feats)
     wire_version = wire_version or WIRE_VERSION

@@ -82,7 +82,9 @@ class Settings:
     dd_bound: float = 0.0  # the ward's default bound (0: the deployed bound in the manifest)
     # which edge error predictor Dynamic-Deep devices run: "default", or "decode" (also the decode
     # check: each device decodes every level itself and runs its QRS detector on each; more
-    # gain at the same bound, ~5 decodes + 5 detectors per window on the device)
+    # gain at the same bound, ~5 decodes + 5 detectors per window on the device), or "rhythm"
+    # (also a small rhythm model on the last 10 s of the original and every level: ~32 M
+    # multiply-adds more per window, wardmodels.edge_rhythm)
     dd_predictor: str = "default"
     eeg_level: int = 2  # EEG's level under the dynamic policy (no EEG task model bounds it)
     # every this many seconds a device that predicts its task error sends 10 s of its ECG as
@@ -207,8 +209,8 @@ def from_env(env: dict[str, str] | None = None, **overrides) -> Settings:
         raise ValueError("WARDSTREAM_SIM_ENCODER must be 'fp32' or 'int8'")
     if values.get("level_policy", base.level_policy) not in {"fixed", "dynamic"}:
         raise ValueError("WARDSTREAM_LEVEL_POLICY must be 'fixed' or 'dynamic'")
-    if values.get("dd_predictor", base.dd_predictor) not in {"default", "decode"}:
-        raise ValueError("WARDSTREAM_DD_PREDICTOR must be 'default' or 'decode'")
+    if values.get("dd_predictor", base.dd_predictor) not in {"default", "decode", "rhythm"}:
+        raise ValueError("WARDSTREAM_DD_PREDICTOR must be 'default', 'decode' or 'rhythm'")
     if values.get("waveform_hz", base.waveform_hz) not in {0, 16, 32, 64, 128}:
         raise ValueError("WARDSTREAM_WAVEFORM_HZ must be 0, 16, 32, 64 or 128 (a divisor of 128 Hz)")
     if values.get("influx_api", base.influx_api) not in {"v1", "v2"}:

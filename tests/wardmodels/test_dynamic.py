@@ -128,12 +128,14 @@ def test_a_device_adds_the_clouds_slack_correction_from_the_next_window(dd, data
     assert set(b[20:]) == {0}
 
 
-@pytest.mark.parametrize("kind", ["default", "decode"])
+@pytest.mark.parametrize("kind", ["default", "decode", "rhythm"])
 def test_a_device_chooses_what_the_evaluation_assumes(dd, data_dir, kind):
     """The device's streaming features (filter, integer analysis, history ring, its own QRS
-    detector; with the decode predictor also its decode of every level and a detector on each)
-    give the levels the offline analysis of the same record scores."""
-    from wardmodels.dd_edge import decode_features, edge_features, reads_decode, task_features, with_history
+    detector; with the decode predictor also its decode of every level and a detector on each;
+    with the rhythm predictor also its small rhythm model on every level's last 10 s) give the
+    levels the offline analysis of the same record scores."""
+    from wardmodels.dd_edge import decode_features, edge_features, reads_decode, reads_rhythm, task_features, with_history
+    from wardmodels.edge_rhythm import rhythm_features
     from wardmodels.frontend import filter_record
     from wardstream.datasets import load_mitdb
 
@@ -146,11 +148,14 @@ def test_a_device_chooses_what_the_evaluation_assumes(dd, data_dir, kind):
     x = filter_record(raw)
     xn, codes = normalise(x.reshape(n, 256), "ecg")
     idx, f = dd.analyse("ecg", xn, codes)
-    dec = None
+    dec = rhy = None
+    recon = np.stack([dd.decode({"ecg": idx[L], "eeg": None}, {"ecg": codes, "eeg": None})["ecg"].ravel()
+                      for L in range(1, 6)])
     if reads_decode(pr.n_in):  # the decode check: every level decoded as the analysis does
-        dec = decode_features(x, np.stack([dd.decode({"ecg": idx[L], "eeg": None}, {"ecg": codes, "eeg": None})["ecg"]
-                                           .ravel() for L in range(1, 6)]))
-    offline = pr.choose(pr.predict(edge_features(with_history(f), task_features(x), pr.n_in, dec)), bound)
+        dec = decode_features(x, recon)
+    if reads_rhythm(pr.n_in):
+        rhy = rhythm_features(dd.edge_rhythm, x, recon)
+    offline = pr.choose(pr.predict(edge_features(with_history(f), task_features(x), pr.n_in, dec, rhy)), bound)
     assert len(set(device.tolist())) > 1  # levels do switch on this record
     assert (device == offline).mean() >= 0.95, (device, offline)
 

@@ -218,6 +218,16 @@ def test_edge_feature_layout_follows_the_predictor():
     assert (all3[:, -DECODE_FEATURES:] == 3).all() and (all3[:, :-DECODE_FEATURES] == both).all()
     with pytest.raises(ValueError, match="decode check"):
         edge_features(hist, task, n_all)
+    from wardmodels.dd_edge import RHYTHM_CHECK_FEATURES, reads_rhythm
+
+    rhy = np.full((3, RHYTHM_CHECK_FEATURES), 4.0, np.float32)
+    n_rhy = predictor_inputs(True, True, True)
+    assert n_rhy == n_all + RHYTHM_CHECK_FEATURES and reads_rhythm(n_rhy) and reads_decode(n_rhy)
+    assert not reads_rhythm(n_all)
+    all4 = edge_features(hist, task, n_rhy, dec, rhy)
+    assert (all4[:, -RHYTHM_CHECK_FEATURES:] == 4).all() and (all4[:, :-RHYTHM_CHECK_FEATURES] == all3).all()
+    with pytest.raises(ValueError, match="small rhythm model"):
+        edge_features(hist, task, n_rhy, dec)
 
 
 def test_out_of_fold_predictions_never_see_their_own_patient():

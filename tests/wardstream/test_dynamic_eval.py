@@ -145,6 +145,29 @@ def test_the_decode_predictor_is_scored_and_an_older_cache_gains_the_decode_chec
     assert "decode" in np.load(path).files
 
 
+def test_the_rhythm_predictor_is_scored_with_the_small_models_features_cached_beside(small_dir, cache, tmp_path):
+    from wardmodels.runtime import load_deployed
+    from wardstream import eval_dynamic
+    from wardstream.cli import main
+
+    out = tmp_path / "dd.json"
+    assert main(["eval", "dynamic-deep", "--data-dir", str(small_dir), "--split", "all", "--predictor", "rhythm",
+                 "--json", str(out)]) == 0
+    d = json.loads(out.read_text())
+    entry = load_deployed(DD_MODEL).entry
+    assert d["predictor"] == "rhythm" and entry["edge_rhythm"] in d["predictor_features"]
+    assert d["bound"] == entry["deployed_bound_rhythm"]
+    assert sum(d["level_histogram"].values()) == d["windows"]
+    (side,) = cache.glob("all-*-rhythm-*.npz")
+    first = [r.rhythm for r in eval_dynamic.load_part(small_dir, "all", rhythm=True).records]
+    assert sum(len(f) for f in first) == d["windows"] and all(f.shape[1] == 5 for f in first)
+    side.unlink()  # computed again: the same features as were cached, and cached again
+    again = eval_dynamic.load_part(small_dir, "all", rhythm=True)
+    for r, f in zip(again.records, first):
+        np.testing.assert_array_equal(r.rhythm, f)
+    assert side.exists()
+
+
 def test_the_decode_predictor_keeps_the_audits_task_weights(small_dir):
     from wardmodels.predictor import TaskWeights
     from wardstream.eval_dynamic import train_predictor

@@ -18,6 +18,7 @@ def test_settings_from_env_and_flags():
         from_env({"WARDSTREAM_INFLUX_API": "v3"})
     assert from_env({}).dd_predictor == "default"
     assert from_env({"WARDSTREAM_DD_PREDICTOR": "decode"}).dd_predictor == "decode"
+    assert from_env({"WARDSTREAM_DD_PREDICTOR": "rhythm"}).dd_predictor == "rhythm"
     with pytest.raises(ValueError, match="DD_PREDICTOR"):
         from_env({"WARDSTREAM_DD_PREDICTOR": "oracle"})
 
