@@ -13,9 +13,9 @@ crops), so it runs a small one distilled from it:
 * Trained in two steps (`train_edge_rhythm`, ``wardstream train dynamic-deep --phase
   edge-rhythm``): the rhythm recipe from scratch (`train_classifier.train_rhythm`), then distilled
   (KL to the deployed rhythm model's probabilities) on the 10-s crops of the predictor's train
-  part — originals and every level's reconstruction by the deployed Dynamic-Deep codec — so it
-  learns how the cloud's model reacts to each level's artefacts. Calibration and test patients
-  are never seen.
+  part and the rest of the CinC ``fit`` split — originals and every level's reconstruction by the
+  deployed Dynamic-Deep codec — so it learns how the cloud's model reacts to each level's
+  artefacts. Calibration and test patients are never seen.
 
 On the device (`RhythmCheck`, beside `dd_edge.DecodeCheck`, which already decodes every level):
 per window, the last 10 s of the original and of every level's reconstruction (ring buffers of
@@ -154,19 +154,34 @@ def rhythm_features(edge: EdgeRhythm, x: np.ndarray, recon: np.ndarray) -> np.nd
 
 
 # --------------------------------------------------------------------------- training
+def distill_signals(data_dir: Path, all_fit: bool = True) -> list[np.ndarray]:
+    """Filtered ECG of the records the small model is distilled on: the Dynamic-Deep predictor's
+    train part (MIT-BIH DS1 1-16, the first CinC ``fit`` records) and, with ``all_fit``, the rest
+    of CinC ``fit`` — never the calib or test patients."""
+    from wardmodels.clf_data import cinc_split
+    from wardmodels.frontend import filter_record
+    from wardstream.eval_dynamic import TRAIN_CINC, _signals
+
+    sigs = [x for _, _, _, x in _signals(Path(data_dir), "train")]
+    if all_fit:
+        sigs += [filter_record(x) for x in cinc_split(Path(data_dir), "fit").signals[TRAIN_CINC:]]
+    return sigs
+
+
 def train_edge_rhythm(data_dir: Path, model_id: int, epochs: int = 25, distill_epochs: int = 3, seed: int = 0,
-                      threads: int = 2, run_dir: Path = Path("runs/edge-rhythm"), out_dir: Path | None = None) -> dict:
+                      threads: int = 2, run_dir: Path = Path("runs/edge-rhythm"), out_dir: Path | None = None,
+                      all_fit: bool = True) -> dict:
     """Step 1: the rhythm recipe from scratch on the ``rhythm-edge`` variant (best calib epoch);
-    step 2: distillation to the deployed rhythm model on the 10-s crops of the Dynamic-Deep
-    predictor's train part (original + levels 1..5 of codec ``model_id``), batch 256, one-cycle
-    Adam at 1e-3, random polarity. Writes the hash-named weights and records them in the
-    manifest entry of ``model_id`` (``edge_rhythm``)."""
+    step 2: distillation to the deployed rhythm model on the 10-s crops of `distill_signals`
+    (original + levels 1..5 of codec ``model_id``), batch 256, one-cycle Adam at 1e-3, random
+    polarity. Writes the hash-named weights and records them in the manifest entry of
+    ``model_id`` (``edge_rhythm``)."""
     import json
 
     from wardmodels import runtime
     from wardmodels.clf_runtime import load_deployed_classifier
     from wardmodels.train_classifier import load_classifier, train_rhythm
-    from wardstream.eval_dynamic import _recons, _signals
+    from wardstream.eval_dynamic import _recons
 
     torch.set_num_threads(threads)
     t0 = time.time()
@@ -176,7 +191,7 @@ def train_edge_rhythm(data_dir: Path, model_id: int, epochs: int = 25, distill_e
     log.info("edge rhythm step 1: %s (calib F1 %.4f, %.0f s)", first["weights"], first["calib_f1"], time.time() - t0)
     codec = runtime.load_deployed(model_id)
     crops = []
-    for _, _, _, x in _signals(Path(data_dir), "train"):
+    for x in distill_signals(data_dir, all_fit):
         n = len(x) // WINDOW
         if n < 1:
             continue
@@ -211,7 +226,7 @@ def train_edge_rhythm(data_dir: Path, model_id: int, epochs: int = 25, distill_e
             running = []
     student.eval()
     record = {"step1": {k: first.get(k) for k in ("weights", "kept_epoch", "calib_f1")}, "epochs": epochs,
-              "distill_epochs": distill_epochs, "distill_crops": int(len(X)), "teacher": teacher.name,
+              "distill_epochs": distill_epochs, "distill_crops": int(len(X)), "all_fit": all_fit, "teacher": teacher.name,
               "codec": codec.entry.get("dd"), "seed": seed, "elapsed_s": round(time.time() - t0, 1),
               "torch": str(torch.__version__)}
     path = save_edge_rhythm(student, Path(out_dir) if out_dir else runtime.WEIGHTS_DIR, record)

@@ -211,6 +211,8 @@ def main(argv: list[str] | None = None) -> int:
                          "every level (wardmodels.edge_rhythm; needs --decode-check; ~32 M multiply-adds per window)")
     td.add_argument("--epochs", type=int, default=25, help="edge-rhythm: epochs of the rhythm recipe (step 1)")
     td.add_argument("--distill-epochs", type=int, default=3, help="edge-rhythm: epochs of distillation (step 2)")
+    td.add_argument("--train-part-only", action="store_true",
+                    help="edge-rhythm: distil on the predictor's train part only, not also the rest of CinC fit")
     td.add_argument("--per-source", action="store_true",
                     help="predictor: the violation condition must hold on the MIT-BIH and on the CinC windows "
                          "each on their own, not only on their mix")
@@ -559,7 +561,7 @@ def main(argv: list[str] | None = None) -> int:
             from wardmodels.edge_rhythm import train_edge_rhythm
 
             _write_json(train_edge_rhythm(s.data_dir, a.model_id or DD_MODEL, a.epochs, a.distill_epochs, a.seed,
-                                          a.threads, out_dir=a.out_dir), None)
+                                          a.threads, out_dir=a.out_dir, all_fit=not a.train_part_only), None)
             return 0
         import torch
 
