@@ -36,12 +36,12 @@ import numpy as np
 import torch
 
 from wardmodels.classifier import RHYTHM_SAMPLES, ResNet1D, ResNetConfig, rhythm_input
-from wardmodels.dd_edge import N_LEVELS
+from wardmodels.dd_edge import N_LEVELS, RHYTHM_CHECK_FEATURES
 from wardmodels.hashname import verify_hash, write_hashed
 
 log = logging.getLogger(__name__)
 
-RHYTHM_FEATURES = N_LEVELS  # log1p KL per VQ level
+RHYTHM_FEATURES = RHYTHM_CHECK_FEATURES  # log1p KL per VQ level: the predictor's layout (`dd_edge.edge_features`)
 EDGE_VARIANT = "rhythm-edge"
 WINDOW = 256
 
