@@ -10,6 +10,7 @@ the state directory and the next run starts after it.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import heapq
 import json
 import logging
@@ -124,6 +125,9 @@ class Device:
     audit_every: int = 0
     lossless: bool = False  # raw-level sections lossless-coded on the wire (Settings.raw_lossless)
     wire_version: int = WIRE_VERSION  # the frame format it sends (Settings.wire_version)
+    # v2: sections entropy-coded where the codec has tables and the frame comes out shorter
+    # (Settings.wire_coded)
+    coded: bool = False
 
     def next_frame(self) -> tuple[bytes, Frame]:
         return next_frames([self])[0]
@@ -142,7 +146,13 @@ class Device:
         frame = Frame(self.bed_id, self.seq, t_us, FS, WINDOW,
                       self.encoder.model_id, channels, pred, ref, self.lossless, self.wire_version)
         self.seq += 1
-        return encode_frame(frame, self.hmac_key), frame
+        buf = encode_frame(frame, self.hmac_key)
+        if self.coded:  # the sections entropy-coded, when that is shorter (it usually is)
+            coded = dataclasses.replace(frame, coded=True)
+            cbuf = encode_frame(coded, self.hmac_key)
+            if len(cbuf) < len(buf):
+                return cbuf, coded
+        return buf, frame
 
 
 def next_frames(devices: list[Device]) -> list[tuple[bytes, Frame]]:
@@ -277,7 +287,7 @@ async def run_ward(settings, n_beds: int, duration_s: float, speed: float = 1.0,
     audit_every = audit_period_windows(settings.audit_every_s, FS, WINDOW)
     devices = {b: Device(b, sources[b], clock0 + phases[b], make_encoder(), settings.device_key(b),
                          audit_every=audit_every, lossless=settings.raw_lossless,
-                         wire_version=settings.wire_version) for b in beds}
+                         wire_version=settings.wire_version, coded=settings.wire_coded) for b in beds}
     own = producer is None
     if own:
         producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all",

@@ -41,7 +41,8 @@ the 4-byte magic, the per-section modality and count, a 16-bit model id, microse
     header   tag     u8 (=0xD2: "format 2")     1 B
              flags   u8 (bits 0-3 as in v1; bit 4: explicit geometry, fs u16 and n_samp u16
                          follow the modality mask; without it fs = 128 Hz, n_samp = 256;
-                         bit 5: the predicted error travels in the ECG level byte)  1 B
+                         bit 5: the predicted error travels in the ECG level byte;
+                         bit 6: sections entropy-coded, below)  1 B
              bed_id  u32                        4 B
              seq     u32                        4 B
              t_start u48 (ms since epoch, device clock, first sample; a device rounds its
@@ -62,6 +63,11 @@ the 4-byte magic, the per-section modality and count, a 16-bit model id, microse
              only when its prediction is under its bound (the deployed ones are 0.51 and 0.72),
              so its frames carry their prediction at no cost in bytes
     ref      if flag bit 2: side (2 x f32) and payload of a raw ECG section (no level byte)
+    coded    if flag bit 6 (set only when the codec model has coding tables for one of the frame's
+             sections): each such section is its level byte alone in place, and its scale code
+             and indices are coded here, in modality order, as one arithmetic-coded stream that
+             runs to the CRC (`stream.vqcode`, the model's static tables; `stream.arith`); the
+             frame's other sections keep their plain form
     crc32, hmac as in v1
 
 A level-2 ECG+EEG frame of the deployed codec is 107 bytes in v1 and 90 in v2; an ECG
@@ -92,6 +98,7 @@ from typing import Callable, Mapping
 import numpy as np
 
 from stream import lossless as lossless_code
+from stream import vqcode
 
 MAGIC = b"WDST"
 VERSION = 1  # the version byte of a v1 frame (after its magic)
@@ -104,8 +111,9 @@ FLAG_REF = 0x04
 FLAG_LOSSLESS = 0x08
 FLAG_GEOMETRY = 0x10  # v2 only: fs and n_samp follow the header (else 128 Hz, 256 samples)
 FLAG_PRED_IN_LEVEL = 0x20  # v2 only: the predicted error is bits 3-7 of the ECG level byte
+FLAG_CODED = 0x40  # v2 only: sections with coding tables travel as one entropy-coded stream
 KNOWN_FLAGS = FLAG_HMAC | FLAG_PRED | FLAG_REF | FLAG_LOSSLESS
-KNOWN_FLAGS_V2 = KNOWN_FLAGS | FLAG_GEOMETRY | FLAG_PRED_IN_LEVEL
+KNOWN_FLAGS_V2 = KNOWN_FLAGS | FLAG_GEOMETRY | FLAG_PRED_IN_LEVEL | FLAG_CODED
 PACKED_LEVEL_BITS = 3  # flag bit 5: the ECG level in the low 3 bits of its byte, the code above
 PACKED_PRED_MAX = (1 << (8 - PACKED_LEVEL_BITS)) - 1  # the largest code that fits there (31)
 DEFAULT_FS, DEFAULT_N_SAMPLES = 128, 256
@@ -201,6 +209,10 @@ class BadLength(FrameError):
     reason = "bad_length"
 
 
+class BadCoding(FrameError):
+    reason = "bad_coding"
+
+
 # --------------------------------------------------------------------------- codecs
 @dataclass(frozen=True)
 class LevelSpec:
@@ -263,6 +275,9 @@ class CodecSpec:
     model_id: int
     name: str
     levels: Mapping[int, LevelSpec] = field(default_factory=lambda: {0: RAW_LEVEL})
+    # (modality, level) -> how its section is entropy-coded (flag bit 6, `stream.vqcode`); a
+    # codec without tables for a section cannot send it coded
+    coding: Mapping[tuple[int, int], "vqcode.SectionModel"] = field(default_factory=dict)
 
     def level(self, level: int) -> LevelSpec:
         try:
@@ -270,6 +285,17 @@ class CodecSpec:
         except KeyError:
             raise UnknownLevel(f"model {self.model_id} ({self.name}) has no level {level}; "
                                f"known: {sorted(self.levels)}") from None
+
+    def section_model(self, modality: int, level: int) -> "vqcode.SectionModel":
+        try:
+            return self.coding[(int(modality), int(level))]
+        except KeyError:
+            raise BadCoding(f"model {self.model_id} ({self.name}) has no coding tables for "
+                            f"{Modality(modality).name} level {level}") from None
+
+    def codes(self, modality: int, level: int) -> bool:
+        """Whether a section at this level can be sent entropy-coded."""
+        return level != 0 and (int(modality), int(level)) in self.coding
 
 
 RAW_MODEL_ID = 0
@@ -280,6 +306,12 @@ def register_codec(spec: CodecSpec) -> None:
     """Make a codec model id known to encode/decode. Level 0 must be the raw level."""
     if spec.levels.get(0) != RAW_LEVEL:
         raise ValueError("every codec must keep level 0 as raw int16")
+    for (mod, level), m in spec.coding.items():
+        lv = spec.level(level)
+        if lv.raw or lv.side != "scale8" or m.n_indices != lv.n_indices \
+                or any(st.codebook_size != lv.codebook_size for st in m.stages):
+            raise ValueError(f"model {spec.model_id}: the coding tables of modality {mod} level {level} do not "
+                             "match the level (scale8 side, its indices, its codebook)")
     REGISTRY[spec.model_id] = spec
 
 
@@ -298,7 +330,9 @@ class Channel:
     data: np.ndarray
     # bytes of this section on the wire (set by `decode_frame`; a lossless-coded raw section's
     # size depends on its samples); not part of equality
-    wire_bytes: int | None = field(default=None, compare=False)
+    # (an entropy-coded section's: its level byte and its share of the frame's coded stream, in
+    # eighths of a byte)
+    wire_bytes: float | None = field(default=None, compare=False)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Channel):
@@ -328,6 +362,9 @@ class Frame:
     lossless: bool = False  # raw sections (and the reference) lossless-coded on the wire
     # the wire format it is sent in (decode_frame: the one it came in); not part of equality
     version: int = field(default=WIRE_VERSION, compare=False)
+    # v2: the sections its codec has coding tables for go entropy-coded (flag bit 6,
+    # `stream.vqcode`); like ``version``, how it travels, not part of equality
+    coded: bool = field(default=False, compare=False)
 
     def channel(self, modality: Modality) -> Channel | None:
         for ch in self.channels:
@@ -466,12 +503,15 @@ def encode_frame(frame: Frame, hmac_key: bytes | None = None,
     if frame.reference is not None and (frame.reference.modality != Modality.ECG or frame.reference.level != 0):
         raise BadLength("the audit reference is the ECG at the raw level")
     version = frame.version
+    coded = frame.coded and version == 2 and any(spec.codes(ch.modality, ch.level) for ch in frame.channels)
     code = pred_code(frame.pred_error) if frame.pred_error is not None else None
     ecg = frame.channel(Modality.ECG)
     packed = code is not None and ecg is not None and bool(pred_packs(ecg.level, code, version))
     flags = ((FLAG_HMAC if hmac_key else 0) | (FLAG_PRED if code is not None and not packed else 0)
              | (FLAG_PRED_IN_LEVEL if packed else 0)
-             | (FLAG_REF if frame.reference is not None else 0) | (FLAG_LOSSLESS if frame.lossless else 0))
+             | (FLAG_REF if frame.reference is not None else 0) | (FLAG_LOSSLESS if frame.lossless else 0)
+             | (FLAG_CODED if coded else 0))
+    coded_models, coded_sections = [], []
     if version == 1:
         out = bytearray(_HEADER.pack(MAGIC, VERSION, flags, frame.bed_id, frame.seq, frame.t_start_us,
                                      frame.fs, frame.n_samples, frame.model_id, len(frame.channels)))
@@ -489,7 +529,13 @@ def encode_frame(frame: Frame, hmac_key: bytes | None = None,
                 raise BadLength(f"level {lv.level} carries {lv.n_indices} indices, got {data.shape}")
             if data.size and (int(data.min()) < 0 or int(data.max()) >= lv.codebook_size):
                 raise IndexOutOfRange(f"index outside codebook of {lv.codebook_size}")
-            payload = pack_indices(data, lv.bits)
+            if coded and spec.codes(ch.modality, ch.level):
+                scale = lv.pack_side(ch.gain, ch.offset)[0]  # validates the scale code
+                coded_models.append(spec.section_model(ch.modality, ch.level))
+                coded_sections.append((scale, data))
+                payload = None
+            else:
+                payload = pack_indices(data, lv.bits)
         if version == 1:
             out += _MOD_HEAD.pack(int(ch.modality), ch.level, data.shape[0])
         else:
@@ -497,12 +543,16 @@ def encode_frame(frame: Frame, hmac_key: bytes | None = None,
                 raise UnknownLevel(f"level {ch.level} does not fit a byte")
             out.append(ch.level | (code << PACKED_LEVEL_BITS) if packed and ch.modality == Modality.ECG
                        else ch.level)
+        if payload is None:  # coded: scale and indices go into the stream at the end
+            continue
         out += lv.pack_side(ch.gain, ch.offset)
         out += payload
     if code is not None and not packed:
         out.append(code)
     if frame.reference is not None:
         out += _raw_section(frame.reference, frame.n_samples, frame.lossless, version)
+    if coded_models:
+        out += vqcode.encode_sections(coded_models, coded_sections)[0]
     out += struct.pack(">I", zlib.crc32(out))
     if hmac_key:
         out += _hmac.new(hmac_key, bytes(out), hashlib.sha256).digest()[:HMAC_LEN]
@@ -613,6 +663,7 @@ def decode_frame(buf: bytes, hmac_key_for: Callable[[int], bytes | None] | None 
     spec = _spec(model_id, registry)
     pos = head
     channels: list[Channel] = []
+    coded_at: list[int] = []  # positions in ``channels`` of the sections in the coded stream
     pred = None
     if flags & FLAG_PRED_IN_LEVEL:
         if flags & FLAG_PRED:
@@ -644,6 +695,10 @@ def decode_frame(buf: bytes, hmac_key_for: Callable[[int], bytes | None] | None 
         want_count = n_samples if lv.raw else lv.n_indices
         if count is not None and count != want_count:
             raise BadLength(f"{modality.name} level {level} declares {count} values, expected {want_count}")
+        if flags & FLAG_CODED and spec.codes(modality, level):
+            coded_at.append(len(channels))
+            channels.append(Channel(modality, level, 0.0, 0.0, np.zeros(0, np.uint16), pos - start))
+            continue
         side = lv.side_struct()
         if pos + side.size > body_end:
             raise TruncatedFrame("side information runs past the frame body")
@@ -686,10 +741,24 @@ def decode_frame(buf: bytes, hmac_key_for: Callable[[int], bytes | None] | None 
         data, pos = _read_raw(buf, pos + ref_head + _SIDE_F32.size, body_end, n_samples,
                               bool(flags & FLAG_LOSSLESS), "audit reference")
         reference = Channel(Modality.ECG, 0, float(gain), float(offset), data)
+    if coded_at:
+        models = [spec.section_model(channels[i].modality, channels[i].level) for i in coded_at]
+        stream = buf[pos:body_end]
+        try:
+            decoded, bits = vqcode.decode_sections(models, stream)
+        except ValueError as e:
+            raise BadCoding(f"coded sections: {e}") from None
+        bits[-1] += 8 * len(stream) - sum(bits)  # the stream's zero padding: its last section's
+        for i, (scale, data), b in zip(coded_at, decoded, bits):
+            ch = channels[i]
+            channels[i] = Channel(ch.modality, ch.level, float(scale), 0.0, data, ch.wire_bytes + b / 8)
+        pos = body_end
+    elif flags & FLAG_CODED:
+        raise BadCoding("flag bit 6 (coded sections) on a frame with no section its codec has coding tables for")
     if pos != body_end:
         raise BadLength(f"{body_end - pos} unexpected bytes after the last modality")
     return Frame(bed_id, seq, t_start, fs, n_samples, model_id, tuple(channels), pred, reference,
-                 bool(flags & FLAG_LOSSLESS), version)
+                 bool(flags & FLAG_LOSSLESS), version, bool(flags & FLAG_CODED))
 
 
 def raw_bits(frame: Frame) -> int:

@@ -91,8 +91,9 @@ class CodecData:
         return {"mit_ds1_windows": len(self.mit), "cinc_train_windows": len(self.cinc),
                 "eegmat_pair_offsets": len(self.pairs.ecg), "eeg_alone_offsets": len(self.eeg_alone)}
 
-    def batch(self, rng: np.random.Generator, n: int):
-        """-> ({'ecg','eeg'}: float32 (n, 256) normalised, paired: bool (n,))."""
+    def batch(self, rng: np.random.Generator, n: int, codes: bool = False):
+        """-> ({'ecg','eeg'}: float32 (n, 256) normalised, paired: bool (n,)); ``codes``: and
+        ({'ecg','eeg'}: the windows' scale codes (n,)) third."""
         n_pair = int(round(self.paired_fraction * n))
         n_solo = n - n_pair
         st = self.pairs.ecg.starts(rng, n_pair)
@@ -107,6 +108,7 @@ class CodecData:
         ecg = np.concatenate([ecg_p, ecg_s])
         eeg = np.concatenate([eeg_p, eeg_s])
         paired = np.concatenate([np.ones(n_pair, bool), np.zeros(n_solo, bool)])
-        x_ecg, _ = normalise(ecg, "ecg")
-        x_eeg, _ = normalise(eeg, "eeg")
-        return {"ecg": np.clip(x_ecg, -20, 20), "eeg": np.clip(x_eeg, -20, 20)}, paired
+        x_ecg, c_ecg = normalise(ecg, "ecg")
+        x_eeg, c_eeg = normalise(eeg, "eeg")
+        x = {"ecg": np.clip(x_ecg, -20, 20), "eeg": np.clip(x_eeg, -20, 20)}
+        return (x, paired, {"ecg": c_ecg, "eeg": c_eeg}) if codes else (x, paired)

@@ -6,9 +6,10 @@ context, the class (``ctx_map``) of the previous index of the same stage in the 
 first position uses class 0 of a separate start table). Tables are fixed, estimated once on
 training-split indices (`fit_prior`), with 14-bit frequencies, every symbol at least 1.
 
-Coder: 32-bit integer arithmetic coding (Witten, Neal & Cleary 1987) with carry-free pending
-bits; a stream ends with two bits plus pending bits, so the count below is exact and the
-decoder reproduces the indices bit for bit (`decode` is the round-trip check).
+Coder: `stream.arith` (32-bit integer arithmetic coding, Witten, Neal & Cleary 1987, with
+carry-free pending bits); a stream ends with two bits plus pending bits, so the count below is
+exact and the decoder reproduces the indices bit for bit (`decode` is the round-trip check).
+On the wire (`stream.vqcode`) a frame's VQ sections share one such stream.
 """
 
 from __future__ import annotations
@@ -17,12 +18,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-FREQ_BITS = 14
-TOTAL = 1 << FREQ_BITS
-_TOP = (1 << 32) - 1
-_HALF = 1 << 31
-_Q1 = 1 << 30
-_Q3 = 3 << 30
+from stream import arith
+from stream.arith import FREQ_BITS, TOTAL  # noqa: F401 (the tables' scale)
+from stream.vqcode import freqs_from_counts
 
 
 @dataclass
@@ -45,14 +43,7 @@ class StagePrior:
 
 def _to_freqs(counts: np.ndarray) -> np.ndarray:
     """Counts (rows, K) -> uint16 frequencies summing to TOTAL per row, each >= 1."""
-    k = counts.shape[1]
-    p = (counts + 0.5) / (counts + 0.5).sum(1, keepdims=True)
-    f = np.maximum(1, np.floor(p * (TOTAL - k)).astype(np.int64) + 1)
-    # hand the rounding remainder to the most frequent symbol of each row
-    diff = TOTAL - f.sum(1)
-    f[np.arange(len(f)), f.argmax(1)] += diff
-    assert (f >= 1).all() and (f.sum(1) == TOTAL).all()
-    return f.astype(np.uint16)
+    return freqs_from_counts(counts)
 
 
 def fit_stage(idx: np.ndarray, k: int, classes: int, seed: int = 0, iters: int = 25) -> StagePrior:
@@ -84,87 +75,23 @@ def fit_stage(idx: np.ndarray, k: int, classes: int, seed: int = 0, iters: int =
 
 # --------------------------------------------------------------------------- coder
 def encode(symbols: np.ndarray, prior: StagePrior) -> tuple[bytes, int]:
-    """Code one window's indices of one stage -> (bytes, exact bit count)."""
+    """Code one window's indices of one stage as its own stream -> (bytes, exact bit count)."""
     cum = prior.cum
-    low, high, pending = 0, _TOP, 0
-    bits: list[int] = []
+    enc = arith.Encoder()
     row = 0
     for s in np.asarray(symbols, dtype=np.int64):
-        lo_c, hi_c = int(cum[row, s]), int(cum[row, s + 1])
-        rng = high - low + 1
-        high = low + (rng * hi_c >> FREQ_BITS) - 1
-        low = low + (rng * lo_c >> FREQ_BITS)
-        while True:
-            if high < _HALF:
-                bits.append(0)
-                bits.extend([1] * pending)
-                pending = 0
-            elif low >= _HALF:
-                bits.append(1)
-                bits.extend([0] * pending)
-                pending = 0
-                low -= _HALF
-                high -= _HALF
-            elif low >= _Q1 and high < _Q3:
-                pending += 1
-                low -= _Q1
-                high -= _Q1
-            else:
-                break
-            low <<= 1
-            high = (high << 1) | 1
+        enc.put(cum[row], int(s))
         row = 1 + int(prior.ctx_map[s])
-    pending += 1
-    if low < _Q1:
-        bits.append(0)
-        bits.extend([1] * pending)
-    else:
-        bits.append(1)
-        bits.extend([0] * pending)
-    n = len(bits)
-    return np.packbits(np.array(bits, np.uint8)).tobytes(), n
+    return enc.finish()
 
 
 def decode(buf: bytes, count: int, prior: StagePrior) -> np.ndarray:
-    bits = np.unpackbits(np.frombuffer(buf, np.uint8)).tolist()
-    pos = 0
-
-    def nextbit() -> int:
-        nonlocal pos
-        b = bits[pos] if pos < len(bits) else 0
-        pos += 1
-        return b
-
     cum = prior.cum
-    low, high, value = 0, _TOP, 0
-    for _ in range(32):
-        value = (value << 1) | nextbit()
+    dec = arith.Decoder(buf)
     out = np.zeros(count, np.int64)
     row = 0
     for i in range(count):
-        rng = high - low + 1
-        target = (((value - low + 1) << FREQ_BITS) - 1) // rng
-        s = int(np.searchsorted(cum[row], target, side="right")) - 1
-        lo_c, hi_c = int(cum[row, s]), int(cum[row, s + 1])
-        high = low + (rng * hi_c >> FREQ_BITS) - 1
-        low = low + (rng * lo_c >> FREQ_BITS)
-        while True:
-            if high < _HALF:
-                pass
-            elif low >= _HALF:
-                low -= _HALF
-                high -= _HALF
-                value -= _HALF
-            elif low >= _Q1 and high < _Q3:
-                low -= _Q1
-                high -= _Q1
-                value -= _Q1
-            else:
-                break
-            low <<= 1
-            high = (high << 1) | 1
-            value = (value << 1) | nextbit()
-        out[i] = s
+        out[i] = s = dec.get(cum[row])
         row = 1 + int(prior.ctx_map[s])
     return out
 

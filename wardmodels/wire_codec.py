@@ -28,7 +28,12 @@ def spec_for(entry: dict) -> CodecSpec:
         levels[level] = LevelSpec(level, (stages - level + 1) * pos, k, side="scale8")
     for level, d in entry.get("dd_levels", {}).items():  # Dynamic-Deep levels (wardmodels.dynamic)
         levels[int(level)] = LevelSpec(int(level), d["indices"], d["codebook_size"], side="scale8")
-    return CodecSpec(entry["model_id"], f"{entry['variant']}-{entry['codec']}", levels)
+    coding = {}
+    if entry.get("wire_tables"):  # entropy-coded sections (wire flag bit 6)
+        from wardmodels.wire_tables import load_models
+
+        coding = load_models(runtime.WEIGHTS_DIR / entry["wire_tables"], entry)
+    return CodecSpec(entry["model_id"], f"{entry['variant']}-{entry['codec']}", levels, coding)
 
 
 def register_deployed() -> list[int]:

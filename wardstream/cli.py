@@ -275,6 +275,14 @@ def main(argv: list[str] | None = None) -> int:
     xd.add_argument("weights", type=Path)
     xd.add_argument("--model-id", type=int, required=True, help="the wire model id to deploy the chains as")
 
+    xw = xsub.add_parser("wire-tables", help="entropy-coding tables of a wire model's sections (wire flag bit 6)")
+    _common(xw)
+    xw.add_argument("--model-id", type=int, required=True)
+    xw.add_argument("--windows", type=int, default=16384)
+    xw.add_argument("--context-classes", type=int, default=0,
+                    help="0: one table per stage (fits the edge budget); C: C context classes per stage")
+    xw.add_argument("--seed", type=int, default=7)
+
     ev = sub.add_parser("eval", help="evaluations on recorded data")
     esub = ev.add_subparsers(dest="what", required=True)
     ea = esub.add_parser("alarms", help="alarms on MIT-BIH replays through the pipeline's code, vs the annotations")
@@ -308,6 +316,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="count windows sent raw as plain int16 (devices with WARDSTREAM_RAW_LOSSLESS=0)")
     ed.add_argument("--wire-version", type=int, choices=[1, 2], default=None,
                     help="count the sections of this wire format (default: WARDSTREAM_WIRE_VERSION, 2)")
+    ed.add_argument("--bit-packed", action="store_true",
+                    help="count the codec-level sections bit-packed (devices with WARDSTREAM_WIRE_CODED=0), "
+                         "not entropy-coded")
     ev_cv = esub.add_parser("beat-cv", help="the beat recipe by patient-wise cross-validation inside MIT-BIH DS1")
     _common(ev_cv)
     ev_cv.add_argument("--folds", type=int, default=4)
@@ -585,6 +596,14 @@ def main(argv: list[str] | None = None) -> int:
         _write_json(export_dd(a.weights, s.data_dir, a.model_id, reproduce=[cmd]), None)
         return 0
 
+    if a.cmd == "export" and a.what == "wire-tables":
+        from wardmodels.wire_tables import export as export_tables
+
+        cmd = (f"wardstream export wire-tables --model-id {a.model_id} --windows {a.windows} "
+               f"--context-classes {a.context_classes} --seed {a.seed}")
+        _write_json(export_tables(a.model_id, s.data_dir, a.windows, a.context_classes, a.seed, reproduce=cmd), None)
+        return 0
+
     if a.cmd == "eval" and a.what == "dynamic-deep":
         from wardstream.datasets import DataMissing
         from wardstream.eval_dynamic import evaluate as eval_dd
@@ -594,7 +613,7 @@ def main(argv: list[str] | None = None) -> int:
             mid = DD_MODEL if a.model_id is None else a.model_id
             d = eval_dd(s.data_dir, a.split, a.bound, mid, png, audit_every=a.audit_every,
                         raw_lossless=not a.raw_int16, wire_version=a.wire_version or s.wire_version,
-                        predictor=a.predictor or s.dd_predictor)
+                        predictor=a.predictor or s.dd_predictor, coded=s.wire_coded and not a.bit_packed)
         except DataMissing as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2

@@ -132,6 +132,52 @@ def raw_level_bits(data_dir: Path, split: str, part: Part, version: int | None =
     return _ecg_window_bits(data_dir, split, part, False, lambda d: raw_section_bytes(d, True, v))
 
 
+def coded_level_bits(data_dir: Path, split: str, part: Part, codec) -> np.ndarray | None:
+    """Per window of ``part`` and VQ level 1..5, the bits of its ECG section as a device sends it
+    entropy-coded (wire v2 flag bit 6, `stream.vqcode`, the model's committed tables): the level
+    byte, then the scale code and indices as a stream of their own, its ending included (in a
+    frame the sections share one stream and the frame pads it to a byte, ≤ 7 bits per frame,
+    counted with the frame's header and CRC) — or the bit-packed section where that is shorter,
+    as a device sends its frame coded only when it comes out shorter (`device_sim.ward.Device`).
+    None when the model has no tables for every level.
+    The device's integer encoder runs on every window at every level once per data directory,
+    split and table file (cached beside the analysis)."""
+    from stream import vqcode
+    from stream.wire import REGISTRY, Modality
+    from wardmodels.frontend import normalise
+    from wardmodels.wire_codec import register_deployed
+
+    register_deployed()
+    spec = REGISTRY[codec.model_id]
+    tables = codec.entry.get("wire_tables")
+    if not tables or any(not spec.codes(Modality.ECG, L) for L in LEVELS):
+        return None
+    key = _cache_key(codec, data_dir, split)
+    path = key.with_name(f"{key.stem}-wirebits-{Path(tables).stem.rsplit('-', 1)[-1]}.npz")
+    n = sum(len(r.feats) for r in part.records)
+    if path.exists():
+        out = np.load(path)["bits"]
+        if out.shape == (n, len(LEVELS)):
+            return out
+    models = [spec.section_model(Modality.ECG, L) for L in LEVELS]
+    sigs = [x for _, _, _, x in _signals(data_dir, split) if len(x) // 256 >= 1]
+    if len(sigs) != len(part.records):
+        raise RuntimeError(f"{split}: {len(sigs)} records in the data, {len(part.records)} in the cache")
+    out, k = np.zeros((n, len(LEVELS))), 0
+    for r, x in zip(part.records, sigs):
+        m = len(r.feats)
+        xn, codes = normalise(x[: m * 256].reshape(m, 256), "ecg")
+        idx, _ = codec.analyse("ecg", xn, codes)
+        for j, L in enumerate(LEVELS):
+            plain = 8 * spec.level(L).section_bytes(256, 2)
+            for t in range(m):
+                out[k + t, j] = min(plain, 8 + vqcode.encode_sections([models[j]], [(int(codes[t]), idx[L][t])])[1][0])
+        k += m
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, bits=out)
+    return out
+
+
 def _cache_key(codec, data_dir: Path, split: str) -> Path:
     import hashlib
 
@@ -365,17 +411,37 @@ def violations_by_source(part: Part, levels: np.ndarray, err: np.ndarray, bound:
             for src in ("mitdb", "cinc") if (m := part.mask(src)).any()}
 
 
-def gains(levels: np.ndarray, bits: dict[int, int], raw_bits: np.ndarray | None = None,
+def gains(levels: np.ndarray, bits, raw_bits: np.ndarray | None = None,
           extra_bits: np.ndarray | float = 0.0) -> tuple[float, float]:
     """(mean of per-window gains — the paper's statistic, total raw bits / total bits sent);
-    ``raw_bits``: per window, what it costs at the raw level (lossless-coded), else the fixed size;
-    ``extra_bits``: what else the window's frame carries for its ECG (the predicted-error byte of a
-    device that picks its level, an audit reference), per window or the same for all."""
-    b = np.array([bits[int(L)] for L in range(0, len(LEVELS) + 1)], np.float64)[levels]
+    ``bits``: per level the section's fixed size ({level: bits}), or per window and level
+    ((N, 1 + levels), `per_window_bits`: entropy-coded sections); ``raw_bits``: per window, what it
+    costs at the raw level (lossless-coded), else the fixed size; ``extra_bits``: what else the
+    window's frame carries for its ECG (the predicted-error byte of a device that picks its level,
+    an audit reference), per window or the same for all."""
+    if isinstance(bits, np.ndarray):
+        b = bits[np.arange(len(levels)), levels].astype(np.float64)
+    else:
+        b = np.array([bits[int(L)] for L in range(0, len(LEVELS) + 1)], np.float64)[levels]
     if raw_bits is not None:
         b = np.where(levels == 0, raw_bits, b)
     b = b + extra_bits
     return float((4096.0 / b).mean()), float(4096.0 * len(b) / b.sum())
+
+
+def per_window_bits(bits: dict[int, int], coded: np.ndarray | None, n: int):
+    """The fixed section sizes, or with ``coded`` ((N, levels): each window's entropy-coded ECG
+    section at every VQ level, `coded_level_bits`) a per-window table for `gains` (N, 1 + levels)."""
+    if coded is None:
+        return bits
+    if coded.shape != (n, len(LEVELS)):
+        raise ValueError(f"coded bits {coded.shape} for {n} windows")
+    return np.concatenate([np.full((n, 1), float(bits[0])), coded], axis=1)
+
+
+def rows(bits, m):
+    """``bits`` (a per-level dict or a per-window table) for the windows ``m`` selects."""
+    return bits[m] if isinstance(bits, np.ndarray) else bits
 
 
 def oracle_levels(err: np.ndarray, bound: float) -> np.ndarray:
@@ -700,7 +766,7 @@ def train_predictor(data_dir: Path, model_id: int = DD_MODEL, alpha: float = 0.0
 
 def evaluate(data_dir: Path, split: str = "test", bound: float | None = None, model_id: int = DD_MODEL,
              png: Path | None = None, audit_every: int | None = None, raw_lossless: bool = True,
-             wire_version: int | None = None, predictor: str = "default") -> dict:
+             wire_version: int | None = None, predictor: str = "default", coded: bool = True) -> dict:
     from scipy.stats import pearsonr
 
     from stream.wire import WIRE_VERSION
@@ -717,7 +783,9 @@ def evaluate(data_dir: Path, split: str = "test", bound: float | None = None, mo
     feats, err = part.features(pr.n_in), part.errors(pr.weights)
     pred = pr.predict(feats)
     wire_version = wire_version or WIRE_VERSION
-    bits = {L: section_bits(codec, L, version=wire_version) for L in range(0, len(LEVELS) + 1)}
+    fixed = {L: section_bits(codec, L, version=wire_version) for L in range(0, len(LEVELS) + 1)}
+    cb = coded_level_bits(data_dir, split, part, codec) if coded and wire_version == 2 else None
+    bits = per_window_bits(fixed, cb, len(pred))
     rb = raw_level_bits(data_dir, split, part, wire_version) if raw_lossless else None
     clf = load_deployed_classifier("rhythm")
     pred_bits = device_pred_bits(wire_version)
@@ -732,7 +800,12 @@ def evaluate(data_dir: Path, split: str = "test", bound: float | None = None, mo
            "windows_by_source": {s: int(sum(len(r.feats) for r, t in zip(part.records, part.source) if t == s))
                                  for s in ("mitdb", "cinc")},
            "wire_version": wire_version,
-           "bits_per_window_by_level": {str(k): v for k, v in bits.items()},
+           "bits_per_window_by_level": {str(k): v for k, v in fixed.items()},
+           # entropy-coded sections (wire flag bit 6): mean bits of every window's ECG section at each level
+           "vq_coding": ("entropy-coded (stream.vqcode, " + codec.entry["wire_tables"] + ")") if cb is not None
+           else "bit-packed",
+           **({"coded_bits_per_window_by_level": {str(L): float(cb[:, j].mean()) for j, L in enumerate(LEVELS)}}
+              if cb is not None else {}),
            # what the predicted error sent with each window adds (0 where wire v2 packs it in the level byte)
            "predicted_error_bits_per_window": float(pred_bits(pred, lv).mean()),
            "raw_level": {"coding": "lossless (stream.lossless)" if rb is not None else "int16",
@@ -747,12 +820,12 @@ def evaluate(data_dir: Path, split: str = "test", bound: float | None = None, mo
     for src in ("mitdb", "cinc"):
         m = part.mask(src)
         if m.any():
-            sc, _ = score(pred[m], err[m], bits, pr, bound, None if rb is None else rb[m], pred_bits)
+            sc, _ = score(pred[m], err[m], rows(bits, m), pr, bound, None if rb is None else rb[m], pred_bits)
             out[f"by_source_{src}"] = {k: sc[k] for k in ("mean_compression_gain", "aggregate_compression_gain",
                                                           "violation_rate", "level_histogram", "oracle_gain_fraction")}
     for L in LEVELS:
         out.setdefault("fixed_levels", {})[str(L)] = {
-            "gain": 4096.0 / bits[L], "violation_rate": float((err[:, L - 1] > bound).mean()),
+            "gain": gains(np.full(len(pred), L), bits)[0], "violation_rate": float((err[:, L - 1] > bound).mean()),
             "mean_error": float(err[:, L - 1].mean())}
     if audit_every:
         from processors.audit import AUDIT_QUANTILE

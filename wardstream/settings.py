@@ -99,6 +99,9 @@ class Settings:
     # the frame format devices send: 2, the compact one (18-byte header, one byte per section
     # head), or 1 (`stream.wire`); the worker reads both
     wire_version: int = 2
+    # v2 frames carry the codec-level sections entropy-coded where the codec model has coding
+    # tables (wire flag bit 6, `stream.vqcode`: the same indices in fewer bytes); 0: bit-packed
+    wire_coded: bool = True
 
     @property
     def kafka_port(self) -> int:
@@ -165,6 +168,7 @@ _ENV = {
     "audit_correction": "WARDSTREAM_AUDIT_CORRECTION",
     "raw_lossless": "WARDSTREAM_RAW_LOSSLESS",
     "wire_version": "WARDSTREAM_WIRE_VERSION",
+    "wire_coded": "WARDSTREAM_WIRE_CODED",
 }
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stream import wire
+from stream import vqcode, wire
 from stream.wire import RAW_LEVEL, REGISTRY, Channel, CodecSpec, Frame, LevelSpec, Modality, encode_frame
 
 HERE = Path(__file__).parent
@@ -18,8 +18,29 @@ def F32(x: float) -> float:
     """Side information travels as float32 at the raw level: use representable values."""
     return float(np.float32(x))
 TEST_KEY = b"golden-test-key-not-a-secret"
+
+
+def _section_model(stages: list[tuple[int, int]], classes: int = 2) -> vqcode.SectionModel:
+    """Synthetic static u8 tables (skewed, deterministic) for (positions, K) stages: context
+    tables with ``classes`` classes, or a single row with 0."""
+    scale = vqcode.u8_from_counts((1 + np.arange(256)) % 17 + (np.arange(256) == 120) * 500)[0]
+    out = []
+    for pos, k in stages:
+        rows = max(1, classes + (classes > 0))
+        counts = np.stack([(k - np.arange(k)) ** (2 + r) for r in range(rows)]).astype(float)
+        ctx = (np.arange(k) % classes).astype(np.uint8) if classes else np.zeros(0, np.uint8)
+        out.append((pos, ctx, vqcode.u8_from_counts(counts)))
+    return vqcode.SectionModel.from_freqs(scale, out)
+
+
+# model 8: two levels with one-byte scale codes and coding tables (flag bit 6): level 1 two
+# stages of 8 positions (K = 64), level 2 one stage of 4 (K = 32)
+CODED_LEVELS = {0: RAW_LEVEL, 1: LevelSpec(1, 16, 64, side="scale8"), 2: LevelSpec(2, 4, 32, side="scale8")}
+CODED_TABLES = {(int(m), 1): _section_model([(8, 64), (8, 64)]) for m in Modality} | {
+    (int(m), 2): _section_model([(4, 32)], classes=0) for m in Modality}
 TEST_REGISTRY = {**REGISTRY, 7: CodecSpec(7, "golden-vq", {0: RAW_LEVEL, 1: LevelSpec(1, 32, 1024),
-                                                         2: LevelSpec(2, 8, 256)})}
+                                                         2: LevelSpec(2, 8, 256)}),
+                 8: CodecSpec(8, "golden-coded", CODED_LEVELS, CODED_TABLES)}
 
 
 def frames() -> dict[str, tuple[Frame, bytes | None]]:
@@ -54,6 +75,21 @@ def frames() -> dict[str, tuple[Frame, bytes | None]]:
     odd = Frame(9, 1, 1_700_000_000_000_000, 250, 500, 7,
                 (Channel(Modality.EEG, 2, 3.0, -1.0, (np.arange(8) * 11 % 256).astype(np.uint16)),), version=2)
     out["v2_geometry"] = (odd, None)
+    # entropy-coded sections (flag bit 6): ECG level 1 with the prediction in its level byte and
+    # EEG level 2; and an audited window (lossless reference, signed) with the ECG coded and the
+    # EEG raw
+    ecg_idx = np.array([0, 1, 0, 2, 5, 0, 1, 3, 0, 0, 7, 1, 0, 2, 63, 0], np.uint16)
+    coded = Frame(5, 77, 1_700_000_010_000_000, 128, 256, 8,
+                  (Channel(Modality.ECG, 1, 120.0, 0.0, ecg_idx),
+                   Channel(Modality.EEG, 2, 97.0, 0.0, np.array([0, 3, 31, 1], np.uint16))),
+                  wire.pred_value(7), version=2, coded=True)
+    coded_audit = Frame(5, 78, 1_700_000_012_000_000, 128, 256, 8,
+                        (Channel(Modality.ECG, 2, 255.0, 0.0, np.array([1, 0, 0, 2], np.uint16)),
+                         Channel(Modality.EEG, 0, F32(0.1), 0.0, eeg)),
+                        wire.pred_value(9), Channel(Modality.ECG, 0, F32(0.001), 0.0, noisy), lossless=True,
+                        version=2, coded=True)
+    out["v2_coded"] = (coded, None)
+    out["v2_coded_audited"] = (coded_audit, TEST_KEY)
     return out
 
 

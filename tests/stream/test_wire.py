@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stream import wire
-from stream.wire import (BadChecksum, BadLength, BadMagic, BadSignature, Channel, Frame,
+from stream.wire import (BadChecksum, BadLength, BadMagic, BadSignature, Channel, CodecSpec, Frame,
                          FrameError, IndexOutOfRange, MissingSignature, Modality, TruncatedFrame,
                          UnknownLevel, UnknownModel, UnknownModality, UnsupportedVersion,
                          decode_frame, encode_frame)
@@ -63,6 +63,7 @@ def test_lossless_raw_sections_halve_a_noisy_window():
 @pytest.mark.parametrize("name,start,min_rejected", [
     ("raw_lossless", 29, 100),  # v1: the lossless sections
     ("v2_raw_lossless", 0, 100), ("v2_vq_levels", 0, 5), ("v2_geometry", 0, 5),  # v2: every byte (index flips are valid frames)
+    ("v2_coded", 0, 5),  # the coded stream: a flip decodes to other indices or fails its re-coding
 ])
 def test_mutations_are_frame_errors_or_whole_frames(name, start, min_rejected):
     """Every bit flip and every cut from ``start`` on (CRC made valid again) is either rejected
@@ -97,6 +98,8 @@ def test_physical_units():
 def any_frame(draw):
     n = draw(st.sampled_from([64, 256, 257, 512]))
     mods = draw(st.lists(st.sampled_from(list(Modality)), min_size=1, max_size=2, unique=True))
+    version = draw(st.sampled_from(wire.VERSIONS))
+    model = 8 if version == 2 and draw(st.booleans()) else 7  # 8: scale codes, coding tables
     chans = []
     for m in mods:
         level = draw(st.sampled_from([0, 1, 2]))
@@ -105,13 +108,15 @@ def any_frame(draw):
             gain = draw(st.floats(0.0009765625, 1024.0, width=32))
             off = draw(st.floats(-1e3, 1e3, width=32))
         else:
-            lv = TEST_REGISTRY[7].levels[level]
+            lv = TEST_REGISTRY[model].levels[level]
             data = np.array(draw(st.lists(st.integers(0, lv.codebook_size - 1),
                                           min_size=lv.n_indices, max_size=lv.n_indices)), np.uint16)
-            gain = draw(st.floats(0.5, 100, width=16))
-            off = draw(st.floats(-100, 100, width=16))
+            if model == 8:
+                gain, off = draw(st.integers(0, 255)), 0.0
+            else:
+                gain = draw(st.floats(0.5, 100, width=16))
+                off = draw(st.floats(-100, 100, width=16))
         chans.append(Channel(m, level, float(gain), float(off), data))
-    version = draw(st.sampled_from(wire.VERSIONS))
     if version == 1:
         t_us = draw(st.integers(-(2**63), 2**63 - 1))
     else:  # v2: whole milliseconds, unsigned 48 bits; sections in modality order
@@ -119,7 +124,8 @@ def any_frame(draw):
         chans.sort(key=lambda c: c.modality)
     return Frame(draw(st.integers(0, 2**32 - 1)), draw(st.integers(0, 2**32 - 1)),
                  t_us, draw(st.sampled_from([128, 1, 65535])) if version == 2 else draw(st.integers(1, 65535)),
-                 n, 7, tuple(chans), lossless=draw(st.booleans()), version=version)
+                 n, model, tuple(chans), lossless=draw(st.booleans()), version=version,
+                 coded=model == 8 and draw(st.booleans()))
 
 
 @settings(max_examples=150, deadline=None)
@@ -128,6 +134,7 @@ def test_round_trip(frame, key):
     buf = encode_frame(frame, key, registry=TEST_REGISTRY)
     got = decode_frame(buf, hmac_key_for=lambda bed: key, registry=TEST_REGISTRY)
     assert got == frame and got.version == frame.version
+    assert got.coded == (frame.coded and any(c.level for c in frame.channels))
     # every section knows its bytes on the wire, and they add up to the frame
     overhead = wire.frame_overhead(frame.version, frame.fs, frame.n_samples) + (wire.HMAC_LEN if key else 0)
     extra = (frame.pred_error is not None) + (0 if frame.reference is None else 1)
@@ -399,7 +406,8 @@ def test_v1_and_v2_carry_the_same_frame(name):
 
 
 @pytest.mark.parametrize("at,value,error", [
-    (1, 0x40 | 0x02, UnsupportedVersion),  # an unknown flag bit
+    (1, 0x80 | 0x02, UnsupportedVersion),  # an unknown flag bit
+    (1, 0x40, wire.BadCoding),  # coded sections, but the codec has no coding tables
     (17, 0, BadLength),  # no modality
     (17, 0b101, UnknownModality),  # a modality this build does not know
     (16, 99, UnknownModel),
@@ -490,3 +498,60 @@ def test_the_packed_prediction_is_checked():
     vq[18] = 7 | (3 << 3)
     with pytest.raises(UnknownLevel):
         _dec(_recrc(vq))
+
+
+# --------------------------------------------------------------------------- entropy-coded sections (flag bit 6)
+def test_coded_sections_are_smaller_and_count_every_bit():
+    frame, _ = GOLDEN["v2_coded"]
+    buf = V2["v2_coded"]
+    assert buf[1] & wire.FLAG_CODED and buf[1] & wire.FLAG_PRED_IN_LEVEL
+    plain = encode_frame(replace(frame, coded=False), registry=TEST_REGISTRY)
+    # plain: level byte + scale byte + 16 x 6 bits = 14 B (ECG), 1 + 1 + 4 x 5 bits -> 5 B (EEG)
+    assert len(plain) == 18 + 14 + 5 + 4
+    assert len(buf) < len(plain)
+    got = _dec(buf)
+    assert got == frame and got.coded and got.pred_error == pytest.approx(np.expm1(7 / 32))
+    # each section: its level byte + its bits of the stream (the last one: the padding too)
+    assert sum(c.wire_bytes for c in got.channels) == len(buf) - wire.frame_overhead(2)
+    assert all(c.wire_bytes > 1 for c in got.channels)
+    a, _ = GOLDEN["v2_coded_audited"]
+    g = _dec(V2["v2_coded_audited"], hmac_key_for=lambda bed: TEST_KEY)
+    assert g == a and g.reference == a.reference and g.channel(Modality.EEG).level == 0
+
+
+def test_coded_sections_are_checked():
+    buf = bytearray(V2["v2_coded"])
+    with pytest.raises(wire.BadCoding):  # a byte more in the stream: not how the encoder ends it
+        _dec(_recrc(buf[:-4] + b"\x00" + buf[-4:]))
+    with pytest.raises(wire.BadCoding):  # flag bit 6 on a codec without tables
+        _dec(_recrc(bytearray([wire.TAG_V2, wire.FLAG_CODED]) + V2["v2_vq_levels"][2:]))
+    frame, _ = GOLDEN["v2_coded"]
+    # v1 has no coded form, nor has a codec without tables: the plain frame, no flag
+    assert encode_frame(replace(frame, version=1), registry=TEST_REGISTRY) == \
+        encode_frame(replace(frame, version=1, coded=False), registry=TEST_REGISTRY)
+    vq, _ = GOLDEN["v2_vq_levels"]
+    assert encode_frame(replace(vq, coded=True), registry=TEST_REGISTRY) == V2["v2_vq_levels"]
+    # only the sections with tables are coded: EEG level 1 of model 8 has none here
+    spec = TEST_REGISTRY[8]
+    part = {**TEST_REGISTRY, 8: CodecSpec(8, spec.name, spec.levels, {(0, 1): spec.coding[(0, 1)]})}
+    eeg1 = Channel(Modality.EEG, 1, 3.0, 0.0, frame.channels[0].data)
+    mixed = replace(frame, channels=(frame.channels[0], eeg1))
+    buf = encode_frame(mixed, registry=part)
+    got = decode_frame(buf, registry=part)
+    assert got == mixed and got.coded and got.channel(Modality.EEG).wire_bytes == 1 + 1 + 12
+    with pytest.raises(FrameError):  # a reader whose model has no tables for the coded section
+        decode_frame(buf, registry={**TEST_REGISTRY, 8: CodecSpec(8, spec.name, spec.levels)})
+    with pytest.raises(BadLength):  # a coded level carries a scale code 0..255
+        bad = replace(frame.channels[0], gain=0.5)
+        encode_frame(replace(frame, channels=(bad, frame.channels[1])), registry=TEST_REGISTRY)
+    # a raw-only frame sent "coded" carries no stream and no flag
+    raw, _ = GOLDEN["v2_raw_signed"]
+    assert encode_frame(replace(raw, coded=True), TEST_KEY, registry=TEST_REGISTRY) == V2["v2_raw_signed"]
+
+
+def test_coding_tables_must_match_their_level():
+    from tests.golden.make_golden import CODED_LEVELS, CODED_TABLES
+
+    with pytest.raises(ValueError, match="do not match"):
+        wire.register_codec(CodecSpec(250, "bad", CODED_LEVELS, {(0, 1): CODED_TABLES[(0, 2)]}))
+    assert 250 not in wire.REGISTRY

@@ -83,3 +83,37 @@ def test_committed_weights_match_their_names(tmp_path):
     bad.write_bytes(bytes(data))
     with pytest.raises(runtime.WeightsError):
         runtime.verify_hash(bad)
+
+
+def test_entropy_coded_frames_carry_the_same_sections_in_fewer_bytes(data_dir):
+    """Wire model 5's committed coding tables (`wardmodels.wire_tables`): every level of both
+    modalities travels coded (flag bit 6), decodes to the very indices and scale codes of the
+    bit-packed frame, costs fewer bytes on real windows, and fits the device beside the encoder."""
+    from dataclasses import replace
+
+    from stream.wire import REGISTRY, Modality
+    from wardmodels import DD_MODEL
+    from wardmodels.wire_tables import device_bytes
+
+    register_deployed()
+    codec = runtime.load_deployed(DD_MODEL)
+    spec = REGISTRY[DD_MODEL]
+    assert all(spec.codes(m, L) for m in Modality for L in codec.levels)
+    # the device holds trunk + chains + the default predictor + these tables within 480,000 bytes
+    tables = device_bytes(spec.coding)
+    assert tables == sum(codec.entry["wire_tables_bytes"].values())
+    assert codec.entry["encoder_bytes"] + codec.entry["predictor_bytes"] + tables <= 480_000
+    ecg = load_mitdb(data_dir, "100").ecg_mv[: 12 * 256]
+    eeg = load_eegmat(data_dir, [25])[0].eeg_uv[0][: 12 * 256]
+    for level in codec.levels:
+        enc = CodecEncoder(DD_MODEL, level)
+        plain = coded = 0
+        for w in range(12):
+            f = Frame(1, w, w * 2_000_000, 128, 256, DD_MODEL,
+                      enc.channels(ecg[w * 256:(w + 1) * 256], eeg[w * 256:(w + 1) * 256]))
+            a, b = encode_frame(f), encode_frame(replace(f, coded=True))
+            fa, fb = decode_frame(a), decode_frame(b)
+            assert fb == fa == f and fb.coded and not fa.coded
+            assert sum(c.wire_bytes for c in fb.channels) == len(b) - 22  # v2 header + CRC
+            plain, coded = plain + len(a), coded + len(b)
+        assert coded < plain, (level, coded, plain)

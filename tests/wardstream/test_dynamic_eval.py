@@ -50,8 +50,9 @@ def test_eval_writes_every_key_consistently(small_dir, cache, tmp_path):
 
     out = tmp_path / "dd.json"
     assert main(["eval", "dynamic-deep", "--data-dir", str(small_dir), "--split", "all", "--json", str(out),
-                 "--audit-every", "150"]) == 0
+                 "--audit-every", "150", "--bit-packed"]) == 0
     d = json.loads(out.read_text())
+    assert d["vq_coding"] == "bit-packed" and "coded_bits_per_window_by_level" not in d
     for key in ("mean_compression_gain", "level_histogram", "violation_rate", "predicted_vs_real",
                 "f1_cinc_reconstructed", "curve", "oracle_gain_fraction", "aggregate_compression_gain"):
         assert key in d, key
@@ -102,13 +103,53 @@ def test_eval_writes_every_key_consistently(small_dir, cache, tmp_path):
     assert audit["aggregate_compression_gain"] < 4096 / (48 + 8 + audit["reference_bits_per_window"]) + 1e-9
 
 
+def test_eval_counts_the_entropy_coded_sections_devices_send(small_dir, cache, tmp_path):
+    """By default the devices' sections travel entropy-coded (wire flag bit 6): the same levels,
+    errors and F1, fewer bits; each window's coded section is its own (the mean gain is the mean
+    of their gains)."""
+    from stream import vqcode
+    from stream.wire import REGISTRY, Modality
+    from wardmodels import DD_MODEL, runtime
+    from wardmodels.frontend import normalise
+    from wardstream import datasets as ds
+    from wardstream.cli import main
+    from wardmodels.frontend import filter_record
+
+    outs = {}
+    for name, extra in (("packed", ["--bit-packed"]), ("coded", [])):
+        outs[name] = tmp_path / f"{name}.json"
+        assert main(["eval", "dynamic-deep", "--data-dir", str(small_dir), "--split", "all", "--json",
+                     str(outs[name]), *extra]) == 0
+    p, c = (json.loads(outs[k].read_text()) for k in ("packed", "coded"))
+    assert c["vq_coding"].startswith("entropy-coded") and c["level_histogram"] == p["level_histogram"]
+    assert c["violation_rate"] == p["violation_rate"] and c["f1_cinc_reconstructed"] == p["f1_cinc_reconstructed"]
+    fixed = {int(k): v for k, v in p["bits_per_window_by_level"].items()}
+    coded = {int(k): v for k, v in c["coded_bits_per_window_by_level"].items()}
+    assert all(coded[L] < fixed[L] for L in range(1, 6)), (coded, fixed)
+    assert c["mean_compression_gain"] > p["mean_compression_gain"]
+    assert c["oracle_mean_gain"] > p["oracle_mean_gain"]
+    # one window by hand: its level-5 section as the device codes it
+    codec = runtime.load_deployed(DD_MODEL)
+    x = filter_record(ds.load_mitdb(small_dir, "100").ecg_mv)[: 3 * 256].reshape(3, 256)
+    xn, codes = normalise(x, "ecg")
+    idx, _ = codec.analyse("ecg", xn, codes)
+    m = REGISTRY[DD_MODEL].section_model(Modality.ECG, 5)
+    from wardstream.eval_dynamic import coded_level_bits, load_part
+
+    part = load_part(small_dir, "all")
+    assert part.records and len(part.records[0].feats) == 902  # record 100 comes first
+    got = coded_level_bits(small_dir, "all", part, codec)
+    for t in range(3):
+        assert got[t, 4] == 8 + vqcode.encode_sections([m], [(int(codes[t]), idx[5][t])])[1][0]
+
+
 def _cache_without(small_dir, cache, key: str):
     """The analysis of ``small_dir`` as cached, then the same cache file without ``key``; returns
     each record's ``key`` array and the file."""
     from wardstream import eval_dynamic
 
     want = [getattr(r, key).copy() for r in eval_dynamic.load_part(small_dir, "all").records]
-    (path,) = cache.glob("all-*.npz")
+    (path,) = [p for p in cache.glob("all-*.npz") if p.stem.count("-") == 1]  # not a sidecar
     arrays = dict(np.load(path))
     del arrays[key]
     np.savez(path, **arrays)
