@@ -179,6 +179,47 @@ def _measured_section_bytes(data_dir, n_train: int = 4000, n_test: int = 4000, s
     return out, ll
 
 
+def _measured_coded_section_bytes(data_dir, codec, n: int = 2000, seed: int = 0) -> dict | None:
+    """Mean bytes of a codec-level section entropy-coded as devices send it (wire flag bit 6,
+    the model's tables; level byte included, the frame's stream padding not), per modality and
+    level, on held-out windows as a device's front end sees them: MIT-BIH DS2 (ECG) and eegmat
+    subjects 24-29 (EEG, every channel). None without tables."""
+    from stream import vqcode
+    from stream.wire import REGISTRY, Modality
+    from wardmodels.frontend import filter_record, normalise
+    from wardmodels.wire_codec import register_deployed
+    from wardmodels.wire_tables import level_indices
+    from wardstream import datasets as ds
+
+    register_deployed()
+    spec = REGISTRY[codec.model_id]
+    if not codec.entry.get("wire_tables") or not all(spec.codes(m, L) for m in Modality for L in codec.levels):
+        return None
+    rng = np.random.default_rng(seed)
+    present = ds.mitdb_records_present(data_dir)
+    sigs = {"ecg": [filter_record(ds.load_mitdb(data_dir, r).ecg_mv) for r in present if r in ds.DS2]
+            or [filter_record(ds.load_mitdb(data_dir, r).ecg_mv) for r in present],
+            "eeg": [filter_record(c) for rec in ds.load_eegmat(data_dir, range(24, 30)) for c in rec.eeg_uv]}
+    out = {"windows_per_modality": n, "tables": codec.entry["wire_tables"],
+           "note": "level byte + the section's share of the frame's coded stream (its ending included); "
+                   "MIT-BIH DS2 and eegmat 24-29 windows"}
+    for m, recs in sigs.items():
+        if not recs:
+            return None
+        w = []
+        for _ in range(n):
+            r = recs[rng.integers(len(recs))]
+            s = rng.integers(0, len(r) - 256)
+            w.append(r[s:s + 256])
+        xn, codes = normalise(np.stack(w), m)
+        idx = level_indices(codec, m, xn, codes)
+        mod = Modality.ECG if m == "ecg" else Modality.EEG
+        out[m] = {str(L): float(np.mean([1 + vqcode.encode_sections([spec.section_model(mod, L)],
+                                                                      [(int(codes[t]), idx[L][t])])[1][0] / 8
+                                         for t in range(n)])) for L in codec.levels}
+    return out
+
+
 def _decode_seconds_per_window(codec, level: int, n: int = 1024) -> float:
     import torch
 
@@ -200,7 +241,8 @@ def cost_report(settings, beds: int = 200, split: str = "test", bound: float | N
     from stream.wire import AUDIT_WINDOWS, REGISTRY, audit_period_windows, frame_overhead
     from wardmodels.runtime import load_deployed
     from wardmodels.wire_codec import register_deployed
-    from wardstream.eval_dynamic import device_pred_bits, part_for, raw_level_bits, reference_bits, score, section_bits
+    from wardstream.eval_dynamic import (coded_level_bits, device_pred_bits, part_for, per_window_bits, raw_level_bits,
+                                         reference_bits, score, section_bits)
 
     register_deployed()
     codec = load_deployed(model_id)
@@ -208,20 +250,37 @@ def cost_report(settings, beds: int = 200, split: str = "test", bound: float | N
 
     version = settings.wire_version  # the frame format the devices send
 
-    def sec(level):
+    def plain(level):
         return spec.level(level).section_bytes(256, version)
+
+    # wire flag bit 6: devices send their sections entropy-coded (the frame when shorter; counted
+    # here always coded, plus a whole byte of stream padding per frame: no less than they send)
+    coded = _measured_coded_section_bytes(settings.data_dir, codec) \
+        if settings.wire_coded and version == 2 else None
+
+    def sec(level, modality="ecg"):
+        return coded[modality][str(level)] if coded is not None and level > 0 else plain(level)
+
+    pad = 1.0 if coded is not None else 0.0
 
     pr = codec.predictor_of(settings.dd_predictor)
     bound = float(bound if bound is not None else pr.meta["deployed_bound"])
     part = part_for(settings.data_dir, split, model_id, pr)
     pred, err = pr.predict(part.features(pr.n_in)), part.errors(pr.weights)
     bits = {L: section_bits(codec, L, version=version) for L in range(0, 6)}
+    if coded is not None:  # the ECG gains as `eval dynamic-deep` counts them (each window's own section)
+        bits = per_window_bits(bits, coded_level_bits(settings.data_dir, split, part, codec), len(pred))
     rb = raw_level_bits(settings.data_dir, split, part, version) if settings.raw_lossless else None
     pred_bits = device_pred_bits(version)
     sc, lv = score(pred, err, bits, pr, bound, rb, pred_bits)
     pred_bytes = float(pred_bits(pred, lv).mean()) / 8  # 0 where wire v2 packs it into the level byte
     mix = np.bincount(lv, minlength=6) / len(lv)
     raw_sent = float(rb[lv == 0].mean()) / 8 if rb is not None and (lv == 0).any() else float(sec(0))
+    cb = coded_level_bits(settings.data_dir, split, part, codec, shorter=False) if coded is not None else None
+    if cb is not None:  # the coded ECG section of each window at the level it was sent at
+        level_bytes = {L: float(cb[lv == L, L - 1].mean()) / 8 if (lv == L).any() else 0.0 for L in range(1, 6)}
+    else:
+        level_bytes = {L: float(sec(L)) for L in range(1, 6)}
     # what a device that picks its level adds to its frames: its predicted error, and every
     # WARDSTREAM_AUDIT_EVERY_S a burst of AUDIT_WINDOWS windows carrying the reference ECG (its
     # size measured on every 20th window of the split, lossless-coded as the devices send it)
@@ -229,16 +288,16 @@ def cost_report(settings, beds: int = 200, split: str = "test", bound: float | N
     ref_bytes = float(reference_bits(settings.data_dir, split, part, sample, settings.raw_lossless, version)[sample].mean()) / 8
     audit_every = audit_period_windows(settings.audit_every_s)
     audit_bytes = ref_bytes * AUDIT_WINDOWS / audit_every if audit_every else 0.0
-    ecg_dd = float(mix[0] * raw_sent + sum(mix[L] * sec(L) for L in range(1, 6))) + pred_bytes + audit_bytes
+    ecg_dd = float(mix[0] * raw_sent + sum(mix[L] * level_bytes[L] for L in range(1, 6))) + pred_bytes + audit_bytes
     zs, ll = _measured_section_bytes(settings.data_dir, version=version)
     eeg_lvl = ASSUMPTIONS["eeg_level_dynamic"]
     options = {
         "raw16": {"ecg": sec(0), "eeg": sec(0), "decode_levels": {}},
         "zstd": {"ecg": zs["ecg"]["section_bytes"], "eeg": zs["eeg"]["section_bytes"], "decode_levels": {}},
         "lossless": {"ecg": ll["ecg"]["section_bytes"], "eeg": ll["eeg"]["section_bytes"], "decode_levels": {}},
-        "codec_L1": {"ecg": sec(1), "eeg": sec(1), "decode_levels": {1: 2.0}},
-        "codec_L2": {"ecg": sec(2), "eeg": sec(2), "decode_levels": {2: 2.0}},
-        "dynamic_deep": {"ecg": ecg_dd, "eeg": sec(eeg_lvl),
+        "codec_L1": {"ecg": sec(1), "eeg": sec(1, "eeg"), "pad": pad, "decode_levels": {1: 2.0}},
+        "codec_L2": {"ecg": sec(2), "eeg": sec(2, "eeg"), "pad": pad, "decode_levels": {2: 2.0}},
+        "dynamic_deep": {"ecg": ecg_dd, "eeg": sec(eeg_lvl, "eeg"), "pad": pad,
                          "decode_levels": {L: float(mix[L]) + (1.0 if L == eeg_lvl else 0.0) for L in range(1, 6)}},
     }
     dec_s = {L: _decode_seconds_per_window(codec, L) for L in range(1, 6)}
@@ -258,7 +317,7 @@ def cost_report(settings, beds: int = 200, split: str = "test", bound: float | N
     fixed["influxdb_storage"] = influx_stored_gb * p["influxdb_cloud_storage_per_gb_hour"] * hours
     out_opts = {}
     for name, o in options.items():
-        frame = frame_overhead(version) + o["ecg"] + o["eeg"]
+        frame = frame_overhead(version) + o["ecg"] + o["eeg"] + o.get("pad", 0.0)
         per_bed_day = frame * WINDOWS_PER_DAY
         month_bytes = per_bed_day * beds * DAYS_PER_MONTH
         kafka_bytes = (frame + a["kafka_record_overhead_bytes"]) * WINDOWS_PER_DAY * beds * DAYS_PER_MONTH
@@ -303,6 +362,8 @@ def cost_report(settings, beds: int = 200, split: str = "test", bound: float | N
                          "ecg_mean_compression_gain": sc["mean_compression_gain"],
                          "ecg_aggregate_compression_gain": sc["aggregate_compression_gain"],
                          "ecg_raw_section_bytes": round(raw_sent, 2),
+                         # mean bytes of the ECG sections sent at each VQ level (coded: those windows' own)
+                         "ecg_section_bytes_by_level": {str(L): round(v, 3) for L, v in level_bytes.items()},
                          "predicted_error_bytes_per_frame": pred_bytes,
                          "audit": {"every_s": settings.audit_every_s, "windows_per_burst": AUDIT_WINDOWS,
                                    "reference_bytes": round(ref_bytes, 2),
@@ -320,6 +381,8 @@ def cost_report(settings, beds: int = 200, split: str = "test", bound: float | N
                                       "WARDSTREAM_WAVEFORM_HZ=0 drops the strips"},
         "without_waveform_strips": no_strips,
         "zstd_measured": zs,
+        "vq_coding": "entropy-coded (wire flag bit 6)" if coded is not None else "bit-packed",
+        **({"coded_measured": coded} if coded is not None else {}),
         "lossless_measured": ll,
         "worker_state_changelog": {"state_bytes_per_window": round(state_bytes, 1),
                                    "broker_gb_per_month": round(changelog_gb, 1)},

@@ -132,14 +132,14 @@ def raw_level_bits(data_dir: Path, split: str, part: Part, version: int | None =
     return _ecg_window_bits(data_dir, split, part, False, lambda d: raw_section_bytes(d, True, v))
 
 
-def coded_level_bits(data_dir: Path, split: str, part: Part, codec) -> np.ndarray | None:
+def coded_level_bits(data_dir: Path, split: str, part: Part, codec, shorter: bool = True) -> np.ndarray | None:
     """Per window of ``part`` and VQ level 1..5, the bits of its ECG section as a device sends it
     entropy-coded (wire v2 flag bit 6, `stream.vqcode`, the model's committed tables): the level
     byte, then the scale code and indices as a stream of their own, its ending included (in a
     frame the sections share one stream and the frame pads it to a byte, ≤ 7 bits per frame,
-    counted with the frame's header and CRC) — or the bit-packed section where that is shorter,
-    as a device sends its frame coded only when it comes out shorter (`device_sim.ward.Device`).
-    None when the model has no tables for every level.
+    counted with the frame's header and CRC) — or, with ``shorter``, the bit-packed section where
+    that is shorter, as a device sends its frame coded only when it comes out shorter
+    (`device_sim.ward.Device`; an ECG-only frame). None when the model has no tables for every level.
     The device's integer encoder runs on every window at every level once per data directory,
     split and table file (cached beside the analysis)."""
     from stream import vqcode
@@ -155,10 +155,11 @@ def coded_level_bits(data_dir: Path, split: str, part: Part, codec) -> np.ndarra
     key = _cache_key(codec, data_dir, split)
     path = key.with_name(f"{key.stem}-wirebits-{Path(tables).stem.rsplit('-', 1)[-1]}.npz")
     n = sum(len(r.feats) for r in part.records)
+    plain = np.array([8 * spec.level(L).section_bytes(256, 2) for L in LEVELS], np.float64)
     if path.exists():
         out = np.load(path)["bits"]
         if out.shape == (n, len(LEVELS)):
-            return out
+            return np.minimum(out, plain[None, :]) if shorter else out
     models = [spec.section_model(Modality.ECG, L) for L in LEVELS]
     sigs = [x for _, _, _, x in _signals(data_dir, split) if len(x) // 256 >= 1]
     if len(sigs) != len(part.records):
@@ -169,13 +170,12 @@ def coded_level_bits(data_dir: Path, split: str, part: Part, codec) -> np.ndarra
         xn, codes = normalise(x[: m * 256].reshape(m, 256), "ecg")
         idx, _ = codec.analyse("ecg", xn, codes)
         for j, L in enumerate(LEVELS):
-            plain = 8 * spec.level(L).section_bytes(256, 2)
             for t in range(m):
-                out[k + t, j] = min(plain, 8 + vqcode.encode_sections([models[j]], [(int(codes[t]), idx[L][t])])[1][0])
+                out[k + t, j] = 8 + vqcode.encode_sections([models[j]], [(int(codes[t]), idx[L][t])])[1][0]
         k += m
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(path, bits=out)
-    return out
+    return np.minimum(out, plain[None, :]) if shorter else out
 
 
 def _cache_key(codec, data_dir: Path, split: str) -> Path:

@@ -217,12 +217,36 @@ def test_the_decode_predictor_keeps_the_audits_task_weights(small_dir):
         train_predictor(small_dir, 3, weights=TaskWeights(kl=2.0, qrs=1.0), decode_check=True)
 
 
-def test_cost_states_its_assumptions_and_compares_every_option(small_dir, cache, tmp_path):
+def test_cost_counts_the_entropy_coded_sections(small_dir, cache, tmp_path):
+    """Devices send their sections entropy-coded (wire flag bit 6): the cost model prices the
+    coded sections measured on held-out windows, plus a byte of stream padding per frame."""
     from wardstream.cli import main
 
     out = tmp_path / "cost.json"
     assert main(["cost", "--data-dir", str(small_dir), "--split", "all", "--beds", "200", "--json", str(out)]) == 0
     d = json.loads(out.read_text())
+    o, dd, cm = d["options"], d["dynamic_deep"], d["coded_measured"]
+    assert d["vq_coding"].startswith("entropy-coded") and cm["windows_per_modality"] == 2000
+    plain = {1: 66, 2: 34, 3: 16, 4: 9, 5: 6}
+    for m in ("ecg", "eeg"):
+        assert all(1 < cm[m][str(L)] < plain[L] for L in (1, 2, 5)), cm[m]
+    assert o["codec_L1"]["frame_bytes"] == pytest.approx(22 + cm["ecg"]["1"] + cm["eeg"]["1"] + 1, abs=0.01)
+    sec = {0: dd["ecg_raw_section_bytes"], **{int(L): b for L, b in dd["ecg_section_bytes_by_level"].items()}}
+    ecg = sum(share * sec[int(L)] for L, share in dd["ecg_level_mix"].items())
+    assert o["dynamic_deep"]["frame_bytes"] == pytest.approx(
+        22 + ecg + dd["audit"]["bytes_per_window"] + cm["eeg"][str(dd["eeg_level"])] + 1, abs=0.05)
+    by_bytes = [o[k]["radio_bytes_per_bed_per_day"] for k in ("raw16", "zstd", "lossless", "codec_L1", "codec_L2")]
+    assert by_bytes == sorted(by_bytes, reverse=True)
+
+
+def test_cost_states_its_assumptions_and_compares_every_option(small_dir, cache, tmp_path, monkeypatch):
+    from wardstream.cli import main
+
+    monkeypatch.setenv("WARDSTREAM_WIRE_CODED", "0")  # bit-packed sections: the wire's fixed bytes per level
+    out = tmp_path / "cost.json"
+    assert main(["cost", "--data-dir", str(small_dir), "--split", "all", "--beds", "200", "--json", str(out)]) == 0
+    d = json.loads(out.read_text())
+    assert d["vq_coding"] == "bit-packed" and "coded_measured" not in d
     assert set(d["options"]) == {"raw16", "zstd", "lossless", "codec_L1", "codec_L2", "dynamic_deep"}
     o = d["options"]
     assert d["wire_version"] == 2 and d["frame_overhead_bytes"] == 18 + 4
