@@ -21,6 +21,8 @@ and products in 64.
 
 from __future__ import annotations
 
+from bisect import bisect_right
+
 import numpy as np
 
 FREQ_BITS = 14
@@ -45,37 +47,43 @@ def cumulative(freqs: np.ndarray, total: int | None = None) -> np.ndarray:
 
 
 class Encoder:
+    """Renormalisation emits a run of bits at a time: the ``n`` leading bits ``low`` and ``high``
+    share (the first followed by the pending bits, inverted), then the ``k`` underflow steps at
+    once (``low`` = 01..., ``high`` = 10...: bit 30 dropped ``k`` times, ``k`` more pending bits) —
+    the same bits as the one-bit-per-step loop of the module docstring (`reference_encode` in the
+    tests checks it)."""
+
     def __init__(self):
         self.low, self.high, self.pending = 0, TOP, 0
         self.bits: list[int] = []
 
-    def put(self, cum: np.ndarray, s: int) -> None:
-        """Code symbol ``s`` of the table whose cumulative row is ``cum`` (K + 1 entries)."""
+    def put(self, cum, s: int) -> None:
+        """Code symbol ``s`` of the table whose cumulative row is ``cum`` (K + 1 entries; a list
+        of ints is fastest)."""
         lo_c, hi_c, tot = int(cum[s]), int(cum[s + 1]), int(cum[-1])
-        low, high, pending, bits = self.low, self.high, self.pending, self.bits
+        low, high = self.low, self.high
         rng = high - low + 1
         high = low + rng * hi_c // tot - 1
         low = low + rng * lo_c // tot
-        while True:
-            if high < HALF:
-                bits.append(0)
-                bits.extend([1] * pending)
-                pending = 0
-            elif low >= HALF:
-                bits.append(1)
-                bits.extend([0] * pending)
-                pending = 0
-                low -= HALF
-                high -= HALF
-            elif low >= Q1 and high < Q3:
-                pending += 1
-                low -= Q1
-                high -= Q1
-            else:
-                break
-            low <<= 1
-            high = (high << 1) | 1
-        self.low, self.high, self.pending = low, high, pending
+        n = 32 - (low ^ high).bit_length()  # leading bits low and high share
+        if n:
+            top = low >> (32 - n)
+            first = top >> (n - 1)
+            bits = self.bits
+            bits.append(first)
+            if self.pending:
+                bits.extend([1 - first] * self.pending)
+                self.pending = 0
+            if n > 1:
+                bits.extend((top >> i) & 1 for i in range(n - 2, -1, -1))
+            low = (low << n) & TOP
+            high = ((high << n) & TOP) | ((1 << n) - 1)
+        if low >= Q1 and high < Q3:  # underflow: low = 01..., high = 10...; drop bit 30 k times
+            k = min(_lead(low, 1), _lead(high, 0))
+            self.pending += k
+            low = (low << k) & (HALF - 1)
+            high = ((high << k) & (HALF - 1)) | HALF | ((1 << k) - 1)
+        self.low, self.high = low, high
 
     def cost(self) -> int:
         """Bits the stream would have if it ended now (its ending included)."""
@@ -94,46 +102,79 @@ class Encoder:
         return np.packbits(np.array(self.bits, np.uint8)).tobytes(), n
 
 
+def _lead(x: int, bit: int) -> int:
+    """How many bits from bit 30 down equal ``bit`` (bit 31 is not looked at)."""
+    y = (x if bit == 0 else ~x) & (HALF - 1)  # the run becomes leading zeros below bit 31
+    return 31 - y.bit_length()
+
+
 class Decoder:
     def __init__(self, buf: bytes):
-        self._bits = np.unpackbits(np.frombuffer(bytes(buf), np.uint8)).tolist()
-        self._pos = 0
-        self.low, self.high, self.value = 0, TOP, 0
-        for _ in range(32):
-            self.value = (self.value << 1) | self._next()
+        buf = bytes(buf)
+        self._int = int.from_bytes(buf, "big")  # the stream as one integer, read MSB first
+        self._len = 8 * len(buf)
+        self._pos = 32
+        self.low, self.high = 0, TOP
+        self.value = self._take(0, 32)
+        self.shifts = 0  # renormalisation steps so far: the encoder's bits before its ending
+        self.pending = 0  # the encoder's pending bits at this point
 
-    def _next(self) -> int:
-        b = self._bits[self._pos] if self._pos < len(self._bits) else 0
-        self._pos += 1
-        return b
+    def _take(self, pos: int, n: int) -> int:
+        """``n`` bits from bit ``pos`` on (0 past the end)."""
+        end = pos + n
+        if end <= self._len:
+            return (self._int >> (self._len - end)) & ((1 << n) - 1)
+        if pos >= self._len:
+            return 0
+        have = self._len - pos
+        return (self._int & ((1 << have) - 1)) << (n - have)
 
-    def get(self, cum: np.ndarray) -> int:
-        """The next symbol of the table whose cumulative row is ``cum``."""
+    def get(self, cum) -> int:
+        """The next symbol of the table whose cumulative row is ``cum`` (a list of ints is fastest)."""
         low, high, value = self.low, self.high, self.value
         tot = int(cum[-1])
         rng = high - low + 1
         target = ((value - low + 1) * tot - 1) // rng
-        s = int(np.searchsorted(cum, target, side="right")) - 1
+        s = bisect_right(cum, target) - 1
         if not 0 <= s < len(cum) - 1:  # cannot happen for any input bits while low <= value <= high
             raise ValueError("arithmetic decoder out of range")
         lo_c, hi_c = int(cum[s]), int(cum[s + 1])
         high = low + rng * hi_c // tot - 1
         low = low + rng * lo_c // tot
-        while True:
-            if high < HALF:
-                pass
-            elif low >= HALF:
-                low -= HALF
-                high -= HALF
-                value -= HALF
-            elif low >= Q1 and high < Q3:
-                low -= Q1
-                high -= Q1
-                value -= Q1
-            else:
-                break
-            low <<= 1
-            high = (high << 1) | 1
-            value = (value << 1) | self._next()
+        n = 32 - (low ^ high).bit_length()
+        if n:
+            low = (low << n) & TOP
+            high = ((high << n) & TOP) | ((1 << n) - 1)
+            value = ((value << n) & TOP) | self._take(self._pos, n)
+            self._pos += n
+            self.pending = 0
+        if low >= Q1 and high < Q3:
+            k = min(_lead(low, 1), _lead(high, 0))
+            low = (low << k) & (HALF - 1)
+            high = ((high << k) & (HALF - 1)) | HALF | ((1 << k) - 1)
+            value = (value & HALF) | ((value << k) & (HALF - 1)) | self._take(self._pos, k)
+            self._pos += k
+            self.pending += k
+            n += k
+        self.shifts += n
         self.low, self.high, self.value = low, high, value
         return s
+
+    def cost(self) -> int:
+        """The bits the encoder's stream had after the symbols decoded so far, had it ended there
+        (`Encoder.cost`)."""
+        return self.shifts + 2
+
+    def check_end(self) -> None:
+        """The stream must end right after the symbols decoded: exactly as long as the encoder
+        makes it, with its ending and zero padding as specified. (The bits before the ending are
+        the ones the decoder followed, so this leaves one valid stream per symbol sequence.)
+        Raises ValueError otherwise."""
+        n = self.shifts + 2
+        if (n + 7) // 8 * 8 != self._len:
+            raise ValueError(f"the stream has {self._len // 8} bytes; its symbols code in {(n + 7) // 8}")
+        first = 0 if self.low < Q1 else 1
+        end = (first << (self.pending + 1)) | (((1 << (self.pending + 1)) - 1) if first == 0 else 0)
+        start = self.shifts - self.pending
+        if self._take(start, self.pending + 2) != end or self._take(n, self._len - n):
+            raise ValueError("the stream does not end as the encoder ends it")

@@ -14,9 +14,9 @@ what is left, so it needs no length field. Per coded section, in the frame's mod
 Only the sections whose (modality, level) the codec model has tables for are coded; the others
 of the same frame keep their plain form. The tables are static, part of the codec model (the
 device and the cloud hold the same ones): u8 frequencies (every symbol at least 1, so a row's
-total is at most 255 K), used as they are by `stream.arith`. The decoder codes what it decoded
-again and rejects a stream that does not come out byte for byte the same (`bad_coding`): no
-second way to write a section is accepted.
+total is at most 255 K), used as they are by `stream.arith`. The decoder checks that the stream ends exactly where and how the encoder would end it after those sections
+(`arith.Decoder.check_end`) and rejects anything else (`bad_coding`): one valid stream per
+content.
 """
 
 from __future__ import annotations
@@ -56,6 +56,10 @@ class StageModel:
     ctx_map: np.ndarray  # (K,) uint8: an index -> the context class of the next position; (0,): one row
     cum: np.ndarray  # (rows, K + 1) int64 cumulative frequencies; with contexts row 0 = start
 
+    def __post_init__(self):  # the coder's rows as Python ints (bisect, no numpy per symbol)
+        object.__setattr__(self, "rows", tuple(r.tolist() for r in self.cum))
+        object.__setattr__(self, "next", [1 + int(c) for c in self.ctx_map] if self.ctx_map.size else None)
+
     @property
     def codebook_size(self) -> int:
         return self.cum.shape[1] - 1
@@ -74,6 +78,9 @@ class SectionModel:
 
     scale_cum: np.ndarray  # (SCALE_SYMBOLS + 1,) int64
     stages: tuple[StageModel, ...]
+
+    def __post_init__(self):
+        object.__setattr__(self, "scale_row", self.scale_cum.tolist())
 
     @classmethod
     def from_freqs(cls, scale_freqs: np.ndarray, stages: list[tuple[int, np.ndarray, np.ndarray]]) -> "SectionModel":
@@ -107,28 +114,28 @@ class SectionModel:
         return SCALE_SYMBOLS + sum(s.nbytes() for s in self.stages)
 
     def put(self, enc: arith.Encoder, scale: int, indices: np.ndarray) -> None:
-        enc.put(self.scale_cum, int(scale))
+        enc.put(self.scale_row, int(scale))
+        idx = np.asarray(indices).tolist()
         k = 0
         for st in self.stages:
-            row = 0
-            for s in indices[k:k + st.positions]:
-                s = int(s)
-                enc.put(st.cum[row], s)
-                row = st.next_row(s)
+            rows, nxt, row = st.rows, st.next, 0
+            for s in idx[k:k + st.positions]:
+                enc.put(rows[row], s)
+                if nxt is not None:
+                    row = nxt[s]
             k += st.positions
 
     def get(self, dec: arith.Decoder) -> tuple[int, np.ndarray]:
-        scale = dec.get(self.scale_cum)
-        out = np.zeros(self.n_indices, np.uint16)
-        k = 0
+        scale = dec.get(self.scale_row)
+        out = []
         for st in self.stages:
-            row = 0
-            for j in range(st.positions):
-                s = dec.get(st.cum[row])
-                out[k + j] = s
-                row = st.next_row(s)
-            k += st.positions
-        return scale, out
+            rows, nxt, row = st.rows, st.next, 0
+            for _ in range(st.positions):
+                s = dec.get(rows[row])
+                out.append(s)
+                if nxt is not None:
+                    row = nxt[s]
+        return scale, np.array(out, np.uint16)
 
 
 def encode_sections(models: list[SectionModel], sections: list[tuple[int, np.ndarray]]) -> tuple[bytes, list[int]]:
@@ -152,12 +159,14 @@ def encode_sections(models: list[SectionModel], sections: list[tuple[int, np.nda
 
 
 def decode_sections(models: list[SectionModel], buf: bytes) -> tuple[list[tuple[int, np.ndarray]], list[int]]:
-    """The stream of `encode_sections` -> ((scale code, indices) per section, bits per section).
-    Raises ValueError unless coding the result again gives ``buf`` exactly."""
+    """The stream of `encode_sections` -> ((scale code, indices) per section, bits per section, as
+    `encode_sections` counts them). Raises ValueError unless the stream ends exactly as the encoder
+    ends it after these sections (`arith.Decoder.check_end`)."""
     dec = arith.Decoder(buf)
-    out = [m.get(dec) for m in models]
-    again, bits = encode_sections(models, out)
-    if again != bytes(buf):
-        raise ValueError(f"the coded stream ({len(buf)} bytes) is not the coding of what it decodes to "
-                         f"({len(again)} bytes)")
+    out, bits, before = [], [], 0
+    for m in models:
+        out.append(m.get(dec))
+        bits.append(dec.cost() - before)
+        before = dec.cost()
+    dec.check_end()
     return out, bits

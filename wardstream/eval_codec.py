@@ -132,7 +132,7 @@ def _ecg_record(args) -> dict:
     r = ds.load_mitdb(Path(data_dir), rec_name)
     ref = _windows(filter_record(r.ecg_mv))
     codes, idx = codec.encode("ecg", ref, 1, encoder)
-    out = {"record": rec_name, "windows": len(ref), "idx": idx, "levels": {}}
+    out = {"record": rec_name, "windows": len(ref), "idx": idx, "codes": codes, "levels": {}}
     if encoder == "int8":
         _, fp = codec.encode("ecg", ref, 1, "fp32")
         out["agree"] = (fp == idx)
@@ -159,12 +159,13 @@ def _eeg_recording(args) -> dict:
     rec = next(r for r in ds.load_eegmat(Path(data_dir), [sub]) if r.name == name)
     ecg_ref = _windows(filter_record(rec.ecg_mv))
     ecg_codes, ecg_idx = codec.encode("ecg", ecg_ref, 1, encoder)
-    out = {"recording": name, "channels": [], "idx": [], "agree": [], "dd_idx": {}, "dd_agree": {}}
+    out = {"recording": name, "channels": [], "idx": [], "codes": [], "agree": [], "dd_idx": {}, "dd_agree": {}}
     ecg_chain = _chain_levels(codec, "ecg", ecg_ref, encoder)
     for c in range(rec.eeg_uv.shape[0]):
         ref = _windows(filter_record(rec.eeg_uv[c]))
         codes, idx = codec.encode("eeg", ref, 1, encoder)
         out["idx"].append(idx)
+        out["codes"].append(codes)
         if encoder == "int8":
             out["agree"].append(codec.encode("eeg", ref, 1, "fp32")[1] == idx)
         chain = _chain_levels(codec, "eeg", ref, encoder)
@@ -181,6 +182,28 @@ def _eeg_recording(args) -> dict:
             ch["levels"][level] = lv
         out["channels"].append(ch)
     return out
+
+
+def _wire_spec(codec):
+    """The wire format's view of a deployed codec (its coding tables, if any)."""
+    from stream.wire import REGISTRY
+    from wardmodels.wire_codec import register_deployed
+
+    register_deployed()
+    return REGISTRY.get(codec.model_id)
+
+
+def _wire_coded_bits(spec, modality: str, codes: np.ndarray, idx: np.ndarray, level: int) -> float | None:
+    """Mean bits of the scale code and indices of each window coded as a section of its own
+    (`stream.vqcode`, its ending included), or None without tables for the level."""
+    from stream import vqcode
+    from stream.wire import Modality
+
+    mod = Modality.ECG if modality == "ecg" else Modality.EEG
+    if not spec.codes(mod, level):
+        return None
+    m = spec.section_model(mod, level)
+    return float(np.mean([vqcode.encode_sections([m], [(int(c), i)])[1][0] for c, i in zip(codes, idx)]))
 
 
 def _dist(v: np.ndarray) -> dict:
@@ -255,6 +278,12 @@ def summarise(codec, ecg_rows, eeg_rows, split, level, encoder, weights, data_di
     if eeg_rows:
         idx["eeg"] = np.concatenate([i for r in eeg_rows for i in r["idx"]])
     usage = {m: _usage(v, codec.codebook_size, codec.positions) for m, v in idx.items()}
+    codes = {}
+    if ecg_rows:
+        codes["ecg"] = np.concatenate([r["codes"] for r in ecg_rows])
+    if eeg_rows:
+        codes["eeg"] = np.concatenate([c for r in eeg_rows for c in r["codes"]])
+    wire = _wire_spec(codec) if weights is None else None
     for lv in codec.levels:
         d = per_level[lv]
         n, k = codec.n_indices(lv), codec.level_codebook_size(lv)
@@ -285,6 +314,15 @@ def summarise(codec, ecg_rows, eeg_rows, split, level, encoder, weights, data_di
             "entropy_coded": {m: 16 * WINDOW / b for m, b in ent.items()},
             "frame_fixed_ecg_eeg": 2 * 16 * WINDOW / (8 * frame_bytes),
         }
+        if wire is not None and lv <= codec.stages:  # as devices send it (wire flag bit 6)
+            on_wire = {m: _wire_coded_bits(wire, m, codes[m], v[:, :n], lv) for m, v in idx.items()}
+            on_wire = {m: b for m, b in on_wire.items() if b is not None}
+            if on_wire:
+                d["bits_per_window"]["wire_coded_per_modality"] = on_wire
+                d["bits_per_window"]["wire_coding"] = ("scale code + indices as devices send them entropy-coded "
+                                                       f"(wire flag bit 6, {codec.entry.get('wire_tables')}; "
+                                                       "the level byte and the frame's padding not included)")
+                d["compression_ratio"]["wire_coded"] = {m: 16 * WINDOW / b for m, b in on_wire.items()}
     agree = {}
     if encoder == "int8":
         a_ecg = [r["agree"] for r in ecg_rows]

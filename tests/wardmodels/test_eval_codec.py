@@ -27,6 +27,11 @@ def test_eval_runs_on_a_subset_directory_and_reports_every_key(data_dir, tmp_pat
     lv1, lv2 = d["levels"][1], d["levels"][2]
     assert lv2["bits_per_window"]["fixed_per_modality"] < lv1["bits_per_window"]["fixed_per_modality"]
     assert lv1["bits_per_window"]["entropy_coder"]["ecg"]["round_trip_checked_windows"] > 0
+    # as devices send it: entropy-coded on the wire (flag bit 6) in fewer bits than bit-packed
+    for lv in (lv1, lv2):
+        b = lv["bits_per_window"]
+        assert b["wire_coded_per_modality"]["ecg"] < b["fixed_per_modality"]
+        assert lv["compression_ratio"]["wire_coded"]["ecg"] > lv["compression_ratio"]["fixed"]
     chain = [d["levels"][lv] for lv in (3, 4, 5)]
     assert [c["indices"] for c in chain] == [16, 8, 4]
     fixed = [c["bits_per_window"]["fixed_per_modality"] for c in [lv2] + chain]
