@@ -341,7 +341,10 @@ def process_frame(state: BedState, frame: Frame, signals: dict[Modality, np.ndar
 
     for ch in frame.channels:
         lv = REGISTRY[frame.model_id].level(ch.level)
-        wire_bits = 8 * (ch.wire_bytes if ch.wire_bytes is not None else lv.section_bytes(frame.n_samples, frame.version))
+        # a whole number of bits, written as an integer field (an entropy-coded section's bytes come
+        # in eighths: its level byte and its bits of the frame's coded stream)
+        wire_bits = int(round(8 * (ch.wire_bytes if ch.wire_bytes is not None
+                                   else lv.section_bytes(frame.n_samples, frame.version))))
         raw_bits = 16 * frame.n_samples
         points.append(line("bandwidth", {"bed": bed, "modality": ch.modality.name.lower()},
                            {"level": ch.level, "wire_bits": wire_bits, "raw_bits": raw_bits,

@@ -186,3 +186,22 @@ def test_a_lossless_raw_window_gives_the_same_signals_and_counts_its_real_bits()
     assert out[False][1] == {"ecg": 8 * 521, "eeg": 8 * 521}  # wire v2: level byte, f32 side, samples
     assert sum(out[True][1].values()) == 8 * (out[True][0] - 22)  # every section bit, header and CRC apart
     assert out[True][0] < 0.75 * out[False][0]
+
+
+def test_an_entropy_coded_frame_counts_its_real_bits_as_integers():
+    """Sections entropy-coded on the wire (flag bit 6) count the bits actually sent, as the same
+    integer field every other frame writes (InfluxDB keeps one type per field)."""
+    from wardmodels import DD_MODEL
+    from wardmodels.wire_codec import CodecEncoder, register_deployed
+
+    register_deployed()
+    dev = Device(9, SyntheticBed(9, seed=4), 1_800_000_000_000_000, CodecEncoder(DD_MODEL, 1, "fp32"), None,
+                 coded=True)
+    for _ in range(3):
+        raw, sent = dev.next_frame()
+    fr = decode_frame(raw)
+    assert fr.coded and sent.coded
+    _, res = process_frame(BedState(), fr, reconstruct(fr), len(raw))
+    bw = [p for p in res.points if p.startswith("bandwidth")]
+    bits = [int(p.split("wire_bits=")[1].split("i")[0]) for p in bw]  # "...i": an integer field
+    assert len(bits) == 2 and sum(bits) == 8 * (len(raw) - 22) and all(b < 8 * 66 for b in bits)
