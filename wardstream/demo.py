@@ -31,8 +31,8 @@ async def consumer_lag(s: Settings, group: str | None = None) -> int:
 
     c = AIOKafkaConsumer(bootstrap_servers=s.kafka_bootstrap, group_id=group or s.app_id,
                          enable_auto_commit=False)
-    await c.start()
-    try:
+    try:  # a probe cancelled while it starts (the run's end) still closes its consumer
+        await c.start()
         parts = await kafka_compat.partitions_of(c, s.frames_topic)
         tps = [TopicPartition(s.frames_topic, p) for p in sorted(parts)]
         ends = await c.end_offsets(tps)
