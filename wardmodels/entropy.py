@@ -41,11 +41,6 @@ class StagePrior:
         return self.ctx_map.size + 2 * self.freqs.size
 
 
-def _to_freqs(counts: np.ndarray) -> np.ndarray:
-    """Counts (rows, K) -> uint16 frequencies summing to TOTAL per row, each >= 1."""
-    return freqs_from_counts(counts)
-
-
 def fit_stage(idx: np.ndarray, k: int, classes: int, seed: int = 0, iters: int = 25) -> StagePrior:
     """idx (N, T) indices of one stage -> prior with ``classes`` context classes (k-means of
     the previous-index rows of the bigram table, Hellinger geometry)."""
@@ -70,7 +65,7 @@ def fit_stage(idx: np.ndarray, k: int, classes: int, seed: int = 0, iters: int =
     counts = np.zeros((classes if classes > 1 else 1, k))
     for c in range(counts.shape[0]):
         counts[c] = big[ctx_map == c].sum(0)
-    return StagePrior(ctx_map, _to_freqs(np.vstack([start, counts])))
+    return StagePrior(ctx_map, freqs_from_counts(np.vstack([start, counts])))
 
 
 # --------------------------------------------------------------------------- coder

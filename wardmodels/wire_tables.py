@@ -31,12 +31,12 @@ log = logging.getLogger(__name__)
 MOD_ID = {"ecg": 0, "eeg": 1}  # stream.wire.Modality
 
 
-def stage_slices(codec, level: int) -> list[tuple[int, int]]:
-    """(start, end) of each stage's indices in a section of ``level`` (stage-major)."""
-    st = codec.stages_for(level)
-    if st == 0:  # a Dynamic-Deep level: one stage of its own
-        return [(0, codec.n_indices(level))]
-    return [(s * codec.positions, (s + 1) * codec.positions) for s in range(st)]
+def stage_sizes(entry: dict, level: int) -> list[int]:
+    """Indices per stage of a section at ``level``, stage-major, from the model's manifest entry:
+    a base level sends stages 1 .. S - level + 1 of the codec, a Dynamic-Deep level one of its own."""
+    if level <= entry["stages"]:
+        return [entry["positions"]] * (entry["stages"] - level + 1)
+    return [entry["dd_levels"][str(level)]["indices"]]
 
 
 def level_indices(codec, modality: str, x: np.ndarray, codes: np.ndarray) -> dict[int, np.ndarray]:
@@ -72,9 +72,11 @@ def fit_tables(codec, data_dir: Path, windows: int = 16384, classes: int = 0, se
         for L, v in sorted(idx.items()):
             if L <= codec.stages:  # a base level sends stages 1.. of level 1: one table per stage
                 v = idx[1]
-            for j, (lo, hi) in enumerate(stage_slices(codec, L)):
-                ctx, freqs = _stage_table(v[:, lo:hi].astype(np.int64), codec.level_codebook_size(L), classes, seed)
+            lo = 0
+            for j, n in enumerate(stage_sizes(codec.entry, L)):
+                ctx, freqs = _stage_table(v[:, lo:lo + n].astype(np.int64), codec.level_codebook_size(L), classes, seed)
                 arrays[f"{m}/{L}/{j}/ctx_map"], arrays[f"{m}/{L}/{j}/freqs"] = ctx, freqs
+                lo += n
         log.info("%s: tables fitted on %d windows", m, len(x[m]))
     return arrays
 
@@ -88,15 +90,11 @@ def to_models(arrays, entry: dict) -> dict[tuple[int, int], SectionModel]:
         if f"{m}/scale" not in arrays:
             continue
         for L in levels:
-            if L <= entry["stages"]:
-                sizes = [entry["positions"]] * (entry["stages"] - L + 1)
-            else:
-                sizes = [entry["dd_levels"][str(L)]["indices"]]
             if f"{m}/{L}/0/freqs" not in arrays:
                 continue
             out[(MOD_ID[m], L)] = SectionModel.from_freqs(
                 arrays[f"{m}/scale"], [(n, arrays[f"{m}/{L}/{j}/ctx_map"], arrays[f"{m}/{L}/{j}/freqs"])
-                                       for j, n in enumerate(sizes)])
+                                       for j, n in enumerate(stage_sizes(entry, L))])
     return out
 
 
