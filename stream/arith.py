@@ -130,17 +130,15 @@ class Decoder:
         return (self._int & ((1 << have) - 1)) << (n - have)
 
     def get(self, cum) -> int:
-        """The next symbol of the table whose cumulative row is ``cum`` (a list of ints is fastest)."""
+        """The next symbol of the table whose cumulative row is ``cum``, a list of Python ints."""
         low, high, value = self.low, self.high, self.value
-        tot = int(cum[-1])
+        tot = cum[-1]
         rng = high - low + 1
-        target = ((value - low + 1) * tot - 1) // rng
-        s = bisect_right(cum, target) - 1
+        s = bisect_right(cum, ((value - low + 1) * tot - 1) // rng) - 1
         if not 0 <= s < len(cum) - 1:  # cannot happen for any input bits while low <= value <= high
             raise ValueError("arithmetic decoder out of range")
-        lo_c, hi_c = int(cum[s]), int(cum[s + 1])
-        high = low + rng * hi_c // tot - 1
-        low = low + rng * lo_c // tot
+        high = low + rng * cum[s + 1] // tot - 1
+        low = low + rng * cum[s] // tot
         n = 32 - (low ^ high).bit_length()
         if n:
             low = (low << n) & TOP

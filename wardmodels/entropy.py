@@ -37,6 +37,14 @@ class StagePrior:
             self._cum = c
         return c
 
+    @property
+    def rows(self) -> list[list[int]]:
+        """The cumulative rows as Python ints, as `stream.arith` takes them."""
+        r = getattr(self, "_rows", None)
+        if r is None:
+            r = self._rows = [row.tolist() for row in self.cum]
+        return r
+
     def nbytes(self) -> int:
         return self.ctx_map.size + 2 * self.freqs.size
 
@@ -71,7 +79,7 @@ def fit_stage(idx: np.ndarray, k: int, classes: int, seed: int = 0, iters: int =
 # --------------------------------------------------------------------------- coder
 def encode(symbols: np.ndarray, prior: StagePrior) -> tuple[bytes, int]:
     """Code one window's indices of one stage as its own stream -> (bytes, exact bit count)."""
-    cum = prior.cum
+    cum = prior.rows
     enc = arith.Encoder()
     row = 0
     for s in np.asarray(symbols, dtype=np.int64):
@@ -81,7 +89,7 @@ def encode(symbols: np.ndarray, prior: StagePrior) -> tuple[bytes, int]:
 
 
 def decode(buf: bytes, count: int, prior: StagePrior) -> np.ndarray:
-    cum = prior.cum
+    cum = prior.rows
     dec = arith.Decoder(buf)
     out = np.zeros(count, np.int64)
     row = 0
