@@ -158,6 +158,12 @@ def encode_sections(models: list[SectionModel], sections: list[tuple[int, np.nda
     return buf, bits
 
 
+def coded_bits(model: SectionModel, scale: int, indices: np.ndarray) -> int:
+    """Bits of one section's scale code and indices coded as a stream of their own, its ending
+    included (what it adds to a frame's stream, give or take the shared ending and padding)."""
+    return encode_sections([model], [(int(scale), indices)])[1][0]
+
+
 def decode_sections(models: list[SectionModel], buf: bytes) -> tuple[list[tuple[int, np.ndarray]], list[int]]:
     """The stream of `encode_sections` -> ((scale code, indices) per section, bits per section, as
     `encode_sections` counts them). Raises ValueError unless the stream ends exactly as the encoder

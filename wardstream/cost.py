@@ -214,8 +214,7 @@ def _measured_coded_section_bytes(data_dir, codec, n: int = 2000, seed: int = 0)
         xn, codes = normalise(np.stack(w), m)
         idx = level_indices(codec, m, xn, codes)
         mod = Modality.ECG if m == "ecg" else Modality.EEG
-        out[m] = {str(L): float(np.mean([1 + vqcode.encode_sections([spec.section_model(mod, L)],
-                                                                      [(int(codes[t]), idx[L][t])])[1][0] / 8
+        out[m] = {str(L): float(np.mean([1 + vqcode.coded_bits(spec.section_model(mod, L), codes[t], idx[L][t]) / 8
                                          for t in range(n)])) for L in codec.levels}
     return out
 

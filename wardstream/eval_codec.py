@@ -203,7 +203,7 @@ def _wire_coded_bits(spec, modality: str, codes: np.ndarray, idx: np.ndarray, le
     if not spec.codes(mod, level):
         return None
     m = spec.section_model(mod, level)
-    return float(np.mean([vqcode.encode_sections([m], [(int(c), i)])[1][0] for c, i in zip(codes, idx)]))
+    return float(np.mean([vqcode.coded_bits(m, c, i) for c, i in zip(codes, idx)]))
 
 
 def _dist(v: np.ndarray) -> dict:

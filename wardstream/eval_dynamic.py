@@ -171,7 +171,7 @@ def coded_level_bits(data_dir: Path, split: str, part: Part, codec, shorter: boo
         idx, _ = codec.analyse("ecg", xn, codes)
         for j, L in enumerate(LEVELS):
             for t in range(m):
-                out[k + t, j] = 8 + vqcode.encode_sections([models[j]], [(int(codes[t]), idx[L][t])])[1][0]
+                out[k + t, j] = 8 + vqcode.coded_bits(models[j], codes[t], idx[L][t])
         k += m
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(path, bits=out)

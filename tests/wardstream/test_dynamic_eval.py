@@ -140,7 +140,9 @@ def test_eval_counts_the_entropy_coded_sections_devices_send(small_dir, cache, t
     assert part.records and len(part.records[0].feats) == 902  # record 100 comes first
     got = coded_level_bits(small_dir, "all", part, codec)
     for t in range(3):
-        assert got[t, 4] == 8 + vqcode.encode_sections([m], [(int(codes[t]), idx[5][t])])[1][0]
+        buf, bits = vqcode.encode_sections([m], [(int(codes[t]), idx[5][t])])
+        assert got[t, 4] == 8 + bits[0] == 8 + vqcode.coded_bits(m, codes[t], idx[5][t])
+        assert vqcode.decode_sections([m], buf)[0][0][0] == codes[t]
 
 
 def _cache_without(small_dir, cache, key: str):
