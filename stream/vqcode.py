@@ -38,18 +38,6 @@ def u8_from_counts(counts: np.ndarray) -> np.ndarray:
     return np.clip(np.round(255.0 * counts / top), 1, 255).astype(np.uint8)
 
 
-def freqs_from_counts(counts: np.ndarray) -> np.ndarray:
-    """Symbol counts (rows, K) -> uint16 frequency rows summing to `arith.TOTAL`, each >= 1
-    (counts + 0.5, scaled and floored; the remainder to each row's most frequent symbol)."""
-    counts = np.atleast_2d(np.asarray(counts, np.float64))
-    k = counts.shape[1]
-    p = (counts + 0.5) / (counts + 0.5).sum(1, keepdims=True)
-    f = np.maximum(1, np.floor(p * (arith.TOTAL - k)).astype(np.int64) + 1)
-    f[np.arange(len(f)), f.argmax(1)] += arith.TOTAL - f.sum(1)
-    assert (f >= 1).all() and (f.sum(1) == arith.TOTAL).all()
-    return f.astype(np.uint16)
-
-
 @dataclass(frozen=True)
 class StageModel:
     positions: int
@@ -63,9 +51,6 @@ class StageModel:
     @property
     def codebook_size(self) -> int:
         return self.cum.shape[1] - 1
-
-    def next_row(self, s: int) -> int:
-        return 1 + int(self.ctx_map[s]) if self.ctx_map.size else 0
 
     def nbytes(self) -> int:
         """Device bytes: the frequency rows (u8) and the context map (u8)."""

@@ -20,7 +20,6 @@ import numpy as np
 
 from stream import arith
 from stream.arith import FREQ_BITS, TOTAL  # noqa: F401 (the tables' scale)
-from stream.vqcode import freqs_from_counts
 
 
 @dataclass
@@ -47,6 +46,18 @@ class StagePrior:
 
     def nbytes(self) -> int:
         return self.ctx_map.size + 2 * self.freqs.size
+
+
+def freqs_from_counts(counts: np.ndarray) -> np.ndarray:
+    """Symbol counts (rows, K) -> uint16 frequency rows summing to `TOTAL`, each >= 1
+    (counts + 0.5, scaled and floored; the remainder to each row's most frequent symbol)."""
+    counts = np.atleast_2d(np.asarray(counts, np.float64))
+    k = counts.shape[1]
+    p = (counts + 0.5) / (counts + 0.5).sum(1, keepdims=True)
+    f = np.maximum(1, np.floor(p * (TOTAL - k)).astype(np.int64) + 1)
+    f[np.arange(len(f)), f.argmax(1)] += TOTAL - f.sum(1)
+    assert (f >= 1).all() and (f.sum(1) == TOTAL).all()
+    return f.astype(np.uint16)
 
 
 def fit_stage(idx: np.ndarray, k: int, classes: int, seed: int = 0, iters: int = 25) -> StagePrior:

@@ -52,12 +52,8 @@ def _stage_table(idx: np.ndarray, k: int, classes: int, seed: int) -> tuple[np.n
     """(ctx_map, u8 rows) of one stage's indices (N, positions)."""
     if classes == 0:
         return np.zeros(0, np.uint8), u8_from_counts(np.bincount(idx.ravel(), minlength=k))
-    pr = entropy.fit_stage(idx, k, classes, seed)
-    prev, nxt = idx[:, :-1].ravel(), idx[:, 1:].ravel()
-    counts = np.zeros((pr.freqs.shape[0], k))
-    np.add.at(counts, (np.zeros(len(idx), np.int64), idx[:, 0]), 1)
-    np.add.at(counts, (1 + pr.ctx_map[prev].astype(np.int64), nxt), 1)
-    return pr.ctx_map, u8_from_counts(counts)
+    pr = entropy.fit_stage(idx, k, classes, seed)  # its 14-bit rows, rescaled to u8
+    return pr.ctx_map, u8_from_counts(pr.freqs)
 
 
 def fit_tables(codec, data_dir: Path, windows: int = 16384, classes: int = 0, seed: int = 7) -> dict[str, np.ndarray]:

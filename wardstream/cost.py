@@ -267,15 +267,17 @@ def cost_report(settings, beds: int = 200, split: str = "test", bound: float | N
     part = part_for(settings.data_dir, split, model_id, pr)
     pred, err = pr.predict(part.features(pr.n_in)), part.errors(pr.weights)
     bits = {L: section_bits(codec, L, version=version) for L in range(0, 6)}
-    if coded is not None:  # the ECG gains as `eval dynamic-deep` counts them (each window's own section)
-        bits = per_window_bits(bits, coded_level_bits(settings.data_dir, split, part, codec), len(pred))
+    cb = coded_level_bits(settings.data_dir, split, part, codec, shorter=False) if coded is not None else None
+    if cb is not None:  # the ECG gains as `eval dynamic-deep` counts them: each window's own section, or
+        # the bit-packed one where that is shorter
+        fixed = np.array([bits[L] for L in range(1, 6)], np.float64)
+        bits = per_window_bits(bits, np.minimum(cb, fixed[None, :]), len(pred))
     rb = raw_level_bits(settings.data_dir, split, part, version) if settings.raw_lossless else None
     pred_bits = device_pred_bits(version)
     sc, lv = score(pred, err, bits, pr, bound, rb, pred_bits)
     pred_bytes = float(pred_bits(pred, lv).mean()) / 8  # 0 where wire v2 packs it into the level byte
     mix = np.bincount(lv, minlength=6) / len(lv)
     raw_sent = float(rb[lv == 0].mean()) / 8 if rb is not None and (lv == 0).any() else float(sec(0))
-    cb = coded_level_bits(settings.data_dir, split, part, codec, shorter=False) if coded is not None else None
     if cb is not None:  # the coded ECG section of each window at the level it was sent at
         level_bytes = {L: float(cb[lv == L, L - 1].mean()) / 8 if (lv == L).any() else 0.0 for L in range(1, 6)}
     else:
