@@ -709,11 +709,16 @@ def train_predictor(data_dir: Path, model_id: int = DD_MODEL, alpha: float = 0.0
     clf = load_deployed_classifier("rhythm")
     ys, d_orig = cinc_decisions(ca, None, clf)
     f1_orig = f1_of(ys, d_orig)
+    # the curve's gains count what a device sends, as `evaluate` does: each window's entropy-coded
+    # section where the model has wire tables, the raw level lossless-coded (the bound the F1 rule
+    # picks does not depend on them)
+    cb = coded_level_bits(data_dir, "calib", ca, runtime.load_deployed(model_id))
+    curve_bits, curve_raw = per_window_bits(bits, cb, len(pc)), raw_level_bits(data_dir, "calib", ca)
     rows, deployed = [], None
     for b in BOUND_GRID:
         if not np.isfinite(pred.slack(b)):
             continue
-        sc, lv = score(pc, ec, bits, pred, float(b), pred_bits=PRED_BITS)
+        sc, lv = score(pc, ec, curve_bits, pred, float(b), curve_raw, pred_bits=PRED_BITS)
         _, d_rec = cinc_decisions(ca, _split_levels(ca, lv), clf)
         sc["f1_cinc_reconstructed"] = f1_of(ys, d_rec)
         sc["f1_loss"], sc["f1_loss_upper"] = f1_loss_upper(ys, d_orig, d_rec, f1_confidence or 0.9)
@@ -740,6 +745,8 @@ def train_predictor(data_dir: Path, model_id: int = DD_MODEL, alpha: float = 0.0
                                 else f"largest bound with the upper {f1_confidence:g} paired-bootstrap bound of "
                                      "the calib F1 loss <= tolerance"),
                  "calibration_windows": int(len(pool_p)),
+                 "calib_curve_bits": ("entropy-coded sections (wire flag bit 6), " if cb is not None
+                                      else "bit-packed sections, ") + "raw level lossless-coded",
                  **({"level_offsets": offset_meta} if offset_meta else {}),
                  "seed": seed, "calib_curve": [{k: v for k, v in r.items() if k != "level_histogram"} for r in rows]}
     path = pred.save(runtime.WEIGHTS_DIR)
