@@ -178,7 +178,8 @@ def coded_level_bits(data_dir: Path, split: str, part: Part, codec, shorter: boo
     return np.minimum(out, plain[None, :]) if shorter else out
 
 
-def _cache_key(codec, data_dir: Path, split: str) -> Path:
+def _key_parts(codec, data_dir: Path, split: str) -> tuple[str, str, str]:
+    """(everything an analysis depends on but the rhythm classifier, the classifier, its tag)."""
     import hashlib
 
     from wardmodels.clf_runtime import classifier_manifest, compute_dtype
@@ -189,9 +190,56 @@ def _cache_key(codec, data_dir: Path, split: str) -> Path:
     import processors.qrs
 
     qrs = hashlib.sha256(Path(processors.qrs.__file__).read_bytes()).hexdigest()[:12]
-    tag = hashlib.sha256(f"{Path(data_dir).resolve()}|{split}|{codec.entry.get('dd')}|"
-                         f"{codec.entry.get('dd_edge')}|{clf}|{qrs}".encode()).hexdigest()[:12]
-    return CACHE / f"{split}-{tag}.npz"
+    head = f"{Path(data_dir).resolve()}|{split}|{codec.entry.get('dd')}|{codec.entry.get('dd_edge')}|"
+    base = hashlib.sha256(f"{head}{qrs}".encode()).hexdigest()[:12]
+    tag = hashlib.sha256(f"{head}{clf}|{qrs}".encode()).hexdigest()[:12]
+    return base, clf, tag
+
+
+def _cache_key(codec, data_dir: Path, split: str) -> Path:
+    return CACHE / f"{split}-{_key_parts(codec, data_dir, split)[2]}.npz"
+
+
+def _note_key(path: Path, codec, data_dir: Path, split: str) -> None:
+    """Beside an analysis, what it was made from (``<analysis>.json``): the key without the
+    classifier, so that another rhythm classifier can start from it (`_donor`)."""
+    note = path.with_suffix(".json")
+    if not note.exists():
+        base, clf, _ = _key_parts(codec, data_dir, split)
+        note.write_text(json.dumps({"base": base, "rhythm": clf}) + "\n")
+
+
+def _donor(path: Path, codec, data_dir: Path, split: str) -> Path | None:
+    """A cached analysis of the same split, codec and detector made with another rhythm classifier."""
+    base = _key_parts(codec, data_dir, split)[0]
+    for note in sorted(CACHE.glob(f"{split}-*.json")):
+        try:
+            ok = json.loads(note.read_text()).get("base") == base
+        except (OSError, ValueError):
+            continue
+        if ok and note.with_suffix(".npz").exists() and note.with_suffix(".npz") != path:
+            return note.with_suffix(".npz")
+    return None
+
+
+def _rescore_rhythm(part: Part, data_dir: Path, split: str, codec, clf) -> None:
+    """Replace the rhythm classifier's outputs (and so the task error's KL) of an analysis, every
+    record through every level again as `predictor.analyse_record` computes them; the QRS part,
+    the features and the task and decode features do not depend on the classifier and stay."""
+    from wardmodels.predictor import kl_rows, window_crops
+
+    sigs = [x for _, _, _, x in _signals(data_dir, split) if len(x) // 256 >= 1]
+    if len(sigs) != len(part.records):
+        raise RuntimeError(f"{split}: {len(sigs)} records in the data, {len(part.records)} in the cache")
+    for k, (r, x) in enumerate(zip(part.records, sigs)):
+        n = len(r.feats)
+        x = x[: n * 256]
+        r.p_orig = clf.proba(window_crops(x, n))
+        for j, rec in enumerate(_recons(codec, x)):
+            r.p_level[j] = clf.proba(window_crops(rec, n))
+            r.kl[:, j] = kl_rows(r.p_orig, r.p_level[j])
+        if k % 200 == 0:
+            log.info("%s: rhythm classifier's outputs of %d/%d records", split, k + 1, len(sigs))
 
 
 def load_part(data_dir: Path, split: str, model_id: int = DD_MODEL, keep_recon: bool = True, decode: bool = False,
@@ -220,8 +268,17 @@ def _load_part(data_dir: Path, split: str, model_id: int, keep_recon: bool, deco
 
     codec = load_deployed(model_id)
     path = _cache_key(codec, data_dir, split)
-    if path.exists():
-        part = _load(path, split)
+    donor = None if path.exists() else _donor(path, codec, data_dir, split)
+    if path.exists() or donor is not None:
+        part = _load(path if donor is None else donor, split)
+        if donor is not None:  # another rhythm classifier's analysis: only its outputs change
+            import shutil
+
+            _rescore_rhythm(part, data_dir, split, codec, load_deployed_classifier("rhythm"))
+            _save(path, part)
+            for side in CACHE.glob(f"{donor.stem}-*.npz"):  # the device's coded bits, its small rhythm model
+                shutil.copyfile(side, CACHE / f"{path.stem}{side.name[len(donor.stem):]}")
+        _note_key(path, codec, data_dir, split)
         if any(r.task is None for r in part.records):  # cached before the task features existed
             _attach_task(part, data_dir, split)
             _save(path, part)
@@ -248,6 +305,7 @@ def _load_part(data_dir: Path, split: str, model_id: int, keep_recon: bool, deco
             log.info("%s: %d/%d records analysed", split, k + 1, len(sigs))
     part = Part(split, recs, source, labels, recon)
     _save(path, part)
+    _note_key(path, codec, data_dir, split)
     return part
 
 

@@ -320,3 +320,46 @@ def test_f1_loss_upper_bound_is_paired_and_above_the_point_loss():
     assert 0.0 < point < upper < point + 0.03
     p_small, u_small = f1_loss_upper(ys[:200], orig[:200], recon[:200], 0.9)
     assert u_small - p_small > upper - point
+
+
+def test_another_rhythm_model_rescores_the_cached_analysis(small_dir, cache, tmp_path, monkeypatch):
+    """Deploying another rhythm classifier starts from the analysis cached with the first one: only
+    the classifier's outputs (and with them the task error's KL) are computed again, to exactly what
+    a fresh analysis with the new classifier gives; the QRS part and every feature are kept."""
+    from wardmodels import clf_runtime
+    from wardmodels.runtime import load_deployed
+    from wardstream import eval_dynamic
+
+    first = eval_dynamic.load_part(small_dir, "all")
+    (donor,) = [p for p in cache.glob("all-*.npz") if p.stem.count("-") == 1]
+    assert donor.with_suffix(".json").exists()
+    man = json.loads(clf_runtime.CLF_MANIFEST.read_text())
+    assert man["rhythm"]["packed"] != "rhythm-laq-2869bfcf829a.wpk"
+    man["rhythm"] = dict(man["rhythm"], packed="rhythm-laq-2869bfcf829a.wpk")  # the committed predecessor
+    alt = tmp_path / "CLASSIFIERS.json"
+    alt.write_text(json.dumps(man))
+    monkeypatch.setattr(clf_runtime, "CLF_MANIFEST", alt)
+    clf_runtime._load_deployed.cache_clear()
+    path = eval_dynamic._cache_key(load_deployed(DD_MODEL), small_dir, "all")
+    try:
+        assert path != donor and not path.exists()
+        rescored = eval_dynamic.load_part(small_dir, "all")
+        assert path.exists() and path.with_suffix(".json").exists()
+        sides = {p.name[len(donor.stem):] for p in cache.glob(f"{donor.stem}-*.npz")}
+        assert sides and sides == {p.name[len(path.stem):] for p in cache.glob(f"{path.stem}-*.npz")}
+        for p in [path, path.with_suffix(".json"), donor.with_suffix(".json")]:
+            p.unlink()  # no donor now: a fresh analysis with the new classifier
+        fresh = eval_dynamic.load_part(small_dir, "all")
+    finally:
+        clf_runtime._load_deployed.cache_clear()
+        for p in cache.glob(f"{path.stem}*"):
+            p.unlink()
+    assert len(rescored.records) == len(fresh.records) == len(first.records)
+    moved = 0
+    for r, f, o in zip(rescored.records, fresh.records, first.records):
+        for k in ("p_orig", "p_level", "kl"):
+            np.testing.assert_array_equal(getattr(r, k), getattr(f, k))
+        for k in ("qrs", "feats", "task"):
+            np.testing.assert_array_equal(getattr(r, k), getattr(o, k))
+        moved += int(not np.array_equal(r.kl, o.kl))
+    assert moved == len(first.records)  # another model: every record's KL differs
