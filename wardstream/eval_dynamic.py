@@ -102,15 +102,22 @@ def _signals(data_dir: Path, split: str, filtered: bool = True):
     return out
 
 
+def _part_signals(part: Part, data_dir: Path, split: str, filtered: bool = True) -> list[np.ndarray]:
+    """The ECG of each record of an analysed ``part``, in its order (a record shorter than one
+    window is not in a part); an error when the data directory no longer matches the cache."""
+    sigs = [x for _, _, _, x in _signals(data_dir, split, filtered=filtered) if len(x) // 256 >= 1]
+    if len(sigs) != len(part.records):
+        raise RuntimeError(f"{split}: {len(sigs)} records in the data, {len(part.records)} in the cache")
+    return sigs
+
+
 def _ecg_window_bits(data_dir: Path, split: str, part: Part, filtered: bool, size, windows=None) -> np.ndarray:
     """Per window of ``part``: 8 x ``size(int16 samples)`` of its ECG at the raw level's gain
     (`wardmodels.wire_codec.raw_channel`), or 0 where ``windows`` (bool per window) is False."""
     from stream.wire import Modality
     from wardmodels.wire_codec import raw_channel
 
-    sigs = [x for _, _, _, x in _signals(data_dir, split, filtered=filtered) if len(x) // 256 >= 1]
-    if len(sigs) != len(part.records):
-        raise RuntimeError(f"{split}: {len(sigs)} records in the data, {len(part.records)} in the cache")
+    sigs = _part_signals(part, data_dir, split, filtered)
     n = sum(len(r.feats) for r in part.records)
     want = np.ones(n, bool) if windows is None else np.asarray(windows, bool)
     out = np.zeros(n, np.float64)
@@ -161,9 +168,7 @@ def coded_level_bits(data_dir: Path, split: str, part: Part, codec, shorter: boo
         if out.shape == (n, len(LEVELS)):
             return np.minimum(out, plain[None, :]) if shorter else out
     models = [spec.section_model(Modality.ECG, L) for L in LEVELS]
-    sigs = [x for _, _, _, x in _signals(data_dir, split) if len(x) // 256 >= 1]
-    if len(sigs) != len(part.records):
-        raise RuntimeError(f"{split}: {len(sigs)} records in the data, {len(part.records)} in the cache")
+    sigs = _part_signals(part, data_dir, split)
     out, k = np.zeros((n, len(LEVELS))), 0
     for r, x in zip(part.records, sigs):
         m = len(r.feats)
@@ -228,9 +233,7 @@ def _rescore_rhythm(part: Part, data_dir: Path, split: str, codec, clf) -> None:
     the features and the task and decode features do not depend on the classifier and stay."""
     from wardmodels.predictor import kl_rows, window_crops
 
-    sigs = [x for _, _, _, x in _signals(data_dir, split) if len(x) // 256 >= 1]
-    if len(sigs) != len(part.records):
-        raise RuntimeError(f"{split}: {len(sigs)} records in the data, {len(part.records)} in the cache")
+    sigs = _part_signals(part, data_dir, split)
     for k, (r, x) in enumerate(zip(part.records, sigs)):
         n = len(r.feats)
         x = x[: n * 256]
@@ -312,9 +315,7 @@ def _load_part(data_dir: Path, split: str, model_id: int, keep_recon: bool, deco
 def _attach_task(part: Part, data_dir: Path, split: str) -> None:
     from wardmodels.dd_edge import task_features
 
-    sigs = [x for _, _, _, x in _signals(data_dir, split) if len(x) // 256 >= 1]
-    if len(sigs) != len(part.records):
-        raise RuntimeError(f"{split}: {len(sigs)} records in the data, {len(part.records)} in the cache")
+    sigs = _part_signals(part, data_dir, split)
     for r, x in zip(part.records, sigs):
         r.task = task_features(x)
         if len(r.task) != len(r.feats):
@@ -324,9 +325,7 @@ def _attach_task(part: Part, data_dir: Path, split: str) -> None:
 def _attach_decode(part: Part, data_dir: Path, split: str, codec) -> None:
     from wardmodels.dd_edge import decode_features
 
-    sigs = [x for _, _, _, x in _signals(data_dir, split) if len(x) // 256 >= 1]
-    if len(sigs) != len(part.records):
-        raise RuntimeError(f"{split}: {len(sigs)} records in the data, {len(part.records)} in the cache")
+    sigs = _part_signals(part, data_dir, split)
     for k, (r, x) in enumerate(zip(part.records, sigs)):
         n = len(r.feats)
         x = x[: n * 256]
@@ -355,9 +354,7 @@ def _attach_rhythm(part: Part, data_dir: Path, split: str, model_id: int) -> Non
             for r, f in zip(part.records, np.split(z["rhythm"], np.cumsum(lens)[:-1])):
                 r.rhythm = f
             return
-    sigs = [x for _, _, _, x in _signals(data_dir, split) if len(x) // 256 >= 1]
-    if len(sigs) != len(part.records):
-        raise RuntimeError(f"{split}: {len(sigs)} records in the data, {len(part.records)} in the cache")
+    sigs = _part_signals(part, data_dir, split)
     for k, (r, x) in enumerate(zip(part.records, sigs)):
         x = x[: len(r.feats) * 256]
         r.rhythm = rhythm_features(codec.edge_rhythm, x, _recons(codec, x))
