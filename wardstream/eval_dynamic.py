@@ -205,24 +205,22 @@ def _cache_key(codec, data_dir: Path, split: str) -> Path:
     return CACHE / f"{split}-{_key_parts(codec, data_dir, split)[2]}.npz"
 
 
-def _note_key(path: Path, codec, data_dir: Path, split: str) -> None:
+def _note_key(path: Path, base: str, clf: str) -> None:
     """Beside an analysis, what it was made from (``<analysis>.json``): the key without the
-    classifier, so that another rhythm classifier can start from it (`_donor`)."""
+    classifier (``base``, `_key_parts`), so that another rhythm classifier can start from it (`_donor`)."""
     note = path.with_suffix(".json")
     if not note.exists():
-        base, clf, _ = _key_parts(codec, data_dir, split)
         note.write_text(json.dumps({"base": base, "rhythm": clf}) + "\n")
 
 
-def _donor(path: Path, codec, data_dir: Path, split: str) -> Path | None:
-    """A cached analysis of the same split, codec and detector made with another rhythm classifier."""
-    base = _key_parts(codec, data_dir, split)[0]
+def _donor(split: str, base: str) -> Path | None:
+    """A cached analysis of the same split, codec and detector (``base``), made with another rhythm classifier."""
     for note in sorted(CACHE.glob(f"{split}-*.json")):
         try:
             ok = json.loads(note.read_text()).get("base") == base
         except (OSError, ValueError):
             continue
-        if ok and note.with_suffix(".npz").exists() and note.with_suffix(".npz") != path:
+        if ok and note.with_suffix(".npz").exists():
             return note.with_suffix(".npz")
     return None
 
@@ -270,8 +268,9 @@ def _load_part(data_dir: Path, split: str, model_id: int, keep_recon: bool, deco
     from wardmodels.runtime import load_deployed
 
     codec = load_deployed(model_id)
-    path = _cache_key(codec, data_dir, split)
-    donor = None if path.exists() else _donor(path, codec, data_dir, split)
+    base, clf_tag, tag = _key_parts(codec, data_dir, split)
+    path = CACHE / f"{split}-{tag}.npz"  # `_cache_key`
+    donor = None if path.exists() else _donor(split, base)
     if path.exists() or donor is not None:
         part = _load(path if donor is None else donor, split)
         if donor is not None:  # another rhythm classifier's analysis: only its outputs change
@@ -281,7 +280,7 @@ def _load_part(data_dir: Path, split: str, model_id: int, keep_recon: bool, deco
             _save(path, part)
             for side in CACHE.glob(f"{donor.stem}-*.npz"):  # the device's coded bits, its small rhythm model
                 shutil.copyfile(side, CACHE / f"{path.stem}{side.name[len(donor.stem):]}")
-        _note_key(path, codec, data_dir, split)
+        _note_key(path, base, clf_tag)
         if any(r.task is None for r in part.records):  # cached before the task features existed
             _attach_task(part, data_dir, split)
             _save(path, part)
@@ -308,7 +307,7 @@ def _load_part(data_dir: Path, split: str, model_id: int, keep_recon: bool, deco
             log.info("%s: %d/%d records analysed", split, k + 1, len(sigs))
     part = Part(split, recs, source, labels, recon)
     _save(path, part)
-    _note_key(path, codec, data_dir, split)
+    _note_key(path, base, clf_tag)
     return part
 
 
