@@ -99,7 +99,8 @@ classifiers = Classifiers()
 CONDITIONS = conditions_from(settings.alarm_config)
 WARDS = WardMap.parse(settings.wards)
 LIMITS = limits_from(settings.alarm_limits, WARDS.ward_of, {w for w, _, _ in WARDS.ranges})  # bed -> alarm limits
-# held while a batch of windows or an acknowledgement changes bed states: never both at once
+# held while a batch of windows or a command (acknowledgement, discharge) changes bed states:
+# never both at once
 BED_LOCK = asyncio.Lock()
 alarms_topic = app.topic(settings.alarms_topic, key_type=bytes, value_type=bytes, key_serializer="raw",
                          value_serializer="raw")
@@ -152,6 +153,16 @@ sink = InfluxSink(settings)
 faust_gaps.install({settings.frames_topic})
 gap_reader = faust_gaps.RangeReader(settings.kafka_bootstrap)
 offsets = faust_gaps.OffsetTracker()
+
+
+def add_alarm_history(points: list[str]) -> None:
+    """Alarm transitions (and the stay records beside them) written outside a batch of windows:
+    into the live policy and, where the worker's policies are on, the trend policy that keeps the
+    alarm history (as `handle_batch` writes a batch's transitions)."""
+    for p in points:
+        sink.add(p)
+        if TREND_RP:
+            sink.add(p, rp=TREND_RP)
 
 
 async def publish_slack_updates(updates: dict[int, float]) -> None:
@@ -370,7 +381,7 @@ async def device_silent() -> None:
                 continue
             st = BedState.from_bytes(bed_table.get(key))
             silent_open.add(key)
-            if not st.windows:
+            if not st.windows or st.discharged_ms:  # no stay: nobody to miss
                 continue
             ast = AlarmState.from_dict(st.alarms)
             t_ms = st.last_t_us // 1000 + st.n_samples * 1000 // max(st.fs, 1) + silent
@@ -379,8 +390,7 @@ async def device_silent() -> None:
             if evs:  # none when the stored state already has it open (raised before a restart)
                 st.alarms = ast.to_dict()
                 events_all.extend(evs)
-                for p in alarm_points(evs):
-                    sink.add(p)
+                add_alarm_history(alarm_points(evs))
                 bed_table[key] = st.to_bytes()
         if events_all:
             await sink.flush()

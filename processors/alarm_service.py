@@ -44,8 +44,9 @@ from aiohttp import web as aioweb
 from faust.web import Request, Response, View
 
 from processors import delivery as dl
-from processors.agents import BED_LOCK, CONDITIONS, LIMITS, WARDS, alarms_topic, publish_alarm_events, set_publisher, sink
-from processors.alarms import AlarmState, acknowledge, check_limits
+from processors.agents import (BED_LOCK, CONDITIONS, LIMITS, WARDS, add_alarm_history, alarms_topic, control_topic,
+                               publish_alarm_events, set_publisher, sink)
+from processors.alarms import AlarmState, acknowledge, check_limits, discharge
 from processors.bed import BedState
 from processors.influx_sink import line
 from processors.stages import alarm_points
@@ -302,28 +303,61 @@ async def dispatch_webhooks() -> None:
 
 @app.agent(commands_topic)
 async def apply_commands(stream):
-    """Acknowledgements, applied by the worker that owns the bed."""
+    """Acknowledgements and discharges, applied by the worker that owns the bed."""
     async for key, value in stream.items():
         try:
             cmd = json.loads(value)
-            bed, condition, by = int(cmd["bed"]), str(cmd["condition"]), str(cmd["by"])[:80]
-        except (ValueError, KeyError, TypeError):
+            kind = cmd.get("cmd", "acknowledge")
+            bed, by = int(cmd["bed"]), str(cmd["by"])[:80]
+            condition = str(cmd["condition"]) if kind == "acknowledge" else None
+            if kind not in ("acknowledge", "discharge"):
+                raise ValueError(kind)
+        except (ValueError, KeyError, TypeError, AttributeError):
             log.error("malformed command %r; skipped", value[:200] if value else value)
             continue
         async with BED_LOCK:
             st = BedState.from_bytes(bed_table.get(bed_key(bed)))
             ast = AlarmState.from_dict(st.alarms)
             t_ms = max(int(cmd.get("at_ms", 0)), st.last_t_us // 1000 + 1)
+            if kind == "discharge":
+                await _discharge(bed, st, ast, by, t_ms)
+                continue
             events = acknowledge(bed, ast, condition, by, t_ms, CONDITIONS)
             if not events:
                 log.info("acknowledge %s/%s by %s: nothing active to acknowledge", bed, condition, by)
                 continue
-            for p in alarm_points(events):
-                sink.add(p)
+            add_alarm_history(alarm_points(events))
             await sink.flush()
             await publish_alarm_events(events)
             st.alarms = ast.to_dict()
             bed_table[bed_key(bed)] = st.to_bytes()
+
+
+async def _discharge(bed: int, st: BedState, ast: AlarmState, by: str, t_ms: int) -> None:
+    """End the bed's stay (under `BED_LOCK`): its open alarms resolve, its patient's signal history
+    and audit residuals are forgotten, and what was set for the patient returns to the ward's
+    settings — run-time alarm limits, the Dynamic-Deep bound and the audits' slack correction
+    (tombstones on the limits and control topics, which every worker and device follows). Written
+    and published before the state is stored: a command applied again after a crash gives the
+    same events (same ids) and messages."""
+    from device_sim.control import message, slack_key, slack_message
+
+    ast, events = discharge(bed, ast, by, t_ms, CONDITIONS)
+    add_alarm_history(alarm_points(events) + [line("stay", {"bed": str(bed)},
+                                                   {"event": "discharge", "by": by, "alarms_resolved": len(events)},
+                                                   t_ms)])
+    await sink.flush()
+    await publish_alarm_events(events)
+    futs = [await limits_topic.send(key=bed_key(bed), value=None),
+            await control_topic.send(key=bed_key(bed), value=message(None, by)),
+            await control_topic.send(key=slack_key(bed), value=slack_message(None, by))]
+    for f in futs:
+        await f
+    _apply_limits(bed_key(bed), None)
+    st.end_stay(int(time.time() * 1000))
+    st.alarms = ast.to_dict()
+    bed_table[bed_key(bed)] = st.to_bytes()
+    log.info("bed %s discharged by %s: %d open alarms resolved", bed, by, len(events))
 
 
 # ---------------------------------------------------------------------------------------- API
@@ -508,6 +542,32 @@ class LimitsView(View):
         await (await limits_topic.send(key=bed_key(b), value=json.dumps(rec).encode() if rec else None))
         _apply_limits(bed_key(b), json.dumps(rec).encode() if rec else None)  # read-your-writes here
         return self.json(self._state(b))
+
+
+@app.page("/api/v1/beds/{bed}/discharge")
+class DischargeView(View):
+    """``POST {"by": ...}``: the bed's patient leaves (or another patient takes the bed). The
+    worker that owns the bed resolves its open alarms, forgets the patient's signal history and
+    returns the bed to the ward's alarm limits, Dynamic-Deep bound and slack; the next window
+    starts a new stay (`_discharge`)."""
+
+    async def post(self, request: Request, bed: str) -> Response:
+        try:
+            p = _principal(request)
+            b = _bed(bed)
+            if not p.may_see(WARDS.ward_of(b)):
+                raise _Http(404, f"no bed {b} visible to this token")
+            body = await _body(request) if request.content_length else {}
+            by = body.get("by") if isinstance(body, dict) else None
+            if not isinstance(by, str) or not 0 < len(by) <= 80:
+                raise _Http(400, "'by' (who discharges, 1-80 characters) is required")
+            if set(body) - {"by"}:
+                raise _Http(400, f"unknown fields {sorted(set(body) - {'by'})}")
+        except _Http as e:
+            return _err(self, e)
+        cmd = {"cmd": "discharge", "bed": b, "by": by, "token": p.name, "at_ms": int(time.time() * 1000)}
+        await (await commands_topic.send(key=bed_key(b), value=json.dumps(cmd).encode()))
+        return self.json({"accepted": cmd, "open_alarms": len(view.visible(p, b))}, status=202)
 
 
 @app.page("/api/v1/alarms/{bed}/{condition}/fhir")

@@ -562,6 +562,19 @@ def link_step(bed: int, st: AlarmState, name: str, holds: bool, why: str, t_ms: 
     return events
 
 
+def discharge(bed: int, st: AlarmState, by: str, t_ms: int,
+              conf: dict[str, ConditionConfig] = DEFAULT_CONDITIONS) -> tuple[AlarmState, list[AlarmEvent]]:
+    """The bed's patient is discharged (or another patient takes the bed): every open alarm
+    resolves now, latched and acknowledged ones included, and the evidence memory of the stay
+    (beats, runs, AF decisions) is forgotten. Only each condition's episode counter carries over,
+    so the next stay's alarms never reuse an earlier event id."""
+    events = [AlarmEvent(bed, name, conf[name].priority if name in conf else "technical", "resolved", t_ms, by,
+                         "patient discharged", c.episode)
+              for name, c in sorted(st.conditions.items()) if c.state != "idle"]
+    fresh = AlarmState({name: Condition(episode=c.episode) for name, c in st.conditions.items()})
+    return fresh, events
+
+
 def acknowledge(bed: int, st: AlarmState, condition: str, by: str, t_ms: int,
                 conf: dict[str, ConditionConfig] = DEFAULT_CONDITIONS) -> list[AlarmEvent]:
     """A clinician acknowledges: silences the alarm and stops escalation; a latched alarm whose

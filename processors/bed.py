@@ -67,6 +67,9 @@ class BedState:
     # the per-bed slack correction: residuals of the last audits and the offset last published
     audit_res: list[float] = field(default_factory=list)
     slack_sent: float = 0.0
+    # the patient's stay ended (`end_stay`: discharged, or the bed given to another patient) at
+    # this wall time (ms); 0 while a stay goes on. The next window starts a new stream.
+    discharged_ms: int = 0
 
     def _fields(self) -> dict:
         return {"ls": self.last_seq, "lt": self.last_t_us, "r": self.restarts, "as": self.anchor_seq, "au": self.anchor_us,
@@ -74,7 +77,8 @@ class BedState:
                 "q": self.qrs.to_dict() if self.qrs else None, "b": self.beats,
                 "w": self.windows, "g": self.gaps, "dm": self.done, "lw": self.late,
                 "be": self.buf_end, "zi": self.zi, "pd": self.pending, "al": self.alarms, "sn": self.seen_ms,
-                "aq": self.audit_seq, "ar": self.audit_res, "ss": self.slack_sent}
+                "aq": self.audit_seq, "ar": self.audit_res, "ss": self.slack_sent,
+                **({"dc": self.discharged_ms} if self.discharged_ms else {})}
 
     def to_bytes(self) -> bytes:
         """The changelog value, written once per window and bed (so its size is the worker's
@@ -106,7 +110,17 @@ class BedState:
                    buf_end=d.get("be", 0), zi=d.get("zi"), pending=list(d.get("pd", [])),
                    alarms=d.get("al") or {}, seen_ms=d.get("sn", 0),
                    audit_buf=np.frombuffer(ab, "<f2").astype(np.float16),
-                   audit_seq=d.get("aq", -1), audit_res=list(d.get("ar", [])), slack_sent=d.get("ss", 0.0))
+                   audit_seq=d.get("aq", -1), audit_res=list(d.get("ar", [])), slack_sent=d.get("ss", 0.0),
+                   discharged_ms=d.get("dc", 0))
+
+    def end_stay(self, t_ms: int) -> None:
+        """Forget the patient: the signal history (beats, filtered ECG, detector, pending beats),
+        the audit burst and the audit residuals behind the bed's slack correction. What stays is
+        what keeps every window exactly once (sequence, device time, the processed-window bits)
+        and the counters. The alarm state is the caller's (`processors.alarms.discharge`)."""
+        _reanchor(self, None)
+        self.audit_res, self.slack_sent = [], 0.0
+        self.discharged_ms = t_ms
 
 
 @dataclass(frozen=True)
@@ -151,11 +165,13 @@ class StepResult:
     audit: AuditCase | None = None  # the last window of an audit burst (processors.audit)
 
 
-def _reanchor(state: BedState, frame: Frame) -> None:
-    state.anchor_seq = frame.seq
-    state.anchor_us = frame.t_start_us
-    state.fs = frame.fs
-    state.n_samples = frame.n_samples
+def _reanchor(state: BedState, frame: Frame | None) -> None:
+    """Start a new stream at ``frame`` (None: only forget the old one's signal history)."""
+    if frame is not None:
+        state.anchor_seq = frame.seq
+        state.anchor_us = frame.t_start_us
+        state.fs = frame.fs
+        state.n_samples = frame.n_samples
     state.qrs = None
     state.beats = []
     state.ecg_buf = np.zeros(0, np.float16)
@@ -285,6 +301,9 @@ def process_frame(state: BedState, frame: Frame, signals: dict[Modality, np.ndar
     if frame.seq <= state.last_seq or frame.t_start_us <= state.last_t_us:
         state.restarts += 1  # a rebooted device: new sequence, later clock
         _reanchor(state, frame)
+    elif state.discharged_ms and state.last_seq >= 0:  # the first window of a new stay: a new
+        _reanchor(state, frame)  # stream; windows skipped since the last one are not a gap (their
+        fresh = False  # bits stay 0: processed late should they come)
     elif state.last_seq < 0 or frame.fs != state.fs or frame.n_samples != state.n_samples:
         _reanchor(state, frame)
     elif frame.seq != state.last_seq + 1:
@@ -294,6 +313,7 @@ def process_frame(state: BedState, frame: Frame, signals: dict[Modality, np.ndar
         fresh = False
     else:
         fresh = False
+    state.discharged_ms = 0
     fs = frame.fs
     bed = str(frame.bed_id)
     ts_ms = frame.t_start_us // 1000

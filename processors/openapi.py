@@ -84,6 +84,18 @@ def document() -> dict:
                             "schema": {"$ref": "#/components/schemas/BedLimits"}}}},
                             "400": _err("malformed limits, with every reason"),
                             "404": _err("a bed outside this token's wards"), **common}}},
+            "/api/v1/beds/{bed}/discharge": {
+                "parameters": [bed],
+                "post": {"summary": "End the patient's stay in this bed (discharge, or another patient takes it): "
+                                    "its open alarms resolve, the patient's signal history is forgotten, the bed's "
+                                    "run-time alarm limits, Dynamic-Deep bound and slack correction return to the "
+                                    "ward's; the next window starts a new stay",
+                         "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                             "type": "object", "required": ["by"], "additionalProperties": False,
+                             "properties": {"by": {"type": "string", "minLength": 1, "maxLength": 80}}}}}},
+                         "responses": {"202": {"description": "accepted; the resolved alarms follow as events"},
+                                       "400": _err("malformed request"),
+                                       "404": _err("a bed outside this token's wards"), **common}}},
             "/api/v1/stream": {
                 "get": {"summary": "Server-sent events: every alarm transition in this token's wards",
                         "parameters": [{"name": "priority", "in": "query", "schema": {"type": "string"},

@@ -119,18 +119,14 @@ def save_run(run_dir: Path, s: Settings, summary: dict, hist: dict[int, int], la
 
     from processors.decode import reconstruct
     from stream.wire import Modality, decode_frame
-    from wardstream.influxq import query
+    from wardstream.influxq import query_rows
 
     run_dir.mkdir(parents=True, exist_ok=True)
     t0, t1 = rep.t_first_us // 1000, rep.t_last_end_us // 1000 + 30_000
     where = f"time >= {t0}ms AND time <= {t1}ms"
 
     def rows(q: str) -> list[dict]:
-        out = []
-        for ser in query(s, q):
-            for v in ser["values"]:
-                out.append({**ser.get("tags", {}), **dict(zip(ser["columns"], v))})
-        return out
+        return query_rows(s, q)
 
     timeline = {
         "t0_ms": t0, "t1_ms": t1,

@@ -23,6 +23,11 @@ def query(s: Settings, q: str, timeout: float = 30.0) -> list[dict]:
     return res.get("series", [])
 
 
+def query_rows(s: Settings, q: str) -> list[dict]:
+    """`query` flattened: one dict per point, its series' tags and its columns."""
+    return [{**ser.get("tags", {}), **dict(zip(ser["columns"], v))} for ser in query(s, q) for v in ser["values"]]
+
+
 def frame_seqs(s: Settings, t0_ms: int, t1_ms: int, beds: list[int] | None = None) -> dict[int, list[int]]:
     """bed -> list of ``seq`` values of every `frame` point in [t0, t1] (one per stored window)."""
     out: dict[int, list[int]] = {}

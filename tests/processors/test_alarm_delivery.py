@@ -24,7 +24,7 @@ import pytest
 from device_sim.ward import WINDOW_US, Device, RawEncoder, make_sources
 from processors import delivery as dl
 from stream.topics import bed_key
-from wardstream.influxq import query
+from wardstream.influxq import query, query_rows
 from wardstream.workers import WorkerPool
 
 pytestmark = pytest.mark.servers
@@ -402,5 +402,110 @@ def test_bed_limits_set_over_the_api_apply_to_that_bed_only(ward_settings, monke
         # cleared: the bed is back on its configured limits
         code, body = api(port, "PUT", "/api/v1/beds/2/limits", TOKEN_ICU, {"limits": {}, "by": "dr-ward"})
         assert code == 200 and body["runtime"] is None and body["effective"]["brady_bpm"] == 40.0
+    finally:
+        pool.stop_all()
+
+
+def _control_values(s) -> dict[bytes, dict | None]:
+    """The latest value of every key on the compacted control topic, read from its beginning."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    async def read():
+        c = AIOKafkaConsumer(bootstrap_servers=s.kafka_bootstrap, enable_auto_commit=False,
+                             auto_offset_reset="earliest")
+        await c.start()
+        try:
+            tp = TopicPartition(s.control_topic, 0)
+            c.assign([tp])
+            end = (await c.end_offsets([tp]))[tp]
+            out = {}
+            while await c.position(tp) < end:
+                for msgs in (await c.getmany(tp, timeout_ms=1000)).values():
+                    for m in msgs:
+                        out[m.key] = json.loads(m.value) if m.value else None
+            return out
+        finally:
+            await c.stop()
+
+    return asyncio.run(read())
+
+
+def test_a_discharged_bed_returns_to_the_ward_settings_and_starts_a_new_stay(ward_settings, monkeypatch):
+    """``POST /api/v1/beds/{bed}/discharge``: scoped and validated; the worker resolves the bed's
+    open alarms (by whoever discharged), records the stay's end in InfluxDB, clears the bed's
+    run-time alarm limits, Dynamic-Deep bound and slack correction (the devices' view of the control
+    topic is the ward's again), and the next patient's windows start a new stream: a skipped
+    sequence there is no gap, while the same skip on a bed not discharged is."""
+    from device_sim.control import Bounds, message, slack_key, slack_message
+
+    s = ward_settings.replace(wards="icu:1-10,cardio:11-20", device_silent_s=600.0)
+    monkeypatch.setenv("WARDSTREAM_API_TOKENS", f"{TOKEN_ICU}=icu;{TOKEN_CARDIO}=cardio")
+    pool = WorkerPool(s, 1)
+    pool.start_all()
+    try:
+        pool.wait_ready()
+        port = pool.workers[0].port
+        code, _ = api(port, "PUT", "/api/v1/beds/2/limits", TOKEN_ICU, {"limits": {"brady_bpm": 200}, "by": "dr-a"})
+        assert code == 200
+
+        async def set_bound_and_slack():
+            from aiokafka import AIOKafkaProducer
+
+            p = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap, acks="all")
+            await p.start()
+            try:
+                await p.send_and_wait(s.control_topic, message(0.2, "dr-a"), key=bed_key(2))
+                await p.send_and_wait(s.control_topic, slack_message(0.3), key=slack_key(2))
+            finally:
+                await p.stop()
+
+        asyncio.run(set_bound_and_slack())
+        ward = Ward(s, [1, 2])
+        asyncio.run(ward.send([(1, 10, 0), (2, 10, 0)]))
+
+        def open_alarms(bed):
+            return {a["condition"]: a for a in api(port, "GET", f"/api/v1/alarms?bed={bed}", TOKEN_ICU)[1]["alarms"]}
+
+        deadline = time.time() + 30
+        while time.time() < deadline and "brady" not in open_alarms(2):
+            time.sleep(0.3)
+        assert open_alarms(2)["brady"]["state"] == "active"
+        # bad input
+        assert api(port, "POST", "/api/v1/beds/2/discharge", TOKEN_CARDIO, {"by": "x"})[0] == 404
+        assert api(port, "POST", "/api/v1/beds/2/discharge", "nope", {"by": "x"})[0] == 401
+        assert api(port, "POST", "/api/v1/beds/2/discharge", TOKEN_ICU, {})[0] == 400
+        assert api(port, "POST", "/api/v1/beds/2/discharge", TOKEN_ICU, {"by": "x", "patient": "y"})[0] == 400
+        assert api(port, "POST", "/api/v1/beds/x2/discharge", TOKEN_ICU, {"by": "x"})[0] == 400
+        code, body = api(port, "POST", "/api/v1/beds/2/discharge", TOKEN_ICU, {"by": "nurse-adt"})
+        assert code == 202 and body["accepted"]["cmd"] == "discharge" and body["open_alarms"] >= 1
+        deadline = time.time() + 20
+        while time.time() < deadline and open_alarms(2):
+            time.sleep(0.3)
+        assert open_alarms(2) == {}
+        lim = api(port, "GET", "/api/v1/beds/2/limits", TOKEN_ICU)[1]
+        assert lim["runtime"] is None and lim["effective"]["brady_bpm"] == 40.0
+        ctl = _control_values(s)
+        assert ctl[bed_key(2)]["bound"] is None and ctl[slack_key(2)]["slack"] is None
+        dev = Bounds(default=0.5)
+        for k, v in ctl.items():
+            dev.apply(k, json.dumps(v).encode())
+        assert dev.for_bed(2) == 0.5 and dev.slack_for(2) == 0.0
+        stay = query_rows(s, "SELECT * FROM stay WHERE bed = '2'")
+        assert len(stay) == 1 and stay[0]["by"] == "nurse-adt" and stay[0]["event"] == "discharge"
+        assert stay[0]["alarms_resolved"] >= 1
+        resolved = query_rows(s, "SELECT * FROM alarm WHERE bed = '2' AND \"condition\" = 'brady' AND \"state\" = 'resolved'")
+        assert [(r["why"], r["by"]) for r in resolved] == [("patient discharged", "nurse-adt")]
+        # the next patient: the same two-window skip on both beds; only bed 1 has lost windows
+        asyncio.run(ward.send([(1, 1, 2), (2, 1, 2)]))
+        deadline = time.time() + 20
+        while time.time() < deadline and "seq_gap" not in open_alarms(1):
+            time.sleep(0.3)
+        assert "seq_gap" in open_alarms(1)
+        asyncio.run(ward.send([(1, 4, 0), (2, 4, 0)]))
+        deadline = time.time() + 20
+        while time.time() < deadline and len(query_rows(s, "SELECT * FROM frame WHERE bed = '2'")) < 15:
+            time.sleep(0.3)
+        assert len(query_rows(s, "SELECT * FROM frame WHERE bed = '2'")) == 15
+        assert not {"seq_gap", "brady"} & set(open_alarms(2))  # no gap; the ward's brady limit again
     finally:
         pool.stop_all()

@@ -7,7 +7,7 @@ import re
 import numpy as np
 import pytest
 
-from processors.alarms import (AlarmState, Evidence, Thresholds, acknowledge, check_limits, rr_entropy,
+from processors.alarms import (AlarmState, Evidence, Thresholds, acknowledge, check_limits, discharge, rr_entropy,
                               rr_irregularity, s_share, step)
 
 W = 2000
@@ -263,6 +263,31 @@ def test_brady_needs_its_onset_delay_and_per_bed_thresholds():
     for w in _sinus(0, 8, hr=35):
         ev2 += step(2, st2, w, Thresholds(brady_bpm=30))
     assert not [e for e in ev2 if e.condition == "brady"]
+
+
+def test_a_discharge_resolves_every_open_alarm_and_the_next_stay_starts_clean():
+    """Discharging a bed resolves its open alarms (a latched one whose condition has gone and an
+    acknowledged one alike, by whoever discharged), forgets the evidence of the stay, and keeps
+    each condition's episode count so the next patient's alarms get new event ids."""
+    pre = _sinus(0, 5)
+    flat = [Evidence(10_000 + (k + 1) * W, W, 0.0, 0.9, []) for k in range(4)]
+    st, _ = _run(pre + flat + _sinus(18_000, 6))  # asystole: latched, condition gone
+    st, _ = _run(_af(30_000, 20), st)
+    acknowledge(1, st, "afib", "nurse", 70_000)
+    assert st.open_alarms() == {"asystole": "active", "afib": "acknowledged"}
+    episodes = {k: c.episode for k, c in st.conditions.items()}
+    fresh, ev = discharge(1, st, "dr-adt", 71_000)
+    assert sorted((e.condition, e.state, e.by, e.t_ms) for e in ev) == [
+        ("afib", "resolved", "dr-adt", 71_000), ("asystole", "resolved", "dr-adt", 71_000)]
+    assert all(e.why == "patient discharged" for e in ev)
+    assert ({e.condition: e.episode for e in ev} == {"afib": episodes["afib"], "asystole": episodes["asystole"]})
+    assert fresh.open_alarms() == {} and fresh.af_hist == [] and fresh.classified == [] and fresh.last_beat_ms is None
+    assert discharge(1, fresh, "dr-adt", 72_000)[1] == []  # nothing left to resolve
+    # the next patient: the same condition is a new episode, whose event ids differ from the last stay's
+    fresh = AlarmState.from_dict(fresh.to_dict())
+    _, ev2 = _run(_sinus(100_000, 5) + [Evidence(110_000 + (k + 1) * W, W, 0.0, 0.9, []) for k in range(4)], fresh)
+    (new,) = [e for e in ev2 if e.condition == "asystole"]
+    assert new.state == "active" and new.episode == episodes["asystole"] + 1
 
 
 def test_unacknowledged_high_priority_escalates_once_and_acknowledging_stops_it():

@@ -92,6 +92,32 @@ def test_gap_and_device_restart():
     assert not res.replay and st.restarts == 1 and st.last_seq == 0
 
 
+def test_a_new_stay_starts_a_new_stream_without_losing_exactly_once():
+    """After `end_stay` (a discharge) the bed keeps nothing of the patient's signal — the next
+    window's first beat has no RR interval reaching back into the last stay, and its rhythm input
+    waits for 10 s of the new one — windows skipped meanwhile are not a gap, and a redelivered
+    window of the last stay is still recognised as already written."""
+    frames = _frames(n=20)
+    st, _ = _run(BedState(), frames[:8])
+    assert st.beats and len(st.ecg_buf) and st.qrs is not None
+    st.audit_res, st.slack_sent = [0.1, 0.3], 0.2
+    st.end_stay(1_234)
+    st = BedState.from_bytes(st.to_bytes())  # the worker stores it; the next batch reads it back
+    assert st.discharged_ms == 1_234 and not st.beats and not len(st.ecg_buf) and st.qrs is None
+    assert st.audit_res == [] and st.slack_sent == 0.0 and st.last_seq == 7
+    _, again = process_frame(st, frames[7][0], reconstruct(frames[7][0]), frames[7][1])
+    assert again.replay
+    st, res = process_frame(st, frames[11][0], reconstruct(frames[11][0]), frames[11][1])
+    assert res.gap == 0 and st.gaps == 0 and st.discharged_ms == 0 and not res.replay
+    assert res.classify.rhythm is None and len(st.ecg_buf) == frames[11][0].n_samples
+    beats = [p for p in res.points if p.startswith("beat,")]
+    assert beats and "rr_ms" not in beats[0]
+    st, r9 = process_frame(st, frames[9][0], reconstruct(frames[9][0]), frames[9][1])
+    assert r9.late and r9.points  # skipped at the change of stay, arriving now: written once, late
+    st, again9 = process_frame(st, frames[9][0], reconstruct(frames[9][0]), frames[9][1])
+    assert again9.replay
+
+
 def test_vq_level_without_decoder_is_a_frame_error():
     spec = CodecSpec(4242, "test-vq", {0: RAW_LEVEL, 1: LevelSpec(1, 32, 1024)})
     REGISTRY[4242] = spec
