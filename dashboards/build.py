@@ -139,6 +139,17 @@ def alarm_annotation(bed_filter: bool) -> dict:
                          "tags": {"source": "field", "value": "condition"}}}
 
 
+def stay_annotation(bed_filter: bool) -> dict:
+    """The end of a patient's stay (`POST /api/v1/beds/{bed}/discharge`): a bed's traces before and
+    after it belong to different patients."""
+    where = "$timeFilter" + (f" AND {BED}" if bed_filter else "")
+    return {"name": "Discharges", "datasource": DS, "enable": True, "iconColor": "blue",
+            "target": {"refId": "Stay", "query": f'SELECT "by", "alarms_resolved", "bed" FROM "stay" WHERE {where}',
+                       "rawQuery": True, "resultFormat": "table"},
+            "mappings": {"text": {"source": "field", "value": "by"},
+                         "tags": {"source": "field", "value": "bed"}}}
+
+
 def dashboard(uid: str, title: str, description: str, layout: Layout, variables: list[dict],
               annotations: list[dict], tags: list[str], time_from: str = "now-15m", refresh: str = "10s") -> dict:
     builtin = {"name": "Annotations & Alerts", "builtIn": 1, "enable": True, "hide": True,
@@ -235,7 +246,8 @@ def bed_detail() -> dict:
                       target(f'SELECT max("highest") FROM "alarm_level" {w} GROUP BY time($__interval) fill(null)',
                              ref="H", alias="highest alarm (0 none … 4 high)")], interpolation="stepAfter"), 24, 7)
     return dashboard("bed-detail", "Bed detail", "One bed: vitals, rhythm, ectopy, EEG, compression, waveforms.",
-                     L, [bed_variable(multi=False)], [alarm_annotation(True)], ["bed"], time_from="now-30m")
+                     L, [bed_variable(multi=False)], [alarm_annotation(True), stay_annotation(True)], ["bed"],
+                     time_from="now-30m")
 
 
 def bandwidth_cost() -> dict:

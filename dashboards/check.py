@@ -22,10 +22,10 @@ class PanelResult:
     error: str = ""
 
     @property
-    def alarm_events_only(self) -> bool:
-        """A panel over alarm transitions or their deliveries: empty on a quiet run (or without
-        subscribers), and that is not a fault."""
-        return re.search(r'FROM "alarm(_delivery)?"(\s|$)', self.query) is not None
+    def events_only(self) -> bool:
+        """A panel over events that a run may not have: alarm transitions, their deliveries (none
+        without subscribers), discharges. Empty on a quiet run, and that is not a fault."""
+        return re.search(r'FROM "(alarm|alarm_delivery|stay)"(\s|$)', self.query) is not None
 
 
 def expand(q: str, beds: list[str], range_s: int = 3600, interval_ms: int = 2000) -> str:

@@ -418,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
             from dashboards.check import check
 
             res = check(s, [b for b in a.beds.split(",") if b], a.range)
-            _write_json({"panels": [{**vars(r), "alarm_events_only": r.alarm_events_only} for r in res],
+            _write_json({"panels": [{**vars(r), "events_only": r.events_only} for r in res],
                          "empty": sum(1 for r in res if not r.values), "errors": sum(1 for r in res if r.error)},
                         a.json)
             return 1 if any(r.error for r in res) else 0

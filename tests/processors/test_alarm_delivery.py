@@ -507,5 +507,11 @@ def test_a_discharged_bed_returns_to_the_ward_settings_and_starts_a_new_stay(war
             time.sleep(0.3)
         assert len(query_rows(s, "SELECT * FROM frame WHERE bed = '2'")) == 15
         assert not {"seq_gap", "brady"} & set(open_alarms(2))  # no gap; the ward's brady limit again
+        # the bed view marks the discharge (its annotation's query, as Grafana would run it)
+        from dashboards.check import check
+
+        (mark,) = [r for r in check(s, ["2"], range_s=900, interval_ms=2000)
+                   if r.dashboard == "bed-detail.json" and r.panel == "annotation: Discharges"]
+        assert mark.error == "" and mark.series == 1 and mark.values == 3  # one point: by, alarms_resolved, bed
     finally:
         pool.stop_all()
