@@ -249,6 +249,12 @@ def main(argv: list[str] | None = None) -> int:
     xc.add_argument("--context-classes", type=int, default=4)
     xc.add_argument("--out-dir", type=Path, default=None)
 
+    xf = xsub.add_parser("firmware", help="the deployed int8 edge encoder as the C firmware's parameter blob "
+                                          "(format: wardmodels/firmware.py)")
+    _common(xf)
+    xf.add_argument("--model-id", type=int, default=None, help="wire model id (default: the devices' codec)")
+    xf.add_argument("--out", type=Path, default=Path("runs/firmware/edge.wse"))
+
     xk = xsub.add_parser("classifier", help="LAQ-compress trained classifiers, pack them, record them")
     _common(xk)
     xk.add_argument("--rhythm", type=Path, default=None, help="trained rhythm weights (clf-rhythm-*.pt)")
@@ -506,6 +512,18 @@ def main(argv: list[str] | None = None) -> int:
         _write_json(bench(a.threads, a.seconds, rhythm_weights=a.rhythm_weights), a.json)
         return 0
 
+    if a.cmd == "export" and a.what == "firmware":
+        from wardmodels import runtime
+        from wardmodels.firmware import export as export_firmware
+        from wardmodels.hashname import verify_hash
+
+        mid = a.model_id if a.model_id is not None else s.codec_model
+        entry = next((e for e in runtime.manifest() if e["model_id"] == mid and e.get("edge")), None)
+        if entry is None:
+            raise SystemExit(f"no deployed codec with an edge encoder under model id {mid}")
+        res = export_firmware(verify_hash(runtime.WEIGHTS_DIR / entry["edge"]), a.out)
+        _write_json({**res, "model_id": mid}, None)
+        return 0
     if a.cmd == "export" and a.what == "classifier":
         from wardmodels.clf_runtime import bits_from_manifest, export_classifier
 

@@ -1,0 +1,69 @@
+/* wardstream edge encoder: the integer INT8 encoder of `wardmodels/int8.py`, in C.
+ *
+ * One modality's window (256 normalised samples, float32) -> its VQ indices, with the integer
+ * arithmetic that module's docstring specifies (int8 per-channel weights, int16 activations,
+ * int64 bias, fixed-point requantisation with LeakyReLU folded into the multiplier, integer
+ * residual nearest-neighbour search). It must give the very indices (and the very projection
+ * z) of the Python reference; `tests/firmware/test_encoder_c.py` checks that bit for bit.
+ *
+ * Parameters come from a blob (`wardstream export firmware`, format in `wardmodels/firmware.py`)
+ * that `ws_load` reads in place: on a device it sits in flash as a const array, nothing is
+ * copied. Plain C99 with <stdint.h>; no allocation, no floating point beyond the input's
+ * quantisation; the caller gives the scratch memory (`WS_SCRATCH_BYTES`).
+ */
+#ifndef WS_ENCODER_H
+#define WS_ENCODER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define WS_MAX_CONVS 10
+#define WS_MAX_ADDS 3
+#define WS_MAX_STAGES 4
+#define WS_WINDOW 256
+#define WS_MAX_CHANNELS 128
+/* three int16 activation buffers of WS_MAX_CHANNELS x WS_WINDOW/2 (the stride-2 first layer's
+   output is the largest), one of int32 accumulators, one int32 residual */
+#define WS_SCRATCH_BYTES (3 * WS_MAX_CHANNELS * (WS_WINDOW / 2) * 2 + (WS_WINDOW / 2) * 4 + 512 * 4)
+
+typedef struct {
+    int32_t out_ch, in_ch, k, stride;
+    const int8_t *w;      /* [out_ch][in_ch][k] */
+    const int64_t *b;     /* [out_ch] */
+    const int32_t *m_pos; /* [out_ch], in [2^30, 2^31) */
+    const int8_t *shift;  /* [out_ch] */
+    int dot32;            /* the dot products provably fit int32 (checked at load) */
+} ws_conv;
+
+typedef struct {
+    int64_t ma, mb;
+    int32_t shift;
+} ws_add;
+
+typedef struct {
+    char name[8];
+    int32_t act_bits, p, n_conv, n_add, n_cb, K, D;
+    float inv_sx;
+    ws_conv conv[WS_MAX_CONVS];
+    ws_add add[WS_MAX_ADDS];
+    int32_t cb_exp[WS_MAX_STAGES];
+    const int8_t *cb[WS_MAX_STAGES]; /* [K][D] */
+} ws_modality;
+
+typedef struct {
+    int32_t n_mod;
+    ws_modality mod[2];
+} ws_encoder;
+
+/* Parse a blob in place; 0 on success, a negative code on a malformed blob (the message, if
+ * ``why`` is given, says which part). The blob must outlive the encoder and be 8-byte aligned. */
+int ws_load(const uint8_t *blob, size_t n, ws_encoder *enc, const char **why);
+
+const ws_modality *ws_modality_named(const ws_encoder *enc, const char *name);
+
+/* x[WS_WINDOW] -> idx[stages][positions] (positions = 32 for this graph); optionally z[D][positions]
+ * (the projection, int16 in units of 2^-p). ``scratch`` holds WS_SCRATCH_BYTES, 4-byte aligned.
+ * Returns the number of positions, or a negative code. */
+int ws_encode(const ws_modality *m, const float *x, int stages, uint16_t *idx, int16_t *z, void *scratch);
+
+#endif
