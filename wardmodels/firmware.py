@@ -94,3 +94,73 @@ def export(edge_path: Path, out: Path) -> dict:
             "modalities": {m: {"convolutions": len(edge.modalities[m].convs),
                                "codebook_stages": len(edge.modalities[m].codebooks)} for m in ("ecg", "eeg")},
             "encoder_bytes_without_entropy_tables": edge.nbytes() - edge.prior_nbytes()}
+
+
+# ------------------------------------------------------------------ the Cortex-M7 build, under QEMU
+
+ROOT = Path(__file__).resolve().parents[1]
+FIRMWARE = ROOT / "firmware"
+M7_FLAGS = ["-mcpu=cortex-m7", "-mthumb", "-mfpu=fpv5-d16", "-mfloat-abi=hard", "-O2", "-std=c11",
+            "-ffp-contract=off", "-Wall", "-Wextra", "-Werror", "-ffunction-sections", "-fdata-sections",
+            "-nostartfiles", "--specs=nano.specs", "--specs=nosys.specs", "-Wl,--gc-sections"]
+SYSTICK_HZ = 25_000_000  # the mps2 board clock SysTick counts; with -icount shift=0, 1 instruction = 1 ns
+PAIR_RECORD = np.dtype([("idx", "<u2", (2, 64)), ("ticks", "<u4", (2,))])
+
+
+class ToolchainMissing(RuntimeError):
+    pass
+
+
+def _tool(name: str) -> str:
+    import shutil
+
+    path = shutil.which(name)
+    if path is None:
+        raise ToolchainMissing(f"{name} not found: apt-get install gcc-arm-none-eabi libnewlib-arm-none-eabi "
+                               "qemu-system-arm (./ward bench firmware installs them)")
+    return path
+
+
+def build_m7(out_dir: Path) -> dict:
+    """Compile `firmware/m7/bench_main.c` with the encoder for QEMU's mps2-an500 (Cortex-M7):
+    -> {"elf": path, "text_bytes": code + constants, "bss_bytes": ...}."""
+    import subprocess
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    elf = out_dir / "enc-m7.elf"
+    m7 = FIRMWARE / "m7"
+    subprocess.run([_tool("arm-none-eabi-gcc"), *M7_FLAGS, "-T", str(m7 / "link.ld"), "-o", str(elf),
+                    str(m7 / "startup.c"), str(m7 / "bench_main.c"), str(FIRMWARE / "encoder" / "ws_encoder.c"), "-lm"],
+                   check=True, capture_output=True, text=True)
+    size = subprocess.run([_tool("arm-none-eabi-size"), "-A", str(elf)], check=True, capture_output=True, text=True).stdout
+    sections = {ln.split()[0]: int(ln.split()[1]) for ln in size.splitlines() if ln.startswith(".")}
+    return {"elf": elf, "text_bytes": sections.get(".text", 0) + sections.get(".isr_vector", 0),
+            "bss_bytes": sections.get(".bss", 0)}
+
+
+def run_m7(elf: Path, blob_bytes: bytes, ecg: np.ndarray, eeg: np.ndarray, work: Path, timeout_s: float = 600):
+    """Encode window pairs on the emulated Cortex-M7 -> (ECG indices (N, 2, 32), EEG indices
+    (N, 2, 32), instructions per encode (N, 2), the RAM the encoder needs beside its stack) —
+    instructions from SysTick under ``-icount shift=0``."""
+    import subprocess
+
+    work = Path(work)
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "edge.wse").write_bytes(blob_bytes)
+    np.stack([ecg, eeg], 1).astype("<f4").tofile(work / "windows.f32")
+    (work / "out.bin").unlink(missing_ok=True)
+    r = subprocess.run([_tool("qemu-system-arm"), "-M", "mps2-an500", "-cpu", "cortex-m7", "-nographic",
+                        "-monitor", "none", "-serial", "none", "-semihosting-config", "enable=on,target=native",
+                        "-icount", "shift=0", "-kernel", str(Path(elf).resolve())],
+                       cwd=work, capture_output=True, text=True, timeout=timeout_s)
+    if r.returncode != 0:
+        raise RuntimeError(f"the M7 run failed ({r.returncode}): {r.stdout.strip()} {r.stderr.strip()}")
+    raw = (work / "out.bin").read_bytes()
+    scratch, enc_struct = np.frombuffer(raw[:8], "<u4")
+    rec = np.frombuffer(raw[8:], PAIR_RECORD)
+    if len(rec) != len(ecg):
+        raise RuntimeError(f"the M7 run encoded {len(rec)} of {len(ecg)} window pairs")
+    instr = rec["ticks"].astype(np.int64) * (1_000_000_000 // SYSTICK_HZ)
+    ram = {"scratch": int(scratch), "encoder_struct": int(enc_struct)}
+    return rec["idx"][:, 0].reshape(-1, 2, 32), rec["idx"][:, 1].reshape(-1, 2, 32), instr, ram

@@ -116,6 +116,13 @@ def main(argv: list[str] | None = None) -> int:
                     help="a packed rhythm model to measure instead of the deployed one (a streaming one runs as it streams)")
     bl.add_argument("--json", type=Path)
 
+    bf = bsub.add_parser("firmware", help="the C edge encoder on an emulated Cortex-M7 (QEMU): bit-exactness "
+                                          "against the Python spec, instructions per window")
+    _common(bf)
+    bf.add_argument("--model-id", type=int)
+    bf.add_argument("--pairs", type=int, default=40)
+    bf.add_argument("--json", type=Path)
+
     tr = sub.add_parser("train", help="train models on the recordings (resumable)")
     tsub = tr.add_subparsers(dest="what", required=True)
     tc = tsub.add_parser("codec", help="the dual VQ codec")
@@ -506,6 +513,11 @@ def main(argv: list[str] | None = None) -> int:
         _write_json(bench(a.model_id if a.model_id is not None else s.codec_model, a.threads, a.seconds), a.json)
         return 0
 
+    if a.cmd == "bench" and a.what == "firmware":
+        from wardstream.bench_firmware import bench
+
+        _write_json(bench(s, a.pairs, a.model_id), a.json)
+        return 0
     if a.cmd == "bench" and a.what == "classifier":
         from wardstream.bench_classifier import bench
 
