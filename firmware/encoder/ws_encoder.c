@@ -7,6 +7,27 @@
 
 #define SLOPE_Q16 6554 /* LeakyReLU(0.1) folded into the negative multiplier */
 
+/* Two 16-bit lanes at once: SMLAD on a core with the DSP extension (Cortex-M4/M7), the same
+ * arithmetic in plain C elsewhere. acc + lo(x) * lo(y) + hi(x) * hi(y), lanes signed. */
+#if defined(__ARM_FEATURE_DSP)
+#include <arm_acle.h>
+#define SMLAD(x, y, acc) ((int32_t)__smlad((x), (y), (uint32_t)(acc)))
+#else
+static inline int32_t SMLAD(uint32_t x, uint32_t y, int32_t acc) {
+    return acc + (int32_t)(int16_t)x * (int16_t)y + (int32_t)(int16_t)(x >> 16) * (int16_t)(y >> 16);
+}
+#endif
+#define LO(v) ((int32_t)(int16_t)(v))
+#define HI(v) ((int32_t)(int16_t)((v) >> 16))
+
+static inline uint32_t pair16(const int16_t *p) { /* p[0] in the low lane, p[1] in the high one */
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+static inline uint32_t pack16(int32_t lo, int32_t hi) { return (uint32_t)(uint16_t)lo | ((uint32_t)hi << 16); }
+
 /* ------------------------------------------------------------------------------ blob */
 
 typedef struct {
@@ -84,7 +105,7 @@ int ws_load(const uint8_t *blob, size_t n, ws_encoder *enc, const char **why) {
         if (m->act_bits != 8 && m->act_bits != 16) FAIL(-6, "act_bits must be 8 or 16");
         if (m->n_conv != 3 * m->n_add + 1 || m->n_add < 1 || m->n_add > WS_MAX_ADDS)
             FAIL(-6, "the graph must be n_add stages of three convolutions and a projection");
-        if (m->n_cb < 1 || m->n_cb > WS_MAX_STAGES || m->K < 1 || m->K > 65535 || m->D < 1 || m->D > 512)
+        if (m->n_cb < 1 || m->n_cb > WS_MAX_STAGES || m->K < 1 || m->K > WS_MAX_K || m->D < 1 || m->D > 512)
             FAIL(-6, "bad codebook shape");
         for (int i = 0; i < m->n_conv; i++) {
             ws_conv *cv = &m->conv[i];
@@ -92,7 +113,7 @@ int ws_load(const uint8_t *blob, size_t n, ws_encoder *enc, const char **why) {
                 i32(&c, &cv->stride, "conv"))
                 FAIL(-1, c.why);
             if (cv->out_ch < 1 || cv->out_ch > WS_MAX_CHANNELS || cv->in_ch < 1 || cv->in_ch > WS_MAX_CHANNELS ||
-                cv->k < 1 || cv->k > 15 || !(cv->k & 1) || cv->stride < 1 || cv->stride > 2)
+                cv->k < 1 || cv->k > 2 * WS_PAD + 1 || !(cv->k & 1) || cv->stride < 1 || cv->stride > 2)
                 FAIL(-6, "bad convolution shape");
             size_t o = (size_t)cv->out_ch;
             if (arr(&c, o * (size_t)cv->in_ch * (size_t)cv->k, &q, "weights")) FAIL(-1, c.why);
@@ -115,6 +136,17 @@ int ws_load(const uint8_t *blob, size_t n, ws_encoder *enc, const char **why) {
                 FAIL(-1, c.why);
             if (m->add[i].shift < 1 || m->add[i].shift > 62) FAIL(-6, "bad add shift");
         }
+        for (int s = 0, ch = 1; s <= m->n_add; s++) { /* each layer reads what the one before it wrote */
+            const ws_conv *cv = &m->conv[3 * s];
+            if (s == m->n_add) {
+                if (cv->in_ch != ch || cv->k != 1 || cv->stride != 1) FAIL(-6, "the projection is a 1x1 over the last stage");
+                break;
+            }
+            if (cv[0].in_ch != ch || cv[1].in_ch != cv[0].out_ch || cv[2].in_ch != cv[1].out_ch ||
+                cv[2].out_ch != cv[0].out_ch || cv[1].stride != 1 || cv[2].stride != 1)
+                FAIL(-6, "a stage's convolutions do not chain (or its residual add does not match)");
+            ch = cv[0].out_ch;
+        }
         if (m->conv[m->n_conv - 1].out_ch != m->D) FAIL(-6, "projection width differs from D");
         for (int j = 0; j < m->n_cb; j++) {
             if (align8(&c) || i32(&c, &m->cb_exp[j], "codebook") || i32(&c, &reserved, "codebook")) FAIL(-1, c.why);
@@ -122,6 +154,11 @@ int ws_load(const uint8_t *blob, size_t n, ws_encoder *enc, const char **why) {
             if (arr(&c, (size_t)m->K * (size_t)m->D, &q, "codebook")) FAIL(-1, c.why);
             m->cb[j] = (const int8_t *)q;
         }
+        /* |r[d]| <= 32767 + sum_j 127 << d_j; the search's dot products fit int32 when
+           D * 127 * that < 2^31 */
+        int64_t rmax = 32767;
+        for (int j = 0; j < m->n_cb; j++) rmax += (int64_t)127 << (m->p - m->cb_exp[j]);
+        m->search32 = (int64_t)m->D * 127 * rmax < ((int64_t)1 << 31);
     }
     if (align8(&c) || c.p != c.end) FAIL(-7, "trailing bytes after the last modality");
     return 0;
@@ -144,50 +181,94 @@ static inline int32_t requant(int64_t acc, int64_t m_pos, int64_t m_neg, int s, 
     return y < lo ? lo : (y > hi ? hi : (int32_t)y);
 }
 
+/* Activations live in rows of ``len + 2 * WS_PAD`` int16 whose margins are zero: the spec's
+ * zero padding, there to be read, so no product needs a bounds check (kernels of up to
+ * 2 * WS_PAD + 1 taps, checked at load). A row pointer points at the row's first real sample. */
+static inline int row_stride(int len) { return len + 2 * WS_PAD; }
+
 /* "convolution: acc[o,t] = b[o] + sum_{i,k} w[o,i,k] * x[i, t*stride + k - k//2] with zero
- * padding"; in [in_ch][in_len], out [out_ch][out_len]. ``act``: LeakyReLU folded
- * ("m_neg = (m_pos * 6554 + 32768) >> 16"), else m_neg = m_pos. */
+ * padding"; ``in``: in_ch rows of in_len, ``out``: out_ch rows of out_len (margins written
+ * zero). ``act``: LeakyReLU folded ("m_neg = (m_pos * 6554 + 32768) >> 16"), else m_neg = m_pos.
+ *
+ * Where the layer's dot products provably fit int32 (`dot32`), four outputs are accumulated at
+ * once in registers, two 16-bit products per instruction (SMLAD); integer addition in any order
+ * gives the same sum, so the result is the spec's bit for bit. Otherwise every product is summed
+ * in int64. */
+static int64_t dot_at(const ws_conv *cv, const int8_t *wo, const int16_t *in, int in_len, int t) {
+    const int K = cv->k, I = cv->in_ch, st = row_stride(in_len);
+    const int16_t *x = in + t * cv->stride - cv->k / 2;
+    int64_t acc = 0;
+    for (int i = 0; i < I; i++, x += st)
+        for (int k = 0; k < K; k++) acc += (int64_t)wo[i * K + k] * x[k];
+    return acc;
+}
+
 static void conv(const ws_conv *cv, const int16_t *in, int in_len, int16_t *out, int out_len, int act, int32_t lo,
-                 int32_t hi, int32_t *acc32) {
-    const int K = cv->k, half = cv->k / 2, S = cv->stride, I = cv->in_ch;
+                 int32_t hi) {
+    const int K = cv->k, half = cv->k / 2, S = cv->stride, I = cv->in_ch, st = row_stride(in_len);
     for (int o = 0; o < cv->out_ch; o++) {
         const int8_t *wo = cv->w + (size_t)o * I * K;
-        int64_t m_pos = cv->m_pos[o];
-        int64_t m_neg = act ? ((m_pos * SLOPE_Q16 + 32768) >> 16) : m_pos;
-        int s = cv->shift[o];
-        int16_t *y = out + (size_t)o * out_len;
+        const int64_t m_pos = cv->m_pos[o];
+        const int64_t m_neg = act ? ((m_pos * SLOPE_Q16 + 32768) >> 16) : m_pos;
+        const int s = cv->shift[o];
+        const int64_t b = cv->b[o];
+        int16_t *y = out + (size_t)o * row_stride(out_len);
+        for (int u = 1; u <= WS_PAD; u++) y[-u] = y[out_len - 1 + u] = 0;
+        int t = 0;
         if (cv->dot32) {
-            memset(acc32, 0, sizeof(int32_t) * (size_t)out_len);
-            for (int i = 0; i < I; i++) {
-                const int16_t *xi = in + (size_t)i * in_len;
-                for (int k = 0; k < K; k++) {
-                    int32_t wk = wo[i * K + k];
-                    if (!wk) continue;
-                    int off = k - half; /* input index t*S + off */
-                    int t0 = off < 0 ? (-off + S - 1) / S : 0;
-                    int t1 = (in_len - 1 - off) / S + 1; /* first t with t*S + off >= in_len */
-                    if (t1 > out_len) t1 = out_len;
-                    if (S == 1) {
-                        const int16_t *xp = xi + off;
-                        for (int t = t0; t < t1; t++) acc32[t] += wk * xp[t];
-                    } else {
-                        for (int t = t0; t < t1; t++) acc32[t] += wk * xi[t * S + off];
+            for (; t + 4 <= out_len; t += 4) {
+                int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+                const int16_t *xi = in + t * S - half;
+                const int8_t *wi = wo;
+                if (K == 3 && S == 1) { /* 79 % of the encoder's products: five loads serve twelve */
+                    for (int i = 0; i < I; i++, xi += st, wi += 3) {
+                        const uint32_t w01 = pack16(wi[0], wi[1]);
+                        const int32_t w2 = wi[2];
+                        const uint32_t x0 = pair16(xi), x1 = pair16(xi + 1), x2 = pair16(xi + 2),
+                                       x3 = pair16(xi + 3), x4 = pair16(xi + 4);
+                        a0 = SMLAD(x0, w01, a0) + w2 * LO(x2);
+                        a1 = SMLAD(x1, w01, a1) + w2 * LO(x3);
+                        a2 = SMLAD(x2, w01, a2) + w2 * LO(x4);
+                        a3 = SMLAD(x3, w01, a3) + w2 * HI(x4);
+                    }
+                } else if (K == 3 && S == 2) { /* the downsampling layers: five loads serve twelve too */
+                    for (int i = 0; i < I; i++, xi += st, wi += 3) {
+                        const uint32_t w01 = pack16(wi[0], wi[1]);
+                        const int32_t w2 = wi[2];
+                        const uint32_t x0 = pair16(xi), x2 = pair16(xi + 2), x4 = pair16(xi + 4),
+                                       x6 = pair16(xi + 6), x8 = pair16(xi + 8);
+                        a0 = SMLAD(x0, w01, a0) + w2 * LO(x2);
+                        a1 = SMLAD(x2, w01, a1) + w2 * LO(x4);
+                        a2 = SMLAD(x4, w01, a2) + w2 * LO(x6);
+                        a3 = SMLAD(x6, w01, a3) + w2 * LO(x8);
+                    }
+                } else {
+                    for (int i = 0; i < I; i++, xi += st, wi += K) {
+                        int k = 0;
+                        for (; k + 1 < K; k += 2) {
+                            const uint32_t w = pack16(wi[k], wi[k + 1]);
+                            a0 = SMLAD(pair16(xi + k), w, a0);
+                            a1 = SMLAD(pair16(xi + k + S), w, a1);
+                            a2 = SMLAD(pair16(xi + k + 2 * S), w, a2);
+                            a3 = SMLAD(pair16(xi + k + 3 * S), w, a3);
+                        }
+                        if (k < K) {
+                            const int32_t w = wi[k];
+                            a0 += w * xi[k];
+                            a1 += w * xi[k + S];
+                            a2 += w * xi[k + 2 * S];
+                            a3 += w * xi[k + 3 * S];
+                        }
                     }
                 }
-            }
-            for (int t = 0; t < out_len; t++)
-                y[t] = (int16_t)requant((int64_t)acc32[t] + cv->b[o], m_pos, m_neg, s, lo, hi);
-        } else { /* the general path: every product summed in int64 */
-            for (int t = 0; t < out_len; t++) {
-                int64_t acc = cv->b[o];
-                for (int i = 0; i < I; i++)
-                    for (int k = 0; k < K; k++) {
-                        int pos = t * S + k - half;
-                        if (pos >= 0 && pos < in_len) acc += (int64_t)wo[i * K + k] * in[(size_t)i * in_len + pos];
-                    }
-                y[t] = (int16_t)requant(acc, m_pos, m_neg, s, lo, hi);
+                y[t] = (int16_t)requant(b + a0, m_pos, m_neg, s, lo, hi);
+                y[t + 1] = (int16_t)requant(b + a1, m_pos, m_neg, s, lo, hi);
+                y[t + 2] = (int16_t)requant(b + a2, m_pos, m_neg, s, lo, hi);
+                y[t + 3] = (int16_t)requant(b + a3, m_pos, m_neg, s, lo, hi);
             }
         }
+        for (; t < out_len; t++) /* the general path: every product summed in int64 */
+            y[t] = (int16_t)requant(b + dot_at(cv, wo, in, in_len, t), m_pos, m_neg, s, lo, hi);
     }
 }
 
@@ -198,13 +279,12 @@ static inline int out_len_of(const ws_conv *cv, int in_len) {
 
 int ws_encode(const ws_modality *m, const float *x, int stages, uint16_t *idx, int16_t *z, void *scratch) {
     const int32_t lo = -(1 << (m->act_bits - 1)), hi = (1 << (m->act_bits - 1)) - 1;
-    const size_t buf = (size_t)WS_MAX_CHANNELS * (WS_WINDOW / 2);
-    int16_t *h = (int16_t *)scratch, *a = h + buf, *r1 = a + buf;
-    int32_t *acc32 = (int32_t *)(r1 + buf);
-    int32_t *res = acc32 + WS_WINDOW / 2;
+    int16_t *h = (int16_t *)scratch + WS_PAD, *a = h + WS_ACT_BUF, *r1 = a + WS_ACT_BUF;
+    int32_t *res = (int32_t *)((int16_t *)scratch + 3 * WS_ACT_BUF);
     if (stages < 1 || stages > m->n_cb) return -1;
     /* "input: x_q = clamp(floor(x * inv_sx + 0.5), lo, hi), x and inv_sx float32" (the product
        and the sum each rounded to float32: build with -ffp-contract=off, no fused multiply-add) */
+    for (int u = 1; u <= WS_PAD; u++) h[-u] = h[WS_WINDOW - 1 + u] = 0;
     for (int t = 0; t < WS_WINDOW; t++) {
         volatile float v = x[t] * m->inv_sx;
         float f = floorf(v + 0.5f);
@@ -215,13 +295,15 @@ int ws_encode(const ws_modality *m, const float *x, int stages, uint16_t *idx, i
     for (int s = 0; s < m->n_add; s++) {
         const ws_conv *cd = &m->conv[3 * s], *c1 = cd + 1, *c2 = cd + 2;
         int la = out_len_of(cd, len);
-        if (la > WS_WINDOW / 2 || (size_t)cd->out_ch * la > buf || out_len_of(c1, la) != la || out_len_of(c2, la) != la) return -2;
-        conv(cd, h, len, a, la, 1, lo, hi, acc32);
-        conv(c1, a, la, r1, la, 1, lo, hi, acc32);
-        conv(c2, r1, la, h, la, 1, lo, hi, acc32); /* r2 into h: h is no longer needed */
-        /* "add: y = clamp((a * ma + b * mb + (1 << (s - 1))) >> s, lo, hi)" */
+        if ((size_t)cd->out_ch * row_stride(la) > WS_ACT_BUF || out_len_of(c1, la) != la || out_len_of(c2, la) != la)
+            return -2;
+        conv(cd, h, len, a, la, 1, lo, hi);
+        conv(c1, a, la, r1, la, 1, lo, hi);
+        conv(c2, r1, la, h, la, 1, lo, hi); /* r2 into h: h is no longer needed */
+        /* "add: y = clamp((a * ma + b * mb + (1 << (s - 1))) >> s, lo, hi)", over whole rows: the
+           zero margins stay zero ((0 + 2^(s-1)) >> s = 0) */
         const ws_add *ad = &m->add[s];
-        size_t n = (size_t)cd->out_ch * la;
+        size_t n = (size_t)cd->out_ch * row_stride(la) - 2 * WS_PAD;
         for (size_t j = 0; j < n; j++) {
             uint64_t v = (uint64_t)((int64_t)a[j] * ad->ma) + (uint64_t)((int64_t)h[j] * ad->mb) +
                          ((uint64_t)1 << (ad->shift - 1));
@@ -232,26 +314,46 @@ int ws_encode(const ws_modality *m, const float *x, int stages, uint16_t *idx, i
     }
     /* "z = conv1x1(h): int16, scale 2^-p" (the projection clamps to int16, no activation) */
     const ws_conv *pj = &m->conv[m->n_conv - 1];
+    const int D = m->D, zs = row_stride(len);
     int16_t *zz = a;
-    conv(pj, h, len, zz, len, 0, -32768, 32767, acc32);
-    if (z) memcpy(z, zz, sizeof(int16_t) * (size_t)m->D * len);
+    if ((size_t)D * zs > WS_ACT_BUF) return -2;
+    conv(pj, h, len, zz, len, 0, -32768, 32767);
+    if (z)
+        for (int d = 0; d < D; d++) memcpy(z + (size_t)d * len, zz + (size_t)d * zs, sizeof(int16_t) * len);
     /* "search, stage j: k* = argmin_k sum_d (r[d] - (e_j[k,d] << d_j))^2 (ties: smallest k), then
-       r -= e_j[k*] << d_j, starting from r = z"; as |e|^2 - 2 r.e, which orders k the same */
-    const int D = m->D;
+       r -= e_j[k*] << d_j, starting from r = z"; as |e_k|^2 - 2 r.e_k, which orders k the same,
+       with |e_k|^2 = (sum e^2) << 2 d_j once per stage and r.e_k = (sum r e) << d_j, the sum in
+       int32 where the loader proved it fits (`search32`) */
+    int64_t *norm = (int64_t *)(res + 512);
+    for (int j = 0; j < stages; j++) {
+        const int sh = m->p - m->cb_exp[j];
+        const int8_t *e = m->cb[j];
+        for (int k = 0; k < m->K; k++) {
+            int32_t n2 = 0;
+            for (int d = 0; d < D; d++) n2 += (int32_t)e[(size_t)k * D + d] * e[(size_t)k * D + d];
+            norm[(size_t)j * m->K + k] = (int64_t)n2 << (2 * sh);
+        }
+    }
     for (int t = 0; t < len; t++) {
-        for (int d = 0; d < D; d++) res[d] = zz[(size_t)d * len + t];
+        for (int d = 0; d < D; d++) res[d] = zz[(size_t)d * zs + t];
         for (int j = 0; j < stages; j++) {
             const int sh = m->p - m->cb_exp[j];
             const int8_t *e = m->cb[j];
+            const int64_t *nj = norm + (size_t)j * m->K;
             int64_t best = 0;
             int bk = 0;
             for (int k = 0; k < m->K; k++) {
                 const int8_t *ek = e + (size_t)k * D;
-                int64_t dist = 0;
-                for (int d = 0; d < D; d++) {
-                    int32_t ed = (int32_t)ek[d] * (1 << sh);
-                    dist += (int64_t)ed * (ed - 2 * res[d]);
+                int64_t dot;
+                if (m->search32) {
+                    int32_t d32 = 0;
+                    for (int d = 0; d < D; d++) d32 += res[d] * ek[d];
+                    dot = d32;
+                } else {
+                    dot = 0;
+                    for (int d = 0; d < D; d++) dot += (int64_t)res[d] * ek[d];
                 }
+                const int64_t dist = nj[k] - (dot << (sh + 1));
                 if (k == 0 || dist < best) {
                     best = dist;
                     bk = k;

@@ -22,9 +22,13 @@
 #define WS_MAX_STAGES 4
 #define WS_WINDOW 256
 #define WS_MAX_CHANNELS 128
-/* three int16 activation buffers of WS_MAX_CHANNELS x WS_WINDOW/2 (the stride-2 first layer's
-   output is the largest), one of int32 accumulators, one int32 residual */
-#define WS_SCRATCH_BYTES (3 * WS_MAX_CHANNELS * (WS_WINDOW / 2) * 2 + (WS_WINDOW / 2) * 4 + 512 * 4)
+#define WS_PAD 2 /* zero margin of every activation row: kernels of up to 5 taps */
+/* three int16 activation buffers of WS_MAX_CHANNELS rows of WS_WINDOW/2 samples and their margins
+   (the stride-2 first layer's output is the largest; the input row fits too), then the search's
+   int32 residual and its codeword norms (int64, up to WS_MAX_STAGES x WS_MAX_K) */
+#define WS_MAX_K 256
+#define WS_ACT_BUF (WS_MAX_CHANNELS * (WS_WINDOW / 2 + 2 * WS_PAD))
+#define WS_SCRATCH_BYTES (3 * WS_ACT_BUF * 2 + 512 * 4 + WS_MAX_STAGES * WS_MAX_K * 8)
 
 typedef struct {
     int32_t out_ch, in_ch, k, stride;
@@ -43,6 +47,7 @@ typedef struct {
 typedef struct {
     char name[8];
     int32_t act_bits, p, n_conv, n_add, n_cb, K, D;
+    int search32; /* the search's dot products provably fit int32 (checked at load) */
     float inv_sx;
     ws_conv conv[WS_MAX_CONVS];
     ws_add add[WS_MAX_ADDS];
