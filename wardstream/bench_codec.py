@@ -4,7 +4,9 @@ Decode = scale lookup + codebook lookup + cross-modal attention + both decoders,
 window pairs, batched as the worker batches them; ``torch`` threads as configured (default 2);
 per level, and for a Dynamic-Deep codec also at mixed levels in one batch (`decode_windows`).
 Encode = the integer edge encoder as specified in `wardmodels.int8`, run here in numpy — a
-host-side cost, not a Cortex-M7 timing; the multiply-accumulate count is what firmware pays.
+host-side cost, not a Cortex-M7 timing; the multiply-accumulate count is what firmware pays; and
+(``encode_m7``) the same encoder in C on an emulated Cortex-M7, its instructions counted
+(`wardstream.bench_firmware`; skipped with a reason without the ARM toolchain and QEMU).
 """
 
 from __future__ import annotations
@@ -27,6 +29,17 @@ def _macs(model) -> int:
         total += 2 * st["res"].c1.conv.weight.numel() * length
     total += model.enc["ecg"].proj.weight.numel() * length
     return total
+
+
+def _encode_m7(edge, x: dict, pairs: int = 8) -> dict:
+    """The C encoder on an emulated Cortex-M7 (`wardstream bench firmware` on real windows)."""
+    from wardmodels.firmware import ToolchainMissing
+    from wardstream.bench_firmware import on_m7
+
+    try:
+        return on_m7(edge, x["ecg"][:pairs], x["eeg"][:pairs])
+    except ToolchainMissing as exc:
+        return {"skipped": str(exc)}
 
 
 def bench_raw_lossless(seconds: float = 5.0, windows: int = 32) -> dict:
@@ -105,6 +118,7 @@ def bench(model_id: int | None = None, threads: int = 2, seconds: float = 5.0, b
             reps += 1
         out["encode_ms"] = round(1000 * (time.perf_counter() - t0) / reps, 3)
         out["encode_ms_note"] = "one ECG+EEG window pair, integer encoder in numpy on this host"
+        out["encode_m7"] = _encode_m7(codec.edge, x)
         out["encoder_int8_bytes"] = codec.edge.nbytes()
         out["entropy_tables_bytes"] = codec.edge.prior_nbytes()
     out["raw_lossless"] = bench_raw_lossless(seconds)
