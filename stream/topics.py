@@ -47,7 +47,7 @@ def topic_specs(s: Settings) -> list[TopicSpec]:
                   compact=True),
         TopicSpec(s.limits_topic, 1, "bed_key", "alarm limits set for the bed at run time (JSON, "
                   "processors.alarms.Thresholds fields, who and when); null value clears them", compact=True),
-        TopicSpec(s.commands_topic, s.frames_partitions, "bed_key", "command JSON (acknowledge)"),
+        TopicSpec(s.commands_topic, s.frames_partitions, "bed_key", "command JSON (acknowledge, discharge)"),
     ]
 
 

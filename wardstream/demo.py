@@ -156,12 +156,46 @@ def save_run(run_dir: Path, s: Settings, summary: dict, hist: dict[int, int], la
     np.savez_compressed(run_dir / "examples.npz", **arrays)
 
 
+async def discharge_beds(s: Settings, beds: list[int], by: str = "wardstream demo", timeout_s: float = 60.0) -> dict:
+    """End every stay in ``beds`` before a run's simulated patients arrive (`POST
+    /api/v1/beds/{bed}/discharge`, as commands on the topic the API writes to), so no bed starts
+    with an earlier run's open alarms, limits, bound or slack correction; waits until the workers
+    have applied them all (their `stay` points)."""
+    from aiokafka import AIOKafkaProducer
+
+    from stream.topics import bed_key
+    from wardstream.influxq import query_rows
+
+    t0_ms = int(time.time() * 1000)
+    p = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap, acks="all")
+    await p.start()
+    try:
+        futs = [await p.send(s.commands_topic, json.dumps({"cmd": "discharge", "bed": b, "by": by, "at_ms": t0_ms}).encode(),
+                             key=bed_key(b)) for b in beds]
+        for f in futs:
+            await f
+    finally:
+        await p.stop()
+    q = f"SELECT \"by\", \"alarms_resolved\" FROM \"stay\" WHERE time >= {t0_ms}ms AND \"by\" = '{by}'"
+    deadline = time.time() + timeout_s
+    rows: list[dict] = []
+    while time.time() < deadline:
+        rows = query_rows(s, q)
+        if len(rows) >= len(beds):
+            break
+        await asyncio.sleep(0.5)
+    else:
+        log.warning("only %d of %d discharges applied within %.0f s", len(rows), len(beds), timeout_s)
+    return {"beds": len(rows), "alarms_resolved": int(sum(r["alarms_resolved"] for r in rows))}
+
+
 async def run_demo(s: Settings, beds: int, duration_s: float, speed: float, workers: int,
                    source: str, bad_every: int, seed: int, start_services: bool = True,
-                   run_dir: Path | None = None) -> dict:
+                   run_dir: Path | None = None, new_patients: bool | None = None) -> dict:
     """Run the ward and audit it. ``start_services=False`` uses the configured broker and
     InfluxDB as they are (Apache Kafka, InfluxDB 2.x, or servers started elsewhere).
-    ``run_dir``: also save the run for `wardstream report`."""
+    ``run_dir``: also save the run for `wardstream report`. ``new_patients`` (default: when the
+    demo starts its own services): discharge the beds first (`discharge_beds`)."""
     t0 = time.time()
     if start_services:
         services.up(s)
@@ -170,6 +204,10 @@ async def run_demo(s: Settings, beds: int, duration_s: float, speed: float, work
     pool.start_all()
     try:
         pool.wait_ready()
+        # a local ward's beds get new (simulated) patients each run; a ward it does not own is
+        # left as it is (--no-services)
+        discharged = (await discharge_beds(s, list(range(1, beds + 1)))
+                      if (start_services if new_patients is None else new_patients) else None)
         log.info("workers ready after %.1fs; starting %d beds for %.0fs at %gx", time.time() - t0,
                  beds, duration_s, speed)
         lag_samples: list[int] = []
@@ -202,6 +240,8 @@ async def run_demo(s: Settings, beds: int, duration_s: float, speed: float, work
         summary = {
             "beds": beds, "duration_s": duration_s, "speed": speed, "workers": workers,
             "source": source,
+            # the earlier stays this run ended before its beds started (None: --no-services)
+            "discharged_before_run": discharged,
             "frames_sent": rep.frames_sent + rep.bad_frames_sent,
             "windows_sent": rep.frames_sent,
             "windows_accepted": rep.frames_accepted,
@@ -256,6 +296,7 @@ def print_summary(d: dict) -> None:
     fmt = lambda v: "n/a" if v is None else f"{v:.0f}"  # noqa: E731
     print(f"""
 wardstream demo: {d['beds']} beds, {d['duration_s']:.0f}s at {d['speed']}x, {d['workers']} worker(s), source {d['source']}
+  earlier stays ended  {_discharge_line(d.get('discharged_before_run'))}
   frames sent          {d['frames_sent']}  ({d['windows_sent']} windows + {d['bad_frames_sent']} malformed on purpose)
   frames received      {d['frames_received']}
   dead-lettered        {d['frames_dead_lettered']}  {d['dead_letter_reasons']}
@@ -281,6 +322,12 @@ def _slack_line(d: dict) -> str:
     top = max(nz.values(), default=0.0)
     return (f"{d.get('slack_updates_sent', 0)} sent by the workers; {len(nz)} beds corrected"
             + (f" (largest +{top:.2f})" if nz else ""))
+
+
+def _discharge_line(d: dict | None) -> str:
+    if d is None:
+        return "none (--no-services: the ward is not the demo's)"
+    return f"{d['beds']} beds discharged before the run, {d['alarms_resolved']} open alarms resolved"
 
 
 def _send_delay_line(d: dict | None) -> str:

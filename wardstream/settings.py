@@ -49,7 +49,7 @@ class Settings:
     deliveries_topic: str = "ward.alarms.deliveries"  # one record per (subscriber, alarm event), key subscriber
     subscriptions_topic: str = "ward.subscriptions"  # compacted, key subscription id
     limits_topic: str = "ward.alarm_limits"  # compacted, key bed_key: alarm limits set at run time
-    commands_topic: str = "ward.commands"  # acknowledgements, key bed (co-partitioned with frames)
+    commands_topic: str = "ward.commands"  # acknowledgements and discharges, key bed (co-partitioned with frames)
     # beds per ward: "icu:1-24,cardio:25-200" (beds outside every range: ward-N by 200s)
     wards: str = ""
     api_tokens: str = ""  # environment only: "TOKEN=wardA|wardB;TOKEN2=*" (bearer tokens and their wards)

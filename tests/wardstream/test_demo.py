@@ -39,6 +39,20 @@ def test_a_ward_on_codec_model_4_keeps_every_window_exactly_once(ward_settings):
     assert d["windows_missing"] == 0 and d["windows_duplicated"] == 0 and d["frames_dead_lettered"] == 0
 
 
+def test_a_second_run_gives_its_beds_new_patients_and_keeps_every_window_exactly_once(ward_settings):
+    """The demo's beds are new (simulated) patients each run: before its beds start, a run ends the
+    earlier stays (the discharge command, applied by the workers: their stay points are counted),
+    and the windows that follow start new streams without losing or repeating one."""
+    first = asyncio.run(run_demo(ward_settings, beds=3, duration_s=5.0, speed=1.0, workers=1, source="synthetic",
+                                 bad_every=0, seed=3, start_services=False))
+    assert first["discharged_before_run"] is None  # --no-services: not the demo's ward
+    d = asyncio.run(run_demo(ward_settings, beds=3, duration_s=5.0, speed=1.0, workers=1, source="synthetic",
+                             bad_every=0, seed=4, start_services=False, new_patients=True))
+    assert d["discharged_before_run"]["beds"] == 3
+    assert d["windows_written"] == d["windows_accepted"] >= 3
+    assert d["windows_missing"] == 0 and d["windows_duplicated"] == 0
+
+
 def test_percentiles_from_a_histogram():
     h = {10: 50, 20: 45, 900: 4, 2000: 1}
     p = percentiles(h)
