@@ -203,6 +203,50 @@ static int64_t dot_at(const ws_conv *cv, const int8_t *wo, const int16_t *in, in
     return acc;
 }
 
+/* Four outputs of a 3-tap convolution at stride S (a literal at each call, so the compiler
+ * specialises it): output u reads the pair (x[uS], x[uS + 1]) for taps 0 and 1 and x[uS + 2]
+ * for tap 2, which for S = 1 and 2 is a lane of a pair already loaded: five loads serve twelve
+ * products per input channel. */
+static inline __attribute__((always_inline)) void taps3(const int16_t *xi, int st, int I, const int8_t *wi,
+                                                         const int S, int32_t acc[4]) {
+    int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
+    for (int i = 0; i < I; i++, xi += st, wi += 3) {
+        const uint32_t w01 = pack16(wi[0], wi[1]);
+        const int32_t w2 = wi[2];
+        const uint32_t p0 = pair16(xi), p1 = pair16(xi + S), p2 = pair16(xi + 2 * S), p3 = pair16(xi + 3 * S),
+                       p4 = pair16(xi + 4 * S);
+        /* x[uS + 2]: the high lane of pair u + 1 when S = 1, the low lane of pair u + 1 when S = 2 */
+        a0 = SMLAD(p0, w01, a0) + w2 * (S == 1 ? LO(p2) : LO(p1));
+        a1 = SMLAD(p1, w01, a1) + w2 * (S == 1 ? LO(p3) : LO(p2));
+        a2 = SMLAD(p2, w01, a2) + w2 * (S == 1 ? LO(p4) : LO(p3));
+        a3 = SMLAD(p3, w01, a3) + w2 * (S == 1 ? HI(p4) : LO(p4));
+    }
+    acc[0] = a0, acc[1] = a1, acc[2] = a2, acc[3] = a3;
+}
+
+/* Four outputs of any other convolution: taps in pairs (SMLAD), an odd last tap alone. */
+static void taps(const int16_t *xi, int st, int I, const int8_t *wi, int K, int S, int32_t acc[4]) {
+    int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
+    for (int i = 0; i < I; i++, xi += st, wi += K) {
+        int k = 0;
+        for (; k + 1 < K; k += 2) {
+            const uint32_t w = pack16(wi[k], wi[k + 1]);
+            a0 = SMLAD(pair16(xi + k), w, a0);
+            a1 = SMLAD(pair16(xi + k + S), w, a1);
+            a2 = SMLAD(pair16(xi + k + 2 * S), w, a2);
+            a3 = SMLAD(pair16(xi + k + 3 * S), w, a3);
+        }
+        if (k < K) {
+            const int32_t w = wi[k];
+            a0 += w * xi[k];
+            a1 += w * xi[k + S];
+            a2 += w * xi[k + 2 * S];
+            a3 += w * xi[k + 3 * S];
+        }
+    }
+    acc[0] = a0, acc[1] = a1, acc[2] = a2, acc[3] = a3;
+}
+
 static void conv(const ws_conv *cv, const int16_t *in, int in_len, int16_t *out, int out_len, int act, int32_t lo,
                  int32_t hi) {
     const int K = cv->k, half = cv->k / 2, S = cv->stride, I = cv->in_ch, st = row_stride(in_len);
@@ -217,54 +261,17 @@ static void conv(const ws_conv *cv, const int16_t *in, int in_len, int16_t *out,
         int t = 0;
         if (cv->dot32) {
             for (; t + 4 <= out_len; t += 4) {
-                int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+                int32_t acc[4] = {0, 0, 0, 0};
                 const int16_t *xi = in + t * S - half;
                 const int8_t *wi = wo;
-                if (K == 3 && S == 1) { /* 79 % of the encoder's products: five loads serve twelve */
-                    for (int i = 0; i < I; i++, xi += st, wi += 3) {
-                        const uint32_t w01 = pack16(wi[0], wi[1]);
-                        const int32_t w2 = wi[2];
-                        const uint32_t x0 = pair16(xi), x1 = pair16(xi + 1), x2 = pair16(xi + 2),
-                                       x3 = pair16(xi + 3), x4 = pair16(xi + 4);
-                        a0 = SMLAD(x0, w01, a0) + w2 * LO(x2);
-                        a1 = SMLAD(x1, w01, a1) + w2 * LO(x3);
-                        a2 = SMLAD(x2, w01, a2) + w2 * LO(x4);
-                        a3 = SMLAD(x3, w01, a3) + w2 * HI(x4);
-                    }
-                } else if (K == 3 && S == 2) { /* the downsampling layers: five loads serve twelve too */
-                    for (int i = 0; i < I; i++, xi += st, wi += 3) {
-                        const uint32_t w01 = pack16(wi[0], wi[1]);
-                        const int32_t w2 = wi[2];
-                        const uint32_t x0 = pair16(xi), x2 = pair16(xi + 2), x4 = pair16(xi + 4),
-                                       x6 = pair16(xi + 6), x8 = pair16(xi + 8);
-                        a0 = SMLAD(x0, w01, a0) + w2 * LO(x2);
-                        a1 = SMLAD(x2, w01, a1) + w2 * LO(x4);
-                        a2 = SMLAD(x4, w01, a2) + w2 * LO(x6);
-                        a3 = SMLAD(x6, w01, a3) + w2 * LO(x8);
-                    }
+                if (K == 3 && S == 1) { /* 79 % of the encoder's products */
+                    taps3(xi, st, I, wi, 1, acc);
+                } else if (K == 3 && S == 2) { /* the downsampling layers */
+                    taps3(xi, st, I, wi, 2, acc);
                 } else {
-                    for (int i = 0; i < I; i++, xi += st, wi += K) {
-                        int k = 0;
-                        for (; k + 1 < K; k += 2) {
-                            const uint32_t w = pack16(wi[k], wi[k + 1]);
-                            a0 = SMLAD(pair16(xi + k), w, a0);
-                            a1 = SMLAD(pair16(xi + k + S), w, a1);
-                            a2 = SMLAD(pair16(xi + k + 2 * S), w, a2);
-                            a3 = SMLAD(pair16(xi + k + 3 * S), w, a3);
-                        }
-                        if (k < K) {
-                            const int32_t w = wi[k];
-                            a0 += w * xi[k];
-                            a1 += w * xi[k + S];
-                            a2 += w * xi[k + 2 * S];
-                            a3 += w * xi[k + 3 * S];
-                        }
-                    }
+                    taps(xi, st, I, wi, K, S, acc);
                 }
-                y[t] = (int16_t)requant(b + a0, m_pos, m_neg, s, lo, hi);
-                y[t + 1] = (int16_t)requant(b + a1, m_pos, m_neg, s, lo, hi);
-                y[t + 2] = (int16_t)requant(b + a2, m_pos, m_neg, s, lo, hi);
-                y[t + 3] = (int16_t)requant(b + a3, m_pos, m_neg, s, lo, hi);
+                for (int u = 0; u < 4; u++) y[t + u] = (int16_t)requant(b + acc[u], m_pos, m_neg, s, lo, hi);
             }
         }
         for (; t < out_len; t++) /* the general path: every product summed in int64 */

@@ -406,6 +406,13 @@ def test_bed_limits_set_over_the_api_apply_to_that_bed_only(ward_settings, monke
         pool.stop_all()
 
 
+def _until(pred, timeout: float) -> None:
+    """Poll ``pred`` until it holds or ``timeout`` seconds pass (the caller asserts after)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and not pred():
+        time.sleep(0.3)
+
+
 def _control_values(s) -> dict[bytes, dict | None]:
     """The latest value of every key on the compacted control topic, read from its beginning."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -466,9 +473,7 @@ def test_a_discharged_bed_returns_to_the_ward_settings_and_starts_a_new_stay(war
         def open_alarms(bed):
             return {a["condition"]: a for a in api(port, "GET", f"/api/v1/alarms?bed={bed}", TOKEN_ICU)[1]["alarms"]}
 
-        deadline = time.time() + 30
-        while time.time() < deadline and "brady" not in open_alarms(2):
-            time.sleep(0.3)
+        _until(lambda: "brady" in open_alarms(2), 30)
         assert open_alarms(2)["brady"]["state"] == "active"
         # bad input
         assert api(port, "POST", "/api/v1/beds/2/discharge", TOKEN_CARDIO, {"by": "x"})[0] == 404
@@ -478,9 +483,7 @@ def test_a_discharged_bed_returns_to_the_ward_settings_and_starts_a_new_stay(war
         assert api(port, "POST", "/api/v1/beds/x2/discharge", TOKEN_ICU, {"by": "x"})[0] == 400
         code, body = api(port, "POST", "/api/v1/beds/2/discharge", TOKEN_ICU, {"by": "nurse-adt"})
         assert code == 202 and body["accepted"]["cmd"] == "discharge" and body["open_alarms"] >= 1
-        deadline = time.time() + 20
-        while time.time() < deadline and open_alarms(2):
-            time.sleep(0.3)
+        _until(lambda: not open_alarms(2), 20)
         assert open_alarms(2) == {}
         lim = api(port, "GET", "/api/v1/beds/2/limits", TOKEN_ICU)[1]
         assert lim["runtime"] is None and lim["effective"]["brady_bpm"] == 40.0
@@ -497,14 +500,10 @@ def test_a_discharged_bed_returns_to_the_ward_settings_and_starts_a_new_stay(war
         assert [(r["why"], r["by"]) for r in resolved] == [("patient discharged", "nurse-adt")]
         # the next patient: the same two-window skip on both beds; only bed 1 has lost windows
         asyncio.run(ward.send([(1, 1, 2), (2, 1, 2)]))
-        deadline = time.time() + 20
-        while time.time() < deadline and "seq_gap" not in open_alarms(1):
-            time.sleep(0.3)
+        _until(lambda: "seq_gap" in open_alarms(1), 20)
         assert "seq_gap" in open_alarms(1)
         asyncio.run(ward.send([(1, 4, 0), (2, 4, 0)]))
-        deadline = time.time() + 20
-        while time.time() < deadline and len(query_rows(s, "SELECT * FROM frame WHERE bed = '2'")) < 15:
-            time.sleep(0.3)
+        _until(lambda: len(query_rows(s, "SELECT * FROM frame WHERE bed = '2'")) >= 15, 20)
         assert len(query_rows(s, "SELECT * FROM frame WHERE bed = '2'")) == 15
         assert not {"seq_gap", "brady"} & set(open_alarms(2))  # no gap; the ward's brady limit again
         # the bed view marks the discharge (its annotation's query, as Grafana would run it)
