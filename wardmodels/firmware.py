@@ -13,10 +13,15 @@
         [pad] i8 w[out_ch][in_ch][k]   [pad] i64 b[out_ch]   [pad] i32 m_pos[out_ch]   [pad] i8 shift[out_ch]
       per add:  [pad] i64 ma  i64 mb  i32 shift  i32 0
       per codebook stage:  [pad] i32 q  i32 0  [pad] i8 e[K][D]
+      the front end (`wardmodels.frontend`): [pad] i32 n_sections  i32 steps_per_octave  f64 log2_min
+        [pad] f64 sos[n_sections][6]   [pad] f64 zi[n_sections][2] (the filter's state at rest for a
+        unit input: `sosfilt_zi`)   [pad] f32 scale[256] (the value of each scale code, as
+        `scale_value` rounds it)
     [pad to 8]
 
-The arithmetic is `wardmodels.int8`'s; the entropy coder's tables are not in this blob (the C
-encoder produces indices; coding them is `wardmodels.entropy`'s, not yet in C).
+The arithmetic is `wardmodels.int8`'s and `wardmodels.frontend`'s; the entropy coder's tables are
+not in this blob (the C encoder produces indices; coding them is `wardmodels.entropy`'s, not yet
+in C).
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ import numpy as np
 from wardmodels.int8 import Int8Encoder, Int8Modality
 
 MAGIC = b"WSE1"
-VERSION = 1
+VERSION = 2
 
 
 class _Blob:
@@ -73,12 +78,27 @@ def _modality(out: _Blob, name: str, m: Int8Modality) -> None:
         out.array(cb, "<i1")
 
 
+def _front_end(out: _Blob, name: str) -> None:
+    from scipy.signal import sosfilt_zi
+
+    from wardmodels.frontend import SCALE_BITS, SCALE_LOG2_MIN, SCALE_STEPS_PER_OCTAVE, band_sos, scale_value
+
+    sos = band_sos()
+    out.pad()
+    out.i32(len(sos), SCALE_STEPS_PER_OCTAVE)
+    out.b += struct.pack("<d", SCALE_LOG2_MIN[name])
+    out.array(sos, "<f8")
+    out.array(sosfilt_zi(sos), "<f8")
+    out.array(scale_value(np.arange(2 ** SCALE_BITS), name), "<f4")
+
+
 def blob(edge: Int8Encoder, modalities: tuple[str, ...] = ("ecg", "eeg")) -> bytes:
     out = _Blob()
     out.b += MAGIC
     out.b += struct.pack("<3I", VERSION, len(modalities), 0)
     for name in modalities:
         _modality(out, name, edge.modalities[name])
+        _front_end(out, name)
     out.pad()
     return bytes(out.b)
 
@@ -104,7 +124,7 @@ M7_FLAGS = ["-mcpu=cortex-m7", "-mthumb", "-mfpu=fpv5-d16", "-mfloat-abi=hard", 
             "-ffp-contract=off", "-Wall", "-Wextra", "-Werror", "-ffunction-sections", "-fdata-sections",
             "-nostartfiles", "--specs=nano.specs", "--specs=nosys.specs", "-Wl,--gc-sections"]
 SYSTICK_HZ = 25_000_000  # the mps2 board clock SysTick counts; with -icount shift=0, 1 instruction = 1 ns
-PAIR_RECORD = np.dtype([("idx", "<u2", (2, 64)), ("ticks", "<u4", (2,))])
+PAIR_RECORD = np.dtype([("idx", "<u2", (2, 64)), ("code", "u1", (2,)), ("pad", "u1", (2,)), ("ticks", "<u4", (2, 2))])
 
 
 class ToolchainMissing(RuntimeError):
@@ -139,16 +159,19 @@ def build_m7(out_dir: Path) -> dict:
             "bss_bytes": sections.get(".bss", 0)}
 
 
-def run_m7(elf: Path, blob_bytes: bytes, ecg: np.ndarray, eeg: np.ndarray, work: Path, timeout_s: float = 600):
-    """Encode window pairs on the emulated Cortex-M7 -> (ECG indices (N, 2, 32), EEG indices
-    (N, 2, 32), instructions per encode (N, 2), the RAM the encoder needs beside its stack) —
-    instructions from SysTick under ``-icount shift=0``."""
+def run_m7(elf: Path, blob_bytes: bytes, ecg_raw: np.ndarray, eeg_raw: np.ndarray, work: Path,
+           timeout_s: float = 600) -> dict:
+    """Run the device chain on the emulated Cortex-M7: two raw streams (ECG in mV, EEG in µV), cut
+    into (N, 256) consecutive windows, through the front end and the encoder -> {"ecg": (scale codes
+    (N,), indices (N, 2, 32)), "eeg": ..., "instructions": (N, 2 modalities, 2 steps: front end,
+    encode), "ram": the RAM the encoder needs beside its stack} — instructions from SysTick under
+    ``-icount shift=0``."""
     import subprocess
 
     work = Path(work)
     work.mkdir(parents=True, exist_ok=True)
     (work / "edge.wse").write_bytes(blob_bytes)
-    np.stack([ecg, eeg], 1).astype("<f4").tofile(work / "windows.f32")
+    np.stack([ecg_raw, eeg_raw], 1).astype("<f8").tofile(work / "raw.f64")
     (work / "out.bin").unlink(missing_ok=True)
     r = subprocess.run([_tool("qemu-system-arm"), "-M", "mps2-an500", "-cpu", "cortex-m7", "-nographic",
                         "-monitor", "none", "-serial", "none", "-semihosting-config", "enable=on,target=native",
@@ -159,8 +182,20 @@ def run_m7(elf: Path, blob_bytes: bytes, ecg: np.ndarray, eeg: np.ndarray, work:
     raw = (work / "out.bin").read_bytes()
     scratch, enc_struct = np.frombuffer(raw[:8], "<u4")
     rec = np.frombuffer(raw[8:], PAIR_RECORD)
-    if len(rec) != len(ecg):
-        raise RuntimeError(f"the M7 run encoded {len(rec)} of {len(ecg)} window pairs")
-    instr = rec["ticks"].astype(np.int64) * (1_000_000_000 // SYSTICK_HZ)
-    ram = {"scratch": int(scratch), "encoder_struct": int(enc_struct)}
-    return rec["idx"][:, 0].reshape(-1, 2, 32), rec["idx"][:, 1].reshape(-1, 2, 32), instr, ram
+    if len(rec) != len(ecg_raw):
+        raise RuntimeError(f"the M7 run encoded {len(rec)} of {len(ecg_raw)} window pairs")
+    return {"ecg": (rec["code"][:, 0], rec["idx"][:, 0].reshape(-1, 2, 32).astype(np.int64)),
+            "eeg": (rec["code"][:, 1], rec["idx"][:, 1].reshape(-1, 2, 32).astype(np.int64)),
+            "instructions": rec["ticks"].astype(np.int64) * (1_000_000_000 // SYSTICK_HZ),
+            "ram": {"scratch": int(scratch), "encoder_struct": int(enc_struct)}}
+
+
+def python_device(edge: Int8Encoder, modality: str, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """What the simulated device computes for one raw stream cut into (N, 256) windows: its own
+    causal filter (`StreamFilter`), the scale code and the integer encoder -> (codes, indices (N, 2, 32))."""
+    from wardmodels.frontend import StreamFilter, normalise
+
+    f = StreamFilter()
+    y = np.stack([f(w) for w in np.asarray(raw, np.float64)])
+    x, codes = normalise(y, modality)
+    return codes, edge.encode(modality, x)

@@ -2,6 +2,7 @@
  * quotes the docstring it implements. */
 #include "ws_encoder.h"
 
+#include <float.h>
 #include <math.h>
 #include <string.h>
 
@@ -86,7 +87,7 @@ int ws_load(const uint8_t *blob, size_t n, ws_encoder *enc, const char **why) {
     int32_t version, n_mod, reserved;
     if (((uintptr_t)blob & 7u) != 0) FAIL(-2, "blob not 8-byte aligned");
     if (take(&c, 4, &q, "magic") || memcmp(q, "WSE1", 4) != 0) FAIL(-3, "not a WSE1 blob");
-    if (i32(&c, &version, "version") || version != 1) FAIL(-4, "unknown blob version");
+    if (i32(&c, &version, "version") || version != 2) FAIL(-4, "unknown blob version (this encoder reads 2)");
     if (i32(&c, &n_mod, "modalities") || n_mod < 1 || n_mod > 2) FAIL(-5, "bad modality count");
     if (i32(&c, &reserved, "header")) FAIL(-1, c.why);
     memset(enc, 0, sizeof(*enc));
@@ -154,6 +155,18 @@ int ws_load(const uint8_t *blob, size_t n, ws_encoder *enc, const char **why) {
             if (arr(&c, (size_t)m->K * (size_t)m->D, &q, "codebook")) FAIL(-1, c.why);
             m->cb[j] = (const int8_t *)q;
         }
+        if (align8(&c) || i32(&c, &m->n_sections, "front end") || i32(&c, &m->steps_per_octave, "front end"))
+            FAIL(-1, c.why);
+        if (take(&c, 8, &q, "front end")) FAIL(-1, c.why);
+        memcpy(&m->log2_min, q, 8);
+        if (m->n_sections < 1 || m->n_sections > WS_MAX_SECTIONS || m->steps_per_octave < 1)
+            FAIL(-6, "bad front end");
+        if (arr(&c, 48 * (size_t)m->n_sections, &q, "filter sections")) FAIL(-1, c.why);
+        m->sos = (const double *)q;
+        if (arr(&c, 16 * (size_t)m->n_sections, &q, "filter state")) FAIL(-1, c.why);
+        m->zi = (const double *)q;
+        if (arr(&c, 4 * WS_SCALE_CODES, &q, "scale table")) FAIL(-1, c.why);
+        m->scale = (const float *)q;
         /* |r[d]| <= 32767 + sum_j 127 << d_j; the search's dot products fit int32 when
            D * 127 * that < 2^31 */
         int64_t rmax = 32767;
@@ -168,6 +181,76 @@ const ws_modality *ws_modality_named(const ws_encoder *enc, const char *name) {
     for (int i = 0; i < enc->n_mod; i++)
         if (strncmp(enc->mod[i].name, name, 8) == 0) return &enc->mod[i];
     return 0;
+}
+
+/* ------------------------------------------------------------------------------ front end */
+
+/* `wardmodels.frontend.StreamFilter`: scipy's sosfilt, section by section, in its order of
+ * operations ("x_new = b0 x + z0; z0 = b1 x - a1 x_new + z1; z1 = b2 x - a2 x_new"), started at
+ * rest on the first sample (zi = sosfilt_zi * x[0]); the output rounded to float32. */
+void ws_filter(const ws_modality *m, ws_filter_state *st, const double *raw, float *y, int n) {
+    for (int t = 0; t < n; t++) {
+        double x = raw[t];
+        if (x != x) x = 0.0; /* numpy's nan_to_num */
+        else if (x > DBL_MAX) x = DBL_MAX;
+        else if (x < -DBL_MAX) x = -DBL_MAX;
+        if (!st->started) {
+            for (int s = 0; s < m->n_sections; s++) {
+                st->zi[s][0] = m->zi[2 * s] * x;
+                st->zi[s][1] = m->zi[2 * s + 1] * x;
+            }
+            st->started = 1;
+        }
+        for (int s = 0; s < m->n_sections; s++) {
+            const double *c = m->sos + 6 * s;
+            double x_new = c[0] * x + st->zi[s][0];
+            st->zi[s][0] = c[1] * x - c[4] * x_new + st->zi[s][1];
+            st->zi[s][1] = c[2] * x - c[5] * x_new;
+            x = x_new;
+        }
+        y[t] = (float)x;
+    }
+}
+
+/* numpy's pairwise summation of a contiguous float64 array (the order np.std sums in) */
+static double pairwise_sum(const double *a, int n) {
+    if (n < 8) {
+        double r = 0.0;
+        for (int i = 0; i < n; i++) r += a[i];
+        return r;
+    }
+    if (n <= 128) {
+        double r[8];
+        int i;
+        for (i = 0; i < 8; i++) r[i] = a[i];
+        for (i = 8; i < n - (n % 8); i += 8)
+            for (int j = 0; j < 8; j++) r[j] += a[i + j];
+        double res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
+        for (; i < n; i++) res += a[i];
+        return res;
+    }
+    int n2 = n / 2;
+    n2 -= n2 % 8;
+    return pairwise_sum(a, n2) + pairwise_sum(a + n2, n - n2);
+}
+
+/* `scale_code` and `normalise`: code = clip(round_half_even((log2(max(std, 1e-30)) - log2_min) *
+ * steps), 0, 255) of the window's (population) standard deviation in float64, then
+ * x = y / scale[code] in float32 */
+uint8_t ws_normalise(const ws_modality *m, const float *y, float *x) {
+    double d[WS_WINDOW];
+    for (int t = 0; t < WS_WINDOW; t++) d[t] = y[t];
+    const double mean = pairwise_sum(d, WS_WINDOW) / WS_WINDOW;
+    for (int t = 0; t < WS_WINDOW; t++) {
+        const double v = d[t] - mean;
+        d[t] = v * v;
+    }
+    const double std = sqrt(pairwise_sum(d, WS_WINDOW) / WS_WINDOW);
+    double code = rint((log2(std > 1e-30 ? std : 1e-30) - m->log2_min) * m->steps_per_octave);
+    code = code < 0 ? 0 : (code > WS_SCALE_CODES - 1 ? WS_SCALE_CODES - 1 : code);
+    const uint8_t c = (uint8_t)code;
+    for (int t = 0; t < WS_WINDOW; t++) x[t] = y[t] / m->scale[c];
+    return c;
 }
 
 /* ------------------------------------------------------------------------------ kernels */

@@ -18,6 +18,8 @@
 #include <stdint.h>
 
 #define WS_MAX_CONVS 10
+#define WS_MAX_SECTIONS 4
+#define WS_SCALE_CODES 256
 #define WS_MAX_ADDS 3
 #define WS_MAX_STAGES 4
 #define WS_WINDOW 256
@@ -53,6 +55,12 @@ typedef struct {
     ws_add add[WS_MAX_ADDS];
     int32_t cb_exp[WS_MAX_STAGES];
     const int8_t *cb[WS_MAX_STAGES]; /* [K][D] */
+    /* front end */
+    int32_t n_sections, steps_per_octave;
+    double log2_min;
+    const double *sos; /* [n_sections][6]: b0 b1 b2 a0 a1 a2 */
+    const double *zi;  /* [n_sections][2]: the state at rest for a unit input */
+    const float *scale; /* [WS_SCALE_CODES] */
 } ws_modality;
 
 typedef struct {
@@ -60,11 +68,27 @@ typedef struct {
     ws_modality mod[2];
 } ws_encoder;
 
+/* The front end of one modality: its causal band-pass (second-order sections, direct form II
+ * transposed, as scipy's sosfilt computes it) and the one-byte scale code. */
+typedef struct {
+    double zi[WS_MAX_SECTIONS][2];
+    int started; /* 0: the next sample starts the filter at rest on itself */
+} ws_filter_state;
+
 /* Parse a blob in place; 0 on success, a negative code on a malformed blob (the message, if
  * ``why`` is given, says which part). The blob must outlive the encoder and be 8-byte aligned. */
 int ws_load(const uint8_t *blob, size_t n, ws_encoder *enc, const char **why);
 
 const ws_modality *ws_modality_named(const ws_encoder *enc, const char *name);
+
+/* raw[n] (physical units: ECG mV, EEG µV) -> y[n], the band-passed signal as float32, carrying
+ * the filter state across calls (a device's stream). Non-finite samples count as numpy's
+ * nan_to_num makes them (NaN 0, infinities the largest doubles). */
+void ws_filter(const ws_modality *m, ws_filter_state *st, const double *raw, float *y, int n);
+
+/* A band-passed window y[WS_WINDOW] -> its scale code (the window's standard deviation on a
+ * 1/steps_per_octave grid above 2^log2_min) and x[WS_WINDOW] = y / scale[code], what ws_encode takes. */
+uint8_t ws_normalise(const ws_modality *m, const float *y, float *x);
 
 /* x[WS_WINDOW] -> idx[stages][positions] (positions = 32 for this graph); optionally z[D][positions]
  * (the projection, int16 in units of 2^-p). ``scratch`` holds WS_SCRATCH_BYTES, 4-byte aligned.

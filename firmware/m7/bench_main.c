@@ -1,12 +1,14 @@
-/* The C encoder on an emulated Cortex-M7 (QEMU mps2-an500), fed through semihosting:
+/* The device chain in C on an emulated Cortex-M7 (QEMU mps2-an500), fed through semihosting:
  *
  *   edge.wse     the parameter blob (`wardstream export firmware`)
- *   windows.f32  window pairs: 256 float32 ECG, then 256 float32 EEG
+ *   raw.f64      two streams interleaved by window: 256 float64 ECG samples (mV), then 256 float64
+ *                EEG samples (µV), window after window (each modality one continuous stream)
  *   out.bin      a header (u32 WS_SCRATCH_BYTES, u32 sizeof(ws_encoder): the RAM the encoder needs
- *                beside its stack), then per pair: ECG indices (2 x 32 uint16), EEG indices (2 x 32 uint16), then the
- *                SysTick ticks each encode took (2 x uint32; with `-icount shift=0` QEMU runs one
- *                instruction per virtual nanosecond and SysTick counts the board's 25 MHz clock,
- *                so instructions = ticks x 40)
+ *                beside its stack), then per window pair: ECG indices (2 x 32 uint16), EEG indices
+ *                (2 x 32 uint16), the two scale codes (uint8, two bytes of padding), and the SysTick
+ *                ticks of each step (u32: ECG front end, ECG encode, EEG front end, EEG encode; with
+ *                `-icount shift=0` QEMU runs one instruction per virtual nanosecond and SysTick
+ *                counts the board's 25 MHz clock, so instructions = ticks x 40)
  *
  * Exit code 0, or 1 with a message (unreadable files, a malformed blob, an encode error).
  */
@@ -44,7 +46,7 @@ int main(void) {
         return 1;
     }
     const ws_modality *ecg = ws_modality_named(&enc, "ecg"), *eeg = ws_modality_named(&enc, "eeg");
-    int32_t in = sh_open("windows.f32", 1), out = sh_open("out.bin", 5);
+    int32_t in = sh_open("raw.f64", 1), out = sh_open("out.bin", 5);
     if (!ecg || !eeg || in < 0 || out < 0) return sh_puts("missing modality or file\n"), 1;
     uint32_t header[2] = {WS_SCRATCH_BYTES, sizeof(ws_encoder)};
     sh_write(out, header, sizeof(header));
@@ -53,20 +55,28 @@ int main(void) {
     *(volatile uint32_t *)0xE000E010u = 7u;        /* SYST_CSR: enable, interrupt, processor clock */
     while (*(volatile uint32_t *)0xE000E018u == 0) { /* until the first reload: CVR 0 reads as a full period */
     }
-    static float x[2][WS_WINDOW];
+    static double raw[2][WS_WINDOW];
+    static float y[WS_WINDOW], x[WS_WINDOW];
+    static ws_filter_state fst[2];
+    const ws_modality *mods[2] = {ecg, eeg};
     struct {
         uint16_t idx[2][2 * 32];
-        uint32_t ticks[2];
+        uint8_t code[2], pad[2];
+        uint32_t ticks[2][2];
     } rec;
-    while (sh_read(in, x, sizeof(x)) == (int32_t)sizeof(x)) {
-        uint64_t t0 = ticks();
-        int a = ws_encode(ecg, x[0], 2, rec.idx[0], 0, scratch);
-        uint64_t t1 = ticks();
-        int b = ws_encode(eeg, x[1], 2, rec.idx[1], 0, scratch);
-        uint64_t t2 = ticks();
-        if (a != 32 || b != 32) return sh_puts("encode failed\n"), 1;
-        rec.ticks[0] = (uint32_t)(t1 - t0);
-        rec.ticks[1] = (uint32_t)(t2 - t1);
+    while (sh_read(in, raw, sizeof(raw)) == (int32_t)sizeof(raw)) {
+        for (int j = 0; j < 2; j++) {
+            uint64_t t0 = ticks();
+            ws_filter(mods[j], &fst[j], raw[j], y, WS_WINDOW);
+            rec.code[j] = ws_normalise(mods[j], y, x);
+            uint64_t t1 = ticks();
+            int len = ws_encode(mods[j], x, 2, rec.idx[j], 0, scratch);
+            uint64_t t2 = ticks();
+            if (len != 32) return sh_puts("encode failed\n"), 1;
+            rec.ticks[j][0] = (uint32_t)(t1 - t0);
+            rec.ticks[j][1] = (uint32_t)(t2 - t1);
+        }
+        rec.pad[0] = rec.pad[1] = 0;
         sh_write(out, &rec, sizeof(rec));
     }
     sh_close(in);

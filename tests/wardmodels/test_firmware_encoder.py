@@ -87,16 +87,64 @@ def test_a_malformed_blob_is_refused_with_the_part_that_is_wrong(host_encode, bl
     assert r.returncode == 2 and "no modality emg" in r.stderr.decode()
 
 
-def test_the_cortex_m7_build_encodes_bit_for_bit_under_qemu(codec, ecg_windows, eeg_windows, tmp_path):
-    """The same encoder cross-compiled for a Cortex-M7 (hard-float FPv5, the firmware's flags) and
-    run on QEMU's mps2-an500 board, fed and read back through semihosting: every index equals
-    the Python spec's, and each encode reports its instruction count."""
-    from wardmodels.firmware import build_m7, run_m7
-    from wardmodels.frontend import normalise
+def _raw_streams(data_dir, windows: int) -> dict[str, np.ndarray]:
+    """Raw MIT-BIH 100 (mV) and eegmat subject 25's F3 (µV), cut into consecutive windows, with a
+    lead-off stretch (flat) and a saturated one in the ECG."""
+    from wardstream.datasets import load_eegmat, load_mitdb
 
-    ecg = np.concatenate([normalise(ecg_windows[:10], "ecg")[0], np.full((1, 256), 1e6, np.float32)])
-    eeg = np.concatenate([normalise(eeg_windows[0][:10], "eeg")[0], np.full((1, 256), -1e6, np.float32)])
+    ecg = np.asarray(load_mitdb(data_dir, "100").ecg_mv[: windows * 256], np.float64).copy()
+    ecg[3 * 256: 5 * 256] = 0.0
+    ecg[6 * 256: 6 * 256 + 40] = 1e9
+    eeg = np.asarray(load_eegmat(data_dir, [25])[0].eeg_uv[0][: windows * 256], np.float64)
+    return {"ecg": ecg.reshape(windows, 256), "eeg": eeg.reshape(windows, 256)}
+
+
+@pytest.fixture(scope="module")
+def host_device(tmp_path_factory) -> Path:
+    cc = shutil.which("cc") or shutil.which("gcc")
+    out = tmp_path_factory.mktemp("fw") / "host_device"
+    subprocess.run([cc, "-O2", "-std=c11", "-ffp-contract=off", "-Wall", "-Wextra", "-Werror", "-o", str(out),
+                    str(SRC / "host_device.c"), str(SRC / "ws_encoder.c"), "-lm"], check=True)
+    return out
+
+
+@pytest.mark.parametrize("modality", ["ecg", "eeg"])
+def test_the_c_device_chain_equals_the_simulated_device_from_raw_samples(host_device, blob_path, codec, data_dir,
+                                                                         modality):
+    """Raw samples through the C front end (the causal band-pass as scipy's sosfilt computes it,
+    numpy's standard deviation for the scale code) and the C encoder: the band-passed signal, the
+    scale codes, the normalised windows and the indices all equal the simulated device's, bit for
+    bit, over 3 minutes of one stream (a lead-off and a saturated stretch included)."""
+    from wardmodels.firmware import python_device
+    from wardmodels.frontend import StreamFilter, normalise
+
+    raw = _raw_streams(data_dir, 90)[modality]
+    out = subprocess.run([str(host_device), str(blob_path), modality, "2"], input=raw.astype("<f8").tobytes(),
+                         capture_output=True, check=True)
+    rec = np.frombuffer(out.stdout, np.dtype([("y", "<f4", 256), ("code", "<u4"), ("x", "<f4", 256),
+                                              ("idx", "<u2", 64)]))
+    f = StreamFilter()
+    y = np.stack([f(w) for w in raw])
+    x, codes = normalise(y, modality)
+    assert len(rec) == len(raw)
+    assert np.array_equal(rec["y"], y) and np.array_equal(rec["code"], codes) and np.array_equal(rec["x"], x)
+    ref_codes, ref_idx = python_device(codec.edge, modality, raw)
+    assert np.array_equal(ref_codes, codes)
+    assert np.array_equal(rec["idx"].reshape(-1, 2, 32), ref_idx)
+    assert len(np.unique(codes)) > 3  # the scale moved (lead-off, saturation, the signal itself)
+
+
+def test_the_cortex_m7_build_runs_the_device_chain_bit_for_bit_under_qemu(codec, data_dir, tmp_path):
+    """The same front end and encoder cross-compiled for a Cortex-M7 (hard-float FPv5, the
+    firmware's flags) and run on QEMU's mps2-an500 board, fed and read back through semihosting:
+    every scale code and index equals the simulated device's, and each step reports its
+    instruction count."""
+    from wardmodels.firmware import build_m7, python_device, run_m7
+
+    raw = _raw_streams(data_dir, 10)
     built = build_m7(tmp_path / "build")
-    e, g, instr, ram = run_m7(built["elf"], blob(codec.edge), ecg, eeg, tmp_path / "run")
-    assert np.array_equal(e, codec.edge.encode("ecg", ecg)) and np.array_equal(g, codec.edge.encode("eeg", eeg))
-    assert (instr > 0).all() and ram["scratch"] > 0 and built["text_bytes"] < 65536
+    r = run_m7(built["elf"], blob(codec.edge), raw["ecg"], raw["eeg"], tmp_path / "run")
+    for m in ("ecg", "eeg"):
+        codes, idx = python_device(codec.edge, m, raw[m])
+        assert np.array_equal(r[m][0], codes) and np.array_equal(r[m][1], idx), m
+    assert (r["instructions"] > 0).all() and r["ram"]["scratch"] > 0 and built["text_bytes"] < 65536
