@@ -443,7 +443,7 @@ def test_a_discharged_bed_returns_to_the_ward_settings_and_starts_a_new_stay(war
     run-time alarm limits, Dynamic-Deep bound and slack correction (the devices' view of the control
     topic is the ward's again), and the next patient's windows start a new stream: a skipped
     sequence there is no gap, while the same skip on a bed not discharged is."""
-    from device_sim.control import Bounds, message, slack_key, slack_message
+    from device_sim.control import Bounds, publish, publish_slack, slack_key
 
     s = ward_settings.replace(wards="icu:1-10,cardio:11-20", device_silent_s=600.0)
     monkeypatch.setenv("WARDSTREAM_API_TOKENS", f"{TOKEN_ICU}=icu;{TOKEN_CARDIO}=cardio")
@@ -455,18 +455,8 @@ def test_a_discharged_bed_returns_to_the_ward_settings_and_starts_a_new_stay(war
         code, _ = api(port, "PUT", "/api/v1/beds/2/limits", TOKEN_ICU, {"limits": {"brady_bpm": 200}, "by": "dr-a"})
         assert code == 200
 
-        async def set_bound_and_slack():
-            from aiokafka import AIOKafkaProducer
-
-            p = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap, acks="all")
-            await p.start()
-            try:
-                await p.send_and_wait(s.control_topic, message(0.2, "dr-a"), key=bed_key(2))
-                await p.send_and_wait(s.control_topic, slack_message(0.3), key=slack_key(2))
-            finally:
-                await p.stop()
-
-        asyncio.run(set_bound_and_slack())
+        asyncio.run(publish(s, 0.2, bed=2, by="dr-a"))  # a per-bed Dynamic-Deep bound, and the audits' slack
+        asyncio.run(publish_slack(s, {2: 0.3}))
         ward = Ward(s, [1, 2])
         asyncio.run(ward.send([(1, 10, 0), (2, 10, 0)]))
 

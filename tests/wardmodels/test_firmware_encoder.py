@@ -38,7 +38,7 @@ def blob_path(codec, tmp_path_factory) -> Path:
 
 
 def run_c(exe: Path, blob_file: Path, modality: str, x: np.ndarray, stages: int = 2):
-    out = subprocess.run([str(exe), str(blob_file), modality, str(stages)],
+    out = subprocess.run([str(exe), str(blob_file), modality, str(stages), "windows"],
                          input=np.ascontiguousarray(x, "<f4").tobytes(), capture_output=True, check=True)
     rows = np.frombuffer(out.stdout, "<i2").reshape(len(x), stages * POSITIONS + D * POSITIONS)
     idx = rows[:, :stages * POSITIONS].view("<u2").reshape(len(x), stages, POSITIONS)
@@ -81,9 +81,9 @@ def test_a_malformed_blob_is_refused_with_the_part_that_is_wrong(host_encode, bl
                              ("trailing", good + b"\0" * 8, "trailing bytes")):
         p = tmp_path / name
         p.write_bytes(data)
-        r = subprocess.run([str(host_encode), str(p), "ecg", "2"], input=x, capture_output=True)
+        r = subprocess.run([str(host_encode), str(p), "ecg", "2", "windows"], input=x, capture_output=True)
         assert r.returncode == 2 and says in r.stderr.decode(), (name, r.stderr)
-    r = subprocess.run([str(host_encode), str(blob_path), "emg", "2"], input=x, capture_output=True)
+    r = subprocess.run([str(host_encode), str(blob_path), "emg", "2", "windows"], input=x, capture_output=True)
     assert r.returncode == 2 and "no modality emg" in r.stderr.decode()
 
 
@@ -99,17 +99,8 @@ def _raw_streams(data_dir, windows: int) -> dict[str, np.ndarray]:
     return {"ecg": ecg.reshape(windows, 256), "eeg": eeg.reshape(windows, 256)}
 
 
-@pytest.fixture(scope="module")
-def host_device(tmp_path_factory) -> Path:
-    cc = shutil.which("cc") or shutil.which("gcc")
-    out = tmp_path_factory.mktemp("fw") / "host_device"
-    subprocess.run([cc, "-O2", "-std=c11", "-ffp-contract=off", "-Wall", "-Wextra", "-Werror", "-o", str(out),
-                    str(SRC / "host_device.c"), str(SRC / "ws_encoder.c"), "-lm"], check=True)
-    return out
-
-
 @pytest.mark.parametrize("modality", ["ecg", "eeg"])
-def test_the_c_device_chain_equals_the_simulated_device_from_raw_samples(host_device, blob_path, codec, data_dir,
+def test_the_c_device_chain_equals_the_simulated_device_from_raw_samples(host_encode, blob_path, codec, data_dir,
                                                                          modality):
     """Raw samples through the C front end (the causal band-pass as scipy's sosfilt computes it,
     numpy's standard deviation for the scale code) and the C encoder: the band-passed signal, the
@@ -119,7 +110,7 @@ def test_the_c_device_chain_equals_the_simulated_device_from_raw_samples(host_de
     from wardmodels.frontend import StreamFilter, normalise
 
     raw = _raw_streams(data_dir, 90)[modality]
-    out = subprocess.run([str(host_device), str(blob_path), modality, "2"], input=raw.astype("<f8").tobytes(),
+    out = subprocess.run([str(host_encode), str(blob_path), modality, "2", "raw"], input=raw.astype("<f8").tobytes(),
                          capture_output=True, check=True)
     rec = np.frombuffer(out.stdout, np.dtype([("y", "<f4", 256), ("code", "<u4"), ("x", "<f4", 256),
                                               ("idx", "<u2", 64)]))
