@@ -139,3 +139,80 @@ def test_the_cortex_m7_build_runs_the_device_chain_bit_for_bit_under_qemu(codec,
         codes, idx = python_device(codec.edge, m, raw[m])
         assert np.array_equal(r[m][0], codes) and np.array_equal(r[m][1], idx), m
     assert (r["instructions"] > 0).all() and r["ram"]["scratch"] > 0 and built["text_bytes"] < 65536
+
+
+@pytest.fixture(scope="module")
+def host_arith(tmp_path_factory) -> Path:
+    cc = shutil.which("cc") or shutil.which("gcc")
+    out = tmp_path_factory.mktemp("fw") / "host_arith"
+    subprocess.run([cc, "-O2", "-std=c11", "-Wall", "-Wextra", "-Werror", "-o", str(out),
+                    str(SRC / "host_arith.c"), str(SRC / "ws_arith.c")], check=True)
+    return out
+
+
+def run_arith(exe: Path, freqs: np.ndarray, rows: np.ndarray, symbols: np.ndarray) -> tuple[bytes, int, int]:
+    import struct
+
+    inp = (struct.pack("<II", *freqs.shape) + np.ascontiguousarray(freqs, np.uint8).tobytes()
+           + struct.pack("<I", len(rows)) + np.stack([rows, symbols], 1).astype("<u2").tobytes())
+    out = subprocess.run([str(exe)], input=inp, capture_output=True, check=True).stdout
+    bits, cost = struct.unpack("<II", out[:8])
+    return out[8:], bits, cost
+
+
+def test_the_c_arithmetic_coder_writes_the_python_coders_bits(host_arith):
+    """`firmware/encoder/ws_arith.c` against `stream.arith.Encoder`: the same bytes, bit count
+    and cost for 150 random streams (u8 tables of 2-299 symbols, several rows, skewed tables whose
+    likely symbol repeats — long pending runs — and empty streams)."""
+    from stream import arith
+
+    rng = np.random.default_rng(5)
+    for trial in range(150):
+        k, n_rows = int(rng.integers(2, 300)), int(rng.integers(1, 5))
+        freqs = rng.integers(1, 256, (n_rows, k)).astype(np.uint8)
+        n = int(rng.integers(0, 400)) if trial else 0
+        rows, symbols = rng.integers(0, n_rows, n), rng.integers(0, k, n)
+        if trial % 3 == 1:
+            freqs[:] = 1
+            freqs[:, 7 % k] = 255
+            symbols[:] = 7 % k
+        cum = arith.cumulative(freqs.astype(np.int64))
+        enc = arith.Encoder()
+        for r, s in zip(rows.tolist(), symbols.tolist()):
+            enc.put(cum[r].tolist(), s)
+        cost = enc.cost()
+        data, bits = enc.finish()
+        assert run_arith(host_arith, freqs, rows, symbols) == (data, bits, cost), trial
+
+
+def test_the_c_coder_codes_a_frames_sections_as_the_wire_does(host_arith, codec, ecg_windows, eeg_windows):
+    """A frame's two level-1 sections (scale code, then every index with its stage's table) with
+    the deployed codec's wire tables: the C coder's stream is the one `stream.vqcode` puts in the
+    frame, byte for byte."""
+    from stream.vqcode import encode_sections
+    from stream.wire import REGISTRY, Modality
+    from wardmodels.frontend import normalise
+    from wardmodels.wire_codec import register_deployed
+
+    register_deployed()
+    coding = REGISTRY[codec.model_id].coding
+    models = [coding[(int(Modality.ECG), 1)], coding[(int(Modality.EEG), 1)]]
+    assert all(st.ctx_map.size == 0 for m in models for st in m.stages)  # single-row tables on the wire
+    x_e, c_e = normalise(ecg_windows[:1], "ecg")
+    x_g, c_g = normalise(eeg_windows[0][:1], "eeg")
+    sections = [(int(c_e[0]), codec.edge.encode("ecg", x_e)[0].ravel()), (int(c_g[0]), codec.edge.encode("eeg", x_g)[0].ravel())]
+    data, _ = encode_sections(models, sections)
+    tables, rows, symbols = [], [], []
+    for m, (scale, idx) in zip(models, sections):
+        tables.append(np.diff(m.scale_cum))
+        rows.append(len(tables) - 1)
+        symbols.append(scale)
+        k = 0
+        for st in m.stages:
+            tables.append(np.diff(st.cum[0]))
+            rows += [len(tables) - 1] * st.positions
+            symbols += idx[k:k + st.positions].tolist()
+            k += st.positions
+    freqs = np.stack(tables).astype(np.uint8)
+    c_data, bits, _ = run_arith(host_arith, freqs, np.array(rows), np.array(symbols))
+    assert c_data == data and (bits + 7) // 8 == len(data)
