@@ -17,6 +17,9 @@
         [pad] f64 sos[n_sections][6]   [pad] f64 zi[n_sections][2] (the filter's state at rest for a
         unit input: `sosfilt_zi`)   [pad] f32 scale[256] (the value of each scale code, as
         `scale_value` rounds it)
+      the wire tables of its level-1 section (`wardmodels.wire_tables`; level 2 codes with level
+        1's first stage): [pad] i32 n_stages (0: sections travel bit-packed)  i32 k
+        u8 scale_row[256]   per stage: i32 positions  u8 row[k]   (single-row u8 frequencies)
     [pad to 8]
 
 The arithmetic is `wardmodels.int8`'s and `wardmodels.frontend`'s; the entropy coder's tables are
@@ -34,7 +37,7 @@ import numpy as np
 from wardmodels.int8 import Int8Encoder, Int8Modality
 
 MAGIC = b"WSE1"
-VERSION = 2
+VERSION = 3
 
 
 class _Blob:
@@ -92,25 +95,53 @@ def _front_end(out: _Blob, name: str) -> None:
     out.array(scale_value(np.arange(2 ** SCALE_BITS), name), "<f4")
 
 
-def blob(edge: Int8Encoder, modalities: tuple[str, ...] = ("ecg", "eeg")) -> bytes:
+def _wire_tables(out: _Blob, section) -> None:
+    """``section``: the `stream.vqcode.SectionModel` of the modality's level 1, or None."""
+    out.pad()
+    if section is None:
+        out.i32(0, 0)
+        return
+    if any(st.ctx_map.size or st.cum.shape[0] != 1 for st in section.stages):
+        raise ValueError("the firmware codes single-row tables only (wire tables fitted with --context-classes 0)")
+    k = section.stages[0].codebook_size
+    out.i32(len(section.stages), k)
+    out.b += np.diff(section.scale_cum).astype(np.uint8).tobytes()
+    for st in section.stages:
+        out.i32(st.positions)
+        out.b += np.diff(st.cum[0]).astype(np.uint8).tobytes()
+
+
+def blob(edge: Int8Encoder, coding: dict | None = None, modalities: tuple[str, ...] = ("ecg", "eeg")) -> bytes:
+    """``coding``: the wire model's section tables (`stream.wire.CodecSpec.coding`: {(modality id,
+    level): SectionModel}); without them the device sends its sections bit-packed."""
     out = _Blob()
     out.b += MAGIC
     out.b += struct.pack("<3I", VERSION, len(modalities), 0)
-    for name in modalities:
+    for mod_id, name in enumerate(modalities):
         _modality(out, name, edge.modalities[name])
         _front_end(out, name)
+        _wire_tables(out, (coding or {}).get((mod_id, 1)))
     out.pad()
     return bytes(out.b)
 
 
-def export(edge_path: Path, out: Path) -> dict:
-    """`wardstream export firmware`: the deployed edge encoder's blob, and what it holds."""
-    edge = Int8Encoder.load(Path(edge_path))
-    data = blob(edge)
+def device_blob(codec) -> bytes:
+    """The blob of a deployed codec (`runtime.DeployedCodec`) with its wire tables."""
+    from stream.wire import REGISTRY
+    from wardmodels.wire_codec import register_deployed
+
+    register_deployed()
+    return blob(codec.edge, REGISTRY[codec.model_id].coding)
+
+
+def export(codec, out: Path) -> dict:
+    """`wardstream export firmware`: a deployed codec's device blob, and what it holds."""
+    edge = codec.edge
+    data = device_blob(codec)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(data)
-    return {"blob": str(out), "bytes": len(data), "edge": Path(edge_path).name,
+    return {"blob": str(out), "bytes": len(data), "edge": codec.entry["edge"], "wire_tables": codec.entry.get("wire_tables"),
             "modalities": {m: {"convolutions": len(edge.modalities[m].convs),
                                "codebook_stages": len(edge.modalities[m].codebooks)} for m in ("ecg", "eeg")},
             "encoder_bytes_without_entropy_tables": edge.nbytes() - edge.prior_nbytes()}
@@ -124,7 +155,8 @@ M7_FLAGS = ["-mcpu=cortex-m7", "-mthumb", "-mfpu=fpv5-d16", "-mfloat-abi=hard", 
             "-ffp-contract=off", "-Wall", "-Wextra", "-Werror", "-ffunction-sections", "-fdata-sections",
             "-nostartfiles", "--specs=nano.specs", "--specs=nosys.specs", "-Wl,--gc-sections"]
 SYSTICK_HZ = 25_000_000  # the mps2 board clock SysTick counts; with -icount shift=0, 1 instruction = 1 ns
-PAIR_RECORD = np.dtype([("idx", "<u2", (2, 64)), ("code", "u1", (2,)), ("pad", "u1", (2,)), ("ticks", "<u4", (2, 2))])
+PAIR_RECORD = np.dtype([("idx", "<u2", (2, 64)), ("code", "u1", (2,)), ("frame_len", "<u2"), ("ticks", "<u4", (5,)),
+                        ("frame", "u1", (256,))])
 
 
 class ToolchainMissing(RuntimeError):
@@ -151,8 +183,8 @@ def build_m7(out_dir: Path) -> dict:
     elf = out_dir / "enc-m7.elf"
     m7 = FIRMWARE / "m7"
     subprocess.run([_tool("arm-none-eabi-gcc"), *M7_FLAGS, "-T", str(m7 / "link.ld"), "-o", str(elf),
-                    str(m7 / "startup.c"), str(m7 / "bench_main.c"), str(FIRMWARE / "encoder" / "ws_encoder.c"),
-                    str(FIRMWARE / "encoder" / "ws_arith.c"), "-lm"],
+                    str(m7 / "startup.c"), str(m7 / "bench_main.c"),
+                    *(str(FIRMWARE / "encoder" / f) for f in ("ws_encoder.c", "ws_arith.c", "ws_frame.c")), "-lm"],
                    check=True, capture_output=True, text=True)
     size = subprocess.run([_tool("arm-none-eabi-size"), "-A", str(elf)], check=True, capture_output=True, text=True).stdout
     sections = {ln.split()[0]: int(ln.split()[1]) for ln in size.splitlines() if ln.startswith(".")}
@@ -160,18 +192,23 @@ def build_m7(out_dir: Path) -> dict:
             "bss_bytes": sections.get(".bss", 0)}
 
 
-def run_m7(elf: Path, blob_bytes: bytes, ecg_raw: np.ndarray, eeg_raw: np.ndarray, work: Path,
+def run_m7(elf: Path, blob_bytes: bytes, ecg_raw: np.ndarray, eeg_raw: np.ndarray, work: Path, level: int = 1,
+           bed: int = 1, seq0: int = 0, t0_ms: int = 1_800_000_000_000, model_id: int = 0,
            timeout_s: float = 600) -> dict:
-    """Run the device chain on the emulated Cortex-M7: two raw streams (ECG in mV, EEG in µV), cut
-    into (N, 256) consecutive windows, through the front end and the encoder -> {"ecg": (scale codes
-    (N,), indices (N, 2, 32)), "eeg": ..., "instructions": (N, 2 modalities, 2 steps: front end,
-    encode), "ram": the RAM the encoder needs beside its stack} — instructions from SysTick under
+    """Run the device on the emulated Cortex-M7: two raw streams (ECG in mV, EEG in µV), cut into
+    (N, 256) consecutive windows, through the front end, the encoder at a base codec ``level`` and
+    the wire frame -> {"ecg": (scale codes (N,), indices (N, 2, 32): the level's stages first),
+    "eeg": ..., "frames":
+    [bytes] (N), "instructions": (N, 5: ECG front end, ECG encode, EEG front end, EEG encode, the
+    frame), "ram": the RAM the encoder needs beside its stack} — instructions from SysTick under
     ``-icount shift=0``."""
+    import struct
     import subprocess
 
     work = Path(work)
     work.mkdir(parents=True, exist_ok=True)
     (work / "edge.wse").write_bytes(blob_bytes)
+    (work / "params.bin").write_bytes(struct.pack("<IIIIQ", level, bed, seq0, model_id, t0_ms))
     np.stack([ecg_raw, eeg_raw], 1).astype("<f8").tofile(work / "raw.f64")
     (work / "out.bin").unlink(missing_ok=True)
     r = subprocess.run([_tool("qemu-system-arm"), "-M", "mps2-an500", "-cpu", "cortex-m7", "-nographic",
@@ -187,6 +224,7 @@ def run_m7(elf: Path, blob_bytes: bytes, ecg_raw: np.ndarray, eeg_raw: np.ndarra
         raise RuntimeError(f"the M7 run encoded {len(rec)} of {len(ecg_raw)} window pairs")
     return {"ecg": (rec["code"][:, 0], rec["idx"][:, 0].reshape(-1, 2, 32).astype(np.int64)),
             "eeg": (rec["code"][:, 1], rec["idx"][:, 1].reshape(-1, 2, 32).astype(np.int64)),
+            "frames": [bytes(f[:n]) for f, n in zip(rec["frame"], rec["frame_len"])],
             "instructions": rec["ticks"].astype(np.int64) * (1_000_000_000 // SYSTICK_HZ),
             "ram": {"scratch": int(scratch), "encoder_struct": int(enc_struct)}}
 

@@ -31,7 +31,7 @@ def _macs(model) -> int:
     return total
 
 
-def _encode_m7(edge, pairs: int = 8) -> dict:
+def _encode_m7(codec, pairs: int = 8) -> dict:
     """The device chain in C on an emulated Cortex-M7 (`wardstream bench firmware` streams real
     recordings; here white noise, ECG-sized in mV and EEG-sized in µV)."""
     from wardmodels.firmware import ToolchainMissing
@@ -39,7 +39,7 @@ def _encode_m7(edge, pairs: int = 8) -> dict:
 
     rng = np.random.default_rng(0)
     try:
-        return on_m7(edge, rng.standard_normal((pairs, 256)), 20 * rng.standard_normal((pairs, 256)))
+        return on_m7(codec, rng.standard_normal((pairs, 256)), 20 * rng.standard_normal((pairs, 256)))
     except ToolchainMissing as exc:
         return {"skipped": str(exc)}
 
@@ -120,7 +120,7 @@ def bench(model_id: int | None = None, threads: int = 2, seconds: float = 5.0, b
             reps += 1
         out["encode_ms"] = round(1000 * (time.perf_counter() - t0) / reps, 3)
         out["encode_ms_note"] = "one ECG+EEG window pair, integer encoder in numpy on this host"
-        out["encode_m7"] = _encode_m7(codec.edge)
+        out["encode_m7"] = _encode_m7(codec)
         out["encoder_int8_bytes"] = codec.edge.nbytes()
         out["entropy_tables_bytes"] = codec.edge.prior_nbytes()
     out["raw_lossless"] = bench_raw_lossless(seconds)

@@ -527,13 +527,12 @@ def main(argv: list[str] | None = None) -> int:
     if a.cmd == "export" and a.what == "firmware":
         from wardmodels import runtime
         from wardmodels.firmware import export as export_firmware
-        from wardmodels.hashname import verify_hash
 
         mid = a.model_id if a.model_id is not None else s.codec_model
-        entry = next((e for e in runtime.manifest() if e["model_id"] == mid and e.get("edge")), None)
-        if entry is None:
-            raise SystemExit(f"no deployed codec with an edge encoder under model id {mid}")
-        res = export_firmware(verify_hash(runtime.WEIGHTS_DIR / entry["edge"]), a.out)
+        codec = runtime.load_deployed(mid)
+        if codec.edge is None:
+            raise SystemExit(f"the deployed codec under model id {mid} has no edge encoder")
+        res = export_firmware(codec, a.out)
         _write_json({**res, "model_id": mid}, None)
         return 0
     if a.cmd == "export" and a.what == "classifier":

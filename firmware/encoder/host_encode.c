@@ -15,34 +15,15 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "ws_encoder.h"
+#include "host_blob.h"
 
 int main(int argc, char **argv) {
     if (argc != 5 || (strcmp(argv[4], "windows") != 0 && strcmp(argv[4], "raw") != 0)) {
         fprintf(stderr, "usage: %s BLOB MODALITY STAGES windows|raw < in > out.bin\n", argv[0]);
         return 2;
     }
-    FILE *f = fopen(argv[1], "rb");
-    if (!f) {
-        perror(argv[1]);
-        return 2;
-    }
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *blob = aligned_alloc(8, (size_t)(n + 7) / 8 * 8);
-    if (!blob || fread(blob, 1, (size_t)n, f) != (size_t)n) {
-        fprintf(stderr, "cannot read %s\n", argv[1]);
-        return 2;
-    }
-    fclose(f);
     static ws_encoder enc;
-    const char *why = "";
-    int rc = ws_load(blob, (size_t)n, &enc, &why);
-    if (rc) {
-        fprintf(stderr, "malformed blob (%d): %s\n", rc, why);
-        return 2;
-    }
+    if (host_load_blob(argv[1], &enc)) return 2;
     const ws_modality *m = ws_modality_named(&enc, argv[2]);
     int stages = atoi(argv[3]);
     if (!m || stages < 1 || stages > m->n_cb) {

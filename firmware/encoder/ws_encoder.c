@@ -87,7 +87,7 @@ int ws_load(const uint8_t *blob, size_t n, ws_encoder *enc, const char **why) {
     int32_t version, n_mod, reserved;
     if (((uintptr_t)blob & 7u) != 0) FAIL(-2, "blob not 8-byte aligned");
     if (take(&c, 4, &q, "magic") || memcmp(q, "WSE1", 4) != 0) FAIL(-3, "not a WSE1 blob");
-    if (i32(&c, &version, "version") || version != 2) FAIL(-4, "unknown blob version (this encoder reads 2)");
+    if (i32(&c, &version, "version") || version != 3) FAIL(-4, "unknown blob version (this encoder reads 3)");
     if (i32(&c, &n_mod, "modalities") || n_mod < 1 || n_mod > 2) FAIL(-5, "bad modality count");
     if (i32(&c, &reserved, "header")) FAIL(-1, c.why);
     memset(enc, 0, sizeof(*enc));
@@ -167,6 +167,22 @@ int ws_load(const uint8_t *blob, size_t n, ws_encoder *enc, const char **why) {
         m->zi = (const double *)q;
         if (arr(&c, 4 * WS_SCALE_CODES, &q, "scale table")) FAIL(-1, c.why);
         m->scale = (const float *)q;
+        if (align8(&c) || i32(&c, &m->wire_stages, "wire tables") || i32(&c, &m->wire_k, "wire tables")) FAIL(-1, c.why);
+        if (m->wire_stages < 0 || m->wire_stages > WS_MAX_STAGES || (m->wire_stages && m->wire_k != m->K))
+            FAIL(-6, "bad wire tables");
+        if (m->wire_stages) {
+            if (take(&c, WS_SCALE_CODES, &q, "wire scale table")) FAIL(-1, c.why);
+            m->wire_scale = (const uint8_t *)q;
+            for (int j = 0; j < m->wire_stages; j++) {
+                if (i32(&c, &m->wire_positions[j], "wire tables")) FAIL(-1, c.why);
+                if (take(&c, (size_t)m->wire_k, &q, "wire stage table")) FAIL(-1, c.why);
+                m->wire_rows[j] = (const uint8_t *)q;
+                for (int k = 0; k < m->wire_k; k++)
+                    if (!m->wire_rows[j][k]) FAIL(-6, "a wire table gives a symbol frequency 0");
+            }
+            for (int k = 0; k < WS_SCALE_CODES; k++)
+                if (!m->wire_scale[k]) FAIL(-6, "a wire table gives a symbol frequency 0");
+        }
         /* |r[d]| <= 32767 + sum_j 127 << d_j; the search's dot products fit int32 when
            D * 127 * that < 2^31 */
         int64_t rmax = 32767;

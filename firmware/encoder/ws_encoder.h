@@ -61,6 +61,11 @@ typedef struct {
     const double *sos; /* [n_sections][6]: b0 b1 b2 a0 a1 a2 */
     const double *zi;  /* [n_sections][2]: the state at rest for a unit input */
     const float *scale; /* [WS_SCALE_CODES] */
+    /* the wire's coding tables of this modality's level-1 section (0 stages: none) */
+    int32_t wire_stages, wire_k;
+    const uint8_t *wire_scale;                 /* [WS_SCALE_CODES] u8 frequencies */
+    int32_t wire_positions[WS_MAX_STAGES];
+    const uint8_t *wire_rows[WS_MAX_STAGES];   /* [wire_k] u8 frequencies each */
 } ws_modality;
 
 typedef struct {

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from wardmodels.firmware import blob
+from wardmodels.firmware import blob, device_blob
 
 ROOT = Path(__file__).resolve().parents[2]
 SRC = ROOT / "firmware" / "encoder"
@@ -33,7 +33,7 @@ def host_encode(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def blob_path(codec, tmp_path_factory) -> Path:
     p = tmp_path_factory.mktemp("fw") / "edge.wse"
-    p.write_bytes(blob(codec.edge))
+    p.write_bytes(device_blob(codec))
     return p
 
 
@@ -125,19 +125,79 @@ def test_the_c_device_chain_equals_the_simulated_device_from_raw_samples(host_en
     assert len(np.unique(codes)) > 3  # the scale moved (lead-off, saturation, the signal itself)
 
 
-def test_the_cortex_m7_build_runs_the_device_chain_bit_for_bit_under_qemu(codec, data_dir, tmp_path):
-    """The same front end and encoder cross-compiled for a Cortex-M7 (hard-float FPv5, the
-    firmware's flags) and run on QEMU's mps2-an500 board, fed and read back through semihosting:
-    every scale code and index equals the simulated device's, and each step reports its
-    instruction count."""
+@pytest.fixture(scope="module")
+def host_device(tmp_path_factory) -> Path:
+    cc = shutil.which("cc") or shutil.which("gcc")
+    out = tmp_path_factory.mktemp("fw") / "host_device"
+    subprocess.run([cc, "-O2", "-std=c11", "-ffp-contract=off", "-Wall", "-Wextra", "-Werror", "-o", str(out),
+                    *(str(SRC / f) for f in ("host_device.c", "ws_encoder.c", "ws_arith.c", "ws_frame.c")), "-lm"],
+                   check=True)
+    return out
+
+
+def _frames(stdout: bytes) -> list[bytes]:
+    out, i = [], 0
+    while i < len(stdout):
+        n = int.from_bytes(stdout[i:i + 4], "little")
+        out.append(stdout[i + 4:i + 4 + n])
+        i += 4 + n
+    return out
+
+
+@pytest.mark.parametrize("level, tables", [(1, True), (2, True), (1, False)])
+def test_a_c_device_sends_the_simulated_devices_frames_byte_for_byte(host_device, codec, data_dir, tmp_path,
+                                                                     level, tables):
+    """A whole device of the default configuration in C — front end, encoder at a fixed level,
+    the v2 frame with its sections entropy-coded when that is shorter (the wire tables in the
+    blob) or bit-packed (a blob without them), CRC — against the simulator's device on the same
+    raw streams: every frame byte for byte, and every one decodes."""
+    from stream.wire import decode_frame
+    from wardmodels.wire_codec import register_deployed
+    from wardstream.bench_firmware import simulated_frames
+
+    register_deployed()
+    raw = _raw_streams(data_dir, 40)
+    p = tmp_path / "dev.wse"
+    p.write_bytes(device_blob(codec) if tables else blob(codec.edge))
+    t0 = 1_800_000_000_000
+    out = subprocess.run([str(host_device), str(p), str(level), "9", "5", str(t0), str(codec.model_id)],
+                         input=np.stack([raw["ecg"], raw["eeg"]], 1).astype("<f8").tobytes(),
+                         capture_output=True, check=True).stdout
+    frames = _frames(out)
+    if tables:
+        ref = simulated_frames(codec, level, raw["ecg"], raw["eeg"], bed=9, seq0=5, t0_ms=t0)
+    else:  # the simulator's device with coding off sends them bit-packed
+        from device_sim.ward import Device
+        from wardmodels.wire_codec import CodecEncoder
+
+        src = iter(zip(raw["ecg"], raw["eeg"]))
+        dev = Device(9, type("R", (), {"next_window": lambda self: next(src)})(), t0 * 1000,
+                     CodecEncoder(codec.model_id, level, "int8"), seq=5, coded=False)
+        ref = [dev.next_frame()[0] for _ in range(len(raw["ecg"]))]
+    assert len(frames) == len(ref) == 40
+    assert frames == ref
+    coded = [bool(f[1] & 0x40) for f in frames]
+    # with the tables most frames go coded; the lead-off and saturated windows, whose indices the
+    # tables did not expect, code longer and go bit-packed: both of the device's choices are checked
+    assert (0 < sum(coded) < len(coded)) if tables else not any(coded)
+    assert [decode_frame(f).seq for f in frames] == list(range(5, 45))
+
+
+def test_the_cortex_m7_build_runs_the_device_bit_for_bit_under_qemu(codec, data_dir, tmp_path):
+    """The same device cross-compiled for a Cortex-M7 (hard-float FPv5, the firmware's flags) and
+    run on QEMU's mps2-an500 board, fed and read back through semihosting: every scale code, index
+    and frame byte equals the simulated device's, and each step reports its instruction count."""
     from wardmodels.firmware import build_m7, python_device, run_m7
+    from wardstream.bench_firmware import simulated_frames
 
     raw = _raw_streams(data_dir, 10)
     built = build_m7(tmp_path / "build")
-    r = run_m7(built["elf"], blob(codec.edge), raw["ecg"], raw["eeg"], tmp_path / "run")
+    r = run_m7(built["elf"], device_blob(codec), raw["ecg"], raw["eeg"], tmp_path / "run", level=1,
+               model_id=codec.model_id)
     for m in ("ecg", "eeg"):
         codes, idx = python_device(codec.edge, m, raw[m])
         assert np.array_equal(r[m][0], codes) and np.array_equal(r[m][1], idx), m
+    assert r["frames"] == simulated_frames(codec, 1, raw["ecg"], raw["eeg"])
     assert (r["instructions"] > 0).all() and r["ram"]["scratch"] > 0 and built["text_bytes"] < 65536
 
 

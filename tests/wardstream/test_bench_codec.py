@@ -24,8 +24,9 @@ def test_bench_codec_measures_every_level(model_id):
     if codec.edge is not None:
         assert r["encode_ms"] > 0 and 0 < r["encoder_int8_bytes"] <= 480_000
         m7 = r["encode_m7"]  # the C encoder on the emulated Cortex-M7 (./ward test installs the toolchain)
-        assert m7["agreement_with_the_simulated_device"] == {m: {"scale_codes": 1.0, "indices": 1.0}
-                                                             for m in ("ecg", "eeg")}, m7
+        assert m7["agreement_with_the_simulated_device"] == {**{m: {"scale_codes": 1.0, "indices": 1.0}
+                                                                for m in ("ecg", "eeg")},
+                                                             "frames_byte_identical": 1.0}, m7
         assert m7["instructions_per_window_pair"]["min"] > 0
     assert r["params"]["decoders"] > 0 and r["encoder_macs_per_pair"] > 0
 

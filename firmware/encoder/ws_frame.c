@@ -1,0 +1,124 @@
+/* Wire format v2 frames (see ws_frame.h and the layout in `stream/wire.py`'s docstring). */
+#include "ws_frame.h"
+
+#include <string.h>
+
+#include "ws_arith.h"
+#include "ws_encoder.h"
+
+#define TAG_V2 0xD2
+#define FLAG_CODED 0x40
+
+uint32_t ws_crc32(const uint8_t *p, size_t n) { /* zlib's CRC-32 (reflected 0xEDB88320) */
+    uint32_t c = 0xFFFFFFFFu;
+    for (size_t i = 0; i < n; i++) {
+        c ^= p[i];
+        for (int k = 0; k < 8; k++) c = (c >> 1) ^ (0xEDB88320u & (0u - (c & 1u)));
+    }
+    return c ^ 0xFFFFFFFFu;
+}
+
+static size_t header(uint8_t *o, uint8_t flags, uint32_t bed, uint32_t seq, uint64_t t_ms, uint8_t model,
+                     const ws_section *sec, int n_sec) {
+    uint8_t mods = 0;
+    for (int i = 0; i < n_sec; i++) mods |= (uint8_t)(1u << sec[i].modality);
+    o[0] = TAG_V2;
+    o[1] = flags;
+    for (int i = 0; i < 4; i++) o[2 + i] = (uint8_t)(bed >> (24 - 8 * i));
+    for (int i = 0; i < 4; i++) o[6 + i] = (uint8_t)(seq >> (24 - 8 * i));
+    for (int i = 0; i < 6; i++) o[10 + i] = (uint8_t)(t_ms >> (40 - 8 * i));
+    o[16] = model;
+    o[17] = mods;
+    return 18;
+}
+
+/* indices at ``bits`` bits each, MSB first, zero padded to a byte -> bytes written */
+static size_t pack(uint8_t *o, const uint16_t *idx, int n, int bits) {
+    size_t nb = ((size_t)n * bits + 7) / 8, pos = 0;
+    memset(o, 0, nb);
+    for (int i = 0; i < n; i++)
+        for (int b = bits - 1; b >= 0; b--, pos++)
+            if ((idx[i] >> b) & 1u) o[pos >> 3] |= (uint8_t)(0x80u >> (pos & 7));
+    return nb;
+}
+
+static int finish(uint8_t *out, size_t cap, size_t n) {
+    if (n + 4 > cap) return -1;
+    uint32_t crc = ws_crc32(out, n);
+    for (int i = 0; i < 4; i++) out[n + i] = (uint8_t)(crc >> (24 - 8 * i));
+    return (int)(n + 4);
+}
+
+int ws_frame_v2(uint8_t *out, size_t cap, uint32_t bed, uint32_t seq, uint64_t t_start_ms, uint8_t model,
+                const ws_section *sec, int n_sec) {
+    if (n_sec < 1 || n_sec > 2 || t_start_ms >> 48) return -2;
+    for (int i = 0; i < n_sec; i++) {
+        if (sec[i].level < 1 || sec[i].level > 255 || sec[i].bits < 1 || sec[i].bits > 16 ||
+            (i && sec[i].modality <= sec[i - 1].modality) || sec[i].modality < 0 || sec[i].modality > 1)
+            return -2;
+        if (sec[i].tables) { /* the tables code exactly the section's indices */
+            int total = 0;
+            for (int j = 0; j < sec[i].tables->n_stages; j++) total += sec[i].tables->positions[j];
+            if (total != sec[i].n_idx) return -2;
+        }
+    }
+    /* the bit-packed frame: level byte, scale byte, indices per section */
+    size_t worst = 18 + 4;
+    for (int i = 0; i < n_sec; i++) worst += 2 + ((size_t)sec[i].n_idx * sec[i].bits + 7) / 8;
+    if (worst > cap) return -1;
+    size_t n = header(out, 0, bed, seq, t_start_ms, model, sec, n_sec);
+    int any_coded = 0;
+    for (int i = 0; i < n_sec; i++) {
+        out[n++] = (uint8_t)sec[i].level;
+        out[n++] = sec[i].scale;
+        n += pack(out + n, sec[i].idx, sec[i].n_idx, sec[i].bits);
+        any_coded |= sec[i].tables != 0;
+    }
+    const size_t plain = n + 4;
+    if (!any_coded) return finish(out, cap, n);
+    /* the coded frame: level bytes in place, then one arithmetic-coded stream of each coded
+       section's scale code and indices (stage by stage, each with its row); it is sent only when
+       it comes out shorter, so it has at most plain - 1 bytes and is built behind the plain one */
+    uint8_t *c = out + plain;
+    if (cap < 2 * plain) return finish(out, cap, n);
+    size_t m = header(c, FLAG_CODED, bed, seq, t_start_ms, model, sec, n_sec);
+    for (int i = 0; i < n_sec; i++) {
+        c[m++] = (uint8_t)sec[i].level;
+        if (!sec[i].tables) {
+            c[m++] = sec[i].scale;
+            m += pack(c + m, sec[i].idx, sec[i].n_idx, sec[i].bits);
+        }
+    }
+    ws_arith a;
+    const size_t room = plain > m + 4 ? plain - (m + 4) : 0; /* bytes the stream may take to win */
+    if (!room) return finish(out, cap, n);
+    ws_arith_init(&a, c + m, room);
+    for (int i = 0; i < n_sec; i++) {
+        const ws_section_tables *t = sec[i].tables;
+        if (!t) continue;
+        ws_arith_put(&a, t->scale, 256, sec[i].scale);
+        for (int j = 0, q = 0; j < t->n_stages; q += t->positions[j], j++)
+            for (int p = 0; p < t->positions[j]; p++)
+                ws_arith_put(&a, t->rows[j], t->k, sec[i].idx[q + p]);
+    }
+    size_t bits = ws_arith_finish(&a);
+    if (!bits) return finish(out, cap, n); /* the stream did not fit: the plain frame is shorter */
+    m += (bits + 7) / 8;
+    if (m + 4 >= plain) return finish(out, cap, n);
+    memmove(out, c, m);
+    return finish(out, cap, m);
+}
+
+int ws_section_tables_for(const void *mp, int level, int codec_stages, ws_section_tables *t) {
+    const ws_modality *m = (const ws_modality *)mp;
+    const int n = codec_stages - level + 1;
+    if (!m->wire_stages || level < 1 || n < 1 || n > m->wire_stages || n > WS_MAX_SECTION_STAGES) return -1;
+    t->scale = m->wire_scale;
+    t->n_stages = n;
+    t->k = m->wire_k;
+    for (int j = 0; j < n; j++) {
+        t->positions[j] = m->wire_positions[j];
+        t->rows[j] = m->wire_rows[j];
+    }
+    return 0;
+}

@@ -1,0 +1,49 @@
+/* A device's wire frame, format v2 (`stream/wire.py`), in C: the header, one section per
+ * modality at a codec level whose side information is the one-byte scale code (`scale8`), and
+ * the sections either bit-packed or — wire flag bit 6 — entropy-coded with the model's static
+ * u8 tables (`stream/vqcode.py`, the coder of ws_arith.h), whichever frame is shorter (the
+ * simulated device's rule); then the CRC-32 (zlib's) over every byte before it.
+ *
+ * What a device of the default configuration sends: a fixed codec level, no predicted error, no
+ * audit reference, no HMAC (not built here), the default geometry (128 Hz, 256 samples).
+ */
+#ifndef WS_FRAME_H
+#define WS_FRAME_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define WS_MAX_SECTION_STAGES 4
+
+/* The coding tables of one (modality, level) section: the scale code's row (256 symbols) and,
+ * per stage of the level, its positions and its single row of k u8 frequencies. */
+typedef struct {
+    const uint8_t *scale; /* [256] */
+    int n_stages;
+    int positions[WS_MAX_SECTION_STAGES];
+    int k;
+    const uint8_t *rows[WS_MAX_SECTION_STAGES]; /* [k] each */
+} ws_section_tables;
+
+typedef struct {
+    int modality;       /* 0 ECG, 1 EEG */
+    int level;          /* a codec level (1..255) */
+    uint8_t scale;      /* the window's scale code */
+    const uint16_t *idx; /* n_idx indices, stage-major */
+    int n_idx;
+    int bits;                       /* bits per index bit-packed: ceil(log2 codebook size) */
+    const ws_section_tables *tables; /* NULL: this section is never coded */
+} ws_section;
+
+uint32_t ws_crc32(const uint8_t *p, size_t n);
+
+/* The tables of a base codec level's section of modality ``m`` (a `ws_modality *`) (level L sends stages 1 .. S-L+1
+ * of level 1's): 0 and ``t`` filled, or -1 when the blob has none for it. */
+int ws_section_tables_for(const void *m, int level, int codec_stages, ws_section_tables *t);
+
+/* The frame of ``n_sec`` sections (ascending modality) -> its length in ``out``, or a negative
+ * code: -1 the buffer is too small, -2 bad arguments. */
+int ws_frame_v2(uint8_t *out, size_t cap, uint32_t bed, uint32_t seq, uint64_t t_start_ms, uint8_t model,
+                const ws_section *sec, int n_sec);
+
+#endif
