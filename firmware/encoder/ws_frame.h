@@ -42,7 +42,9 @@ uint32_t ws_crc32(const uint8_t *p, size_t n);
 int ws_section_tables_for(const void *m, int level, int codec_stages, ws_section_tables *t);
 
 /* The frame of ``n_sec`` sections (ascending modality) -> its length in ``out``, or a negative
- * code: -1 the buffer is too small, -2 bad arguments. */
+ * code: -1 the buffer is too small, -2 bad arguments. The coded form is built behind the
+ * bit-packed one, so ``cap`` needs twice the bit-packed frame's bytes for it to be tried (with
+ * less the frame goes bit-packed). */
 int ws_frame_v2(uint8_t *out, size_t cap, uint32_t bed, uint32_t seq, uint64_t t_start_ms, uint8_t model,
                 const ws_section *sec, int n_sec);
 
