@@ -45,14 +45,14 @@ from faust.web import Request, Response, View
 
 from processors import delivery as dl
 from processors.agents import (BED_LOCK, CONDITIONS, LIMITS, WARDS, add_alarm_history, alarms_topic, control_topic,
-                               publish_alarm_events, set_publisher, sink)
+                               gap_reader, publish_alarm_events, set_publisher, sink)
 from processors.alarms import AlarmState, acknowledge, check_limits, discharge
 from processors.bed import BedState
 from processors.influx_sink import line
 from processors.stages import alarm_points
 from processors.subscriptions import Invalid, Registry, Subscription, validate
 from processors.wards import Tokens
-from stream import kafka_compat
+from stream import faust_gaps, kafka_compat
 from stream.app import app, bed_table, settings
 from stream.topics import bed_key
 
@@ -301,36 +301,88 @@ async def dispatch_webhooks() -> None:
     await dispatcher.run()
 
 
+# Commands are rare and must never be lost, yet Faust 0.15.3 can drop fetched records (see
+# `stream.faust_gaps`): one delivered shortly after a worker (re)joins its group was seen never to
+# reach this agent. The agent therefore notes, per partition, the offset after the last command it
+# applied, and `sweep_commands` reads any command Faust has not delivered within two sweeps
+# straight from Kafka; a command delivered after the sweep applied it is skipped.
+faust_gaps.install({settings.commands_topic})
+_commands_next: dict = {}  # TP -> offset after the last command applied (this consumer generation)
+_commands_generation = [None]
+_commands_behind: dict = {}  # TP -> where a sweep found it behind (`faust_gaps.overdue`)
+
+
+def _command_next(tp) -> int:
+    if _commands_generation[0] != app.consumer_generation_id:
+        _commands_generation[0] = app.consumer_generation_id
+        _commands_next.clear()
+        _commands_behind.clear()
+    if tp not in _commands_next:
+        _commands_next[tp] = app.consumer._committed_offset.get(tp) or 0
+    return _commands_next[tp]
+
+
 @app.agent(commands_topic)
 async def apply_commands(stream):
     """Acknowledgements and discharges, applied by the worker that owns the bed."""
-    async for key, value in stream.items():
-        try:
-            cmd = json.loads(value)
-            kind = cmd.get("cmd", "acknowledge")
-            bed, by = int(cmd["bed"]), str(cmd["by"])[:80]
-            condition = str(cmd["condition"]) if kind == "acknowledge" else None
-            if kind not in ("acknowledge", "discharge"):
-                raise ValueError(kind)
-        except (ValueError, KeyError, TypeError, AttributeError):
-            log.error("malformed command %r; skipped", value[:200] if value else value)
-            continue
+    async for ev in stream.events():
+        tp, off = ev.message.tp, ev.message.offset
         async with BED_LOCK:
-            st = BedState.from_bytes(bed_table.get(bed_key(bed)))
-            ast = AlarmState.from_dict(st.alarms)
-            t_ms = max(int(cmd.get("at_ms", 0)), st.last_t_us // 1000 + 1)
-            if kind == "discharge":
-                await _discharge(bed, st, ast, by, t_ms)
-                continue
-            events = acknowledge(bed, ast, condition, by, t_ms, CONDITIONS)
-            if not events:
-                log.info("acknowledge %s/%s by %s: nothing active to acknowledge", bed, condition, by)
-                continue
-            add_alarm_history(alarm_points(events))
-            await sink.flush()
-            await publish_alarm_events(events)
-            st.alarms = ast.to_dict()
-            bed_table[bed_key(bed)] = st.to_bytes()
+            if off < _command_next(tp):
+                continue  # a sweep applied it already
+            await _apply_command(ev.value)
+            _commands_next[tp] = off + 1
+
+
+@app.timer(interval=2.0)
+async def sweep_commands() -> None:
+    """Apply the commands of this worker's partitions that Faust has not delivered (see above)."""
+    tps = [tp for tp in app.consumer.assignment() if tp.topic == settings.commands_topic]
+    async with BED_LOCK:
+        ends = await gap_reader.end_offsets(tps)
+        for gap in faust_gaps.overdue({tp: _command_next(tp) for tp in tps}, ends, _commands_behind):
+            tp, end = gap.tp, gap.end
+            recs = await gap_reader.fetch_range(gap)
+            log.warning("commands %s/%s %d..%d not delivered by Faust: applying %d read from Kafka",
+                        tp.topic, tp.partition, nxt, end - 1, len(recs))
+            for r in recs:
+                await _apply_command(r.value)
+                _commands_next[tp] = r.offset + 1
+            if recs and _commands_next[tp] == end:
+                await faust_gaps.mark_done(app.consumer, gap)
+
+
+async def _apply_command(value) -> None:
+    """One command (under `BED_LOCK`); a malformed one is logged and skipped."""
+    try:
+        cmd = json.loads(value)
+        kind = cmd.get("cmd", "acknowledge")
+        bed, by = int(cmd["bed"]), str(cmd["by"])[:80]
+        condition = str(cmd["condition"]) if kind == "acknowledge" else None
+        if kind not in ("acknowledge", "discharge"):
+            raise ValueError(kind)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        log.error("malformed command %r; skipped", value[:200] if value else value)
+        return
+    st = BedState.from_bytes(bed_table.get(bed_key(bed)))
+    ast = AlarmState.from_dict(st.alarms)
+    t_ms = max(int(cmd.get("at_ms", 0)), st.last_t_us // 1000 + 1)
+    if kind == "discharge":
+        if int(cmd.get("at_ms", 0)) <= st.discharge_cmd_ms:
+            log.info("discharge of bed %s at %s applied already; skipped", bed, cmd.get("at_ms"))
+            return
+        st.discharge_cmd_ms = int(cmd.get("at_ms", 0))
+        await _discharge(bed, st, ast, by, t_ms)
+        return
+    events = acknowledge(bed, ast, condition, by, t_ms, CONDITIONS)
+    if not events:
+        log.info("acknowledge %s/%s by %s: nothing active to acknowledge", bed, condition, by)
+        return
+    add_alarm_history(alarm_points(events))
+    await sink.flush()
+    await publish_alarm_events(events)
+    st.alarms = ast.to_dict()
+    bed_table[bed_key(bed)] = st.to_bytes()
 
 
 async def _discharge(bed: int, st: BedState, ast: AlarmState, by: str, t_ms: int) -> None:

@@ -70,6 +70,7 @@ class BedState:
     # the patient's stay ended (`end_stay`: discharged, or the bed given to another patient) at
     # this wall time (ms); 0 while a stay goes on. The next window starts a new stream.
     discharged_ms: int = 0
+    discharge_cmd_ms: int = 0  # ``at_ms`` of the last discharge command applied (one applied again is skipped)
 
     def _fields(self) -> dict:
         return {"ls": self.last_seq, "lt": self.last_t_us, "r": self.restarts, "as": self.anchor_seq, "au": self.anchor_us,
@@ -78,7 +79,8 @@ class BedState:
                 "w": self.windows, "g": self.gaps, "dm": self.done, "lw": self.late,
                 "be": self.buf_end, "zi": self.zi, "pd": self.pending, "al": self.alarms, "sn": self.seen_ms,
                 "aq": self.audit_seq, "ar": self.audit_res, "ss": self.slack_sent,
-                **({"dc": self.discharged_ms} if self.discharged_ms else {})}
+                **({"dc": self.discharged_ms} if self.discharged_ms else {}),
+                **({"dq": self.discharge_cmd_ms} if self.discharge_cmd_ms else {})}
 
     def to_bytes(self) -> bytes:
         """The changelog value, written once per window and bed (so its size is the worker's
@@ -111,7 +113,7 @@ class BedState:
                    alarms=d.get("al") or {}, seen_ms=d.get("sn", 0),
                    audit_buf=np.frombuffer(ab, "<f2").astype(np.float16),
                    audit_seq=d.get("aq", -1), audit_res=list(d.get("ar", [])), slack_sent=d.get("ss", 0.0),
-                   discharged_ms=d.get("dc", 0))
+                   discharged_ms=d.get("dc", 0), discharge_cmd_ms=d.get("dq", 0))
 
     def end_stay(self, t_ms: int) -> None:
         """Forget the patient: the signal history (beats, filtered ECG, detector, pending beats),

@@ -81,6 +81,24 @@ class OffsetTracker:
         return gaps
 
 
+def overdue(expected: dict, ends: dict, behind: dict) -> list[Gap]:
+    """For a topic whose records arrive seldom (so no later record reveals a skipped one): per
+    partition, the offset the agent expects next and the partition's end offset -> the ranges to
+    read directly, those that were already missing at the previous call (``behind``: TP -> the
+    expected offset then; updated here), so that Faust gets one call's time to deliver them."""
+    out = []
+    for tp, nxt in expected.items():
+        end = ends[tp]
+        if end <= nxt:
+            behind.pop(tp, None)
+        elif behind.get(tp) != nxt:
+            behind[tp] = nxt
+        else:
+            out.append(Gap(tp, nxt, end))
+            behind.pop(tp, None)
+    return out
+
+
 async def mark_done(consumer, gap: Gap) -> None:
     """Let Faust commit past a gap whose records have been processed."""
     await _original_add_gap(consumer, gap.tp, gap.start, gap.end - 1)
@@ -93,13 +111,28 @@ class RangeReader:
         self.bootstrap = bootstrap
         self._c = None
 
-    async def fetch_range(self, gap: Gap, timeout_s: float = 10.0) -> list:
-        from aiokafka import AIOKafkaConsumer, TopicPartition
+    async def _consumer(self):
+        from aiokafka import AIOKafkaConsumer
 
         if self._c is None:
             self._c = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None,
                                        enable_auto_commit=False)
             await self._c.start()
+        return self._c
+
+    async def end_offsets(self, tps) -> dict:
+        """Faust TPs -> each partition's end offset (the offset its next record will have)."""
+        from aiokafka import TopicPartition
+
+        if not tps:
+            return {}
+        ends = await (await self._consumer()).end_offsets([TopicPartition(tp.topic, tp.partition) for tp in tps])
+        return {tp: ends[TopicPartition(tp.topic, tp.partition)] for tp in tps}
+
+    async def fetch_range(self, gap: Gap, timeout_s: float = 10.0) -> list:
+        from aiokafka import TopicPartition
+
+        await self._consumer()
         tp = TopicPartition(gap.tp.topic, gap.tp.partition)
         self._c.assign([tp])
         self._c.seek(tp, gap.start)

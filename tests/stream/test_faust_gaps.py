@@ -2,7 +2,7 @@ from types import SimpleNamespace
 
 from faust.types import TP
 
-from stream.faust_gaps import Gap, OffsetTracker
+from stream.faust_gaps import Gap, OffsetTracker, overdue
 
 
 def ev(p, off):
@@ -26,3 +26,21 @@ def test_new_generation_starts_again_from_the_committed_offset():
     assert t.check([ev(0, 30)], 2, {TP("frames", 0): 30}) == []
     # unknown committed offset: nothing to compare against
     assert t.check([ev(3, 99)], 2, {}) == []
+
+
+def test_commands_faust_has_not_delivered_by_the_next_sweep_are_read_directly():
+    """The commands topic's sweep (`processors.alarm_service.sweep_commands`): a partition whose
+    end lies beyond what the agent applied is given one sweep for Faust to deliver; still behind at
+    the next, the missing range is read; a partition that caught up, or moved on, starts over."""
+    a, b, c = TP("cmd", 0), TP("cmd", 1), TP("cmd", 2)
+    behind: dict = {}
+    assert overdue({a: 3, b: 0, c: 5}, {a: 3, b: 2, c: 6}, behind) == []  # b, c just fell behind
+    assert behind == {b: 0, c: 5}
+    # b still at 0: read 0..1; c delivered meanwhile (now 6 = end); a got a new record just now
+    assert overdue({a: 3, b: 0, c: 6}, {a: 4, b: 2, c: 6}, behind) == [Gap(b, 0, 2)]
+    assert behind == {a: 3}
+    # a's record delivered by Faust before the next sweep: nothing to read
+    assert overdue({a: 4, b: 2, c: 6}, {a: 4, b: 2, c: 6}, behind) == [] and behind == {}
+    # behind, then behind at a later offset (Faust delivered some): one more sweep of grace
+    overdue({a: 4}, {a: 7}, behind)
+    assert overdue({a: 5}, {a: 7}, behind) == [] and overdue({a: 5}, {a: 7}, behind) == [Gap(a, 5, 7)]
