@@ -336,7 +336,17 @@ async def apply_commands(stream):
 
 @app.timer(interval=2.0)
 async def sweep_commands() -> None:
-    """Apply the commands of this worker's partitions that Faust has not delivered (see above)."""
+    """Apply the commands of this worker's partitions that Faust has not delivered (see above).
+    A sweep that fails (the broker away) is logged and tried again at the next."""
+    try:
+        await _sweep_commands()
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("commands sweep failed; trying again in 2 s")
+
+
+async def _sweep_commands() -> None:
     tps = [tp for tp in app.consumer.assignment() if tp.topic == settings.commands_topic]
     async with BED_LOCK:
         ends = await gap_reader.end_offsets(tps)
@@ -344,7 +354,7 @@ async def sweep_commands() -> None:
             tp, end = gap.tp, gap.end
             recs = await gap_reader.fetch_range(gap)
             log.warning("commands %s/%s %d..%d not delivered by Faust: applying %d read from Kafka",
-                        tp.topic, tp.partition, nxt, end - 1, len(recs))
+                        tp.topic, tp.partition, gap.start, end - 1, len(recs))
             for r in recs:
                 await _apply_command(r.value)
                 _commands_next[tp] = r.offset + 1
