@@ -198,10 +198,9 @@ def run_m7(elf: Path, blob_bytes: bytes, ecg_raw: np.ndarray, eeg_raw: np.ndarra
     """Run the device on the emulated Cortex-M7: two raw streams (ECG in mV, EEG in µV), cut into
     (N, 256) consecutive windows, through the front end, the encoder at a base codec ``level`` and
     the wire frame -> {"ecg": (scale codes (N,), indices (N, 2, 32): the level's stages first),
-    "eeg": ..., "frames":
-    [bytes] (N), "instructions": (N, 5: ECG front end, ECG encode, EEG front end, EEG encode, the
-    frame), "ram": the RAM the encoder needs beside its stack} — instructions from SysTick under
-    ``-icount shift=0``."""
+    "eeg": the same, "frames": [bytes] (N), "instructions": (N, 5: ECG front end, ECG encode, EEG
+    front end, EEG encode, the frame), "ram": the RAM the encoder needs beside its stack} —
+    instructions from SysTick under ``-icount shift=0``."""
     import struct
     import subprocess
 
