@@ -184,7 +184,8 @@ def build_m7(out_dir: Path) -> dict:
     m7 = FIRMWARE / "m7"
     subprocess.run([_tool("arm-none-eabi-gcc"), *M7_FLAGS, "-T", str(m7 / "link.ld"), "-o", str(elf),
                     str(m7 / "startup.c"), str(m7 / "bench_main.c"),
-                    *(str(FIRMWARE / "encoder" / f) for f in ("ws_encoder.c", "ws_arith.c", "ws_frame.c")), "-lm"],
+                    *(str(FIRMWARE / "encoder" / f) for f in ("ws_encoder.c", "ws_arith.c", "ws_frame.c", "ws_sha256.c")),
+                    "-lm"],
                    check=True, capture_output=True, text=True)
     size = subprocess.run([_tool("arm-none-eabi-size"), "-A", str(elf)], check=True, capture_output=True, text=True).stdout
     sections = {ln.split()[0]: int(ln.split()[1]) for ln in size.splitlines() if ln.startswith(".")}

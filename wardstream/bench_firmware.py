@@ -38,9 +38,10 @@ def real_streams(data_dir: Path, windows: int) -> tuple[np.ndarray, np.ndarray, 
 
 
 def simulated_frames(codec, level: int, ecg_raw: np.ndarray, eeg_raw: np.ndarray, bed: int = 1, seq0: int = 0,
-                     t0_ms: int = 1_800_000_000_000) -> list[bytes]:
+                     t0_ms: int = 1_800_000_000_000, coded: bool = True, hmac_key: bytes | None = None) -> list[bytes]:
     """The frames the simulator's device (`device_sim.ward.Device` with the integer encoder at a
-    fixed ``level``, wire v2, sections entropy-coded when shorter) sends for these raw windows."""
+    fixed ``level``, wire v2, sections entropy-coded when shorter unless ``coded`` is off, signed
+    with ``hmac_key`` if given) sends for these raw windows."""
     from device_sim.ward import Device
     from wardmodels.wire_codec import CodecEncoder, register_deployed
 
@@ -53,7 +54,8 @@ def simulated_frames(codec, level: int, ecg_raw: np.ndarray, eeg_raw: np.ndarray
             self.k += 1
             return ecg_raw[self.k - 1], eeg_raw[self.k - 1]
 
-    dev = Device(bed, Replay(), t0_ms * 1000, CodecEncoder(codec.model_id, level, "int8"), seq=seq0, coded=True)
+    dev = Device(bed, Replay(), t0_ms * 1000, CodecEncoder(codec.model_id, level, "int8"), hmac_key=hmac_key,
+                 seq=seq0, coded=coded)
     return [dev.next_frame()[0] for _ in range(len(ecg_raw))]
 
 

@@ -2,8 +2,9 @@
  * out — the front end, the encoder at a fixed codec level and the v2 frame (entropy-coded when
  * shorter), the same code a device runs.
  *
- *   host_device BLOB LEVEL BED SEQ0 T0_MS MODEL < raw.f64 > frames.bin
+ *   host_device BLOB LEVEL BED SEQ0 T0_MS MODEL [KEY_HEX] < raw.f64 > frames.bin
  *
+ * KEY_HEX: the device key (hex) that signs every frame (HMAC-SHA256, wire flag bit 0).
  * stdin: per window, 256 float64 ECG samples (mV) then 256 float64 EEG samples (µV); the k-th
  * window has sequence number SEQ0 + k and starts at T0_MS + 2000 (SEQ0 + k) (T0_MS: the device
  * clock at sequence number 0, as the simulated device counts). stdout, per window: u32 the
@@ -15,9 +16,23 @@
 #include "ws_frame.h"
 
 int main(int argc, char **argv) {
-    if (argc != 7) {
-        fprintf(stderr, "usage: %s BLOB LEVEL BED SEQ0 T0_MS MODEL < raw.f64 > frames.bin\n", argv[0]);
+    if (argc != 7 && argc != 8) {
+        fprintf(stderr, "usage: %s BLOB LEVEL BED SEQ0 T0_MS MODEL [KEY_HEX] < raw.f64 > frames.bin\n", argv[0]);
         return 2;
+    }
+    static uint8_t key[128];
+    size_t key_len = 0;
+    if (argc == 8) {
+        const char *h = argv[7];
+        for (; h[0] && h[1] && key_len < sizeof(key); h += 2) {
+            unsigned v;
+            if (sscanf(h, "%2x", &v) != 1) return 2;
+            key[key_len++] = (uint8_t)v;
+        }
+        if (*h || !key_len) {
+            fprintf(stderr, "KEY_HEX: an even number of hex digits, at most %zu bytes\n", sizeof(key));
+            return 2;
+        }
     }
     static ws_encoder enc;
     if (host_load_blob(argv[1], &enc)) return 2;
@@ -51,7 +66,8 @@ int main(int argc, char **argv) {
             sec[j] = (ws_section){j, level, code, idx[j], stages * len, bits,
                                   ws_section_tables_for(m, level, m->n_cb, &tab[j]) == 0 ? &tab[j] : 0};
         }
-        int n = ws_frame_v2(frame, sizeof(frame), bed, seq0 + k, t0 + 2000u * (uint64_t)(seq0 + k), model, sec, 2);
+        int n = ws_frame_v2(frame, sizeof(frame), bed, seq0 + k, t0 + 2000u * (uint64_t)(seq0 + k), model, sec, 2,
+                            key_len ? key : 0, key_len);
         if (n < 0) {
             fprintf(stderr, "frame failed (%d)\n", n);
             return 1;

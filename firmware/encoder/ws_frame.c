@@ -5,9 +5,12 @@
 
 #include "ws_arith.h"
 #include "ws_encoder.h"
+#include "ws_sha256.h"
 
 #define TAG_V2 0xD2
+#define FLAG_HMAC 0x01
 #define FLAG_CODED 0x40
+#define HMAC_LEN 16
 
 uint32_t ws_crc32(const uint8_t *p, size_t n) { /* zlib's CRC-32 (reflected 0xEDB88320) */
     uint32_t c = 0xFFFFFFFFu;
@@ -42,15 +45,24 @@ static size_t pack(uint8_t *o, const uint16_t *idx, int n, int bits) {
     return nb;
 }
 
-static int finish(uint8_t *out, size_t cap, size_t n) {
-    if (n + 4 > cap) return -1;
+/* the CRC, then with a key the tag over everything before it */
+static int finish(uint8_t *out, size_t cap, size_t n, const uint8_t *key, size_t key_len) {
+    if (n + 4 + (key ? HMAC_LEN : 0) > cap) return -1;
     uint32_t crc = ws_crc32(out, n);
     for (int i = 0; i < 4; i++) out[n + i] = (uint8_t)(crc >> (24 - 8 * i));
-    return (int)(n + 4);
+    n += 4;
+    if (key) {
+        uint8_t tag[32];
+        ws_hmac_sha256(key, key_len, out, n, tag);
+        memcpy(out + n, tag, HMAC_LEN);
+        n += HMAC_LEN;
+    }
+    return (int)n;
 }
 
 int ws_frame_v2(uint8_t *out, size_t cap, uint32_t bed, uint32_t seq, uint64_t t_start_ms, uint8_t model,
-                const ws_section *sec, int n_sec) {
+                const ws_section *sec, int n_sec, const uint8_t *hmac_key, size_t key_len) {
+    const uint8_t auth = hmac_key ? FLAG_HMAC : 0;
     if (n_sec < 1 || n_sec > 2 || t_start_ms >> 48) return -2;
     for (int i = 0; i < n_sec; i++) {
         if (sec[i].level < 1 || sec[i].level > 255 || sec[i].bits < 1 || sec[i].bits > 16 ||
@@ -63,10 +75,10 @@ int ws_frame_v2(uint8_t *out, size_t cap, uint32_t bed, uint32_t seq, uint64_t t
         }
     }
     /* the bit-packed frame: level byte, scale byte, indices per section */
-    size_t worst = 18 + 4;
+    size_t worst = 18 + 4 + (hmac_key ? HMAC_LEN : 0);
     for (int i = 0; i < n_sec; i++) worst += 2 + ((size_t)sec[i].n_idx * sec[i].bits + 7) / 8;
     if (worst > cap) return -1;
-    size_t n = header(out, 0, bed, seq, t_start_ms, model, sec, n_sec);
+    size_t n = header(out, auth, bed, seq, t_start_ms, model, sec, n_sec);
     int any_coded = 0;
     for (int i = 0; i < n_sec; i++) {
         out[n++] = (uint8_t)sec[i].level;
@@ -75,13 +87,13 @@ int ws_frame_v2(uint8_t *out, size_t cap, uint32_t bed, uint32_t seq, uint64_t t
         any_coded |= sec[i].tables != 0;
     }
     const size_t plain = n + 4;
-    if (!any_coded) return finish(out, cap, n);
+    if (!any_coded) return finish(out, cap, n, hmac_key, key_len);
     /* the coded frame: level bytes in place, then one arithmetic-coded stream of each coded
        section's scale code and indices (stage by stage, each with its row); it is sent only when
        it comes out shorter, so it has at most plain - 1 bytes and is built behind the plain one */
     uint8_t *c = out + plain;
-    if (cap < 2 * plain) return finish(out, cap, n);
-    size_t m = header(c, FLAG_CODED, bed, seq, t_start_ms, model, sec, n_sec);
+    if (cap < 2 * plain) return finish(out, cap, n, hmac_key, key_len);
+    size_t m = header(c, auth | FLAG_CODED, bed, seq, t_start_ms, model, sec, n_sec);
     for (int i = 0; i < n_sec; i++) {
         c[m++] = (uint8_t)sec[i].level;
         if (!sec[i].tables) {
@@ -91,7 +103,7 @@ int ws_frame_v2(uint8_t *out, size_t cap, uint32_t bed, uint32_t seq, uint64_t t
     }
     ws_arith a;
     const size_t room = plain > m + 4 ? plain - (m + 4) : 0; /* bytes the stream may take to win */
-    if (!room) return finish(out, cap, n);
+    if (!room) return finish(out, cap, n, hmac_key, key_len);
     ws_arith_init(&a, c + m, room);
     for (int i = 0; i < n_sec; i++) {
         const ws_section_tables *t = sec[i].tables;
@@ -102,11 +114,11 @@ int ws_frame_v2(uint8_t *out, size_t cap, uint32_t bed, uint32_t seq, uint64_t t
                 ws_arith_put(&a, t->rows[j], t->k, sec[i].idx[q + p]);
     }
     size_t bits = ws_arith_finish(&a);
-    if (!bits) return finish(out, cap, n); /* the stream did not fit: the plain frame is shorter */
+    if (!bits) return finish(out, cap, n, hmac_key, key_len); /* the stream did not fit: the plain frame is shorter */
     m += (bits + 7) / 8;
-    if (m + 4 >= plain) return finish(out, cap, n);
+    if (m + 4 >= plain) return finish(out, cap, n, hmac_key, key_len);
     memmove(out, c, m);
-    return finish(out, cap, m);
+    return finish(out, cap, m, hmac_key, key_len);
 }
 
 int ws_section_tables_for(const void *mp, int level, int codec_stages, ws_section_tables *t) {

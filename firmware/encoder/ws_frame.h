@@ -5,7 +5,9 @@
  * simulated device's rule); then the CRC-32 (zlib's) over every byte before it.
  *
  * What a device of the default configuration sends: a fixed codec level, no predicted error, no
- * audit reference, no HMAC (not built here), the default geometry (128 Hz, 256 samples).
+ * audit reference, the default geometry (128 Hz, 256 samples); with a device key (``hmac_key``,
+ * NULL for none) the frame ends with the 16-byte HMAC-SHA256 tag of every byte before it (wire
+ * flag bit 0).
  */
 #ifndef WS_FRAME_H
 #define WS_FRAME_H
@@ -41,11 +43,12 @@ uint32_t ws_crc32(const uint8_t *p, size_t n);
  * of level 1's): 0 and ``t`` filled, or -1 when the blob has none for it. */
 int ws_section_tables_for(const void *m, int level, int codec_stages, ws_section_tables *t);
 
-/* The frame of ``n_sec`` sections (ascending modality) -> its length in ``out``, or a negative
+/* The frame of ``n_sec`` sections (ascending modality), signed with ``hmac_key`` when given -> its
+ * length in ``out``, or a negative
  * code: -1 the buffer is too small, -2 bad arguments. The coded form is built behind the
  * bit-packed one, so ``cap`` needs twice the bit-packed frame's bytes for it to be tried (with
  * less the frame goes bit-packed). */
 int ws_frame_v2(uint8_t *out, size_t cap, uint32_t bed, uint32_t seq, uint64_t t_start_ms, uint8_t model,
-                const ws_section *sec, int n_sec);
+                const ws_section *sec, int n_sec, const uint8_t *hmac_key, size_t key_len);
 
 #endif

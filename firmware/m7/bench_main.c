@@ -101,7 +101,7 @@ int main(void) {
         }
         uint64_t t3 = ticks();
         int n = ws_frame_v2(frame, sizeof(frame), prm.bed, prm.seq0 + k, prm.t0_ms + 2000u * (uint64_t)(prm.seq0 + k),
-                            (uint8_t)prm.model, sec, 2);
+                            (uint8_t)prm.model, sec, 2, 0, 0);
         rec.ticks[4] = (uint32_t)(ticks() - t3);
         if (n < 0 || n > (int)sizeof(rec.frame)) return sh_puts("frame failed\n"), 1;
         rec.frame_len = (uint16_t)n;

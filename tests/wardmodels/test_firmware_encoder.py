@@ -130,7 +130,8 @@ def host_device(tmp_path_factory) -> Path:
     cc = shutil.which("cc") or shutil.which("gcc")
     out = tmp_path_factory.mktemp("fw") / "host_device"
     subprocess.run([cc, "-O2", "-std=c11", "-ffp-contract=off", "-Wall", "-Wextra", "-Werror", "-o", str(out),
-                    *(str(SRC / f) for f in ("host_device.c", "ws_encoder.c", "ws_arith.c", "ws_frame.c")), "-lm"],
+                    *(str(SRC / f) for f in ("host_device.c", "ws_encoder.c", "ws_arith.c", "ws_frame.c", "ws_sha256.c")),
+                    "-lm"],
                    check=True)
     return out
 
@@ -144,13 +145,15 @@ def _frames(stdout: bytes) -> list[bytes]:
     return out
 
 
-@pytest.mark.parametrize("level, tables", [(1, True), (2, True), (1, False)])
+@pytest.mark.parametrize("level, tables, key", [(1, True, None), (2, True, None), (1, False, None),
+                                               (1, True, b"device-secret-0123456789abcdef"), (2, False, bytes(range(100)))])
 def test_a_c_device_sends_the_simulated_devices_frames_byte_for_byte(host_device, codec, data_dir, tmp_path,
-                                                                     level, tables):
+                                                                     level, tables, key):
     """A whole device of the default configuration in C — front end, encoder at a fixed level,
     the v2 frame with its sections entropy-coded when that is shorter (the wire tables in the
-    blob) or bit-packed (a blob without them), CRC — against the simulator's device on the same
-    raw streams: every frame byte for byte, and every one decodes."""
+    blob) or bit-packed (a blob without them), CRC, and with a device key the HMAC-SHA256 tag
+    (keys shorter and longer than SHA-256's block) — against the simulator's device on the same
+    raw streams: every frame byte for byte, and every one decodes (and verifies)."""
     from stream.wire import decode_frame
     from wardmodels.wire_codec import register_deployed
     from wardstream.bench_firmware import simulated_frames
@@ -160,27 +163,21 @@ def test_a_c_device_sends_the_simulated_devices_frames_byte_for_byte(host_device
     p = tmp_path / "dev.wse"
     p.write_bytes(device_blob(codec) if tables else blob(codec.edge))
     t0 = 1_800_000_000_000
-    out = subprocess.run([str(host_device), str(p), str(level), "9", "5", str(t0), str(codec.model_id)],
+    out = subprocess.run([str(host_device), str(p), str(level), "9", "5", str(t0), str(codec.model_id),
+                          *([key.hex()] if key else [])],
                          input=np.stack([raw["ecg"], raw["eeg"]], 1).astype("<f8").tobytes(),
                          capture_output=True, check=True).stdout
     frames = _frames(out)
-    if tables:
-        ref = simulated_frames(codec, level, raw["ecg"], raw["eeg"], bed=9, seq0=5, t0_ms=t0)
-    else:  # the simulator's device with coding off sends them bit-packed
-        from device_sim.ward import Device
-        from wardmodels.wire_codec import CodecEncoder
-
-        src = iter(zip(raw["ecg"], raw["eeg"]))
-        dev = Device(9, type("R", (), {"next_window": lambda self: next(src)})(), t0 * 1000,
-                     CodecEncoder(codec.model_id, level, "int8"), seq=5, coded=False)
-        ref = [dev.next_frame()[0] for _ in range(len(raw["ecg"]))]
+    ref = simulated_frames(codec, level, raw["ecg"], raw["eeg"], bed=9, seq0=5, t0_ms=t0, coded=tables, hmac_key=key)
     assert len(frames) == len(ref) == 40
     assert frames == ref
     coded = [bool(f[1] & 0x40) for f in frames]
     # with the tables most frames go coded; the lead-off and saturated windows, whose indices the
     # tables did not expect, code longer and go bit-packed: both of the device's choices are checked
     assert (0 < sum(coded) < len(coded)) if tables else not any(coded)
-    assert [decode_frame(f).seq for f in frames] == list(range(5, 45))
+    assert [decode_frame(f, hmac_key_for=(lambda bed: key) if key else None, require_hmac=bool(key)).seq
+            for f in frames] == list(range(5, 45))
+    assert all(bool(f[1] & 0x01) == bool(key) for f in frames)
 
 
 def test_the_cortex_m7_build_runs_the_device_bit_for_bit_under_qemu(codec, data_dir, tmp_path):
