@@ -45,7 +45,7 @@ from faust.web import Request, Response, View
 
 from processors import delivery as dl
 from processors.agents import (BED_LOCK, CONDITIONS, LIMITS, WARDS, add_alarm_history, alarms_topic, control_topic,
-                               gap_reader, publish_alarm_events, set_publisher, sink)
+                               publish_alarm_events, set_publisher, sink)
 from processors.alarms import AlarmState, acknowledge, check_limits, discharge
 from processors.bed import BedState
 from processors.influx_sink import line
@@ -307,6 +307,7 @@ async def dispatch_webhooks() -> None:
 # applied, and `sweep_commands` reads any command Faust has not delivered within two sweeps
 # straight from Kafka; a command delivered after the sweep applied it is skipped.
 faust_gaps.install({settings.commands_topic})
+command_reader = faust_gaps.RangeReader(settings.kafka_bootstrap)  # its own consumer: used outside BED_LOCK
 _commands_next: dict = {}  # TP -> offset after the last command applied (this consumer generation)
 _commands_generation = [None]
 _commands_behind: dict = {}  # TP -> where a sweep found it behind (`faust_gaps.overdue`)
@@ -348,11 +349,13 @@ async def sweep_commands() -> None:
 
 async def _sweep_commands() -> None:
     tps = [tp for tp in app.consumer.assignment() if tp.topic == settings.commands_topic]
+    if not tps:
+        return
+    ends = await command_reader.end_offsets(tps)  # a round trip to the broker, not under the lock
     async with BED_LOCK:
-        ends = await gap_reader.end_offsets(tps)
         for gap in faust_gaps.overdue({tp: _command_next(tp) for tp in tps}, ends, _commands_behind):
             tp, end = gap.tp, gap.end
-            recs = await gap_reader.fetch_range(gap)
+            recs = await command_reader.fetch_range(gap)
             log.warning("commands %s/%s %d..%d not delivered by Faust: applying %d read from Kafka",
                         tp.topic, tp.partition, gap.start, end - 1, len(recs))
             for r in recs:
@@ -420,6 +423,11 @@ async def _discharge(bed: int, st: BedState, ast: AlarmState, by: str, t_ms: int
     st.alarms = ast.to_dict()
     bed_table[bed_key(bed)] = st.to_bytes()
     log.info("bed %s discharged by %s: %d open alarms resolved", bed, by, len(events))
+
+
+@app.on_before_shutdown.connect
+async def close_command_reader(app, **kwargs) -> None:
+    await command_reader.close()
 
 
 # ---------------------------------------------------------------------------------------- API
