@@ -151,6 +151,29 @@ async def follow(settings, bounds: Bounds, on_change, stop: asyncio.Event) -> No
         await consumer.stop()
 
 
+async def latest(settings) -> dict[bytes, bytes | None]:
+    """The latest value of every key on the control topic, read from its beginning to its end
+    (None where the last message cleared the key's value)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False,
+                                auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        tp = TopicPartition(settings.control_topic, 0)
+        consumer.assign([tp])
+        await consumer.seek_to_beginning(tp)
+        end = (await consumer.end_offsets([tp]))[tp]
+        out: dict[bytes, bytes | None] = {}
+        while await consumer.position(tp) < end:
+            for msgs in (await consumer.getmany(tp, timeout_ms=1000)).values():
+                for m in msgs:
+                    out[m.key] = m.value
+        return out
+    finally:
+        await consumer.stop()
+
+
 async def _send(settings, items: list[tuple[bytes, bytes]]) -> None:
     from aiokafka import AIOKafkaProducer
 

@@ -241,8 +241,9 @@ def main(argv: list[str] | None = None) -> int:
 
     ct = sub.add_parser("control", help="publish a run-time setting on the control topic")
     _common(ct)
-    ct.add_argument("setting", choices=["bound"])
-    ct.add_argument("value", help="a positive number, or 'clear' (bed only)")
+    ct.add_argument("setting", choices=["bound", "show"],
+                    help="bound: set one; show: the ward's and every bed's bound and slack correction as devices read them")
+    ct.add_argument("value", nargs="?", help="bound: a positive number, or 'clear' (bed only)")
     ct.add_argument("--bed", type=int, default=None, help="this bed only (default: the whole ward)")
     ct.add_argument("--by", default="wardstream-cli")
 
@@ -671,9 +672,21 @@ def main(argv: list[str] | None = None) -> int:
         _write_json(cost_report(s, a.beds, a.split, a.bound), a.json)
         return 0
 
+    if a.cmd == "control" and a.setting == "show":
+        from device_sim.control import Bounds, latest
+
+        b = Bounds(default=float("nan"))
+        for key, value in asyncio.run(latest(s)).items():
+            b.apply(key, value)
+        print(json.dumps({"topic": s.control_topic, "ward": b.ward, "beds": {str(k): v for k, v in sorted(b.beds.items())},
+                          "slacks": {str(k): v for k, v in sorted(b.slacks.items())}, "rejected": b.rejected}))
+        return 0
     if a.cmd == "control":
         from device_sim.control import ControlError, publish
 
+        if a.value is None:
+            print("error: control bound needs a value (a positive number, or 'clear' with --bed)", file=sys.stderr)
+            return 2
         try:
             value = None if a.value == "clear" else float(a.value)
             if value is None and a.bed is None:

@@ -413,37 +413,13 @@ def _until(pred, timeout: float) -> None:
         time.sleep(0.3)
 
 
-def _control_values(s) -> dict[bytes, dict | None]:
-    """The latest value of every key on the compacted control topic, read from its beginning."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
-    async def read():
-        c = AIOKafkaConsumer(bootstrap_servers=s.kafka_bootstrap, enable_auto_commit=False,
-                             auto_offset_reset="earliest")
-        await c.start()
-        try:
-            tp = TopicPartition(s.control_topic, 0)
-            c.assign([tp])
-            end = (await c.end_offsets([tp]))[tp]
-            out = {}
-            while await c.position(tp) < end:
-                for msgs in (await c.getmany(tp, timeout_ms=1000)).values():
-                    for m in msgs:
-                        out[m.key] = json.loads(m.value) if m.value else None
-            return out
-        finally:
-            await c.stop()
-
-    return asyncio.run(read())
-
-
 def test_a_discharged_bed_returns_to_the_ward_settings_and_starts_a_new_stay(ward_settings, monkeypatch):
     """``POST /api/v1/beds/{bed}/discharge``: scoped and validated; the worker resolves the bed's
     open alarms (by whoever discharged), records the stay's end in InfluxDB, clears the bed's
     run-time alarm limits, Dynamic-Deep bound and slack correction (the devices' view of the control
     topic is the ward's again), and the next patient's windows start a new stream: a skipped
     sequence there is no gap, while the same skip on a bed not discharged is."""
-    from device_sim.control import Bounds, publish, publish_slack, slack_key
+    from device_sim.control import Bounds, latest, publish, publish_slack, slack_key
 
     s = ward_settings.replace(wards="icu:1-10,cardio:11-20", device_silent_s=600.0)
     monkeypatch.setenv("WARDSTREAM_API_TOKENS", f"{TOKEN_ICU}=icu;{TOKEN_CARDIO}=cardio")
@@ -477,11 +453,11 @@ def test_a_discharged_bed_returns_to_the_ward_settings_and_starts_a_new_stay(war
         assert open_alarms(2) == {}
         lim = api(port, "GET", "/api/v1/beds/2/limits", TOKEN_ICU)[1]
         assert lim["runtime"] is None and lim["effective"]["brady_bpm"] == 40.0
-        ctl = _control_values(s)
-        assert ctl[bed_key(2)]["bound"] is None and ctl[slack_key(2)]["slack"] is None
+        ctl = asyncio.run(latest(s))
+        assert json.loads(ctl[bed_key(2)])["bound"] is None and json.loads(ctl[slack_key(2)])["slack"] is None
         dev = Bounds(default=0.5)
         for k, v in ctl.items():
-            dev.apply(k, json.dumps(v).encode())
+            dev.apply(k, v)
         assert dev.for_bed(2) == 0.5 and dev.slack_for(2) == 0.0
         stay = query_rows(s, "SELECT * FROM stay WHERE bed = '2'")
         assert len(stay) == 1 and stay[0]["by"] == "nurse-adt" and stay[0]["event"] == "discharge"
