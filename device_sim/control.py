@@ -21,6 +21,7 @@ logged and counted; it changes nothing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -124,14 +125,11 @@ class Bounds:
         return True
 
 
-async def follow(settings, bounds: Bounds, on_change, stop: asyncio.Event) -> None:
-    """Read the control topic from its beginning and keep following it; ``on_change()`` after
-    every applied message."""
+@contextlib.asynccontextmanager
+async def _from_start(settings):
+    """A consumer of the control topic's one partition, at its beginning -> (consumer, partition)."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
-    from stream import kafka_compat
-
-    kafka_compat.install()  # an idle consumer must not spin on a broker without long polls
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False,
                                 auto_offset_reset="earliest")
     await consumer.start()
@@ -139,6 +137,18 @@ async def follow(settings, bounds: Bounds, on_change, stop: asyncio.Event) -> No
         tp = TopicPartition(settings.control_topic, 0)
         consumer.assign([tp])
         await consumer.seek_to_beginning(tp)
+        yield consumer, tp
+    finally:
+        await consumer.stop()
+
+
+async def follow(settings, bounds: Bounds, on_change, stop: asyncio.Event) -> None:
+    """Read the control topic from its beginning and keep following it; ``on_change()`` after
+    every applied message."""
+    from stream import kafka_compat
+
+    kafka_compat.install()  # an idle consumer must not spin on a broker without long polls
+    async with _from_start(settings) as (consumer, _):
         while not stop.is_set():
             batches = await consumer.getmany(timeout_ms=100)
             changed = False
@@ -147,22 +157,12 @@ async def follow(settings, bounds: Bounds, on_change, stop: asyncio.Event) -> No
                     changed |= bounds.apply(m.key, m.value)
             if changed:
                 on_change()
-    finally:
-        await consumer.stop()
 
 
 async def latest(settings) -> dict[bytes, bytes | None]:
     """The latest value of every key on the control topic, read from its beginning to its end
     (None where the last message cleared the key's value)."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False,
-                                auto_offset_reset="earliest")
-    await consumer.start()
-    try:
-        tp = TopicPartition(settings.control_topic, 0)
-        consumer.assign([tp])
-        await consumer.seek_to_beginning(tp)
+    async with _from_start(settings) as (consumer, tp):
         end = (await consumer.end_offsets([tp]))[tp]
         out: dict[bytes, bytes | None] = {}
         while await consumer.position(tp) < end:
@@ -170,8 +170,6 @@ async def latest(settings) -> dict[bytes, bytes | None]:
                 for m in msgs:
                     out[m.key] = m.value
         return out
-    finally:
-        await consumer.stop()
 
 
 async def _send(settings, items: list[tuple[bytes, bytes]]) -> None:

@@ -12,6 +12,7 @@ latching, escalating after 4 s without acknowledgement.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 import time
@@ -348,18 +349,27 @@ def test_two_workers_share_subscriptions_and_route_acknowledgements(ward_setting
         rx.stop()
 
 
-def test_bed_limits_set_over_the_api_apply_to_that_bed_only(ward_settings, monkeypatch):
-    """A bed's alarm limits changed at run time through the API: validated with reasons, scoped to
-    the token's wards, and used for that bed's next windows (here a brady limit above the
-    synthetic patients' heart rate raises brady on bed 2 and not on bed 1)."""
-    s = ward_settings.replace(wards="icu:1-10,cardio:11-20", device_silent_s=600.0,
-                              alarm_limits=json.dumps({"wards": {"icu": {"tachy_bpm": 150}}}))
+@contextlib.contextmanager
+def _api_worker(ward_settings, monkeypatch, **overrides):
+    """One worker process serving the API for wards icu (beds 1-10) and cardio (11-20), with a
+    token for each -> (settings, pool, API port); stopped on the way out."""
+    s = ward_settings.replace(wards="icu:1-10,cardio:11-20", device_silent_s=600.0, **overrides)
     monkeypatch.setenv("WARDSTREAM_API_TOKENS", f"{TOKEN_ICU}=icu;{TOKEN_CARDIO}=cardio")
     pool = WorkerPool(s, 1)
     pool.start_all()
     try:
         pool.wait_ready()
-        port = pool.workers[0].port
+        yield s, pool, pool.workers[0].port
+    finally:
+        pool.stop_all()
+
+
+def test_bed_limits_set_over_the_api_apply_to_that_bed_only(ward_settings, monkeypatch):
+    """A bed's alarm limits changed at run time through the API: validated with reasons, scoped to
+    the token's wards, and used for that bed's next windows (here a brady limit above the
+    synthetic patients' heart rate raises brady on bed 2 and not on bed 1)."""
+    with _api_worker(ward_settings, monkeypatch,
+                     alarm_limits=json.dumps({"wards": {"icu": {"tachy_bpm": 150}}})) as (s, pool, port):
         code, body = api(port, "GET", "/api/v1/beds/2/limits", TOKEN_ICU)
         assert code == 200 and body["ward"] == "icu" and body["runtime"] is None
         assert body["configured"] == {"tachy_bpm": 150.0} and body["effective"]["brady_bpm"] == 40.0
@@ -402,8 +412,6 @@ def test_bed_limits_set_over_the_api_apply_to_that_bed_only(ward_settings, monke
         # cleared: the bed is back on its configured limits
         code, body = api(port, "PUT", "/api/v1/beds/2/limits", TOKEN_ICU, {"limits": {}, "by": "dr-ward"})
         assert code == 200 and body["runtime"] is None and body["effective"]["brady_bpm"] == 40.0
-    finally:
-        pool.stop_all()
 
 
 def _until(pred, timeout: float) -> None:
@@ -421,13 +429,7 @@ def test_a_discharged_bed_returns_to_the_ward_settings_and_starts_a_new_stay(war
     sequence there is no gap, while the same skip on a bed not discharged is."""
     from device_sim.control import Bounds, latest, publish, publish_slack, slack_key
 
-    s = ward_settings.replace(wards="icu:1-10,cardio:11-20", device_silent_s=600.0)
-    monkeypatch.setenv("WARDSTREAM_API_TOKENS", f"{TOKEN_ICU}=icu;{TOKEN_CARDIO}=cardio")
-    pool = WorkerPool(s, 1)
-    pool.start_all()
-    try:
-        pool.wait_ready()
-        port = pool.workers[0].port
+    with _api_worker(ward_settings, monkeypatch) as (s, _, port):
         code, _ = api(port, "PUT", "/api/v1/beds/2/limits", TOKEN_ICU, {"limits": {"brady_bpm": 200}, "by": "dr-a"})
         assert code == 200
 
@@ -478,5 +480,3 @@ def test_a_discharged_bed_returns_to_the_ward_settings_and_starts_a_new_stay(war
         (mark,) = [r for r in check(s, ["2"], range_s=900, interval_ms=2000)
                    if r.dashboard == "bed-detail.json" and r.panel == "annotation: Discharges"]
         assert mark.error == "" and mark.series == 1 and mark.values == 3  # one point: by, alarms_resolved, bed
-    finally:
-        pool.stop_all()
