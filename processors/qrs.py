@@ -86,9 +86,25 @@ def fiducial_sample(band: np.ndarray) -> int:
     tot = float(e.sum())
     if not tot > 0:
         return band.size // 2
-    c = int(round(float(np.dot(np.arange(band.size), e)) / tot))
+    # summed in order (np.dot would hand it to BLAS, whose order is the library's): the firmware
+    # (`firmware/encoder/ws_dd.c`) sums the same way and gets the same point
+    c = int(round(float(np.cumsum(np.arange(band.size) * e)[-1]) / tot))
     lo, hi = max(0, c - FIDUCIAL_SNAP), min(band.size, c + FIDUCIAL_SNAP + 1)
     return lo + int(np.abs(band[lo:hi]).argmax())
+
+
+def moving_average(v: np.ndarray, w: int) -> np.ndarray:
+    """``np.convolve(v, np.ones(w) / w, mode="same")`` with each output summed from its earliest
+    sample on: np.convolve's dot products go to BLAS, whose order of summation (and so the last
+    bits) depends on the library and the CPU; this order is the same everywhere, and the
+    firmware's (`firmware/encoder/ws_dd.c`)."""
+    n, left = v.size, w - 1 - (w - 1) // 2
+    pad = np.concatenate([np.zeros(left), np.asarray(v, np.float64), np.zeros(w - 1 - left)])
+    c = 1.0 / w
+    out = pad[0:n] * c
+    for k in range(1, w):
+        out = out + pad[k:k + n] * c
+    return out
 
 
 def _rr_mean(state: QrsState) -> float:
@@ -135,7 +151,7 @@ def ecg_peaks_stream(ecg: np.ndarray, fs: int, state: QrsState | None = None,
     slope[-1] = filt[-1] - filt[-2]
     energy = slope * slope
     w = max(1, int(round(0.15 * fs)))
-    mwi = np.convolve(energy, np.ones(w) / w, mode="same")
+    mwi = moving_average(energy, w)
 
     refractory = int(REFRACTORY_S * fs)
     twave = int(TWAVE_S * fs)

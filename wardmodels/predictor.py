@@ -167,10 +167,14 @@ class Predictor:
         return int(self.mu.size)
 
     def predict(self, feats: np.ndarray) -> np.ndarray:
-        """(N, n_in) -> predicted log1p(error) for levels 1..5, (N, 5)."""
+        """(N, n_in) -> predicted log1p(error) for levels 1..5, (N, 5), float32. Each dot product is
+        summed in float64 (the products of float32 values are exact there) and rounded to float32
+        before the bias is added: float32 matrix products round as the BLAS library orders them,
+        this does not (up to float64 rounding), so the firmware (`firmware/encoder/ws_dd.c`) gets
+        the same predictions."""
         h = (np.asarray(feats, np.float32) - self.mu) / self.sd
-        h = np.maximum(h @ self.w1.T + self.b1, 0)
-        return h @ self.w2.T + self.b2
+        h = np.maximum((h.astype(np.float64) @ self.w1.T.astype(np.float64)).astype(np.float32) + self.b1, 0)
+        return (h.astype(np.float64) @ self.w2.T.astype(np.float64)).astype(np.float32) + self.b2
 
     def slack(self, bound: float) -> float:
         """Calibrated slack for ``bound``: that of the largest grid bound <= it (conservative);

@@ -2,11 +2,14 @@
 
 Builds `firmware/m7/` (startup, semihosting, the front end, encoder, arithmetic coder and frame of
 `firmware/encoder/`) with arm-none-eabi-gcc for QEMU's mps2-an500 board, exports the devices'
-codec as its parameter blob (with the wire tables), streams raw held-out recordings (an ECG of
-MIT-BIH DS2, an EEG channel of an eegmat test subject) through a device of the default
-configuration on the emulated core — causal band-pass, scale code, integer encoder at the
-configured level, the v2 frame entropy-coded when shorter — and checks every scale code, index
-and frame byte against the simulator's device (`device_sim.ward.Device`). QEMU counts instructions (``-icount shift=0``, read through
+codec as its parameter blob (with the wire tables, the Dynamic-Deep chain and the error
+predictor), streams raw held-out recordings (an ECG of MIT-BIH DS2, an EEG channel of an eegmat
+test subject) through the device the settings configure (`configured_device`; by default the
+deployed Dynamic-Deep codec at level 1 with its predicted task error) on the emulated core —
+causal band-pass, scale code, integer encoder, every Dynamic-Deep level and the predictor's
+features, the QRS detector, the predictor and the level choice, the v2 frame entropy-coded when
+shorter — and checks every scale code, index, level, predicted error and frame byte against the
+simulator's device (`device_sim.ward.Device`). QEMU counts instructions (``-icount shift=0``, read through
 SysTick), not cycles: the millisecond figure assumes one instruction per cycle at 480 MHz and
 is an estimate, not a measurement on silicon (the M7 dual-issues some pairs; flash wait states
 and cache misses cost cycles QEMU does not model).
@@ -37,13 +40,46 @@ def real_streams(data_dir: Path, windows: int) -> tuple[np.ndarray, np.ndarray, 
             f"MIT-BIH record 100 and eegmat subject 24 (F3), the first {windows} windows of each, raw")
 
 
-def simulated_frames(codec, level: int, ecg_raw: np.ndarray, eeg_raw: np.ndarray, bed: int = 1, seq0: int = 0,
-                     t0_ms: int = 1_800_000_000_000, coded: bool = True, hmac_key: bytes | None = None) -> list[bytes]:
-    """The frames the simulator's device (`device_sim.ward.Device` with the integer encoder at a
-    fixed ``level``, wire v2, sections entropy-coded when shorter unless ``coded`` is off, signed
-    with ``hmac_key`` if given) sends for these raw windows."""
+def configured_device(settings, codec) -> dict:
+    """The device the simulator runs with ``settings`` (`device_sim.ward.encoder_factory`), as the
+    firmware's options: a Dynamic-Deep codec's devices run its edge — ``dd`` -1 (the level picked
+    per window: ``WARDSTREAM_LEVEL_POLICY=dynamic``) or the fixed level they send with their
+    predicted error — other codecs' send a fixed level (``dd`` None); raw sections lossless-coded
+    or not, audit bursts every ``audit_every`` windows."""
+    from stream.wire import audit_period_windows
+
+    if settings.wire_version != 2:
+        raise ValueError("the firmware sends wire format v2 only (WARDSTREAM_WIRE_VERSION=2)")
+    dd_codec = codec.predictor is not None and codec.chains is not None
+    if settings.level_policy == "dynamic" and not dd_codec:
+        raise ValueError(f"codec {codec.name} has no Dynamic-Deep edge for the dynamic policy")
+    if dd_codec and settings.dd_predictor != "default":
+        raise ValueError(f"the firmware runs the default error predictor; {settings.dd_predictor!r} is not in C")
+    level = settings.codec_level
+    if settings.level_policy == "fixed" and not 1 <= level <= (5 if dd_codec else codec.stages):
+        raise ValueError(f"level {level} is not a codec level the firmware sends")
+    dd = (-1 if settings.level_policy == "dynamic" else level) if dd_codec else None
+    eeg = settings.eeg_level if dd == -1 else (level if level <= codec.stages else settings.eeg_level)
+    return {"dd": dd, "level": level, "eeg_level": eeg, "lossless": bool(settings.raw_lossless),
+            "audit_every": audit_period_windows(settings.audit_every_s) if dd is not None else 0,
+            "bound": float(settings.dd_bound) if dd == -1 else 0.0}
+
+
+def plain_device(level: int) -> dict:
+    """A fixed-level device without the Dynamic-Deep edge (no predicted error, no audits)."""
+    return {"dd": None, "level": level, "eeg_level": level, "lossless": False, "audit_every": 0, "bound": 0.0}
+
+
+def simulated_device(codec, cfg: dict, ecg_raw: np.ndarray, eeg_raw: np.ndarray, bed: int = 1, seq0: int = 0,
+                     t0_ms: int = 1_800_000_000_000, coded: bool = True,
+                     hmac_key: bytes | None = None) -> tuple[list[bytes], np.ndarray, np.ndarray]:
+    """What the simulator's device (`device_sim.ward.Device`, the integer encoder, wire v2,
+    sections entropy-coded when shorter unless ``coded`` is off, signed with ``hmac_key`` if given)
+    configured as ``cfg`` (`configured_device`) sends for these raw windows -> (frames, ECG levels,
+    predicted-error codes; 255 where a frame carries none)."""
     from device_sim.ward import Device
-    from wardmodels.wire_codec import CodecEncoder, register_deployed
+    from stream.wire import pred_code
+    from wardmodels.wire_codec import CodecEncoder, DynamicEncoder, register_deployed
 
     register_deployed()
 
@@ -54,46 +90,75 @@ def simulated_frames(codec, level: int, ecg_raw: np.ndarray, eeg_raw: np.ndarray
             self.k += 1
             return ecg_raw[self.k - 1], eeg_raw[self.k - 1]
 
-    dev = Device(bed, Replay(), t0_ms * 1000, CodecEncoder(codec.model_id, level, "int8"), hmac_key=hmac_key,
-                 seq=seq0, coded=coded)
-    return [dev.next_frame()[0] for _ in range(len(ecg_raw))]
+    if cfg["dd"] is None:
+        enc = CodecEncoder(codec.model_id, cfg["level"], "int8")
+    else:
+        bound = cfg["bound"] or float(codec.predictor.meta["deployed_bound"])
+        enc = DynamicEncoder(codec.model_id, bound if cfg["dd"] < 0 else 0.0, cfg["eeg_level"], "int8",
+                             fixed_level=None if cfg["dd"] < 0 else cfg["dd"])
+    dev = Device(bed, Replay(), t0_ms * 1000, enc, hmac_key=hmac_key, seq=seq0, coded=coded,
+                 lossless=cfg["lossless"], audit_every=cfg["audit_every"])
+    frames, levels, codes = [], [], []
+    for _ in range(len(ecg_raw)):
+        frames.append(dev.next_frame()[0])
+        levels.append(cfg["level"] if cfg["dd"] is None else enc.last_level)
+        pred = getattr(enc, "last_pred", None)
+        codes.append(255 if pred is None else pred_code(pred))
+    return frames, np.array(levels), np.array(codes)
 
 
-def on_m7(codec, ecg_raw: np.ndarray, eeg_raw: np.ndarray, level: int = 1) -> dict:
-    """A device of the default configuration in C (front end, encoder, wire frame) on the emulated
-    Cortex-M7, checked against the simulated device: scale codes, indices and frames; instructions
-    per step, sizes."""
-    from wardmodels.firmware import build_m7, device_blob, python_device, run_m7
+def simulated_frames(codec, level: int, ecg_raw: np.ndarray, eeg_raw: np.ndarray, bed: int = 1, seq0: int = 0,
+                     t0_ms: int = 1_800_000_000_000, coded: bool = True, hmac_key: bytes | None = None) -> list[bytes]:
+    """The frames a fixed-level device without the Dynamic-Deep edge sends (`simulated_device`)."""
+    return simulated_device(codec, plain_device(level), ecg_raw, eeg_raw, bed, seq0, t0_ms, coded, hmac_key)[0]
 
+
+def on_m7(codec, ecg_raw: np.ndarray, eeg_raw: np.ndarray, cfg: dict | None = None) -> dict:
+    """A device configured as ``cfg`` (default: the plain level-1 device) in C (front end,
+    encoder, the Dynamic-Deep edge if configured, wire frame) on the emulated Cortex-M7, checked
+    against the simulated device: scale codes, indices, levels, predicted errors and frames;
+    instructions per step, sizes."""
+    from wardmodels.firmware import STEPS, build_m7, device_blob, python_device, run_m7
+
+    cfg = cfg or plain_device(1)
     data = device_blob(codec)
     with tempfile.TemporaryDirectory() as tmp:
         built = build_m7(Path(tmp))
-        r = run_m7(built["elf"], data, ecg_raw, eeg_raw, Path(tmp) / "run", level=level, model_id=codec.model_id)
-    stages = codec.stages_for(level)
+        r = run_m7(built["elf"], data, ecg_raw, eeg_raw, Path(tmp) / "run", level=cfg["level"], model_id=codec.model_id,
+                   dd=cfg["dd"], eeg_level=cfg["eeg_level"], lossless=cfg["lossless"], audit_every=cfg["audit_every"],
+                   bound=cfg["bound"])
+    frames, levels, codes = simulated_device(codec, cfg, ecg_raw, eeg_raw)
     agree = {}
     for m, raw in (("ecg", ecg_raw), ("eeg", eeg_raw)):
-        codes, idx = python_device(codec.edge, m, raw)
-        agree[m] = {"scale_codes": float((r[m][0] == codes).mean()),
-                    "indices": float((r[m][1][:, :stages] == idx[:, :stages]).mean())}
-    frames = simulated_frames(codec, level, ecg_raw, eeg_raw)
+        c, idx = python_device(codec.edge, m, raw)
+        st = 2 if (m == "ecg" and cfg["dd"] is not None) else codec.stages_for(cfg["eeg_level"] if m == "eeg" else cfg["level"])
+        agree[m] = {"scale_codes": float((r[m][0] == c).mean()), "indices": float((r[m][1][:, :st] == idx[:, :st]).mean())}
     agree["frames_byte_identical"] = float(np.mean([a == b for a, b in zip(r["frames"], frames)]))
-    instr = r["instructions"]  # (N, [ECG front end, ECG encode, EEG front end, EEG encode, frame])
+    if cfg["dd"] is not None:
+        agree["ecg_levels"] = float((r["levels"] == levels).mean())
+        agree["predicted_error_codes"] = float((r["pred_codes"] == codes).mean())
+    instr = r["instructions"]
     pair = instr.sum(1)
 
     def stats(v: np.ndarray) -> dict:
         return {"mean": float(v.mean()), "min": int(v.min()), "max": int(v.max())}
 
+    steps = {name: stats(instr[:, i]) for i, name in enumerate(STEPS)
+             if cfg["dd"] is not None or name not in ("ecg_task_features", "ecg_predict_and_choose")}
     return {
-        "target": "QEMU mps2-an500 (Cortex-M7), -O2", "level": level, "window_pairs": len(ecg_raw),
+        "target": "QEMU mps2-an500 (Cortex-M7), -O2",
+        "device": {**cfg, "dd": {None: "none (fixed level, no predicted error)", -1: "picks the ECG level per window"}
+                   .get(cfg["dd"], f"sends level {cfg['dd']} with its predicted task error")},
+        "window_pairs": len(ecg_raw),
         "agreement_with_the_simulated_device": agree,
-        "instructions_per_window": {"ecg": {"front_end": stats(instr[:, 0]), "encode": stats(instr[:, 1])},
-                                    "eeg": {"front_end": stats(instr[:, 2]), "encode": stats(instr[:, 3])},
-                                    "frame": stats(instr[:, 4])},
+        "ecg_levels_sent": {str(L): int((r["levels"] == L).sum()) for L in range(6)} if cfg["dd"] is not None else None,
+        "instructions_per_window": steps,
         "instructions_per_window_pair": stats(pair),
         "frame_bytes": stats(np.array([len(f) for f in r["frames"]])),
         "ms_per_pair_at_480mhz_one_instruction_per_cycle": float(pair.mean()) / M7_HZ * 1e3,
         "duty_cycle_of_a_2s_window_at_480mhz": float(pair.mean()) / M7_HZ / 2.0,
         "code_bytes": built["text_bytes"],
+        "static_ram_bytes": built["bss_bytes"],
         "parameter_blob_bytes": len(data),
         "ram_bytes_beside_the_stack": r["ram"],
         "note": "instructions, not cycles: QEMU does not model the M7's pipeline, caches or wait states",
@@ -101,9 +166,11 @@ def on_m7(codec, ecg_raw: np.ndarray, eeg_raw: np.ndarray, level: int = 1) -> di
 
 
 def bench(settings, pairs: int = 40, model_id: int | None = None) -> dict:
+    """The device the simulator runs with ``settings`` (`configured_device`; the defaults: the
+    deployed Dynamic-Deep codec at level 1 with its predicted error) on the emulated M7."""
     from wardmodels import runtime
 
     mid = model_id if model_id is not None else settings.codec_model
     codec = runtime.load_deployed(mid)
     ecg, eeg, source = real_streams(settings.data_dir, pairs)
-    return {"model_id": mid, "windows": source, **on_m7(codec, ecg, eeg, settings.codec_level)}
+    return {"model_id": mid, "windows": source, **on_m7(codec, ecg, eeg, configured_device(settings, codec))}

@@ -64,7 +64,7 @@ int main(int argc, char **argv) {
             int bits = 0;
             while ((1 << bits) < m->K) bits++;
             sec[j] = (ws_section){j, level, code, idx[j], stages * len, bits,
-                                  ws_section_tables_for(m, level, m->n_cb, &tab[j]) == 0 ? &tab[j] : 0};
+                                  ws_section_tables_for(m, level, m->n_cb, &tab[j]) == 0 ? &tab[j] : 0, 0, 0};
         }
         int n = ws_frame_v2(frame, sizeof(frame), bed, seq0 + k, t0 + 2000u * (uint64_t)(seq0 + k), model, sec, 2,
                             key_len ? key : 0, key_len);

@@ -81,17 +81,113 @@ static int arr(cursor *c, size_t n, const void **out, const char *what) {
         return (code);             \
     } while (0)
 
+static int load_conv(cursor *c, ws_conv *cv, const char **why) {
+    const void *q;
+    size_t o = (size_t)cv->out_ch;
+    if (arr(c, o * (size_t)cv->in_ch * (size_t)cv->k, &q, "weights")) FAIL(-1, c->why);
+    cv->w = (const int8_t *)q;
+    if (arr(c, 8 * o, &q, "bias")) FAIL(-1, c->why);
+    cv->b = (const int64_t *)q;
+    if (arr(c, 4 * o, &q, "multipliers")) FAIL(-1, c->why);
+    cv->m_pos = (const int32_t *)q;
+    if (arr(c, o, &q, "shifts")) FAIL(-1, c->why);
+    cv->shift = (const int8_t *)q;
+    for (size_t j = 0; j < o; j++)
+        if (cv->shift[j] < 1 || cv->shift[j] > 62 || cv->m_pos[j] < (1 << 30)) FAIL(-6, "bad requantiser");
+    return 0;
+}
+
+/* blob version 4: the modality's Dynamic-Deep chain (int16 activations, 3-tap stride-2 layers) */
+static int load_chain(cursor *c, ws_modality *m, const char **why) {
+    const void *q;
+    int32_t reserved;
+    if (align8(c) || i32(c, &m->n_chain, "chain") || i32(c, &m->chain_p_in, "chain")) FAIL(-1, c->why);
+    if (m->n_chain < 0 || m->n_chain > WS_MAX_CHAIN) FAIL(-6, "bad chain length");
+    if (m->n_chain && m->chain_p_in != m->p) FAIL(-6, "the chain does not read the projection's scale");
+    for (int i = 0, ch = m->D; i < m->n_chain; i++) {
+        ws_chain_layer *l = &m->chain[i];
+        ws_conv *cv = &l->conv;
+        if (i32(c, &cv->out_ch, "chain layer") || i32(c, &cv->in_ch, "chain layer") || i32(c, &cv->k, "chain layer") ||
+            i32(c, &cv->stride, "chain layer") || i32(c, &l->p_out, "chain layer") || i32(c, &l->q, "chain layer") ||
+            i32(c, &l->K, "chain layer") || i32(c, &reserved, "chain layer"))
+            FAIL(-1, c->why);
+        if (cv->in_ch != ch || cv->out_ch < 1 || cv->out_ch > WS_MAX_CHANNELS || cv->k != 3 || cv->stride != 2 ||
+            l->K < 1 || l->K > WS_MAX_K || l->q > l->p_out || l->p_out - l->q > 15)
+            FAIL(-6, "bad chain layer");
+        if (load_conv(c, cv, why)) return -1;
+        cv->dot32 = (int64_t)cv->in_ch * 3 * 127 * 32768 < ((int64_t)1 << 31);
+        if (arr(c, (size_t)l->K * (size_t)cv->out_ch, &q, "chain codebook")) FAIL(-1, c->why);
+        l->cb = (const int8_t *)q;
+        int32_t n_st;
+        if (align8(c) || i32(c, &n_st, "chain wire table") || i32(c, &l->wire_k, "chain wire table")) FAIL(-1, c->why);
+        if (n_st < 0 || n_st > 1 || (n_st && l->wire_k != l->K)) FAIL(-6, "bad chain wire table");
+        if (n_st) {
+            if (take(c, WS_SCALE_CODES, &q, "chain wire table")) FAIL(-1, c->why);
+            l->wire_scale = (const uint8_t *)q;
+            if (i32(c, &l->wire_positions, "chain wire table") || l->wire_positions < 1) FAIL(-6, "bad chain wire table");
+            if (take(c, (size_t)l->K, &q, "chain wire table")) FAIL(-1, c->why);
+            l->wire_row = (const uint8_t *)q;
+            for (int k = 0; k < WS_SCALE_CODES; k++)
+                if (!l->wire_scale[k]) FAIL(-6, "a wire table gives a symbol frequency 0");
+            for (int k = 0; k < l->K; k++)
+                if (!l->wire_row[k]) FAIL(-6, "a wire table gives a symbol frequency 0");
+        } else {
+            l->wire_k = 0;
+        }
+        ch = cv->out_ch;
+    }
+    return 0;
+}
+
+static int load_predictor(cursor *c, ws_predictor *p, const char **why) {
+    const void *q;
+    if (align8(c) || i32(c, &p->n_in, "predictor") || i32(c, &p->hidden, "predictor") ||
+        i32(c, &p->n_levels, "predictor") || i32(c, &p->n_bounds, "predictor"))
+        FAIL(-1, c->why);
+    if (!p->n_in) return 0;
+    if (p->n_in < 1 || p->n_in > WS_MAX_PRED_IN || p->hidden < 1 || p->hidden > WS_MAX_HIDDEN ||
+        p->n_levels != WS_PRED_LEVELS || p->n_bounds < 1 || p->n_bounds > 4096)
+        FAIL(-6, "bad predictor shape");
+    const size_t ni = (size_t)p->n_in, nh = (size_t)p->hidden, nl = (size_t)p->n_levels;
+    const float **dst[6] = {&p->mu, &p->sd, &p->w1, &p->b1, &p->w2, &p->b2};
+    const size_t len[6] = {ni, ni, nh * ni, nh, nl * nh, nl};
+    for (int i = 0; i < 6; i++) {
+        if (take(c, 4 * len[i], &q, "predictor weights")) FAIL(-1, c->why);
+        *dst[i] = (const float *)q;
+    }
+    if (arr(c, 4 * nl, &q, "predictor offsets")) FAIL(-1, c->why);
+    p->offsets = (const float *)q;
+    if (arr(c, 8 * (size_t)p->n_bounds, &q, "slack bounds")) FAIL(-1, c->why);
+    p->bounds = (const double *)q;
+    if (arr(c, 8 * (size_t)p->n_bounds, &q, "slack table")) FAIL(-1, c->why);
+    p->lams = (const double *)q;
+    if (take(c, 8, &q, "deployed bound")) FAIL(-1, c->why);
+    memcpy(&p->deployed_bound, q, 8);
+    if (arr(c, 8 * 14, &q, "QRS filter")) FAIL(-1, c->why);
+    p->qrs_b = (const double *)q;
+    p->qrs_a = p->qrs_b + 5;
+    p->qrs_zi = p->qrs_b + 10;
+    if (p->qrs_a[0] != 1.0) FAIL(-6, "the QRS filter's a[0] must be 1");
+    for (size_t i = 0; i < ni; i++)
+        if (!(p->sd[i] > 0)) FAIL(-6, "a predictor input has no spread");
+    for (int i = 1; i < p->n_bounds; i++)
+        if (!(p->bounds[i] > p->bounds[i - 1])) FAIL(-6, "the slack bounds must increase");
+    return 0;
+}
+
 int ws_load(const uint8_t *blob, size_t n, ws_encoder *enc, const char **why) {
     cursor c = {blob, blob + n, 0};
     const void *q;
     int32_t version, n_mod, reserved;
     if (((uintptr_t)blob & 7u) != 0) FAIL(-2, "blob not 8-byte aligned");
     if (take(&c, 4, &q, "magic") || memcmp(q, "WSE1", 4) != 0) FAIL(-3, "not a WSE1 blob");
-    if (i32(&c, &version, "version") || version != 3) FAIL(-4, "unknown blob version (this encoder reads 3)");
+    if (i32(&c, &version, "version") || (version != 3 && version != 4))
+        FAIL(-4, "unknown blob version (this encoder reads 3 and 4)");
     if (i32(&c, &n_mod, "modalities") || n_mod < 1 || n_mod > 2) FAIL(-5, "bad modality count");
     if (i32(&c, &reserved, "header")) FAIL(-1, c.why);
     memset(enc, 0, sizeof(*enc));
     enc->n_mod = n_mod;
+    enc->version = version;
     for (int mi = 0; mi < n_mod; mi++) {
         ws_modality *m = &enc->mod[mi];
         int32_t bits;
@@ -116,17 +212,7 @@ int ws_load(const uint8_t *blob, size_t n, ws_encoder *enc, const char **why) {
             if (cv->out_ch < 1 || cv->out_ch > WS_MAX_CHANNELS || cv->in_ch < 1 || cv->in_ch > WS_MAX_CHANNELS ||
                 cv->k < 1 || cv->k > 2 * WS_PAD + 1 || !(cv->k & 1) || cv->stride < 1 || cv->stride > 2)
                 FAIL(-6, "bad convolution shape");
-            size_t o = (size_t)cv->out_ch;
-            if (arr(&c, o * (size_t)cv->in_ch * (size_t)cv->k, &q, "weights")) FAIL(-1, c.why);
-            cv->w = (const int8_t *)q;
-            if (arr(&c, 8 * o, &q, "bias")) FAIL(-1, c.why);
-            cv->b = (const int64_t *)q;
-            if (arr(&c, 4 * o, &q, "multipliers")) FAIL(-1, c.why);
-            cv->m_pos = (const int32_t *)q;
-            if (arr(&c, o, &q, "shifts")) FAIL(-1, c.why);
-            cv->shift = (const int8_t *)q;
-            for (size_t j = 0; j < o; j++)
-                if (cv->shift[j] < 1 || cv->shift[j] > 62 || cv->m_pos[j] < (1 << 30)) FAIL(-6, "bad requantiser");
+            if (load_conv(&c, cv, why)) return -1;
             /* |sum w x| <= in_ch * k * 127 * 2^(act_bits-1): int32 holds it when that is < 2^31 */
             cv->dot32 = (int64_t)cv->in_ch * cv->k * 127 * ((int64_t)1 << (m->act_bits - 1)) < ((int64_t)1 << 31);
         }
@@ -183,12 +269,14 @@ int ws_load(const uint8_t *blob, size_t n, ws_encoder *enc, const char **why) {
             for (int k = 0; k < WS_SCALE_CODES; k++)
                 if (!m->wire_scale[k]) FAIL(-6, "a wire table gives a symbol frequency 0");
         }
+        if (version >= 4 && load_chain(&c, m, why)) return -1;
         /* |r[d]| <= 32767 + sum_j 127 << d_j; the search's dot products fit int32 when
            D * 127 * that < 2^31 */
         int64_t rmax = 32767;
         for (int j = 0; j < m->n_cb; j++) rmax += (int64_t)127 << (m->p - m->cb_exp[j]);
         m->search32 = (int64_t)m->D * 127 * rmax < ((int64_t)1 << 31);
     }
+    if (version >= 4 && load_predictor(&c, &enc->pred, why)) return -1;
     if (align8(&c) || c.p != c.end) FAIL(-7, "trailing bytes after the last modality");
     return 0;
 }
@@ -229,7 +317,7 @@ void ws_filter(const ws_modality *m, ws_filter_state *st, const double *raw, flo
 }
 
 /* numpy's pairwise summation of a contiguous float64 array (the order np.std sums in) */
-static double pairwise_sum(const double *a, int n) {
+double ws_pairwise_sum(const double *a, int n) {
     if (n < 8) {
         double r = 0.0;
         for (int i = 0; i < n; i++) r += a[i];
@@ -247,7 +335,29 @@ static double pairwise_sum(const double *a, int n) {
     }
     int n2 = n / 2;
     n2 -= n2 % 8;
-    return pairwise_sum(a, n2) + pairwise_sum(a + n2, n - n2);
+    return ws_pairwise_sum(a, n2) + ws_pairwise_sum(a + n2, n - n2);
+}
+
+/* the same in float32 (np.float32 arrays sum with float32 accumulators) */
+float ws_pairwise_sum_f32(const float *a, int n) {
+    if (n < 8) {
+        float r = 0.0f;
+        for (int i = 0; i < n; i++) r += a[i];
+        return r;
+    }
+    if (n <= 128) {
+        float r[8];
+        int i;
+        for (i = 0; i < 8; i++) r[i] = a[i];
+        for (i = 8; i < n - (n % 8); i += 8)
+            for (int j = 0; j < 8; j++) r[j] += a[i + j];
+        float res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
+        for (; i < n; i++) res += a[i];
+        return res;
+    }
+    int n2 = n / 2;
+    n2 -= n2 % 8;
+    return ws_pairwise_sum_f32(a, n2) + ws_pairwise_sum_f32(a + n2, n - n2);
 }
 
 /* `scale_code` and `normalise`: code = clip(round_half_even((log2(max(std, 1e-30)) - log2_min) *
@@ -256,12 +366,12 @@ static double pairwise_sum(const double *a, int n) {
 uint8_t ws_normalise(const ws_modality *m, const float *y, float *x) {
     double d[WS_WINDOW];
     for (int t = 0; t < WS_WINDOW; t++) d[t] = y[t];
-    const double mean = pairwise_sum(d, WS_WINDOW) / WS_WINDOW;
+    const double mean = ws_pairwise_sum(d, WS_WINDOW) / WS_WINDOW;
     for (int t = 0; t < WS_WINDOW; t++) {
         const double v = d[t] - mean;
         d[t] = v * v;
     }
-    const double std = sqrt(pairwise_sum(d, WS_WINDOW) / WS_WINDOW);
+    const double std = sqrt(ws_pairwise_sum(d, WS_WINDOW) / WS_WINDOW);
     double code = rint((log2(std > 1e-30 ? std : 1e-30) - m->log2_min) * m->steps_per_octave);
     code = code < 0 ? 0 : (code > WS_SCALE_CODES - 1 ? WS_SCALE_CODES - 1 : code);
     const uint8_t c = (uint8_t)code;
@@ -376,6 +486,10 @@ static void conv(const ws_conv *cv, const int16_t *in, int in_len, int16_t *out,
         for (; t < out_len; t++) /* the general path: every product summed in int64 */
             y[t] = (int16_t)requant(b + dot_at(cv, wo, in, in_len, t), m_pos, m_neg, s, lo, hi);
     }
+}
+
+void ws_conv_int16(const ws_conv *cv, const int16_t *in, int in_len, int16_t *out, int out_len) {
+    conv(cv, in, in_len, out, out_len, 0, -32768, 32767);
 }
 
 static inline int out_len_of(const ws_conv *cv, int in_len) {

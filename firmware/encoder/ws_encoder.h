@@ -46,6 +46,18 @@ typedef struct {
     int32_t shift;
 } ws_add;
 
+/* A Dynamic-Deep level chain layer (`wardmodels.dd_edge.IntChain`, blob version 4): a 3-tap
+ * stride-2 convolution (no activation folded: the next layer takes lrelu of its input), its
+ * level's int8 codebook and that level's wire table (one single-row stage, or none). */
+#define WS_MAX_CHAIN 3
+typedef struct {
+    ws_conv conv;
+    int32_t p_out, q, K;
+    const int8_t *cb; /* [K][conv.out_ch] */
+    int32_t wire_positions, wire_k; /* 0: the level travels bit-packed */
+    const uint8_t *wire_scale, *wire_row;
+} ws_chain_layer;
+
 typedef struct {
     char name[8];
     int32_t act_bits, p, n_conv, n_add, n_cb, K, D;
@@ -66,11 +78,28 @@ typedef struct {
     const uint8_t *wire_scale;                 /* [WS_SCALE_CODES] u8 frequencies */
     int32_t wire_positions[WS_MAX_STAGES];
     const uint8_t *wire_rows[WS_MAX_STAGES];   /* [wire_k] u8 frequencies each */
+    /* the Dynamic-Deep level chain (levels n_cb + 1 ...), blob version 4; n_chain 0: none */
+    int32_t n_chain, chain_p_in;
+    ws_chain_layer chain[WS_MAX_CHAIN];
 } ws_modality;
 
+/* The edge error predictor (`wardmodels.predictor.Predictor`) and the constants of the device's
+ * QRS detector, blob version 4; n_in 0: none. */
+#define WS_MAX_PRED_IN 64
+#define WS_MAX_HIDDEN 64
+#define WS_PRED_LEVELS 5
 typedef struct {
-    int32_t n_mod;
+    int32_t n_in, hidden, n_levels, n_bounds;
+    const float *mu, *sd, *w1, *b1, *w2, *b2, *offsets; /* w1 [hidden][n_in], w2 [n_levels][hidden] */
+    const double *bounds, *lams;                         /* the calibrated slack per grid bound */
+    double deployed_bound;
+    const double *qrs_b, *qrs_a, *qrs_zi;                /* 5, 5, 4: the detector's 5-18 Hz band-pass */
+} ws_predictor;
+
+typedef struct {
+    int32_t n_mod, version;
     ws_modality mod[2];
+    ws_predictor pred;
 } ws_encoder;
 
 /* The front end of one modality: its causal band-pass (second-order sections, direct form II
@@ -99,5 +128,15 @@ uint8_t ws_normalise(const ws_modality *m, const float *y, float *x);
  * (the projection, int16 in units of 2^-p). ``scratch`` holds WS_SCRATCH_BYTES, 4-byte aligned.
  * Returns the number of positions, or a negative code. */
 int ws_encode(const ws_modality *m, const float *x, int stages, uint16_t *idx, int16_t *z, void *scratch);
+
+/* One convolution without activation, clamped to int16 (the Dynamic-Deep chain's layers): ``in``
+ * in_ch rows of in_len int16, ``out`` out_ch rows of out_len, each row with WS_PAD zero samples
+ * either side (row stride len + 2 WS_PAD; the pointers point at the first real sample; the
+ * output's margins are written zero). */
+/* numpy's pairwise summation (the order its sums and means of contiguous arrays take), float64 and float32 */
+double ws_pairwise_sum(const double *a, int n);
+float ws_pairwise_sum_f32(const float *a, int n);
+
+void ws_conv_int16(const ws_conv *cv, const int16_t *in, int in_len, int16_t *out, int out_len);
 
 #endif

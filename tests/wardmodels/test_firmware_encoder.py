@@ -1,33 +1,28 @@
 """The C edge encoder (`firmware/encoder/`) against the integer spec it implements
 (`wardmodels.int8`): the same indices and the same projection z, bit for bit, for the deployed
 encoder of both modalities — on real windows, on windows that saturate every clamp, on silence —
-and a clear refusal of a malformed parameter blob. Compiled here with the host's C compiler, the
-flags the firmware uses (C11, no fused multiply-add, every warning an error)."""
+and a clear refusal of a malformed parameter blob; the whole device (front end, encoder, the
+Dynamic-Deep edge, the wire frame) against the simulated one, byte for byte. Compiled here with the
+host's C compiler, the flags the firmware uses (C11, no fused multiply-add, every warning an
+error)."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from wardmodels.firmware import blob, device_blob
+from wardmodels.firmware import blob, build_host, device_blob
 
 ROOT = Path(__file__).resolve().parents[2]
-SRC = ROOT / "firmware" / "encoder"
 POSITIONS, D = 32, 64
 
 
 @pytest.fixture(scope="module")
 def host_encode(tmp_path_factory) -> Path:
-    cc = shutil.which("cc") or shutil.which("gcc")
-    assert cc, "a C compiler is needed (./ward test installs Debian's gcc)"
-    out = tmp_path_factory.mktemp("fw") / "host_encode"
-    subprocess.run([cc, "-O2", "-std=c11", "-ffp-contract=off", "-Wall", "-Wextra", "-Werror", "-o", str(out),
-                    str(SRC / "host_encode.c"), str(SRC / "ws_encoder.c"), "-lm"], check=True)
-    return out
+    return build_host("host_encode.c", tmp_path_factory.mktemp("fw") / "host_encode")
 
 
 @pytest.fixture(scope="module")
@@ -127,13 +122,7 @@ def test_the_c_device_chain_equals_the_simulated_device_from_raw_samples(host_en
 
 @pytest.fixture(scope="module")
 def host_device(tmp_path_factory) -> Path:
-    cc = shutil.which("cc") or shutil.which("gcc")
-    out = tmp_path_factory.mktemp("fw") / "host_device"
-    subprocess.run([cc, "-O2", "-std=c11", "-ffp-contract=off", "-Wall", "-Wextra", "-Werror", "-o", str(out),
-                    *(str(SRC / f) for f in ("host_device.c", "ws_encoder.c", "ws_arith.c", "ws_frame.c", "ws_sha256.c")),
-                    "-lm"],
-                   check=True)
-    return out
+    return build_host("host_device.c", tmp_path_factory.mktemp("fw") / "host_device")
 
 
 def _frames(stdout: bytes) -> list[bytes]:
@@ -183,28 +172,38 @@ def test_a_c_device_sends_the_simulated_devices_frames_byte_for_byte(host_device
 def test_the_cortex_m7_build_runs_the_device_bit_for_bit_under_qemu(codec, data_dir, tmp_path):
     """The same device cross-compiled for a Cortex-M7 (hard-float FPv5, the firmware's flags) and
     run on QEMU's mps2-an500 board, fed and read back through semihosting: every scale code, index
-    and frame byte equals the simulated device's, and each step reports its instruction count."""
+    and frame byte equals the simulated device's, and each step reports its instruction count —
+    a fixed-level device, the main job's device (level 1 with its predicted error, lossless raw,
+    an audit burst) and one that picks its level per window."""
     from wardmodels.firmware import build_m7, python_device, run_m7
-    from wardstream.bench_firmware import simulated_frames
+    from wardstream.bench_firmware import simulated_device, simulated_frames
 
     raw = _raw_streams(data_dir, 10)
     built = build_m7(tmp_path / "build")
-    r = run_m7(built["elf"], device_blob(codec), raw["ecg"], raw["eeg"], tmp_path / "run", level=1,
-               model_id=codec.model_id)
+    data = device_blob(codec)
+    r = run_m7(built["elf"], data, raw["ecg"], raw["eeg"], tmp_path / "run", level=1, model_id=codec.model_id)
     for m in ("ecg", "eeg"):
         codes, idx = python_device(codec.edge, m, raw[m])
         assert np.array_equal(r[m][0], codes) and np.array_equal(r[m][1], idx), m
     assert r["frames"] == simulated_frames(codec, 1, raw["ecg"], raw["eeg"])
-    assert (r["instructions"] > 0).all() and r["ram"]["scratch"] > 0 and built["text_bytes"] < 65536
+    plain_steps = [0, 1, 4, 5, 6]  # no task features or predictor without the Dynamic-Deep edge
+    assert (r["instructions"][:, plain_steps] > 0).all() and (r["instructions"][:, 2:4] == 0).all()
+    assert r["ram"]["scratch"] > 0 and built["text_bytes"] < 65536
+    ecg, eeg = _ecg_eeg(data_dir, "203", 12)
+    for cfg in ({"dd": 1, "level": 1, "eeg_level": 1, "lossless": True, "audit_every": 7, "bound": 0.0},
+                {"dd": -1, "level": 1, "eeg_level": 2, "lossless": True, "audit_every": 0, "bound": 0.0}):
+        r = run_m7(built["elf"], data, ecg, eeg, tmp_path / f"dd{cfg['dd']}", model_id=codec.model_id, dd=cfg["dd"],
+                   eeg_level=cfg["eeg_level"], lossless=cfg["lossless"], audit_every=cfg["audit_every"])
+        frames, levels, codes = simulated_device(codec, cfg, ecg, eeg)
+        assert np.array_equal(r["levels"], levels) and np.array_equal(r["pred_codes"], codes), cfg
+        assert r["frames"] == frames, cfg
+        assert (r["instructions"] > 0).all()
+        assert any(f[1] & 0x04 for f in frames) == bool(cfg["audit_every"])  # the audit burst's reference
 
 
 @pytest.fixture(scope="module")
 def host_arith(tmp_path_factory) -> Path:
-    cc = shutil.which("cc") or shutil.which("gcc")
-    out = tmp_path_factory.mktemp("fw") / "host_arith"
-    subprocess.run([cc, "-O2", "-std=c11", "-Wall", "-Wextra", "-Werror", "-o", str(out),
-                    str(SRC / "host_arith.c"), str(SRC / "ws_arith.c")], check=True)
-    return out
+    return build_host("host_arith.c", tmp_path_factory.mktemp("fw") / "host_arith")
 
 
 def run_arith(exe: Path, freqs: np.ndarray, rows: np.ndarray, symbols: np.ndarray) -> tuple[bytes, int, int]:
@@ -273,3 +272,96 @@ def test_the_c_coder_codes_a_frames_sections_as_the_wire_does(host_arith, codec,
     freqs = np.stack(tables).astype(np.uint8)
     c_data, bits, _ = run_arith(host_arith, freqs, np.array(rows), np.array(symbols))
     assert c_data == data and (bits + 7) // 8 == len(data)
+
+
+# --------------------------------------------------------------------------- the Dynamic-Deep edge
+DD_RECORD = np.dtype([("level", "u1"), ("code", "u1"), ("features", "<f4", 29), ("pred", "<f4", 5)])
+
+
+@pytest.fixture(scope="module")
+def host_dd(tmp_path_factory) -> Path:
+    return build_host("host_dd.c", tmp_path_factory.mktemp("fw") / "host_dd")
+
+
+def run_host_dd(exe: Path, blob_file: Path, ecg: np.ndarray, eeg: np.ndarray, cfg: dict, bed: int, seq0: int, t0_ms: int,
+                model_id: int):
+    out = subprocess.run([str(exe), str(blob_file), str(cfg["bound"]), str(cfg["dd"]), str(cfg["eeg_level"]), str(bed),
+                          str(seq0), str(t0_ms), str(model_id), str(int(cfg["lossless"])), str(cfg["audit_every"])],
+                         input=np.stack([ecg, eeg], 1).astype("<f8").tobytes(), capture_output=True, check=True).stdout
+    frames, recs, i = [], [], 0
+    while i < len(out):
+        n = int.from_bytes(out[i:i + 4], "little")
+        frames.append(out[i + 4:i + 4 + n])
+        i += 4 + n
+        recs.append(np.frombuffer(out, DD_RECORD, count=1, offset=i)[0])
+        i += DD_RECORD.itemsize
+    return frames, np.array(recs, DD_RECORD)
+
+
+def _ecg_eeg(data_dir, record: str, windows: int) -> tuple[np.ndarray, np.ndarray]:
+    from wardstream.datasets import load_eegmat, load_mitdb
+
+    ecg = np.asarray(load_mitdb(data_dir, record).ecg_mv[: windows * 256], np.float64).reshape(windows, 256)
+    eeg = np.resize(np.asarray(load_eegmat(data_dir, [25])[0].eeg_uv[0], np.float64), windows * 256)
+    return ecg, eeg.reshape(windows, 256)
+
+
+@pytest.mark.parametrize("record, dd, lossless, audit_every, windows", [
+    ("203", -1, True, 40, 150),   # picks its level per window: raw windows (lossless), VQ levels, audit bursts
+    ("208", 1, True, 12, 80),     # the main job's device: level 1 and its predicted error
+    ("105", 5, False, 0, 60),     # the coarsest level, raw sections not lossless
+])
+def test_a_c_device_with_the_dynamic_deep_edge_sends_the_simulated_devices_frames(host_dd, blob_path, codec, data_dir,
+                                                                                  monkeypatch, record, dd, lossless,
+                                                                                  audit_every, windows):
+    """The Dynamic-Deep edge in C (`firmware/encoder/ws_dd.c`): every level's indices and the
+    distortion features, their history, the streaming QRS detector's task features, the error
+    predictor, the level chosen under the deployed bound (or a fixed level and its predicted
+    error), raw windows lossless-coded and audit bursts — the predictor's 29 inputs, the levels,
+    the predicted-error codes and every frame equal the simulated device's (the integer encoder)
+    bit for bit, and every frame decodes."""
+    from stream.wire import decode_frame, in_burst
+    from wardmodels.predictor import Predictor
+    from wardstream.bench_firmware import simulated_device
+
+    seen = []
+    predict = Predictor.predict
+
+    def recording(self, feats):
+        seen.append(np.array(feats))
+        return predict(self, feats)
+
+    monkeypatch.setattr(Predictor, "predict", recording)
+    ecg, eeg = _ecg_eeg(data_dir, record, windows)
+    cfg = {"dd": dd, "level": max(dd, 1), "eeg_level": 2 if dd < 0 else min(dd, codec.stages), "lossless": lossless,
+           "audit_every": audit_every, "bound": 0.0}
+    t0 = 1_800_000_000_000
+    frames, rec = run_host_dd(host_dd, blob_path, ecg, eeg, cfg, 3, 11, t0, codec.model_id)
+    ref, levels, codes = simulated_device(codec, cfg, ecg, eeg, bed=3, seq0=11, t0_ms=t0)
+    assert len(frames) == len(ref) == windows
+    assert np.array_equal(rec["features"], np.concatenate(seen)), "the predictor's inputs differ"
+    assert np.array_equal(rec["level"], levels) and np.array_equal(rec["code"], codes)
+    assert frames == ref
+    decoded = [decode_frame(f) for f in frames]
+    assert [f.seq for f in decoded] == list(range(11, 11 + windows))
+    if dd < 0:  # the record exercises the choice: raw windows and several VQ levels
+        assert (levels == 0).any() and len(set(levels.tolist()) - {0}) >= 2
+    else:
+        assert (levels == dd).all()
+    # audit bursts: the windows `in_burst` names carry the ECG as the encoder saw it
+    assert [f.reference is not None for f in decoded] == [in_burst(q, 3, audit_every) for q in range(11, 11 + windows)]
+    assert any(f.reference is not None for f in decoded) == bool(audit_every)
+
+
+def test_a_blob_without_the_dynamic_deep_part_is_refused_by_the_dd_device(host_dd, codec, tmp_path):
+    p = tmp_path / "plain.wse"
+    p.write_bytes(blob(codec.edge))
+    r = subprocess.run([str(host_dd), str(p), "0", "-1", "2", "1", "0", "0", "5", "1", "0"],
+                       input=np.zeros(512, "<f8").tobytes(), capture_output=True)
+    assert r.returncode == 2 and "no Dynamic-Deep part" in r.stderr.decode()
+    good = device_blob(codec)
+    q = tmp_path / "cut.wse"
+    q.write_bytes(good[:-64])
+    r = subprocess.run([str(host_dd), str(q), "0", "-1", "2", "1", "0", "0", "5", "1", "0"],
+                       input=np.zeros(512, "<f8").tobytes(), capture_output=True)
+    assert r.returncode == 2 and "QRS filter" in r.stderr.decode(), r.stderr
