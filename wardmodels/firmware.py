@@ -315,8 +315,8 @@ def run_m7(elf: Path, blob_bytes: bytes, ecg_raw: np.ndarray, eeg_raw: np.ndarra
     if r.returncode != 0:
         raise RuntimeError(f"the M7 run failed ({r.returncode}): {r.stdout.strip()} {r.stderr.strip()}")
     raw = (work / "out.bin").read_bytes()
-    scratch, enc_struct, dd_state = np.frombuffer(raw[:12], "<u4")
-    recs, frames, pos = [], [], 12
+    scratch, dd_work, enc_struct, dd_state, blob_buffer = (int(v) for v in np.frombuffer(raw[:20], "<u4"))
+    recs, frames, pos = [], [], 20
     while pos < len(raw):
         rec = np.frombuffer(raw, PAIR_RECORD, count=1, offset=pos)[0]
         pos += PAIR_RECORD.itemsize
@@ -330,7 +330,8 @@ def run_m7(elf: Path, blob_bytes: bytes, ecg_raw: np.ndarray, eeg_raw: np.ndarra
             "eeg": (rec["code"][:, 1], rec["idx"][:, 1].reshape(-1, 2, 32).astype(np.int64)),
             "frames": frames, "levels": rec["level"].astype(np.int64), "pred_codes": rec["pred_code"].astype(np.int64),
             "instructions": rec["ticks"][:, :len(STEPS)].astype(np.int64) * (1_000_000_000 // SYSTICK_HZ),
-            "ram": {"scratch": int(scratch), "encoder_struct": int(enc_struct), "dd_state": int(dd_state)}}
+            "ram": {"scratch": scratch, "dd_work": dd_work, "encoder_struct": enc_struct, "dd_state": dd_state},
+            "blob_buffer": blob_buffer}
 
 
 def python_device(edge: Int8Encoder, modality: str, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -50,7 +50,8 @@ int main(int argc, char **argv) {
         return 2;
     }
     if (bound <= 0) bound = enc.pred.deployed_bound;
-    void *scratch = aligned_alloc(8, WS_SCRATCH_BYTES), *dd_scratch = aligned_alloc(8, WS_DD_SCRATCH_BYTES);
+    void *scratch = aligned_alloc(8, WS_SCRATCH_BYTES);
+    static ws_dd_work work;
     static ws_filter_state fs[2];
     static ws_dd_state dd;
     static ws_dd_window win;
@@ -65,7 +66,7 @@ int main(int argc, char **argv) {
     for (uint32_t k = 0; fread(raw, sizeof(double), 2 * WS_WINDOW, stdin) == 2 * WS_WINDOW; k++) {
         ws_filter(ecg, &fs[0], raw[0], y, WS_WINDOW);
         const uint8_t code = ws_normalise(ecg, y, x);
-        if (ws_dd_analyse(&enc, ecg, &dd, y, x, code, &win, scratch, dd_scratch)) return 1;
+        if (ws_dd_analyse(&enc, ecg, &dd, y, x, code, &win, scratch, &work)) return 1;
         int pcode;
         const int L = ws_dd_choose(&enc.pred, &win, bound, 0.0, fixed, &pcode);
         const uint32_t seq = seq0 + k;

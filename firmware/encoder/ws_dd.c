@@ -27,28 +27,27 @@ static void log_rel(const int64_t *err, const int64_t *norm, int n, float *mean,
 static inline int16_t lrelu(int16_t v) { return v >= 0 ? v : (int16_t)(((int32_t)v * SLOPE_Q16 + 32768) >> 16); }
 
 /* `IntChain.search`: nearest codeword of e << (p_out - q) to each position's column (ties: the
- * smallest k) -> indices, squared errors, squared norms */
+ * smallest k) -> indices, squared errors, squared norms. As |e|^2 - 2 y.e, which orders k the
+ * same: |e|^2 = (sum e^2) << 2 sh and y.e = (sum y e) << sh, the sums of int16 x int8 products
+ * over at most WS_DD_MAX_CHAIN_CH dimensions in int32 (|sum| < 64 * 32768 * 128 = 2^28). */
 static void chain_search(const ws_chain_layer *l, const int16_t *y, int stride, int T, uint16_t *idx, int64_t *err,
                          int64_t *norm) {
     const int W = l->conv.out_ch, sh = l->p_out - l->q;
     for (int t = 0; t < T; t++) {
+        int32_t col[WS_DD_MAX_CHAIN_CH];
         int64_t best = 0, n2 = 0;
         int bk = 0;
-        for (int d = 0; d < W; d++) n2 += (int64_t)y[d * stride + t] * y[d * stride + t];
+        for (int d = 0; d < W; d++) col[d] = y[d * stride + t], n2 += (int64_t)col[d] * col[d];
         for (int k = 0; k < l->K; k++) {
             const int8_t *e = l->cb + (size_t)k * W;
-            int64_t ee = 0, dot = 0;
-            for (int d = 0; d < W; d++) {
-                const int64_t v = (int64_t)e[d] * ((int64_t)1 << sh);
-                ee += v * v;
-                dot += v * y[d * stride + t];
-            }
-            const int64_t dist = ee - 2 * dot;
+            int32_t ee = 0, dot = 0;
+            for (int d = 0; d < W; d++) ee += e[d] * e[d], dot += col[d] * e[d];
+            const int64_t dist = ((int64_t)ee << (2 * sh)) - ((int64_t)dot << (sh + 1));
             if (k == 0 || dist < best) best = dist, bk = k;
         }
         int64_t e2 = 0;
         for (int d = 0; d < W; d++) {
-            const int64_t r = y[d * stride + t] - (int64_t)l->cb[(size_t)bk * W + d] * ((int64_t)1 << sh);
+            const int64_t r = col[d] - (int64_t)l->cb[(size_t)bk * W + d] * ((int64_t)1 << sh);
             e2 += r * r;
         }
         idx[t] = (uint16_t)bk, err[t] = e2, norm[t] = n2;
@@ -57,11 +56,11 @@ static void chain_search(const ws_chain_layer *l, const int16_t *y, int stride, 
 
 /* `dd_edge.analyse_int` + `_assemble`: every level's indices and the window's distortion features */
 static int analyse(const ws_modality *m, const float *x, uint8_t code, ws_dd_window *w, float *f, void *scratch,
-                   void *dd_scratch) {
+                   ws_dd_work *work) {
     const int D = m->D;
-    int16_t *z = (int16_t *)dd_scratch; /* D x 32, compact */
-    int16_t *zp = z + 512 * 32 + WS_PAD, *ya = zp + 512 * (32 + 2 * WS_PAD), *yb = ya + 64 * 40;
-    if (m->n_cb != 2 || m->n_chain != WS_DD_LEVELS - 2 || D > 512) return -1;
+    int16_t *z = work->z; /* D x 32, compact */
+    int16_t *zp = work->zp + WS_PAD, *ya = work->chain[0] + WS_PAD, *yb = work->chain[1] + WS_PAD;
+    if (m->n_cb != 2 || m->n_chain != WS_DD_LEVELS - 2 || D > WS_MAX_CHANNELS) return -1;
     const int T = ws_encode(m, x, 2, w->idx[0], z, scratch);
     if (T != 32) return -2;
     /* level 1: both stages (stage-major), level 2: the first */
@@ -98,7 +97,7 @@ static int analyse(const ws_modality *m, const float *x, uint8_t code, ws_dd_win
     for (int i = 0; i < m->n_chain; i++) {
         const ws_chain_layer *l = &m->chain[i];
         const int out_len = (len + 2 - 3) / 2 + 1, os = out_len + 2 * WS_PAD;
-        if (l->conv.out_ch > 64 || os > 40) return -1;
+        if (l->conv.out_ch > WS_DD_MAX_CHAIN_CH || os > 16 + 2 * WS_PAD) return -1;
         int16_t *y = (i & 1) ? yb : ya;
         ws_conv_int16(&l->conv, in, len, y, out_len);
         int64_t e2[32], n2[32];
@@ -139,8 +138,8 @@ static void with_history(ws_dd_state *st, const float *f, float *out) {
 
 /* ------------------------------------------------------------------ the QRS detector */
 
-#define QRS_MAX (WS_QRS_HISTORY + WS_WINDOW)
-#define QRS_PADLEN 21        /* min(x.size - 1, 3 * 7) */
+#define QRS_MAX WS_QRS_MAX
+#define QRS_PADLEN WS_QRS_PADLEN /* min(x.size - 1, 3 * 7) */
 #define QRS_MWI 19           /* round(0.15 fs) */
 #define QRS_DISTANCE 25      /* int(0.2 fs) */
 #define QRS_REFRACTORY 25    /* int(0.2 fs) */
@@ -164,8 +163,8 @@ static void lfilter(const ws_predictor *p, const double *x, double *y, int n) {
 }
 
 /* `processors.dsp.filtfilt_ba` of a float32 signal: odd extension (in float32), forward, backward */
-static void filtfilt(const ws_predictor *p, const float *x, int n, double *out) {
-    static double ext[QRS_MAX + 2 * QRS_PADLEN], y[QRS_MAX + 2 * QRS_PADLEN];
+static void filtfilt(const ws_predictor *p, const float *x, int n, double *out, ws_dd_work *work) {
+    double *ext = work->ext, *y = work->ext_y;
     if (n < 2 || n > QRS_MAX) return; /* the detector feeds 256..QRS_MAX samples */
     const int pad = n - 1 < QRS_PADLEN ? n - 1 : QRS_PADLEN, N = n + 2 * pad;
     for (int i = 0; i < pad; i++) ext[i] = (float)(2.0f * x[0] - x[pad - i]);
@@ -179,7 +178,7 @@ static void filtfilt(const ws_predictor *p, const float *x, int n, double *out) 
 
 /* scipy's find_peaks(x, distance=QRS_DISTANCE): local maxima (a plateau's middle), then, highest
  * first, every lower peak closer than the distance removed */
-static int find_peaks(const double *x, int n, int *peaks) {
+static int find_peaks(const double *x, int n, int32_t *peaks) {
     int m = 0;
     for (int i = 1; i < n - 1; i++) {
         if (x[i - 1] < x[i]) {
@@ -267,10 +266,10 @@ static void accept(ws_qrs *s, const qrs_buf *q, int64_t base, int p, double leve
 /* `processors.qrs.ecg_peaks_stream` on one window -> the beats it decided (absolute samples) and
  * the (feature level, threshold) of every candidate it decided */
 static int qrs_step(const ws_predictor *pr, ws_qrs *s, const float *x_new, int64_t *beats, double *tr_level,
-                    double *tr_thr, int *n_trace) {
-    static float x[QRS_MAX];
-    static double filt[QRS_MAX], slope[QRS_MAX], energy[QRS_MAX], mwi[QRS_MAX];
-    static int peaks[QRS_MAX_PEAKS];
+                    double *tr_thr, int *n_trace, ws_dd_work *work) {
+    float *x = work->x, *xc = work->xc;
+    double *filt = work->filt, *slope = work->slope, *energy = work->energy, *mwi = work->mwi;
+    int32_t *peaks = work->peaks;
     int n_beats = 0;
     *n_trace = 0;
     const int n = s->hist_len + WS_WINDOW;
@@ -283,9 +282,8 @@ static int qrs_step(const ws_predictor *pr, ws_qrs *s, const float *x_new, int64
     s->n_seen = end;
     /* xc = x - x.mean() (float32) */
     const float mean = ws_pairwise_sum_f32(x, n) / (float)n;
-    static float xc[QRS_MAX];
     for (int i = 0; i < n; i++) xc[i] = x[i] - mean;
-    filtfilt(pr, xc, n, filt);
+    filtfilt(pr, xc, n, filt, work);
     for (int i = 1; i < n - 1; i++) slope[i] = (filt[i + 1] - filt[i - 1]) * 0.5;
     slope[0] = filt[1] - filt[0];
     slope[n - 1] = filt[n - 1] - filt[n - 2];
@@ -359,11 +357,11 @@ static double median(int64_t *v, int n) {
 }
 
 /* `dd_edge.TaskStream.step` on the band-passed window ``y`` */
-static void task_step(const ws_predictor *pr, ws_dd_state *st, const float *y, float *f) {
+static void task_step(const ws_predictor *pr, ws_dd_state *st, const float *y, float *f, ws_dd_work *work) {
     int64_t beats[WS_QRS_MAX_BEATS];
     double lv[QRS_MAX_TRACE], th[QRS_MAX_TRACE];
     int n_tr;
-    const int nb = qrs_step(pr, &st->qrs, y, beats, lv, th, &n_tr);
+    const int nb = qrs_step(pr, &st->qrs, y, beats, lv, th, &n_tr, work);
     const int64_t now = st->qrs.n_seen;
     int m = 0;
     for (int i = 0; i < st->n_beats; i++)
@@ -430,27 +428,27 @@ static void predict(const ws_predictor *p, const float *f, float *out) {
 }
 
 int ws_dd_levels(const ws_modality *ecg, ws_dd_state *st, const float *x, uint8_t code, ws_dd_window *w,
-                 void *scratch, void *dd_scratch) {
+                 void *scratch, ws_dd_work *work) {
     float f[WS_DD_FEATURES];
-    const int rc = analyse(ecg, x, code, w, f, scratch, dd_scratch);
+    const int rc = analyse(ecg, x, code, w, f, scratch, work);
     if (rc) return rc;
     with_history(st, f, w->features);
     return 0;
 }
 
-int ws_dd_task(const ws_encoder *enc, ws_dd_state *st, const float *y, ws_dd_window *w) {
+int ws_dd_task(const ws_encoder *enc, ws_dd_state *st, const float *y, ws_dd_window *w, ws_dd_work *work) {
     if (enc->pred.n_in != 2 * WS_DD_FEATURES + WS_TASK_FEATURES) return -1;
-    task_step(&enc->pred, st, y, w->features + 2 * WS_DD_FEATURES);
+    task_step(&enc->pred, st, y, w->features + 2 * WS_DD_FEATURES, work);
     return 0;
 }
 
 void ws_dd_predict(const ws_encoder *enc, ws_dd_window *w) { predict(&enc->pred, w->features, w->pred); }
 
 int ws_dd_analyse(const ws_encoder *enc, const ws_modality *ecg, ws_dd_state *st, const float *y, const float *x,
-                  uint8_t code, ws_dd_window *w, void *scratch, void *dd_scratch) {
+                  uint8_t code, ws_dd_window *w, void *scratch, ws_dd_work *work) {
     if (enc->pred.n_in != 2 * WS_DD_FEATURES + WS_TASK_FEATURES) return -1;
-    int rc = ws_dd_levels(ecg, st, x, code, w, scratch, dd_scratch);
-    if (!rc) rc = ws_dd_task(enc, st, y, w);
+    int rc = ws_dd_levels(ecg, st, x, code, w, scratch, work);
+    if (!rc) rc = ws_dd_task(enc, st, y, w, work);
     if (!rc) ws_dd_predict(enc, w);
     return rc;
 }

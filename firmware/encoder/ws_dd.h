@@ -57,8 +57,21 @@ typedef struct {
     float pred[WS_DD_LEVELS];                /* predicted log1p(task error) per level */
 } ws_dd_window;
 
-/* Scratch for ws_dd_analyse beside the encoder's (WS_SCRATCH_BYTES): the projection and the chain's rows. */
-#define WS_DD_SCRATCH_BYTES (2 * 512 * 36 + 4 * 64 * 40)
+/* Working memory of the analysis beside the encoder's scratch (WS_SCRATCH_BYTES), reused every
+ * window: the projection z and its zero-margined rows, the chain's rows, and the QRS detector's
+ * buffers over its 2.5 s of history and the new window. No state lives here. */
+#define WS_DD_MAX_CHAIN_CH 64
+#define WS_QRS_MAX (WS_QRS_HISTORY + WS_WINDOW)
+#define WS_QRS_PADLEN 21
+typedef struct {
+    int16_t z[WS_MAX_CHANNELS * 32];
+    int16_t zp[WS_MAX_CHANNELS * (32 + 2 * WS_PAD)];
+    int16_t chain[2][WS_DD_MAX_CHAIN_CH * (16 + 2 * WS_PAD)];
+    float x[WS_QRS_MAX], xc[WS_QRS_MAX];
+    double filt[WS_QRS_MAX], slope[WS_QRS_MAX], energy[WS_QRS_MAX], mwi[WS_QRS_MAX];
+    double ext[WS_QRS_MAX + 2 * WS_QRS_PADLEN], ext_y[WS_QRS_MAX + 2 * WS_QRS_PADLEN];
+    int32_t peaks[WS_QRS_MAX / 2 + 1];
+} ws_dd_work;
 
 void ws_dd_reset(ws_dd_state *st);
 
@@ -66,13 +79,13 @@ void ws_dd_reset(ws_dd_state *st);
  * (ws_normalise) -> the indices of every level, the predictor's features and its predictions.
  * 0, or a negative code (-1 no chain or no predictor in the blob, -2 the encoder failed). */
 int ws_dd_analyse(const ws_encoder *enc, const ws_modality *ecg, ws_dd_state *st, const float *y, const float *x,
-                  uint8_t code, ws_dd_window *w, void *scratch, void *dd_scratch);
+                  uint8_t code, ws_dd_window *w, void *scratch, ws_dd_work *work);
 
 /* ws_dd_analyse in its three steps (timed apart by the M7 bench): every level's indices and the
  * distortion features with their history; the task features (the QRS detector); the predictions. */
 int ws_dd_levels(const ws_modality *ecg, ws_dd_state *st, const float *x, uint8_t code, ws_dd_window *w,
-                 void *scratch, void *dd_scratch);
-int ws_dd_task(const ws_encoder *enc, ws_dd_state *st, const float *y, ws_dd_window *w);
+                 void *scratch, ws_dd_work *work);
+int ws_dd_task(const ws_encoder *enc, ws_dd_state *st, const float *y, ws_dd_window *w, ws_dd_work *work);
 void ws_dd_predict(const ws_encoder *enc, ws_dd_window *w);
 
 /* The slack the predictor was calibrated with for ``bound`` (that of the largest grid bound <= it;

@@ -9,9 +9,10 @@
  *                u32 windows between audit bursts (0: none), f64 bound (0: the blob's deployed one)
  *   raw.f64      two streams interleaved by window: 256 float64 ECG samples (mV), then 256 float64
  *                EEG samples (µV), window after window (each modality one continuous stream)
- *   out.bin      a header (u32 WS_SCRATCH_BYTES + WS_DD_SCRATCH_BYTES, u32 sizeof(ws_encoder),
- *                u32 sizeof(ws_dd_state): the RAM the device needs beside its stack and the QRS
- *                detector's buffers), then per window pair: ECG indices (2 x 32 uint16: the level's
+ *   out.bin      a header (u32 WS_SCRATCH_BYTES, u32 sizeof(ws_dd_work), u32 sizeof(ws_encoder),
+ *                u32 sizeof(ws_dd_state): the RAM the device needs beside its stack; u32 the bytes
+ *                of the buffer the blob is read into, which a device keeps in flash instead), then
+ *                per window pair: ECG indices (2 x 32 uint16: the level's
  *                stages first; a Dynamic-Deep device: level 1's), EEG indices (2 x 32 uint16), the
  *                two scale codes (uint8), the frame's length (u16), the ECG level sent and its
  *                predicted-error code (u8 each; 255 without the Dynamic-Deep edge), u16 0, the SysTick
@@ -34,7 +35,7 @@ extern volatile uint32_t systick_wraps;
 
 static uint8_t blob[640 * 1024] __attribute__((aligned(8)));
 static uint8_t scratch[WS_SCRATCH_BYTES] __attribute__((aligned(8)));
-static uint8_t dd_scratch[WS_DD_SCRATCH_BYTES] __attribute__((aligned(8)));
+static ws_dd_work work;
 static ws_encoder enc;
 static ws_dd_state dd;
 static ws_dd_window win;
@@ -80,7 +81,7 @@ int main(void) {
     if (!use_dd && (prm.level < 1 || (int)prm.level > ecg->n_cb)) return sh_puts("not a base level\n"), 1;
     const double bound = prm.bound > 0 ? prm.bound : enc.pred.deployed_bound;
     ws_dd_reset(&dd);
-    uint32_t header[3] = {WS_SCRATCH_BYTES + WS_DD_SCRATCH_BYTES, sizeof(ws_encoder), sizeof(ws_dd_state)};
+    uint32_t header[5] = {WS_SCRATCH_BYTES, sizeof(ws_dd_work), sizeof(ws_encoder), sizeof(ws_dd_state), sizeof(blob)};
     sh_write(out, header, sizeof(header));
     *(volatile uint32_t *)0xE000E014u = 0xFFFFFFu; /* SYST_RVR */
     *(volatile uint32_t *)0xE000E018u = 0;         /* SYST_CVR */
@@ -120,9 +121,9 @@ int main(void) {
             int bits = 0;
             while ((1 << bits) < m->K) bits++;
             if (use_dd && j == 0) { /* the ECG analysed at every level, then the level chosen */
-                if (ws_dd_levels(m, &dd, x, rec.code[0], &win, scratch, dd_scratch)) return sh_puts("analysis failed\n"), 1;
+                if (ws_dd_levels(m, &dd, x, rec.code[0], &win, scratch, &work)) return sh_puts("analysis failed\n"), 1;
                 uint64_t t2 = ticks();
-                ws_dd_task(&enc, &dd, y, &win);
+                ws_dd_task(&enc, &dd, y, &win, &work);
                 uint64_t t3 = ticks();
                 ws_dd_predict(&enc, &win);
                 const int L = ws_dd_choose(&enc.pred, &win, bound, 0.0, prm.dd, &pcode);
