@@ -116,8 +116,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="a packed rhythm model to measure instead of the deployed one (a streaming one runs as it streams)")
     bl.add_argument("--json", type=Path)
 
-    bf = bsub.add_parser("firmware", help="the C edge encoder on an emulated Cortex-M7 (QEMU): bit-exactness "
-                                          "against the Python spec, instructions per window")
+    bf = bsub.add_parser("firmware", help="the device the settings configure (encoder, Dynamic-Deep edge, wire "
+                                          "frame) in C on an emulated Cortex-M7 (QEMU): frames byte for byte "
+                                          "against the simulated device, instructions per step")
     _common(bf)
     bf.add_argument("--model-id", type=int)
     bf.add_argument("--pairs", type=int, default=40)
