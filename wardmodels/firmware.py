@@ -223,7 +223,7 @@ def export(codec, out: Path) -> dict:
 ROOT = Path(__file__).resolve().parents[1]
 FIRMWARE = ROOT / "firmware"
 # the device's C sources (`firmware/encoder/`), what every build links
-DEVICE_SOURCES = ("ws_encoder.c", "ws_arith.c", "ws_frame.c", "ws_sha256.c", "ws_lossless.c", "ws_dd.c")
+DEVICE_SOURCES = ("ws_encoder.c", "ws_arith.c", "ws_frame.c", "ws_sha256.c", "ws_lossless.c", "ws_dd.c", "ws_device.c")
 HOST_FLAGS = ["-O2", "-std=c11", "-ffp-contract=off", "-Wall", "-Wextra", "-Werror"]
 M7_FLAGS = ["-mcpu=cortex-m7", "-mthumb", "-mfpu=fpv5-d16", "-mfloat-abi=hard", "-O2", "-std=c11",
             "-ffp-contract=off", "-Wall", "-Wextra", "-Werror", "-ffunction-sections", "-fdata-sections",
@@ -315,7 +315,7 @@ def run_m7(elf: Path, blob_bytes: bytes, ecg_raw: np.ndarray, eeg_raw: np.ndarra
     if r.returncode != 0:
         raise RuntimeError(f"the M7 run failed ({r.returncode}): {r.stdout.strip()} {r.stderr.strip()}")
     raw = (work / "out.bin").read_bytes()
-    scratch, dd_work, enc_struct, dd_state, blob_buffer = (int(v) for v in np.frombuffer(raw[:20], "<u4"))
+    scratch, dd_work, enc_struct, device, blob_buffer = (int(v) for v in np.frombuffer(raw[:20], "<u4"))
     recs, frames, pos = [], [], 20
     while pos < len(raw):
         rec = np.frombuffer(raw, PAIR_RECORD, count=1, offset=pos)[0]
@@ -330,7 +330,7 @@ def run_m7(elf: Path, blob_bytes: bytes, ecg_raw: np.ndarray, eeg_raw: np.ndarra
             "eeg": (rec["code"][:, 1], rec["idx"][:, 1].reshape(-1, 2, 32).astype(np.int64)),
             "frames": frames, "levels": rec["level"].astype(np.int64), "pred_codes": rec["pred_code"].astype(np.int64),
             "instructions": rec["ticks"][:, :len(STEPS)].astype(np.int64) * (1_000_000_000 // SYSTICK_HZ),
-            "ram": {"scratch": scratch, "dd_work": dd_work, "encoder_struct": enc_struct, "dd_state": dd_state},
+            "ram": {"scratch": scratch, "dd_work": dd_work, "encoder_struct": enc_struct, "device_state": device},
             "blob_buffer": blob_buffer}
 
 

@@ -33,4 +33,19 @@ static inline int host_load_blob(const char *path, ws_encoder *enc) {
     return 0;
 }
 
+/* KEY_HEX (an even number of hex digits) -> key; 0, or 2 with a message on stderr */
+static inline int host_parse_key(const char *h, uint8_t *key, size_t cap, size_t *len) {
+    *len = 0;
+    for (; h[0] && h[1] && *len < cap; h += 2) {
+        unsigned v;
+        if (sscanf(h, "%2x", &v) != 1) break;
+        key[(*len)++] = (uint8_t)v;
+    }
+    if (*h || !*len) {
+        fprintf(stderr, "KEY_HEX: an even number of hex digits, at most %zu bytes\n", cap);
+        return 2;
+    }
+    return 0;
+}
+
 #endif

@@ -1,6 +1,6 @@
-/* Host harness for a whole device of the default configuration: raw ECG and EEG in, wire frames
- * out — the front end, the encoder at a fixed codec level and the v2 frame (entropy-coded when
- * shorter), the same code a device runs.
+/* Host harness for a whole fixed-level device (ws_device.h, no Dynamic-Deep edge): raw ECG and
+ * EEG in, wire frames out — the front end, the encoder at a fixed codec level and the v2 frame
+ * (entropy-coded when shorter), the same code a device runs.
  *
  *   host_device BLOB LEVEL BED SEQ0 T0_MS MODEL [KEY_HEX] < raw.f64 > frames.bin
  *
@@ -10,10 +10,8 @@
  * clock at sequence number 0, as the simulated device counts). stdout, per window: u32 the
  * frame's length, then the frame.
  */
-#include <string.h>
-
 #include "host_blob.h"
-#include "ws_frame.h"
+#include "ws_device.h"
 
 int main(int argc, char **argv) {
     if (argc != 7 && argc != 8) {
@@ -22,57 +20,30 @@ int main(int argc, char **argv) {
     }
     static uint8_t key[128];
     size_t key_len = 0;
-    if (argc == 8) {
-        const char *h = argv[7];
-        for (; h[0] && h[1] && key_len < sizeof(key); h += 2) {
-            unsigned v;
-            if (sscanf(h, "%2x", &v) != 1) return 2;
-            key[key_len++] = (uint8_t)v;
-        }
-        if (*h || !key_len) {
-            fprintf(stderr, "KEY_HEX: an even number of hex digits, at most %zu bytes\n", sizeof(key));
-            return 2;
-        }
-    }
+    if (argc == 8 && host_parse_key(argv[7], key, sizeof(key), &key_len)) return 2;
     static ws_encoder enc;
     if (host_load_blob(argv[1], &enc)) return 2;
     const int level = atoi(argv[2]);
-    const uint32_t bed = (uint32_t)strtoul(argv[3], 0, 10), seq0 = (uint32_t)strtoul(argv[4], 0, 10);
-    const uint64_t t0 = strtoull(argv[5], 0, 10);
-    const uint8_t model = (uint8_t)atoi(argv[6]);
-    const ws_modality *mods[2] = {ws_modality_named(&enc, "ecg"), ws_modality_named(&enc, "eeg")};
-    if (!mods[0] || !mods[1] || level < 1 || level > mods[0]->n_cb) {
-        fprintf(stderr, "level %d is not a base level of this encoder\n", level);
+    const ws_device_config cfg = {(uint32_t)strtoul(argv[3], 0, 10), (uint32_t)strtoul(argv[4], 0, 10),
+                                  strtoull(argv[5], 0, 10), (uint8_t)atoi(argv[6]), -2, level, level, 0, 1, 0, 0.0,
+                                  key_len ? key : 0, key_len};
+    static ws_device dev;
+    const char *why = "";
+    if (ws_device_init(&dev, &enc, &cfg, &why)) {
+        fprintf(stderr, "level %d: %s\n", level, why);
         return 2;
     }
-    const int stages = mods[0]->n_cb - level + 1;
     void *scratch = aligned_alloc(8, WS_SCRATCH_BYTES);
-    static ws_filter_state st[2];
+    static ws_dd_work work;
     static double raw[2][WS_WINDOW];
-    static float y[WS_WINDOW], x[WS_WINDOW];
-    static uint16_t idx[2][WS_MAX_STAGES * 32];
     static uint8_t frame[2048];
-    ws_section_tables tab[2];
-    ws_section sec[2];
-    for (uint32_t k = 0; fread(raw, sizeof(double), 2 * WS_WINDOW, stdin) == 2 * WS_WINDOW; k++) {
-        for (int j = 0; j < 2; j++) {
-            const ws_modality *m = mods[j];
-            ws_filter(m, &st[j], raw[j], y, WS_WINDOW);
-            uint8_t code = ws_normalise(m, y, x);
-            int len = ws_encode(m, x, stages, idx[j], 0, scratch);
-            if (len < 0) return 1;
-            int bits = 0;
-            while ((1 << bits) < m->K) bits++;
-            sec[j] = (ws_section){j, level, code, idx[j], stages * len, bits,
-                                  ws_section_tables_for(m, level, m->n_cb, &tab[j]) == 0 ? &tab[j] : 0, 0, 0};
-        }
-        int n = ws_frame_v2(frame, sizeof(frame), bed, seq0 + k, t0 + 2000u * (uint64_t)(seq0 + k), model, sec, 2,
-                            key_len ? key : 0, key_len);
+    while (fread(raw, sizeof(double), 2 * WS_WINDOW, stdin) == 2 * WS_WINDOW) {
+        const int n = ws_device_step(&dev, raw[0], raw[1], scratch, &work, frame, sizeof(frame), 0, 0);
         if (n < 0) {
             fprintf(stderr, "frame failed (%d)\n", n);
             return 1;
         }
-        uint32_t len = (uint32_t)n;
+        const uint32_t len = (uint32_t)n;
         fwrite(&len, 4, 1, stdout);
         fwrite(frame, 1, (size_t)n, stdout);
     }
