@@ -65,14 +65,24 @@ class Encoder(Protocol):
 
 
 def encoder_factory(model_id: int, level: int, encoder: str = "fp32", policy: str = "fixed",
-                    bound: float = 0.0, eeg_level: int = 2, predictor: str = "default") -> Callable[[], Encoder]:
+                    bound: float = 0.0, eeg_level: int = 2, predictor: str = "default",
+                    cache_dir: Path | None = None) -> Callable[[], Encoder]:
     """Per-device encoders (each keeps its own filter state): the deployed codec ``model_id`` at
-    ``level`` run as ``encoder`` ("fp32" or "int8", see Settings.sim_encoder), or the raw level
-    when model or level is 0. ``policy="dynamic"``: each device picks its ECG level per window
+    ``level`` run as ``encoder`` ("fp32", "int8" or "firmware": the C device itself, built into
+    ``cache_dir``; see Settings.sim_encoder), or the raw level when model or level is 0. ``policy="dynamic"``: each device picks its ECG level per window
     under ``bound`` (0: the deployed bound) with the integer edge analysis
     (`wardmodels.wire_codec.DynamicEncoder`), running the edge error predictor ``predictor``
     ("default", "decode" or "rhythm", Settings.dd_predictor) — the fixed-level devices of a Dynamic-Deep
     codec run it too, for the predicted error each frame carries."""
+    if encoder == "firmware" and not (policy == "fixed" and (model_id == RAW_MODEL_ID or level == 0)):
+        from device_sim.firmware import firmware_factory
+        from wardmodels.wire_codec import register_deployed
+        from wardstream.threads import limit_threads
+
+        limit_threads(1)
+        if model_id not in register_deployed():
+            raise ValueError(f"codec model {model_id} is not deployed (wardmodels/weights/MANIFEST.json)")
+        return firmware_factory(model_id, level, policy, bound, eeg_level, predictor, cache_dir or Path(".wardstream"))
     if policy == "dynamic":
         from wardmodels.wire_codec import DynamicEncoder, register_deployed
         from wardstream.threads import limit_threads
@@ -133,6 +143,8 @@ class Device:
         return next_frames([self])[0]
 
     def _frame(self, channels: tuple[Channel, ...]) -> tuple[bytes, Frame]:
+        if getattr(self.encoder, "whole_frame", False):  # the firmware's device makes the frame itself
+            return self.encoder.frame(self)
         pred = getattr(self.encoder, "last_pred", None)
         ref = None
         seen = getattr(self.encoder, "last_filtered", None)
@@ -280,7 +292,7 @@ async def run_ward(settings, n_beds: int, duration_s: float, speed: float = 1.0,
             src.prime()
     make_encoder = encoder_factory(settings.codec_model, settings.codec_level, settings.sim_encoder,
                                    settings.level_policy, settings.dd_bound, settings.eeg_level,
-                                   settings.dd_predictor)
+                                   settings.dd_predictor, settings.state_dir / "firmware")
     clock0 = next_clock_start(settings.state_dir)
     rng = np.random.default_rng(seed)
     phases = {b: int(rng.uniform(0, WINDOW_US)) for b in beds}

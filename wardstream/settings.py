@@ -72,7 +72,8 @@ class Settings:
     codec_level: int = 1  # the level they send (0: raw; see wardmodels.runtime for the ladder)
     # how the simulator runs the edge encoder: "fp32" (the float network whose weights are the
     # firmware's int8 weights; ~8x faster here, indices agree with the integer path on >99% of
-    # positions) or "int8" (the bit-exact integer specification the firmware implements)
+    # positions), "int8" (the bit-exact integer specification the firmware implements) or
+    # "firmware" (the C device of firmware/ itself, built for this host: `device_sim.firmware`)
     sim_encoder: str = "fp32"
     # "dynamic": each device picks its ECG level per window under a task-error bound (issue 5,
     # needs a codec model with a Dynamic-Deep predictor); "fixed": every window at codec_level.
@@ -209,8 +210,10 @@ def from_env(env: dict[str, str] | None = None, **overrides) -> Settings:
             values[name] = Path(raw)
         else:
             values[name] = raw
-    if values.get("sim_encoder", base.sim_encoder) not in {"fp32", "int8"}:
-        raise ValueError("WARDSTREAM_SIM_ENCODER must be 'fp32' or 'int8'")
+    if values.get("sim_encoder", base.sim_encoder) not in {"fp32", "int8", "firmware"}:
+        raise ValueError("WARDSTREAM_SIM_ENCODER must be 'fp32', 'int8' or 'firmware'")
+    if values.get("sim_encoder", base.sim_encoder) == "firmware" and int(values.get("wire_version", base.wire_version)) != 2:
+        raise ValueError("WARDSTREAM_SIM_ENCODER=firmware sends wire format v2 only (WARDSTREAM_WIRE_VERSION=2)")
     if values.get("level_policy", base.level_policy) not in {"fixed", "dynamic"}:
         raise ValueError("WARDSTREAM_LEVEL_POLICY must be 'fixed' or 'dynamic'")
     if values.get("dd_predictor", base.dd_predictor) not in {"default", "decode", "rhythm"}:

@@ -30,14 +30,15 @@ async def _frames(s, n_expected: int):
     return out
 
 
-def test_bound_change_on_the_control_topic_applies_within_one_window(ward_settings):
+@pytest.mark.parametrize("sim_encoder", ["fp32", "firmware"])  # the Python devices, the C firmware's
+def test_bound_change_on_the_control_topic_applies_within_one_window(ward_settings, sim_encoder):
     from device_sim.control import publish
     from device_sim.ward import run_ward
     from wardmodels.wire_codec import decode_frames, register_deployed
 
     register_deployed()
     speed = 4.0  # a window every 0.5 s of wall time
-    s = ward_settings.replace(codec_model=DD_MODEL, level_policy="dynamic", dd_bound=3.0)
+    s = ward_settings.replace(codec_model=DD_MODEL, level_policy="dynamic", dd_bound=3.0, sim_encoder=sim_encoder)
 
     async def go():
         task = asyncio.create_task(run_ward(s, 4, 8.0, speed, source="synthetic", seed=3))
