@@ -303,9 +303,12 @@ async def dispatch_webhooks() -> None:
 
 # Commands are rare and must never be lost, yet Faust 0.15.3 can drop fetched records (see
 # `stream.faust_gaps`): one delivered shortly after a worker (re)joins its group was seen never to
-# reach this agent. The agent therefore notes, per partition, the offset after the last command it
-# applied, and `sweep_commands` reads any command Faust has not delivered within two sweeps
-# straight from Kafka; a command delivered after the sweep applied it is skipped.
+# reach this agent, and (2026-12-06) the first one or two of every partition's batch were skipped
+# when a worker joined with 200 discharges waiting (29 of 200 lost). The agent therefore notes,
+# per partition, the offset after the last command it applied: a command delivered past it has
+# the skipped ones read straight from Kafka and applied first (`faust_gaps.skipped`), and
+# `sweep_commands` reads any command Faust has not delivered within two sweeps; a command
+# delivered after it was read that way is skipped.
 faust_gaps.install({settings.commands_topic})
 command_reader = faust_gaps.RangeReader(settings.kafka_bootstrap)  # its own consumer: used outside BED_LOCK
 _commands_next: dict = {}  # TP -> offset after the last command applied (this consumer generation)
@@ -331,6 +334,9 @@ async def apply_commands(stream):
         async with BED_LOCK:
             if off < _command_next(tp):
                 continue  # a sweep applied it already
+            gap = faust_gaps.skipped(tp, _command_next(tp), off)
+            if gap is not None and not await _apply_from_kafka(gap):
+                continue  # not all read back: the sweep reads this one with them, in order
             await _apply_command(ev.value)
             _commands_next[tp] = off + 1
 
@@ -354,15 +360,23 @@ async def _sweep_commands() -> None:
     ends = await command_reader.end_offsets(tps)  # a round trip to the broker, not under the lock
     async with BED_LOCK:
         for gap in faust_gaps.overdue({tp: _command_next(tp) for tp in tps}, ends, _commands_behind):
-            tp, end = gap.tp, gap.end
-            recs = await command_reader.fetch_range(gap)
-            log.warning("commands %s/%s %d..%d not delivered by Faust: applying %d read from Kafka",
-                        tp.topic, tp.partition, gap.start, end - 1, len(recs))
-            for r in recs:
-                await _apply_command(r.value)
-                _commands_next[tp] = r.offset + 1
-            if recs and _commands_next[tp] == end:
-                await faust_gaps.mark_done(app.consumer, gap)
+            await _apply_from_kafka(gap)
+
+
+async def _apply_from_kafka(gap) -> bool:
+    """The commands of ``gap`` (which Faust did not deliver), read from Kafka and applied in order
+    (under `BED_LOCK`) -> whether all of them were."""
+    tp, end = gap.tp, gap.end
+    recs = await command_reader.fetch_range(gap)
+    log.warning("commands %s/%s %d..%d not delivered by Faust: applying %d read from Kafka",
+                tp.topic, tp.partition, gap.start, end - 1, len(recs))
+    for r in recs:
+        await _apply_command(r.value)
+        _commands_next[tp] = r.offset + 1
+    done = _commands_next[tp] == end
+    if recs and done:
+        await faust_gaps.mark_done(app.consumer, gap)
+    return done
 
 
 async def _apply_command(value) -> None:
@@ -386,6 +400,9 @@ async def _apply_command(value) -> None:
             return
         st.discharge_cmd_ms = int(cmd.get("at_ms", 0))
         await _discharge(bed, st, ast, by, t_ms)
+        return
+    if 0 < int(cmd.get("at_ms", 0)) <= st.discharge_cmd_ms:  # read again from Kafka, say after a crash
+        log.info("acknowledge %s/%s by %s was given in an earlier stay; skipped", bed, condition, by)
         return
     events = acknowledge(bed, ast, condition, by, t_ms, CONDITIONS)
     if not events:

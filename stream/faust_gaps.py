@@ -81,6 +81,12 @@ class OffsetTracker:
         return gaps
 
 
+def skipped(tp, expected: int, offset: int) -> Gap | None:
+    """For a topic whose agent notes the offset it expects next (the commands): the records Faust
+    skipped before delivering ``offset``, or None when it follows on."""
+    return Gap(tp, expected, offset) if offset > expected else None
+
+
 def overdue(expected: dict, ends: dict, behind: dict) -> list[Gap]:
     """For a topic whose records arrive seldom (so no later record reveals a skipped one): per
     partition, the offset the agent expects next and the partition's end offset -> the ranges to

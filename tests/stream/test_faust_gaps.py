@@ -2,7 +2,7 @@ from types import SimpleNamespace
 
 from faust.types import TP
 
-from stream.faust_gaps import Gap, OffsetTracker, overdue
+from stream.faust_gaps import Gap, OffsetTracker, overdue, skipped
 
 
 def ev(p, off):
@@ -26,6 +26,15 @@ def test_new_generation_starts_again_from_the_committed_offset():
     assert t.check([ev(0, 30)], 2, {TP("frames", 0): 30}) == []
     # unknown committed offset: nothing to compare against
     assert t.check([ev(3, 99)], 2, {}) == []
+
+
+def test_commands_faust_skipped_before_the_one_it_delivered_are_read_first():
+    """The commands agent (`processors.alarm_service.apply_commands`): a command delivered past the
+    offset it expects (Faust dropped the first records fetched after a worker joined: seen
+    2026-12-06, 29 of 200 discharges) names the range to read from Kafka and apply before it."""
+    a = TP("cmd", 0)
+    assert skipped(a, 13, 15) == Gap(a, 13, 15)
+    assert skipped(a, 13, 13) is None and skipped(a, 16, 15) is None  # follows on; delivered again
 
 
 def test_commands_faust_has_not_delivered_by_the_next_sweep_are_read_directly():
