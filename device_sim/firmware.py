@@ -177,25 +177,33 @@ class FirmwareEncoder:
             self.handle = None
 
 
+def device_options(codec, policy: str, level: int, bound: float, eeg_level: int, predictor: str) -> dict:
+    """How the simulator configures a device of ``codec`` (`device_sim.ward.encoder_factory`'s
+    rules), as the firmware's options: ``dd`` None (a fixed-level device without the
+    Dynamic-Deep edge), -1 (it picks its ECG level under ``bound``; 0: the deployed one) or the
+    fixed level a Dynamic-Deep codec's device sends with its predicted error; the EEG's level."""
+    dd_codec = codec.predictor is not None and codec.chains is not None
+    if policy == "dynamic" and not dd_codec:
+        raise ValueError(f"codec {codec.name} has no Dynamic-Deep edge for the dynamic policy")
+    if dd_codec and predictor != "default":
+        raise ValueError(f"the firmware runs the default error predictor; {predictor!r} is not in C")
+    if policy == "fixed" and not 1 <= level <= (5 if dd_codec else codec.stages):
+        raise ValueError(f"level {level} is not a codec level the firmware sends")
+    if policy == "dynamic":
+        return {"dd": -1, "level": level, "eeg_level": eeg_level, "bound": float(bound)}
+    if dd_codec:
+        return {"dd": level, "level": level, "eeg_level": level if level <= codec.stages else eeg_level, "bound": 0.0}
+    return {"dd": None, "level": level, "eeg_level": level, "bound": 0.0}
+
+
 def firmware_factory(model_id: int, level: int, policy: str, bound: float, eeg_level: int, predictor: str,
                      cache_dir: Path):
     """`device_sim.ward.encoder_factory` for ``encoder="firmware"``: per-bed C devices configured as
-    the Python ones would be (`wardstream.bench_firmware.configured_device`'s rules)."""
+    the Python ones would be (`device_options`)."""
     from wardmodels import runtime
 
     codec = runtime.load_deployed(model_id)
-    dd_codec = codec.predictor is not None and codec.chains is not None
-    if policy == "dynamic" and not dd_codec:
-        raise ValueError(f"codec model {model_id} has no Dynamic-Deep predictor")
-    if dd_codec and predictor != "default":
-        raise ValueError(f"the firmware runs the default error predictor; {predictor!r} is not in C")
-    if not 1 <= level <= (5 if dd_codec else codec.stages):
-        raise ValueError(f"level {level} is not a codec level the firmware sends")
+    o = device_options(codec, policy, level, bound, eeg_level, predictor)
     model = FirmwareModel(codec, cache_dir)
-    if policy == "dynamic":
-        bound = bound or float(codec.predictor.meta["deployed_bound"])
-        return lambda: FirmwareEncoder(model, -1, level, eeg_level, bound)
-    if dd_codec:
-        eeg = level if level <= codec.stages else eeg_level
-        return lambda: FirmwareEncoder(model, level, level, eeg)
-    return lambda: FirmwareEncoder(model, None, level, level)
+    b = (o["bound"] or float(codec.predictor.meta["deployed_bound"])) if o["dd"] == -1 else 0.0
+    return lambda: FirmwareEncoder(model, o["dd"], o["level"], o["eeg_level"], b)

@@ -41,28 +41,18 @@ def real_streams(data_dir: Path, windows: int) -> tuple[np.ndarray, np.ndarray, 
 
 
 def configured_device(settings, codec) -> dict:
-    """The device the simulator runs with ``settings`` (`device_sim.ward.encoder_factory`), as the
-    firmware's options: a Dynamic-Deep codec's devices run its edge — ``dd`` -1 (the level picked
-    per window: ``WARDSTREAM_LEVEL_POLICY=dynamic``) or the fixed level they send with their
-    predicted error — other codecs' send a fixed level (``dd`` None); raw sections lossless-coded
-    or not, audit bursts every ``audit_every`` windows."""
+    """The device the simulator runs with ``settings`` (`device_sim.firmware.device_options`), as
+    the firmware's options: ``dd`` None, -1 or the fixed level sent with its predicted error; raw
+    sections lossless-coded or not; audit bursts every ``audit_every`` windows."""
+    from device_sim.firmware import device_options
     from stream.wire import audit_period_windows
 
     if settings.wire_version != 2:
         raise ValueError("the firmware sends wire format v2 only (WARDSTREAM_WIRE_VERSION=2)")
-    dd_codec = codec.predictor is not None and codec.chains is not None
-    if settings.level_policy == "dynamic" and not dd_codec:
-        raise ValueError(f"codec {codec.name} has no Dynamic-Deep edge for the dynamic policy")
-    if dd_codec and settings.dd_predictor != "default":
-        raise ValueError(f"the firmware runs the default error predictor; {settings.dd_predictor!r} is not in C")
-    level = settings.codec_level
-    if settings.level_policy == "fixed" and not 1 <= level <= (5 if dd_codec else codec.stages):
-        raise ValueError(f"level {level} is not a codec level the firmware sends")
-    dd = (-1 if settings.level_policy == "dynamic" else level) if dd_codec else None
-    eeg = settings.eeg_level if dd == -1 else (level if level <= codec.stages else settings.eeg_level)
-    return {"dd": dd, "level": level, "eeg_level": eeg, "lossless": bool(settings.raw_lossless),
-            "audit_every": audit_period_windows(settings.audit_every_s) if dd is not None else 0,
-            "bound": float(settings.dd_bound) if dd == -1 else 0.0}
+    o = device_options(codec, settings.level_policy, settings.codec_level, settings.dd_bound, settings.eeg_level,
+                       settings.dd_predictor)
+    return {**o, "lossless": bool(settings.raw_lossless),
+            "audit_every": audit_period_windows(settings.audit_every_s) if o["dd"] is not None else 0}
 
 
 def plain_device(level: int) -> dict:

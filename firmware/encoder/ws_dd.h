@@ -10,11 +10,11 @@
  * error of every level with the predictor's MLP and sends the highest level whose prediction
  * plus the calibrated slack is under log1p(bound) (`Predictor.choose`), raw when none is.
  *
- * The indices and the distortion features are integer arithmetic and float64 steps in numpy's
- * order: bit for bit the Python's. The QRS detector's moving average and fiducial point are dot
- * products that numpy hands to BLAS, whose order of summation is the library's: here they are
- * summed in order, so its float64 intermediates may differ from the Python's in the last bits;
- * the float32 features, the levels and the frames are compared in the tests.
+ * Every step is integer arithmetic or float steps in the Python's order (numpy's pairwise sums,
+ * scipy's lfilter recursion; the sums the Python once left to BLAS — the detector's moving
+ * average and fiducial centroid, the MLP's dot products — it now sums in a fixed order too), so
+ * the features, the levels, the predicted errors and the frames are the Python's bit for bit
+ * (the tests compare them; log10, log and expm1 come from each side's libm and have agreed so far).
  */
 #ifndef WS_DD_H
 #define WS_DD_H
