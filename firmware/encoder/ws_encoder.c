@@ -316,49 +316,33 @@ void ws_filter(const ws_modality *m, ws_filter_state *st, const double *raw, flo
     }
 }
 
-/* numpy's pairwise summation of a contiguous float64 array (the order np.std sums in) */
-double ws_pairwise_sum(const double *a, int n) {
-    if (n < 8) {
-        double r = 0.0;
-        for (int i = 0; i < n; i++) r += a[i];
-        return r;
+/* numpy's pairwise summation of a contiguous array (the order its sums, means and np.std take):
+ * below 8 elements in order; up to 128 in eight interleaved partial sums added pairwise, then the
+ * rest; above, split in two at a multiple of 8. In float64 and, with float32 accumulators as
+ * numpy sums float32 arrays, in float32. */
+#define PAIRWISE_SUM(NAME, T)                                                              \
+    T NAME(const T *a, int n) {                                                            \
+        if (n < 8) {                                                                       \
+            T r = 0;                                                                       \
+            for (int i = 0; i < n; i++) r += a[i];                                         \
+            return r;                                                                      \
+        }                                                                                  \
+        if (n <= 128) {                                                                    \
+            T r[8];                                                                        \
+            int i;                                                                         \
+            for (i = 0; i < 8; i++) r[i] = a[i];                                           \
+            for (i = 8; i < n - (n % 8); i += 8)                                           \
+                for (int j = 0; j < 8; j++) r[j] += a[i + j];                              \
+            T res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));     \
+            for (; i < n; i++) res += a[i];                                                \
+            return res;                                                                    \
+        }                                                                                  \
+        int n2 = n / 2;                                                                    \
+        n2 -= n2 % 8;                                                                      \
+        return NAME(a, n2) + NAME(a + n2, n - n2);                                         \
     }
-    if (n <= 128) {
-        double r[8];
-        int i;
-        for (i = 0; i < 8; i++) r[i] = a[i];
-        for (i = 8; i < n - (n % 8); i += 8)
-            for (int j = 0; j < 8; j++) r[j] += a[i + j];
-        double res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
-        for (; i < n; i++) res += a[i];
-        return res;
-    }
-    int n2 = n / 2;
-    n2 -= n2 % 8;
-    return ws_pairwise_sum(a, n2) + ws_pairwise_sum(a + n2, n - n2);
-}
-
-/* the same in float32 (np.float32 arrays sum with float32 accumulators) */
-float ws_pairwise_sum_f32(const float *a, int n) {
-    if (n < 8) {
-        float r = 0.0f;
-        for (int i = 0; i < n; i++) r += a[i];
-        return r;
-    }
-    if (n <= 128) {
-        float r[8];
-        int i;
-        for (i = 0; i < 8; i++) r[i] = a[i];
-        for (i = 8; i < n - (n % 8); i += 8)
-            for (int j = 0; j < 8; j++) r[j] += a[i + j];
-        float res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
-        for (; i < n; i++) res += a[i];
-        return res;
-    }
-    int n2 = n / 2;
-    n2 -= n2 % 8;
-    return ws_pairwise_sum_f32(a, n2) + ws_pairwise_sum_f32(a + n2, n - n2);
-}
+PAIRWISE_SUM(ws_pairwise_sum, double)
+PAIRWISE_SUM(ws_pairwise_sum_f32, float)
 
 /* `scale_code` and `normalise`: code = clip(round_half_even((log2(max(std, 1e-30)) - log2_min) *
  * steps), 0, 255) of the window's (population) standard deviation in float64, then
