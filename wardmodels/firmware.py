@@ -14,6 +14,7 @@
       per add:  [pad] i64 ma  i64 mb  i32 shift  i32 0
       per codebook stage:  [pad] i32 q  i32 0  [pad] i8 e[K][D]
       the front end (`wardmodels.frontend`): [pad] i32 n_sections  i32 steps_per_octave  f64 log2_min
+        (version 4: f64 input_limit, `wire_codec.INPUT_LIMITS`: the input is clipped to it)
         [pad] f64 sos[n_sections][6]   [pad] f64 zi[n_sections][2] (the filter's state at rest for a
         unit input: `sosfilt_zi`)   [pad] f32 scale[256] (the value of each scale code, as
         `scale_value` rounds it)
@@ -98,10 +99,12 @@ def _front_end(out: _Blob, name: str) -> None:
 
     from wardmodels.frontend import SCALE_BITS, SCALE_LOG2_MIN, SCALE_STEPS_PER_OCTAVE, band_sos, scale_value
 
+    from wardmodels.wire_codec import INPUT_LIMITS
+
     sos = band_sos()
     out.pad()
     out.i32(len(sos), SCALE_STEPS_PER_OCTAVE)
-    out.b += struct.pack("<d", SCALE_LOG2_MIN[name])
+    out.b += struct.pack("<dd", SCALE_LOG2_MIN[name], INPUT_LIMITS[name])
     out.array(sos, "<f8")
     out.array(sosfilt_zi(sos), "<f8")
     out.array(scale_value(np.arange(2 ** SCALE_BITS), name), "<f4")
@@ -336,10 +339,12 @@ def run_m7(elf: Path, blob_bytes: bytes, ecg_raw: np.ndarray, eeg_raw: np.ndarra
 
 def python_device(edge: Int8Encoder, modality: str, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """What the simulated device computes for one raw stream cut into (N, 256) windows: its own
-    causal filter (`StreamFilter`), the scale code and the integer encoder -> (codes, indices (N, 2, 32))."""
-    from wardmodels.frontend import StreamFilter, normalise
+    causal filter (`wire_codec.device_filters`, NaN as 0 first), the scale code and the integer
+    encoder -> (codes, indices (N, 2, 32))."""
+    from wardmodels.frontend import normalise
+    from wardmodels.wire_codec import device_filters
 
-    f = StreamFilter()
-    y = np.stack([f(w) for w in np.asarray(raw, np.float64)])
+    f = device_filters()[modality]
+    y = np.stack([f(np.nan_to_num(w)) for w in np.asarray(raw, np.float64)])
     x, codes = normalise(y, modality)
     return codes, edge.encode(modality, x)

@@ -45,14 +45,17 @@ def filter_record(x: np.ndarray, fs: int = FS) -> np.ndarray:
 
 @dataclass
 class StreamFilter:
-    """The same causal band-pass, one window at a time (the device's view)."""
+    """The same causal band-pass, one window at a time (the device's view). ``limit``: the
+    device's input range; samples beyond it are clipped before the filter, so one glitch (an
+    infinity, an absurd value) cannot leave the filter's state infinite or NaN for good."""
 
     fs: int = FS
     zi: np.ndarray | None = field(default=None, repr=False)
+    limit: float = np.inf
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         sos = band_sos(self.fs)
-        x = np.asarray(x, dtype=np.float64)
+        x = np.clip(np.asarray(x, dtype=np.float64), -self.limit, self.limit)
         if self.zi is None:
             self.zi = sosfilt_zi(sos) * x[0]
         y, self.zi = sosfilt(sos, x, zi=self.zi)

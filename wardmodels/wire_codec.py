@@ -53,13 +53,20 @@ class CodecEncoder:
         self.codec.stages_for(level)  # validates
         self.model_id, self.level, self.encoder = model_id, level, encoder
         self.name = f"{self.codec.name} level {level}"
-        self.filters = {m: StreamFilter() for m in MOD_NAME.values()}
+        self.filters = device_filters()
 
     def channels(self, ecg: np.ndarray, eeg: np.ndarray | None) -> tuple[Channel, ...]:
         return encode_many([self], [ecg], [eeg])[0]
 
 
 RAW_GAINS = {"ecg": 0.001, "eeg": 0.1}  # level 0: 1 µV / 0.1 µV per LSB (as the raw-only devices)
+# a device's input range (ECG mV, EEG µV): what its raw level can carry; its front end clips to it
+INPUT_LIMITS = {m: 32767 * g for m, g in RAW_GAINS.items()}
+
+
+def device_filters() -> dict:
+    """A device's causal band-pass per modality, clipping its input to `INPUT_LIMITS`."""
+    return {m: StreamFilter(limit=INPUT_LIMITS[m]) for m in MOD_NAME.values()}
 
 
 def raw_channel(mod: Modality, x: np.ndarray) -> Channel:
@@ -103,7 +110,7 @@ class DynamicEncoder:
         self.fixed_level = fixed_level
         self.name = (f"{self.codec.name} level {fixed_level} (error predicted)" if fixed_level is not None
                      else f"{self.codec.name} dynamic (bound {bound})")
-        self.filters = {m: StreamFilter() for m in MOD_NAME.values()}
+        self.filters = device_filters()
         self.history = np.zeros((0, FEATURES), np.float32)
         # the device's own QRS detector on its filtered ECG, when the predictor reads it
         n_in = self.predictor.n_in

@@ -245,6 +245,12 @@ int ws_load(const uint8_t *blob, size_t n, ws_encoder *enc, const char **why) {
             FAIL(-1, c.why);
         if (take(&c, 8, &q, "front end")) FAIL(-1, c.why);
         memcpy(&m->log2_min, q, 8);
+        m->input_limit = DBL_MAX;
+        if (version >= 4) {
+            if (take(&c, 8, &q, "front end")) FAIL(-1, c.why);
+            memcpy(&m->input_limit, q, 8);
+            if (!(m->input_limit > 0)) FAIL(-6, "bad input limit");
+        }
         if (m->n_sections < 1 || m->n_sections > WS_MAX_SECTIONS || m->steps_per_octave < 1)
             FAIL(-6, "bad front end");
         if (arr(&c, 48 * (size_t)m->n_sections, &q, "filter sections")) FAIL(-1, c.why);
@@ -289,15 +295,16 @@ const ws_modality *ws_modality_named(const ws_encoder *enc, const char *name) {
 
 /* ------------------------------------------------------------------------------ front end */
 
-/* `wardmodels.frontend.StreamFilter`: scipy's sosfilt, section by section, in its order of
- * operations ("x_new = b0 x + z0; z0 = b1 x - a1 x_new + z1; z1 = b2 x - a2 x_new"), started at
- * rest on the first sample (zi = sosfilt_zi * x[0]); the output rounded to float32. */
+/* `wardmodels.frontend.StreamFilter`: the input clipped to its range, then scipy's sosfilt,
+ * section by section, in its order of operations ("x_new = b0 x + z0; z0 = b1 x - a1 x_new + z1;
+ * z1 = b2 x - a2 x_new"), started at rest on the first sample (zi = sosfilt_zi * x[0]); the output
+ * rounded to float32. */
 void ws_filter(const ws_modality *m, ws_filter_state *st, const double *raw, float *y, int n) {
     for (int t = 0; t < n; t++) {
         double x = raw[t];
-        if (x != x) x = 0.0; /* numpy's nan_to_num */
-        else if (x > DBL_MAX) x = DBL_MAX;
-        else if (x < -DBL_MAX) x = -DBL_MAX;
+        if (x != x) x = 0.0; /* numpy's nan_to_num, then the input range (`StreamFilter.limit`) */
+        else if (x > m->input_limit) x = m->input_limit;
+        else if (x < -m->input_limit) x = -m->input_limit;
         if (!st->started) {
             for (int s = 0; s < m->n_sections; s++) {
                 st->zi[s][0] = m->zi[2 * s] * x;

@@ -70,6 +70,7 @@ typedef struct {
     /* front end */
     int32_t n_sections, steps_per_octave;
     double log2_min;
+    double input_limit; /* the input is clipped to +-input_limit before the filter (blob version 3: none) */
     const double *sos; /* [n_sections][6]: b0 b1 b2 a0 a1 a2 */
     const double *zi;  /* [n_sections][2]: the state at rest for a unit input */
     const float *scale; /* [WS_SCALE_CODES] */
@@ -116,8 +117,8 @@ int ws_load(const uint8_t *blob, size_t n, ws_encoder *enc, const char **why);
 const ws_modality *ws_modality_named(const ws_encoder *enc, const char *name);
 
 /* raw[n] (physical units: ECG mV, EEG µV) -> y[n], the band-passed signal as float32, carrying
- * the filter state across calls (a device's stream). Non-finite samples count as numpy's
- * nan_to_num makes them (NaN 0, infinities the largest doubles). */
+ * the filter state across calls (a device's stream). NaN counts as 0 (numpy's nan_to_num), and
+ * every sample is clipped to the modality's input range (infinities included) first. */
 void ws_filter(const ws_modality *m, ws_filter_state *st, const double *raw, float *y, int n);
 
 /* A band-passed window y[WS_WINDOW] -> its scale code (the window's standard deviation on a

@@ -84,12 +84,13 @@ def test_a_malformed_blob_is_refused_with_the_part_that_is_wrong(host_encode, bl
 
 def _raw_streams(data_dir, windows: int) -> dict[str, np.ndarray]:
     """Raw MIT-BIH 100 (mV) and eegmat subject 25's F3 (µV), cut into consecutive windows, with a
-    lead-off stretch (flat) and a saturated one in the ECG."""
+    lead-off stretch (flat), a window of noise from rail to rail and a NaN and an infinity in the ECG."""
     from wardstream.datasets import load_eegmat, load_mitdb
 
     ecg = np.asarray(load_mitdb(data_dir, "100").ecg_mv[: windows * 256], np.float64).copy()
     ecg[3 * 256: 5 * 256] = 0.0
-    ecg[6 * 256: 6 * 256 + 40] = 1e9
+    ecg[6 * 256: 7 * 256] = np.random.default_rng(3).uniform(-1e9, 1e9, 256)  # rail to rail, clipped to the input range
+    ecg[8 * 256 + 7], ecg[8 * 256 + 9] = np.nan, np.inf  # a glitch must not poison the filter for good
     eeg = np.asarray(load_eegmat(data_dir, [25])[0].eeg_uv[0][: windows * 256], np.float64)
     return {"ecg": ecg.reshape(windows, 256), "eeg": eeg.reshape(windows, 256)}
 
@@ -100,17 +101,19 @@ def test_the_c_device_chain_equals_the_simulated_device_from_raw_samples(host_en
     """Raw samples through the C front end (the causal band-pass as scipy's sosfilt computes it,
     numpy's standard deviation for the scale code) and the C encoder: the band-passed signal, the
     scale codes, the normalised windows and the indices all equal the simulated device's, bit for
-    bit, over 3 minutes of one stream (a lead-off and a saturated stretch included)."""
+    bit, over 3 minutes of one stream (a lead-off stretch, a saturated one clipped to the device's
+    input range, a NaN and an infinity included)."""
     from wardmodels.firmware import python_device
-    from wardmodels.frontend import StreamFilter, normalise
+    from wardmodels.frontend import normalise
+    from wardmodels.wire_codec import device_filters
 
     raw = _raw_streams(data_dir, 90)[modality]
     out = subprocess.run([str(host_encode), str(blob_path), modality, "2", "raw"], input=raw.astype("<f8").tobytes(),
                          capture_output=True, check=True)
     rec = np.frombuffer(out.stdout, np.dtype([("y", "<f4", 256), ("code", "<u4"), ("x", "<f4", 256),
                                               ("idx", "<u2", 64)]))
-    f = StreamFilter()
-    y = np.stack([f(w) for w in raw])
+    f = device_filters()[modality]
+    y = np.stack([f(np.nan_to_num(w)) for w in raw])  # the simulated device's order: nan_to_num, then the filter
     x, codes = normalise(y, modality)
     assert len(rec) == len(raw)
     assert np.array_equal(rec["y"], y) and np.array_equal(rec["code"], codes) and np.array_equal(rec["x"], x)
@@ -118,6 +121,7 @@ def test_the_c_device_chain_equals_the_simulated_device_from_raw_samples(host_en
     assert np.array_equal(ref_codes, codes)
     assert np.array_equal(rec["idx"].reshape(-1, 2, 32), ref_idx)
     assert len(np.unique(codes)) > 3  # the scale moved (lead-off, saturation, the signal itself)
+    assert np.isfinite(y).all()  # the infinity in window 8 did not leave the filter's state infinite
 
 
 @pytest.fixture(scope="module")
@@ -161,8 +165,8 @@ def test_a_c_device_sends_the_simulated_devices_frames_byte_for_byte(host_device
     assert len(frames) == len(ref) == 40
     assert frames == ref
     coded = [bool(f[1] & 0x40) for f in frames]
-    # with the tables most frames go coded; the lead-off and saturated windows, whose indices the
-    # tables did not expect, code longer and go bit-packed: both of the device's choices are checked
+    # with the tables most frames go coded; the window of rail-to-rail noise, whose indices the
+    # tables did not expect, codes longer and goes bit-packed: both of the device's choices are checked
     assert (0 < sum(coded) < len(coded)) if tables else not any(coded)
     assert [decode_frame(f, hmac_key_for=(lambda bed: key) if key else None, require_hmac=bool(key)).seq
             for f in frames] == list(range(5, 45))
