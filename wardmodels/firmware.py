@@ -252,9 +252,10 @@ def _tool(name: str) -> str:
     return path
 
 
-def build_host(harness: str, out: Path) -> Path:
+def build_host(harness: str, out: Path, extra_flags: tuple[str, ...] = ()) -> Path:
     """Compile a host harness of `firmware/encoder/` (``host_device.c``, ``host_dd.c``, ...) with the
-    device's sources and the firmware's flags (C11, no fused multiply-add, warnings as errors)."""
+    device's sources and the firmware's flags (C11, no fused multiply-add, warnings as errors),
+    plus ``extra_flags`` (say, the sanitizers)."""
     import shutil
     import subprocess
 
@@ -262,7 +263,8 @@ def build_host(harness: str, out: Path) -> Path:
     if cc is None:
         raise ToolchainMissing("a C compiler is needed (./ward test installs Debian's gcc)")
     src = FIRMWARE / "encoder"
-    subprocess.run([cc, *HOST_FLAGS, "-o", str(out), str(src / harness), *(str(src / f) for f in DEVICE_SOURCES), "-lm"],
+    subprocess.run([cc, *HOST_FLAGS, *extra_flags, "-o", str(out), str(src / harness),
+                    *(str(src / f) for f in DEVICE_SOURCES), "-lm"],
                    check=True, capture_output=True, text=True)
     return Path(out)
 

@@ -35,7 +35,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "%s\n", cfg.dd < -1 ? "DD must be -1 or a level" : why);
         return 2;
     }
-    void *scratch = aligned_alloc(8, WS_SCRATCH_BYTES);
+    static uint8_t scratch[WS_SCRATCH_BYTES] __attribute__((aligned(8)));
     static ws_dd_work work;
     static double raw[2][WS_WINDOW];
     static uint8_t frame[4096];

@@ -31,7 +31,7 @@ int main(int argc, char **argv) {
         return 2;
     }
     const int raw_mode = strcmp(argv[4], "raw") == 0;
-    void *scratch = aligned_alloc(8, WS_SCRATCH_BYTES);
+    static uint8_t scratch[WS_SCRATCH_BYTES] __attribute__((aligned(8)));
     ws_filter_state st = {{{0}}, 0};
     double raw[WS_WINDOW];
     float y[WS_WINDOW], x[WS_WINDOW];

@@ -42,7 +42,7 @@ static void chain_search(const ws_chain_layer *l, const int16_t *y, int stride, 
             const int8_t *e = l->cb + (size_t)k * W;
             int32_t ee = 0, dot = 0;
             for (int d = 0; d < W; d++) ee += e[d] * e[d], dot += col[d] * e[d];
-            const int64_t dist = ((int64_t)ee << (2 * sh)) - ((int64_t)dot << (sh + 1));
+            const int64_t dist = ((int64_t)ee << (2 * sh)) - (int64_t)dot * ((int64_t)2 << sh);
             if (k == 0 || dist < best) best = dist, bk = k;
         }
         int64_t e2 = 0;

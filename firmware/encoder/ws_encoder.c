@@ -564,7 +564,7 @@ int ws_encode(const ws_modality *m, const float *x, int stages, uint16_t *idx, i
                     dot = 0;
                     for (int d = 0; d < D; d++) dot += (int64_t)res[d] * ek[d];
                 }
-                const int64_t dist = nj[k] - (dot << (sh + 1));
+                const int64_t dist = nj[k] - dot * ((int64_t)2 << sh); /* a product: << of a negative is undefined */
                 if (k == 0 || dist < best) {
                     best = dist;
                     bk = k;

@@ -292,6 +292,11 @@ def run_host_dd(exe: Path, blob_file: Path, ecg: np.ndarray, eeg: np.ndarray, cf
     out = subprocess.run([str(exe), str(blob_file), str(cfg["bound"]), str(cfg["dd"]), str(cfg["eeg_level"]), str(bed),
                           str(seq0), str(t0_ms), str(model_id), str(int(cfg["lossless"])), str(cfg["audit_every"])],
                          input=np.stack([ecg, eeg], 1).astype("<f8").tobytes(), capture_output=True, check=True).stdout
+    return _parse_dd(out)
+
+
+def _parse_dd(out: bytes):
+    """host_dd's output -> (frames, the edge's record per window)."""
     frames, recs, i = [], [], 0
     while i < len(out):
         n = int.from_bytes(out[i:i + 4], "little")
@@ -369,3 +374,24 @@ def test_a_blob_without_the_dynamic_deep_part_is_refused_by_the_dd_device(host_d
     r = subprocess.run([str(host_dd), str(q), "0", "-1", "2", "1", "0", "0", "5", "1", "0"],
                        input=np.zeros(512, "<f8").tobytes(), capture_output=True)
     assert r.returncode == 2 and "QRS filter" in r.stderr.decode(), r.stderr
+
+
+def test_the_c_device_runs_clean_under_the_address_and_undefined_behaviour_sanitizers(codec, blob_path, data_dir,
+                                                                                      tmp_path):
+    """The whole device (the Dynamic-Deep edge choosing its level, and at a fixed level; lossless raw,
+    audits, a key) built with AddressSanitizer and UndefinedBehaviorSanitizer, on windows with NaN,
+    infinities, absurd values, silence and rail-to-rail noise: no report, every window framed."""
+    exe = build_host("host_dd.c", tmp_path / "host_dd_san",
+                     ("-O1", "-fsanitize=address,undefined", "-fno-sanitize-recover=undefined"))
+    ecg, eeg = _ecg_eeg(data_dir, "203", 60)
+    ecg, eeg = ecg.copy(), eeg.copy()
+    ecg[5, 10:20], ecg[9, :3], ecg[14, 100], ecg[20:22] = np.nan, np.inf, -np.inf, 1e12
+    ecg[30:33], ecg[40] = 0.0, np.random.default_rng(1).uniform(-1e9, 1e9, 256)
+    eeg[7, :5], eeg[30, 0], eeg[50:52] = np.nan, np.inf, 0.0
+    for dd, eeg_level in ((-1, 2), (1, 1), (5, 2)):
+        r = subprocess.run([str(exe), str(blob_path), "0", str(dd), str(eeg_level), "4", "0", "1800000000000",
+                            str(codec.model_id), "1", "7", "00ff11"],
+                           input=np.stack([ecg, eeg], 1).astype("<f8").tobytes(), capture_output=True)
+        assert r.returncode == 0 and not r.stderr, r.stderr.decode()[:2000]
+        frames, _ = _parse_dd(r.stdout)
+        assert len(frames) == 60
