@@ -5,7 +5,8 @@ when the codec has one, audit bursts, the v2 frame — built for this host as a 
 (`firmware/encoder/host_lib.c`, cached under the state directory by the sources' hash) and driven
 through ctypes, one C device per bed: the frames a load test sends are the firmware's own bytes,
 not the Python simulator's (the two are equal byte for byte; `tests/device_sim/test_firmware_devices.py`).
-Bounds and slack corrections from the control topic reach the C device before its next window.
+Bounds and slack corrections from the control topic reach the C device before its next window, as
+signed, numbered downlink control frames (`stream.downlink`) that the C device checks.
 Needs a C compiler (`./ward` installs Debian's gcc) and wire format v2.
 """
 
@@ -66,7 +67,12 @@ def _lib(path: Path) -> ctypes.CDLL:
         lib.wsh_device_new.argtypes = [vp, u32, u32, u64, i, i, i, i, i, i, u32, d, cp, sz, cp, sz]
         lib.wsh_device_step.restype = i
         lib.wsh_device_step.argtypes = [vp, vp, vp, vp, sz]
-        lib.wsh_device_set_bound.argtypes = [vp, d, d]
+        lib.wsh_device_control.restype = i
+        lib.wsh_device_control.argtypes = [vp, cp, sz]
+        lib.wsh_device_bound.restype = d
+        lib.wsh_device_bound.argtypes = [vp]
+        lib.wsh_device_slack.restype = d
+        lib.wsh_device_slack.argtypes = [vp]
         lib.wsh_device_last_level.restype = i
         lib.wsh_device_last_level.argtypes = [vp]
         lib.wsh_device_free.argtypes = [vp]
@@ -103,6 +109,9 @@ class FirmwareEncoder:
     _bound: float = 0.0
     _slack: float = 0.0
     handle: int | None = None
+    bed_id: int = 0
+    key: bytes | None = None
+    counter: int = 0  # of the last downlink control frame sent
     whole_frame = True  # `Device._frame` asks it for the frame itself
 
     @property
@@ -138,8 +147,17 @@ class FirmwareEncoder:
         self._push()
 
     def _push(self) -> None:
-        if self.handle is not None:
-            self.model.lib.wsh_device_set_bound(self.handle, self._bound, self._slack)
+        """The bound and slack reach the C device as its gateway would send them: a downlink control
+        frame (`stream.downlink`), signed with the device key and numbered."""
+        if self.handle is None:
+            return
+        from stream.downlink import Control, encode_control
+
+        self.counter += 1
+        buf = encode_control(Control(self.bed_id, self.counter, self._bound, self._slack), self.key)
+        code = self.model.lib.wsh_device_control(self.handle, buf, len(buf))
+        if code != 0:
+            raise RuntimeError(f"the firmware device of bed {self.bed_id} refused its control frame ({code})")
 
     def channels(self, ecg, eeg) -> tuple:
         return ()  # the C device encodes in `frame`, the whole frame at once
@@ -158,6 +176,7 @@ class FirmwareEncoder:
                 dev.audit_every, self._bound, key, len(key), why, len(why))
             if not self.handle:
                 raise ValueError(f"the firmware refused the device of bed {dev.bed_id}: {why.value.decode()}")
+            self.bed_id, self.key = dev.bed_id, dev.hmac_key
             self._push()
         ecg, eeg = dev.last_window
         e = np.ascontiguousarray(np.asarray(ecg, np.float64))  # NaN and infinities: the C front end's rule

@@ -226,7 +226,8 @@ def export(codec, out: Path) -> dict:
 ROOT = Path(__file__).resolve().parents[1]
 FIRMWARE = ROOT / "firmware"
 # the device's C sources (`firmware/encoder/`), what every build links
-DEVICE_SOURCES = ("ws_encoder.c", "ws_arith.c", "ws_frame.c", "ws_sha256.c", "ws_lossless.c", "ws_dd.c", "ws_device.c")
+DEVICE_SOURCES = ("ws_encoder.c", "ws_arith.c", "ws_frame.c", "ws_sha256.c", "ws_lossless.c", "ws_dd.c", "ws_device.c",
+                  "ws_control.c")
 HOST_FLAGS = ["-O2", "-std=c11", "-ffp-contract=off", "-Wall", "-Wextra", "-Werror"]
 M7_FLAGS = ["-mcpu=cortex-m7", "-mthumb", "-mfpu=fpv5-d16", "-mfloat-abi=hard", "-O2", "-std=c11",
             "-ffp-contract=off", "-Wall", "-Wextra", "-Werror", "-ffunction-sections", "-fdata-sections",

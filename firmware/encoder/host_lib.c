@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ws_control.h"
 #include "ws_device.h"
 
 typedef struct {
@@ -68,11 +69,10 @@ int wsh_device_step(void *p, const double *ecg, const double *eeg, uint8_t *out,
     return ws_device_step(&((host_device *)p)->dev, ecg, eeg, scratch, &work, out, cap, 0, 0);
 }
 
-void wsh_device_set_bound(void *p, double bound, double slack_offset) {
-    host_device *h = p;
-    h->dev.bound = bound > 0 ? bound : h->dev.enc->pred.deployed_bound;
-    h->dev.slack_offset = slack_offset;
-}
+/* a downlink control frame (`stream/downlink.py`) as the device receives it -> ws_control.h's code */
+int wsh_device_control(void *p, const uint8_t *buf, size_t n) { return ws_control_apply(&((host_device *)p)->dev, buf, n); }
+
+double wsh_device_slack(void *p) { return ((host_device *)p)->dev.slack_offset; }
 
 int wsh_device_last_level(void *p) { return ((host_device *)p)->dev.last_level; }
 

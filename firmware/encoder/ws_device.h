@@ -38,7 +38,9 @@ typedef struct {
     const ws_modality *ecg, *eeg;
     ws_device_config cfg;
     uint32_t seq;
-    double bound, slack_offset; /* set at any time (the control topic); they apply from the next window */
+    double bound, slack_offset; /* set at any time (ws_control_apply); they apply from the next window */
+    uint32_t control_counter;   /* of the last control frame applied (ws_control.h) */
+    int control_seen;
     ws_filter_state filt[2];
     ws_dd_state dd;
     ws_dd_window win;

@@ -55,3 +55,54 @@ def test_firmware_devices_send_the_python_devices_frames(tmp_path, policy, level
         assert levels == {level}
     assert refs >= 2 * len(beds)  # audit bursts (every 9 windows here) carry the reference ECG
     assert all(d.seq == 24 for d in fw)
+
+
+def test_a_firmware_device_applies_only_its_own_signed_fresh_control_frames(tmp_path):
+    """Downlink control frames (`stream.downlink`, checked in C by `ws_control.c`): the device applies
+    a frame signed with its key, for its bed, with a counter above the last it applied; it refuses
+    (and keeps its bound and slack) a tampered or unsigned frame, one signed with another key, one
+    for another bed, one played back, and a malformed one — the codes of `ws_control.h`."""
+    from device_sim.firmware import firmware_factory
+    from device_sim.ward import Device, make_sources
+    from stream.downlink import Control, ControlError, decode_control, encode_control
+
+    make = firmware_factory(DD_MODEL, 1, "dynamic", 0.0, 2, "default", tmp_path / "fw")
+    key = b"k" * 32
+    dev = Device(7, make_sources("synthetic", [7], None, seed=1)[7], 1_800_000_000_000_000, make(), key,
+                 lossless=True, coded=True)
+    dev.next_frame()  # the C device exists from the first window on; the ward's bound reached it as frame 1
+    enc, lib = dev.encoder, dev.encoder.model.lib
+    h = enc.handle
+
+    def send(buf: bytes) -> int:
+        return lib.wsh_device_control(h, buf, len(buf))
+
+    good = encode_control(Control(7, 5, 0.25, 0.125), key)
+    assert decode_control(good, key) == Control(7, 5, 0.25, 0.125)
+    assert send(good) == 0 and lib.wsh_device_bound(h) == 0.25 and lib.wsh_device_slack(h) == 0.125
+    import struct
+    import zlib
+
+    forged = good[:10] + struct.pack(">d", 3.0) + good[18:26]  # a laxer bound, the CRC made to match
+    forged += struct.pack(">I", zlib.crc32(forged)) + good[30:]
+    refused = {
+        "tampered": (bytearray(good[:29]) + b"\0" + good[30:], -1),  # the CRC catches it first
+        "bound forged": (forged, -2),
+        "tag forged": (good[:30] + bytes(16), -2),
+        "unsigned": (encode_control(Control(7, 6, 3.0, 0.0)), -2),
+        "other key": (encode_control(Control(7, 6, 3.0, 0.0), b"x" * 32), -2),
+        "other bed": (encode_control(Control(8, 6, 3.0, 0.0), key), -3),
+        "played back": (good, -4),
+        "older": (encode_control(Control(7, 4, 3.0, 0.0), key), -4),
+        "not a frame": (b"\xc1" + bytes(10), -1),
+    }
+    for name, (buf, code) in refused.items():
+        assert send(bytes(buf)) == code, name
+        assert lib.wsh_device_bound(h) == 0.25 and lib.wsh_device_slack(h) == 0.125, name
+    for name in ("tampered", "bound forged", "tag forged", "other key"):
+        with pytest.raises(ControlError):
+            decode_control(bytes(refused[name][0]), key)
+    with pytest.raises(ControlError):
+        encode_control(Control(7, 9, float("nan"), 0.0), key)
+    assert send(encode_control(Control(7, 6, 0.0, 0.0), key)) == 0  # 0: back to the deployed bound
+    assert lib.wsh_device_bound(h) == pytest.approx(float(enc.model.codec.predictor.meta["deployed_bound"]))

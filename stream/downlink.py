@@ -1,0 +1,82 @@
+"""Downlink control frames: a device's Dynamic-Deep bound and slack correction, cloud to device.
+
+The simulated devices follow the control topic directly (`device_sim.control`); a real device
+hears it from its gateway, over a link anyone near the ward could talk on. A forged bound would
+make a device send coarser windows than the ward chose, so the frame is authenticated with the
+device's own key (the one that signs its uplink frames, `Settings.device_key`) and carries a
+counter the device must see increase, so a recorded frame cannot be played back. The firmware
+parses it in C (`firmware/encoder/ws_control.c`, byte for byte this layout); the simulator's
+firmware devices receive every bound change this way (`device_sim.firmware`).
+
+Layout (big-endian)::
+
+    tag      u8 = 0xC1
+    flags    u8 (bit 0: HMAC tag after the CRC; no other bit is defined)
+    bed_id   u32   the device the frame is for
+    counter  u32   larger than the counter of every control frame the device applied before
+    bound    f64   the task-error bound (0: the device's deployed bound); finite, >= 0
+    slack    f64   the audits' correction added to the calibrated slack; finite
+    crc32    u32   over every byte before it
+    hmac     16 B  truncated HMAC-SHA256 with the device key over every byte before it (flag bit 0)
+
+30 bytes, 46 signed. A device with a key applies signed frames only; one without applies unsigned
+frames only (it cannot check a tag).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac as _hmac
+import math
+import struct
+import zlib
+from dataclasses import dataclass
+
+TAG = 0xC1
+FLAG_HMAC = 0x01
+HMAC_LEN = 16
+_BODY = struct.Struct(">BBIIdd")
+SIZE = _BODY.size + 4
+
+
+class ControlError(ValueError):
+    """A downlink control frame a device must not apply (the message says why)."""
+
+
+@dataclass(frozen=True)
+class Control:
+    bed_id: int
+    counter: int
+    bound: float
+    slack: float
+
+
+def encode_control(msg: Control, key: bytes | None = None) -> bytes:
+    if not (math.isfinite(msg.bound) and msg.bound >= 0 and math.isfinite(msg.slack)):
+        raise ControlError(f"bound {msg.bound} and slack {msg.slack} must be finite, the bound >= 0")
+    body = _BODY.pack(TAG, FLAG_HMAC if key else 0, msg.bed_id, msg.counter, msg.bound, msg.slack)
+    out = body + struct.pack(">I", zlib.crc32(body))
+    if key:
+        out += _hmac.new(key, out, hashlib.sha256).digest()[:HMAC_LEN]
+    return out
+
+
+def decode_control(buf: bytes, key: bytes | None = None) -> Control:
+    """Parse and check a frame as the device does (its bed and counter are the device's to check)."""
+    buf = bytes(buf)
+    if len(buf) < SIZE or buf[0] != TAG:
+        raise ControlError("not a control frame")
+    flags = buf[1]
+    if flags & ~FLAG_HMAC or len(buf) != SIZE + (HMAC_LEN if flags & FLAG_HMAC else 0):
+        raise ControlError("bad flags or length")
+    (crc,) = struct.unpack_from(">I", buf, _BODY.size)
+    if zlib.crc32(buf[:_BODY.size]) != crc:
+        raise ControlError("crc32 mismatch")
+    if bool(flags & FLAG_HMAC) != bool(key):
+        raise ControlError("signed frame for a device without a key, or unsigned for one with a key")
+    if key and not _hmac.compare_digest(buf[SIZE:], _hmac.new(key, buf[:SIZE], hashlib.sha256).digest()[:HMAC_LEN]):
+        raise ControlError("hmac mismatch")
+    _, _, bed, counter, bound, slack = _BODY.unpack_from(buf)
+    if not (math.isfinite(bound) and bound >= 0 and math.isfinite(slack)):
+        raise ControlError("bound or slack out of range")
+    return Control(bed, counter, bound, slack)
