@@ -34,6 +34,8 @@
       [pad] f64 bounds[n_bounds]  lams[n_bounds]  deployed_bound
       [pad] f64 qrs_b[5]  qrs_a[5]  qrs_zi[4] (`processors.dsp.bandpass_ba(5, 18, 128)`)
     [pad to 8]
+    version 4: u32 crc32 of every byte before it (zlib's), u32 0 — the loader refuses a blob whose
+    CRC does not match (parameters corrupted in flash or in transit)
 
 The arithmetic is `wardmodels.int8`'s and `wardmodels.frontend`'s; the entropy coder's tables are
 not in this blob (the C encoder produces indices; coding them is `wardmodels.entropy`'s, not yet
@@ -43,6 +45,7 @@ in C).
 from __future__ import annotations
 
 import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -196,6 +199,7 @@ def blob(edge: Int8Encoder, coding: dict | None = None, modalities: tuple[str, .
         _chain(out, (chains or {}).get(name), mod_id, coding)
     _predictor(out, predictor)
     out.pad()
+    out.b += struct.pack("<II", zlib.crc32(bytes(out.b)), 0)  # the trailer: a corrupted blob is refused
     return bytes(out.b)
 
 

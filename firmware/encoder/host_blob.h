@@ -21,6 +21,7 @@ static inline int host_load_blob(const char *path, ws_encoder *enc) {
     if (!blob || fread(blob, 1, (size_t)n, f) != (size_t)n) {
         fprintf(stderr, "cannot read %s\n", path);
         fclose(f);
+        free(blob);
         return 2;
     }
     fclose(f);
@@ -28,6 +29,7 @@ static inline int host_load_blob(const char *path, ws_encoder *enc) {
     int rc = ws_load(blob, (size_t)n, enc, &why);
     if (rc) {
         fprintf(stderr, "malformed blob (%d): %s\n", rc, why);
+        free(blob);
         return 2;
     }
     return 0;

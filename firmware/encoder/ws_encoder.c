@@ -175,6 +175,27 @@ static int load_predictor(cursor *c, ws_predictor *p, const char **why) {
     return 0;
 }
 
+uint32_t ws_crc32(const uint8_t *p, size_t n) { /* zlib's CRC-32 (reflected 0xEDB88320) */
+    uint32_t c = 0xFFFFFFFFu;
+    for (size_t i = 0; i < n; i++) {
+        c ^= p[i];
+        for (int k = 0; k < 8; k++) c = (c >> 1) ^ (0xEDB88320u & (0u - (c & 1u)));
+    }
+    return c ^ 0xFFFFFFFFu;
+}
+
+static int finite_positive(const float *v, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(v[i]) || !(v[i] > 0)) return 0;
+    return 1;
+}
+
+static int finite(const double *v, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(v[i])) return 0;
+    return 1;
+}
+
 int ws_load(const uint8_t *blob, size_t n, ws_encoder *enc, const char **why) {
     cursor c = {blob, blob + n, 0};
     const void *q;
@@ -183,6 +204,14 @@ int ws_load(const uint8_t *blob, size_t n, ws_encoder *enc, const char **why) {
     if (take(&c, 4, &q, "magic") || memcmp(q, "WSE1", 4) != 0) FAIL(-3, "not a WSE1 blob");
     if (i32(&c, &version, "version") || (version != 3 && version != 4))
         FAIL(-4, "unknown blob version (this encoder reads 3 and 4)");
+    if (version >= 4) { /* the trailer: the CRC-32 of every byte before it, then 4 zero bytes */
+        uint32_t crc, zero;
+        if (n < 24) FAIL(-1, "blob shorter than its trailer");
+        memcpy(&crc, blob + n - 8, 4);
+        memcpy(&zero, blob + n - 4, 4);
+        if (zero || crc != ws_crc32(blob, n - 8)) FAIL(-8, "blob CRC mismatch: the parameters are corrupted");
+        c.end = blob + n - 8;
+    }
     if (i32(&c, &n_mod, "modalities") || n_mod < 1 || n_mod > 2) FAIL(-5, "bad modality count");
     if (i32(&c, &reserved, "header")) FAIL(-1, c.why);
     memset(enc, 0, sizeof(*enc));
@@ -199,6 +228,7 @@ int ws_load(const uint8_t *blob, size_t n, ws_encoder *enc, const char **why) {
             i32(&c, &m->K, "K") || i32(&c, &m->D, "D"))
             FAIL(-1, c.why);
         memcpy(&m->inv_sx, &bits, 4);
+        if (!finite_positive(&m->inv_sx, 1)) FAIL(-6, "bad input scale");
         if (m->act_bits != 8 && m->act_bits != 16) FAIL(-6, "act_bits must be 8 or 16");
         if (m->n_conv != 3 * m->n_add + 1 || m->n_add < 1 || m->n_add > WS_MAX_ADDS)
             FAIL(-6, "the graph must be n_add stages of three convolutions and a projection");
@@ -249,8 +279,9 @@ int ws_load(const uint8_t *blob, size_t n, ws_encoder *enc, const char **why) {
         if (version >= 4) {
             if (take(&c, 8, &q, "front end")) FAIL(-1, c.why);
             memcpy(&m->input_limit, q, 8);
-            if (!(m->input_limit > 0)) FAIL(-6, "bad input limit");
+            if (!isfinite(m->input_limit) || !(m->input_limit > 0)) FAIL(-6, "bad input limit");
         }
+        if (!isfinite(m->log2_min)) FAIL(-6, "bad front end");
         if (m->n_sections < 1 || m->n_sections > WS_MAX_SECTIONS || m->steps_per_octave < 1)
             FAIL(-6, "bad front end");
         if (arr(&c, 48 * (size_t)m->n_sections, &q, "filter sections")) FAIL(-1, c.why);
@@ -259,6 +290,9 @@ int ws_load(const uint8_t *blob, size_t n, ws_encoder *enc, const char **why) {
         m->zi = (const double *)q;
         if (arr(&c, 4 * WS_SCALE_CODES, &q, "scale table")) FAIL(-1, c.why);
         m->scale = (const float *)q;
+        if (!finite(m->sos, 6 * (size_t)m->n_sections) || !finite(m->zi, 2 * (size_t)m->n_sections) ||
+            !finite_positive(m->scale, WS_SCALE_CODES))
+            FAIL(-6, "the front end's filter or scale table is not finite");
         if (align8(&c) || i32(&c, &m->wire_stages, "wire tables") || i32(&c, &m->wire_k, "wire tables")) FAIL(-1, c.why);
         if (m->wire_stages < 0 || m->wire_stages > WS_MAX_STAGES || (m->wire_stages && m->wire_k != m->K))
             FAIL(-6, "bad wire tables");

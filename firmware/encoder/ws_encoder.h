@@ -110,6 +110,9 @@ typedef struct {
     int started; /* 0: the next sample starts the filter at rest on itself */
 } ws_filter_state;
 
+/* zlib's CRC-32 (the wire frames' and, from version 4, the blob's own trailer) */
+uint32_t ws_crc32(const uint8_t *p, size_t n);
+
 /* Parse a blob in place; 0 on success, a negative code on a malformed blob (the message, if
  * ``why`` is given, says which part). The blob must outlive the encoder and be 8-byte aligned. */
 int ws_load(const uint8_t *blob, size_t n, ws_encoder *enc, const char **why);

@@ -17,15 +17,6 @@
 #define FLAG_CODED 0x40
 #define HMAC_LEN 16
 
-uint32_t ws_crc32(const uint8_t *p, size_t n) { /* zlib's CRC-32 (reflected 0xEDB88320) */
-    uint32_t c = 0xFFFFFFFFu;
-    for (size_t i = 0; i < n; i++) {
-        c ^= p[i];
-        for (int k = 0; k < 8; k++) c = (c >> 1) ^ (0xEDB88320u & (0u - (c & 1u)));
-    }
-    return c ^ 0xFFFFFFFFu;
-}
-
 static size_t header(uint8_t *o, uint8_t flags, uint32_t bed, uint32_t seq, uint64_t t_ms, uint8_t model,
                      const ws_section *sec, int n_sec) {
     uint8_t mods = 0;

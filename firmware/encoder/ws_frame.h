@@ -16,6 +16,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "ws_encoder.h" /* ws_crc32 */
+
 #define WS_MAX_SECTION_STAGES 4
 
 /* The coding tables of one (modality, level) section: the scale code's row (256 symbols) and,
@@ -39,8 +41,6 @@ typedef struct {
     const int16_t *raw;              /* level 0: the window's 256 samples (int16) at ``gain`` */
     float gain;
 } ws_section;
-
-uint32_t ws_crc32(const uint8_t *p, size_t n);
 
 /* The tables of a base codec level's section of modality ``m`` (a `ws_modality *`) (level L sends stages 1 .. S-L+1
  * of level 1's; a level above ``codec_stages`` is a Dynamic-Deep chain level with its own table):

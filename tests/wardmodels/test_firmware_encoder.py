@@ -69,11 +69,30 @@ def test_the_c_encoder_gives_the_int8_specs_indices_and_z_bit_for_bit(host_encod
     assert np.array_equal(one[:, 0], idx_ref[:5, 0])
 
 
+def _resealed(body: bytes) -> bytes:
+    """A blob body (all but the trailer) with a trailer that matches it: corrupt on purpose, yet
+    past the CRC, so the loader's own checks are what refuse it."""
+    import struct
+    import zlib
+
+    return body + struct.pack("<II", zlib.crc32(body), 0)
+
+
 def test_a_malformed_blob_is_refused_with_the_part_that_is_wrong(host_encode, blob_path, tmp_path):
+    import struct
+
     good = blob_path.read_bytes()
+    body = good[:-8]
     x = np.zeros((1, 256), np.float32).tobytes()
-    for name, data, says in (("truncated", good[:-4096], "codebook"), ("magic", b"XXXX" + good[4:], "not a WSE1"),
-                             ("trailing", good + b"\0" * 8, "trailing bytes")):
+    flipped = bytearray(good)
+    flipped[len(good) // 2] ^= 0x10
+    nan_scale = bytearray(body)
+    nan_scale[32:36] = struct.pack("<f", float("nan"))  # the ECG's input scale (inv_sx)
+    for name, data, says in (("truncated", good[:-4096], "CRC mismatch"), ("a bit flipped", bytes(flipped), "CRC mismatch"),
+                             ("magic", b"XXXX" + good[4:], "not a WSE1"), ("trailing", good + b"\0" * 8, "CRC mismatch"),
+                             ("truncated, resealed", _resealed(body[:-4096]), "malformed blob"),
+                             ("input scale NaN, resealed", _resealed(bytes(nan_scale)), "bad input scale"),
+                             ("trailing, resealed", _resealed(body + b"\0" * 8), "trailing bytes")):
         p = tmp_path / name
         p.write_bytes(data)
         r = subprocess.run([str(host_encode), str(p), "ecg", "2", "windows"], input=x, capture_output=True)
@@ -370,19 +389,29 @@ def test_a_blob_without_the_dynamic_deep_part_is_refused_by_the_dd_device(host_d
     assert r.returncode == 2 and "no Dynamic-Deep part" in r.stderr.decode()
     good = device_blob(codec)
     q = tmp_path / "cut.wse"
-    q.write_bytes(good[:-64])
+    q.write_bytes(_resealed(good[:-8][:-64]))  # past the CRC: the loader finds the missing part
     r = subprocess.run([str(host_dd), str(q), "0", "-1", "2", "1", "0", "0", "5", "1", "0"],
                        input=np.zeros(512, "<f8").tobytes(), capture_output=True)
     assert r.returncode == 2 and "QRS filter" in r.stderr.decode(), r.stderr
 
 
+@pytest.fixture(scope="module")
+def host_dd_sanitized(tmp_path_factory) -> Path:
+    return build_host("host_dd.c", tmp_path_factory.mktemp("fw") / "host_dd_san",
+                      ("-O1", "-fsanitize=address,undefined", "-fno-sanitize-recover=undefined"))
+
+
+def _sanitizer_report(stderr: bytes) -> bool:
+    err = stderr.decode(errors="replace")
+    return "runtime error" in err or "Sanitizer" in err
+
+
 def test_the_c_device_runs_clean_under_the_address_and_undefined_behaviour_sanitizers(codec, blob_path, data_dir,
-                                                                                      tmp_path):
+                                                                                      host_dd_sanitized):
     """The whole device (the Dynamic-Deep edge choosing its level, and at a fixed level; lossless raw,
     audits, a key) built with AddressSanitizer and UndefinedBehaviorSanitizer, on windows with NaN,
     infinities, absurd values, silence and rail-to-rail noise: no report, every window framed."""
-    exe = build_host("host_dd.c", tmp_path / "host_dd_san",
-                     ("-O1", "-fsanitize=address,undefined", "-fno-sanitize-recover=undefined"))
+    exe = host_dd_sanitized
     ecg, eeg = _ecg_eeg(data_dir, "203", 60)
     ecg, eeg = ecg.copy(), eeg.copy()
     ecg[5, 10:20], ecg[9, :3], ecg[14, 100], ecg[20:22] = np.nan, np.inf, -np.inf, 1e12
@@ -392,6 +421,31 @@ def test_the_c_device_runs_clean_under_the_address_and_undefined_behaviour_sanit
         r = subprocess.run([str(exe), str(blob_path), "0", str(dd), str(eeg_level), "4", "0", "1800000000000",
                             str(codec.model_id), "1", "7", "00ff11"],
                            input=np.stack([ecg, eeg], 1).astype("<f8").tobytes(), capture_output=True)
-        assert r.returncode == 0 and not r.stderr, r.stderr.decode()[:2000]
+        assert r.returncode == 0 and not _sanitizer_report(r.stderr) and not r.stderr, r.stderr.decode()[:2000]
         frames, _ = _parse_dd(r.stdout)
         assert len(frames) == 60
+
+
+def test_a_corrupted_blob_past_its_crc_is_refused_or_runs_without_undefined_behaviour(blob_path, host_dd_sanitized,
+                                                                                     tmp_path):
+    """Blobs with 1–3 bytes changed and their CRC made to match (what only a faulty exporter could
+    produce), half of the changes in the headers at either end: the sanitized device refuses each
+    (exit 2, the part named) or runs it, never with a sanitizer report."""
+    body = blob_path.read_bytes()[:-8]
+    rng = np.random.default_rng(7)
+    raw = np.random.default_rng(1).standard_normal((3, 2, 256)).astype("<f8").tobytes()
+    codes = []
+    for i in range(40):
+        b = bytearray(body)
+        for _ in range(int(rng.integers(1, 4))):
+            ends = rng.random() < 0.5
+            pos = int(rng.choice([rng.integers(0, 256), rng.integers(len(b) - 4096, len(b))]) if ends
+                      else rng.integers(0, len(b)))
+            b[pos] ^= 1 << int(rng.integers(0, 8))
+        p = tmp_path / "fz.wse"
+        p.write_bytes(_resealed(bytes(b)))
+        r = subprocess.run([str(host_dd_sanitized), str(p), "0", "-1", "2", "1", "0", "1800000000000", "5", "1", "3",
+                            "00ff"], input=raw, capture_output=True)
+        assert r.returncode in (0, 1, 2) and not _sanitizer_report(r.stderr), (i, r.stderr.decode()[:2000])
+        codes.append(r.returncode)
+    assert codes.count(2) >= 2 and codes.count(0) >= 10, codes  # both outcomes exercised
