@@ -219,9 +219,16 @@ def export(codec, out: Path) -> dict:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(data)
-    return {"blob": str(out), "bytes": len(data), "edge": codec.entry["edge"], "wire_tables": codec.entry.get("wire_tables"),
+    chains = codec.chains or {}
+    return {"blob": str(out), "bytes": len(data), "version": VERSION, "edge": codec.entry["edge"],
+            "wire_tables": codec.entry.get("wire_tables"),
+            "dynamic_deep": {"chains": codec.entry.get("dd_edge"), "predictor": codec.entry.get("predictor"),
+                             "predictor_inputs": codec.predictor.n_in if codec.predictor is not None else None,
+                             "deployed_bound": codec.predictor.meta.get("deployed_bound")
+                             if codec.predictor is not None else None} if codec.chains is not None else None,
             "modalities": {m: {"convolutions": len(edge.modalities[m].convs),
-                               "codebook_stages": len(edge.modalities[m].codebooks)} for m in ("ecg", "eeg")},
+                               "codebook_stages": len(edge.modalities[m].codebooks),
+                               "chain_levels": len(chains[m].convs) if m in chains else 0} for m in ("ecg", "eeg")},
             "encoder_bytes_without_entropy_tables": edge.nbytes() - edge.prior_nbytes()}
 
 
