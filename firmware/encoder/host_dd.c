@@ -9,10 +9,16 @@
  * length, the frame, then u8 level, u8 predicted-error code, f32 features[29], f32 predictions[5]
  * (log1p task error per level).
  */
-#include <string.h>
-
 #include "host_blob.h"
 #include "ws_device.h"
+
+/* after each frame: what the edge computed for its window */
+static void after(const ws_device *dev) {
+    const uint8_t lc[2] = {(uint8_t)dev->last_level, (uint8_t)dev->last_pred_code};
+    fwrite(lc, 1, 2, stdout);
+    fwrite(dev->win.features, 4, 2 * WS_DD_FEATURES + WS_TASK_FEATURES, stdout);
+    fwrite(dev->win.pred, 4, WS_DD_LEVELS, stdout);
+}
 
 int main(int argc, char **argv) {
     if (argc != 11 && argc != 12) {
@@ -35,23 +41,5 @@ int main(int argc, char **argv) {
         fprintf(stderr, "%s\n", cfg.dd < -1 ? "DD must be -1 or a level" : why);
         return 2;
     }
-    static uint8_t scratch[WS_SCRATCH_BYTES] __attribute__((aligned(8)));
-    static ws_dd_work work;
-    static double raw[2][WS_WINDOW];
-    static uint8_t frame[4096];
-    while (fread(raw, sizeof(double), 2 * WS_WINDOW, stdin) == 2 * WS_WINDOW) {
-        const int n = ws_device_step(&dev, raw[0], raw[1], scratch, &work, frame, sizeof(frame), 0, 0);
-        if (n < 0) {
-            fprintf(stderr, "the device failed (%d)\n", n);
-            return 1;
-        }
-        const uint32_t flen = (uint32_t)n;
-        const uint8_t lc[2] = {(uint8_t)dev.last_level, (uint8_t)dev.last_pred_code};
-        fwrite(&flen, 4, 1, stdout);
-        fwrite(frame, 1, (size_t)n, stdout);
-        fwrite(lc, 1, 2, stdout);
-        fwrite(dev.win.features, 4, 2 * WS_DD_FEATURES + WS_TASK_FEATURES, stdout);
-        fwrite(dev.win.pred, 4, WS_DD_LEVELS, stdout);
-    }
-    return 0;
+    return host_run_device(&dev, after);
 }

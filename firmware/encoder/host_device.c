@@ -33,19 +33,5 @@ int main(int argc, char **argv) {
         fprintf(stderr, "level %d: %s\n", level, why);
         return 2;
     }
-    static uint8_t scratch[WS_SCRATCH_BYTES] __attribute__((aligned(8)));
-    static ws_dd_work work;
-    static double raw[2][WS_WINDOW];
-    static uint8_t frame[2048];
-    while (fread(raw, sizeof(double), 2 * WS_WINDOW, stdin) == 2 * WS_WINDOW) {
-        const int n = ws_device_step(&dev, raw[0], raw[1], scratch, &work, frame, sizeof(frame), 0, 0);
-        if (n < 0) {
-            fprintf(stderr, "frame failed (%d)\n", n);
-            return 1;
-        }
-        const uint32_t len = (uint32_t)n;
-        fwrite(&len, 4, 1, stdout);
-        fwrite(frame, 1, (size_t)n, stdout);
-    }
-    return 0;
+    return host_run_device(&dev, 0);
 }
