@@ -20,7 +20,12 @@ Layout (big-endian)::
     hmac     16 B  truncated HMAC-SHA256 with the device key over every byte before it (flag bit 0)
 
 30 bytes, 46 signed. A device with a key applies signed frames only; one without applies unsigned
-frames only (it cannot check a tag).
+frames only (it cannot check a tag). The tag byte differs from the uplink's (0xD2), so a signed
+uplink frame can never pass for a control frame under the same key.
+
+Not done: the C device keeps the last counter in RAM, so after a reboot it would accept one old
+valid frame (the next with a larger counter overrides it); a real device keeps the counter in
+non-volatile memory, or the gateway sends the current frame again after every reconnect.
 """
 
 from __future__ import annotations
