@@ -94,6 +94,7 @@ class FirmwareModel:
         if not self.handle:
             raise ValueError(f"the firmware refused codec {codec.name}'s blob: {why.value.decode()}")
         self.codec = codec
+        self.out = ctypes.create_string_buffer(4096)  # every frame's bytes; the devices step one at a time
 
 
 @dataclass
@@ -181,7 +182,7 @@ class FirmwareEncoder:
         ecg, eeg = dev.last_window
         e = np.ascontiguousarray(np.asarray(ecg, np.float64))  # NaN and infinities: the C front end's rule
         g = None if eeg is None else np.ascontiguousarray(np.asarray(eeg, np.float64))
-        out = ctypes.create_string_buffer(4096)
+        out = self.model.out
         n = lib.wsh_device_step(self.handle, e.ctypes.data, None if g is None else g.ctypes.data, out, len(out))
         if n < 0:
             raise RuntimeError(f"the firmware device of bed {dev.bed_id} failed ({n})")
