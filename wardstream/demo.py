@@ -272,6 +272,7 @@ async def run_demo(s: Settings, beds: int, duration_s: float, speed: float, work
             "sim_encoder": s.sim_encoder,  # how the devices ran their encoder ("firmware": the C device)
             "ecg_levels_sent": {str(k): v for k, v in sorted(rep.levels.items())},
             "bound": getattr(rep.bounds, "default", None),
+            "edge_predictor": s.dd_predictor,  # the error predictor the devices ran (Settings.dd_predictor)
             # the worker's per-bed slack corrections from its audits, as the devices last read them
             "slack_corrections": ({str(b): v for b, v in sorted(rep.bounds.slacks.items())}
                                   if rep.bounds is not None else None),
@@ -308,7 +309,7 @@ wardstream demo: {d['beds']} beds, {d['duration_s']:.0f}s at {d['speed']}x, {d['
   consumer lag         final {d['consumer_lag']['final']}, max sampled {d['consumer_lag']['max_sampled']}
   device send delay ms {_send_delay_line(d.get('sim_send_delay_ms'))}  (window end -> frame handed to the producer)
   bytes on the wire    {d['wire_bytes']} vs raw 16-bit {d['raw_bytes']} ({d['wire_vs_raw']:.3f}x)
-  ECG levels sent      {d['ecg_levels_sent']}  (codec model {d.get('codec_model')}, policy {d['level_policy']}{', bound ' + str(d['bound']) if d['level_policy'] == 'dynamic' else ''}, devices {d.get('sim_encoder', 'fp32')})
+  ECG levels sent      {d['ecg_levels_sent']}  (codec model {d.get('codec_model')}, policy {d['level_policy']}{', bound ' + str(d['bound']) + ', predictor ' + str(d.get('edge_predictor')) if d['level_policy'] == 'dynamic' else ''}, devices {d.get('sim_encoder', 'fp32')})
   slack corrections    {_slack_line(d)}
   task error audit     {_audit_line(d.get('task_error_audit') or {})}
   worker CPU           {d['worker_cpu_s']:.1f}s; InfluxDB write failures {d['influx_write_failures']}
