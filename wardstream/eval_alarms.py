@@ -29,11 +29,15 @@ priority, for 3 to ``vtach_beats`` - 1 beats; ``vtach``, high priority, from ``v
 ``vt_runs_high_priority`` (runs of >= ``vtach_beats``) and ``vt_runs_8plus`` only by the
 high-priority ``vtach`` alarm. Both run alarms are scored for false alarms against the same
 reference; only ``vtach`` counts in ``false_high_priority_per_bed_day``.
+``vt_run_list``: every fast run (record, start, beats, rate), whether either alarm and the
+high-priority one caught it, and the ECG level each of its windows was sent at (devices that
+choose their level per window may send a run's windows at the coarse levels).
 """
 
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
@@ -114,7 +118,8 @@ def replay(settings, th, signals: dict[str, np.ndarray]) -> tuple[dict, dict, di
     """Every signal (ECG in mV at 128 Hz) as one bed through the pipeline's code, all beds of a
     2-s step in one batch: the simulator's device encoder, the wire both ways, the worker's batch
     decode, `processors.stages.run_batch`, a simulated clinician acknowledging every alarm.
-    Returns (alarm events, final bed states, windows, ECG levels sent, the classifiers) per name."""
+    Returns (alarm events, final bed states, windows, the ECG level of each window sent, the
+    classifiers) per name."""
     import torch
 
     from device_sim.ward import encoder_factory
@@ -137,7 +142,7 @@ def replay(settings, th, signals: dict[str, np.ndarray]) -> tuple[dict, dict, di
     classifiers = Classifiers()
     states: dict = {}
     events = {r: [] for r in records}
-    levels: dict[int, int] = {}
+    levels: dict[str, list[int]] = {r: [] for r in records}
     acks: list[tuple[int, bytes, str]] = []
     for k in range(max(n_win.values())):
         live = [r for r in records if k < n_win[r]]
@@ -148,7 +153,7 @@ def replay(settings, th, signals: dict[str, np.ndarray]) -> tuple[dict, dict, di
             f = Frame(beds[r], k, CLOCK0_US + k * 2_000_000, 128, 256, encs[r].model_id, ch)
             raw = encode_frame(f)
             frames.append((r, decode_frame(raw), len(raw)))
-            levels[ch[0].level] = levels.get(ch[0].level, 0) + 1
+            levels[r].append(ch[0].level)
         rec = decode_frames([f for _, f, _ in frames])
         decoded = [(bed_key(f.bed_id), f, sig, n) for (_, f, n), sig in zip(frames, rec)]
         out = run_batch(decoded, lambda key: states.get(key) or BedState(), classifiers, th)
@@ -196,6 +201,7 @@ def evaluate(settings, split: str = "test", records: list[str] | None = None,
 
 
 def score(recs: dict, events: dict, n_win: dict, levels: dict, settings, th=None) -> dict:
+    """``levels``: per record, the ECG level each window was sent at (`replay`; may be empty)."""
     from processors.alarms import DEFAULT_CONDITIONS, Thresholds
 
     high = tuple(c for c in SCORED if DEFAULT_CONDITIONS[c].priority == "high")
@@ -206,7 +212,7 @@ def score(recs: dict, events: dict, n_win: dict, levels: dict, settings, th=None
     af30 = {"total": 0, "detected": 0}
     af60 = {"total": 0, "detected": 0}
     delays, false_by, false_high, false_list = [], {}, [], []
-    missed = []
+    missed, run_list = [], []
     per_record = {}
     hours = sum(n * 2 for n in n_win.values()) / 3600.0
     for r, rec in recs.items():
@@ -228,6 +234,12 @@ def score(recs: dict, events: dict, n_win: dict, levels: dict, settings, th=None
                     d["detected"] += bool(hit_high)
             if hit:
                 delays.append(max(0.0, hit[0][2] - s))
+            sent = levels.get(r) or []
+            # each run, found or not, with the levels its windows went out at: what choosing levels
+            # per window (Dynamic-Deep) does to the ventricular-run alarm, run by run
+            run_list.append({"record": r, "start_s": round(s, 2), "beats": n, "rate_bpm": round(rate),
+                             "detected": bool(hit), "detected_high_priority": bool(hit_high),
+                             "ecg_levels": sent[int(s // 2.0):int(e // 2.0) + 1]})
             if n >= 8 and not hit_high:
                 missed.append({"record": r, "kind": "vt", "start_s": s, "beats": n, "rate_bpm": round(rate),
                                "nsvt_alarm": bool(hit)})
@@ -292,8 +304,8 @@ def score(recs: dict, events: dict, n_win: dict, levels: dict, settings, th=None
     return {
         "split_records": list(recs), "hours": round(hours, 2), "bed_days": round(bed_days, 4),
         "device": {"codec_model": settings.codec_model, "level_policy": settings.level_policy,
-                   "ecg_levels_sent": {str(k): v for k, v in sorted(levels.items())}},
-        "vt_runs": vt, "vt_runs_high_priority": {"min_beats": th.vtach_beats, **vt5}, "vt_runs_8plus": vt8, "af_episodes": af30, "af_episodes_60s_plus": af60,
+                   "ecg_levels_sent": {str(k): v for k, v in sorted(Counter(x for lv in levels.values() for x in lv).items())}},
+        "vt_runs": vt, "vt_run_list": run_list, "vt_runs_high_priority": {"min_beats": th.vtach_beats, **vt5}, "vt_runs_8plus": vt8, "af_episodes": af30, "af_episodes_60s_plus": af60,
         "false_alarms": false_by,
         "false_alarms_per_bed_day": {c: round(n / bed_days, 2) for c, n in false_by.items()},
         "false_high_priority_per_bed_day": round(fhp / bed_days, 2),

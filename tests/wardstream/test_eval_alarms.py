@@ -37,6 +37,10 @@ def test_eval_alarms_on_record_200(tmp_path, monkeypatch):
     assert r["vt_runs"]["total"] == 4 and r["vt_runs"]["detected"] >= 3
     assert r["af_episodes"] == {"total": 0, "detected": 0}
     assert r["device"]["level_policy"] == "dynamic" and len(r["device"]["ecg_levels_sent"]) >= 2
+    assert sum(r["device"]["ecg_levels_sent"].values()) == 902  # every window of the record, once
+    runs = r["vt_run_list"]
+    assert len(runs) == 4 and sum(x["detected"] for x in runs) == r["vt_runs"]["detected"]
+    assert all(1 <= len(x["ecg_levels"]) <= 3 and set(x["ecg_levels"]) <= set(range(6)) for x in runs)
     assert 0 <= r["median_detection_delay_s"] < 10
     assert r["limits"] == {}
 
@@ -148,8 +152,13 @@ def test_runs_count_either_run_alarm_but_long_runs_only_the_high_priority_one():
     # the same run caught by the VT alarm counts everywhere
     events[0] = ev("vtach", "high", 32.0, "active")
     events[1] = ev("vtach", "high", 40.0, "resolved")
-    r = score({"x": rec}, {"x": events}, {"x": 50}, {}, settings)
+    # the windows a device sent at their levels: the run (30.0-33.2 s) lies in windows 15 and 16
+    sent = [1] * 15 + [4, 2] + [1] * 33
+    r = score({"x": rec}, {"x": events}, {"x": 50}, {"x": sent}, settings)
     assert r["vt_runs_8plus"] == {"total": 1, "detected": 1} and r["missed_goal_events"] == []
+    assert r["vt_run_list"] == [{"record": "x", "start_s": 30.0, "beats": 9, "rate_bpm": 150, "detected": True,
+                                 "detected_high_priority": True, "ecg_levels": [4, 2]}]
+    assert r["device"]["ecg_levels_sent"] == {"1": 48, "2": 1, "4": 1}
 
 
 def test_af_irregularity_curve_scores_the_alarm_rule_per_limit(tmp_path):
