@@ -29,6 +29,7 @@ import numpy as np
 from stream.wire import WIRE_VERSION, pred_extra_bytes
 from wardmodels import DD_MODEL
 from wardmodels.predictor import LEVELS, RecordAnalysis, TaskWeights, analyse_record, choose_levels, chosen_error
+from wardstream.threads import one_thread
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +191,8 @@ def _key_parts(codec, data_dir: Path, split: str) -> tuple[str, str, str]:
     from wardmodels.clf_runtime import classifier_manifest, compute_dtype
 
     # the analysis holds the rhythm classifier's outputs: its weights and arithmetic are in the key
-    clf = f"{classifier_manifest().get('rhythm', {}).get('packed')}|{compute_dtype()}"
+    # (on one thread, `one_thread`: bf16 outputs depend on the thread count)
+    clf = f"{classifier_manifest().get('rhythm', {}).get('packed')}|{compute_dtype()}|1 thread"
     # and the QRS errors and task features come from the pipeline's detector: its source too
     import processors.qrs
 
@@ -243,6 +245,7 @@ def _rescore_rhythm(part: Part, data_dir: Path, split: str, codec, clf) -> None:
             log.info("%s: rhythm classifier's outputs of %d/%d records", split, k + 1, len(sigs))
 
 
+@one_thread()
 def load_part(data_dir: Path, split: str, model_id: int = DD_MODEL, keep_recon: bool = True, decode: bool = False,
               rhythm: bool = False) -> Part:
     """Analyse (or load from the cache) every record of ``split``; ``decode``: make sure the
@@ -685,6 +688,7 @@ def select_offsets(pred: np.ndarray, err: np.ndarray, groups: np.ndarray, bits: 
     return offs, {"none": base, "selected": best}
 
 
+@one_thread()
 def train_predictor(data_dir: Path, model_id: int = DD_MODEL, alpha: float = 0.05, weights: TaskWeights = TaskWeights(),
                     hidden: int = 16, f1_tolerance: float = 0.01, seed: int = 0,
                     quantile: float | None = None, patient_delta: float | None = None,
@@ -825,6 +829,7 @@ def train_predictor(data_dir: Path, model_id: int = DD_MODEL, alpha: float = 0.0
             "alpha": alpha, "predictor_bytes": pred.nbytes(), "calib_curve": rows}
 
 
+@one_thread()
 def evaluate(data_dir: Path, split: str = "test", bound: float | None = None, model_id: int = DD_MODEL,
              png: Path | None = None, audit_every: int | None = None, raw_lossless: bool = True,
              wire_version: int | None = None, predictor: str = "default", coded: bool = True) -> dict:

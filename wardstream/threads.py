@@ -9,6 +9,8 @@ while another process kept the second core busy, and 3.4–4.0 ms with one (2026
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 
 def limit_threads(n: int = 1) -> None:
     """torch's intra-op threads and every BLAS pool of this process to ``n``, from now on."""
@@ -17,3 +19,21 @@ def limit_threads(n: int = 1) -> None:
 
     torch.set_num_threads(n)
     threadpool_limits(limits=n, user_api="blas")
+
+
+@contextmanager
+def one_thread():
+    """torch and BLAS on one thread inside the block, the counts before restored after it. For
+    computations whose results must not depend on the machine's core count: the classifiers'
+    bfloat16 convolutions split their work by thread and round differently with each split (one
+    rhythm-model KL of CinC record A08528 moved by 4.8e-4 between 1 and 2 threads, 2026-12-06)."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with threadpool_limits(limits=1, user_api="blas"):
+            yield
+    finally:
+        torch.set_num_threads(before)

@@ -363,3 +363,38 @@ def test_another_rhythm_model_rescores_the_cached_analysis(small_dir, cache, tmp
             np.testing.assert_array_equal(getattr(r, k), getattr(o, k))
         moved += int(not np.array_equal(r.kl, o.kl))
     assert moved == len(first.records)  # another model: every record's KL differs
+
+
+def test_analyses_run_on_one_thread_whatever_the_process_count(small_dir, tmp_path, monkeypatch):
+    """An analysis (and so the predictor fitted on it) must not depend on the machine's core count:
+    the rhythm classifier's bf16 outputs do. Every record is analysed on one torch thread and
+    one BLAS thread while the process runs on two, and the process gets its two back after."""
+    import torch
+    from threadpoolctl import threadpool_info
+
+    from wardmodels import predictor
+    from wardstream import eval_dynamic
+
+    seen = []
+    real = predictor.analyse_record
+
+    def spy(codec, clf, x):
+        seen.append((torch.get_num_threads(), max((p["num_threads"] for p in threadpool_info()
+                                                   if p["user_api"] == "blas"), default=1)))
+        return real(codec, clf, x[: 256 * 20])
+
+    monkeypatch.setattr(eval_dynamic, "analyse_record", spy)
+    monkeypatch.setattr(eval_dynamic, "CACHE", tmp_path / "dd-cache")
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        part = eval_dynamic.load_part(small_dir, "all", keep_recon=False)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert len(part.records) == len(seen) == 2 + 12
+    assert set(seen) == {(1, 1)}
+    # the cache key says so: an analysis made before (on the process's threads) is not reused
+    from wardmodels.runtime import load_deployed
+
+    assert "|1 thread" in eval_dynamic._key_parts(load_deployed(DD_MODEL), small_dir, "all")[1]
