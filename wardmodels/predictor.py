@@ -10,7 +10,10 @@ weights stay configurable (`TaskWeights`):
   per window (missed + extra beats) / max(1, beats in the original) plus the mean |Δt| of the
   matched beats in units of 50 ms (beats matched one-to-one within 150 ms).
 
-``error = w_kl * kl + w_qrs * qrs``; level 0 (raw) has error 0.
+``error = w_kl * kl + w_qrs * qrs``; level 0 (raw) has error 0. Optionally (``w_beat`` > 0, off by
+default) a third part, ``beat`` (`beat_term`): the largest change, over the window's beats, of the
+deployed beat classifier's class probabilities — what the other two do not see when a ventricular
+beat loses its shape at a coarse level (docs/dynamic-deep.md, the ventricular-run alarm).
 
 The predictor is one small MLP on the edge features (`wardmodels.dd_edge`: per-level latent
 distortion, scale code, and their mean over the previous four windows; optionally the task
@@ -47,6 +50,13 @@ LEVELS = tuple(range(1, N_LEVELS + 1))
 class TaskWeights:
     kl: float = 1.0
     qrs: float = 1.0
+    # the beat term (`beat_term`), 0: left out, as in the issue's task error
+    beat: float = 0.0
+
+    def as_meta(self) -> dict:
+        """As a predictor file stores them: ``beat`` only when it is used, so that files fitted
+        without it keep their bytes (and their hash names)."""
+        return {k: v for k, v in asdict(self).items() if k != "beat" or v}
 
 
 def window_qrs_error(ref_s: np.ndarray, det_s: np.ndarray, n_windows: int, win_s: float = 2.0) -> np.ndarray:
@@ -97,9 +107,15 @@ class RecordAnalysis:
     task: np.ndarray | None = None  # (T, TASK_FEATURES): `dd_edge.TaskStream` on the original
     decode: np.ndarray | None = None  # (T, DECODE_FEATURES): `dd_edge.DecodeCheck`
     rhythm: np.ndarray | None = None  # (T, RHYTHM_FEATURES): `edge_rhythm.RhythmCheck` (not cached with the rest)
+    beat: np.ndarray | None = None  # (T, 5): `beat_term` (not cached with the rest)
 
     def error(self, w: TaskWeights) -> np.ndarray:
-        return w.kl * self.kl + w.qrs * self.qrs
+        e = w.kl * self.kl + w.qrs * self.qrs
+        if w.beat:
+            if self.beat is None:
+                raise ValueError("task weights with a beat term need the analysis's beat term (load_part(beat=True))")
+            e = e + w.beat * self.beat
+        return e
 
     def features(self, n_in: int) -> np.ndarray:
         """The predictor's input rows for a predictor with ``n_in`` inputs."""
@@ -137,6 +153,35 @@ def analyse_record(codec, clf, x: np.ndarray) -> RecordAnalysis | None:
         p_level[j] = clf.proba(window_crops(rec, n))
         kl[:, j] = kl_rows(p_orig, p_level[j])
     return RecordAnalysis(feats, kl, qrs, p_orig, p_level, task_features(x), decode_features(x, recs))
+
+
+def beat_term(beat_clf, x: np.ndarray, recs: np.ndarray) -> np.ndarray:
+    """Filtered ECG of one record (n * 256) and its reconstructions at levels 1..5 -> (n, 5): per
+    window and level, the largest total-variation distance ``0.5 * sum |p_L - p_orig|``, over the
+    beats the pipeline's detector finds on the original in that window, between ``beat_clf``'s
+    class probabilities (N / S / V / F) on the original and on the level's reconstruction. Both
+    use the original's beats and RR context (`clf_data.beat_table`), so only the waveform differs;
+    a window without a classifiable beat has 0."""
+    from processors.qrs import detect_stream
+    from wardmodels.classifier import BEAT_POST, BEAT_PRE
+    from wardmodels.clf_data import beat_table
+
+    n = len(x) // 256
+    term = np.zeros((n, N_LEVELS), np.float32)
+    b = np.round(detect_stream(x[: n * 256], roundtrip=False) * 128).astype(np.int64)
+    if len(b) < 2:
+        return term
+    keep = (b >= BEAT_PRE) & (b < n * 256 - BEAT_POST)
+    w0, f0, _ = beat_table(x[: n * 256], b, None)
+    if not keep.any():
+        return term
+    p0 = beat_clf.proba(w0[keep], f0[keep])
+    win = np.minimum(b[keep] // 256, n - 1)
+    for j, rec in enumerate(recs):
+        wl, _, _ = beat_table(np.asarray(rec[: n * 256], np.float64), b, None)
+        tv = 0.5 * np.abs(beat_clf.proba(wl[keep], f0[keep]) - p0).sum(1)
+        np.maximum.at(term[:, j], win, tv.astype(np.float32))
+    return term
 
 
 # --------------------------------------------------------------------------- the predictor
@@ -204,7 +249,7 @@ class Predictor:
                  w2=self.w2.astype(np.float16), b2=self.b2.astype(np.float16),
                  bounds=self.bounds.astype(np.float64), lams=self.lams.astype(np.float64),
                  **({"offsets": self.offsets.astype(np.float32)} if self.offsets.any() else {}),
-                 meta=np.array(json.dumps({"weights": asdict(self.weights), "alpha": self.alpha, **self.meta})))
+                 meta=np.array(json.dumps({"weights": self.weights.as_meta(), "alpha": self.alpha, **self.meta})))
         return buf.getvalue()
 
     def save(self, out_dir: Path) -> Path:

@@ -46,6 +46,19 @@ def manifest() -> list[dict]:
 PREDICTOR_KINDS = ("default", "decode", "rhythm")
 
 
+def is_predictor_file(kind: str) -> bool:
+    """Whether ``kind`` names an existing predictor file rather than a deployed kind."""
+    return kind not in PREDICTOR_KINDS and Path(kind).name.startswith("predictor-") \
+        and Path(kind).suffix == ".npz" and Path(kind).is_file()
+
+
+@lru_cache(maxsize=8)
+def _predictor_file(path: str):
+    from wardmodels.predictor import Predictor
+
+    return Predictor.load(verify_hash(Path(path)))
+
+
 @dataclass
 class DeployedCodec:
     model_id: int
@@ -68,9 +81,15 @@ class DeployedCodec:
     def predictor_of(self, kind: str = "default"):
         """The edge error predictor ``kind``: "default" (distortion + task features), "decode"
         (also the decode check: the device decodes every level itself) or "rhythm" (also the
-        device's small rhythm model on the original and every level, `wardmodels.edge_rhythm`)."""
+        device's small rhythm model on the original and every level, `wardmodels.edge_rhythm`) —
+        or the path of a predictor file (``predictor-<hash>.npz``, e.g. one fitted with
+        ``wardstream train dynamic-deep --phase predictor --no-deploy``), whose inputs say which of
+        those features the device computes for it."""
         if kind not in PREDICTOR_KINDS:
-            raise ValueError(f"unknown predictor {kind!r}; choose from {', '.join(PREDICTOR_KINDS)}")
+            if is_predictor_file(kind):
+                return _predictor_file(str(Path(kind).resolve()))
+            raise ValueError(f"unknown predictor {kind!r}; choose from {', '.join(PREDICTOR_KINDS)} "
+                             "or give a predictor file (predictor-<hash>.npz)")
         pr = {"default": self.predictor, "decode": self.predictor_decode, "rhythm": self.predictor_rhythm}[kind]
         if pr is None:
             raise WeightsError(f"codec {self.name} has no {kind} predictor; run wardstream train dynamic-deep "

@@ -195,6 +195,12 @@ def main(argv: list[str] | None = None) -> int:
     td.add_argument("--alpha", type=float, default=0.05, help="predictor: allowed share of windows over the bound")
     td.add_argument("--w-kl", type=float, default=1.0, help="predictor: weight of the rhythm-classifier KL")
     td.add_argument("--w-qrs", type=float, default=1.0, help="predictor: weight of the QRS error")
+    td.add_argument("--w-beat", type=float, default=0.0,
+                    help="predictor: weight of the beat term (the beat classifier's largest class-probability change "
+                         "over the window's beats, wardmodels.predictor.beat_term; 0: left out). Needs --no-deploy")
+    td.add_argument("--no-deploy", action="store_true",
+                    help="predictor: save the fitted predictor (in --out-dir, default runs/predictors) without "
+                         "deploying it; eval dynamic-deep --predictor PATH and WARDSTREAM_DD_PREDICTOR=PATH use it")
     td.add_argument("--quantile", type=float, default=None,
                     help="predictor: fit this quantile of each level's error (pinball loss) instead of the mean")
     td.add_argument("--patient-delta", type=float, default=None,
@@ -319,10 +325,11 @@ def main(argv: list[str] | None = None) -> int:
     ed.add_argument("--bound", type=float, default=None, help="default: the deployed bound")
     ed.add_argument("--model-id", type=int, default=None, help="default: the deployed Dynamic-Deep codec")
     ed.add_argument("--json", type=Path)
-    ed.add_argument("--predictor", choices=["default", "decode", "rhythm"], default=None,
+    ed.add_argument("--predictor", default=None,
                     help="the edge error predictor scored (default: WARDSTREAM_DD_PREDICTOR, else 'default'); "
                          "'decode' also reads the device's own decode of every level (dd_edge.DecodeCheck), "
-                         "'rhythm' also its small rhythm model on each (wardmodels.edge_rhythm)")
+                         "'rhythm' also its small rhythm model on each (wardmodels.edge_rhythm); or the path of "
+                         "a predictor file (train dynamic-deep --phase predictor --no-deploy)")
     ed.add_argument("--png", type=Path, default=None, help="the bound curve (default: next to --json)")
     ed.add_argument("--audit-every", type=int, default=None, metavar="N",
                     help="also score the per-bed slack correction of the audits (one observed window every N "
@@ -611,7 +618,8 @@ def main(argv: list[str] | None = None) -> int:
         from wardstream.eval_dynamic import train_predictor
 
         torch.set_num_threads(a.threads)
-        d = train_predictor(s.data_dir, a.model_id or DD_MODEL, a.alpha, TaskWeights(a.w_kl, a.w_qrs), seed=a.seed,
+        d = train_predictor(s.data_dir, a.model_id or DD_MODEL, a.alpha, TaskWeights(a.w_kl, a.w_qrs, a.w_beat),
+                            seed=a.seed, deploy=not a.no_deploy, out_dir=a.out_dir,
                             quantile=a.quantile, patient_delta=a.patient_delta,
                             task_features=not a.no_task_features, cross_fit=a.cross_fit,
                             level_offsets=a.level_offsets, offset_bound=a.offset_bound,
@@ -639,7 +647,13 @@ def main(argv: list[str] | None = None) -> int:
         from wardstream.datasets import DataMissing
         from wardstream.eval_dynamic import evaluate as eval_dd
 
+        from wardmodels.runtime import PREDICTOR_KINDS, is_predictor_file
+
         png = a.png or (a.json.with_suffix(".png") if a.json else None)
+        if a.predictor is not None and a.predictor not in PREDICTOR_KINDS and not is_predictor_file(a.predictor):
+            print(f"error: --predictor must be one of {', '.join(PREDICTOR_KINDS)} or an existing predictor file "
+                  f"(predictor-<hash>.npz), not {a.predictor!r}", file=sys.stderr)
+            return 2
         try:
             mid = DD_MODEL if a.model_id is None else a.model_id
             d = eval_dd(s.data_dir, a.split, a.bound, mid, png, audit_every=a.audit_every,

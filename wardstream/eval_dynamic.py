@@ -247,23 +247,27 @@ def _rescore_rhythm(part: Part, data_dir: Path, split: str, codec, clf) -> None:
 
 @one_thread()
 def load_part(data_dir: Path, split: str, model_id: int = DD_MODEL, keep_recon: bool = True, decode: bool = False,
-              rhythm: bool = False) -> Part:
+              rhythm: bool = False, beat: bool = False) -> Part:
     """Analyse (or load from the cache) every record of ``split``; ``decode``: make sure the
     decode check's features are there (a cache from before them gets them added: every level
     decoded again, ~20 min for the train part on one core); ``rhythm``: also the device's small
-    rhythm model's (`wardmodels.edge_rhythm`, cached beside the analysis per edge model)."""
+    rhythm model's (`wardmodels.edge_rhythm`, cached beside the analysis per edge model); ``beat``:
+    also the task error's beat term (`predictor.beat_term`, cached beside it per beat model)."""
     part = _load_part(data_dir, split, model_id, keep_recon, decode)
     if rhythm:
         _attach_rhythm(part, data_dir, split, model_id)
+    if beat:
+        _attach_beat(part, data_dir, split, model_id)
     return part
 
 
 def part_for(data_dir: Path, split: str, model_id: int, predictor, keep_recon: bool = True) -> Part:
-    """`load_part` with whatever the predictor reads (decode check, small rhythm model)."""
+    """`load_part` with whatever the predictor reads (decode check, small rhythm model) and its
+    task error needs (the beat term)."""
     from wardmodels.dd_edge import reads_decode, reads_rhythm
 
     return load_part(data_dir, split, model_id, keep_recon, decode=reads_decode(predictor.n_in),
-                     rhythm=reads_rhythm(predictor.n_in))
+                     rhythm=reads_rhythm(predictor.n_in), beat=bool(predictor.weights.beat))
 
 
 def _load_part(data_dir: Path, split: str, model_id: int, keep_recon: bool, decode: bool) -> Part:
@@ -364,6 +368,40 @@ def _attach_rhythm(part: Part, data_dir: Path, split: str, model_id: int) -> Non
             log.info("%s: small rhythm model on %d/%d records", split, k + 1, len(sigs))
     side.parent.mkdir(parents=True, exist_ok=True)
     np.savez(side, lens=np.array(lens), rhythm=np.concatenate([r.rhythm for r in part.records]))
+
+
+def _attach_beat(part: Part, data_dir: Path, split: str, model_id: int) -> None:
+    """Every record's `predictor.beat_term` (the deployed beat classifier on the original and every
+    level), from ``<analysis cache>-beat-<beat model>.npz`` or computed (every level decoded
+    again; 1.5 / 4 / 4 min for calib / train / test, 2026-12-06) and cached there."""
+    import hashlib
+
+    from wardmodels.clf_runtime import classifier_manifest, compute_dtype, load_deployed_classifier
+    from wardmodels.predictor import beat_term
+    from wardmodels.runtime import load_deployed
+
+    codec = load_deployed(model_id)
+    clf = load_deployed_classifier("beat")
+    # the beat model's weights, its second stage and its arithmetic are in the side file's name
+    beat_entry = json.dumps(classifier_manifest().get("beat", {}), sort_keys=True)
+    tag = hashlib.sha256(f"{beat_entry}|{clf.name}|{compute_dtype()}".encode()).hexdigest()[:12]
+    path = _cache_key(codec, data_dir, split)
+    side = path.with_name(f"{path.stem}-beat-{tag}.npz")
+    lens = [len(r.feats) for r in part.records]
+    if side.exists():
+        z = np.load(side)
+        if list(z["lens"]) == lens:
+            for r, b in zip(part.records, np.split(z["beat"], np.cumsum(lens)[:-1])):
+                r.beat = b
+            return
+    sigs = _part_signals(part, data_dir, split)
+    for k, (r, x) in enumerate(zip(part.records, sigs)):
+        x = x[: len(r.feats) * 256]
+        r.beat = beat_term(clf, x, _recons(codec, x))
+        if k % 200 == 0:
+            log.info("%s: beat term of %d/%d records", split, k + 1, len(sigs))
+    side.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(side, lens=np.array(lens), beat=np.concatenate([r.beat for r in part.records]))
 
 
 def _recons(codec, x: np.ndarray) -> np.ndarray:
@@ -695,10 +733,16 @@ def train_predictor(data_dir: Path, model_id: int = DD_MODEL, alpha: float = 0.0
                     task_features: bool = True, cross_fit: int | None = None,
                     level_offsets: bool = False, offset_bound: float | None = None,
                     decode_check: bool = False, per_source: bool = False,
-                    f1_confidence: float | None = None, rhythm_check: bool = False) -> dict:
+                    f1_confidence: float | None = None, rhythm_check: bool = False, deploy: bool = True,
+                    out_dir: Path | None = None) -> dict:
     """Phase 3: fit the predictor on ``train``, calibrate it on ``calib`` over `BOUND_GRID`, pick
     the deployed bound (the largest whose calib CinC F1 on reconstructions stays within
-    ``f1_tolerance`` of the originals), save it and record it in the manifest.
+    ``f1_tolerance`` of the originals), save it and record it in the manifest — or, without
+    ``deploy``, only save it (in ``out_dir``, default ``runs/predictors``): a file that
+    `eval dynamic-deep --predictor PATH` and ``WARDSTREAM_DD_PREDICTOR=PATH`` devices can use.
+
+    ``weights.beat`` > 0 adds the beat term to the task error (`predictor.beat_term`). Such a
+    predictor is not deployed: the worker's audit computes the task error without it.
 
     ``cross_fit`` (K): the calibration pool also holds out-of-fold predictions of the ``train``
     part (K folds of whole patients, each predicted by an MLP fitted on the other folds, as the
@@ -731,13 +775,18 @@ def train_predictor(data_dir: Path, model_id: int = DD_MODEL, alpha: float = 0.0
         raise ValueError("the decode check reads the task stream's beats: it needs the task features")
     if rhythm_check and not decode_check:
         raise ValueError("the small rhythm model reads the decode check's reconstructions: it needs the decode check")
-    base = runtime.load_deployed(model_id).predictor if decode_check else None
-    if base is not None and (base.weights.kl, base.weights.qrs) != (weights.kl, weights.qrs):
+    if deploy and weights.beat:
+        raise ValueError("a predictor whose task error has the beat term cannot be deployed: the worker's audit "
+                         "(processors.audit) computes the task error without it; fit it with deploy=False "
+                         "(--no-deploy) and use its file")
+    base = runtime.load_deployed(model_id).predictor if decode_check and deploy else None
+    if base is not None and base.weights != weights:
         raise ValueError(f"the {'rhythm' if rhythm_check else 'decode'} predictor must keep the default predictor's "
                          "task weights: the worker's audit scores every device's prediction with those "
                          "(processors.audit.task_weights)")
-    tr = load_part(data_dir, "train", model_id, keep_recon=False, decode=decode_check, rhythm=rhythm_check)
-    ca = load_part(data_dir, "calib", model_id, decode=decode_check, rhythm=rhythm_check)
+    beat = bool(weights.beat)
+    tr = load_part(data_dir, "train", model_id, keep_recon=False, decode=decode_check, rhythm=rhythm_check, beat=beat)
+    ca = load_part(data_dir, "calib", model_id, decode=decode_check, rhythm=rhythm_check, beat=beat)
     n_in = predictor_inputs(task_features, decode_check, rhythm_check)
     x, y = tr.features(n_in), tr.errors(weights)
     # the device holds float16 weights: calibrate what it will compute
@@ -807,6 +856,11 @@ def train_predictor(data_dir: Path, model_id: int = DD_MODEL, alpha: float = 0.0
                                       else "bit-packed sections, ") + "raw level lossless-coded",
                  **({"level_offsets": offset_meta} if offset_meta else {}),
                  "seed": seed, "calib_curve": [{k: v for k, v in r.items() if k != "level_histogram"} for r in rows]}
+    if not deploy:
+        path = pred.save(out_dir or CACHE.parent / "predictors")
+        return {"predictor": str(path), "deployed": False, "deployed_bound": deployed, "calib_f1_original": f1_orig,
+                "alpha": alpha, "task_weights": weights.as_meta(), "predictor_bytes": pred.nbytes(),
+                "calib_curve": rows}
     path = pred.save(runtime.WEIGHTS_DIR)
     entries = runtime.manifest()
     for e in entries:
@@ -861,7 +915,7 @@ def evaluate(data_dir: Path, split: str = "test", bound: float | None = None, mo
     vq = lv > 0
     out = {"split": split, "data_dir": str(data_dir), "model_id": model_id, "predictor": predictor,
            "predictor_features": pr.meta.get("features"), "bound": bound,
-           "alpha": pr.alpha, "task_weights": {"kl": pr.weights.kl, "qrs": pr.weights.qrs},
+           "alpha": pr.alpha, "task_weights": pr.weights.as_meta(),
            "windows": int(len(lv)), "records": len(part.records),
            "windows_by_source": {s: int(sum(len(r.feats) for r, t in zip(part.records, part.source) if t == s))
                                  for s in ("mitdb", "cinc")},

@@ -85,7 +85,8 @@ class Settings:
     # check: each device decodes every level itself and runs its QRS detector on each; more
     # gain at the same bound, ~5 decodes + 5 detectors per window on the device), or "rhythm"
     # (also a small rhythm model on the last 10 s of the original and every level: ~32 M
-    # multiply-adds more per window, wardmodels.edge_rhythm)
+    # multiply-adds more per window, wardmodels.edge_rhythm), or the path of a predictor file (one
+    # fitted with `train dynamic-deep --phase predictor --no-deploy`; Python devices only)
     dd_predictor: str = "default"
     eeg_level: int = 2  # EEG's level under the dynamic policy (no EEG task model bounds it)
     # every this many seconds a device that predicts its task error sends 10 s of its ECG as
@@ -216,8 +217,13 @@ def from_env(env: dict[str, str] | None = None, **overrides) -> Settings:
         raise ValueError("WARDSTREAM_SIM_ENCODER=firmware sends wire format v2 only (WARDSTREAM_WIRE_VERSION=2)")
     if values.get("level_policy", base.level_policy) not in {"fixed", "dynamic"}:
         raise ValueError("WARDSTREAM_LEVEL_POLICY must be 'fixed' or 'dynamic'")
-    if values.get("dd_predictor", base.dd_predictor) not in {"default", "decode", "rhythm"}:
-        raise ValueError("WARDSTREAM_DD_PREDICTOR must be 'default', 'decode' or 'rhythm'")
+    pk = str(values.get("dd_predictor", base.dd_predictor))
+    if pk not in {"default", "decode", "rhythm"}:
+        from wardmodels.runtime import is_predictor_file
+
+        if not is_predictor_file(pk):
+            raise ValueError("WARDSTREAM_DD_PREDICTOR must be 'default', 'decode', 'rhythm' or an existing "
+                             f"predictor file (predictor-<hash>.npz), not {pk!r}")
     if values.get("waveform_hz", base.waveform_hz) not in {0, 16, 32, 64, 128}:
         raise ValueError("WARDSTREAM_WAVEFORM_HZ must be 0, 16, 32, 64 or 128 (a divisor of 128 Hz)")
     if values.get("influx_api", base.influx_api) not in {"v1", "v2"}:

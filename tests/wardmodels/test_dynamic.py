@@ -195,3 +195,24 @@ def test_the_task_phase_qrs_term_sees_the_beats(data_dir):
     y = (0.5 * x).requires_grad_(True)
     qrs_envelope_loss(x, y).mean().backward()
     assert y.grad.abs().sum() > 0  # differentiable, so the chains can learn from it
+
+
+def test_the_beat_term_sees_only_waveform_changes(data_dir):
+    """`predictor.beat_term`: zero where every level is the original itself; on record 200 (DS2,
+    many ventricular beats) the coarse levels change some beats' class probabilities, bounded by 1 (a
+    total-variation distance), and more at level 5 than at level 1."""
+    from wardmodels.clf_runtime import load_deployed_classifier
+    from wardmodels.frontend import filter_record
+    from wardmodels.predictor import beat_term
+    from wardmodels.runtime import load_deployed
+    from wardstream.datasets import load_mitdb
+    from wardstream.eval_dynamic import _recons
+
+    x = filter_record(load_mitdb(data_dir, "200").ecg_mv)[: 128 * 120]
+    clf = load_deployed_classifier("beat")
+    same = beat_term(clf, x, np.stack([x] * 5))
+    assert same.shape == (60, 5) and not same.any()
+    t = beat_term(clf, x, _recons(load_deployed(DD_MODEL), x))
+    assert t.shape == (60, 5) and (t >= 0).all() and (t <= 1 + 1e-6).all()
+    assert (t > 0).mean() > 0.5
+    assert t[:, 4].mean() > t[:, 0].mean()

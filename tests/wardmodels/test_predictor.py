@@ -309,3 +309,45 @@ def test_selected_offsets_lose_neither_gain_and_keep_the_calibrated_rate():
     assert (best["aggregate_compression_gain"] + best["mean_compression_gain"] / 10
             > none["aggregate_compression_gain"] + none["mean_compression_gain"] / 10)
     assert best["violation_rate"] <= 0.05
+
+
+def test_the_beat_weight_is_stored_only_when_used():
+    """Files fitted without the beat term keep their bytes and so their hash names: every committed
+    predictor loads and writes back to the same bytes; one with the term keeps its weight."""
+    from pathlib import Path
+
+    from wardmodels.runtime import WEIGHTS_DIR
+
+    files = sorted(Path(WEIGHTS_DIR).glob("predictor-*.npz"))
+    assert files
+    for p in files:
+        assert Predictor.load(p).to_bytes() == p.read_bytes(), p.name
+    pr = _dummy()
+    pr.weights = TaskWeights(1.0, 1.0, 0.5)
+    back = Predictor.from_bytes(pr.to_bytes())
+    assert back.weights == TaskWeights(1.0, 1.0, 0.5)
+    assert Predictor.from_bytes(_dummy().to_bytes()).weights == TaskWeights()
+
+
+def test_a_task_error_with_the_beat_term_needs_it_in_the_analysis():
+    from wardmodels.predictor import RecordAnalysis
+
+    kl, qrs, beat = np.full((3, 5), 0.1), np.full((3, 5), 0.2), np.arange(15.0).reshape(3, 5) / 15
+    r = RecordAnalysis(np.zeros((3, 2)), kl, qrs, np.zeros((3, 4)), np.zeros((5, 3, 4)))
+    np.testing.assert_allclose(r.error(TaskWeights()), 0.3)
+    with pytest.raises(ValueError, match="beat term"):
+        r.error(TaskWeights(beat=1.0))
+    r.beat = beat
+    np.testing.assert_allclose(r.error(TaskWeights(1.0, 1.0, 2.0)), 0.3 + 2 * beat)
+    np.testing.assert_allclose(r.error(TaskWeights()), 0.3)  # weight 0: the term is not read
+
+
+def test_a_predictor_with_the_beat_term_is_not_deployed():
+    """The worker's audit scores the task error without the beat term: deploying such a predictor
+    is refused before anything is analysed (the data directory is not even read)."""
+    from pathlib import Path
+
+    from wardstream.eval_dynamic import train_predictor
+
+    with pytest.raises(ValueError, match="audit"):
+        train_predictor(Path("/nonexistent"), weights=TaskWeights(beat=1.0))

@@ -398,3 +398,45 @@ def test_analyses_run_on_one_thread_whatever_the_process_count(small_dir, tmp_pa
     from wardmodels.runtime import load_deployed
 
     assert "|1 thread" in eval_dynamic._key_parts(load_deployed(DD_MODEL), small_dir, "all")[1]
+
+
+def test_eval_scores_a_predictor_file_with_the_beat_term(small_dir, cache, tmp_path):
+    """A predictor that is not deployed is scored from its file (`--predictor PATH`), with the task
+    error its file names: here the deployed default predictor's MLP and slack with the beat term
+    added (weight 1), so every window's real error is the plain one plus the beat term, which the
+    evaluation computes and caches beside the analysis. Devices take the same path
+    (WARDSTREAM_DD_PREDICTOR); a name that is neither a kind nor a file is refused."""
+    import dataclasses
+
+    from wardmodels.predictor import TaskWeights
+    from wardmodels.runtime import load_deployed
+    from wardstream import eval_dynamic
+    from wardstream.cli import main
+    from wardstream.settings import Settings, from_env
+
+    base = load_deployed(DD_MODEL).predictor
+    pr = dataclasses.replace(base, weights=TaskWeights(1.0, 1.0, 1.0), meta=dict(base.meta))
+    path = pr.save(tmp_path)
+    outs = {}
+    for name, kind in (("plain", "default"), ("beat", str(path))):
+        out = tmp_path / f"{name}.json"
+        assert main(["eval", "dynamic-deep", "--data-dir", str(small_dir), "--split", "all", "--json", str(out),
+                     "--predictor", kind]) == 0
+        outs[name] = json.loads(out.read_text())
+    plain, beat = outs["plain"], outs["beat"]
+    assert beat["task_weights"] == {"kl": 1.0, "qrs": 1.0, "beat": 1.0} and plain["task_weights"] == {"kl": 1.0, "qrs": 1.0}
+    # the same predictions and slack, so the same levels; only the real error grows
+    assert beat["level_histogram"] == plain["level_histogram"]
+    assert beat["mean_compression_gain"] == plain["mean_compression_gain"]
+    assert beat["mean_real_error"] > plain["mean_real_error"]
+    assert beat["violation_rate"] >= plain["violation_rate"]
+    part = eval_dynamic.load_part(small_dir, "all", beat=True)
+    assert all(r.beat is not None and r.beat.shape == r.kl.shape for r in part.records)
+    assert list(cache.glob("all-*-beat-*.npz"))
+    assert sum(float(r.beat.sum()) for r in part.records) > 0
+    # devices: the file is a valid WARDSTREAM_DD_PREDICTOR, a missing one is not
+    assert from_env({"WARDSTREAM_DD_PREDICTOR": str(path)}).dd_predictor == str(path)
+    with pytest.raises(ValueError, match="predictor file"):
+        from_env({"WARDSTREAM_DD_PREDICTOR": str(tmp_path / "predictor-000000000000.npz")})
+    assert main(["eval", "dynamic-deep", "--data-dir", str(small_dir), "--predictor", "nonsense"]) == 2
+    assert Settings().dd_predictor == "default"
