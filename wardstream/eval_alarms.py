@@ -200,6 +200,13 @@ def evaluate(settings, split: str = "test", records: list[str] | None = None,
     return {"limits": over, "classifiers": used, **score(recs, events, n_win, levels, settings, th)}
 
 
+def _device_bound(settings) -> float:
+    """The bound the replay's level-picking devices ran at: the ward's, else their predictor's own."""
+    from device_sim.ward import deployed_bound
+
+    return float(settings.dd_bound) if settings.dd_bound else deployed_bound(settings.codec_model, settings.dd_predictor)
+
+
 def score(recs: dict, events: dict, n_win: dict, levels: dict, settings, th=None) -> dict:
     """``levels``: per record, the ECG level each window was sent at (`replay`; may be empty)."""
     from processors.alarms import DEFAULT_CONDITIONS, Thresholds
@@ -304,6 +311,8 @@ def score(recs: dict, events: dict, n_win: dict, levels: dict, settings, th=None
     return {
         "split_records": list(recs), "hours": round(hours, 2), "bed_days": round(bed_days, 4),
         "device": {"codec_model": settings.codec_model, "level_policy": settings.level_policy,
+                   **({"edge_predictor": settings.dd_predictor, "bound": _device_bound(settings)}
+                      if settings.level_policy == "dynamic" else {}),
                    "ecg_levels_sent": {str(k): v for k, v in sorted(Counter(x for lv in levels.values() for x in lv).items())}},
         "vt_runs": vt, "vt_run_list": run_list, "vt_runs_high_priority": {"min_beats": th.vtach_beats, **vt5}, "vt_runs_8plus": vt8, "af_episodes": af30, "af_episodes_60s_plus": af60,
         "false_alarms": false_by,

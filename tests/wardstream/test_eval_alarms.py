@@ -37,6 +37,7 @@ def test_eval_alarms_on_record_200(tmp_path, monkeypatch):
     assert r["vt_runs"]["total"] == 4 and r["vt_runs"]["detected"] >= 3
     assert r["af_episodes"] == {"total": 0, "detected": 0}
     assert r["device"]["level_policy"] == "dynamic" and len(r["device"]["ecg_levels_sent"]) >= 2
+    assert r["device"]["edge_predictor"] == "default" and r["device"]["bound"] > 0  # the deployed bound
     assert sum(r["device"]["ecg_levels_sent"].values()) == 902  # every window of the record, once
     runs = r["vt_run_list"]
     assert len(runs) == 4 and sum(x["detected"] for x in runs) == r["vt_runs"]["detected"]
