@@ -273,8 +273,9 @@ async def run_demo(s: Settings, beds: int, duration_s: float, speed: float, work
             "ecg_levels_sent": {str(k): v for k, v in sorted(rep.levels.items())},
             "bound": getattr(rep.bounds, "default", None),
             "edge_predictor": s.dd_predictor,  # the error predictor the devices ran (Settings.dd_predictor)
-            # the worker's per-bed slack corrections from its audits, as the devices last read them
-            "slack_corrections": ({str(b): v for b, v in sorted(rep.bounds.slacks.items())}
+            # the worker's per-bed slack corrections from its audits, as the run's devices last read
+            # them (the control topic also holds those of beds beyond this run's, from earlier runs)
+            "slack_corrections": ({str(b): v for b, v in sorted(rep.bounds.slacks.items()) if 1 <= b <= beds}
                                   if rep.bounds is not None else None),
             "slack_updates_sent": sum(st.get("slack_updates", 0) for st in stats),
             "task_error_audit": audit_summary(s, rep.t_first_us // 1000, rep.t_last_end_us // 1000),
