@@ -227,7 +227,7 @@ async def handle_batch(events) -> None:
     res = run_batch(decoded, lambda key: BedState.from_bytes(bed_table.get(key)), classifiers,
                     thresholds=LIMITS, waveform_hz=settings.waveform_hz, conditions=CONDITIONS,
                     recent_windows={key: arrivals.count(key, now_s) for key, _, _, _ in decoded},
-                    slack_correction=settings.audit_correction)
+                    slack_correction=settings.audit_correction, audit_predictor=settings.dd_predictor)
     for key, st in res.states.items():
         st.seen_ms = seen_ms[key] = int(now_s * 1000)
         silent_open.discard(key)

@@ -9,8 +9,9 @@ front end). On the last window of such a burst the worker has the original and i
 reconstruction of the same 10 s and computes the task error the predictor was trained to
 predict (`wardmodels.predictor`): ``w_kl * KL(p_orig || p_recon)`` of the deployed rhythm
 classifier on the 10 s, plus ``w_qrs *`` the streaming QRS detector's error on the last window
-(missed + extra beats per beat, plus mean |Δt| in 50-ms units), with the weights that ship with
-the device's predictor. One difference from training, kept on purpose: the reconstruction is what
+(missed + extra beats per beat, plus mean |Δt| in 50-ms units), plus, when the predictor's task
+error has it, ``w_beat *`` the beat term of the last window (`wardmodels.predictor.beat_term`),
+with the weights that ship with the ward's predictor (`task_weights`). One difference from training, kept on purpose: the reconstruction is what
 was actually sent, so under the dynamic policy the 10 s may mix levels.
 
 Points: ``task_error,bed=B,level=L predicted=..`` on every window with a prediction, and on an
@@ -52,13 +53,18 @@ class AuditCase:
     model_id: int
 
 
-def task_weights(model_id: int):
-    """The task-error weights the device's predictor was trained with (defaults otherwise)."""
+def task_weights(model_id: int, predictor: str = "default"):
+    """The task-error weights the ward's devices' predictor (``predictor``: a kind or a predictor
+    file, `Settings.dd_predictor`) was trained with; the defaults for a raw or unknown model. The
+    wire does not say which predictor a device runs: a ward's devices run the one its settings
+    name (the simulator and the workers read the same ``WARDSTREAM_DD_PREDICTOR``; the C firmware
+    runs the default one only)."""
     from wardmodels.predictor import TaskWeights
     from wardmodels.runtime import load_deployed
 
     try:
-        pred = load_deployed(model_id).predictor
+        codec = load_deployed(model_id)
+        pred = codec.predictor_of(predictor) if codec.predictor is not None else None
     except Exception:  # noqa: BLE001 - a raw or unknown model: the default weights
         pred = None
     return pred.weights if pred is not None else TaskWeights()
@@ -97,25 +103,32 @@ def points(cases: list[AuditCase], scored: list[dict]) -> list[str]:
     return [line("task_error", {"bed": c.bed, "level": str(c.level)}, f, c.ts_ms) for c, f in zip(cases, scored)]
 
 
-def score(cases: list[AuditCase], rhythm) -> list[dict]:
-    """Per completed audit: ``observed``, ``kl``, ``qrs`` and, when the device sent one,
-    ``predicted``."""
+def score(cases: list[AuditCase], rhythm, beat=None, predictor: str = "default") -> list[dict]:
+    """Per completed audit: ``observed``, ``kl``, ``qrs`` (and ``beat``, when the ward's predictor's
+    task error has the beat term: `wardmodels.predictor.beat_term` of the last window, with the
+    ``beat`` classifier) and, when the device sent one, ``predicted``."""
     if not cases:
         return []
     from wardmodels.classifier import rhythm_input
-    from wardmodels.predictor import kl_rows, window_qrs_error
+    from wardmodels.predictor import beat_term, kl_rows, window_qrs_error
     from processors.qrs import detect_stream
 
     p = rhythm.proba(rhythm_input(np.stack([c.original for c in cases] + [c.received for c in cases])))
     kl = kl_rows(p[:len(cases)], p[len(cases):])
     out = []
     for c, k in zip(cases, kl.tolist()):
-        weights = task_weights(c.model_id)
+        weights = task_weights(c.model_id, predictor)
         ref = detect_stream(c.original, c.fs, c.n_samples, roundtrip=False)
         det = detect_stream(c.received, c.fs, c.n_samples, roundtrip=False)
         n_win = len(c.original) // c.n_samples
         qrs = float(window_qrs_error(ref, det, n_win, c.n_samples / c.fs)[-1])
         fields = {"observed": weights.kl * k + weights.qrs * qrs, "kl": k, "qrs": qrs}
+        if weights.beat:
+            if beat is None:
+                raise ValueError("the ward's predictor's task error has the beat term: the audit needs the beat model")
+            b = float(beat_term(beat, np.asarray(c.original, np.float64), np.asarray(c.received)[None])[-1, 0])
+            fields["beat"] = b
+            fields["observed"] += weights.beat * b
         if c.predicted is not None:
             fields["predicted"] = c.predicted
         out.append(fields)

@@ -83,12 +83,14 @@ def waveform_points(frame: Frame, signals: dict, hz: int) -> list[str]:
 
 def run_batch(decoded: list[tuple], get_state, classifiers, thresholds=al.Thresholds(),
               waveform_hz: int = 0, conditions: dict | None = None,
-              recent_windows: dict | None = None, slack_correction: bool = True) -> BatchOutput:
+              recent_windows: dict | None = None, slack_correction: bool = True,
+              audit_predictor: str = "default") -> BatchOutput:
     """``decoded``: (key, frame, signals, wire_len) per frame; ``get_state(key)`` -> BedState;
     ``thresholds``: the alarm limits, one `Thresholds` or ``bed -> Thresholds``;
     ``recent_windows``: key -> windows of the present that arrived in the last 10 s (the
     worker's frame-flood count; None offline); ``slack_correction``: compute the per-bed slack
-    corrections of the audits (`BatchOutput.slack_updates`, `processors.audit.slack_offset`)."""
+    corrections of the audits (`BatchOutput.slack_updates`, `processors.audit.slack_offset`);
+    ``audit_predictor``: the predictor the ward's devices run (its task weights are the audit's)."""
     out = BatchOutput()
     feats = {}
     for fs in {frame.fs for _, frame, _, _ in decoded}:
@@ -123,7 +125,7 @@ def run_batch(decoded: list[tuple], get_state, classifiers, thresholds=al.Thresh
     clf_points, results, out.rhythm_decisions, out.beats_classified = classifiers.run(clf_inputs)
     out.points.extend(clf_points)
     cases = [c for _, c in audits]
-    scored = audit.score(cases, classifiers.task_model)
+    scored = audit.score(cases, classifiers.task_model, classifiers.beat, audit_predictor)
     out.audits = len(audits)
     for (key, c), f in zip(audits, scored):
         if not slack_correction:

@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     td.add_argument("--w-qrs", type=float, default=1.0, help="predictor: weight of the QRS error")
     td.add_argument("--w-beat", type=float, default=0.0,
                     help="predictor: weight of the beat term (the beat classifier's largest class-probability change "
-                         "over the window's beats, wardmodels.predictor.beat_term; 0: left out). Needs --no-deploy")
+                         "over the window's beats, wardmodels.predictor.beat_term; 0: left out)")
     td.add_argument("--no-deploy", action="store_true",
                     help="predictor: save the fitted predictor (in --out-dir, default runs/predictors) without "
                          "deploying it; eval dynamic-deep --predictor PATH and WARDSTREAM_DD_PREDICTOR=PATH use it")

@@ -156,7 +156,8 @@ def replay(settings, th, signals: dict[str, np.ndarray]) -> tuple[dict, dict, di
             levels[r].append(ch[0].level)
         rec = decode_frames([f for _, f, _ in frames])
         decoded = [(bed_key(f.bed_id), f, sig, n) for (_, f, n), sig in zip(frames, rec)]
-        out = run_batch(decoded, lambda key: states.get(key) or BedState(), classifiers, th)
+        out = run_batch(decoded, lambda key: states.get(key) or BedState(), classifiers, th,
+                        audit_predictor=settings.dd_predictor)
         states.update(out.states)
         by_bed = {beds[r]: r for r in live}
         for e in out.alarm_events:

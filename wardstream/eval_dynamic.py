@@ -741,8 +741,9 @@ def train_predictor(data_dir: Path, model_id: int = DD_MODEL, alpha: float = 0.0
     ``deploy``, only save it (in ``out_dir``, default ``runs/predictors``): a file that
     `eval dynamic-deep --predictor PATH` and ``WARDSTREAM_DD_PREDICTOR=PATH`` devices can use.
 
-    ``weights.beat`` > 0 adds the beat term to the task error (`predictor.beat_term`). Such a
-    predictor is not deployed: the worker's audit computes the task error without it.
+    ``weights.beat`` > 0 adds the beat term to the task error (`predictor.beat_term`). Each kind
+    keeps its own weights: the worker's audit scores with those of the predictor its ward runs
+    (`processors.audit.task_weights`, ``WARDSTREAM_DD_PREDICTOR``).
 
     ``cross_fit`` (K): the calibration pool also holds out-of-fold predictions of the ``train``
     part (K folds of whole patients, each predicted by an MLP fitted on the other folds, as the
@@ -775,15 +776,6 @@ def train_predictor(data_dir: Path, model_id: int = DD_MODEL, alpha: float = 0.0
         raise ValueError("the decode check reads the task stream's beats: it needs the task features")
     if rhythm_check and not decode_check:
         raise ValueError("the small rhythm model reads the decode check's reconstructions: it needs the decode check")
-    if deploy and weights.beat:
-        raise ValueError("a predictor whose task error has the beat term cannot be deployed: the worker's audit "
-                         "(processors.audit) computes the task error without it; fit it with deploy=False "
-                         "(--no-deploy) and use its file")
-    base = runtime.load_deployed(model_id).predictor if decode_check and deploy else None
-    if base is not None and base.weights != weights:
-        raise ValueError(f"the {'rhythm' if rhythm_check else 'decode'} predictor must keep the default predictor's "
-                         "task weights: the worker's audit scores every device's prediction with those "
-                         "(processors.audit.task_weights)")
     beat = bool(weights.beat)
     tr = load_part(data_dir, "train", model_id, keep_recon=False, decode=decode_check, rhythm=rhythm_check, beat=beat)
     ca = load_part(data_dir, "calib", model_id, decode=decode_check, rhythm=rhythm_check, beat=beat)

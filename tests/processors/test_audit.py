@@ -145,3 +145,40 @@ def test_run_batch_reports_the_corrections_it_records(classifiers):
                 assert float(slack_fields[b]) == pytest.approx(st.slack_sent)  # InfluxDB sees it too
             else:
                 assert st.audit_res == [] and not updates and slack_fields[b] is None
+
+
+def test_the_audit_scores_with_the_wards_predictor_and_its_beat_term(classifiers, tmp_path):
+    """The observed task error is the one the ward's predictor was trained to predict: with the
+    default predictor kl + qrs, with a predictor whose task error has the beat term (a file, as
+    ``WARDSTREAM_DD_PREDICTOR`` may name) kl + qrs + beat, where beat is `predictor.beat_term` of
+    the burst's last window (MIT-BIH 200, DS2, sent at level 5)."""
+    import dataclasses
+
+    from processors.audit import AuditCase, score, task_weights
+    from wardmodels import DD_MODEL
+    from wardmodels.frontend import filter_record
+    from wardmodels.predictor import TaskWeights, beat_term
+    from wardmodels.runtime import load_deployed
+    from wardstream.datasets import load_mitdb
+    from wardstream.eval_dynamic import _recons
+    from wardstream.settings import default_data_dir
+
+    data = default_data_dir()
+    if not (data / "mitdb" / "200.hea").exists():
+        pytest.skip(f"recordings not found under {data}")
+    codec = load_deployed(DD_MODEL)
+    base = codec.predictor
+    path = dataclasses.replace(base, weights=TaskWeights(1.0, 1.0, 1.0), meta=dict(base.meta)).save(tmp_path)
+    assert task_weights(DD_MODEL) == base.weights and task_weights(DD_MODEL, str(path)).beat == 1.0
+    x = filter_record(load_mitdb(data, "200").ecg_mv)[128 * 60: 128 * 70].astype(np.float32)  # 10 s, ventricular beats
+    rec = _recons(codec, x.astype(np.float64))[4].astype(np.float32)  # level 5
+    case = AuditCase("200", 0, 5, 0.3, x, rec, 128, 256, DD_MODEL)
+    (plain,), (beat,) = score([case], classifiers.task_model), score([case], classifiers.task_model,
+                                                                      classifiers.beat, str(path))
+    assert "beat" not in plain and plain["observed"] == pytest.approx(plain["kl"] + plain["qrs"])
+    assert beat["kl"] == plain["kl"] and beat["qrs"] == plain["qrs"]
+    want = float(beat_term(classifiers.beat, x.astype(np.float64), rec[None])[-1, 0])
+    assert want > 0  # level 5 changes some ventricular beat's probabilities
+    assert beat["beat"] == pytest.approx(want) and beat["observed"] == pytest.approx(plain["observed"] + want)
+    with pytest.raises(ValueError, match="beat model"):
+        score([case], classifiers.task_model, None, str(path))

@@ -341,13 +341,3 @@ def test_a_task_error_with_the_beat_term_needs_it_in_the_analysis():
     np.testing.assert_allclose(r.error(TaskWeights(1.0, 1.0, 2.0)), 0.3 + 2 * beat)
     np.testing.assert_allclose(r.error(TaskWeights()), 0.3)  # weight 0: the term is not read
 
-
-def test_a_predictor_with_the_beat_term_is_not_deployed():
-    """The worker's audit scores the task error without the beat term: deploying such a predictor
-    is refused before anything is analysed (the data directory is not even read)."""
-    from pathlib import Path
-
-    from wardstream.eval_dynamic import train_predictor
-
-    with pytest.raises(ValueError, match="audit"):
-        train_predictor(Path("/nonexistent"), weights=TaskWeights(beat=1.0))
