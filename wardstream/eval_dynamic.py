@@ -351,23 +351,9 @@ def _attach_rhythm(part: Part, data_dir: Path, split: str, model_id: int) -> Non
     if codec.edge_rhythm is None:
         raise SystemExit(f"codec model {model_id} has no edge rhythm model; run wardstream train dynamic-deep "
                          "--phase edge-rhythm")
-    path = _cache_key(codec, data_dir, split)
-    side = path.with_name(f"{path.stem}-rhythm-{Path(codec.edge_rhythm.name).stem.rsplit('-', 1)[-1]}.npz")
-    lens = [len(r.feats) for r in part.records]
-    if side.exists():
-        z = np.load(side)
-        if list(z["lens"]) == lens:
-            for r, f in zip(part.records, np.split(z["rhythm"], np.cumsum(lens)[:-1])):
-                r.rhythm = f
-            return
-    sigs = _part_signals(part, data_dir, split)
-    for k, (r, x) in enumerate(zip(part.records, sigs)):
-        x = x[: len(r.feats) * 256]
-        r.rhythm = rhythm_features(codec.edge_rhythm, x, _recons(codec, x))
-        if k % 200 == 0:
-            log.info("%s: small rhythm model on %d/%d records", split, k + 1, len(sigs))
-    side.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(side, lens=np.array(lens), rhythm=np.concatenate([r.rhythm for r in part.records]))
+    tag = Path(codec.edge_rhythm.name).stem.rsplit("-", 1)[-1]
+    _attach_side(part, data_dir, split, codec, "rhythm", tag, lambda x, rc: rhythm_features(codec.edge_rhythm, x, rc),
+                 "small rhythm model")
 
 
 def _attach_beat(part: Part, data_dir: Path, split: str, model_id: int) -> None:
@@ -385,23 +371,30 @@ def _attach_beat(part: Part, data_dir: Path, split: str, model_id: int) -> None:
     # the beat model's weights, its second stage and its arithmetic are in the side file's name
     beat_entry = json.dumps(classifier_manifest().get("beat", {}), sort_keys=True)
     tag = hashlib.sha256(f"{beat_entry}|{clf.name}|{compute_dtype()}".encode()).hexdigest()[:12]
+    _attach_side(part, data_dir, split, codec, "beat", tag, lambda x, rc: beat_term(clf, x, rc), "beat term")
+
+
+def _attach_side(part: Part, data_dir: Path, split: str, codec, attr: str, tag: str, compute, what: str) -> None:
+    """Every record's ``attr`` (an array per window) from the file beside the analysis,
+    ``<analysis cache>-<attr>-<tag>.npz``, or computed by ``compute(x, reconstructions at every
+    level)`` and cached there."""
     path = _cache_key(codec, data_dir, split)
-    side = path.with_name(f"{path.stem}-beat-{tag}.npz")
+    side = path.with_name(f"{path.stem}-{attr}-{tag}.npz")
     lens = [len(r.feats) for r in part.records]
     if side.exists():
         z = np.load(side)
         if list(z["lens"]) == lens:
-            for r, b in zip(part.records, np.split(z["beat"], np.cumsum(lens)[:-1])):
-                r.beat = b
+            for r, v in zip(part.records, np.split(z[attr], np.cumsum(lens)[:-1])):
+                setattr(r, attr, v)
             return
     sigs = _part_signals(part, data_dir, split)
     for k, (r, x) in enumerate(zip(part.records, sigs)):
         x = x[: len(r.feats) * 256]
-        r.beat = beat_term(clf, x, _recons(codec, x))
+        setattr(r, attr, compute(x, _recons(codec, x)))
         if k % 200 == 0:
-            log.info("%s: beat term of %d/%d records", split, k + 1, len(sigs))
+            log.info("%s: %s of %d/%d records", split, what, k + 1, len(sigs))
     side.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(side, lens=np.array(lens), beat=np.concatenate([r.beat for r in part.records]))
+    np.savez(side, lens=np.array(lens), **{attr: np.concatenate([getattr(r, attr) for r in part.records])})
 
 
 def _recons(codec, x: np.ndarray) -> np.ndarray:

@@ -211,12 +211,19 @@ def test_the_rhythm_predictor_is_scored_with_the_small_models_features_cached_be
     assert side.exists()
 
 
-def test_the_decode_predictor_keeps_the_audits_task_weights(small_dir):
+def test_the_audit_scores_each_predictor_kind_with_its_own_task_weights():
+    """Each predictor kind keeps its own task weights (the rhythm kind's has the beat term since
+    2026-12-06), and the worker's audit uses those of the kind its ward runs — before, every kind
+    had to keep the default predictor's weights because the audit knew only those."""
+    from processors.audit import task_weights
     from wardmodels.predictor import TaskWeights
-    from wardstream.eval_dynamic import train_predictor
+    from wardmodels.runtime import load_deployed
 
-    with pytest.raises(ValueError, match="task weights"):
-        train_predictor(small_dir, 3, weights=TaskWeights(kl=2.0, qrs=1.0), decode_check=True)
+    codec = load_deployed(DD_MODEL)
+    for kind in ("default", "decode", "rhythm"):
+        assert task_weights(DD_MODEL, kind) == codec.predictor_of(kind).weights
+    assert task_weights(DD_MODEL) == TaskWeights() and task_weights(DD_MODEL, "rhythm") == TaskWeights(beat=1.0)
+    assert task_weights(0, "rhythm") == TaskWeights()  # raw: nothing predicted, the defaults
 
 
 def test_cost_counts_the_entropy_coded_sections(small_dir, cache, tmp_path):
