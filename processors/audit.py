@@ -11,8 +11,9 @@ predict (`wardmodels.predictor`): ``w_kl * KL(p_orig || p_recon)`` of the deploy
 classifier on the 10 s, plus ``w_qrs *`` the streaming QRS detector's error on the last window
 (missed + extra beats per beat, plus mean |Δt| in 50-ms units), plus, when the predictor's task
 error has it, ``w_beat *`` the beat term of the last window (`wardmodels.predictor.beat_term`),
-with the weights that ship with the ward's predictor (`task_weights`). One difference from training, kept on purpose: the reconstruction is what
-was actually sent, so under the dynamic policy the 10 s may mix levels.
+with the weights that ship with the ward's predictor (`task_weights`). One difference from
+training, kept on purpose: the reconstruction is what was actually sent, so under the dynamic
+policy the 10 s may mix levels.
 
 Points: ``task_error,bed=B,level=L predicted=..`` on every window with a prediction, and on an
 audited window also ``observed``, ``kl``, ``qrs`` (same point: predicted and observed side by side)
