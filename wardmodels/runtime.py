@@ -52,6 +52,15 @@ def is_predictor_file(kind: str) -> bool:
         and Path(kind).suffix == ".npz" and Path(kind).is_file()
 
 
+def check_predictor(kind: str) -> str:
+    """``kind`` if it is a predictor kind or an existing predictor file; else a ValueError that
+    says what is accepted (settings, the CLI and `DeployedCodec.predictor_of` share it)."""
+    if kind in PREDICTOR_KINDS or is_predictor_file(kind):
+        return kind
+    raise ValueError(f"the edge error predictor must be one of {', '.join(PREDICTOR_KINDS)} or an existing "
+                     f"predictor file (predictor-<hash>.npz), not {kind!r}")
+
+
 @lru_cache(maxsize=8)
 def _predictor_file(path: str):
     from wardmodels.predictor import Predictor
@@ -85,11 +94,8 @@ class DeployedCodec:
         or the path of a predictor file (``predictor-<hash>.npz``, e.g. one fitted with
         ``wardstream train dynamic-deep --phase predictor --no-deploy``), whose inputs say which of
         those features the device computes for it."""
-        if kind not in PREDICTOR_KINDS:
-            if is_predictor_file(kind):
-                return _predictor_file(str(Path(kind).resolve()))
-            raise ValueError(f"unknown predictor {kind!r}; choose from {', '.join(PREDICTOR_KINDS)} "
-                             "or give a predictor file (predictor-<hash>.npz)")
+        if check_predictor(kind) not in PREDICTOR_KINDS:
+            return _predictor_file(str(Path(kind).resolve()))
         pr = {"default": self.predictor, "decode": self.predictor_decode, "rhythm": self.predictor_rhythm}[kind]
         if pr is None:
             raise WeightsError(f"codec {self.name} has no {kind} predictor; run wardstream train dynamic-deep "

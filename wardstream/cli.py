@@ -647,12 +647,14 @@ def main(argv: list[str] | None = None) -> int:
         from wardstream.datasets import DataMissing
         from wardstream.eval_dynamic import evaluate as eval_dd
 
-        from wardmodels.runtime import PREDICTOR_KINDS, is_predictor_file
+        from wardmodels.runtime import check_predictor
 
         png = a.png or (a.json.with_suffix(".png") if a.json else None)
-        if a.predictor is not None and a.predictor not in PREDICTOR_KINDS and not is_predictor_file(a.predictor):
-            print(f"error: --predictor must be one of {', '.join(PREDICTOR_KINDS)} or an existing predictor file "
-                  f"(predictor-<hash>.npz), not {a.predictor!r}", file=sys.stderr)
+        try:
+            if a.predictor is not None:
+                check_predictor(a.predictor)
+        except ValueError as exc:
+            print(f"error: --predictor: {exc}", file=sys.stderr)
             return 2
         try:
             mid = DD_MODEL if a.model_id is None else a.model_id

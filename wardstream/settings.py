@@ -219,11 +219,12 @@ def from_env(env: dict[str, str] | None = None, **overrides) -> Settings:
         raise ValueError("WARDSTREAM_LEVEL_POLICY must be 'fixed' or 'dynamic'")
     pk = str(values.get("dd_predictor", base.dd_predictor))
     if pk not in {"default", "decode", "rhythm"}:
-        from wardmodels.runtime import is_predictor_file
+        from wardmodels.runtime import check_predictor
 
-        if not is_predictor_file(pk):
-            raise ValueError("WARDSTREAM_DD_PREDICTOR must be 'default', 'decode', 'rhythm' or an existing "
-                             f"predictor file (predictor-<hash>.npz), not {pk!r}")
+        try:
+            check_predictor(pk)
+        except ValueError as exc:
+            raise ValueError(f"WARDSTREAM_DD_PREDICTOR: {exc}") from None
     if values.get("waveform_hz", base.waveform_hz) not in {0, 16, 32, 64, 128}:
         raise ValueError("WARDSTREAM_WAVEFORM_HZ must be 0, 16, 32, 64 or 128 (a divisor of 128 Hz)")
     if values.get("influx_api", base.influx_api) not in {"v1", "v2"}:
