@@ -155,8 +155,12 @@ class Device:
         t_us = self.clock0_us + self.seq * WINDOW_US
         if self.wire_version == 2:  # v2 carries whole milliseconds: the start rounded down to one
             t_us -= t_us % 1000
+        # v2: the id of the predictor that made the prediction travels with the reference, so the
+        # cloud audits the task error it was trained on
+        pid = getattr(self.encoder, "predictor_id", None) if ref is not None and self.wire_version == 2 else None
         frame = Frame(self.bed_id, self.seq, t_us, FS, WINDOW,
-                      self.encoder.model_id, channels, pred, ref, self.lossless, self.wire_version)
+                      self.encoder.model_id, channels, pred, ref, self.lossless, self.wire_version,
+                      predictor_id=pid)
         self.seq += 1
         buf = encode_frame(frame, self.hmac_key)
         if self.coded:  # the sections entropy-coded, when that is shorter (it usually is)

@@ -11,13 +11,17 @@ predict (`wardmodels.predictor`): ``w_kl * KL(p_orig || p_recon)`` of the deploy
 classifier on the 10 s, plus ``w_qrs *`` the streaming QRS detector's error on the last window
 (missed + extra beats per beat, plus mean |Δt| in 50-ms units), plus, when the predictor's task
 error has it, ``w_beat *`` the beat term of the last window (`wardmodels.predictor.beat_term`),
-with the weights that ship with the ward's predictor (`task_weights`). One difference from
+with the weights that ship with the predictor that made the prediction: the one whose id the
+burst's frames carry (wire v2 flag bit 7, `predictor_weights`), else the ward's (`task_weights`).
+A device whose predictor the worker does not know (neither the ward's nor a committed file) gets
+``kl`` and ``qrs`` but no ``observed`` and no slack correction: its task error is not known here. One difference from
 training, kept on purpose: the reconstruction is what was actually sent, so under the dynamic
 policy the 10 s may mix levels.
 
 Points: ``task_error,bed=B,level=L predicted=..`` on every window with a prediction, and on an
 audited window also ``observed``, ``kl``, ``qrs`` (same point: predicted and observed side by side)
-and ``slack``, the bed's correction after this audit (below).
+and ``slack``, the bed's correction after this audit (below), and ``predictor``, the id the
+frames carried.
 
 Per-bed correction (`slack_offset`): the bed keeps the residuals ``log1p(observed) -
 log1p(predicted)`` of its last `RESIDUALS_KEPT` audits at a VQ level; their `AUDIT_QUANTILE` (the
@@ -30,7 +34,9 @@ key whenever it moves by `SLACK_STEP` or more (`device_sim.control`). Offline, o
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -39,6 +45,8 @@ from processors.influx_sink import line
 AUDIT_QUANTILE = 0.8  # the predictor's pinball quantile (`wardstream train dynamic-deep --quantile`)
 RESIDUALS_KEPT = 64  # audits per bed the correction remembers
 SLACK_STEP = 0.01  # log1p units: a smaller change is not sent
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -52,6 +60,7 @@ class AuditCase:
     fs: int
     n_samples: int
     model_id: int
+    predictor_id: str | None = None  # the id of the device's predictor, when its frames carry it
 
 
 def task_weights(model_id: int, predictor: str = "default"):
@@ -59,7 +68,8 @@ def task_weights(model_id: int, predictor: str = "default"):
     file, `Settings.dd_predictor`) was trained with; the defaults for a raw or unknown model. The
     wire does not say which predictor a device runs: a ward's devices run the one its settings
     name (the simulator and the workers read the same ``WARDSTREAM_DD_PREDICTOR``; the C firmware
-    runs the default one only)."""
+    runs the default one only) — for devices whose frames do not say (wire v1, blob version 4
+    firmware); `predictor_weights` for those that do."""
     from wardmodels.predictor import TaskWeights
     from wardmodels.runtime import load_deployed
 
@@ -69,6 +79,40 @@ def task_weights(model_id: int, predictor: str = "default"):
     except Exception:  # noqa: BLE001 - a raw or unknown model: the default weights
         pred = None
     return pred.weights if pred is not None else TaskWeights()
+
+
+@lru_cache(maxsize=64)
+def predictor_by_id(model_id: int, predictor_id: str, ward: str = "default"):
+    """The predictor whose id (`wardmodels.predictor.Predictor.digest`) is ``predictor_id``: the
+    ward's (``ward``, a kind or file of codec ``model_id``, `Settings.dd_predictor`) or a committed
+    predictor file (``wardmodels/weights/predictor-<id>.npz``, hash-verified); None if neither."""
+    from wardmodels.runtime import WEIGHTS_DIR, load_deployed
+
+    try:
+        codec = load_deployed(model_id)
+    except Exception:  # noqa: BLE001 - a raw or unknown model predicts nothing
+        return None
+    if codec.predictor is None:
+        return None
+    pr = codec.predictor_of(ward)
+    if pr.digest == predictor_id:
+        return pr
+    path = WEIGHTS_DIR / f"predictor-{predictor_id}.npz"
+    return codec.predictor_of(str(path)) if path.is_file() else None
+
+
+def predictor_weights(case: AuditCase, ward: str = "default"):
+    """The task weights to audit ``case`` with: its device's predictor's when its frames name it
+    (None when that predictor is unknown here), else the ward's (`task_weights`)."""
+    if case.predictor_id is None:
+        return task_weights(case.model_id, ward)
+    pr = predictor_by_id(case.model_id, case.predictor_id, ward)
+    if pr is None:
+        log.warning("bed %s runs edge predictor %s, which this worker does not know (not the ward's %s, "
+                    "not in wardmodels/weights): its audit has no observed task error",
+                    case.bed, case.predictor_id, ward)
+        return None
+    return pr.weights
 
 
 def residual(observed: float, predicted: float) -> float:
@@ -85,11 +129,12 @@ def slack_offset(residuals: list[float]) -> float:
     return round(round(q / SLACK_STEP) * SLACK_STEP, 6)
 
 
-def update_slack(state, case: AuditCase, observed: float) -> float | None:
+def update_slack(state, case: AuditCase, observed: float | None) -> float | None:
     """Add this audit's residual to the bed's state (`processors.bed.BedState`); the bed's new
     slack correction if it moved by `SLACK_STEP` or more since the one last sent, else None. An
-    audit without a prediction, or of a raw window (error 0 by definition), teaches nothing."""
-    if case.predicted is None or case.level <= 0:
+    audit without a prediction or an observed error, or of a raw window (error 0 by definition),
+    teaches nothing."""
+    if case.predicted is None or observed is None or case.level <= 0:
         return None
     state.audit_res = (state.audit_res + [residual(observed, case.predicted)])[-RESIDUALS_KEPT:]
     offset = slack_offset(state.audit_res)
@@ -105,9 +150,11 @@ def points(cases: list[AuditCase], scored: list[dict]) -> list[str]:
 
 
 def score(cases: list[AuditCase], rhythm, beat=None, predictor: str = "default") -> list[dict]:
-    """Per completed audit: ``observed``, ``kl``, ``qrs`` (and ``beat``, when the ward's predictor's
+    """Per completed audit: ``observed``, ``kl``, ``qrs`` (and ``beat``, when the device's predictor's
     task error has the beat term: `wardmodels.predictor.beat_term` of the last window, with the
-    ``beat`` classifier) and, when the device sent one, ``predicted``."""
+    ``beat`` classifier) and, when the device sent them, ``predicted`` and ``predictor`` (its id).
+    ``predictor``: the ward's (`predictor_weights`). No ``observed`` when the device's predictor is
+    unknown here."""
     if not cases:
         return []
     from wardmodels.classifier import rhythm_input
@@ -118,13 +165,15 @@ def score(cases: list[AuditCase], rhythm, beat=None, predictor: str = "default")
     kl = kl_rows(p[:len(cases)], p[len(cases):])
     out = []
     for c, k in zip(cases, kl.tolist()):
-        weights = task_weights(c.model_id, predictor)
+        weights = predictor_weights(c, predictor)
         ref = detect_stream(c.original, c.fs, c.n_samples, roundtrip=False)
         det = detect_stream(c.received, c.fs, c.n_samples, roundtrip=False)
         n_win = len(c.original) // c.n_samples
         qrs = float(window_qrs_error(ref, det, n_win, c.n_samples / c.fs)[-1])
-        fields = {"observed": weights.kl * k + weights.qrs * qrs, "kl": k, "qrs": qrs}
-        if weights.beat:
+        fields = {"kl": k, "qrs": qrs}
+        if weights is not None:
+            fields["observed"] = weights.kl * k + weights.qrs * qrs
+        if weights is not None and weights.beat:
             if beat is None:
                 raise ValueError("the ward's predictor's task error has the beat term: the audit needs the beat model")
             b = float(beat_term(beat, np.asarray(c.original, np.float64), np.asarray(c.received)[None])[-1, 0])
@@ -132,5 +181,7 @@ def score(cases: list[AuditCase], rhythm, beat=None, predictor: str = "default")
             fields["observed"] += weights.beat * b
         if c.predicted is not None:
             fields["predicted"] = c.predicted
+        if c.predictor_id is not None:
+            fields["predictor"] = c.predictor_id
         out.append(fields)
     return out

@@ -199,7 +199,7 @@ def _audit(state: BedState, frame: Frame, ts_ms: int) -> AuditCase | None:
     ecg = frame.channel(Modality.ECG)
     case = AuditCase(str(frame.bed_id), ts_ms, ecg.level if ecg else -1, frame.pred_error,
                      state.audit_buf.astype(np.float32), state.ecg_buf[-span:].astype(np.float32),
-                     frame.fs, frame.n_samples, frame.model_id)
+                     frame.fs, frame.n_samples, frame.model_id, frame.predictor_id)
     state.audit_buf = np.zeros(0, np.float16)
     state.audit_seq = -1
     return case

@@ -130,7 +130,7 @@ def run_batch(decoded: list[tuple], get_state, classifiers, thresholds=al.Thresh
     for (key, c), f in zip(audits, scored):
         if not slack_correction:
             continue
-        offset = audit.update_slack(out.states[key], c, f["observed"])
+        offset = audit.update_slack(out.states[key], c, f.get("observed"))
         if offset is not None:
             out.slack_updates[int(c.bed)] = offset
         if c.predicted is not None:

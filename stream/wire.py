@@ -42,7 +42,8 @@ the 4-byte magic, the per-section modality and count, a 16-bit model id, microse
              flags   u8 (bits 0-3 as in v1; bit 4: explicit geometry, fs u16 and n_samp u16
                          follow the modality mask; without it fs = 128 Hz, n_samp = 256;
                          bit 5: the predicted error travels in the ECG level byte;
-                         bit 6: sections entropy-coded, below)  1 B
+                         bit 6: sections entropy-coded, below;
+                         bit 7: the predictor id, below)  1 B
              bed_id  u32                        4 B
              seq     u32                        4 B
              t_start u48 (ms since epoch, device clock, first sample; a device rounds its
@@ -63,6 +64,11 @@ the 4-byte magic, the per-section modality and count, a 16-bit model id, microse
              only when its prediction is under its bound (the deployed ones are 0.51 and 0.72),
              so its frames carry their prediction at no cost in bytes
     ref      if flag bit 2: side (2 x f32) and payload of a raw ECG section (no level byte)
+    pred_id  if flag bit 7 (only with a predicted error): 6 B, the first 12 hex digits of the
+             sha256 of the device's error predictor file (its name, ``predictor-<hex>.npz``,
+             `wardmodels.predictor.Predictor.digest`): which predictor made the prediction, so the
+             cloud's audit scores the task error that predictor was trained on. Devices send it
+             with every audit reference (6 bytes per audited window, nothing otherwise)
     coded    if flag bit 6 (set only when the codec model has coding tables for one of the frame's
              sections): each such section is its level byte alone in place, and its scale code
              and indices are coded here, in modality order, as one arithmetic-coded stream that
@@ -112,8 +118,10 @@ FLAG_LOSSLESS = 0x08
 FLAG_GEOMETRY = 0x10  # v2 only: fs and n_samp follow the header (else 128 Hz, 256 samples)
 FLAG_PRED_IN_LEVEL = 0x20  # v2 only: the predicted error is bits 3-7 of the ECG level byte
 FLAG_CODED = 0x40  # v2 only: sections with coding tables travel as one entropy-coded stream
+FLAG_PREDICTOR = 0x80  # v2 only: the predictor id follows the audit reference
 KNOWN_FLAGS = FLAG_HMAC | FLAG_PRED | FLAG_REF | FLAG_LOSSLESS
-KNOWN_FLAGS_V2 = KNOWN_FLAGS | FLAG_GEOMETRY | FLAG_PRED_IN_LEVEL | FLAG_CODED
+KNOWN_FLAGS_V2 = KNOWN_FLAGS | FLAG_GEOMETRY | FLAG_PRED_IN_LEVEL | FLAG_CODED | FLAG_PREDICTOR
+PREDICTOR_ID_BYTES = 6  # flag bit 7: the predictor file's 12-hex-digit hash
 PACKED_LEVEL_BITS = 3  # flag bit 5: the ECG level in the low 3 bits of its byte, the code above
 PACKED_PRED_MAX = (1 << (8 - PACKED_LEVEL_BITS)) - 1  # the largest code that fits there (31)
 DEFAULT_FS, DEFAULT_N_SAMPLES = 128, 256
@@ -365,6 +373,9 @@ class Frame:
     # v2: the sections its codec has coding tables for go entropy-coded (flag bit 6,
     # `stream.vqcode`); like ``version``, how it travels, not part of equality
     coded: bool = field(default=False, compare=False)
+    # v2, with a predicted error: the id of the predictor that made it (12 hex digits, the hash in
+    # its file name; flag bit 7) — devices send it with their audit references
+    predictor_id: str | None = None
 
     def channel(self, modality: Modality) -> Channel | None:
         for ch in self.channels:
@@ -458,8 +469,18 @@ def raw_section_bytes(samples: np.ndarray, lossless: bool, version: int = WIRE_V
 
 
 def reference_bytes(samples: np.ndarray, lossless: bool, version: int = WIRE_VERSION) -> int:
-    """Bytes an audit reference (flag bit 2) of these int16 samples adds to its frame."""
-    return (_MOD_HEAD.size if version == 1 else 0) + _SIDE_F32.size + len(_raw_payload(samples, len(samples), lossless))
+    """Bytes an audit reference (flag bit 2) of these int16 samples adds to its frame; in v2 with
+    the predictor id a device sends beside it (flag bit 7, `device_sim.ward.Device`)."""
+    return (_MOD_HEAD.size if version == 1 else PREDICTOR_ID_BYTES) + _SIDE_F32.size \
+        + len(_raw_payload(samples, len(samples), lossless))
+
+
+def predictor_id_bytes(predictor_id: str) -> bytes:
+    """The wire form of a predictor id (flag bit 7): 12 lower-case hex digits -> 6 bytes."""
+    if not (isinstance(predictor_id, str) and len(predictor_id) == 2 * PREDICTOR_ID_BYTES
+            and all(c in "0123456789abcdef" for c in predictor_id)):
+        raise BadLength(f"a predictor id is {2 * PREDICTOR_ID_BYTES} lower-case hex digits, got {predictor_id!r}")
+    return bytes.fromhex(predictor_id)
 
 
 def _raw_section(ch: Channel, n_samples: int, lossless: bool, version: int) -> bytes:
@@ -503,6 +524,9 @@ def encode_frame(frame: Frame, hmac_key: bytes | None = None,
     if frame.reference is not None and (frame.reference.modality != Modality.ECG or frame.reference.level != 0):
         raise BadLength("the audit reference is the ECG at the raw level")
     version = frame.version
+    if frame.predictor_id is not None and (version != 2 or frame.pred_error is None):
+        raise BadLength("a predictor id travels only in wire v2, with a predicted error")
+    pred_id = predictor_id_bytes(frame.predictor_id) if frame.predictor_id is not None else b""
     coded = frame.coded and version == 2 and any(spec.codes(ch.modality, ch.level) for ch in frame.channels)
     code = pred_code(frame.pred_error) if frame.pred_error is not None else None
     ecg = frame.channel(Modality.ECG)
@@ -510,7 +534,7 @@ def encode_frame(frame: Frame, hmac_key: bytes | None = None,
     flags = ((FLAG_HMAC if hmac_key else 0) | (FLAG_PRED if code is not None and not packed else 0)
              | (FLAG_PRED_IN_LEVEL if packed else 0)
              | (FLAG_REF if frame.reference is not None else 0) | (FLAG_LOSSLESS if frame.lossless else 0)
-             | (FLAG_CODED if coded else 0))
+             | (FLAG_CODED if coded else 0) | (FLAG_PREDICTOR if pred_id else 0))
     coded_models, coded_sections = [], []
     if version == 1:
         out = bytearray(_HEADER.pack(MAGIC, VERSION, flags, frame.bed_id, frame.seq, frame.t_start_us,
@@ -551,6 +575,7 @@ def encode_frame(frame: Frame, hmac_key: bytes | None = None,
         out.append(code)
     if frame.reference is not None:
         out += _raw_section(frame.reference, frame.n_samples, frame.lossless, version)
+    out += pred_id
     if coded_models:
         out += vqcode.encode_sections(coded_models, coded_sections)[0]
     out += struct.pack(">I", zlib.crc32(out))
@@ -741,6 +766,14 @@ def decode_frame(buf: bytes, hmac_key_for: Callable[[int], bytes | None] | None 
         data, pos = _read_raw(buf, pos + ref_head + _SIDE_F32.size, body_end, n_samples,
                               bool(flags & FLAG_LOSSLESS), "audit reference")
         reference = Channel(Modality.ECG, 0, float(gain), float(offset), data)
+    predictor_id = None
+    if flags & FLAG_PREDICTOR:
+        if pred is None:
+            raise BadLength("a predictor id (flag bit 7) on a frame without a predicted error")
+        if pos + PREDICTOR_ID_BYTES > body_end:
+            raise TruncatedFrame("predictor id runs past the frame body")
+        predictor_id = buf[pos:pos + PREDICTOR_ID_BYTES].hex()
+        pos += PREDICTOR_ID_BYTES
     if coded_at:
         models = [spec.section_model(channels[i].modality, channels[i].level) for i in coded_at]
         stream = buf[pos:body_end]
@@ -758,7 +791,7 @@ def decode_frame(buf: bytes, hmac_key_for: Callable[[int], bytes | None] | None 
     if pos != body_end:
         raise BadLength(f"{body_end - pos} unexpected bytes after the last modality")
     return Frame(bed_id, seq, t_start, fs, n_samples, model_id, tuple(channels), pred, reference,
-                 bool(flags & FLAG_LOSSLESS), version, bool(flags & FLAG_CODED))
+                 bool(flags & FLAG_LOSSLESS), version, bool(flags & FLAG_CODED), predictor_id)
 
 
 def raw_bits(frame: Frame) -> int:

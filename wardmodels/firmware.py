@@ -33,8 +33,10 @@
         offsets[n_levels]
       [pad] f64 bounds[n_bounds]  lams[n_bounds]  deployed_bound
       [pad] f64 qrs_b[5]  qrs_a[5]  qrs_zi[4] (`processors.dsp.bandpass_ba(5, 18, 128)`)
+      version 5: u8 predictor_id[6] (`Predictor.digest`, the hash in its file name, sent with the
+        audit references: wire flag bit 7)  u8 0 0
     [pad to 8]
-    version 4: u32 crc32 of every byte before it (zlib's), u32 0 — the loader refuses a blob whose
+    from version 4: u32 crc32 of every byte before it (zlib's), u32 0 — the loader refuses a blob whose
     CRC does not match (parameters corrupted in flash or in transit)
 
 The arithmetic is `wardmodels.int8`'s and `wardmodels.frontend`'s; the entropy coder's tables are
@@ -53,7 +55,7 @@ import numpy as np
 from wardmodels.int8 import Int8Encoder, Int8Modality
 
 MAGIC = b"WSE1"
-VERSION = 4  # 3: without the Dynamic-Deep part (the C loader reads both)
+VERSION = 5  # 3: without the Dynamic-Deep part; 4: without the predictor's id (the C loader reads all three)
 
 
 class _Blob:
@@ -182,6 +184,7 @@ def _predictor(out: _Blob, pr) -> None:
     if len(b) != 5 or len(a) != 5:
         raise ValueError("the QRS detector's band-pass is a 4th-order filter")
     out.array(np.concatenate([b, a, zi]), "<f8")
+    out.b += bytes.fromhex(pr.digest) + bytes(2)
 
 
 def blob(edge: Int8Encoder, coding: dict | None = None, modalities: tuple[str, ...] = ("ecg", "eeg"),

@@ -31,6 +31,7 @@ can also fit a quantile of each level's error (pinball loss) instead of the mean
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 from dataclasses import asdict, dataclass
@@ -39,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from wardmodels.dd_edge import N_LEVELS, decode_features, edge_features, task_features, with_history
-from wardmodels.hashname import write_hashed
+from wardmodels.hashname import DIGITS, write_hashed
 
 QRS_TOL_S = 0.15
 QRS_TIME_UNIT_S = 0.05
@@ -254,6 +255,13 @@ class Predictor:
 
     def save(self, out_dir: Path) -> Path:
         return write_hashed(out_dir, "predictor", self.to_bytes(), ".npz")
+
+    @property
+    def digest(self) -> str:
+        """Its id: the 12 hex digits of its file's name (the sha256 of `to_bytes`, which rewrites a
+        loaded file byte for byte), sent by devices with their audit references (wire flag bit 7).
+        Computed on each call: hold it where it is needed per frame."""
+        return hashlib.sha256(self.to_bytes()).hexdigest()[:DIGITS]
 
     @classmethod
     def load(cls, path: Path) -> "Predictor":

@@ -94,6 +94,7 @@ class DynamicEncoder:
         # "default"; "decode": the predictor that also reads the device's own decode of every level;
         # "rhythm": and the device's small rhythm model on every level's last 10 s
         self.predictor = self.codec.predictor_of(predictor)
+        self.predictor_id = self.predictor.digest  # sent with the audit references (wire flag bit 7)
         if reads_rhythm(self.predictor.n_in) and self.codec.edge_rhythm is None:
             raise ValueError(f"codec model {model_id} has a rhythm predictor but no edge rhythm model (edge_rhythm)")
         if eeg_level:

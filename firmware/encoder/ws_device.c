@@ -93,7 +93,8 @@ int ws_device_step(ws_device *d, const double *ecg, const double *eeg, void *scr
     /* `stream.wire.in_burst`: an audit burst's windows carry the ECG as the encoder saw it */
     const int burst = dd && ws_in_burst(d->seq, c->bed, c->audit_every);
     if (burst) ws_raw_ecg_f32(d->y[0], d->ref);
-    const ws_frame_extra ex = {pcode, c->lossless, burst ? d->ref : 0};
+    /* an audit burst's frames carry the reference and the id of the predictor that made pcode */
+    const ws_frame_extra ex = {pcode, c->lossless, burst ? d->ref : 0, burst && pcode >= 0 ? d->enc->pred.id : 0};
     const int n = ws_frame_v2_ex(out, cap, c->bed, d->seq, c->t0_ms + 2000u * (uint64_t)d->seq, c->model, sec, n_sec,
                                  dd ? &ex : 0, c->key, c->key_len);
     if (ticks) {

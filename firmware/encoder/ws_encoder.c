@@ -139,7 +139,7 @@ static int load_chain(cursor *c, ws_modality *m, const char **why) {
     return 0;
 }
 
-static int load_predictor(cursor *c, ws_predictor *p, const char **why) {
+static int load_predictor(cursor *c, ws_predictor *p, int version, const char **why) {
     const void *q;
     if (align8(c) || i32(c, &p->n_in, "predictor") || i32(c, &p->hidden, "predictor") ||
         i32(c, &p->n_levels, "predictor") || i32(c, &p->n_bounds, "predictor"))
@@ -168,6 +168,11 @@ static int load_predictor(cursor *c, ws_predictor *p, const char **why) {
     p->qrs_a = p->qrs_b + 5;
     p->qrs_zi = p->qrs_b + 10;
     if (p->qrs_a[0] != 1.0) FAIL(-6, "the QRS filter's a[0] must be 1");
+    if (version >= 5) { /* the predictor's id: 6 bytes, then 2 zero bytes */
+        if (take(c, 8, &q, "predictor id")) FAIL(-1, c->why);
+        if (((const uint8_t *)q)[6] || ((const uint8_t *)q)[7]) FAIL(-6, "bad predictor id padding");
+        p->id = (const uint8_t *)q;
+    }
     for (size_t i = 0; i < ni; i++)
         if (!(p->sd[i] > 0)) FAIL(-6, "a predictor input has no spread");
     for (int i = 1; i < p->n_bounds; i++)
@@ -202,8 +207,8 @@ int ws_load(const uint8_t *blob, size_t n, ws_encoder *enc, const char **why) {
     int32_t version, n_mod, reserved;
     if (((uintptr_t)blob & 7u) != 0) FAIL(-2, "blob not 8-byte aligned");
     if (take(&c, 4, &q, "magic") || memcmp(q, "WSE1", 4) != 0) FAIL(-3, "not a WSE1 blob");
-    if (i32(&c, &version, "version") || (version != 3 && version != 4))
-        FAIL(-4, "unknown blob version (this encoder reads 3 and 4)");
+    if (i32(&c, &version, "version") || (version < 3 || version > 5))
+        FAIL(-4, "unknown blob version (this encoder reads 3, 4 and 5)");
     if (version >= 4) { /* the trailer: the CRC-32 of every byte before it, then 4 zero bytes */
         uint32_t crc, zero;
         if (n < 24) FAIL(-1, "blob shorter than its trailer");
@@ -316,7 +321,7 @@ int ws_load(const uint8_t *blob, size_t n, ws_encoder *enc, const char **why) {
         for (int j = 0; j < m->n_cb; j++) rmax += (int64_t)127 << (m->p - m->cb_exp[j]);
         m->search32 = (int64_t)m->D * 127 * rmax < ((int64_t)1 << 31);
     }
-    if (version >= 4 && load_predictor(&c, &enc->pred, why)) return -1;
+    if (version >= 4 && load_predictor(&c, &enc->pred, version, why)) return -1;
     if (align8(&c) || c.p != c.end) FAIL(-7, "trailing bytes after the last modality");
     return 0;
 }

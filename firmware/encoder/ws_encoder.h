@@ -85,7 +85,7 @@ typedef struct {
 } ws_modality;
 
 /* The edge error predictor (`wardmodels.predictor.Predictor`) and the constants of the device's
- * QRS detector, blob version 4; n_in 0: none. */
+ * QRS detector, blob version 4 (from version 5 with the predictor's id); n_in 0: none. */
 #define WS_MAX_PRED_IN 64
 #define WS_MAX_HIDDEN 64
 #define WS_PRED_LEVELS 5
@@ -95,6 +95,7 @@ typedef struct {
     const double *bounds, *lams;                         /* the calibrated slack per grid bound */
     double deployed_bound;
     const double *qrs_b, *qrs_a, *qrs_zi;                /* 5, 5, 4: the detector's 5-18 Hz band-pass */
+    const uint8_t *id; /* 6 bytes, the hash in its file name (wire flag bit 7), or NULL (blob version 4) */
 } ws_predictor;
 
 typedef struct {

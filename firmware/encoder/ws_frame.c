@@ -15,6 +15,8 @@
 #define FLAG_LOSSLESS 0x08
 #define FLAG_PRED_IN_LEVEL 0x20
 #define FLAG_CODED 0x40
+#define FLAG_PREDICTOR 0x80
+#define PREDICTOR_ID_BYTES 6
 #define HMAC_LEN 16
 
 static size_t header(uint8_t *o, uint8_t flags, uint32_t bed, uint32_t seq, uint64_t t_ms, uint8_t model,
@@ -88,7 +90,9 @@ int ws_frame_v2_ex(uint8_t *out, size_t cap, uint32_t bed, uint32_t seq, uint64_
                    const ws_section *sec, int n_sec, const ws_frame_extra *ex, const uint8_t *hmac_key, size_t key_len) {
     const int pred_code = ex ? ex->pred_code : -1, lossless = ex ? ex->lossless : 0;
     const int16_t *ref = ex ? ex->ref : 0;
+    const uint8_t *pid = ex ? ex->predictor_id : 0;
     if (n_sec < 1 || n_sec > 2 || t_start_ms >> 48 || pred_code < -1 || pred_code > 254) return -2;
+    if (pid && pred_code < 0) return -2; /* a predictor id travels only with a predicted error */
     for (int i = 0; i < n_sec; i++) {
         if (sec[i].level < 0 || sec[i].level > 255 || (sec[i].level && (sec[i].bits < 1 || sec[i].bits > 16)) ||
             (!sec[i].level && (!sec[i].raw || sec[i].tables)) ||
@@ -107,9 +111,9 @@ int ws_frame_v2_ex(uint8_t *out, size_t cap, uint32_t bed, uint32_t seq, uint64_
     const int packed = pred_code >= 0 && ecg >= 0 && sec[ecg].level < 8 && pred_code <= 31;
     const uint8_t auth = (uint8_t)((hmac_key ? FLAG_HMAC : 0) | (packed ? FLAG_PRED_IN_LEVEL : 0) |
                                    (pred_code >= 0 && !packed ? FLAG_PRED : 0) | (ref ? FLAG_REF : 0) |
-                                   (lossless ? FLAG_LOSSLESS : 0));
+                                   (lossless ? FLAG_LOSSLESS : 0) | (pid ? FLAG_PREDICTOR : 0));
     /* the bit-packed frame: level byte, scale byte, indices per section */
-    size_t worst = 18 + 4 + 1 + (hmac_key ? HMAC_LEN : 0) + (ref ? 10 + 513 : 0);
+    size_t worst = 18 + 4 + 1 + (hmac_key ? HMAC_LEN : 0) + (ref ? 10 + 513 : 0) + (pid ? PREDICTOR_ID_BYTES : 0);
     for (int i = 0; i < n_sec; i++) worst += sec[i].level ? 2 + ((size_t)sec[i].n_idx * sec[i].bits + 7) / 8 : 1 + 10 + 513;
     if (worst > cap) return -1;
     size_t n = header(out, auth, bed, seq, t_start_ms, model, sec, n_sec);
@@ -126,6 +130,7 @@ int ws_frame_v2_ex(uint8_t *out, size_t cap, uint32_t bed, uint32_t seq, uint64_
     }
     if (pred_code >= 0 && !packed) out[n++] = (uint8_t)pred_code;
     if (ref) n += raw_section(out + n, ref, 0.001f, lossless);
+    if (pid) memcpy(out + n, pid, PREDICTOR_ID_BYTES), n += PREDICTOR_ID_BYTES;
     const size_t plain = n + 4;
     if (!any_coded) return finish(out, cap, n, hmac_key, key_len);
     /* the coded frame: level bytes in place, then one arithmetic-coded stream of each coded
@@ -145,6 +150,7 @@ int ws_frame_v2_ex(uint8_t *out, size_t cap, uint32_t bed, uint32_t seq, uint64_
     }
     if (pred_code >= 0 && !packed) c[m++] = (uint8_t)pred_code;
     if (ref) m += raw_section(c + m, ref, 0.001f, lossless);
+    if (pid) memcpy(c + m, pid, PREDICTOR_ID_BYTES), m += PREDICTOR_ID_BYTES;
     ws_arith a;
     const size_t room = plain > m + 4 ? plain - (m + 4) : 0; /* bytes the stream may take to win */
     if (!room) return finish(out, cap, n, hmac_key, key_len);

@@ -5,8 +5,8 @@
  * simulated device's rule); then the CRC-32 (zlib's) over every byte before it.
  *
  * What a device sends: a codec level per modality (or the ECG raw, int16 not lossless-coded), with
- * or without its predicted task error (`ws_frame_v2_pred`), no audit reference, the default
- * geometry (128 Hz, 256 samples); with a device key (``hmac_key``,
+ * or without its predicted task error, an audit reference and its predictor's id
+ * (`ws_frame_v2_ex`), the default geometry (128 Hz, 256 samples); with a device key (``hmac_key``,
  * NULL for none) the frame ends with the 16-byte HMAC-SHA256 tag of every byte before it (wire
  * flag bit 0).
  */
@@ -64,11 +64,14 @@ typedef struct {
     int pred_code;        /* the predicted task error's wire code (0..254, `stream.wire.pred_code`), -1: none */
     int lossless;         /* wire flag bit 3: raw sections (and the reference) lossless-coded (ws_lossless.h) */
     const int16_t *ref;   /* an audit burst's reference: the ECG as the encoder saw it (256 int16 at 1 µV), or NULL */
+    const uint8_t *predictor_id; /* 6 bytes, the error predictor's id (wire flag bit 7, after the
+                                    reference; only with a predicted error), or NULL */
 } ws_frame_extra;
 
 /* The same with a predicted task error — in the ECG level byte (flag bit 5) when the ECG level is
  * below 8 and the code below 32, else a byte after the sections (flag bit 1) — lossless-coded raw
- * sections, an audit reference (flag bit 2, after the predicted error); ``ex`` NULL: none. */
+ * sections, an audit reference (flag bit 2, after the predicted error) and the predictor's id
+ * (flag bit 7, after the reference); ``ex`` NULL: none. */
 int ws_frame_v2_ex(uint8_t *out, size_t cap, uint32_t bed, uint32_t seq, uint64_t t_start_ms, uint8_t model,
                    const ws_section *sec, int n_sec, const ws_frame_extra *ex, const uint8_t *hmac_key, size_t key_len);
 

@@ -48,6 +48,7 @@ def test_firmware_devices_send_the_python_devices_frames(tmp_path, policy, level
         assert [f.seq for _, f in a] == [f.seq for _, f in b]
         levels |= {f.channels[0].level for _, f in b}
         refs += sum(f.reference is not None for _, f in b)
+        assert all((f.predictor_id is not None) == (f.reference is not None) for _, f in b)
     assert all(d.encoder.name.endswith("(firmware)") for d in fw)
     if policy == "dynamic":
         assert len(levels) >= 2, levels

@@ -90,6 +90,9 @@ def frames() -> dict[str, tuple[Frame, bytes | None]]:
                         version=2, coded=True)
     out["v2_coded"] = (coded, None)
     out["v2_coded_audited"] = (coded_audit, TEST_KEY)
+    # the same as devices send it since 2026-12-06: the reference with the id of the predictor that
+    # made the prediction (flag bit 7), before the coded stream
+    out["v2_coded_audited_predictor"] = (replace(coded_audit, predictor_id="7001013349ae"), TEST_KEY)
     return out
 
 

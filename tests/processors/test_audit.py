@@ -57,10 +57,14 @@ def test_bursts_spread_beds_over_the_period():
 
 
 def test_every_window_carries_the_prediction_and_bursts_carry_the_reference(classifiers):
+    from wardmodels.runtime import load_deployed
+
+    pid = load_deployed(3).predictor.digest
     points, sent, audits = _run(1, 12, 6, classifiers)
     for f, n, pred in sent:
         assert f.pred_error == pytest.approx(pred_value(pred_code(pred)))
         assert (f.reference is not None) == in_burst(f.seq, f.bed_id, 6)
+        assert f.predictor_id == (pid if f.reference is not None else None)  # and with it, its predictor's id
         if f.reference is not None:  # the reference costs its bytes on the wire
             assert n >= 18 + 1 + 8 + 2 * 256  # v2 header, pred byte, f32 side, int16 samples
     predicted = [p for p in points if "predicted=" in p and "observed=" not in p]
@@ -70,6 +74,7 @@ def test_every_window_carries_the_prediction_and_bursts_carry_the_reference(clas
     for f in observed:
         assert float(f["observed"]) == pytest.approx(float(f["kl"]) + float(f["qrs"]))  # weights 1, 1
         assert float(f["observed"]) >= 0 and "predicted" in f
+        assert f["predictor"] == f'"{pid}"'
 
 
 def test_the_audit_sees_a_coarser_level_do_more_harm(classifiers):
@@ -182,3 +187,26 @@ def test_the_audit_scores_with_the_wards_predictor_and_its_beat_term(classifiers
     assert beat["beat"] == pytest.approx(want) and beat["observed"] == pytest.approx(plain["observed"] + want)
     with pytest.raises(ValueError, match="beat model"):
         score([case], classifiers.task_model, None, str(path))
+    # frames that name their device's predictor (wire flag bit 7) are scored with that one's task
+    # error, whatever the ward's: the committed rhythm kind has the beat term, the default has not
+    from processors.audit import update_slack
+
+    rhythm = codec.predictor_of("rhythm")
+    assert rhythm.weights == TaskWeights(1.0, 1.0, 1.0) and base.weights == TaskWeights()
+
+    def named(pid):
+        return dataclasses.replace(case, predictor_id=pid)
+
+    (r,), (d,) = score([named(rhythm.digest)], classifiers.task_model, classifiers.beat), \
+        score([named(base.digest)], classifiers.task_model, classifiers.beat, str(path))
+    assert r["observed"] == pytest.approx(beat["observed"]) and r["predictor"] == rhythm.digest
+    assert "beat" not in d and d["observed"] == pytest.approx(plain["observed"])
+    # the ward's own predictor file is known by its id; one neither the ward's nor committed is
+    # not: no observed error and nothing for the slack correction
+    pid = path.stem.rsplit("-", 1)[1]
+    (w,), (u,) = score([named(pid)], classifiers.task_model, classifiers.beat, str(path)), \
+        score([named(pid)], classifiers.task_model, classifiers.beat)
+    assert w["observed"] == pytest.approx(beat["observed"])
+    assert "observed" not in u and u["kl"] == plain["kl"] and u["predictor"] == pid
+    st = BedState()
+    assert update_slack(st, named(pid), u.get("observed")) is None and st.audit_res == []

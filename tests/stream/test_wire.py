@@ -64,6 +64,7 @@ def test_lossless_raw_sections_halve_a_noisy_window():
     ("raw_lossless", 29, 100),  # v1: the lossless sections
     ("v2_raw_lossless", 0, 100), ("v2_vq_levels", 0, 5), ("v2_geometry", 0, 5),  # v2: every byte (index flips are valid frames)
     ("v2_coded", 0, 5),  # the coded stream: a flip decodes to other indices or fails its re-coding
+    ("v2_coded_audited_predictor", 0, 5),  # the predictor id between the reference and the coded stream
 ])
 def test_mutations_are_frame_errors_or_whole_frames(name, start, min_rejected):
     """Every bit flip and every cut from ``start`` on (CRC made valid again) is either rejected
@@ -329,12 +330,14 @@ def test_reference_and_prediction_bytes_are_what_they_add_to_a_frame(version, lo
     base = Frame(3, 1, 0, 128, 256, 7, AUDITED.channels, None, None, lossless, version)
     plain = len(encode_frame(base, registry=TEST_REGISTRY))
     pred = len(encode_frame(replace(base, pred_error=0.2), registry=TEST_REGISTRY))
-    both = len(encode_frame(replace(base, pred_error=0.2, reference=ref), registry=TEST_REGISTRY))
+    # in v2 a device sends its predictor's id with the reference (flag bit 7)
+    pid = "7001013349ae" if version == 2 else None
+    both = len(encode_frame(replace(base, pred_error=0.2, reference=ref, predictor_id=pid), registry=TEST_REGISTRY))
     assert pred - plain == (wire.PRED_BYTES if version == 1 else 0)  # v2 packs it in the ECG level byte
     assert pred - plain == wire.pred_extra_bytes(AUDITED.channels[0].level, 0.2, version)
     assert both - pred == wire.reference_bytes(ref.data, lossless, version)
-    if not lossless:  # v1 repeats the modality head; f32 gain and offset; int16 samples
-        assert both - pred == (4 if version == 1 else 0) + 8 + 2 * 256
+    if not lossless:  # v1 repeats the modality head, v2 adds the predictor id; f32 gain and offset; int16 samples
+        assert both - pred == (4 if version == 1 else 6) + 8 + 2 * 256
     else:
         assert both - pred < 8 + 2 * 256
 
@@ -406,7 +409,7 @@ def test_v1_and_v2_carry_the_same_frame(name):
 
 
 @pytest.mark.parametrize("at,value,error", [
-    (1, 0x80 | 0x02, UnsupportedVersion),  # an unknown flag bit
+    (1, 0x80, BadLength),  # a predictor id (flag bit 7) on a frame without a predicted error
     (1, 0x40, wire.BadCoding),  # coded sections, but the codec has no coding tables
     (17, 0, BadLength),  # no modality
     (17, 0b101, UnknownModality),  # a modality this build does not know
@@ -517,6 +520,26 @@ def test_coded_sections_are_smaller_and_count_every_bit():
     a, _ = GOLDEN["v2_coded_audited"]
     g = _dec(V2["v2_coded_audited"], hmac_key_for=lambda bed: TEST_KEY)
     assert g == a and g.reference == a.reference and g.channel(Modality.EEG).level == 0
+
+
+def test_the_predictor_id_travels_with_the_reference_and_is_checked():
+    a, _ = GOLDEN["v2_coded_audited_predictor"]
+    buf = V2["v2_coded_audited_predictor"]
+    assert buf[1] & wire.FLAG_PREDICTOR and len(buf) == len(V2["v2_coded_audited"]) + wire.PREDICTOR_ID_BYTES
+    g = _dec(buf, hmac_key_for=lambda bed: TEST_KEY)
+    assert g == a and g.predictor_id == "7001013349ae" and g.reference == a.reference
+    assert _dec(V2["v2_coded_audited"], hmac_key_for=lambda bed: TEST_KEY).predictor_id is None
+    # the six bytes sit after the reference, before the coded stream
+    assert bytes.fromhex("7001013349ae") in buf
+    for bad in (replace(a, version=1), replace(a, pred_error=None), replace(a, predictor_id="7001013349AE"),
+                replace(a, predictor_id="7001013349"), replace(a, predictor_id="zz01013349ae")):
+        with pytest.raises(BadLength):
+            encode_frame(bad, TEST_KEY, registry=TEST_REGISTRY)
+    # an unsigned copy cut inside the id, CRC made valid: an error, never a frame
+    plain = encode_frame(replace(a, coded=False), registry=TEST_REGISTRY)
+    at = plain.index(bytes.fromhex("7001013349ae"))
+    with pytest.raises(FrameError):
+        _dec(_recrc(bytearray(plain[:at + 3]) + b"\0\0\0\0"))
 
 
 def test_coded_sections_are_checked():

@@ -379,6 +379,9 @@ def test_a_c_device_with_the_dynamic_deep_edge_sends_the_simulated_devices_frame
     # audit bursts: the windows `in_burst` names carry the ECG as the encoder saw it
     assert [f.reference is not None for f in decoded] == [in_burst(q, 3, audit_every) for q in range(11, 11 + windows)]
     assert any(f.reference is not None for f in decoded) == bool(audit_every)
+    # with the reference, the id of the predictor that made the prediction (the blob's)
+    assert [f.predictor_id for f in decoded] == [codec.predictor.digest if f.reference is not None else None
+                                                 for f in decoded]
 
 
 def test_a_blob_without_the_dynamic_deep_part_is_refused_by_the_dd_device(host_dd, codec, tmp_path):
