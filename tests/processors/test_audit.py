@@ -210,3 +210,35 @@ def test_the_audit_scores_with_the_wards_predictor_and_its_beat_term(classifiers
     assert "observed" not in u and u["kl"] == plain["kl"] and u["predictor"] == pid
     st = BedState()
     assert update_slack(st, named(pid), u.get("observed")) is None and st.audit_res == []
+
+
+def test_a_mixed_ward_is_audited_with_each_devices_own_predictor(classifiers):
+    """Two devices of one ward on codec model 5, one running the rhythm predictor kind (its task
+    error has the beat term), one the default, the ward's setting the default: through the real
+    devices, wire and worker batch, each burst is scored with the task error of the predictor its
+    frames name (wire flag bit 7) — the rhythm device's with the beat term, the other's without."""
+    from wardmodels import DD_MODEL
+    from wardmodels.runtime import load_deployed
+    from wardmodels.wire_codec import DynamicEncoder, decode_frames, register_deployed
+
+    register_deployed()
+    codec = load_deployed(DD_MODEL)
+    kinds = {4: "rhythm", 9: "default"}
+    devs = [Device(b, SyntheticBed(b, seed=b), 1_800_000_000_000_000,
+                   DynamicEncoder(DD_MODEL, 0.0, 2, "fp32", fixed_level=4, predictor=kinds[b]), None, audit_every=5)
+            for b in kinds]
+    states, observed = {}, {}
+    for _ in range(5):
+        out = next_frames(devs)
+        frames = [decode_frame(raw) for raw, _ in out]
+        res = run_batch([(bed_key(f.bed_id), f, s, len(raw)) for f, s, (raw, _) in zip(frames, decode_frames(frames), out)],
+                        lambda key: states.get(key) or BedState(), classifiers)
+        states.update(res.states)
+        observed.update({int(p.split("bed=")[1].split(",")[0]): _fields(p) for p in res.points
+                         if p.startswith("task_error,") and "observed=" in p})
+    assert sorted(observed) == [4, 9]  # one burst each
+    for b, f in observed.items():
+        assert f["predictor"] == f'"{codec.predictor_of(kinds[b]).digest}"'
+    r, d = observed[4], observed[9]
+    assert float(r["observed"]) == pytest.approx(float(r["kl"]) + float(r["qrs"]) + float(r["beat"]), rel=1e-5)
+    assert "beat" not in d and float(d["observed"]) == pytest.approx(float(d["kl"]) + float(d["qrs"]), rel=1e-5)
