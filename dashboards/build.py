@@ -298,9 +298,10 @@ def bandwidth_cost() -> dict:
                              'GROUP BY time($__interval) fill(none)', ref="O", alias="observed by the cloud")],
                      draw="points", points="always",
                      description="On the last window of each audit burst the device's own prediction of the task "
-                                 "error (rhythm-classifier KL + QRS error, the quantity its level choice is bounded "
-                                 "by) next to the error the cloud measures against the 10 s of ECG the device sent "
-                                 "for the audit (processors/audit.py)."), 12, 8)
+                                 "error (rhythm-classifier KL + QRS error, plus the beat term for predictors trained "
+                                 "with it: the quantity its level choice is bounded by) next to the error the cloud "
+                                 "measures against the 10 s of ECG the device sent for the audit, with the task error "
+                                 "of the predictor the device names in its frames (processors/audit.py)."), 12, 8)
     L.add(timeseries("Observed minus predicted task error, per level",
                      [target('SELECT mean("observed") - mean("predicted") FROM "task_error" WHERE $timeFilter '
                              f'AND "observed" >= 0 AND {BED} GROUP BY time($__interval), "level" fill(none)',
@@ -308,6 +309,13 @@ def bandwidth_cost() -> dict:
                      draw="points", points="always",
                      description="Above zero: the devices under-predict the harm of their level (the bound is "
                                  "looser in the ward than in calibration)."), 12, 8)
+    L.add(table("Edge error predictors (last audit per bed)",
+                [target('SELECT last("predictor") AS "predictor", last("slack") AS "slack correction" '
+                        f'FROM "task_error" WHERE $timeFilter AND {BED} GROUP BY "bed"', fmt="table")],
+                description="Per audited bed: the id of the error predictor its device runs (the 12 hex digits "
+                            "of wardmodels/weights/predictor-<id>.npz, sent with each audit reference) and the "
+                            "slack correction the worker last computed for it. A ward in a staged roll-out shows "
+                            "both predictors here; each bed is audited with its own's task error."), 24, 8)
     return dashboard("bandwidth-cost", "Bandwidth and cost", "What the ward sends, at which levels, and what it costs.",
                      L, [bed_variable(multi=True)], [], ["bandwidth"], time_from="now-1h")
 
