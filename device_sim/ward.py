@@ -261,6 +261,19 @@ class WardReport:
     # a simulator running late both show here, before the frame ever reaches the broker)
     send_delay_ms: list[float] = field(default_factory=list)
 
+    def summary(self) -> dict:
+        """What `wardstream sim` prints: counts, bytes, levels and send delays (JSON-ready)."""
+        d = np.asarray(self.send_delay_ms, np.float64)
+        return {"frames_sent": self.frames_sent, "frames_accepted": self.frames_accepted,
+                "frames_failed": self.frames_failed, "bad_frames_sent": self.bad_frames_sent,
+                "beds": len(self.accepted), "windows_accepted": sum(len(v) for v in self.accepted.values()),
+                "wire_bytes": self.wire_bytes, "raw_bytes": self.raw_bytes,
+                "ecg_levels": {str(k): v for k, v in sorted(self.levels.items())},
+                "t_first_us": self.t_first_us, "t_last_end_us": self.t_last_end_us,
+                "send_wall_s": round(self.send_wall_s, 3),
+                "send_delay_ms": {"p50": round(float(np.percentile(d, 50)), 1), "p95": round(float(np.percentile(d, 95)), 1),
+                                  "max": round(float(d.max()), 1)} if d.size else None}
+
 
 def _clock_file(state_dir: Path) -> Path:
     return Path(state_dir) / "sim_clock.json"

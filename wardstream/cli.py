@@ -52,6 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     sim = sub.add_parser("sim", help="run the device simulator against the broker")
     _common(sim)
     sim.add_argument("--beds", type=int, default=200)
+    sim.add_argument("--first-bed", type=int, default=1,
+                     help="beds FIRST .. FIRST+BEDS-1 (several simulators, e.g. devices of another firmware "
+                          "or predictor, side by side in one ward)")
     sim.add_argument("--duration", type=float, default=60.0)
     sim.add_argument("--speed", type=float, default=1.0)
     sim.add_argument("--source", default="synthetic", choices=["synthetic", "mitdb", "eegmat", "replay"])
@@ -416,8 +419,11 @@ def main(argv: list[str] | None = None) -> int:
     if a.cmd == "sim":
         from device_sim.ward import run_ward
 
-        rep = asyncio.run(run_ward(s, a.beds, a.duration, a.speed, source=a.source, seed=a.seed))
-        print(json.dumps({k: v for k, v in vars(rep).items() if k != "accepted"}, indent=2))
+        if a.first_bed < 1 or a.beds < 1:
+            raise SystemExit("wardstream sim: --first-bed and --beds must be at least 1")
+        rep = asyncio.run(run_ward(s, a.beds, a.duration, a.speed, source=a.source, seed=a.seed,
+                                   first_bed=a.first_bed))
+        print(json.dumps(rep.summary(), indent=2))
         return 0 if rep.frames_failed == 0 else 1
 
     if a.cmd == "demo":

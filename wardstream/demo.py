@@ -354,7 +354,8 @@ def main(s: Settings, beds: int, duration_s: float, speed: float, workers: int, 
     print_summary(d)
     if run_dir is not None:
         print(f"  run saved in {run_dir}: `wardstream report {run_dir}` makes its HTML page")
-    if json_path:
+    if json_path:  # the run is done and its summary printed: a missing folder must not lose the JSON
+        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
         Path(json_path).write_text(json.dumps(d, indent=2))
     ok = d["windows_missing"] == 0 and d["windows_duplicated"] == 0
     if not ok:

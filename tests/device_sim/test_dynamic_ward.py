@@ -86,3 +86,20 @@ def test_a_slack_correction_on_the_control_topic_applies_to_its_bed_only(ward_se
     after = [(f.bed_id, f.channel(Modality.ECG).level) for ts, f in frames if ts / 1000.0 > t_pub + 0.15 + 2.0 / speed]
     assert {lv for b, lv in after if b == 1} == {0}
     assert max(lv for b, lv in after if b != 1) >= 3  # the others still use the low-rate levels
+
+
+def test_the_simulators_summary_is_json_with_the_runs_numbers():
+    """`wardstream sim` prints `WardReport.summary`: JSON even when the devices pick their level
+    (the report then holds their control-topic bounds), with the send delays as percentiles."""
+    import json
+
+    from device_sim.control import Bounds
+    from device_sim.ward import WardReport
+
+    rep = WardReport(frames_sent=3, frames_accepted=3, wire_bytes=300, raw_bytes=3072,
+                     accepted={101: [0, 1], 102: [0]}, levels={2: 2, 0: 1}, bounds=Bounds(default=0.25),
+                     send_delay_ms=[10.0, 20.0, 30.0])
+    d = json.loads(json.dumps(rep.summary()))
+    assert d["beds"] == 2 and d["windows_accepted"] == 3 and d["ecg_levels"] == {"0": 1, "2": 2}
+    assert d["send_delay_ms"] == {"p50": 20.0, "p95": 29.0, "max": 30.0}
+    assert WardReport().summary()["send_delay_ms"] is None
