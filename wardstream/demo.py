@@ -45,14 +45,16 @@ async def consumer_lag(s: Settings, group: str | None = None) -> int:
         await c.stop()
 
 
-def audit_summary(s: Settings, t0_ms: int, t1_ms: int) -> dict:
-    """The audited windows of a run (processors.audit): how many, and the devices' predicted task
-    error against the one the cloud observed."""
+def audit_summary(s: Settings, t0_ms: int, t1_ms: int, beds: int | None = None) -> dict:
+    """The audited windows of a run (processors.audit) — of its beds 1..``beds`` only (None: every
+    bed; another simulator may feed the same ward): how many, and the devices' predicted task error
+    against the one the cloud observed."""
     from wardstream.influxq import query
 
     q = (f'SELECT "predicted", "observed" FROM "task_error" WHERE time >= {t0_ms}ms AND time <= {t1_ms}ms '
-         'AND "observed" >= 0')
-    rows = [v for ser in query(s, q) for v in ser["values"]]
+         'AND "observed" >= 0 GROUP BY "bed"')
+    rows = [v for ser in query(s, q) if beds is None or 1 <= int(ser.get("tags", {}).get("bed", 0)) <= beds
+            for v in ser["values"]]
     pairs = [(p, o) for _, p, o in rows if p is not None and o is not None]
     out: dict = {"audited_windows": len(rows)}
     if pairs:
@@ -278,7 +280,7 @@ async def run_demo(s: Settings, beds: int, duration_s: float, speed: float, work
             "slack_corrections": ({str(b): v for b, v in sorted(rep.bounds.slacks.items()) if 1 <= b <= beds}
                                   if rep.bounds is not None else None),
             "slack_updates_sent": sum(st.get("slack_updates", 0) for st in stats),
-            "task_error_audit": audit_summary(s, rep.t_first_us // 1000, rep.t_last_end_us // 1000),
+            "task_error_audit": audit_summary(s, rep.t_first_us // 1000, rep.t_last_end_us // 1000, beds),
             "worker_cpu_s": cpu,
             "influx_write_failures": sum(st["influx"]["write_failures"] for st in stats),
             "replays": sum(st["replays"] for st in stats),
