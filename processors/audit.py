@@ -14,8 +14,8 @@ error has it, ``w_beat *`` the beat term of the last window (`wardmodels.predict
 with the weights that ship with the predictor that made the prediction: the one whose id the
 burst's frames carry (wire v2 flag bit 7, `predictor_weights`), else the ward's (`task_weights`).
 A device whose predictor the worker does not know (neither the ward's nor a committed file) gets
-``kl`` and ``qrs`` but no ``observed`` and no slack correction: its task error is not known here. One difference from
-training, kept on purpose: the reconstruction is what was actually sent, so under the dynamic
+``kl`` and ``qrs`` but no ``observed`` and no slack correction: its task error is not known here.
+One difference from training, kept on purpose: the reconstruction is what was actually sent, so under the dynamic
 policy the 10 s may mix levels.
 
 Points: ``task_error,bed=B,level=L predicted=..`` on every window with a prediction, and on an
@@ -65,11 +65,10 @@ class AuditCase:
 
 def task_weights(model_id: int, predictor: str = "default"):
     """The task-error weights the ward's devices' predictor (``predictor``: a kind or a predictor
-    file, `Settings.dd_predictor`) was trained with; the defaults for a raw or unknown model. The
-    wire does not say which predictor a device runs: a ward's devices run the one its settings
-    name (the simulator and the workers read the same ``WARDSTREAM_DD_PREDICTOR``; the C firmware
-    runs the default one only) — for devices whose frames do not say (wire v1, blob version 4
-    firmware); `predictor_weights` for those that do."""
+    file, `Settings.dd_predictor`) was trained with; the defaults for a raw or unknown model. For
+    devices whose frames do not name their predictor (wire v1, firmware of blob version 4): they
+    are taken to run the ward's (the simulator and the workers read the same
+    ``WARDSTREAM_DD_PREDICTOR``). `predictor_weights` for those that do."""
     from wardmodels.predictor import TaskWeights
     from wardmodels.runtime import load_deployed
 
@@ -153,8 +152,8 @@ def score(cases: list[AuditCase], rhythm, beat=None, predictor: str = "default")
     """Per completed audit: ``observed``, ``kl``, ``qrs`` (and ``beat``, when the device's predictor's
     task error has the beat term: `wardmodels.predictor.beat_term` of the last window, with the
     ``beat`` classifier) and, when the device sent them, ``predicted`` and ``predictor`` (its id).
-    ``predictor``: the ward's (`predictor_weights`). No ``observed`` when the device's predictor is
-    unknown here."""
+    The argument ``predictor`` is the ward's setting, for frames that name none (`predictor_weights`).
+    No ``observed`` when the device's predictor is unknown here."""
     if not cases:
         return []
     from wardmodels.classifier import rhythm_input
@@ -175,7 +174,7 @@ def score(cases: list[AuditCase], rhythm, beat=None, predictor: str = "default")
             fields["observed"] = weights.kl * k + weights.qrs * qrs
         if weights is not None and weights.beat:
             if beat is None:
-                raise ValueError("the ward's predictor's task error has the beat term: the audit needs the beat model")
+                raise ValueError("the device's predictor's task error has the beat term: the audit needs the beat model")
             b = float(beat_term(beat, np.asarray(c.original, np.float64), np.asarray(c.received)[None])[-1, 0])
             fields["beat"] = b
             fields["observed"] += weights.beat * b
