@@ -239,9 +239,10 @@ class Predictor:
 
     def nbytes(self) -> int:
         """Stored on the device as float16 (weights, normalisation) + the slack table (f32) + the
-        level offsets (f32, when any is set)."""
+        level offsets (f32, when any is set) + its id (`digest`, 6 bytes, sent with the audit
+        references)."""
         return 2 * (self.mu.size + self.sd.size + self.w1.size + self.b1.size + self.w2.size + self.b2.size) \
-            + 8 * len(self.bounds) + (4 * self.offsets.size if self.offsets.any() else 0)
+            + 8 * len(self.bounds) + (4 * self.offsets.size if self.offsets.any() else 0) + DIGITS // 2
 
     def to_bytes(self) -> bytes:
         buf = io.BytesIO()
