@@ -25,8 +25,7 @@ import torch
 from torch import nn
 
 from wardmodels.hashname import write_hashed
-from wardmodels.classifier import (BEAT_CLASSES, RHYTHM_CLASSES, VARIANTS, Classifier, ResNet1D,
-                                   ResNetConfig)
+from wardmodels.classifier import RHYTHM_CLASSES, VARIANTS, Classifier, ResNet1D, ResNetConfig
 
 log = logging.getLogger(__name__)
 RUNS = Path(__file__).resolve().parent.parent / "runs"

@@ -14,7 +14,7 @@ import time
 import numpy as np
 import torch
 
-from wardmodels.classifier import BEAT_CONTEXT, BEAT_SAMPLES, RHYTHM_SAMPLES
+from wardmodels.classifier import BEAT_CONTEXT, BEAT_SAMPLES
 
 
 def _rate(fn, n: int, seconds: float) -> tuple[float, float]:

@@ -39,7 +39,6 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 

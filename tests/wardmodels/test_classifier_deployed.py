@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from wardmodels.classifier import BEAT_CLASSES
-from wardmodels.clf_runtime import CLF_MANIFEST, classifier_manifest, load_deployed_classifier
+from wardmodels.clf_runtime import classifier_manifest, load_deployed_classifier
 from wardmodels.runtime import WEIGHTS_DIR, verify_hash
 from wardstream.datasets import DataMissing
 
