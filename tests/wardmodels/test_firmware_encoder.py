@@ -384,6 +384,35 @@ def test_a_c_device_with_the_dynamic_deep_edge_sends_the_simulated_devices_frame
                                                  for f in decoded]
 
 
+def test_a_version_4_blob_still_runs_and_sends_no_predictor_id(host_dd, blob_path, codec, data_dir, tmp_path):
+    """Devices flashed before blob version 5 hold no predictor id: the loader reads them, and their
+    audit frames are today's without flag bit 7 and its 6 bytes (the worker then audits them with
+    the ward's predictor); a version 5 blob whose id padding is not zero is refused."""
+    import struct
+
+    from stream.wire import FLAG_PREDICTOR, PREDICTOR_ID_BYTES, decode_frame
+
+    v5 = blob_path.read_bytes()
+    assert struct.unpack_from("<i", v5, 4)[0] == 5 and v5[-16:-10] == bytes.fromhex(codec.predictor.digest)
+    v4 = tmp_path / "v4.wse"
+    v4.write_bytes(_resealed(v5[:4] + struct.pack("<i", 4) + v5[8:-16]))
+    ecg, eeg = _ecg_eeg(data_dir, "208", 12)
+    cfg = {"dd": 1, "level": 1, "eeg_level": 1, "lossless": True, "audit_every": 6, "bound": 0.0}
+    new, _ = run_host_dd(host_dd, blob_path, ecg, eeg, cfg, 3, 0, 1_800_000_000_000, codec.model_id)
+    old, _ = run_host_dd(host_dd, v4, ecg, eeg, cfg, 3, 0, 1_800_000_000_000, codec.model_id)
+    with_id = [f[1] & FLAG_PREDICTOR != 0 for f in new]
+    assert any(with_id) and not any(f[1] & FLAG_PREDICTOR for f in old)
+    for a, b, has in zip(new, old, with_id):
+        da, db = decode_frame(a), decode_frame(b)
+        assert da.channels == db.channels and da.reference == db.reference and db.predictor_id is None
+        assert len(a) - len(b) == (PREDICTOR_ID_BYTES if has else 0)
+    bad = tmp_path / "pad.wse"
+    bad.write_bytes(_resealed(v5[:-10] + b"\x01\x00"))
+    r = subprocess.run([str(host_dd), str(bad), "0", "-1", "2", "1", "0", "0", "5", "1", "0"],
+                       input=np.zeros(512, "<f8").tobytes(), capture_output=True)
+    assert r.returncode == 2 and "predictor id padding" in r.stderr.decode(), r.stderr
+
+
 def test_a_blob_without_the_dynamic_deep_part_is_refused_by_the_dd_device(host_dd, codec, tmp_path):
     p = tmp_path / "plain.wse"
     p.write_bytes(blob(codec.edge))
