@@ -3,9 +3,16 @@
 Messages (topic ``Settings.control_topic``, compacted, one partition, so a device that starts
 late still reads the latest value of every key)::
 
-    key   b"ward"          -> the bound of every bed that has no bed-level bound
+    key   b"ward"          -> the bound of every bed that has no more specific bound
+          b"ward-<id>"     -> the bound of every bed whose device runs the error predictor <id>
+                              (12 hex digits, `wardmodels.predictor.Predictor.digest`) and has no
+                              bed-level bound: in a ward of mixed predictors, whose task errors
+                              differ (the beat term), each predictor's bound apart
           b"bed-000012"    -> the bound of bed 12 (`stream.topics.bed_key`)
     value {"bound": 0.3, "by": "who", "at_ms": 1700000000000}    (JSON; "bound": null clears it)
+
+A bed's bound is the most specific one set: its own, else its predictor's, else the ward's, else
+its device's deployed one.
 
     key   b"slack-000012"  -> bed 12's slack correction from the cloud's audits (`processors.audit`):
     value {"slack": 0.12, "by": "audit", "at_ms": ...}            added to the calibrated slack in
@@ -31,6 +38,8 @@ from dataclasses import dataclass, field
 log = logging.getLogger("wardstream.control")
 
 WARD_KEY = b"ward"
+PREDICTOR_KEY_PREFIX = b"ward-"
+_HEX = frozenset(b"0123456789abcdef")
 
 
 class ControlError(ValueError):
@@ -46,17 +55,29 @@ def slack_key(bed: int) -> bytes:
     return SLACK_PREFIX + f"{bed:06d}".encode()
 
 
-def parse(key: bytes | None, value: bytes | None) -> tuple[str, int | None, float | None]:
-    """-> (field "bound" or "slack", bed id or None for the ward, value or None to clear)."""
+def predictor_key(predictor_id: str) -> bytes:
+    """The key of a predictor's ward-wide bound (``predictor_id``: 12 hex digits)."""
+    key = PREDICTOR_KEY_PREFIX + predictor_id.encode()
+    parse(key, message(1.0))  # validates the id
+    return key
+
+
+def parse(key: bytes | None, value: bytes | None) -> tuple[str, int | str | None, float | None]:
+    """-> (field "bound" or "slack", its scope: a bed id, a predictor id (str) or None for the
+    ward, value or None to clear)."""
     field_name = "bound"
     if key == WARD_KEY:
         bed = None
+    elif key and key.startswith(PREDICTOR_KEY_PREFIX) and len(key) == len(PREDICTOR_KEY_PREFIX) + 12 \
+            and set(key[len(PREDICTOR_KEY_PREFIX):]) <= _HEX:
+        bed = key[len(PREDICTOR_KEY_PREFIX):].decode()
     elif key and key.startswith(b"bed-") and key[4:].isdigit():
         bed = int(key[4:])
     elif key and key.startswith(SLACK_PREFIX) and key[len(SLACK_PREFIX):].isdigit():
         field_name, bed = "slack", int(key[len(SLACK_PREFIX):])
     else:
-        raise ControlError("bad_key", f"key {key!r} is neither b'ward', b'bed-NNNNNN' nor b'slack-NNNNNN'")
+        raise ControlError("bad_key", f"key {key!r} is none of b'ward', b'ward-<12 hex digits>', b'bed-NNNNNN', "
+                                      f"b'slack-NNNNNN'")
     try:
         msg = json.loads(value or b"")
     except ValueError as exc:
@@ -85,8 +106,8 @@ def slack_message(slack: float | None, by: str = "audit") -> bytes:
 
 @dataclass
 class Bounds:
-    """Default, ward-wide and per-bed bounds (a bed's bound is the most specific one set), and the
-    per-bed slack corrections of the cloud's audits."""
+    """Default, ward-wide, per-predictor and per-bed bounds (a bed's bound is the most specific one
+    set), and the per-bed slack corrections of the cloud's audits."""
 
     default: float
     ward: float | None = None
@@ -94,10 +115,14 @@ class Bounds:
     slacks: dict[int, float] = field(default_factory=dict)
     applied: int = 0
     rejected: dict[str, int] = field(default_factory=dict)
+    predictors: dict[str, float] = field(default_factory=dict)  # predictor id -> its ward-wide bound
 
-    def for_bed(self, bed: int) -> float:
+    def for_bed(self, bed: int, predictor: str | None = None) -> float:
+        """The bound of bed ``bed``, whose device runs the error predictor with id ``predictor``."""
         if bed in self.beds:
             return self.beds[bed]
+        if predictor is not None and predictor in self.predictors:
+            return self.predictors[predictor]
         return self.ward if self.ward is not None else self.default
 
     def slack_for(self, bed: int) -> float:
@@ -117,6 +142,11 @@ class Bounds:
                 self.slacks[bed] = val
         elif bed is None:
             self.ward = val
+        elif isinstance(bed, str):
+            if val is None:
+                self.predictors.pop(bed, None)
+            else:
+                self.predictors[bed] = val
         elif val is None:
             self.beds.pop(bed, None)
         else:
@@ -192,9 +222,14 @@ async def publish_slack(settings, slacks: dict[int, float | None], by: str = "au
     await _send(settings, items)
 
 
-async def publish(settings, bound: float | None, bed: int | None = None, by: str = "wardstream") -> None:
+async def publish(settings, bound: float | None, bed: int | None = None, by: str = "wardstream",
+                  predictor: str | None = None) -> None:
+    """A bound for bed ``bed``, else for the beds whose devices run predictor id ``predictor``,
+    else for the ward (None clears a bed's or a predictor's)."""
     from stream.topics import bed_key
 
-    if bound is not None:
-        parse(WARD_KEY, message(bound))  # validates before anything is sent
-    await _send(settings, [(WARD_KEY if bed is None else bed_key(bed), message(bound, by))])
+    if bed is not None and predictor is not None:
+        raise ControlError("bad_key", "a bound is for one bed or for one predictor's beds, not both")
+    key = bed_key(bed) if bed is not None else predictor_key(predictor) if predictor is not None else WARD_KEY
+    parse(key, message(bound))  # validates before anything is sent
+    await _send(settings, [(key, message(bound, by))])

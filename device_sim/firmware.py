@@ -94,6 +94,8 @@ class FirmwareModel:
         if not self.handle:
             raise ValueError(f"the firmware refused codec {codec.name}'s blob: {why.value.decode()}")
         self.codec = codec
+        # the blob's predictor (version 5 holds its id): the default one, the only one in C
+        self.predictor_id = codec.predictor.digest if codec.predictor is not None else None
         self.out = ctypes.create_string_buffer(4096)  # every frame's bytes; the devices step one at a time
 
 
@@ -123,6 +125,11 @@ class FirmwareEncoder:
     def name(self) -> str:
         what = {None: f"level {self.level}", -1: "dynamic"}.get(self.dd, f"level {self.dd} (error predicted)")
         return f"{self.model.codec.name} {what} (firmware)"
+
+    @property
+    def predictor_id(self) -> str | None:
+        """The id of the error predictor in its blob (sent with its audit references)."""
+        return self.model.predictor_id
 
     @property
     def last_level(self) -> int | None:

@@ -334,7 +334,7 @@ async def run_ward(settings, n_beds: int, duration_s: float, speed: float = 1.0,
 
         def on_change():
             for d in dyn:
-                d.encoder.bound = bounds.for_bed(d.bed_id)
+                d.encoder.bound = bounds.for_bed(d.bed_id, getattr(d.encoder, "predictor_id", None))
                 d.encoder.slack_offset = bounds.slack_for(d.bed_id)
 
         control_task = asyncio.create_task(follow(settings, bounds, on_change, stop_control))

@@ -27,6 +27,19 @@ def _settings(a: argparse.Namespace):
                     influx_api=a.influx_api, state_dir=a.state_dir, data_dir=a.data_dir)
 
 
+def _predictor_id(s, predictor: str) -> str:
+    """``wardstream control --predictor``: an id as it is, or a kind / file of the devices' codec
+    (`Settings.codec_model`) as its id (`Predictor.digest`)."""
+    if len(predictor) == 12 and all(c in "0123456789abcdef" for c in predictor):
+        return predictor
+    from wardmodels.runtime import load_deployed
+
+    codec = load_deployed(s.codec_model)
+    if codec.predictor is None:
+        raise ValueError(f"codec model {s.codec_model} has no Dynamic-Deep predictor")
+    return codec.predictor_of(predictor).digest
+
+
 def _write_json(d: dict, path: Path | None) -> None:
     text = json.dumps(d, indent=2, default=str)
     if path:
@@ -253,8 +266,12 @@ def main(argv: list[str] | None = None) -> int:
     _common(ct)
     ct.add_argument("setting", choices=["bound", "show"],
                     help="bound: set one; show: the ward's and every bed's bound and slack correction as devices read them")
-    ct.add_argument("value", nargs="?", help="bound: a positive number, or 'clear' (bed only)")
+    ct.add_argument("value", nargs="?", help="bound: a positive number, or 'clear' (a bed's or a predictor's)")
     ct.add_argument("--bed", type=int, default=None, help="this bed only (default: the whole ward)")
+    ct.add_argument("--predictor", default=None,
+                    help="the beds whose devices run this error predictor only: its id (12 hex digits), a kind "
+                         "(default, decode, rhythm) or a predictor file — in a ward of mixed predictors, whose task "
+                         "errors differ, each its own bound")
     ct.add_argument("--by", default="wardstream-cli")
 
     xp = sub.add_parser("export", help="deployable artefacts from trained weights")
@@ -701,24 +718,27 @@ def main(argv: list[str] | None = None) -> int:
         b = Bounds(default=float("nan"))
         for key, value in asyncio.run(latest(s)).items():
             b.apply(key, value)
-        print(json.dumps({"topic": s.control_topic, "ward": b.ward, "beds": {str(k): v for k, v in sorted(b.beds.items())},
+        print(json.dumps({"topic": s.control_topic, "ward": b.ward, "predictors": dict(sorted(b.predictors.items())),
+                          "beds": {str(k): v for k, v in sorted(b.beds.items())},
                           "slacks": {str(k): v for k, v in sorted(b.slacks.items())}, "rejected": b.rejected}))
         return 0
     if a.cmd == "control":
         from device_sim.control import ControlError, publish
+        from wardmodels.hashname import WeightsError
 
         if a.value is None:
             print("error: control bound needs a value (a positive number, or 'clear' with --bed)", file=sys.stderr)
             return 2
         try:
             value = None if a.value == "clear" else float(a.value)
-            if value is None and a.bed is None:
-                raise ControlError("bad_bound", "only a bed's bound can be cleared (the ward keeps one)")
-            asyncio.run(publish(s, value, a.bed, a.by))
-        except (ValueError, ControlError) as exc:
+            pid = _predictor_id(s, a.predictor) if a.predictor is not None else None
+            if value is None and a.bed is None and pid is None:
+                raise ControlError("bad_bound", "only a bed's or a predictor's bound can be cleared (the ward keeps one)")
+            asyncio.run(publish(s, value, a.bed, a.by, pid))
+        except (ValueError, ControlError, WeightsError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-        print(json.dumps({"topic": s.control_topic, "bed": a.bed, "bound": value}))
+        print(json.dumps({"topic": s.control_topic, "bed": a.bed, "predictor": pid, "bound": value}))
         return 0
 
     if a.cmd == "eval" and a.what == "qrs":

@@ -30,27 +30,36 @@ async def _frames(s, n_expected: int):
     return out
 
 
-@pytest.mark.parametrize("sim_encoder", ["fp32", "firmware"])  # the Python devices, the C firmware's
-def test_bound_change_on_the_control_topic_applies_within_one_window(ward_settings, sim_encoder):
+@pytest.mark.parametrize("sim_encoder, scope", [("fp32", "ward"), ("firmware", "ward"),  # the Python devices, the C firmware's
+                                               ("fp32", "predictor")])
+def test_bound_change_on_the_control_topic_applies_within_one_window(ward_settings, sim_encoder, scope):
+    """``scope="predictor"``: the bound is set for the beds whose devices run the ward's default
+    predictor (key ``ward-<its id>``), after one for another predictor that must change nothing."""
     from device_sim.control import publish
     from device_sim.ward import run_ward
+    from wardmodels.runtime import load_deployed
     from wardmodels.wire_codec import decode_frames, register_deployed
 
     register_deployed()
     speed = 4.0  # a window every 0.5 s of wall time
     s = ward_settings.replace(codec_model=DD_MODEL, level_policy="dynamic", dd_bound=3.0, sim_encoder=sim_encoder)
+    own = load_deployed(DD_MODEL).predictor.digest
 
     async def go():
         task = asyncio.create_task(run_ward(s, 4, 8.0, speed, source="synthetic", seed=3))
-        await asyncio.sleep(4.0)
+        await asyncio.sleep(2.0)
+        if scope == "predictor":  # another predictor's beds: not these
+            await publish(s, 1e-4, predictor="0123456789ab")
+        await asyncio.sleep(2.0)
         t_pub = time.time()
-        await publish(s, 1e-4)  # below every calibrated bound: no VQ level is safe, send raw
+        # below every calibrated bound: no VQ level is safe, send raw
+        await publish(s, 1e-4, predictor=own if scope == "predictor" else None)
         rep = await task
         return t_pub, rep, await _frames(s, rep.frames_sent)
 
     t_pub, rep, frames = asyncio.run(go())
     assert rep.frames_failed == 0 and len(frames) == rep.frames_sent
-    assert rep.bounds.applied == 1 and not rep.bounds.rejected
+    assert rep.bounds.applied == (2 if scope == "predictor" else 1) and not rep.bounds.rejected
     window_s = 2.0 / speed
     ecg_level = [(ts / 1000.0, f.channel(Modality.ECG).level) for ts, f in frames]
     before = [lv for t, lv in ecg_level if t < t_pub]
