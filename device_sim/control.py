@@ -35,11 +35,12 @@ import math
 import time
 from dataclasses import dataclass, field
 
+from stream.wire import is_predictor_id
+
 log = logging.getLogger("wardstream.control")
 
 WARD_KEY = b"ward"
 PREDICTOR_KEY_PREFIX = b"ward-"
-_HEX = frozenset(b"0123456789abcdef")
 
 
 class ControlError(ValueError):
@@ -68,8 +69,8 @@ def parse(key: bytes | None, value: bytes | None) -> tuple[str, int | str | None
     field_name = "bound"
     if key == WARD_KEY:
         bed = None
-    elif key and key.startswith(PREDICTOR_KEY_PREFIX) and len(key) == len(PREDICTOR_KEY_PREFIX) + 12 \
-            and set(key[len(PREDICTOR_KEY_PREFIX):]) <= _HEX:
+    elif key and key.startswith(PREDICTOR_KEY_PREFIX) \
+            and is_predictor_id(key[len(PREDICTOR_KEY_PREFIX):].decode("latin-1")):
         bed = key[len(PREDICTOR_KEY_PREFIX):].decode()
     elif key and key.startswith(b"bed-") and key[4:].isdigit():
         bed = int(key[4:])

@@ -475,10 +475,15 @@ def reference_bytes(samples: np.ndarray, lossless: bool, version: int = WIRE_VER
         + len(_raw_payload(samples, len(samples), lossless))
 
 
+def is_predictor_id(s) -> bool:
+    """Whether ``s`` is a predictor id: 12 lower-case hex digits (the control topic's
+    ``ward-<id>`` keys and ``wardstream control --predictor`` use the same form)."""
+    return isinstance(s, str) and len(s) == 2 * PREDICTOR_ID_BYTES and all(c in "0123456789abcdef" for c in s)
+
+
 def predictor_id_bytes(predictor_id: str) -> bytes:
     """The wire form of a predictor id (flag bit 7): 12 lower-case hex digits -> 6 bytes."""
-    if not (isinstance(predictor_id, str) and len(predictor_id) == 2 * PREDICTOR_ID_BYTES
-            and all(c in "0123456789abcdef" for c in predictor_id)):
+    if not is_predictor_id(predictor_id):
         raise BadLength(f"a predictor id is {2 * PREDICTOR_ID_BYTES} lower-case hex digits, got {predictor_id!r}")
     return bytes.fromhex(predictor_id)
 

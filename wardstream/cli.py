@@ -30,7 +30,9 @@ def _settings(a: argparse.Namespace):
 def _predictor_id(s, predictor: str) -> str:
     """``wardstream control --predictor``: an id as it is, or a kind / file of the devices' codec
     (`Settings.codec_model`) as its id (`Predictor.digest`)."""
-    if len(predictor) == 12 and all(c in "0123456789abcdef" for c in predictor):
+    from stream.wire import is_predictor_id
+
+    if is_predictor_id(predictor):
         return predictor
     from wardmodels.runtime import load_deployed
 
