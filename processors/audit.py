@@ -15,8 +15,8 @@ with the weights that ship with the predictor that made the prediction: the one 
 burst's frames carry (wire v2 flag bit 7, `predictor_weights`), else the ward's (`task_weights`).
 A device whose predictor the worker does not know (neither the ward's nor a committed file) gets
 ``kl`` and ``qrs`` but no ``observed`` and no slack correction: its task error is not known here.
-One difference from training, kept on purpose: the reconstruction is what was actually sent, so under the dynamic
-policy the 10 s may mix levels.
+One difference from training, kept on purpose: the reconstruction is what was actually sent, so
+under the dynamic policy the 10 s may mix levels.
 
 Points: ``task_error,bed=B,level=L predicted=..`` on every window with a prediction, and on an
 audited window also ``observed``, ``kl``, ``qrs`` (same point: predicted and observed side by side)
@@ -70,14 +70,21 @@ def task_weights(model_id: int, predictor: str = "default"):
     are taken to run the ward's (the simulator and the workers read the same
     ``WARDSTREAM_DD_PREDICTOR``). `predictor_weights` for those that do."""
     from wardmodels.predictor import TaskWeights
+
+    _, pred = _ward_predictor(model_id, predictor)
+    return pred.weights if pred is not None else TaskWeights()
+
+
+def _ward_predictor(model_id: int, ward: str):
+    """(codec, the ward's predictor ``ward`` of codec ``model_id``); (None, None) for a raw or
+    unknown model or one without a Dynamic-Deep predictor."""
     from wardmodels.runtime import load_deployed
 
     try:
         codec = load_deployed(model_id)
-        pred = codec.predictor_of(predictor) if codec.predictor is not None else None
-    except Exception:  # noqa: BLE001 - a raw or unknown model: the default weights
-        pred = None
-    return pred.weights if pred is not None else TaskWeights()
+        return (codec, codec.predictor_of(ward)) if codec.predictor is not None else (None, None)
+    except Exception:  # noqa: BLE001 - a raw or unknown model predicts nothing
+        return None, None
 
 
 @lru_cache(maxsize=64)
@@ -85,15 +92,11 @@ def predictor_by_id(model_id: int, predictor_id: str, ward: str = "default"):
     """The predictor whose id (`wardmodels.predictor.Predictor.digest`) is ``predictor_id``: the
     ward's (``ward``, a kind or file of codec ``model_id``, `Settings.dd_predictor`) or a committed
     predictor file (``wardmodels/weights/predictor-<id>.npz``, hash-verified); None if neither."""
-    from wardmodels.runtime import WEIGHTS_DIR, load_deployed
+    from wardmodels.runtime import WEIGHTS_DIR
 
-    try:
-        codec = load_deployed(model_id)
-    except Exception:  # noqa: BLE001 - a raw or unknown model predicts nothing
+    codec, pr = _ward_predictor(model_id, ward)
+    if pr is None:
         return None
-    if codec.predictor is None:
-        return None
-    pr = codec.predictor_of(ward)
     if pr.digest == predictor_id:
         return pr
     path = WEIGHTS_DIR / f"predictor-{predictor_id}.npz"
@@ -172,12 +175,13 @@ def score(cases: list[AuditCase], rhythm, beat=None, predictor: str = "default")
         fields = {"kl": k, "qrs": qrs}
         if weights is not None:
             fields["observed"] = weights.kl * k + weights.qrs * qrs
-        if weights is not None and weights.beat:
-            if beat is None:
-                raise ValueError("the device's predictor's task error has the beat term: the audit needs the beat model")
-            b = float(beat_term(beat, np.asarray(c.original, np.float64), np.asarray(c.received)[None])[-1, 0])
-            fields["beat"] = b
-            fields["observed"] += weights.beat * b
+            if weights.beat:
+                if beat is None:
+                    raise ValueError("the device's predictor's task error has the beat term: the audit needs "
+                                     "the beat model")
+                b = float(beat_term(beat, np.asarray(c.original, np.float64), np.asarray(c.received)[None])[-1, 0])
+                fields["beat"] = b
+                fields["observed"] += weights.beat * b
         if c.predicted is not None:
             fields["predicted"] = c.predicted
         if c.predictor_id is not None:
