@@ -158,6 +158,8 @@ class Device:
         # v2: the id of the predictor that made the prediction travels with the reference, so the
         # cloud audits the task error it was trained on
         pid = getattr(self.encoder, "predictor_id", None) if ref is not None and self.wire_version == 2 else None
+        if self.wire_version != 2:  # v1 has no room for a raw section's front-end state
+            channels = tuple(dataclasses.replace(ch, zi=None) for ch in channels)
         frame = Frame(self.bed_id, self.seq, t_us, FS, WINDOW,
                       self.encoder.model_id, channels, pred, ref, self.lossless, self.wire_version,
                       predictor_id=pid)

@@ -205,11 +205,15 @@ def _audit(state: BedState, frame: Frame, ts_ms: int) -> AuditCase | None:
     return case
 
 
-def front_end(state: BedState, ecg: np.ndarray, fs: int, raw: bool) -> np.ndarray:
+def front_end(state: BedState, ecg: np.ndarray, fs: int, raw: bool, zi=None) -> np.ndarray:
     """The ECG every later stage sees: codec levels arrive band-passed by the device's front end;
-    raw-level windows get the same causal filter here (its state carried across raw windows and
-    restarted at rest after codec windows), so a stream that switches levels stays one signal."""
+    raw-level windows get the same causal filter here, so a stream that switches levels stays one
+    signal. Its state: the device's own when the section carries it (``zi``: wire v2, a raw window
+    after codec-level ones), else carried across raw windows, else (the first raw window after
+    codec windows from a device that does not send it, or after a gap) started at rest."""
     if raw:
+        if zi is not None:
+            state.zi = np.asarray(zi, np.float64).reshape(-1, 2).tolist()
         filt = StreamFilter(fs, None if state.zi is None else np.asarray(state.zi, np.float64))
         x = filt(ecg)
         state.zi = filt.zi.tolist()
@@ -328,8 +332,9 @@ def process_frame(state: BedState, frame: Frame, signals: dict[Modality, np.ndar
     audit = None
     beat_ms: list[int] = []
     if ecg is not None:
-        raw = any(ch.modality == Modality.ECG and ch.level == 0 for ch in frame.channels)
-        ecg = front_end(state, ecg, fs, raw)
+        ch = frame.channel(Modality.ECG)
+        raw = ch is not None and ch.level == 0
+        ecg = front_end(state, ecg, fs, raw, ch.zi if raw else None)
         state.qrs, beats = ecg_peaks_stream(ecg, fs, state.qrs)
         new_beats = [int(k) for k in beats.samples.tolist()]
         prev = state.beats[-1] if state.beats else None

@@ -50,12 +50,22 @@ the 4-byte magic, the per-section modality and count, a 16-bit model id, microse
                          clock to the millisecond)  6 B
              model   u8 (codec model id)        1 B
              mods    u8 bit mask of the modalities present (bit 0 ECG, bit 1 EEG), at least
-                         one; their sections follow in ascending modality order  1 B  -> 18 B
+                         one; their sections follow in ascending modality order; bit 4 + m:
+                         modality m's raw section carries its front end's state, below  1 B  -> 18 B
              [fs u16, n_samp u16 if flag bit 4]
     per modality present:
              level   u8; with flag bit 5, the ECG's byte is level (bits 0-2) | pred code << 3
                          (bits 3-7: the code of `pred` below, 0..31)   1 B
              side    as in v1
+             state   only at the raw level, with the modality's bit 4 + m in ``mods``: the state of
+                     the device's causal band-pass (`wardmodels.frontend.StreamFilter`, two
+                     second-order sections, direct form II transposed) before the window's first
+                     sample, 4 x f32 (z0, z1 of section 1, then of section 2)  16 B. A device
+                     that picks its level sends it on a raw window that follows a codec-level
+                     one: the cloud has not seen the raw input since, and filtering this window
+                     from rest would be off by as much as a codec level (6-12 % relative RMS,
+                     median); with it the cloud's band-passed window is the device's, up to the
+                     raw level's quantisation
              payload as in v1; the count is implied: n_samp samples at the raw level, the
                      level's own number of indices otherwise
     pred     as in v1 (flag bit 1); a device sends it in the ECG level byte instead (flag bit 5,
@@ -122,6 +132,9 @@ FLAG_PREDICTOR = 0x80  # v2 only: the predictor id follows the audit reference
 KNOWN_FLAGS = FLAG_HMAC | FLAG_PRED | FLAG_REF | FLAG_LOSSLESS
 KNOWN_FLAGS_V2 = KNOWN_FLAGS | FLAG_GEOMETRY | FLAG_PRED_IN_LEVEL | FLAG_CODED | FLAG_PREDICTOR
 PREDICTOR_ID_BYTES = 6  # flag bit 7: the predictor file's 12-hex-digit hash
+STATE_MASK_SHIFT = 4  # v2 ``mods`` bit 4 + m: modality m's raw section carries its front end's state
+_STATE = struct.Struct(">4f")  # that state: two second-order sections' (z0, z1), as f32
+STATE_BYTES = _STATE.size
 PACKED_LEVEL_BITS = 3  # flag bit 5: the ECG level in the low 3 bits of its byte, the code above
 PACKED_PRED_MAX = (1 << (8 - PACKED_LEVEL_BITS)) - 1  # the largest code that fits there (31)
 DEFAULT_FS, DEFAULT_N_SAMPLES = 128, 256
@@ -341,12 +354,16 @@ class Channel:
     # (an entropy-coded section's: its level byte and its share of the frame's coded stream, in
     # eighths of a byte)
     wire_bytes: float | None = field(default=None, compare=False)
+    # v2, raw level only: the device's front-end filter state before the window's first sample
+    # (4 floats, f32 on the wire; ``mods`` bit 4 + m), sent on a raw window after codec-level ones
+    # so that the cloud filters it as the device did (`processors.bed.front_end`)
+    zi: tuple[float, ...] | None = None
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Channel):
             return NotImplemented
         return (self.modality == other.modality and self.level == other.level
-                and self.gain == other.gain and self.offset == other.offset
+                and self.gain == other.gain and self.offset == other.offset and self.zi == other.zi
                 and self.data.dtype == other.data.dtype and np.array_equal(self.data, other.data))
 
     def physical(self) -> np.ndarray:
@@ -462,10 +479,20 @@ def _read_raw(buf: bytes, pos: int, end: int, n_samples: int, lossless: bool, wh
     return data, pos + nbytes
 
 
-def raw_section_bytes(samples: np.ndarray, lossless: bool, version: int = WIRE_VERSION) -> int:
+def raw_section_bytes(samples: np.ndarray, lossless: bool, version: int = WIRE_VERSION, state: bool = False) -> int:
     """Bytes a modality's raw section takes on the wire for these int16 samples (lossless-coded:
-    they depend on the samples)."""
-    return _section_head_size(version) + _SIDE_F32.size + len(_raw_payload(samples, len(samples), lossless))
+    they depend on the samples); ``state``: with its front end's state (v2, `STATE_BYTES`)."""
+    return _section_head_size(version) + _SIDE_F32.size + (STATE_BYTES if state else 0) \
+        + len(_raw_payload(samples, len(samples), lossless))
+
+
+def pack_state(zi) -> tuple[float, ...]:
+    """A front-end filter state (2 x 2 floats, `wardmodels.frontend.StreamFilter.zi`) as a raw
+    section carries it: 4 values rounded to f32."""
+    z = np.asarray(zi, np.float64).ravel()
+    if z.size != 4 or not np.isfinite(z).all() or (np.abs(z) > np.finfo(np.float32).max).any():
+        raise BadLength(f"a front-end state is 4 finite f32 values, got {z.tolist()}")
+    return tuple(float(v) for v in z.astype(np.float32))
 
 
 def reference_bytes(samples: np.ndarray, lossless: bool, version: int = WIRE_VERSION) -> int:
@@ -551,8 +578,11 @@ def encode_frame(frame: Frame, hmac_key: bytes | None = None,
     for ch in frame.channels:
         lv = spec.level(ch.level)
         data = np.asarray(ch.data)
+        if ch.zi is not None and (version != 2 or not lv.raw):
+            raise BadLength("a front-end state travels only in wire v2, on a raw section")
         if lv.raw:
-            payload = _raw_payload(data, frame.n_samples, frame.lossless)
+            payload = (b"" if ch.zi is None else _STATE.pack(*pack_state(ch.zi))) \
+                + _raw_payload(data, frame.n_samples, frame.lossless)
         else:
             if data.shape != (lv.n_indices,):
                 raise BadLength(f"level {lv.level} carries {lv.n_indices} indices, got {data.shape}")
@@ -603,7 +633,9 @@ def _header_v2(frame: Frame, flags: int) -> bytearray:
         flags |= FLAG_GEOMETRY
     out = bytearray(_HEADER_V2.pack(TAG_V2, flags, frame.bed_id, frame.seq,
                                     (frame.t_start_us // 1000).to_bytes(6, "big"), frame.model_id,
-                                    sum(1 << m for m in mods)))
+                                    sum(1 << m for m in mods)
+                                    | sum(1 << (STATE_MASK_SHIFT + int(ch.modality))
+                                          for ch in frame.channels if ch.zi is not None)))
     if geometry:
         out += _GEOMETRY.pack(frame.fs, frame.n_samples)
     return out
@@ -647,13 +679,16 @@ def _read_header_v2(buf: bytes) -> tuple:
             raise TruncatedFrame("v2 geometry runs past the frame")
         fs, n_samples = _GEOMETRY.unpack_from(buf, head)
         head += _GEOMETRY.size
+    state, mask = mask >> STATE_MASK_SHIFT, mask & ((1 << STATE_MASK_SHIFT) - 1)
     if mask == 0:
         raise BadLength("a v2 frame with no modality")
-    if mask >> len(Modality):
-        raise UnknownModality(f"modality mask {mask:#04x}")
+    if mask >> len(Modality) or state >> len(Modality):
+        raise UnknownModality(f"modality mask {(state << STATE_MASK_SHIFT) | mask:#04x}")
+    if state & ~mask:
+        raise BadLength(f"a front-end state flagged for a modality the frame lacks (mask {(state << STATE_MASK_SHIFT) | mask:#04x})")
     mods = [m for m in Modality if mask >> int(m) & 1]
     return (2, flags, bed_id, seq, int.from_bytes(t_ms, "big") * 1000, fs, n_samples, model_id, len(mods),
-            mods, head)
+            (mods, [bool(state >> int(m) & 1) for m in mods]), head)
 
 
 def decode_frame(buf: bytes, hmac_key_for: Callable[[int], bytes | None] | None = None,
@@ -670,6 +705,7 @@ def decode_frame(buf: bytes, hmac_key_for: Callable[[int], bytes | None] | None 
     buf = bytes(buf)
     (version, flags, bed_id, seq, t_start, fs, n_samples, model_id, n_mod, mods,
      head) = _read_header_v2(buf) if buf[:1] == bytes([TAG_V2]) else _read_header_v1(buf)
+    mods, has_state = mods if mods is not None else (None, None)
     body_end = len(buf) - CRC_LEN - (HMAC_LEN if flags & FLAG_HMAC else 0)
     if body_end < head:
         raise TruncatedFrame("frame too short for its trailer")
@@ -722,6 +758,9 @@ def decode_frame(buf: bytes, hmac_key_for: Callable[[int], bytes | None] | None 
                 pred = pred_value(level >> PACKED_LEVEL_BITS)
                 level &= (1 << PACKED_LEVEL_BITS) - 1
         lv = spec.level(level)
+        zi = None
+        if has_state is not None and has_state[i] and not lv.raw:
+            raise BadLength(f"a front-end state flagged for {modality.name} at codec level {level}")
         want_count = n_samples if lv.raw else lv.n_indices
         if count is not None and count != want_count:
             raise BadLength(f"{modality.name} level {level} declares {count} values, expected {want_count}")
@@ -737,6 +776,13 @@ def decode_frame(buf: bytes, hmac_key_for: Callable[[int], bytes | None] | None 
         if not (math.isfinite(gain) and math.isfinite(offset)):
             raise BadLength(f"{modality.name} side information is not finite")
         if lv.raw:
+            if has_state is not None and has_state[i]:
+                if pos + STATE_BYTES > body_end:
+                    raise TruncatedFrame(f"{modality.name} front-end state runs past the frame body")
+                zi = _STATE.unpack_from(buf, pos)
+                pos += STATE_BYTES
+                if not all(math.isfinite(v) for v in zi):
+                    raise BadLength(f"{modality.name} front-end state is not finite")
             data, pos = _read_raw(buf, pos, body_end, n_samples, bool(flags & FLAG_LOSSLESS), modality.name)
         else:
             nbytes = lv.payload_bytes(n_samples)
@@ -747,7 +793,7 @@ def decode_frame(buf: bytes, hmac_key_for: Callable[[int], bytes | None] | None 
             data = unpack_indices(chunk, want_count, lv.bits)
             if data.size and int(data.max()) >= lv.codebook_size:
                 raise IndexOutOfRange(f"{modality.name} index {int(data.max())} >= {lv.codebook_size}")
-        channels.append(Channel(modality, level, float(gain), float(offset), data, pos - start))
+        channels.append(Channel(modality, level, float(gain), float(offset), data, pos - start, zi))
     if flags & FLAG_PRED:
         if pos + 1 > body_end:
             raise TruncatedFrame("predicted error runs past the frame body")

@@ -69,11 +69,14 @@ def device_filters() -> dict:
     return {m: StreamFilter(limit=INPUT_LIMITS[m]) for m in MOD_NAME.values()}
 
 
-def raw_channel(mod: Modality, x: np.ndarray) -> Channel:
-    """One modality at the raw level (int16 at the fixed gain of ``RAW_GAINS``)."""
+def raw_channel(mod: Modality, x: np.ndarray, zi=None) -> Channel:
+    """One modality at the raw level (int16 at the fixed gain of ``RAW_GAINS``); ``zi``: the
+    device's front-end state before the window (`StreamFilter.zi`), to send with it (wire v2)."""
+    from stream.wire import pack_state
+
     gain = RAW_GAINS[MOD_NAME[mod]]
     q = np.clip(np.rint(np.nan_to_num(np.asarray(x, np.float64)) / gain), -32768, 32767).astype(np.int16)
-    return Channel(mod, 0, gain, 0.0, q)
+    return Channel(mod, 0, gain, 0.0, q, zi=None if zi is None else pack_state(zi))
 
 
 class DynamicEncoder:
@@ -135,10 +138,11 @@ def _encode_dynamic(encoders: list[DynamicEncoder], ecgs: list, eegs: list) -> l
 
     out: list[list[Channel]] = [[] for _ in encoders]
     by_codec: dict[tuple, list[int]] = {}
-    filtered = {}
+    filtered, zi_before = {}, {}
     for i, (enc, x) in enumerate(zip(encoders, ecgs)):
         if x is None:
             continue
+        zi_before[i] = enc.filters["ecg"].zi  # sosfilt returns a new state: this one stays as it is
         filtered[i] = enc.filters["ecg"](np.nan_to_num(np.asarray(x, np.float64)))
         by_codec.setdefault((id(enc.codec), enc.encoder, id(enc.predictor)), []).append(i)
     for members in by_codec.values():
@@ -168,11 +172,15 @@ def _encode_dynamic(encoders: list[DynamicEncoder], ecgs: list, eegs: list) -> l
         for j, i in enumerate(members):
             fixed = encoders[i].fixed_level
             L = int(levels[j]) if fixed is None else fixed
+            # a raw window after a codec-level one carries the front end's state (wire v2): the
+            # cloud has not seen the raw input since and could not continue the filter itself
+            after_codec = encoders[i].last_level not in (None, 0) and zi_before[i] is not None
             encoders[i].last_level = L
             encoders[i].last_pred = 0.0 if L == 0 else max(0.0, float(np.expm1(pred[j, L - 1])))
             encoders[i].last_filtered = filtered[i]
             if L == 0:
-                out[i].append(raw_channel(Modality.ECG, ecgs[i]))
+                out[i].append(raw_channel(Modality.ECG, ecgs[i],
+                                          zi_before[i] if after_codec else None))
             else:
                 out[i].append(Channel(Modality.ECG, L, float(codes[j]), 0.0, idx[L][j]))
     groups: dict[tuple, list[int]] = {}

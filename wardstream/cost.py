@@ -240,8 +240,8 @@ def cost_report(settings, beds: int = 200, split: str = "test", bound: float | N
     from stream.wire import AUDIT_WINDOWS, REGISTRY, audit_period_windows, frame_overhead
     from wardmodels.runtime import load_deployed
     from wardmodels.wire_codec import register_deployed
-    from wardstream.eval_dynamic import (coded_level_bits, device_pred_bits, part_for, per_window_bits, raw_level_bits,
-                                         reference_bits, score, section_bits)
+    from wardstream.eval_dynamic import (coded_level_bits, device_pred_bits, front_state_bits, part_for, per_window_bits,
+                                         raw_level_bits, record_starts, reference_bits, score, section_bits)
 
     register_deployed()
     codec = load_deployed(model_id)
@@ -274,8 +274,12 @@ def cost_report(settings, beds: int = 200, split: str = "test", bound: float | N
         bits = per_window_bits(bits, np.minimum(cb, fixed[None, :]), len(pred))
     rb = raw_level_bits(settings.data_dir, split, part, version) if settings.raw_lossless else None
     pred_bits = device_pred_bits(version)
-    sc, lv = score(pred, err, bits, pr, bound, rb, pred_bits)
+    starts = record_starts(part)
+    sc, lv = score(pred, err, bits, pr, bound, rb,
+                   lambda p_, l_: pred_bits(p_, l_) + front_state_bits(l_, starts, version))
     pred_bytes = float(pred_bits(pred, lv).mean()) / 8  # 0 where wire v2 packs it into the level byte
+    # the front end's state, with each raw window after a codec-level one (wire v2)
+    state_bytes_dd = float(front_state_bits(lv, starts, version).mean()) / 8
     mix = np.bincount(lv, minlength=6) / len(lv)
     raw_sent = float(rb[lv == 0].mean()) / 8 if rb is not None and (lv == 0).any() else float(sec(0))
     if cb is not None:  # the coded ECG section of each window at the level it was sent at
@@ -289,7 +293,8 @@ def cost_report(settings, beds: int = 200, split: str = "test", bound: float | N
     ref_bytes = float(reference_bits(settings.data_dir, split, part, sample, settings.raw_lossless, version)[sample].mean()) / 8
     audit_every = audit_period_windows(settings.audit_every_s)
     audit_bytes = ref_bytes * AUDIT_WINDOWS / audit_every if audit_every else 0.0
-    ecg_dd = float(mix[0] * raw_sent + sum(mix[L] * level_bytes[L] for L in range(1, 6))) + pred_bytes + audit_bytes
+    ecg_dd = float(mix[0] * raw_sent + sum(mix[L] * level_bytes[L] for L in range(1, 6))) + pred_bytes + audit_bytes \
+        + state_bytes_dd
     zs, ll = _measured_section_bytes(settings.data_dir, version=version)
     eeg_lvl = ASSUMPTIONS["eeg_level_dynamic"]
     options = {
@@ -366,6 +371,7 @@ def cost_report(settings, beds: int = 200, split: str = "test", bound: float | N
                          # mean bytes of the ECG sections sent at each VQ level (coded: those windows' own)
                          "ecg_section_bytes_by_level": {str(L): round(v, 3) for L, v in level_bytes.items()},
                          "predicted_error_bytes_per_frame": pred_bytes,
+                         "front_state_bytes_per_frame": round(state_bytes_dd, 4),
                          "audit": {"every_s": settings.audit_every_s, "windows_per_burst": AUDIT_WINDOWS,
                                    "reference_bytes": round(ref_bytes, 2),
                                    "bytes_per_window": round(audit_bytes, 3)},

@@ -579,6 +579,38 @@ def device_pred_bits(version: int | None = None):
 PRED_BITS = device_pred_bits()
 
 
+def record_starts(part: Part) -> np.ndarray:
+    """Per window of ``part``: whether it is its record's first (a device's stream starts there)."""
+    lens = [len(r.feats) for r in part.records]
+    out = np.zeros(sum(lens), bool)
+    out[np.cumsum([0] + lens[:-1]).astype(np.int64)[np.asarray(lens) > 0]] = True
+    return out
+
+
+def front_state_bits(levels: np.ndarray, starts: np.ndarray, version: int | None = None) -> np.ndarray:
+    """Per window, the bits of the front end's state that a device picking its level sends with a
+    raw window following a codec-level one of its stream (wire v2, `stream.wire.STATE_BYTES`;
+    ``starts``: `record_starts`), so that the cloud filters it as the device did."""
+    from stream.wire import STATE_BYTES
+
+    levels = np.asarray(levels)
+    if (version or WIRE_VERSION) != 2:
+        return np.zeros(len(levels))
+    prev = np.concatenate([[0], levels[:-1]])
+    return 8.0 * STATE_BYTES * ((levels == 0) & (prev > 0) & ~np.asarray(starts, bool))
+
+
+def device_frame_bits(starts: np.ndarray, version: int | None = None):
+    """``f(pred, levels)``: per window, what a device picking its level adds to its frame beside its
+    ECG section — the predicted error (`device_pred_bits`) and, on a raw window after a codec-level
+    one, the front end's state (`front_state_bits`); ``starts`` aligned with the windows scored."""
+    pb = device_pred_bits(version)
+
+    def bits(pred: np.ndarray, levels: np.ndarray) -> np.ndarray:
+        return pb(pred, levels) + front_state_bits(levels, starts, version)
+    return bits
+
+
 # windows whose real error one audit observes: the worker scores the last window of each 10-s burst
 # (`processors.audit`: only it has 10 s of original for the rhythm classifier)
 AUDIT_SPAN = 1
@@ -893,7 +925,8 @@ def evaluate(data_dir: Path, split: str = "test", bound: float | None = None, mo
     bits = per_window_bits(fixed, cb, len(pred))
     rb = raw_level_bits(data_dir, split, part, wire_version) if raw_lossless else None
     clf = load_deployed_classifier("rhythm")
-    pred_bits = device_pred_bits(wire_version)
+    starts = record_starts(part)
+    pred_bits = device_frame_bits(starts, wire_version)
     head, lv = score(pred, err, bits, pr, bound, rb, pred_bits)
     real_chosen = np.log1p(chosen_error(lv, err))
     pred_chosen = np.concatenate([np.zeros((len(pred), 1)), pred], 1)[np.arange(len(lv)), lv]
@@ -912,7 +945,9 @@ def evaluate(data_dir: Path, split: str = "test", bound: float | None = None, mo
            **({"coded_bits_per_window_by_level": {str(L): float(cb[:, j].mean()) for j, L in enumerate(LEVELS)}}
               if cb is not None else {}),
            # what the predicted error sent with each window adds (0 where wire v2 packs it in the level byte)
-           "predicted_error_bits_per_window": float(pred_bits(pred, lv).mean()),
+           "predicted_error_bits_per_window": float(device_pred_bits(wire_version)(pred, lv).mean()),
+           # the front end's state with each raw window after a codec-level one (wire v2 ``mods`` bit 4)
+           "front_state_bits_per_window": float(front_state_bits(lv, starts, wire_version).mean()),
            "raw_level": {"coding": "lossless (stream.lossless)" if rb is not None else "int16",
                          "mean_bits_all_windows": float(rb.mean()) if rb is not None else float(bits[0]),
                          "mean_bits_windows_sent_raw": float(rb[lv == 0].mean()) if rb is not None and (lv == 0).any()
@@ -925,7 +960,8 @@ def evaluate(data_dir: Path, split: str = "test", bound: float | None = None, mo
     for src in ("mitdb", "cinc"):
         m = part.mask(src)
         if m.any():
-            sc, _ = score(pred[m], err[m], rows(bits, m), pr, bound, None if rb is None else rb[m], pred_bits)
+            sc, _ = score(pred[m], err[m], rows(bits, m), pr, bound, None if rb is None else rb[m],
+                          device_frame_bits(starts[m], wire_version))
             out[f"by_source_{src}"] = {k: sc[k] for k in ("mean_compression_gain", "aggregate_compression_gain",
                                                           "violation_rate", "level_histogram", "oracle_gain_fraction")}
     for L in LEVELS:

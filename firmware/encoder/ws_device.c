@@ -20,6 +20,8 @@ int ws_device_init(ws_device *d, const ws_encoder *enc, const ws_device_config *
     if (cfg->dd == -2 && (cfg->level < 1 || cfg->level > d->ecg->n_cb)) FAIL("not a base codec level");
     if (cfg->dd > -2 && (!enc->pred.n_in || cfg->eeg_level < 1 || cfg->eeg_level > d->eeg->n_cb))
         FAIL("the blob has no Dynamic-Deep part, or the EEG level is not a base level");
+    if (cfg->dd > -2 && d->ecg->n_sections != 2)
+        FAIL("a level-picking device sends its ECG front end's state on the wire: two filter sections");
     d->seq = cfg->seq0;
     d->bound = cfg->bound > 0 ? cfg->bound : enc->pred.deployed_bound;
     d->last_level = -1, d->last_pred_code = -1;
@@ -48,6 +50,11 @@ int ws_device_step(ws_device *d, const double *ecg, const double *eeg, void *scr
     int n_sec = 1, pcode = -1, L = c->level;
     /* the ECG: the front end, then the encoder at the fixed level, or every level and the choice */
     MARK(0);
+    /* the front end's state before this window, as f32: a raw window after a codec-level one
+       carries it (`wardmodels.wire_codec`), so the cloud filters the raw samples as this device did */
+    float zi[4];
+    const int after_codec = dd && d->last_level > 0 && d->filt[0].started;
+    for (int s = 0; s < 2; s++) zi[2 * s] = (float)d->filt[0].zi[s][0], zi[2 * s + 1] = (float)d->filt[0].zi[s][1];
     ws_filter(d->ecg, &d->filt[0], ecg, d->y[0], WS_WINDOW);
     const uint8_t code = ws_normalise(d->ecg, d->y[0], d->x);
     d->last_code[0] = code;
@@ -62,10 +69,10 @@ int ws_device_step(ws_device *d, const double *ecg, const double *eeg, void *scr
         MARK(4);
         if (L == 0) {
             ws_raw_ecg(ecg, d->raw); /* `raw_channel`: the raw window at 1 µV per step */
-            sec[0] = (ws_section){0, 0, 0, 0, 0, 0, 0, d->raw, 0.001f};
+            sec[0] = (ws_section){0, 0, 0, 0, 0, 0, 0, d->raw, 0.001f, after_codec ? zi : 0};
         } else {
             sec[0] = (ws_section){0, L, code, d->win.idx[L - 1], d->win.n_idx[L - 1], d->win.bits[L - 1],
-                                  tables(d, d->ecg, L, &tab[0]), 0, 0};
+                                  tables(d, d->ecg, L, &tab[0]), 0, 0, 0};
         }
     } else {
         const int stages = d->ecg->n_cb - L + 1, len = ws_encode(d->ecg, d->x, stages, d->idx[0], 0, scratch);
@@ -73,7 +80,7 @@ int ws_device_step(ws_device *d, const double *ecg, const double *eeg, void *scr
         MARK(2);
         t[3] = t[4] = t[2]; /* no task features or predictor */
         sec[0] = (ws_section){0, L, code, d->idx[0], stages * len, bits_for(d->ecg->K), tables(d, d->ecg, L, &tab[0]),
-                              0, 0};
+                              0, 0, 0};
     }
     /* the EEG at its level */
     if (eeg) {
@@ -85,7 +92,7 @@ int ws_device_step(ws_device *d, const double *ecg, const double *eeg, void *scr
         const int len = ws_encode(d->eeg, d->x, stages, d->idx[1], 0, scratch);
         if (len < 0) return -3;
         sec[n_sec++] = (ws_section){1, el, ecode, d->idx[1], stages * len, bits_for(d->eeg->K),
-                                    tables(d, d->eeg, el, &tab[1]), 0, 0};
+                                    tables(d, d->eeg, el, &tab[1]), 0, 0, 0};
     } else {
         MARK(5);
     }

@@ -22,7 +22,7 @@
 static size_t header(uint8_t *o, uint8_t flags, uint32_t bed, uint32_t seq, uint64_t t_ms, uint8_t model,
                      const ws_section *sec, int n_sec) {
     uint8_t mods = 0;
-    for (int i = 0; i < n_sec; i++) mods |= (uint8_t)(1u << sec[i].modality);
+    for (int i = 0; i < n_sec; i++) mods |= (uint8_t)((1u << sec[i].modality) | (sec[i].zi ? 16u << sec[i].modality : 0));
     o[0] = TAG_V2;
     o[1] = flags;
     for (int i = 0; i < 4; i++) o[2 + i] = (uint8_t)(bed >> (24 - 8 * i));
@@ -58,23 +58,30 @@ static int finish(uint8_t *out, size_t cap, size_t n, const uint8_t *key, size_t
     return (int)n;
 }
 
-/* a raw section's side (gain, offset 0 as big-endian f32) and its samples: big-endian int16, or
- * lossless-coded behind their u16 byte length */
-static size_t raw_section(uint8_t *o, const int16_t *x, float gain, int lossless) {
+static void put_f32(uint8_t *o, float v) {
     uint32_t g;
-    memcpy(&g, &gain, 4);
+    memcpy(&g, &v, 4);
     for (int i = 0; i < 4; i++) o[i] = (uint8_t)(g >> (24 - 8 * i));
+}
+
+/* a raw section's side (gain, offset 0 as big-endian f32), the front end's state when given (4
+ * big-endian f32), and its samples: big-endian int16, or lossless-coded behind their u16 byte length */
+static size_t raw_section(uint8_t *o, const int16_t *x, float gain, const float *zi, int lossless) {
+    put_f32(o, gain);
     memset(o + 4, 0, 4);
+    size_t h = 8;
+    if (zi)
+        for (int i = 0; i < 4; i++, h += 4) put_f32(o + h, zi[i]);
     if (lossless) {
-        const size_t n = ws_lossless_encode(x, 256, o + 10);
-        o[8] = (uint8_t)(n >> 8), o[9] = (uint8_t)n;
-        return 10 + n;
+        const size_t n = ws_lossless_encode(x, 256, o + h + 2);
+        o[h] = (uint8_t)(n >> 8), o[h + 1] = (uint8_t)n;
+        return h + 2 + n;
     }
     for (int t = 0; t < 256; t++) {
-        o[8 + 2 * t] = (uint8_t)((uint16_t)x[t] >> 8);
-        o[9 + 2 * t] = (uint8_t)x[t];
+        o[h + 2 * t] = (uint8_t)((uint16_t)x[t] >> 8);
+        o[h + 1 + 2 * t] = (uint8_t)x[t];
     }
-    return 8 + 2 * 256;
+    return h + 2 * 256;
 }
 
 int ws_in_burst(uint32_t seq, uint32_t bed, uint32_t every) {
@@ -95,7 +102,7 @@ int ws_frame_v2_ex(uint8_t *out, size_t cap, uint32_t bed, uint32_t seq, uint64_
     if (pid && pred_code < 0) return -2; /* a predictor id travels only with a predicted error */
     for (int i = 0; i < n_sec; i++) {
         if (sec[i].level < 0 || sec[i].level > 255 || (sec[i].level && (sec[i].bits < 1 || sec[i].bits > 16)) ||
-            (!sec[i].level && (!sec[i].raw || sec[i].tables)) ||
+            (!sec[i].level && (!sec[i].raw || sec[i].tables)) || (sec[i].level && sec[i].zi) ||
             (i && sec[i].modality <= sec[i - 1].modality) || sec[i].modality < 0 || sec[i].modality > 1)
             return -2;
         if (sec[i].tables) { /* the tables code exactly the section's indices */
@@ -114,14 +121,14 @@ int ws_frame_v2_ex(uint8_t *out, size_t cap, uint32_t bed, uint32_t seq, uint64_
                                    (lossless ? FLAG_LOSSLESS : 0) | (pid ? FLAG_PREDICTOR : 0));
     /* the bit-packed frame: level byte, scale byte, indices per section */
     size_t worst = 18 + 4 + 1 + (hmac_key ? HMAC_LEN : 0) + (ref ? 10 + 513 : 0) + (pid ? PREDICTOR_ID_BYTES : 0);
-    for (int i = 0; i < n_sec; i++) worst += sec[i].level ? 2 + ((size_t)sec[i].n_idx * sec[i].bits + 7) / 8 : 1 + 10 + 513;
+    for (int i = 0; i < n_sec; i++) worst += sec[i].level ? 2 + ((size_t)sec[i].n_idx * sec[i].bits + 7) / 8 : 1 + 10 + 513 + (sec[i].zi ? 16 : 0);
     if (worst > cap) return -1;
     size_t n = header(out, auth, bed, seq, t_start_ms, model, sec, n_sec);
     int any_coded = 0;
     for (int i = 0; i < n_sec; i++) {
         out[n++] = (uint8_t)(sec[i].level | (packed && i == ecg ? pred_code << 3 : 0));
         if (!sec[i].level) {
-            n += raw_section(out + n, sec[i].raw, sec[i].gain, lossless);
+            n += raw_section(out + n, sec[i].raw, sec[i].gain, sec[i].zi, lossless);
             continue;
         }
         out[n++] = sec[i].scale;
@@ -129,7 +136,7 @@ int ws_frame_v2_ex(uint8_t *out, size_t cap, uint32_t bed, uint32_t seq, uint64_
         any_coded |= sec[i].tables != 0;
     }
     if (pred_code >= 0 && !packed) out[n++] = (uint8_t)pred_code;
-    if (ref) n += raw_section(out + n, ref, 0.001f, lossless);
+    if (ref) n += raw_section(out + n, ref, 0.001f, 0, lossless);
     if (pid) memcpy(out + n, pid, PREDICTOR_ID_BYTES), n += PREDICTOR_ID_BYTES;
     const size_t plain = n + 4;
     if (!any_coded) return finish(out, cap, n, hmac_key, key_len);
@@ -142,14 +149,14 @@ int ws_frame_v2_ex(uint8_t *out, size_t cap, uint32_t bed, uint32_t seq, uint64_
     for (int i = 0; i < n_sec; i++) {
         c[m++] = (uint8_t)(sec[i].level | (packed && i == ecg ? pred_code << 3 : 0));
         if (!sec[i].level) {
-            m += raw_section(c + m, sec[i].raw, sec[i].gain, lossless);
+            m += raw_section(c + m, sec[i].raw, sec[i].gain, sec[i].zi, lossless);
         } else if (!sec[i].tables) {
             c[m++] = sec[i].scale;
             m += pack(c + m, sec[i].idx, sec[i].n_idx, sec[i].bits);
         }
     }
     if (pred_code >= 0 && !packed) c[m++] = (uint8_t)pred_code;
-    if (ref) m += raw_section(c + m, ref, 0.001f, lossless);
+    if (ref) m += raw_section(c + m, ref, 0.001f, 0, lossless);
     if (pid) memcpy(c + m, pid, PREDICTOR_ID_BYTES), m += PREDICTOR_ID_BYTES;
     ws_arith a;
     const size_t room = plain > m + 4 ? plain - (m + 4) : 0; /* bytes the stream may take to win */

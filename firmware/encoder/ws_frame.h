@@ -40,6 +40,9 @@ typedef struct {
     const ws_section_tables *tables; /* NULL: this section is never coded */
     const int16_t *raw;              /* level 0: the window's 256 samples (int16) at ``gain`` */
     float gain;
+    const float *zi; /* level 0 only, or NULL: the front end's state before the window (z0, z1 of
+                        each of its two sections), sent before the samples (v2 ``mods`` bit 4 + m):
+                        a level-picking device's raw window after a codec-level one */
 } ws_section;
 
 /* The tables of a base codec level's section of modality ``m`` (a `ws_modality *`) (level L sends stages 1 .. S-L+1

@@ -93,6 +93,14 @@ def frames() -> dict[str, tuple[Frame, bytes | None]]:
     # the same as devices send it since 2026-12-06: the reference with the id of the predictor that
     # made the prediction (flag bit 7), before the coded stream
     out["v2_coded_audited_predictor"] = (replace(coded_audit, predictor_id="7001013349ae"), TEST_KEY)
+    # a level-picking device's raw ECG window right after a codec-level one (since 2026-12-06): the
+    # raw section carries the device's front-end state before the window (``mods`` bit 4), the EEG
+    # coded at level 2
+    state = (F32(0.0123), F32(-0.5), F32(3.25e-3), F32(-1.0e-4))
+    out["v2_raw_state"] = (Frame(5, 79, 1_700_000_014_000_000, 128, 256, 8,
+                                 (Channel(Modality.ECG, 0, F32(0.001), 0.0, noisy, zi=state),
+                                  Channel(Modality.EEG, 2, 97.0, 0.0, np.array([0, 3, 31, 1], np.uint16))),
+                                 0.0, lossless=True, version=2, coded=True), TEST_KEY)
     return out
 
 

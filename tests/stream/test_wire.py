@@ -65,6 +65,7 @@ def test_lossless_raw_sections_halve_a_noisy_window():
     ("v2_raw_lossless", 0, 100), ("v2_vq_levels", 0, 5), ("v2_geometry", 0, 5),  # v2: every byte (index flips are valid frames)
     ("v2_coded", 0, 5),  # the coded stream: a flip decodes to other indices or fails its re-coding
     ("v2_coded_audited_predictor", 0, 5),  # the predictor id between the reference and the coded stream
+    ("v2_raw_state", 0, 5),  # the raw ECG's front-end state between its side information and its samples
 ])
 def test_mutations_are_frame_errors_or_whole_frames(name, start, min_rejected):
     """Every bit flip and every cut from ``start`` on (CRC made valid again) is either rejected
@@ -416,6 +417,9 @@ def test_v1_and_v2_carry_the_same_frame(name):
     (16, 99, UnknownModel),
     (18, 9, UnknownLevel),  # ECG level 9
     (17, 0b01, BadLength),  # the mask says ECG only: the EEG section's bytes are left over
+    (17, 0b100011, BadLength),  # a front-end state for the EEG, a codec-level section
+    (17, 0b100001, BadLength),  # a front-end state for a modality the frame lacks
+    (17, 0b1000011, UnknownModality),  # a state bit for a modality this build does not know
 ])
 def test_v2_header_fields_are_checked(at, value, error):
     b = bytearray(V2["v2_vq_levels"])
@@ -540,6 +544,37 @@ def test_the_predictor_id_travels_with_the_reference_and_is_checked():
     at = plain.index(bytes.fromhex("7001013349ae"))
     with pytest.raises(FrameError):
         _dec(_recrc(bytearray(plain[:at + 3]) + b"\0\0\0\0"))
+
+
+def test_a_raw_section_carries_the_devices_front_end_state():
+    """A level-picking device's raw window after codec-level ones carries its band-pass state
+    (``mods`` bit 4 + m, 16 bytes before the samples), so the cloud filters it as the device did."""
+    a, key = GOLDEN["v2_raw_state"]
+    buf = V2["v2_raw_state"]
+    assert buf[17] == 0b10011  # ECG and EEG present, the ECG's state follows its side information
+    g = _dec(buf, hmac_key_for=lambda bed: key)
+    ecg = g.channel(Modality.ECG)
+    assert g == a and ecg.zi == a.channels[0].zi and g.pred_error == 0.0
+    without = replace(a, channels=(replace(a.channels[0], zi=None), a.channels[1]))
+    plain = encode_frame(without, key, registry=TEST_REGISTRY)
+    assert len(buf) == len(plain) + wire.STATE_BYTES and _dec(plain, hmac_key_for=lambda bed: key) != a
+    assert ecg.wire_bytes == _dec(plain, hmac_key_for=lambda bed: key).channel(Modality.ECG).wire_bytes + 16
+    assert ecg.wire_bytes == wire.raw_section_bytes(ecg.data, True, state=True)
+    assert struct.pack(">4f", *a.channels[0].zi) in buf
+    # only in v2, only on a raw section, four finite f32 values
+    for bad in (replace(a, version=1, coded=False),
+                replace(a, channels=(a.channels[0], replace(a.channels[1], zi=(0.0,) * 4))),
+                replace(a, channels=(replace(a.channels[0], zi=(0.0, 1.0, float("nan"), 0.0)), a.channels[1])),
+                replace(a, channels=(replace(a.channels[0], zi=(0.0, 1.0, 2.0)), a.channels[1])),
+                replace(a, channels=(replace(a.channels[0], zi=(1e39, 0.0, 0.0, 0.0)), a.channels[1]))):
+        with pytest.raises(BadLength):
+            encode_frame(bad, key, registry=TEST_REGISTRY)
+    unsigned = bytearray(encode_frame(replace(a, coded=False), registry=TEST_REGISTRY))
+    at = unsigned.index(struct.pack(">4f", *a.channels[0].zi))
+    with pytest.raises(BadLength):  # a state that is not finite
+        _dec(_recrc(unsigned[:at] + struct.pack(">f", float("inf")) + unsigned[at + 4:]))
+    with pytest.raises(FrameError):  # cut inside the state
+        _dec(_recrc(unsigned[:at + 6] + b"\0\0\0\0"))
 
 
 def test_coded_sections_are_checked():

@@ -348,7 +348,7 @@ def test_a_c_device_with_the_dynamic_deep_edge_sends_the_simulated_devices_frame
     error), raw windows lossless-coded and audit bursts — the predictor's 29 inputs, the levels,
     the predicted-error codes and every frame equal the simulated device's (the integer encoder)
     bit for bit, and every frame decodes."""
-    from stream.wire import decode_frame, in_burst
+    from stream.wire import Modality, decode_frame, in_burst
     from wardmodels.predictor import Predictor
     from wardstream.bench_firmware import simulated_device
 
@@ -374,6 +374,10 @@ def test_a_c_device_with_the_dynamic_deep_edge_sends_the_simulated_devices_frame
     assert [f.seq for f in decoded] == list(range(11, 11 + windows))
     if dd < 0:  # the record exercises the choice: raw windows and several VQ levels
         assert (levels == 0).any() and len(set(levels.tolist()) - {0}) >= 2
+        # a raw window right after a codec-level one carries the front end's state, no other does
+        after = [k > 0 and levels[k] == 0 and levels[k - 1] > 0 for k in range(windows)]
+        assert any(after)
+        assert [f.channel(Modality.ECG).zi is not None for f in decoded] == after
     else:
         assert (levels == dd).all()
     # audit bursts: the windows `in_burst` names carry the ECG as the encoder saw it

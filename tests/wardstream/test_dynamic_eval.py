@@ -76,7 +76,10 @@ def test_eval_writes_every_key_consistently(small_dir, cache, tmp_path):
         assert 4096 / bits[0] < raw_gain and 4096 / raw_gain < 1.1 * raw["mean_bits_windows_sent_raw"]
     else:
         assert d["mean_compression_gain"] == pytest.approx(vq_gain)
-    total_bits = n_raw * raw["mean_bits_windows_sent_raw"] + sum(
+    # and the front end's state (16 bytes) with each raw window that follows a codec-level one
+    state = d["front_state_bits_per_window"] * n
+    assert round(state) % 128 == 0 and 0 <= state <= 128 * n_raw
+    total_bits = n_raw * raw["mean_bits_windows_sent_raw"] + state + sum(
         c * bits[int(L)] for L, c in d["level_histogram"].items() if L != "0")
     assert d["aggregate_compression_gain"] == pytest.approx(4096 * n / total_bits)
     assert d["aggregate_compression_gain"] <= d["mean_compression_gain"]
@@ -243,7 +246,8 @@ def test_cost_counts_the_entropy_coded_sections(small_dir, cache, tmp_path):
     sec = {0: dd["ecg_raw_section_bytes"], **{int(L): b for L, b in dd["ecg_section_bytes_by_level"].items()}}
     ecg = sum(share * sec[int(L)] for L, share in dd["ecg_level_mix"].items())
     assert o["dynamic_deep"]["frame_bytes"] == pytest.approx(
-        22 + ecg + dd["audit"]["bytes_per_window"] + cm["eeg"][str(dd["eeg_level"])] + 1, abs=0.05)
+        22 + ecg + dd["audit"]["bytes_per_window"] + dd["front_state_bytes_per_frame"]
+        + cm["eeg"][str(dd["eeg_level"])] + 1, abs=0.05)
     by_bytes = [o[k]["radio_bytes_per_bed_per_day"] for k in ("raw16", "zstd", "lossless", "codec_L1", "codec_L2")]
     assert by_bytes == sorted(by_bytes, reverse=True)
 
@@ -277,8 +281,11 @@ def test_cost_states_its_assumptions_and_compares_every_option(small_dir, cache,
     assert d["dynamic_deep"]["predicted_error_bytes_per_frame"] == 0 and au["every_s"] == 1800
     assert 100 < au["reference_bytes"] < 8 + 2 + 512
     assert au["bytes_per_window"] == pytest.approx(au["reference_bytes"] * 5 / 900, abs=1e-3)
+    # and 16 bytes of the front end's state with each raw window that follows a codec-level one
+    st = d["dynamic_deep"]["front_state_bytes_per_frame"]
+    assert 0 <= st <= 16 * mix["0"]
     assert o["dynamic_deep"]["frame_bytes"] == pytest.approx(
-        22 + ecg + au["bytes_per_window"] + sec[d["dynamic_deep"]["eeg_level"]], abs=0.05)
+        22 + ecg + au["bytes_per_window"] + st + sec[d["dynamic_deep"]["eeg_level"]], abs=0.05)
     assert 0 < d["reduction_vs_raw"] < d["reduction_vs_raw_variable_costs"] < 1
     assert d["prices"]["noted"] and d["assumptions"]["broker_retention_days"] > 0
     # the worker's state changelog is priced as a fixed cost, from a measured state size
