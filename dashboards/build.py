@@ -316,6 +316,13 @@ def bandwidth_cost() -> dict:
                             "of wardmodels/weights/predictor-<id>.npz, sent with each audit reference) and the "
                             "slack correction the worker last computed for it. A ward in a staged roll-out shows "
                             "both predictors here; each bed is audited with its own's task error."), 24, 8)
+    L.add(table("Fidelity holds (ECG level capped while an alarm is open)",
+                [target('SELECT last("on") AS "on", last("max_level") AS "max level", last("why") AS "alarm" '
+                        f'FROM "fidelity_hold" WHERE $timeFilter AND {BED} GROUP BY "bed"', fmt="table")],
+                description="The worker's fidelity hold (processors/hold.py): while a bed has an open ventricular "
+                            "or asystole alarm (WARDSTREAM_ALARM_HOLD_CONDITIONS), and 2 minutes after "
+                            "(WARDSTREAM_ALARM_HOLD_S), its device sends no ECG level above the hold's (default 1) "
+                            "— the last transition per bed: on = 1 since then, 0 ended."), 24, 6)
     return dashboard("bandwidth-cost", "Bandwidth and cost", "What the ward sends, at which levels, and what it costs.",
                      L, [bed_variable(multi=True)], [], ["bandwidth"], time_from="now-1h")
 

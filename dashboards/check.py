@@ -24,8 +24,9 @@ class PanelResult:
     @property
     def events_only(self) -> bool:
         """A panel over events that a run may not have: alarm transitions, their deliveries (none
-        without subscribers), discharges. Empty on a quiet run, and that is not a fault."""
-        return re.search(r'FROM "(alarm|alarm_delivery|stay)"(\s|$)', self.query) is not None
+        without subscribers), discharges, fidelity holds (none without a ventricular or asystole
+        alarm). Empty on a quiet run, and that is not a fault."""
+        return re.search(r'FROM "(alarm|alarm_delivery|stay|fidelity_hold)"(\s|$)', self.query) is not None
 
 
 def expand(q: str, beds: list[str], range_s: int = 3600, interval_ms: int = 2000) -> str:

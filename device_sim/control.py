@@ -20,6 +20,18 @@ its device's deployed one.
 
 The correction has its own key so that it never overwrites an operator's per-bed bound.
 
+    key   b"hold-000012"   -> bed 12's fidelity hold, set and cleared by the worker
+    value {"max_level": 1, "why": "nsvt", "by": "alarm", "at_ms": ...}   (`processors.hold`):
+                                                                  while a ventricular or asystole
+                                                                  alarm is open (and a while after),
+                                                                  the device sends no ECG level above
+                                                                  ``max_level`` (0..7; 0: raw only;
+                                                                  null clears)
+
+A hold only ever caps the level: the device still sends the highest level up to the cap whose
+predicted error is under its bound, raw if none. It has its own key, so it never overwrites an
+operator's bound.
+
 A device applies a message as soon as it is read, so the next window it encodes uses it (the
 simulator polls the topic between windows). A malformed message is rejected with a reason,
 logged and counted; it changes nothing.
@@ -50,10 +62,16 @@ class ControlError(ValueError):
 
 
 SLACK_PREFIX = b"slack-"
+HOLD_PREFIX = b"hold-"
+MAX_HOLD_LEVEL = 7  # the highest level a hold can name (a level fits 3 bits of the v2 ECG level byte)
 
 
 def slack_key(bed: int) -> bytes:
     return SLACK_PREFIX + f"{bed:06d}".encode()
+
+
+def hold_key(bed: int) -> bytes:
+    return HOLD_PREFIX + f"{bed:06d}".encode()
 
 
 def predictor_key(predictor_id: str) -> bytes:
@@ -64,8 +82,8 @@ def predictor_key(predictor_id: str) -> bytes:
 
 
 def parse(key: bytes | None, value: bytes | None) -> tuple[str, int | str | None, float | None]:
-    """-> (field "bound" or "slack", its scope: a bed id, a predictor id (str) or None for the
-    ward, value or None to clear)."""
+    """-> (field "bound", "slack" or "max_level", its scope: a bed id, a predictor id (str) or None
+    for the ward, value or None to clear)."""
     field_name = "bound"
     if key == WARD_KEY:
         bed = None
@@ -76,9 +94,11 @@ def parse(key: bytes | None, value: bytes | None) -> tuple[str, int | str | None
         bed = int(key[4:])
     elif key and key.startswith(SLACK_PREFIX) and key[len(SLACK_PREFIX):].isdigit():
         field_name, bed = "slack", int(key[len(SLACK_PREFIX):])
+    elif key and key.startswith(HOLD_PREFIX) and key[len(HOLD_PREFIX):].isdigit():
+        field_name, bed = "max_level", int(key[len(HOLD_PREFIX):])
     else:
         raise ControlError("bad_key", f"key {key!r} is none of b'ward', b'ward-<12 hex digits>', b'bed-NNNNNN', "
-                                      f"b'slack-NNNNNN'")
+                                      f"b'slack-NNNNNN', b'hold-NNNNNN'")
     try:
         msg = json.loads(value or b"")
     except ValueError as exc:
@@ -88,6 +108,10 @@ def parse(key: bytes | None, value: bytes | None) -> tuple[str, int | str | None
     b = msg[field_name]
     if b is None:
         return field_name, bed, None
+    if field_name == "max_level":
+        if isinstance(b, bool) or not isinstance(b, int) or not 0 <= b <= MAX_HOLD_LEVEL:
+            raise ControlError("bad_max_level", f"max_level must be an integer 0..{MAX_HOLD_LEVEL}, got {b!r}")
+        return field_name, bed, b
     if isinstance(b, bool) or not isinstance(b, (int, float)) or not math.isfinite(b):
         raise ControlError(f"bad_{field_name}", f"{field_name} must be a finite number, got {b!r}")
     if field_name == "bound" and b <= 0:
@@ -105,6 +129,11 @@ def slack_message(slack: float | None, by: str = "audit") -> bytes:
     return json.dumps({"slack": slack, "by": by, "at_ms": int(time.time() * 1000)}).encode()
 
 
+def hold_message(max_level: int | None, why: str = "", by: str = "alarm", at_ms: int | None = None) -> bytes:
+    return json.dumps({"max_level": max_level, "why": why, "by": by,
+                       "at_ms": int(time.time() * 1000) if at_ms is None else int(at_ms)}).encode()
+
+
 @dataclass
 class Bounds:
     """Default, ward-wide, per-predictor and per-bed bounds (a bed's bound is the most specific one
@@ -117,6 +146,7 @@ class Bounds:
     applied: int = 0
     rejected: dict[str, int] = field(default_factory=dict)
     predictors: dict[str, float] = field(default_factory=dict)  # predictor id -> its ward-wide bound
+    holds: dict[int, int] = field(default_factory=dict)  # bed -> the highest ECG level its fidelity hold allows
 
     def for_bed(self, bed: int, predictor: str | None = None) -> float:
         """The bound of bed ``bed``, whose device runs the error predictor with id ``predictor``."""
@@ -128,6 +158,10 @@ class Bounds:
 
     def slack_for(self, bed: int) -> float:
         return self.slacks.get(bed, 0.0)
+
+    def max_level_for(self, bed: int) -> int | None:
+        """The highest ECG level bed ``bed`` may send while a fidelity hold is on, else None."""
+        return self.holds.get(bed)
 
     def apply(self, key: bytes | None, value: bytes | None) -> bool:
         try:
@@ -141,6 +175,11 @@ class Bounds:
                 self.slacks.pop(bed, None)
             else:
                 self.slacks[bed] = val
+        elif kind == "max_level":
+            if val is None:
+                self.holds.pop(bed, None)
+            else:
+                self.holds[bed] = val
         elif bed is None:
             self.ward = val
         elif isinstance(bed, str):
@@ -218,6 +257,15 @@ async def _send(settings, items: list[tuple[bytes, bytes]]) -> None:
 async def publish_slack(settings, slacks: dict[int, float | None], by: str = "audit") -> None:
     """Per-bed slack corrections, as the worker sends them (`processors.agents`)."""
     items = [(slack_key(bed), slack_message(v, by)) for bed, v in sorted(slacks.items())]
+    for key, value in items:
+        parse(key, value)  # validates before anything is sent
+    await _send(settings, items)
+
+
+async def publish_holds(settings, holds: dict[int, tuple[int | None, str]], by: str = "alarm") -> None:
+    """Fidelity holds per bed (max level, or None to end it; why), as the worker sends them
+    (`processors.agents.publish_hold_updates`)."""
+    items = [(hold_key(bed), hold_message(level, why, by)) for bed, (level, why) in sorted(holds.items())]
     for key, value in items:
         parse(key, value)  # validates before anything is sent
     await _send(settings, items)

@@ -111,6 +111,7 @@ class FirmwareEncoder:
     eeg_level: int
     _bound: float = 0.0
     _slack: float = 0.0
+    _max_level: int | None = None
     handle: int | None = None
     bed_id: int = 0
     key: bytes | None = None
@@ -154,15 +155,26 @@ class FirmwareEncoder:
         self._slack = float(v)
         self._push()
 
+    @property
+    def max_level(self) -> int | None:
+        """The fidelity hold's cap on the ECG level (the control topic's ``hold-`` key), or None."""
+        return self._max_level
+
+    @max_level.setter
+    def max_level(self, v: int | None) -> None:
+        if v != self._max_level:
+            self._max_level = None if v is None else int(v)
+            self._push()
+
     def _push(self) -> None:
-        """The bound and slack reach the C device as its gateway would send them: a downlink control
-        frame (`stream.downlink`), signed with the device key and numbered."""
+        """The bound, slack and hold reach the C device as its gateway would send them: a downlink
+        control frame (`stream.downlink`), signed with the device key and numbered."""
         if self.handle is None:
             return
         from stream.downlink import Control, encode_control
 
         self.counter += 1
-        buf = encode_control(Control(self.bed_id, self.counter, self._bound, self._slack), self.key)
+        buf = encode_control(Control(self.bed_id, self.counter, self._bound, self._slack, self._max_level), self.key)
         code = self.model.lib.wsh_device_control(self.handle, buf, len(buf))
         if code != 0:
             raise RuntimeError(f"the firmware device of bed {self.bed_id} refused its control frame ({code})")

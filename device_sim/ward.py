@@ -338,6 +338,7 @@ async def run_ward(settings, n_beds: int, duration_s: float, speed: float = 1.0,
             for d in dyn:
                 d.encoder.bound = bounds.for_bed(d.bed_id, getattr(d.encoder, "predictor_id", None))
                 d.encoder.slack_offset = bounds.slack_for(d.bed_id)
+                d.encoder.max_level = bounds.max_level_for(d.bed_id)
 
         control_task = asyncio.create_task(follow(settings, bounds, on_change, stop_control))
     wall0 = time.time()

@@ -29,6 +29,7 @@ from processors.bed import BedState
 from processors.classify import Classifiers
 from processors.decode import reconstruct_batch
 from processors.influx_sink import InfluxSink, line
+from processors.hold import HoldPolicy
 from processors import delivery as dl
 from processors.alarms import AlarmState, conditions_from, limits_from, link_step
 from processors.retention import LIVE, LIVE_SECONDS, STRIP, TREND
@@ -79,6 +80,7 @@ class Stats:
         self.beats_classified = 0
         self.alarm_events = 0
         self.slack_updates = 0
+        self.hold_updates = 0
         self.started = time.time()
         self.cpu0 = time.process_time()
 
@@ -88,7 +90,7 @@ class Stats:
                 "gap_records": self.gap_records, "dead_lettered": dict(self.dead),
                 "batches": self.batches, "rhythm_decisions": self.rhythm_decisions,
                 "beats_classified": self.beats_classified, "alarm_events": self.alarm_events,
-                "slack_updates": self.slack_updates, "uptime_s": time.time() - self.started,
+                "slack_updates": self.slack_updates, "hold_updates": self.hold_updates, "uptime_s": time.time() - self.started,
                 "cpu_s": time.process_time() - self.cpu0,
                 "latency_ms_hist": {str(k): v for k, v in sorted(self.latency_ms.items())},
                 "influx": vars(sink.stats)}
@@ -99,6 +101,7 @@ classifiers = Classifiers()
 CONDITIONS = conditions_from(settings.alarm_config)
 WARDS = WardMap.parse(settings.wards)
 LIMITS = limits_from(settings.alarm_limits, WARDS.ward_of, {w for w, _, _ in WARDS.ranges})  # bed -> alarm limits
+HOLD = HoldPolicy.from_settings(settings)  # the fidelity hold (processors.hold; None: off)
 # held while a batch of windows or a command (acknowledgement, discharge) changes bed states:
 # never both at once
 BED_LOCK = asyncio.Lock()
@@ -177,6 +180,19 @@ async def publish_slack_updates(updates: dict[int, float]) -> None:
     log.info("slack corrections sent: %s", ", ".join(f"bed {b} {v:+.2f}" for b, v in sorted(updates.items())))
 
 
+async def publish_hold_updates(updates: dict[int, tuple[int | None, str]]) -> None:
+    """Fidelity holds begun or ended (`processors.hold`) onto the control topic, delivery awaited."""
+    from device_sim.control import hold_key, hold_message
+
+    futs = [await control_topic.send(key=hold_key(bed), value=hold_message(level, why))
+            for bed, (level, why) in sorted(updates.items())]
+    for f in futs:
+        await f
+    stats.hold_updates += len(updates)
+    log.info("fidelity holds: %s", ", ".join(f"bed {b} " + (f"level <= {lv} ({why})" if lv is not None else "ended")
+                                             for b, (lv, why) in sorted(updates.items())))
+
+
 async def _dead_letter(key: bytes | None, value: bytes, err: FrameError, source: str) -> None:
     headers = [("reason", err.reason.encode()), ("error", str(err)[:500].encode()),
                ("source", source.encode()), ("worker", WORKER_ID.encode())]
@@ -227,7 +243,8 @@ async def handle_batch(events) -> None:
     res = run_batch(decoded, lambda key: BedState.from_bytes(bed_table.get(key)), classifiers,
                     thresholds=LIMITS, waveform_hz=settings.waveform_hz, conditions=CONDITIONS,
                     recent_windows={key: arrivals.count(key, now_s) for key, _, _, _ in decoded},
-                    slack_correction=settings.audit_correction, audit_predictor=settings.dd_predictor)
+                    slack_correction=settings.audit_correction, audit_predictor=settings.dd_predictor,
+                    hold=HOLD)
     for key, st in res.states.items():
         st.seen_ms = seen_ms[key] = int(now_s * 1000)
         silent_open.discard(key)
@@ -274,6 +291,8 @@ async def handle_batch(events) -> None:
         await publish_alarm_events(res.alarm_events)
     if res.slack_updates:  # likewise: the states record them as sent
         await publish_slack_updates(res.slack_updates)
+    if res.hold_updates:  # likewise
+        await publish_hold_updates(res.hold_updates)
     for key, st in states.items():
         bed_table[key] = st.to_bytes()
     for gap in gaps:  # processed and written: Faust may now commit past them

@@ -418,11 +418,12 @@ async def _apply_command(value) -> None:
 async def _discharge(bed: int, st: BedState, ast: AlarmState, by: str, t_ms: int) -> None:
     """End the bed's stay (under `BED_LOCK`): its open alarms resolve, its patient's signal history
     and audit residuals are forgotten, and what was set for the patient returns to the ward's
-    settings — run-time alarm limits, the Dynamic-Deep bound and the audits' slack correction
+    settings — run-time alarm limits, the Dynamic-Deep bound, the audits' slack correction and a
+    fidelity hold
     (tombstones on the limits and control topics, which every worker and device follows). Written
     and published before the state is stored: a command applied again after a crash gives the
     same events (same ids) and messages."""
-    from device_sim.control import message, slack_key, slack_message
+    from device_sim.control import hold_key, hold_message, message, slack_key, slack_message
 
     ast, events = discharge(bed, ast, by, t_ms, CONDITIONS)
     add_alarm_history(alarm_points(events) + [line("stay", {"bed": str(bed)},
@@ -432,7 +433,8 @@ async def _discharge(bed: int, st: BedState, ast: AlarmState, by: str, t_ms: int
     await publish_alarm_events(events)
     futs = [await limits_topic.send(key=bed_key(bed), value=None),
             await control_topic.send(key=bed_key(bed), value=message(None, by)),
-            await control_topic.send(key=slack_key(bed), value=slack_message(None, by))]
+            await control_topic.send(key=slack_key(bed), value=slack_message(None, by)),
+            await control_topic.send(key=hold_key(bed), value=hold_message(None, "discharged", by))]
     for f in futs:
         await f
     _apply_limits(bed_key(bed), None)

@@ -71,6 +71,10 @@ class BedState:
     # this wall time (ms); 0 while a stay goes on. The next window starts a new stream.
     discharged_ms: int = 0
     discharge_cmd_ms: int = 0  # ``at_ms`` of the last discharge command applied (one applied again is skipped)
+    # the fidelity hold (`processors.hold`): until when it lasts (device time, ms; 0: none) and
+    # the ECG level published for it (-1: none)
+    hold_until_ms: int = 0
+    hold_level: int = -1
 
     def _fields(self) -> dict:
         return {"ls": self.last_seq, "lt": self.last_t_us, "r": self.restarts, "as": self.anchor_seq, "au": self.anchor_us,
@@ -80,7 +84,8 @@ class BedState:
                 "be": self.buf_end, "zi": self.zi, "pd": self.pending, "al": self.alarms, "sn": self.seen_ms,
                 "aq": self.audit_seq, "ar": self.audit_res, "ss": self.slack_sent,
                 **({"dc": self.discharged_ms} if self.discharged_ms else {}),
-                **({"dq": self.discharge_cmd_ms} if self.discharge_cmd_ms else {})}
+                **({"dq": self.discharge_cmd_ms} if self.discharge_cmd_ms else {}),
+                **({"hu": self.hold_until_ms, "hl": self.hold_level} if self.hold_level >= 0 or self.hold_until_ms else {})}
 
     def to_bytes(self) -> bytes:
         """The changelog value, written once per window and bed (so its size is the worker's
@@ -113,7 +118,8 @@ class BedState:
                    alarms=d.get("al") or {}, seen_ms=d.get("sn", 0),
                    audit_buf=np.frombuffer(ab, "<f2").astype(np.float16),
                    audit_seq=d.get("aq", -1), audit_res=list(d.get("ar", [])), slack_sent=d.get("ss", 0.0),
-                   discharged_ms=d.get("dc", 0), discharge_cmd_ms=d.get("dq", 0))
+                   discharged_ms=d.get("dc", 0), discharge_cmd_ms=d.get("dq", 0),
+                   hold_until_ms=d.get("hu", 0), hold_level=d.get("hl", -1))
 
     def end_stay(self, t_ms: int) -> None:
         """Forget the patient: the signal history (beats, filtered ECG, detector, pending beats),
@@ -122,6 +128,7 @@ class BedState:
         and the counters. The alarm state is the caller's (`processors.alarms.discharge`)."""
         _reanchor(self, None)
         self.audit_res, self.slack_sent = [], 0.0
+        self.hold_until_ms, self.hold_level = 0, -1  # the caller clears the hold on the control topic
         self.discharged_ms = t_ms
 
 

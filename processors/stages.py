@@ -27,6 +27,8 @@ import numpy as np
 from processors import alarms as al
 from processors import audit
 from processors.bed import BedState, batch_features, process_frame
+from processors.hold import HoldPolicy
+from processors.hold import step as hold_step
 from processors.influx_sink import line
 from stream.wire import Frame
 
@@ -47,6 +49,8 @@ class BatchOutput:
     beats_classified: int = 0
     audits: int = 0  # audit bursts completed (observed task error computed)
     slack_updates: dict = field(default_factory=dict)  # bed id -> slack correction to publish
+    # bed id -> (max level, or None to end it; why): fidelity holds to publish (`processors.hold`)
+    hold_updates: dict = field(default_factory=dict)
 
 
 def alarm_points(events: list[al.AlarmEvent]) -> list[str]:
@@ -84,13 +88,14 @@ def waveform_points(frame: Frame, signals: dict, hz: int) -> list[str]:
 def run_batch(decoded: list[tuple], get_state, classifiers, thresholds=al.Thresholds(),
               waveform_hz: int = 0, conditions: dict | None = None,
               recent_windows: dict | None = None, slack_correction: bool = True,
-              audit_predictor: str = "default") -> BatchOutput:
+              audit_predictor: str = "default", hold: HoldPolicy | None = None) -> BatchOutput:
     """``decoded``: (key, frame, signals, wire_len) per frame; ``get_state(key)`` -> BedState;
     ``thresholds``: the alarm limits, one `Thresholds` or ``bed -> Thresholds``;
     ``recent_windows``: key -> windows of the present that arrived in the last 10 s (the
     worker's frame-flood count; None offline); ``slack_correction``: compute the per-bed slack
     corrections of the audits (`BatchOutput.slack_updates`, `processors.audit.slack_offset`);
-    ``audit_predictor``: the predictor the ward's devices run (its task weights are the audit's)."""
+    ``audit_predictor``: the predictor the ward's devices run (its task weights are the audit's);
+    ``hold``: the fidelity hold's policy (`processors.hold`; None: no holds)."""
     out = BatchOutput()
     feats = {}
     for fs in {frame.fs for _, frame, _, _ in decoded}:
@@ -157,6 +162,14 @@ def run_batch(decoded: list[tuple], get_state, classifiers, thresholds=al.Thresh
         highest = max((PRIORITY_CODE[conf[c].priority] for c in open_), default=0)
         out.points.append(line("alarm_level", {"bed": str(ev.bed)}, {"highest": highest, "open": len(open_)},
                                ev.t_end_ms - ev.window_ms))
+        if hold is not None:
+            change = hold_step(out.states[key], open_, ev.t_end_ms, hold)
+            if change is not None:
+                out.hold_updates[int(ev.bed)] = change
+                out.points.append(line("fidelity_hold", {"bed": str(ev.bed)},
+                                       {"on": int(change[0] is not None),
+                                        "max_level": -1 if change[0] is None else change[0], "why": change[1]},
+                                       ev.t_end_ms - ev.window_ms))
     for key, ast in alarm_states.items():
         out.states[key].alarms = ast.to_dict()
     return out

@@ -11,15 +11,20 @@ firmware devices receive every bound change this way (`device_sim.firmware`).
 Layout (big-endian)::
 
     tag      u8 = 0xC1
-    flags    u8 (bit 0: HMAC tag after the CRC; no other bit is defined)
+    flags    u8 (bit 0: HMAC tag after the CRC; bit 1: a fidelity hold, ``max_level`` below; no
+                 other bit is defined)
     bed_id   u32   the device the frame is for
     counter  u32   larger than the counter of every control frame the device applied before
     bound    f64   the task-error bound (0: the device's deployed bound); finite, >= 0
     slack    f64   the audits' correction added to the calibrated slack; finite
+    max_level u8   if flag bit 1: the highest ECG level the device may send (0..7; the worker's
+                   fidelity hold while an alarm is open, `device_sim.control`); without the flag,
+                   no hold
     crc32    u32   over every byte before it
     hmac     16 B  truncated HMAC-SHA256 with the device key over every byte before it (flag bit 0)
 
-30 bytes, 46 signed. A device with a key applies signed frames only; one without applies unsigned
+30 bytes (31 with a hold), 46 signed. Every frame carries the device's whole control state, so a
+frame without a hold ends one. A device with a key applies signed frames only; one without applies unsigned
 frames only (it cannot check a tag). The tag byte differs from the uplink's (0xD2), so a signed
 uplink frame can never pass for a control frame under the same key.
 
@@ -39,7 +44,9 @@ from dataclasses import dataclass
 
 TAG = 0xC1
 FLAG_HMAC = 0x01
+FLAG_HOLD = 0x02
 HMAC_LEN = 16
+MAX_LEVEL = 7
 _BODY = struct.Struct(">BBIIdd")
 SIZE = _BODY.size + 4
 
@@ -54,12 +61,18 @@ class Control:
     counter: int
     bound: float
     slack: float
+    max_level: int | None = None  # a fidelity hold: the highest ECG level the device may send
 
 
 def encode_control(msg: Control, key: bytes | None = None) -> bytes:
     if not (math.isfinite(msg.bound) and msg.bound >= 0 and math.isfinite(msg.slack)):
         raise ControlError(f"bound {msg.bound} and slack {msg.slack} must be finite, the bound >= 0")
-    body = _BODY.pack(TAG, FLAG_HMAC if key else 0, msg.bed_id, msg.counter, msg.bound, msg.slack)
+    if msg.max_level is not None and (isinstance(msg.max_level, bool) or not isinstance(msg.max_level, int)
+                                      or not 0 <= msg.max_level <= MAX_LEVEL):
+        raise ControlError(f"max_level {msg.max_level!r} must be an integer 0..{MAX_LEVEL}")
+    hold = msg.max_level is not None
+    body = _BODY.pack(TAG, (FLAG_HMAC if key else 0) | (FLAG_HOLD if hold else 0), msg.bed_id, msg.counter,
+                      msg.bound, msg.slack) + (bytes([msg.max_level]) if hold else b"")
     out = body + struct.pack(">I", zlib.crc32(body))
     if key:
         out += _hmac.new(key, out, hashlib.sha256).digest()[:HMAC_LEN]
@@ -72,16 +85,20 @@ def decode_control(buf: bytes, key: bytes | None = None) -> Control:
     if len(buf) < SIZE or buf[0] != TAG:
         raise ControlError("not a control frame")
     flags = buf[1]
-    if flags & ~FLAG_HMAC or len(buf) != SIZE + (HMAC_LEN if flags & FLAG_HMAC else 0):
+    body = _BODY.size + (1 if flags & FLAG_HOLD else 0)
+    size = body + 4
+    if flags & ~(FLAG_HMAC | FLAG_HOLD) or len(buf) != size + (HMAC_LEN if flags & FLAG_HMAC else 0):
         raise ControlError("bad flags or length")
-    (crc,) = struct.unpack_from(">I", buf, _BODY.size)
-    if zlib.crc32(buf[:_BODY.size]) != crc:
+    (crc,) = struct.unpack_from(">I", buf, body)
+    if zlib.crc32(buf[:body]) != crc:
         raise ControlError("crc32 mismatch")
     if bool(flags & FLAG_HMAC) != bool(key):
         raise ControlError("signed frame for a device without a key, or unsigned for one with a key")
-    if key and not _hmac.compare_digest(buf[SIZE:], _hmac.new(key, buf[:SIZE], hashlib.sha256).digest()[:HMAC_LEN]):
+    if key and not _hmac.compare_digest(buf[size:], _hmac.new(key, buf[:size], hashlib.sha256).digest()[:HMAC_LEN]):
         raise ControlError("hmac mismatch")
     _, _, bed, counter, bound, slack = _BODY.unpack_from(buf)
-    if not (math.isfinite(bound) and bound >= 0 and math.isfinite(slack)):
-        raise ControlError("bound or slack out of range")
-    return Control(bed, counter, bound, slack)
+    max_level = buf[_BODY.size] if flags & FLAG_HOLD else None
+    if not (math.isfinite(bound) and bound >= 0 and math.isfinite(slack)) \
+            or (max_level is not None and max_level > MAX_LEVEL):
+        raise ControlError("bound, slack or max_level out of range")
+    return Control(bed, counter, bound, slack, max_level)

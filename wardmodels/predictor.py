@@ -229,13 +229,14 @@ class Predictor:
         return float(self.lams[k]) if k >= 0 else float("inf")
 
     def choose(self, pred: np.ndarray, bound: float | np.ndarray, lam: float | np.ndarray | None = None,
-               allowed: tuple[int, ...] = LEVELS) -> np.ndarray:
-        """Highest allowed level whose prediction + slack is under the bound; 0 (raw) if none."""
+               allowed: tuple[int, ...] = LEVELS, max_level=None) -> np.ndarray:
+        """Highest allowed level whose prediction + slack is under the bound; 0 (raw) if none;
+        ``max_level``: per window (or for all) the highest level allowed (a fidelity hold)."""
         pred = np.atleast_2d(pred)
         bound = np.broadcast_to(np.asarray(bound, np.float64), (len(pred),))
         if lam is None:
             lam = np.array([self.slack(b) for b in bound])
-        return choose_levels(pred + self.offsets[None, :], bound, lam, allowed)
+        return choose_levels(pred + self.offsets[None, :], bound, lam, allowed, max_level)
 
     def nbytes(self) -> int:
         """Stored on the device as float16 (weights, normalisation) + the slack table (f32) + the
@@ -280,13 +281,17 @@ class Predictor:
                    offsets=z["offsets"].astype(np.float32) if "offsets" in z.files else None)
 
 
-def choose_levels(pred: np.ndarray, bound, lam, allowed: tuple[int, ...] = LEVELS) -> np.ndarray:
-    """Per window, the highest allowed level with ``pred + lam <= log1p(bound)``; 0 (raw) if none."""
+def choose_levels(pred: np.ndarray, bound, lam, allowed: tuple[int, ...] = LEVELS, max_level=None) -> np.ndarray:
+    """Per window, the highest allowed level with ``pred + lam <= log1p(bound)``; 0 (raw) if none;
+    ``max_level`` (per window or one for all; None: no cap): no level above it."""
     pred = np.atleast_2d(pred)
     bound = np.broadcast_to(np.asarray(bound, np.float64), (len(pred),))
     lam = np.broadcast_to(np.asarray(lam, np.float64), (len(pred),))
     ok = pred + lam[:, None] <= np.log1p(bound)[:, None]
     ok &= np.array([L in allowed for L in LEVELS])[None, :]
+    if max_level is not None:
+        cap = np.broadcast_to(np.asarray(max_level, np.int64), (len(pred),))
+        ok &= np.asarray(LEVELS)[None, :] <= cap[:, None]
     lv = np.zeros(len(pred), np.int64)
     for j, L in enumerate(LEVELS):  # higher levels send less: the last ok wins
         lv[ok[:, j]] = L

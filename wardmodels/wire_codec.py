@@ -104,6 +104,9 @@ class DynamicEncoder:
             self.codec.stages_for(eeg_level)
         self.model_id, self.bound, self.eeg_level = model_id, float(bound), eeg_level
         self.slack_offset = 0.0
+        # a fidelity hold (the control topic's ``hold-`` key, set by the worker while an alarm is
+        # open): the highest ECG level the device may send; None: no hold
+        self.max_level: int | None = None
         # "int8": the integer specification the firmware implements; "fp32": the float network on
         # the same grid (7x faster here; level choices agree on 99.5 % of windows, record 100)
         self.encoder = encoder
@@ -168,10 +171,11 @@ def _encode_dynamic(encoders: list[DynamicEncoder], ecgs: list, eegs: list) -> l
         pred = pr.predict(feats)
         bounds = np.array([encoders[i].bound for i in members])
         lam = np.array([pr.slack(encoders[i].bound) + encoders[i].slack_offset for i in members])
-        levels = pr.choose(pred, bounds, lam)
+        caps = np.array([N_LEVELS if encoders[i].max_level is None else encoders[i].max_level for i in members])
+        levels = pr.choose(pred, bounds, lam, max_level=caps)
         for j, i in enumerate(members):
             fixed = encoders[i].fixed_level
-            L = int(levels[j]) if fixed is None else fixed
+            L = int(levels[j]) if fixed is None else min(fixed, int(caps[j]))
             # a raw window after a codec-level one carries the front end's state (wire v2): the
             # cloud has not seen the raw input since and could not continue the filter itself
             after_codec = encoders[i].last_level not in (None, 0) and zi_before[i] is not None

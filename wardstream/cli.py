@@ -719,7 +719,8 @@ def main(argv: list[str] | None = None) -> int:
             b.apply(key, value)
         print(json.dumps({"topic": s.control_topic, "ward": b.ward, "predictors": dict(sorted(b.predictors.items())),
                           "beds": {str(k): v for k, v in sorted(b.beds.items())},
-                          "slacks": {str(k): v for k, v in sorted(b.slacks.items())}, "rejected": b.rejected}))
+                          "slacks": {str(k): v for k, v in sorted(b.slacks.items())},
+                          "holds": {str(k): v for k, v in sorted(b.holds.items())}, "rejected": b.rejected}))
         return 0
     if a.cmd == "control":
         from device_sim.control import ControlError, publish

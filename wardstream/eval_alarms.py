@@ -113,21 +113,24 @@ def _hr_reference(bt: np.ndarray, at: np.ndarray) -> np.ndarray:
     return out
 
 
-def replay(settings, th, signals: dict[str, np.ndarray]) -> tuple[dict, dict, dict, dict, object]:
+def replay(settings, th, signals: dict[str, np.ndarray]) -> tuple[dict, dict, dict, dict, object, dict]:
     """Every signal (ECG in mV at 128 Hz) as one bed through the pipeline's code, all beds of a
     2-s step in one batch: the simulator's device encoder, the wire both ways, the worker's batch
     decode, `processors.stages.run_batch`, a simulated clinician acknowledging every alarm.
     Returns (alarm events, final bed states, windows, the ECG level of each window sent, the
-    classifiers) per name."""
+    classifiers, and per window (ECG level, its section's bytes, whether a hold was on)) per name.
+    The worker's fidelity holds (`processors.hold`, the settings' ``alarm_hold_*``) reach the
+    bed's device before its next window, as the control topic carries them."""
     import torch
 
     from device_sim.ward import encoder_factory
     from processors.alarms import AlarmState, acknowledge
     from processors.bed import BedState
     from processors.classify import Classifiers
+    from processors.hold import HoldPolicy
     from processors.stages import run_batch
     from stream.topics import bed_key
-    from stream.wire import Frame, decode_frame, encode_frame
+    from stream.wire import Frame, Modality, decode_frame, encode_frame
     from wardmodels.wire_codec import decode_frames, encode_many, register_deployed
 
     torch.set_num_threads(1)
@@ -143,21 +146,35 @@ def replay(settings, th, signals: dict[str, np.ndarray]) -> tuple[dict, dict, di
     events = {r: [] for r in records}
     levels: dict[str, list[int]] = {r: [] for r in records}
     acks: list[tuple[int, bytes, str]] = []
+    hold = HoldPolicy.from_settings(settings)
+    sent: dict[str, list] = {r: [] for r in records}
     for k in range(max(n_win.values())):
         live = [r for r in records if k < n_win[r]]
         chans = encode_many([encs[r] for r in live], [signals[r][k * 256:(k + 1) * 256] for r in live],
                             [None] * len(live))
         frames = []
         for r, ch in zip(live, chans):
-            f = Frame(beds[r], k, CLOCK0_US + k * 2_000_000, 128, 256, encs[r].model_id, ch)
+            # as a device sends it: raw sections lossless-coded (the settings'), the sections
+            # entropy-coded when that is shorter
+            f = Frame(beds[r], k, CLOCK0_US + k * 2_000_000, 128, 256, encs[r].model_id, ch,
+                      lossless=settings.raw_lossless)
             raw = encode_frame(f)
+            if settings.wire_coded:
+                coded = encode_frame(replace(f, coded=True))
+                raw = coded if len(coded) < len(raw) else raw
             frames.append((r, decode_frame(raw), len(raw)))
             levels[r].append(ch[0].level)
+            sent[r].append((ch[0].level, frames[-1][1].channel(Modality.ECG).wire_bytes,
+                                getattr(encs[r], "max_level", None) is not None))
         rec = decode_frames([f for _, f, _ in frames])
         decoded = [(bed_key(f.bed_id), f, sig, n) for (_, f, n), sig in zip(frames, rec)]
         out = run_batch(decoded, lambda key: states.get(key) or BedState(), classifiers, th,
-                        audit_predictor=settings.dd_predictor)
+                        audit_predictor=settings.dd_predictor, hold=hold)
         states.update(out.states)
+        for bed, (max_level, _) in out.hold_updates.items():  # from the device's next window on
+            enc = encs[records[bed - 1]]
+            if hasattr(enc, "max_level"):
+                enc.max_level = max_level
         by_bed = {beds[r]: r for r in live}
         for e in out.alarm_events:
             events[by_bed[e.bed]].append(e)
@@ -175,7 +192,7 @@ def replay(settings, th, signals: dict[str, np.ndarray]) -> tuple[dict, dict, di
             st.alarms = ast.to_dict()
         if k % 150 == 0:
             log.info("window %d/%d", k, max(n_win.values()))
-    return events, {r: states.get(bed_key(beds[r])) for r in records}, n_win, levels, classifiers
+    return events, {r: states.get(bed_key(beds[r])) for r in records}, n_win, levels, classifiers, sent
 
 
 def evaluate(settings, split: str = "test", records: list[str] | None = None,
@@ -194,10 +211,12 @@ def evaluate(settings, split: str = "test", records: list[str] | None = None,
         want = ds.DS2 if split == "test" else [r for r in present if r not in ds.PACED]
         records = [r for r in want if r in present]
     recs = {r: ds.load_mitdb(settings.data_dir, r) for r in records}
-    events, _, n_win, levels, classifiers = replay(settings, th, {r: recs[r].ecg_mv for r in records})
+    events, _, n_win, levels, classifiers, sent = replay(settings, th, {r: recs[r].ecg_mv for r in records})
     used = {"rhythm": classifiers.rhythm.name, "beat": classifiers.beat.name,
             "rhythm_streaming": classifiers.stream is not None}
-    return {"limits": over, "classifiers": used, **score(recs, events, n_win, levels, settings, th)}
+    out = {"limits": over, "classifiers": used, **score(recs, events, n_win, levels, settings, th)}
+    out["device"].update(_sent_summary(settings, sent))
+    return out
 
 
 def _device_bound(settings) -> float:
@@ -205,6 +224,20 @@ def _device_bound(settings) -> float:
     from device_sim.ward import deployed_bound
 
     return float(settings.dd_bound) if settings.dd_bound else deployed_bound(settings.codec_model, settings.dd_predictor)
+
+
+def _sent_summary(settings, by_name: dict) -> dict:
+    """The ECG's compression over the replay (vs 16-bit samples, each window's section as sent,
+    entropy-coded where that is shorter) and the fidelity holds' share of windows."""
+    sent = [w for ws in by_name.values() for w in ws]
+    if not sent:
+        return {}
+    b = np.array([8.0 * w[1] for w in sent])
+    return {"ecg_mean_compression_gain": round(float((4096.0 / b).mean()), 3),
+            "ecg_aggregate_compression_gain": round(float(4096.0 * len(b) / b.sum()), 3),
+            "fidelity_hold": {"seconds": settings.alarm_hold_s, "max_level": settings.alarm_hold_level,
+                              "conditions": settings.alarm_hold_conditions,
+                              "windows_held": int(sum(w[2] for w in sent))} if settings.alarm_hold_s > 0 else None}
 
 
 def score(recs: dict, events: dict, n_win: dict, levels: dict, settings, th=None) -> dict:
@@ -399,7 +432,7 @@ def af_irregularity_curve(settings, limits=np.round(np.arange(0.0, 0.201, 0.01),
     def at_end(t):
         """Each record replayed under ``t``: (median AF probability, irregularity, entropy, S share)
         at its end."""
-        _, states, _, _, clfs = replay(settings, t, signals)
+        _, states, _, _, clfs, _ = replay(settings, t, signals)
         rows = []
         for n in names:
             ast = AlarmState.from_dict(states[n].alarms)

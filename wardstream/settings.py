@@ -95,6 +95,12 @@ class Settings:
     # the worker sends each bed's slack correction from its audits back on the control topic
     # (processors.audit.slack_offset); devices that pick their level add it to their slack
     audit_correction: bool = True
+    # the fidelity hold (processors.hold): while a bed has an open alarm of these conditions, and
+    # alarm_hold_s after, the worker caps its device's ECG level at alarm_hold_level (control
+    # topic key hold-NNNNNN; devices that pick their level obey it); 0 s: no holds
+    alarm_hold_s: float = 120.0
+    alarm_hold_level: int = 1
+    alarm_hold_conditions: str = "vtach,nsvt,ectopy,asystole"
     # devices send their raw-level sections (and audit references) lossless-coded
     # (`stream.lossless`, wire flag bit 3: about half the bytes); 0: plain int16
     raw_lossless: bool = True
@@ -168,6 +174,9 @@ _ENV = {
     "eeg_level": "WARDSTREAM_EEG_LEVEL",
     "audit_every_s": "WARDSTREAM_AUDIT_EVERY_S",
     "audit_correction": "WARDSTREAM_AUDIT_CORRECTION",
+    "alarm_hold_s": "WARDSTREAM_ALARM_HOLD_S",
+    "alarm_hold_level": "WARDSTREAM_ALARM_HOLD_LEVEL",
+    "alarm_hold_conditions": "WARDSTREAM_ALARM_HOLD_CONDITIONS",
     "raw_lossless": "WARDSTREAM_RAW_LOSSLESS",
     "wire_version": "WARDSTREAM_WIRE_VERSION",
     "wire_coded": "WARDSTREAM_WIRE_CODED",
@@ -231,4 +240,11 @@ def from_env(env: dict[str, str] | None = None, **overrides) -> Settings:
         raise ValueError("WARDSTREAM_INFLUX_API must be 'v1' or 'v2'")
     if values.get("wire_version", base.wire_version) not in {1, 2}:
         raise ValueError("WARDSTREAM_WIRE_VERSION must be 1 or 2")
-    return dataclasses.replace(base, **values).replace(**overrides)
+    out = dataclasses.replace(base, **values).replace(**overrides)
+    from processors.hold import HoldPolicy
+
+    try:
+        HoldPolicy.from_settings(out)
+    except ValueError as exc:
+        raise ValueError(f"the fidelity hold (WARDSTREAM_ALARM_HOLD_*): {exc}") from None
+    return out

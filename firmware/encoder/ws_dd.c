@@ -462,13 +462,14 @@ double ws_dd_slack(const ws_predictor *p, double bound) {
 }
 
 int ws_dd_choose(const ws_predictor *p, const ws_dd_window *w, double bound, double slack_offset, int fixed_level,
-                 int *pred_code) {
+                 int max_level, int *pred_code) {
     int level = 0;
+    const int top = max_level >= 0 && max_level < p->n_levels ? max_level : p->n_levels;
     if (fixed_level >= 0) {
-        level = fixed_level;
+        level = fixed_level < top ? fixed_level : top;
     } else {
         const double lam = ws_dd_slack(p, bound) + slack_offset, lim = log1p(bound);
-        for (int L = 1; L <= p->n_levels; L++) /* higher levels send less: the last that passes wins */
+        for (int L = 1; L <= top; L++) /* higher levels send less: the last that passes wins */
             if ((double)(w->pred[L - 1] + p->offsets[L - 1]) + lam <= lim) level = L;
     }
     /* the prediction the frame carries: max(0, expm1(pred)) of the level sent, coded as

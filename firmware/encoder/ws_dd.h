@@ -92,11 +92,12 @@ void ws_dd_predict(const ws_encoder *enc, ws_dd_window *w);
  * infinity below the grid: no VQ level). */
 double ws_dd_slack(const ws_predictor *p, double bound);
 
-/* The level to send: the highest whose prediction + slack + slack_offset is under log1p(bound),
- * 0 (raw) if none; ``fixed_level`` >= 0 sends that level instead. ``*pred_code``: the wire code of
- * the predicted task error of the level sent (0 for raw). */
+/* The level to send: the highest up to ``max_level`` (a fidelity hold; -1: none) whose prediction +
+ * slack + slack_offset is under log1p(bound), 0 (raw) if none; ``fixed_level`` >= 0 sends that
+ * level instead (capped at ``max_level``). ``*pred_code``: the wire code of the predicted task
+ * error of the level sent (0 for raw). */
 int ws_dd_choose(const ws_predictor *p, const ws_dd_window *w, double bound, double slack_offset, int fixed_level,
-                 int *pred_code);
+                 int max_level, int *pred_code);
 
 /* `wardmodels.wire_codec.raw_channel` of an ECG window: int16 at 1 µV per step (rint, clamped;
  * NaN as 0), from float64 (the raw samples) or float32 (the band-passed window an audit sends). */

@@ -24,7 +24,7 @@ int ws_device_init(ws_device *d, const ws_encoder *enc, const ws_device_config *
         FAIL("a level-picking device sends its ECG front end's state on the wire: two filter sections");
     d->seq = cfg->seq0;
     d->bound = cfg->bound > 0 ? cfg->bound : enc->pred.deployed_bound;
-    d->last_level = -1, d->last_pred_code = -1;
+    d->last_level = -1, d->last_pred_code = -1, d->max_level = -1;
     ws_dd_reset(&d->dd);
     return 0;
 }
@@ -65,7 +65,7 @@ int ws_device_step(ws_device *d, const double *ecg, const double *eeg, void *scr
         ws_dd_task(d->enc, &d->dd, d->y[0], &d->win, work);
         MARK(3);
         ws_dd_predict(d->enc, &d->win);
-        L = ws_dd_choose(&d->enc->pred, &d->win, d->bound, d->slack_offset, c->dd, &pcode);
+        L = ws_dd_choose(&d->enc->pred, &d->win, d->bound, d->slack_offset, c->dd, d->max_level, &pcode);
         MARK(4);
         if (L == 0) {
             ws_raw_ecg(ecg, d->raw); /* `raw_channel`: the raw window at 1 µV per step */

@@ -39,6 +39,7 @@ typedef struct {
     ws_device_config cfg;
     uint32_t seq;
     double bound, slack_offset; /* set at any time (ws_control_apply); they apply from the next window */
+    int max_level;              /* likewise: a fidelity hold's highest ECG level, -1: no hold */
     uint32_t control_counter;   /* of the last control frame applied (ws_control.h) */
     int control_seen;
     ws_filter_state filt[2];

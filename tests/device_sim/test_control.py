@@ -110,5 +110,12 @@ def test_the_cli_sets_clears_and_shows_a_predictors_bound(ward_settings, monkeyp
     assert main(["control", "bound", "0.2", "--predictor", "no-such-kind"]) == 2
     assert main(["control", "bound", "clear", "--predictor", "0123456789ab"]) == 0
     capsys.readouterr()
+    import asyncio
+
+    from device_sim.control import publish_holds
+
+    asyncio.run(publish_holds(ward_settings, {5: (1, "nsvt"), 6: (0, "asystole")}))
+    asyncio.run(publish_holds(ward_settings, {6: (None, "")}))
     assert main(["control", "show"]) == 0
-    assert json.loads(capsys.readouterr().out)["predictors"] == {rid: 0.3}
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["predictors"] == {rid: 0.3} and shown["holds"] == {"5": 1}  # a worker's hold, listed

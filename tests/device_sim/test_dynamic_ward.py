@@ -97,6 +97,39 @@ def test_a_slack_correction_on_the_control_topic_applies_to_its_bed_only(ward_se
     assert max(lv for b, lv in after if b != 1) >= 3  # the others still use the low-rate levels
 
 
+@pytest.mark.parametrize("sim_encoder", ["fp32", "firmware"])  # the firmware's: as downlink frames (flag bit 1)
+def test_a_fidelity_hold_on_the_control_topic_caps_its_bed_only(ward_settings, sim_encoder):
+    """The message the worker sends when a bed's ventricular alarm opens (`processors.hold`,
+    `processors.agents.publish_hold_updates`): within one window the held bed sends no ECG level
+    above the hold's, the others keep choosing; ending the hold gives the bed its levels back."""
+    from device_sim.control import publish_holds
+    from device_sim.ward import run_ward
+
+    speed = 4.0
+    s = ward_settings.replace(codec_model=DD_MODEL, level_policy="dynamic", dd_bound=3.0, sim_encoder=sim_encoder)
+
+    async def go():
+        task = asyncio.create_task(run_ward(s, 3, 10.0, speed, source="synthetic", seed=7))
+        await asyncio.sleep(3.0)
+        t_on = time.time()
+        await publish_holds(s, {2: (1, "nsvt")})
+        await asyncio.sleep(3.0)
+        t_off = time.time()
+        await publish_holds(s, {2: (None, "")})
+        rep = await task
+        return t_on, t_off, rep, await _frames(s, rep.frames_sent)
+
+    t_on, t_off, rep, frames = asyncio.run(go())
+    assert rep.frames_failed == 0 and len(frames) == rep.frames_sent
+    assert rep.bounds.applied == 2 and rep.bounds.holds == {} and not rep.bounds.rejected
+    lag = 0.15 + 2.0 / speed  # poll interval + one window
+    lv = [(ts / 1000.0, f.bed_id, f.channel(Modality.ECG).level) for ts, f in frames]
+    held = [x for t, b, x in lv if b == 2 and t_on + lag < t < t_off]
+    assert held and max(held) <= 1, held
+    assert max(x for t, b, x in lv if b != 2 and t > t_on + lag) >= 3  # the others still use the low-rate levels
+    assert max(x for t, b, x in lv if b == 2 and t > t_off + lag) >= 3  # the hold has ended
+
+
 def test_the_simulators_summary_is_json_with_the_runs_numbers():
     """`wardstream sim` prints `WardReport.summary`: JSON even when the devices pick their level
     (the report then holds their control-topic bounds), with the send delays as percentiles."""

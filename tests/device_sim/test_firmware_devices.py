@@ -43,8 +43,13 @@ def test_firmware_devices_send_the_python_devices_frames(tmp_path, policy, level
         if k == 16:
             for devs in (py, fw):
                 devs[1].encoder.bound = devs[0].encoder.bound
+        if policy == "dynamic" and k in (12, 20):  # a fidelity hold (the worker's, on an open alarm) on and off
+            for devs in (py, fw):
+                devs[0].encoder.max_level = devs[3].encoder.max_level = 1 if k == 12 else None
         a, b = next_frames(py), next_frames(fw)
         assert [r for r, _ in a] == [r for r, _ in b], f"window {k}"
+        if policy == "dynamic" and 12 <= k < 20:
+            assert all(b[i][1].channels[0].level <= 1 for i in (0, 3)), f"window {k}"
         assert [f.seq for _, f in a] == [f.seq for _, f in b]
         levels |= {f.channels[0].level for _, f in b}
         refs += sum(f.reference is not None for _, f in b)
@@ -107,3 +112,19 @@ def test_a_firmware_device_applies_only_its_own_signed_fresh_control_frames(tmp_
         encode_control(Control(7, 9, float("nan"), 0.0), key)
     assert send(encode_control(Control(7, 6, 0.0, 0.0), key)) == 0  # 0: back to the deployed bound
     assert lib.wsh_device_bound(h) == pytest.approx(float(enc.model.codec.predictor.meta["deployed_bound"]))
+    # a fidelity hold travels as one more byte (flag bit 1); a level beyond 7 is refused on both sides
+    import hashlib
+    import hmac
+
+    held = encode_control(Control(7, 7, 0.25, 0.0, 1), key)
+    assert len(held) == len(good) + 1 and decode_control(held, key) == Control(7, 7, 0.25, 0.0, 1)
+    assert send(held) == 0
+    body = held[:26] + b"\x08"
+    body += struct.pack(">I", zlib.crc32(body))
+    too_high = body + hmac.new(key, body, hashlib.sha256).digest()[:16]
+    assert send(too_high) == -1
+    with pytest.raises(ControlError):
+        decode_control(too_high, key)
+    for bad in (8, -1, True):
+        with pytest.raises(ControlError):
+            encode_control(Control(7, 9, 0.25, 0.0, bad), key)

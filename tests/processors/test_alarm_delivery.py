@@ -427,9 +427,11 @@ def test_a_discharged_bed_returns_to_the_ward_settings_and_starts_a_new_stay(war
     run-time alarm limits, Dynamic-Deep bound and slack correction (the devices' view of the control
     topic is the ward's again), and the next patient's windows start a new stream: a skipped
     sequence there is no gap, while the same skip on a bed not discharged is."""
-    from device_sim.control import Bounds, latest, publish, publish_slack, slack_key
+    from device_sim.control import Bounds, hold_key, latest, publish, publish_slack, slack_key
 
-    with _api_worker(ward_settings, monkeypatch) as (s, _, port):
+    # the worker's fidelity hold here follows the brady alarm (`processors.hold`; by default the
+    # ventricular and asystole alarms, which a synthetic patient does not raise)
+    with _api_worker(ward_settings, monkeypatch, alarm_hold_conditions="brady") as (s, _, port):
         code, _ = api(port, "PUT", "/api/v1/beds/2/limits", TOKEN_ICU, {"limits": {"brady_bpm": 200}, "by": "dr-a"})
         assert code == 200
 
@@ -443,6 +445,17 @@ def test_a_discharged_bed_returns_to_the_ward_settings_and_starts_a_new_stay(war
 
         _until(lambda: "brady" in open_alarms(2), 30)
         assert open_alarms(2)["brady"]["state"] == "active"
+        # the worker holds the bed's device at level 1 on the control topic, and says so in InfluxDB
+        _until(lambda: hold_key(2) in asyncio.run(latest(s)), 20)
+        held = json.loads(asyncio.run(latest(s))[hold_key(2)])
+        assert (held["max_level"], held["why"], held["by"]) == (1, "brady", "alarm")
+        assert hold_key(1) not in asyncio.run(latest(s))
+        hp = query_rows(s, "SELECT * FROM fidelity_hold WHERE bed = '2'")
+        assert [(r["on"], r["max_level"], r["why"]) for r in hp] == [(1, 1, "brady")]
+        from dashboards.check import check
+
+        panel = [r for r in check(s, [], range_s=900) if r.panel.startswith("Fidelity holds")]
+        assert len(panel) == 1 and not panel[0].error and panel[0].series == 1  # one row: bed 2
         # bad input
         assert api(port, "POST", "/api/v1/beds/2/discharge", TOKEN_CARDIO, {"by": "x"})[0] == 404
         assert api(port, "POST", "/api/v1/beds/2/discharge", "nope", {"by": "x"})[0] == 401
@@ -462,6 +475,7 @@ def test_a_discharged_bed_returns_to_the_ward_settings_and_starts_a_new_stay(war
         for k, v in ctl.items():
             dev.apply(k, v)
         assert dev.for_bed(2) == 0.5 and dev.slack_for(2) == 0.0
+        assert json.loads(ctl[hold_key(2)])["max_level"] is None and dev.max_level_for(2) is None
         stay = query_rows(s, "SELECT * FROM stay WHERE bed = '2'")
         assert len(stay) == 1 and stay[0]["by"] == "nurse-adt" and stay[0]["event"] == "discharge"
         assert stay[0]["alarms_resolved"] >= 1

@@ -26,9 +26,11 @@ def test_eval_alarms_on_record_200(tmp_path, monkeypatch):
 
     data = _record_200(tmp_path)
     monkeypatch.setenv("WARDSTREAM_LEVEL_POLICY", "dynamic")  # the devices pick their level per window
+    monkeypatch.setenv("WARDSTREAM_ALARM_HOLD_S", "0")  # the worker's fidelity hold off (on below)
     out = tmp_path / "alarms.json"
     assert main(["eval", "alarms", "--data-dir", str(data), "--split", "all", "--json", str(out)]) == 0
     r = json.loads(out.read_text())
+    assert r["device"]["fidelity_hold"] is None
     for key in ("vt_runs", "vt_runs_8plus", "af_episodes", "af_episodes_60s_plus", "false_alarms_per_bed_day",
                 "false_high_priority_per_bed_day", "median_detection_delay_s"):
         assert key in r, key
@@ -39,11 +41,24 @@ def test_eval_alarms_on_record_200(tmp_path, monkeypatch):
     assert r["device"]["level_policy"] == "dynamic" and len(r["device"]["ecg_levels_sent"]) >= 2
     assert r["device"]["edge_predictor"] == "default" and r["device"]["bound"] > 0  # the deployed bound
     assert sum(r["device"]["ecg_levels_sent"].values()) == 902  # every window of the record, once
+    assert 1 < r["device"]["ecg_aggregate_compression_gain"] <= r["device"]["ecg_mean_compression_gain"] < 100
     runs = r["vt_run_list"]
     assert len(runs) == 4 and sum(x["detected"] for x in runs) == r["vt_runs"]["detected"]
     assert all(1 <= len(x["ecg_levels"]) <= 3 and set(x["ecg_levels"]) <= set(range(6)) for x in runs)
     assert 0 <= r["median_detection_delay_s"] < 10
     assert r["limits"] == {}
+    # the default: record 200's ventricular alarms put the bed under the worker's fidelity hold,
+    # its device sending no ECG level above 1 for 2 minutes after each
+    monkeypatch.delenv("WARDSTREAM_ALARM_HOLD_S")
+    assert main(["eval", "alarms", "--data-dir", str(data), "--split", "all", "--json", str(out)]) == 0
+    h = json.loads(out.read_text())
+    hold = h["device"]["fidelity_hold"]
+    assert hold["max_level"] == 1 and hold["seconds"] == 120 and 100 < hold["windows_held"] < 902
+    # the hold caps levels, so the bed sends more of its windows at levels 0-1 and fewer bits are saved
+    low = lambda d: sum(v for k, v in d["device"]["ecg_levels_sent"].items() if int(k) <= 1)
+    assert low(h) >= low(r) + hold["windows_held"] // 2
+    assert h["device"]["ecg_mean_compression_gain"] < r["device"]["ecg_mean_compression_gain"]
+    assert h["vt_runs"]["total"] == 4 and h["vt_runs"]["detected"] >= 2
 
 
 def test_eval_alarms_replays_and_scores_under_the_limits_given(tmp_path):
