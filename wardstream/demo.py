@@ -280,6 +280,11 @@ async def run_demo(s: Settings, beds: int, duration_s: float, speed: float, work
             "slack_corrections": ({str(b): v for b, v in sorted(rep.bounds.slacks.items()) if 1 <= b <= beds}
                                   if rep.bounds is not None else None),
             "slack_updates_sent": sum(st.get("slack_updates", 0) for st in stats),
+            # fidelity holds begun or ended by the workers (`processors.hold`), and those the run's
+            # devices were last under
+            "fidelity_hold_updates_sent": sum(st.get("hold_updates", 0) for st in stats),
+            "fidelity_holds": ({str(b): v for b, v in sorted(rep.bounds.holds.items()) if 1 <= b <= beds}
+                               if rep.bounds is not None else None),
             "task_error_audit": audit_summary(s, rep.t_first_us // 1000, rep.t_last_end_us // 1000, beds),
             "worker_cpu_s": cpu,
             "influx_write_failures": sum(st["influx"]["write_failures"] for st in stats),
