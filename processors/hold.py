@@ -58,10 +58,17 @@ def parse_conditions(spec: str) -> frozenset[str]:
     return names
 
 
-def step(state, open_conditions, t_end_ms: int, policy: HoldPolicy) -> tuple[int | None, str] | None:
+def step(state, open_conditions, t_end_ms: int, policy: HoldPolicy | None) -> tuple[int | None, str] | None:
     """After a bed's alarms have stepped for the window ending at ``t_end_ms``: -> (the level to
     publish, or None to end the hold; why) when the bed's hold changes, else None. Updates
-    ``state.hold_until_ms`` and ``state.hold_level``."""
+    ``state.hold_until_ms`` and ``state.hold_level``. ``policy`` None (holds turned off since the
+    bed's hold began, e.g. a worker restarted with ``WARDSTREAM_ALARM_HOLD_S=0``): a hold still in
+    force ends now, so that no device is left capped."""
+    if policy is None:
+        if state.hold_level < 0:
+            return None
+        state.hold_level, state.hold_until_ms = -1, 0
+        return None, "holds off"
     why = sorted(policy.conditions & set(open_conditions))
     if why:
         state.hold_until_ms = max(state.hold_until_ms, int(t_end_ms + policy.seconds * 1000))

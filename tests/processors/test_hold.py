@@ -37,6 +37,16 @@ def test_the_hold_survives_a_worker_restart_and_ends_with_the_stay():
     assert BedState.from_bytes(BedState().to_bytes()).hold_level == -1
 
 
+def test_a_hold_in_force_ends_when_holds_are_turned_off():
+    st = BedState()
+    assert step(st, {"vtach": "active"}, 2_000, HoldPolicy(seconds=600.0)) == (1, "vtach")
+    assert step(st, {"vtach": "active"}, 4_000, None) == (None, "holds off")  # a worker restarted without holds
+    assert (st.hold_level, st.hold_until_ms) == (-1, 0) and step(st, {"vtach": "active"}, 6_000, None) is None
+    # a new level in the policy is published while the hold lasts
+    assert step(st, {"vtach": "active"}, 8_000, HoldPolicy(max_level=1)) == (1, "vtach")
+    assert step(st, {"vtach": "active"}, 10_000, HoldPolicy(max_level=0)) == (0, "vtach")
+
+
 def test_the_policy_is_checked():
     from wardstream.settings import from_env
 
