@@ -23,7 +23,7 @@ import numpy as np
 
 from device_sim.sources import EegmatReplay, MitdbReplay, SyntheticBed
 from stream.topics import bed_key
-from stream.wire import (RAW_MODEL_ID, WIRE_VERSION, Channel, Frame, Modality, audit_period_windows, encode_frame,
+from stream.wire import (RAW_MODEL_ID, WIRE_VERSION, Channel, Frame, Modality, audit_period_windows, encode_as_sent,
                          in_burst)
 
 log = logging.getLogger("wardstream.sim")
@@ -164,13 +164,8 @@ class Device:
                       self.encoder.model_id, channels, pred, ref, self.lossless, self.wire_version,
                       predictor_id=pid)
         self.seq += 1
-        buf = encode_frame(frame, self.hmac_key)
-        if self.coded:  # the sections entropy-coded, when that is shorter (it usually is)
-            coded = dataclasses.replace(frame, coded=True)
-            cbuf = encode_frame(coded, self.hmac_key)
-            if len(cbuf) < len(buf):
-                return cbuf, coded
-        return buf, frame
+        # the sections entropy-coded, when that is shorter (it usually is)
+        return encode_as_sent(frame, self.hmac_key, self.coded)
 
 
 def next_frames(devices: list[Device]) -> list[tuple[bytes, Frame]]:

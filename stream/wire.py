@@ -107,7 +107,7 @@ import hmac as _hmac
 import math
 import struct
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import IntEnum
 from typing import Callable, Mapping
 
@@ -617,6 +617,19 @@ def encode_frame(frame: Frame, hmac_key: bytes | None = None,
     if hmac_key:
         out += _hmac.new(hmac_key, bytes(out), hashlib.sha256).digest()[:HMAC_LEN]
     return bytes(out)
+
+
+def encode_as_sent(frame: Frame, hmac_key: bytes | None = None, coded: bool = True,
+                   registry: Mapping[int, CodecSpec] = REGISTRY) -> tuple[bytes, Frame]:
+    """A frame as a device sends it: with ``coded``, its sections entropy-coded (flag bit 6) when
+    that comes out shorter, else bit-packed -> (bytes, the frame as sent)."""
+    buf = encode_frame(frame, hmac_key, registry)
+    if coded:
+        c = replace(frame, coded=True)
+        cbuf = encode_frame(c, hmac_key, registry)
+        if len(cbuf) < len(buf):
+            return cbuf, c
+    return buf, frame
 
 
 def _header_v2(frame: Frame, flags: int) -> bytearray:

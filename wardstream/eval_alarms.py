@@ -130,7 +130,7 @@ def replay(settings, th, signals: dict[str, np.ndarray]) -> tuple[dict, dict, di
     from processors.hold import HoldPolicy
     from processors.stages import run_batch
     from stream.topics import bed_key
-    from stream.wire import Frame, Modality, decode_frame, encode_frame
+    from stream.wire import Frame, Modality, decode_frame, encode_as_sent
     from wardmodels.wire_codec import decode_frames, encode_many, register_deployed
 
     torch.set_num_threads(1)
@@ -158,10 +158,7 @@ def replay(settings, th, signals: dict[str, np.ndarray]) -> tuple[dict, dict, di
             # entropy-coded when that is shorter
             f = Frame(beds[r], k, CLOCK0_US + k * 2_000_000, 128, 256, encs[r].model_id, ch,
                       lossless=settings.raw_lossless)
-            raw = encode_frame(f)
-            if settings.wire_coded:
-                coded = encode_frame(replace(f, coded=True))
-                raw = coded if len(coded) < len(raw) else raw
+            raw, _ = encode_as_sent(f, coded=settings.wire_coded)
             frames.append((r, decode_frame(raw), len(raw)))
             levels[r].append(ch[0].level)
             sent[r].append((ch[0].level, frames[-1][1].channel(Modality.ECG).wire_bytes,
