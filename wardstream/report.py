@@ -208,6 +208,8 @@ def render(summary: dict, timeline: dict, examples: dict[str, np.ndarray]) -> st
         _kpi("wire vs raw bytes", f"{summary.get('wire_vs_raw', 0):.3f}"),
         _kpi("dead-lettered", summary.get("frames_dead_lettered")),
         _kpi("alarm transitions", len(timeline.get("alarms", []))),
+        _kpi("fidelity holds sent / beds held at the end",
+             f"{summary.get('fidelity_hold_updates_sent', 0)} / {len(summary.get('fidelity_holds') or {})}"),
         _kpi("worker CPU", f"{summary.get('worker_cpu_s', 0):.1f} s"),
     ])
     ex = "".join(f'<figure><img alt="examples" src="{uri}"><figcaption>{html.escape(c)}</figcaption></figure>'
