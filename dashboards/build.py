@@ -150,6 +150,17 @@ def stay_annotation(bed_filter: bool) -> dict:
                          "tags": {"source": "field", "value": "bed"}}}
 
 
+def hold_annotation(bed_filter: bool) -> dict:
+    """The worker's fidelity holds beginning and ending (`processors/hold.py`): why a bed's ECG
+    levels fall to 1 and rise again."""
+    where = "$timeFilter" + (f" AND {BED}" if bed_filter else "")
+    return {"name": "Fidelity holds", "datasource": DS, "enable": True, "iconColor": "purple",
+            "target": {"refId": "Hold", "query": f'SELECT "why", "on", "max_level", "bed" FROM "fidelity_hold" WHERE {where}',
+                       "rawQuery": True, "resultFormat": "table"},
+            "mappings": {"text": {"source": "field", "value": "why"},
+                         "tags": {"source": "field", "value": "bed"}}}
+
+
 def dashboard(uid: str, title: str, description: str, layout: Layout, variables: list[dict],
               annotations: list[dict], tags: list[str], time_from: str = "now-15m", refresh: str = "10s") -> dict:
     builtin = {"name": "Annotations & Alerts", "builtIn": 1, "enable": True, "hide": True,
@@ -246,7 +257,7 @@ def bed_detail() -> dict:
                       target(f'SELECT max("highest") FROM "alarm_level" {w} GROUP BY time($__interval) fill(null)',
                              ref="H", alias="highest alarm (0 none … 4 high)")], interpolation="stepAfter"), 24, 7)
     return dashboard("bed-detail", "Bed detail", "One bed: vitals, rhythm, ectopy, EEG, compression, waveforms.",
-                     L, [bed_variable(multi=False)], [alarm_annotation(True), stay_annotation(True)], ["bed"],
+                     L, [bed_variable(multi=False)], [alarm_annotation(True), stay_annotation(True), hold_annotation(True)], ["bed"],
                      time_from="now-30m")
 
 
