@@ -44,8 +44,9 @@ from aiohttp import web as aioweb
 from faust.web import Request, Response, View
 
 from processors import delivery as dl
-from processors.agents import (BED_LOCK, CONDITIONS, LIMITS, WARDS, add_alarm_history, alarms_topic, control_topic,
-                               publish_alarm_events, set_publisher, sink)
+from processors.agents import (BED_LOCK, CONDITIONS, HOLD, LIMITS, WARDS, add_alarm_history, alarms_topic,
+                               control_topic, publish_alarm_events, publish_hold_updates, set_publisher, sink)
+from processors import hold as fidelity
 from processors.alarms import AlarmState, acknowledge, check_limits, discharge
 from processors.bed import BedState
 from processors.influx_sink import line
@@ -386,14 +387,23 @@ async def _apply_command(value) -> None:
         kind = cmd.get("cmd", "acknowledge")
         bed, by = int(cmd["bed"]), str(cmd["by"])[:80]
         condition = str(cmd["condition"]) if kind == "acknowledge" else None
-        if kind not in ("acknowledge", "discharge"):
+        if kind not in ("acknowledge", "discharge", "fidelity"):
             raise ValueError(kind)
+        if kind == "fidelity":
+            minutes, level = float(cmd["minutes"]), cmd.get("max_level")
+            fidelity.request(BedState(), level, minutes, by, 0)  # validates
     except (ValueError, KeyError, TypeError, AttributeError):
         log.error("malformed command %r; skipped", value[:200] if value else value)
         return
     st = BedState.from_bytes(bed_table.get(bed_key(bed)))
     ast = AlarmState.from_dict(st.alarms)
     t_ms = max(int(cmd.get("at_ms", 0)), st.last_t_us // 1000 + 1)
+    if kind == "fidelity":
+        if 0 < int(cmd.get("at_ms", 0)) <= st.discharge_cmd_ms:  # read again from Kafka, say after a crash
+            log.info("fidelity request for bed %s by %s was made in an earlier stay; skipped", bed, by)
+            return
+        await _fidelity(bed, st, ast, level, minutes, by, t_ms)
+        return
     if kind == "discharge":
         if int(cmd.get("at_ms", 0)) <= st.discharge_cmd_ms:
             log.info("discharge of bed %s at %s applied already; skipped", bed, cmd.get("at_ms"))
@@ -413,6 +423,26 @@ async def _apply_command(value) -> None:
     await publish_alarm_events(events)
     st.alarms = ast.to_dict()
     bed_table[bed_key(bed)] = st.to_bytes()
+
+
+async def _fidelity(bed: int, st: BedState, ast: AlarmState, level: int | None, minutes: float, by: str,
+                    t_ms: int) -> None:
+    """A clinician's fidelity hold on the bed (under `BED_LOCK`): from the bed's last window on, its
+    device sends no ECG level above ``level`` for ``minutes`` (0: the request is withdrawn), or
+    lower while an automatic hold asks for less (`processors.hold`). Published and written before
+    the state is stored; a request of an earlier stay is not applied to the next patient."""
+    now = st.last_t_us // 1000 if st.last_t_us > 0 else t_ms
+    fidelity.request(st, level, minutes, by, now)
+    change = fidelity.step(st, AlarmState.from_dict(st.alarms).open_alarms(), now, HOLD)
+    if change is not None:
+        add_alarm_history([line("fidelity_hold", {"bed": str(bed)},
+                                {"on": int(change[0] is not None), "max_level": -1 if change[0] is None else change[0],
+                                 "why": change[1]}, now)])
+        await sink.flush()
+        await publish_hold_updates({bed: change})
+    bed_table[bed_key(bed)] = st.to_bytes()
+    log.info("fidelity hold on bed %s by %s: level <= %s for %s min (%s)", bed, by, level, minutes,
+             "published" if change is not None else "no change")
 
 
 async def _discharge(bed: int, st: BedState, ast: AlarmState, by: str, t_ms: int) -> None:
@@ -657,6 +687,43 @@ class DischargeView(View):
         cmd = {"cmd": "discharge", "bed": b, "by": by, "token": p.name, "at_ms": int(time.time() * 1000)}
         await (await commands_topic.send(key=bed_key(b), value=json.dumps(cmd).encode()))
         return self.json({"accepted": cmd, "open_alarms": len(view.visible(p, b))}, status=202)
+
+
+@app.page("/api/v1/beds/{bed}/fidelity")
+class FidelityView(View):
+    """``POST {"by": ..., "minutes": M, "max_level": L}``: a clinician asks for the bed's ECG at
+    full fidelity — its device sends no level above ``L`` (default 1; 0: raw only) for ``M``
+    minutes (at most a day; 0 withdraws the request), as the automatic hold on an alarm does
+    (`processors.hold`). The worker that owns the bed publishes it on the control topic."""
+
+    async def post(self, request: Request, bed: str) -> Response:
+        try:
+            p = _principal(request)
+            b = _bed(bed)
+            if not p.may_see(WARDS.ward_of(b)):
+                raise _Http(404, f"no bed {b} visible to this token")
+            body = await _body(request) if request.content_length else {}
+            if not isinstance(body, dict):
+                raise _Http(400, "a JSON object is required")
+            by, minutes, level = body.get("by"), body.get("minutes"), body.get("max_level", 1)
+            if not isinstance(by, str) or not 0 < len(by) <= 80:
+                raise _Http(400, "'by' (who asks, 1-80 characters) is required")
+            if set(body) - {"by", "minutes", "max_level"}:
+                raise _Http(400, f"unknown fields {sorted(set(body) - {'by', 'minutes', 'max_level'})}")
+            if isinstance(minutes, bool) or not isinstance(minutes, (int, float)):
+                raise _Http(400, f"'minutes' (0..{fidelity.MANUAL_MAX_MINUTES}; 0 withdraws) is required")
+            if isinstance(level, bool) or not isinstance(level, int):
+                raise _Http(400, "'max_level' must be an integer")
+            try:
+                fidelity.request(BedState(), level, float(minutes), by, 0)
+            except ValueError as exc:
+                raise _Http(400, str(exc)) from None
+        except _Http as e:
+            return _err(self, e)
+        cmd = {"cmd": "fidelity", "bed": b, "by": by, "minutes": minutes, "max_level": level, "token": p.name,
+               "at_ms": int(time.time() * 1000)}
+        await (await commands_topic.send(key=bed_key(b), value=json.dumps(cmd).encode()))
+        return self.json({"accepted": cmd}, status=202)
 
 
 @app.page("/api/v1/alarms/{bed}/{condition}/fhir")

@@ -75,6 +75,10 @@ class BedState:
     # the ECG level published for it (-1: none)
     hold_until_ms: int = 0
     hold_level: int = -1
+    # a clinician's hold (`processors.hold.request`): its level (-1: none), until when (device ms), by whom
+    manual_level: int = -1
+    manual_until_ms: int = 0
+    manual_by: str = ""
 
     def _fields(self) -> dict:
         return {"ls": self.last_seq, "lt": self.last_t_us, "r": self.restarts, "as": self.anchor_seq, "au": self.anchor_us,
@@ -85,7 +89,9 @@ class BedState:
                 "aq": self.audit_seq, "ar": self.audit_res, "ss": self.slack_sent,
                 **({"dc": self.discharged_ms} if self.discharged_ms else {}),
                 **({"dq": self.discharge_cmd_ms} if self.discharge_cmd_ms else {}),
-                **({"hu": self.hold_until_ms, "hl": self.hold_level} if self.hold_level >= 0 or self.hold_until_ms else {})}
+                **({"hu": self.hold_until_ms, "hl": self.hold_level} if self.hold_level >= 0 or self.hold_until_ms else {}),
+                **({"ml": self.manual_level, "mu": self.manual_until_ms, "mb": self.manual_by}
+                   if self.manual_until_ms else {})}
 
     def to_bytes(self) -> bytes:
         """The changelog value, written once per window and bed (so its size is the worker's
@@ -119,7 +125,8 @@ class BedState:
                    audit_buf=np.frombuffer(ab, "<f2").astype(np.float16),
                    audit_seq=d.get("aq", -1), audit_res=list(d.get("ar", [])), slack_sent=d.get("ss", 0.0),
                    discharged_ms=d.get("dc", 0), discharge_cmd_ms=d.get("dq", 0),
-                   hold_until_ms=d.get("hu", 0), hold_level=d.get("hl", -1))
+                   hold_until_ms=d.get("hu", 0), hold_level=d.get("hl", -1),
+                   manual_level=d.get("ml", -1), manual_until_ms=d.get("mu", 0), manual_by=d.get("mb", ""))
 
     def end_stay(self, t_ms: int) -> None:
         """Forget the patient: the signal history (beats, filtered ECG, detector, pending beats),
@@ -129,6 +136,7 @@ class BedState:
         _reanchor(self, None)
         self.audit_res, self.slack_sent = [], 0.0
         self.hold_until_ms, self.hold_level = 0, -1  # the caller clears the hold on the control topic
+        self.manual_level, self.manual_until_ms, self.manual_by = -1, 0, ""
         self.discharged_ms = t_ms
 
 

@@ -12,6 +12,9 @@ simulated devices read and the gateway turns into the firmware's downlink frames
 where its predictor asks for it. The clinician looking at the bed then sees the signal as the main
 job's devices send it, and the alarms that follow see what fixed level 1 lets them see.
 
+A clinician can ask for the same on any bed (`POST /api/v1/beds/{bed}/fidelity`, `request`); while
+both are in force the lower level wins.
+
 Per bed the state is two numbers in `processors.bed.BedState` (until when the hold lasts, device
 time of the window ends; the level published), so a restarted worker neither repeats nor forgets a
 hold; the time base is the device's window clock, so replays give the same holds.
@@ -58,26 +61,50 @@ def parse_conditions(spec: str) -> frozenset[str]:
     return names
 
 
+MANUAL_MAX_MINUTES = 24 * 60  # a clinician's request lasts at most a day (renewable)
+
+
+def request(state, max_level: int | None, minutes: float, by: str, t_ms: int) -> None:
+    """A clinician's hold on the bed (``POST /api/v1/beds/{bed}/fidelity``): its device sends no ECG
+    level above ``max_level`` for ``minutes`` from device time ``t_ms`` (the bed's last window);
+    ``minutes`` 0 withdraws it. Applied by the next `step`."""
+    from device_sim.control import MAX_HOLD_LEVEL
+
+    if not 0 <= minutes <= MANUAL_MAX_MINUTES:
+        raise ValueError(f"minutes must lie in 0..{MANUAL_MAX_MINUTES}, got {minutes}")
+    if minutes and (max_level is None or not 0 <= max_level <= MAX_HOLD_LEVEL):
+        raise ValueError(f"max_level must lie in 0..{MAX_HOLD_LEVEL}, got {max_level}")
+    if minutes:
+        state.manual_level, state.manual_until_ms, state.manual_by = int(max_level), int(t_ms + minutes * 60_000), by
+    else:
+        state.manual_level, state.manual_until_ms, state.manual_by = -1, 0, ""
+
+
 def step(state, open_conditions, t_end_ms: int, policy: HoldPolicy | None) -> tuple[int | None, str] | None:
-    """After a bed's alarms have stepped for the window ending at ``t_end_ms``: -> (the level to
-    publish, or None to end the hold; why) when the bed's hold changes, else None. Updates
-    ``state.hold_until_ms`` and ``state.hold_level``. ``policy`` None (holds turned off since the
-    bed's hold began, e.g. a worker restarted with ``WARDSTREAM_ALARM_HOLD_S=0``): a hold still in
-    force ends now, so that no device is left capped."""
-    if policy is None:
-        if state.hold_level < 0:
-            return None
-        state.hold_level, state.hold_until_ms = -1, 0
-        return None, "holds off"
-    why = sorted(policy.conditions & set(open_conditions))
-    if why:
-        state.hold_until_ms = max(state.hold_until_ms, int(t_end_ms + policy.seconds * 1000))
-    if state.hold_until_ms > t_end_ms:
-        if state.hold_level != policy.max_level:
-            state.hold_level = policy.max_level
-            return policy.max_level, ",".join(why)
+    """After a bed's alarms have stepped for the window ending at ``t_end_ms`` (or a clinician's
+    request, `request`): -> (the level to publish, or None to end the hold; why) when the bed's hold
+    changes, else None. The hold's level is the lowest of the automatic one (an open alarm of
+    ``policy.conditions``, and ``policy.seconds`` after) and a clinician's request in force.
+    ``policy`` None: no automatic holds (one still in force, say from before a restart with
+    ``WARDSTREAM_ALARM_HOLD_S=0``, ends now, so that no device is left capped). Updates the
+    hold fields of ``state``."""
+    levels, why = [], []
+    if policy is not None:
+        trig = sorted(policy.conditions & set(open_conditions))
+        if trig:
+            state.hold_until_ms = max(state.hold_until_ms, int(t_end_ms + policy.seconds * 1000))
+        if state.hold_until_ms > t_end_ms:
+            levels.append(policy.max_level)
+            why += trig or ["alarm"]
+    if policy is None or state.hold_until_ms <= t_end_ms:
+        state.hold_until_ms = 0
+    if state.manual_until_ms > t_end_ms:
+        levels.append(state.manual_level)
+        why.append(f"requested by {state.manual_by}")
+    else:
+        state.manual_level, state.manual_until_ms, state.manual_by = -1, 0, ""
+    level = min(levels) if levels else -1
+    if level == state.hold_level:
         return None
-    if state.hold_level >= 0:
-        state.hold_level, state.hold_until_ms = -1, 0
-        return None, ""
-    return None
+    state.hold_level = level
+    return (level, ",".join(why)) if level >= 0 else (None, "")

@@ -96,6 +96,20 @@ def document() -> dict:
                          "responses": {"202": {"description": "accepted; the resolved alarms follow as events"},
                                        "400": _err("malformed request"),
                                        "404": _err("a bed outside this token's wards"), **common}}},
+            "/api/v1/beds/{bed}/fidelity": {
+                "parameters": [bed],
+                "post": {"summary": "Ask for the bed's ECG at full fidelity: its device (one that picks its level "
+                                    "per window) sends no level above max_level for the given minutes, as during "
+                                    "the automatic hold on a ventricular or asystole alarm; minutes 0 withdraws it",
+                         "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                             "type": "object", "required": ["by", "minutes"], "additionalProperties": False,
+                             "properties": {"by": {"type": "string", "minLength": 1, "maxLength": 80},
+                                            "minutes": {"type": "number", "minimum": 0, "maximum": 1440},
+                                            "max_level": {"type": "integer", "minimum": 0, "maximum": 7,
+                                                          "default": 1}}}}}},
+                         "responses": {"202": {"description": "accepted; the worker that owns the bed publishes it"},
+                                       "400": _err("malformed request"),
+                                       "404": _err("a bed outside this token's wards"), **common}}},
             "/api/v1/stream": {
                 "get": {"summary": "Server-sent events: every alarm transition in this token's wards",
                         "parameters": [{"name": "priority", "in": "query", "schema": {"type": "string"},

@@ -162,7 +162,7 @@ def run_batch(decoded: list[tuple], get_state, classifiers, thresholds=al.Thresh
         highest = max((PRIORITY_CODE[conf[c].priority] for c in open_), default=0)
         out.points.append(line("alarm_level", {"bed": str(ev.bed)}, {"highest": highest, "open": len(open_)},
                                ev.t_end_ms - ev.window_ms))
-        if hold is not None or out.states[key].hold_level >= 0:
+        if hold is not None or out.states[key].hold_level >= 0 or out.states[key].manual_until_ms:
             change = hold_step(out.states[key], open_, ev.t_end_ms, hold)
             if change is not None:
                 out.hold_updates[int(ev.bed)] = change

@@ -421,6 +421,39 @@ def _until(pred, timeout: float) -> None:
         time.sleep(0.3)
 
 
+def test_a_clinician_asks_for_a_beds_ecg_at_full_fidelity_over_the_api(ward_settings, monkeypatch):
+    """``POST /api/v1/beds/{bed}/fidelity``: validated and scoped; the worker that owns the bed
+    publishes the hold on the control topic (what the bed's device reads) and writes it to
+    InfluxDB; ``minutes`` 0 withdraws it. With the worker's automatic holds turned off here, the
+    request is the only hold."""
+    from device_sim.control import Bounds, hold_key, latest
+    from processors.hold import MANUAL_MAX_MINUTES
+
+    with _api_worker(ward_settings, monkeypatch, alarm_hold_s=0.0) as (s, _, port):
+        url = "/api/v1/beds/3/fidelity"
+        for body, says in (({"minutes": 30}, "'by'"), ({"by": "dr-b"}, "'minutes'"),
+                           ({"by": "dr-b", "minutes": 30, "max_level": 8}, "max_level"),
+                           ({"by": "dr-b", "minutes": MANUAL_MAX_MINUTES + 1}, "minutes"),
+                           ({"by": "dr-b", "minutes": 30, "level": 0}, "unknown fields ['level']"),
+                           ({"by": "dr-b", "minutes": True}, "'minutes'")):
+            code, err = api(port, "POST", url, TOKEN_ICU, body)
+            assert code == 400 and says in err["error"], (body, err)
+        assert api(port, "POST", url, TOKEN_CARDIO, {"by": "x", "minutes": 5})[0] == 404  # another ward's bed
+        assert api(port, "POST", url, "nope", {"by": "x", "minutes": 5})[0] == 401
+        code, body = api(port, "POST", url, TOKEN_ICU, {"by": "dr-b", "minutes": 30, "max_level": 0})
+        assert code == 202 and body["accepted"]["cmd"] == "fidelity"
+        _until(lambda: hold_key(3) in asyncio.run(latest(s)), 20)
+        held = json.loads(asyncio.run(latest(s))[hold_key(3)])
+        assert (held["max_level"], held["why"]) == (0, "requested by dr-b")
+        dev = Bounds(default=0.5)
+        dev.apply(hold_key(3), asyncio.run(latest(s))[hold_key(3)])
+        assert dev.max_level_for(3) == 0
+        assert [(r["on"], r["max_level"]) for r in query_rows(s, "SELECT * FROM fidelity_hold WHERE bed = '3'")] == [(1, 0)]
+        assert api(port, "POST", url, TOKEN_ICU, {"by": "dr-b", "minutes": 0})[0] == 202  # withdrawn
+        _until(lambda: json.loads(asyncio.run(latest(s))[hold_key(3)])["max_level"] is None, 20)
+        assert [r["on"] for r in query_rows(s, "SELECT * FROM fidelity_hold WHERE bed = '3'")] == [1, 0]
+
+
 def test_a_discharged_bed_returns_to_the_ward_settings_and_starts_a_new_stay(ward_settings, monkeypatch):
     """``POST /api/v1/beds/{bed}/discharge``: scoped and validated; the worker resolves the bed's
     open alarms (by whoever discharged), records the stay's end in InfluxDB, clears the bed's

@@ -40,11 +40,34 @@ def test_the_hold_survives_a_worker_restart_and_ends_with_the_stay():
 def test_a_hold_in_force_ends_when_holds_are_turned_off():
     st = BedState()
     assert step(st, {"vtach": "active"}, 2_000, HoldPolicy(seconds=600.0)) == (1, "vtach")
-    assert step(st, {"vtach": "active"}, 4_000, None) == (None, "holds off")  # a worker restarted without holds
+    assert step(st, {"vtach": "active"}, 4_000, None) == (None, "")  # a worker restarted without holds
     assert (st.hold_level, st.hold_until_ms) == (-1, 0) and step(st, {"vtach": "active"}, 6_000, None) is None
     # a new level in the policy is published while the hold lasts
     assert step(st, {"vtach": "active"}, 8_000, HoldPolicy(max_level=1)) == (1, "vtach")
     assert step(st, {"vtach": "active"}, 10_000, HoldPolicy(max_level=0)) == (0, "vtach")
+
+
+def test_a_clinicians_request_and_an_alarms_hold_combine_to_the_lower_level():
+    from processors.hold import MANUAL_MAX_MINUTES, request
+
+    pol, st = HoldPolicy(seconds=10.0, max_level=1), BedState()
+    request(st, 3, 1.0, "dr-b", 0)  # level <= 3 for a minute
+    assert step(st, {}, 2_000, pol) == (3, "requested by dr-b")
+    assert step(st, {"nsvt": "active"}, 4_000, pol) == (1, "nsvt,requested by dr-b")  # the alarm asks for less
+    assert step(st, {}, 16_000, pol) == (3, "requested by dr-b")  # 10 s after the alarm: the request alone
+    assert BedState.from_bytes(st.to_bytes()).manual_until_ms == 60_000
+    assert step(st, {}, 60_000, pol) == (None, "")  # its minute is over
+    assert (st.manual_level, st.manual_until_ms, st.manual_by) == (-1, 0, "")
+    request(st, 0, 5.0, "dr-c", 60_000)
+    assert step(st, {}, 62_000, None) == (0, "requested by dr-c")  # with automatic holds off too
+    request(st, None, 0, "dr-c", 64_000)  # withdrawn
+    assert step(st, {}, 64_000, None) == (None, "")
+    request(st, 0, 5.0, "dr-c", 66_000)
+    st.end_stay(67_000)  # a discharge ends it with the stay
+    assert (st.manual_level, st.manual_until_ms, st.hold_level) == (-1, 0, -1)
+    for level, minutes in ((8, 5.0), (None, 5.0), (1, -1.0), (1, MANUAL_MAX_MINUTES + 1)):
+        with pytest.raises(ValueError):
+            request(st, level, minutes, "x", 0)
 
 
 def test_the_policy_is_checked():
