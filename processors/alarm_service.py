@@ -663,6 +663,18 @@ class LimitsView(View):
         return self.json(self._state(b))
 
 
+async def _bed_request(request: Request, bed: str) -> tuple:
+    """(principal, bed id, JSON object body or {}) of a POST about one bed of the token's wards."""
+    p = _principal(request)
+    b = _bed(bed)
+    if not p.may_see(WARDS.ward_of(b)):
+        raise _Http(404, f"no bed {b} visible to this token")
+    body = await _body(request) if request.content_length else {}
+    if not isinstance(body, dict):
+        raise _Http(400, "a JSON object is required")
+    return p, b, body
+
+
 @app.page("/api/v1/beds/{bed}/discharge")
 class DischargeView(View):
     """``POST {"by": ...}``: the bed's patient leaves (or another patient takes the bed). The
@@ -672,12 +684,8 @@ class DischargeView(View):
 
     async def post(self, request: Request, bed: str) -> Response:
         try:
-            p = _principal(request)
-            b = _bed(bed)
-            if not p.may_see(WARDS.ward_of(b)):
-                raise _Http(404, f"no bed {b} visible to this token")
-            body = await _body(request) if request.content_length else {}
-            by = body.get("by") if isinstance(body, dict) else None
+            p, b, body = await _bed_request(request, bed)
+            by = body.get("by")
             if not isinstance(by, str) or not 0 < len(by) <= 80:
                 raise _Http(400, "'by' (who discharges, 1-80 characters) is required")
             if set(body) - {"by"}:
@@ -698,13 +706,7 @@ class FidelityView(View):
 
     async def post(self, request: Request, bed: str) -> Response:
         try:
-            p = _principal(request)
-            b = _bed(bed)
-            if not p.may_see(WARDS.ward_of(b)):
-                raise _Http(404, f"no bed {b} visible to this token")
-            body = await _body(request) if request.content_length else {}
-            if not isinstance(body, dict):
-                raise _Http(400, "a JSON object is required")
+            p, b, body = await _bed_request(request, bed)
             by, minutes, level = body.get("by"), body.get("minutes"), body.get("max_level", 1)
             if not isinstance(by, str) or not 0 < len(by) <= 80:
                 raise _Http(400, "'by' (who asks, 1-80 characters) is required")
