@@ -319,6 +319,7 @@ wardstream demo: {d['beds']} beds, {d['duration_s']:.0f}s at {d['speed']}x, {d['
   bytes on the wire    {d['wire_bytes']} vs raw 16-bit {d['raw_bytes']} ({d['wire_vs_raw']:.3f}x)
   ECG levels sent      {d['ecg_levels_sent']}  (codec model {d.get('codec_model')}, policy {d['level_policy']}{', bound ' + str(d['bound']) + ', predictor ' + str(d.get('edge_predictor')) if d['level_policy'] == 'dynamic' else ''}, devices {d.get('sim_encoder', 'fp32')})
   slack corrections    {_slack_line(d)}
+  fidelity holds       {_hold_line(d)}
   task error audit     {_audit_line(d.get('task_error_audit') or {})}
   worker CPU           {d['worker_cpu_s']:.1f}s; InfluxDB write failures {d['influx_write_failures']}
 """)
@@ -332,6 +333,15 @@ def _slack_line(d: dict) -> str:
     top = max(nz.values(), default=0.0)
     return (f"{d.get('slack_updates_sent', 0)} sent by the workers; {len(nz)} beds corrected"
             + (f" (largest +{top:.2f})" if nz else ""))
+
+
+def _hold_line(d: dict) -> str:
+    held = d.get("fidelity_holds")
+    sent = f"{d.get('fidelity_hold_updates_sent', 0)} begun or ended by the workers"
+    if held is None:
+        return sent + "; devices at fixed levels do not read them"
+    return sent + f"; {len(held)} beds held at the end (ECG level <= {min(held.values(), default=1)})" if held \
+        else sent + "; no bed held at the end"
 
 
 def _discharge_line(d: dict | None) -> str:

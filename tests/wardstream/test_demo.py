@@ -58,3 +58,14 @@ def test_percentiles_from_a_histogram():
     p = percentiles(h)
     assert (p["p50"], p["p95"], p["p99"], p["max"], p["count"]) == (10.0, 20.0, 900.0, 2000.0, 100)
     assert percentiles({})["p50"] is None
+
+
+def test_the_summary_line_of_the_fidelity_holds():
+    from wardstream.demo import _hold_line
+
+    assert _hold_line({"fidelity_hold_updates_sent": 13, "fidelity_holds": {"7": 1, "24": 0}}) == \
+        "13 begun or ended by the workers; 2 beds held at the end (ECG level <= 0)"
+    assert _hold_line({"fidelity_hold_updates_sent": 2, "fidelity_holds": {}}) == \
+        "2 begun or ended by the workers; no bed held at the end"
+    assert _hold_line({"fidelity_hold_updates_sent": 7, "fidelity_holds": None}).endswith(
+        "devices at fixed levels do not read them")
