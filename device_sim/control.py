@@ -47,6 +47,7 @@ import math
 import time
 from dataclasses import dataclass, field
 
+from stream.downlink import MAX_LEVEL as MAX_HOLD_LEVEL  # the highest level a hold can name
 from stream.wire import is_predictor_id
 
 log = logging.getLogger("wardstream.control")
@@ -63,7 +64,6 @@ class ControlError(ValueError):
 
 SLACK_PREFIX = b"slack-"
 HOLD_PREFIX = b"hold-"
-MAX_HOLD_LEVEL = 7  # the highest level a hold can name (a level fits 3 bits of the v2 ECG level byte)
 
 
 def slack_key(bed: int) -> bytes:

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from stream.downlink import MAX_LEVEL as MAX_HOLD_LEVEL
+
 DEFAULT_CONDITIONS = ("vtach", "nsvt", "ectopy", "asystole")
 
 
@@ -41,8 +43,6 @@ class HoldPolicy:
         return cls(parse_conditions(s.alarm_hold_conditions), float(s.alarm_hold_s), int(s.alarm_hold_level))
 
     def __post_init__(self):
-        from device_sim.control import MAX_HOLD_LEVEL
-
         if not 0 <= self.max_level <= MAX_HOLD_LEVEL:
             raise ValueError(f"the hold's level must be 0..{MAX_HOLD_LEVEL}, got {self.max_level}")
         if self.seconds <= 0:
@@ -68,8 +68,6 @@ def request(state, max_level: int | None, minutes: float, by: str, t_ms: int) ->
     """A clinician's hold on the bed (``POST /api/v1/beds/{bed}/fidelity``): its device sends no ECG
     level above ``max_level`` for ``minutes`` from device time ``t_ms`` (the bed's last window);
     ``minutes`` 0 withdraws it. Applied by the next `step`."""
-    from device_sim.control import MAX_HOLD_LEVEL
-
     if not 0 <= minutes <= MANUAL_MAX_MINUTES:
         raise ValueError(f"minutes must lie in 0..{MANUAL_MAX_MINUTES}, got {minutes}")
     if minutes and (max_level is None or not 0 <= max_level <= MAX_HOLD_LEVEL):

@@ -42,11 +42,13 @@ import struct
 import zlib
 from dataclasses import dataclass
 
+from stream.wire import PACKED_LEVEL_BITS
+
 TAG = 0xC1
 FLAG_HMAC = 0x01
 FLAG_HOLD = 0x02
 HMAC_LEN = 16
-MAX_LEVEL = 7
+MAX_LEVEL = (1 << PACKED_LEVEL_BITS) - 1  # a hold's highest level: any the v2 ECG level byte can name (7)
 _BODY = struct.Struct(">BBIIdd")
 SIZE = _BODY.size + 4
 
