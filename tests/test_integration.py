@@ -168,6 +168,9 @@ def test_exactly_once_through_worker_kill_broker_restart_and_influx_outage(serve
 
 
 def test_frame_under_another_beds_key_is_dead_lettered(ward_settings):
+    """A frame under another bed's key goes to the dead-letter topic; the bed's other windows are
+    written. Windows that ended before the worker started (a backlog) are written too, and kept
+    out of its latency histogram."""
     from aiokafka import AIOKafkaProducer
 
     from device_sim.sources import SyntheticBed
@@ -180,6 +183,7 @@ def test_frame_under_another_beds_key_is_dead_lettered(ward_settings):
     try:
         pool.wait_ready()
         dev = Device(31, SyntheticBed(31), int(time.time() * 1e6))
+        old = Device(33, SyntheticBed(33), int((time.time() - 600) * 1e6))  # ten minutes ago
 
         async def send():
             p = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap, acks="all", enable_idempotence=True)
@@ -189,21 +193,31 @@ def test_frame_under_another_beds_key_is_dead_lettered(ward_settings):
                 await (await p.send(s.frames_topic, f0[0], key=bed_key(31)))
                 await (await p.send(s.frames_topic, f1[0], key=bed_key(32)))  # wrong bed
                 await (await p.send(s.frames_topic, f2[0], key=bed_key(31)))
-                return f0[1], f2[1]
+                o0, o1 = old.next_frame(), old.next_frame()
+                for frame, _ in (o0, o1):
+                    await (await p.send(s.frames_topic, frame, key=bed_key(33)))
+                return f0[1], f2[1], o0[1], o1[1]
             finally:
                 await p.stop()
 
-        a, b = asyncio.run(send())
+        a, b, oa, ob = asyncio.run(send())
         dead = asyncio.run(_dead_letters(s, 1))
         assert [dict(m.headers)["reason"] for m in dead] == [b"key_mismatch"]
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             stored = frame_seqs(s, a.t_start_us // 1000, b.window_end_us // 1000)
-            if stored.get(31) == [0, 2]:
+            stored_old = frame_seqs(s, oa.t_start_us // 1000, ob.window_end_us // 1000)
+            if stored.get(31) == [0, 2] and stored_old.get(33) == [0, 1]:
                 break
             time.sleep(0.5)
         assert stored == {31: [0, 2]}
+        assert stored_old == {33: [0, 1]}
         assert pool.workers[0].alive()
+        st = pool.workers[0].stats()
+        assert st["windows_written"] == 4
+        assert st["backlog"]["windows"] == 2 and st["backlog"]["wait_max_ms"] >= 590_000
+        hist = {int(k): v for k, v in st["latency_ms_hist"].items()}
+        assert sum(hist.values()) == 2 and max(hist) < 60_000, hist
     finally:
         pool.stop_all()
 

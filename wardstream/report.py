@@ -205,6 +205,8 @@ def render(summary: dict, timeline: dict, examples: dict[str, np.ndarray]) -> st
         _kpi("missing / duplicated", f"{summary.get('windows_missing')} / {summary.get('windows_duplicated')}",
              "good" if ok else "bad"),
         _kpi("latency p50 / p95 / p99", f"{f(lat.get('p50'))} / {f(lat.get('p95'))} / {f(lat.get('p99'))}"),
+        _kpi("backlog windows (before the workers started; not in the latency)",
+             summary.get("backlog_windows_written", 0), "bad" if summary.get("backlog_windows_written") else ""),
         _kpi("wire vs raw bytes", f"{summary.get('wire_vs_raw', 0):.3f}"),
         _kpi("dead-lettered", summary.get("frames_dead_lettered")),
         _kpi("alarm transitions", len(timeline.get("alarms", []))),
