@@ -139,7 +139,7 @@ class Bounds:
     """Default, ward-wide, per-predictor and per-bed bounds (a bed's bound is the most specific one
     set), and the per-bed slack corrections of the cloud's audits."""
 
-    default: float
+    default: float | None  # the devices' own bound (None: devices that do not predict their error)
     ward: float | None = None
     beds: dict[int, float] = field(default_factory=dict)
     slacks: dict[int, float] = field(default_factory=dict)

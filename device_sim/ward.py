@@ -322,17 +322,20 @@ async def run_ward(settings, n_beds: int, duration_s: float, speed: float = 1.0,
         await producer.start()
     rep = WardReport(t_first_us=clock0)
     control_task, stop_control = None, asyncio.Event()
-    dyn = [d for d in devices.values() if hasattr(d.encoder, "bound")]
-    if dyn:  # devices that pick their level read their bound from the control topic
+    # devices with a codec level read the control topic: the fidelity holds (every one of them),
+    # and the bound and slack correction (those that predict their task error)
+    dyn = [d for d in devices.values() if hasattr(d.encoder, "max_level")]
+    if dyn:
         from device_sim.control import Bounds, follow
 
-        bounds = Bounds(default=dyn[0].encoder.bound)
+        bounds = Bounds(default=getattr(dyn[0].encoder, "bound", None))
         rep.bounds = bounds
 
         def on_change():
             for d in dyn:
-                d.encoder.bound = bounds.for_bed(d.bed_id, getattr(d.encoder, "predictor_id", None))
-                d.encoder.slack_offset = bounds.slack_for(d.bed_id)
+                if hasattr(d.encoder, "bound"):
+                    d.encoder.bound = bounds.for_bed(d.bed_id, getattr(d.encoder, "predictor_id", None))
+                    d.encoder.slack_offset = bounds.slack_for(d.bed_id)
                 d.encoder.max_level = bounds.max_level_for(d.bed_id)
 
         control_task = asyncio.create_task(follow(settings, bounds, on_change, stop_control))

@@ -54,6 +54,10 @@ class CodecEncoder:
         self.model_id, self.level, self.encoder = model_id, level, encoder
         self.name = f"{self.codec.name} level {level}"
         self.filters = device_filters()
+        # a fidelity hold (the control topic's ``hold-`` key: an open alarm's, or a clinician's
+        # request): the highest ECG level the device may send, 0 raw; None: no hold
+        self.max_level: int | None = None
+        self.last_level: int | None = None  # the ECG level of the last window sent
 
     def channels(self, ecg: np.ndarray, eeg: np.ndarray | None) -> tuple[Channel, ...]:
         return encode_many([self], [ecg], [eeg])[0]
@@ -230,14 +234,25 @@ def encode_many(encoders: list, ecgs: list, eegs: list) -> list[tuple[Channel, .
         for i, (enc, x) in enumerate(zip(encoders, xs)):
             if x is None:
                 continue
+            level = enc.level
+            if mod == Modality.ECG and getattr(enc, "max_level", None) is not None:
+                level = min(level, enc.max_level)  # a fidelity hold caps the ECG level
+            zi = enc.filters[name].zi  # before the window (sosfilt returns a new state)
             filtered[i] = enc.filters[name](np.nan_to_num(np.asarray(x, np.float64)))
-            groups.setdefault((id(enc.codec), enc.level, enc.encoder), []).append(i)
-        for members in groups.values():
+            if mod == Modality.ECG:
+                after_codec = getattr(enc, "last_level", None) not in (None, 0) and zi is not None
+                if hasattr(enc, "last_level"):
+                    enc.last_level = level
+                if level == 0:  # held to raw: as a Dynamic-Deep device sends it (`_encode_dynamic`)
+                    out[i].append(raw_channel(mod, x, zi if after_codec else None))
+                    continue
+            groups.setdefault((id(enc.codec), level, enc.encoder), []).append(i)
+        for (_, level, _), members in groups.items():
             enc = encoders[members[0]]
-            codes, idx = enc.codec.encode(name, np.stack([filtered[i] for i in members]), enc.level,
+            codes, idx = enc.codec.encode(name, np.stack([filtered[i] for i in members]), level,
                                           enc.encoder)
             for j, i in enumerate(members):
-                out[i].append(Channel(mod, enc.level, float(codes[j]), 0.0, idx[j]))
+                out[i].append(Channel(mod, level, float(codes[j]), 0.0, idx[j]))
     return [tuple(o) for o in out]
 
 

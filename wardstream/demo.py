@@ -281,7 +281,7 @@ async def run_demo(s: Settings, beds: int, duration_s: float, speed: float, work
             # the worker's per-bed slack corrections from its audits, as the run's devices last read
             # them (the control topic also holds those of beds beyond this run's, from earlier runs)
             "slack_corrections": ({str(b): v for b, v in sorted(rep.bounds.slacks.items()) if 1 <= b <= beds}
-                                  if rep.bounds is not None else None),
+                                  if rep.bounds is not None and rep.bounds.default is not None else None),
             "slack_updates_sent": sum(st.get("slack_updates", 0) for st in stats),
             # fidelity holds begun or ended by the workers (`processors.hold`), and those the run's
             # devices were last under
@@ -336,7 +336,7 @@ def _backlog_note(d: dict) -> str:
 def _slack_line(d: dict) -> str:
     sc = d.get("slack_corrections")
     if sc is None:
-        return f"{d.get('slack_updates_sent', 0)} sent by the workers; devices at fixed levels do not read them"
+        return f"{d.get('slack_updates_sent', 0)} sent by the workers; these devices do not predict their error"
     nz = {b: v for b, v in sc.items() if v > 0}
     top = max(nz.values(), default=0.0)
     return (f"{d.get('slack_updates_sent', 0)} sent by the workers; {len(nz)} beds corrected"
@@ -347,7 +347,7 @@ def _hold_line(d: dict) -> str:
     held = d.get("fidelity_holds")
     sent = f"{d.get('fidelity_hold_updates_sent', 0)} begun or ended by the workers"
     if held is None:
-        return sent + "; devices at fixed levels do not read them"
+        return sent + "; these devices send raw samples only (nothing to hold)"
     return sent + f"; {len(held)} beds held at the end (ECG level <= {min(held.values(), default=1)})" if held \
         else sent + "; no bed held at the end"
 

@@ -53,7 +53,7 @@ int ws_device_step(ws_device *d, const double *ecg, const double *eeg, void *scr
     /* the front end's state before this window, as f32: a raw window after a codec-level one
        carries it (`wardmodels.wire_codec`), so the cloud filters the raw samples as this device did */
     float zi[4];
-    const int after_codec = dd && d->last_level > 0 && d->filt[0].started;
+    const int after_codec = d->last_level > 0 && d->filt[0].started;
     for (int s = 0; s < 2; s++) zi[2 * s] = (float)d->filt[0].zi[s][0], zi[2 * s + 1] = (float)d->filt[0].zi[s][1];
     ws_filter(d->ecg, &d->filt[0], ecg, d->y[0], WS_WINDOW);
     const uint8_t code = ws_normalise(d->ecg, d->y[0], d->x);
@@ -74,7 +74,14 @@ int ws_device_step(ws_device *d, const double *ecg, const double *eeg, void *scr
             sec[0] = (ws_section){0, L, code, d->win.idx[L - 1], d->win.n_idx[L - 1], d->win.bits[L - 1],
                                   tables(d, d->ecg, L, &tab[0]), 0, 0, 0};
         }
+    } else if (d->max_level == 0) { /* a fidelity hold down to raw: as a Dynamic-Deep device sends it */
+        L = 0;
+        MARK(2);
+        t[3] = t[4] = t[2]; /* no task features or predictor */
+        ws_raw_ecg(ecg, d->raw);
+        sec[0] = (ws_section){0, 0, 0, 0, 0, 0, 0, d->raw, 0.001f, after_codec ? zi : 0};
     } else {
+        if (d->max_level > 0 && d->max_level < L) L = d->max_level; /* a fidelity hold caps the level */
         const int stages = d->ecg->n_cb - L + 1, len = ws_encode(d->ecg, d->x, stages, d->idx[0], 0, scratch);
         if (len < 0) return -3;
         MARK(2);
@@ -103,7 +110,7 @@ int ws_device_step(ws_device *d, const double *ecg, const double *eeg, void *scr
     /* an audit burst's frames carry the reference and the id of the predictor that made pcode */
     const ws_frame_extra ex = {pcode, c->lossless, burst ? d->ref : 0, burst && pcode >= 0 ? d->enc->pred.id : 0};
     const int n = ws_frame_v2_ex(out, cap, c->bed, d->seq, c->t0_ms + 2000u * (uint64_t)d->seq, c->model, sec, n_sec,
-                                 dd ? &ex : 0, c->key, c->key_len);
+                                 &ex, c->key, c->key_len);
     if (ticks) {
         const uint64_t end = clock ? clock() : 0;
         for (int i = 0; i < WS_DEVICE_STEPS; i++) ticks[i] = (uint32_t)((i + 1 < WS_DEVICE_STEPS ? t[i + 1] : end) - t[i]);
@@ -111,6 +118,6 @@ int ws_device_step(ws_device *d, const double *ecg, const double *eeg, void *scr
     }
     if (n < 0) return n;
     d->seq++;
-    d->last_level = dd ? L : -1, d->last_pred_code = pcode;
+    d->last_level = L, d->last_pred_code = pcode;
     return n;
 }

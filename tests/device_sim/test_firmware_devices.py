@@ -128,3 +128,35 @@ def test_a_firmware_device_applies_only_its_own_signed_fresh_control_frames(tmp_
     for bad in (8, -1, True):
         with pytest.raises(ControlError):
             encode_control(Control(7, 9, 0.25, 0.0, bad), key)
+
+
+def test_a_fixed_level_codec_device_obeys_fidelity_holds_in_python_and_in_c(tmp_path):
+    """Devices of a codec without the Dynamic-Deep edge (model 4, `ward-hf`, at its level 2) obey a
+    fidelity hold too — the worker's on an open alarm, or a clinician's request down to raw: level 2
+    capped at 1, or every ECG window raw (with the front end's state after a codec window), the EEG
+    at its level; the C device sends the Python device's frames byte for byte throughout."""
+    from device_sim.ward import Device, encoder_factory, make_sources, next_frames
+
+    beds = [4, 5]
+
+    def devices(encoder: str):
+        make = encoder_factory(4, 2, encoder, "fixed", 0.0, 2, "default", tmp_path / "fw")
+        sources = make_sources("synthetic", beds, None, seed=3)
+        return [Device(b, sources[b], 1_800_000_000_000_000 + 5_000 * b, make(), None, lossless=True, coded=True)
+                for b in beds]
+
+    py, fw = devices("int8"), devices("firmware")
+    seen = []
+    for k in range(14):
+        if k in (4, 10):  # holds on (bed 4 to level 1, bed 5 to raw), then off
+            for devs in (py, fw):
+                devs[0].encoder.max_level, devs[1].encoder.max_level = (1, 0) if k == 4 else (None, None)
+        a, b = next_frames(py), next_frames(fw)
+        assert [r for r, _ in a] == [r for r, _ in b], f"window {k}"
+        seen.append([(f.channels[0].level, f.channels[0].zi is not None, f.channels[1].level) for _, f in b])
+    for k, ((l4, z4, e4), (l5, z5, e5)) in enumerate(seen):
+        held = 4 <= k < 10
+        assert (l4, l5) == ((1, 0) if held else (2, 2)), f"window {k}"
+        assert e4 == e5 == 2 and not z4  # the EEG stays at its level; a codec section carries no state
+        assert z5 == (k == 4), f"window {k}"  # the state: on the first raw window after codec ones
+    assert all(d.encoder.name.endswith("(firmware)") for d in fw)
