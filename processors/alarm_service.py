@@ -164,10 +164,28 @@ def _apply_limits(key, value) -> None:
         runtime_limits.pop(bed, None)
 
 
+holds_in_force: dict[int, dict] = {}  # bed -> the control topic's fidelity hold record (`processors.hold`)
+
+
+def _apply_control(key, value) -> None:
+    """The fidelity holds of the control topic (what the beds' devices obey), for the API; its
+    other keys (bounds, slack corrections) are the devices' business."""
+    from device_sim.control import HOLD_PREFIX
+
+    if not key or not key.startswith(HOLD_PREFIX) or not key[len(HOLD_PREFIX):].isdigit():
+        return
+    bed = int(key[len(HOLD_PREFIX):])
+    rec = json.loads(value) if value else None
+    if rec and rec.get("max_level") is not None:
+        holds_in_force[bed] = rec
+    else:
+        holds_in_force.pop(bed, None)
+
+
 @app.task
 async def follow_views() -> None:
     await follow({settings.subscriptions_topic: registry.apply, settings.alarms_topic: _apply_alarm,
-                  settings.limits_topic: _apply_limits}, views_ready)
+                  settings.limits_topic: _apply_limits, settings.control_topic: _apply_control}, views_ready)
 
 
 def _group_consumer(topic: str, group: str):
@@ -702,7 +720,20 @@ class FidelityView(View):
     """``POST {"by": ..., "minutes": M, "max_level": L}``: a clinician asks for the bed's ECG at
     full fidelity — its device sends no level above ``L`` (default 1; 0: raw only) for ``M``
     minutes (at most a day; 0 withdraws the request), as the automatic hold on an alarm does
-    (`processors.hold`). The worker that owns the bed publishes it on the control topic."""
+    (`processors.hold`). The worker that owns the bed publishes it on the control topic.
+    ``GET``: the hold the bed's device is under, as the control topic says (an alarm's or a
+    request's: level, why, by, since when), or null — a request shows once its worker has
+    published it."""
+
+    async def get(self, request: Request, bed: str) -> Response:
+        try:
+            p = _principal(request)
+            b = _bed(bed)
+            if not p.may_see(WARDS.ward_of(b)):
+                raise _Http(404, f"no bed {b} visible to this token")
+        except _Http as e:
+            return _err(self, e)
+        return self.json({"bed": b, "ward": WARDS.ward_of(b), "hold": holds_in_force.get(b)})
 
     async def post(self, request: Request, bed: str) -> Response:
         try:

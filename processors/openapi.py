@@ -98,9 +98,19 @@ def document() -> dict:
                                        "404": _err("a bed outside this token's wards"), **common}}},
             "/api/v1/beds/{bed}/fidelity": {
                 "parameters": [bed],
-                "post": {"summary": "Ask for the bed's ECG at full fidelity: its device (one that picks its level "
-                                    "per window) sends no level above max_level for the given minutes, as during "
-                                    "the automatic hold on a ventricular or asystole alarm; minutes 0 withdraws it",
+                "get": {"summary": "The fidelity hold the bed's device is under (an alarm's or a request's), as "
+                                   "the control topic says, or null",
+                        "responses": {"200": {"description": "the hold", "content": {"application/json": {"schema": {
+                            "type": "object", "required": ["bed", "ward", "hold"], "properties": {
+                                "bed": {"type": "integer"}, "ward": {"type": "string"},
+                                "hold": {"type": ["object", "null"], "properties": {
+                                    "max_level": {"type": "integer", "minimum": 0, "maximum": 7},
+                                    "why": {"type": "string"}, "by": {"type": "string"},
+                                    "at_ms": {"type": "integer"}}}}}}}},
+                            "404": _err("a bed outside this token's wards"), **common}},
+                "post": {"summary": "Ask for the bed's ECG at full fidelity: its device sends no level above "
+                                    "max_level (0: raw) for the given minutes, as during the automatic hold on a "
+                                    "ventricular or asystole alarm; minutes 0 withdraws it",
                          "requestBody": {"required": True, "content": {"application/json": {"schema": {
                              "type": "object", "required": ["by", "minutes"], "additionalProperties": False,
                              "properties": {"by": {"type": "string", "minLength": 1, "maxLength": 80},

@@ -440,9 +440,15 @@ def test_a_clinician_asks_for_a_beds_ecg_at_full_fidelity_over_the_api(ward_sett
             assert code == 400 and says in err["error"], (body, err)
         assert api(port, "POST", url, TOKEN_CARDIO, {"by": "x", "minutes": 5})[0] == 404  # another ward's bed
         assert api(port, "POST", url, "nope", {"by": "x", "minutes": 5})[0] == 401
+        assert api(port, "GET", url, TOKEN_ICU)[1] == {"bed": 3, "ward": "icu", "hold": None}
+        assert api(port, "GET", url, TOKEN_CARDIO)[0] == 404
         code, body = api(port, "POST", url, TOKEN_ICU, {"by": "dr-b", "minutes": 30, "max_level": 0})
         assert code == 202 and body["accepted"]["cmd"] == "fidelity"
         _until(lambda: hold_key(3) in asyncio.run(latest(s)), 20)
+        # what the API says once the worker has published it: the device's hold
+        _until(lambda: api(port, "GET", url, TOKEN_ICU)[1]["hold"] is not None, 20)
+        shown = api(port, "GET", url, TOKEN_ICU)[1]["hold"]
+        assert (shown["max_level"], shown["why"]) == (0, "requested by dr-b") and shown["at_ms"] > 0
         held = json.loads(asyncio.run(latest(s))[hold_key(3)])
         assert (held["max_level"], held["why"]) == (0, "requested by dr-b")
         dev = Bounds(default=0.5)
@@ -452,6 +458,7 @@ def test_a_clinician_asks_for_a_beds_ecg_at_full_fidelity_over_the_api(ward_sett
         assert api(port, "POST", url, TOKEN_ICU, {"by": "dr-b", "minutes": 0})[0] == 202  # withdrawn
         _until(lambda: json.loads(asyncio.run(latest(s))[hold_key(3)])["max_level"] is None, 20)
         assert [r["on"] for r in query_rows(s, "SELECT * FROM fidelity_hold WHERE bed = '3'")] == [1, 0]
+        _until(lambda: api(port, "GET", url, TOKEN_ICU)[1]["hold"] is None, 20)
 
 
 def test_a_discharged_bed_returns_to_the_ward_settings_and_starts_a_new_stay(ward_settings, monkeypatch):
