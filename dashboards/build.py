@@ -371,6 +371,11 @@ def pipeline_health() -> dict:
                                      'WHERE $timeFilter GROUP BY time($__interval), "worker" fill(null)',
                                      alias="worker $tag_worker")], unit="percentunit", decimals=2, colour_mode="none",
                description="Share of one core each worker used."), 6, 8)
+    L.add(stat("Backlog windows", [target('SELECT last("backlog_windows") FROM "pipeline" WHERE $timeFilter '
+                                          'GROUP BY "worker"', alias="worker $tag_worker")],
+               description="Windows each worker process wrote that had ended before it started (left on the "
+                           "broker by an outage or a restart): delivered late by the downtime, and kept out "
+                           "of the latency percentiles.", colour_mode="none"), 6, 8)
     return dashboard("pipeline-health", "Pipeline health", "Throughput, lag, latency, dead letters, InfluxDB writes.",
                      L, [], [], ["pipeline"], refresh="5s")
 
