@@ -19,6 +19,9 @@ def main(argv: list[str] | None = None) -> None:
 
     # a worker (re)started while the broker restarts waits for it instead of exiting
     kafka_compat.wait_for_broker(float(os.environ.get("WARDSTREAM_BROKER_WAIT_S", "120")))
+    if os.environ.get("WARDSTREAM_WORKER_ID"):
+        # a worker with a stable id restarts as the group member it was (kafka_compat, mend 5)
+        kafka_compat.remember_member_ids(app.conf.datadir, os.environ["WARDSTREAM_WORKER_ID"])
     import processors.agents  # noqa: F401  (registers the agents with the app)
     import processors.alarm_service  # noqa: F401  (alarm delivery, the alarm API)
 

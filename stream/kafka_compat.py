@@ -1,4 +1,4 @@
-"""Two client-side mends to aiokafka for the local broker.
+"""Client-side mends to aiokafka for the local broker.
 
 1. Back-off after an empty Kafka fetch.
 
@@ -29,6 +29,10 @@ re-joins the same generation every 10 s without settling (seen in CI: the two wo
 consumer group stuck for 20 s). Kafka's own Java client keeps the member id on IllegalGeneration
 and resets it only for UnknownMemberId; `install` does the same: a reset while the member holds a
 generation keeps the id, and a reset without one (the broker did not know the kept id) clears it.
+Several requests of the stale generation (offset commits in flight, a heartbeat) fail together and
+each resets: every reset before the next JoinGroup keeps the id too (the second one used to clear
+it, and the worker rejoined as a new member while its old id led the next generation as a ghost:
+seen when a second worker joined a running ward, docs/wire.md).
 
 4. A worker that starts while the broker is down waits for it (`wait_for_broker`).
 aiokafka's client bootstrap tries each host once and raises ``KafkaConnectionError``; Faust's
@@ -37,6 +41,14 @@ a second and processed nothing more (seen in CI: a worker restarted 8 s before a
 restart, 2,358 windows never written). A client that has bootstrapped once already rides out an
 outage (its metadata synchroniser reconnects); only the first contact needed the wait. Opt-in:
 the worker turns it on; one-shot commands keep failing fast with a clear error.
+
+5. A restarted worker rejoins as the member it was (`remember_member_ids`).
+noida-db never expires a member that stops heartbeating (a killed worker): its partitions stay
+with it, and when the worker restarts as a new member the dead one can lead the next generation,
+which then never settles. A worker with a stable id records its member id after each join and
+starts as that member again, as Kafka's static membership does; against Apache Kafka a stale id
+is answered UnknownMemberId and the worker joins as a new member. Opt-in: the worker turns it on
+when `WARDSTREAM_WORKER_ID` is set.
 """
 
 from __future__ import annotations
@@ -125,7 +137,7 @@ async def partitions_of(consumer, topic: str, wait_s: float = 0.0) -> set[int]:
 
 
 def _install_keep_member_id() -> None:
-    from aiokafka.consumer.group_coordinator import GroupCoordinator
+    from aiokafka.consumer.group_coordinator import CoordinatorGroupRebalance, GroupCoordinator
     from aiokafka.protocol.commit import OffsetCommitRequest
     from aiokafka.protocol.group import JoinGroupRequest
 
@@ -135,15 +147,74 @@ def _install_keep_member_id() -> None:
 
     def reset_generation(self):
         had_generation = self.generation != OffsetCommitRequest.DEFAULT_GENERATION_ID
+        # several requests of the stale generation (offset commits in flight, a heartbeat) fail
+        # together and each resets: the later ones, before any rejoin, keep the id as well
+        kept = getattr(self, "_ws_kept_member", False)
         member = self.member_id
         original(self)
-        if had_generation and member != JoinGroupRequest.UNKNOWN_MEMBER_ID:
+        if (had_generation or kept) and member != JoinGroupRequest.UNKNOWN_MEMBER_ID:
             # stale generation: rejoin as the same member (see the module doc, mend 3)
             self.member_id = member
-            log.info("group %s: generation reset, rejoining as member %s", self.group_id, member)
+            if not kept:
+                log.info("group %s: generation reset, rejoining as member %s", self.group_id, member)
+            self._ws_kept_member = True
+        else:
+            self._ws_kept_member = False
 
     reset_generation._ws_keep_member_id = True
     GroupCoordinator.reset_generation = reset_generation
+
+    original_join = CoordinatorGroupRebalance.perform_group_join
+
+    async def perform_group_join(self):
+        # from this join on, a reset without a generation means the broker did not know the id
+        self._coordinator._ws_kept_member = False
+        return await original_join(self)
+
+    CoordinatorGroupRebalance.perform_group_join = perform_group_join
+
+
+def remember_member_ids(directory, identity: str) -> None:
+    """Mend 5 (see the module doc): every consumer group member of this process starts as the
+    member it last was, read from ``directory`` (one file per group and ``identity``: the worker's
+    stable id), and records its id after each join."""
+    import re
+    from pathlib import Path
+
+    from aiokafka.consumer.group_coordinator import CoordinatorGroupRebalance
+    from aiokafka.protocol.group import JoinGroupRequest
+
+    root = Path(directory)
+    safe = re.compile(r"[^A-Za-z0-9._-]")
+    original = CoordinatorGroupRebalance.perform_group_join
+    if getattr(original, "_ws_remember", False):
+        return
+
+    async def perform_group_join(self):
+        co = self._coordinator
+        path = root / f"member-{safe.sub('_', self.group_id)}@{safe.sub('_', identity)}.id"
+        if not getattr(co, "_ws_member_loaded", False):
+            co._ws_member_loaded = True
+            try:
+                last = path.read_text().strip()
+            except OSError:
+                last = ""
+            if last and co.member_id == JoinGroupRequest.UNKNOWN_MEMBER_ID:
+                co.member_id = last
+                log.info("group %s: rejoining as member %s, this worker's last", self.group_id, last)
+        result = await original(self)
+        if result is not None and co.member_id != JoinGroupRequest.UNKNOWN_MEMBER_ID:
+            try:
+                root.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_suffix(".tmp")
+                tmp.write_text(co.member_id)
+                tmp.replace(path)
+            except OSError as exc:
+                log.warning("group %s: cannot record the member id in %s: %s", self.group_id, path, exc)
+        return result
+
+    perform_group_join._ws_remember = True
+    CoordinatorGroupRebalance.perform_group_join = perform_group_join
 
 
 def wait_for_broker(timeout_s: float) -> None:

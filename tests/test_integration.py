@@ -278,3 +278,59 @@ def test_a_worker_started_while_the_broker_is_down_waits_for_it(servers, ward_se
         assert pool.workers[0].alive()
     finally:
         pool.stop_all()
+
+
+def test_exactly_once_while_a_second_worker_joins_and_the_first_is_killed(servers, ward_settings):
+    """Scaling out and failing over: a ward runs on one worker, a second joins mid-run (the
+    partitions and their bed states move to it through the changelog), then the first is killed
+    without a final commit (the second takes its partitions over). Every accepted window is in
+    InfluxDB exactly once, both workers wrote windows, and a bed's QRS stream kept its history
+    across the moves (its heart rate is written for every bed)."""
+    s = ward_settings
+    pool = WorkerPool(s, 2)
+    pool.start(0)
+    events: list[str] = []
+    written: list[int] = []  # windows each worker had written when the first was killed
+    try:
+        pool.wait_ready()
+
+        async def chaos() -> None:
+            await asyncio.sleep(5)
+            pool.start(1)
+            events.append("second worker started")
+            await asyncio.to_thread(pool.wait_ready, 90.0)
+            events.append("second worker ready")
+            await asyncio.sleep(6)
+            written.extend(await asyncio.to_thread(lambda: [w.stats()["windows_written"] for w in pool.workers]))
+            pool.kill(0)
+            events.append("first worker killed")
+            await asyncio.sleep(2)
+            pool.start(0)  # as its supervisor would (docker-compose: restart unless-stopped)
+            events.append("first worker restarted")
+
+        async def main():
+            task = asyncio.ensure_future(chaos())
+            rep = await run_ward(s, 16, 40.0, speed=4.0, seed=9, bad_every=0)
+            await task
+            return rep
+
+        rep = asyncio.run(main())
+        assert events == ["second worker started", "second worker ready", "first worker killed",
+                          "first worker restarted"], events
+        assert rep.frames_accepted == rep.frames_sent > 16 * 60
+        stored, missing, dup = _wait_for_all(s, rep)
+        if missing:
+            lost = missing_windows(rep.accepted, stored)
+            detail = asyncio.run(_explain(s, lost[:20]))
+            pytest.fail(f"{missing} accepted windows missing; events {events}:\n" + "\n".join(detail)
+                        + "\n" + "\n".join(f"worker {w.index} ({'alive' if w.alive() else 'dead'}) {w.log_path}:\n"
+                                           + _log_tail(w.log_path, 2500) for w in pool.workers))
+        assert dup == 0, f"{dup} windows stored twice"
+        assert pool.workers[0].alive() and pool.workers[1].alive()
+        # both shared the ward: each had written windows of its own before the first was killed
+        assert written[0] > 0 and written[1] > 0, written
+        assert pool.workers[1].stats()["windows_written"] > written[1]  # and the second went on alone
+        hr = query(s, 'SELECT count("hr_bpm") FROM "vitals" GROUP BY "bed"')
+        assert len(hr) == 16
+    finally:
+        pool.stop_all()

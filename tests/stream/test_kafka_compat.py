@@ -73,3 +73,32 @@ def test_a_reset_without_a_generation_clears_the_member_id():
     c = _coordinator(-1, "m-1")
     c.reset_generation()  # the broker did not know the kept id (UnknownMemberId on JoinGroup)
     assert (c.generation, c.member_id) == (-1, "")
+
+
+def test_several_resets_of_one_stale_generation_keep_the_member_id_until_the_next_join():
+    """Offset commits in flight and a heartbeat of the stale generation fail together, and aiokafka
+    resets once per failure: every reset before the rejoin keeps the id (the second one used to
+    clear it, and the member rejoined as a new one while its old id stayed in the group)."""
+    c = _coordinator(4, "m-1")
+    for _ in range(3):
+        c.reset_generation()
+        assert (c.generation, c.member_id) == (-1, "m-1")
+    # the rejoin goes out under it; a broker that does not know the id answers UnknownMemberId,
+    # and then it is cleared (aiokafka's own join code, the broker a stand-in)
+    from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
+
+    sent = []
+
+    async def send_req(request):
+        sent.append(request)
+        return SimpleNamespace(error_code=25)  # UNKNOWN_MEMBER_ID
+
+    c._send_req, c._group_instance_id = send_req, None
+    rebalance = object.__new__(CoordinatorGroupRebalance)
+    rebalance._coordinator, rebalance.group_id, rebalance.coordinator_id = c, "g", 1
+    rebalance._subscription = SimpleNamespace(topics={"frames"}, active=True)
+    rebalance._assignors = [RoundRobinPartitionAssignor]
+    rebalance._session_timeout_ms, rebalance._rebalance_timeout_ms = 10000, 60000
+    assert asyncio.run(rebalance.perform_group_join()) is None
+    assert [r._member_id for r in sent] == ["m-1"]
+    assert (c.generation, c.member_id) == (-1, "")

@@ -70,4 +70,4 @@ def test_the_summary_line_of_the_fidelity_holds():
     assert _hold_line({"fidelity_hold_updates_sent": 2, "fidelity_holds": {}}) == \
         "2 begun or ended by the workers; no bed held at the end"
     assert _hold_line({"fidelity_hold_updates_sent": 7, "fidelity_holds": None}).endswith(
-        "devices at fixed levels do not read them")
+        "these devices send raw samples only (nothing to hold)")
