@@ -213,7 +213,10 @@ def test_frame_under_another_beds_key_is_dead_lettered(ward_settings):
         assert stored == {31: [0, 2]}
         assert stored_old == {33: [0, 1]}
         assert pool.workers[0].alive()
-        st = pool.workers[0].stats()
+        # the points can be queryable a moment before the worker has counted them
+        deadline = time.monotonic() + 10
+        while (st := pool.workers[0].stats())["windows_written"] < 4 and time.monotonic() < deadline:
+            time.sleep(0.2)
         assert st["windows_written"] == 4
         assert st["backlog"]["windows"] == 2 and st["backlog"]["wait_max_ms"] >= 590_000
         hist = {int(k): v for k, v in st["latency_ms_hist"].items()}

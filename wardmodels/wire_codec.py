@@ -235,14 +235,13 @@ def encode_many(encoders: list, ecgs: list, eegs: list) -> list[tuple[Channel, .
             if x is None:
                 continue
             level = enc.level
-            if mod == Modality.ECG and getattr(enc, "max_level", None) is not None:
+            if mod == Modality.ECG and enc.max_level is not None:
                 level = min(level, enc.max_level)  # a fidelity hold caps the ECG level
             zi = enc.filters[name].zi  # before the window (sosfilt returns a new state)
             filtered[i] = enc.filters[name](np.nan_to_num(np.asarray(x, np.float64)))
             if mod == Modality.ECG:
-                after_codec = getattr(enc, "last_level", None) not in (None, 0) and zi is not None
-                if hasattr(enc, "last_level"):
-                    enc.last_level = level
+                after_codec = enc.last_level not in (None, 0) and zi is not None
+                enc.last_level = level
                 if level == 0:  # held to raw: as a Dynamic-Deep device sends it (`_encode_dynamic`)
                     out[i].append(raw_channel(mod, x, zi if after_codec else None))
                     continue
