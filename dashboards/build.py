@@ -371,6 +371,12 @@ def pipeline_health() -> dict:
                                      'WHERE $timeFilter GROUP BY time($__interval), "worker" fill(null)',
                                      alias="worker $tag_worker")], unit="percentunit", decimals=2, colour_mode="none",
                description="Share of one core each worker used."), 6, 8)
+    L.add(stat("Stalled partitions", [target('SELECT last("stalled_partitions") FROM "pipeline" WHERE $timeFilter '
+                                             'GROUP BY "worker"', alias="seen by $tag_worker")],
+               description="Frames partitions with frames waiting whose group offset has not moved for "
+                           "WARDSTREAM_STALL_S (default 30 s), as each worker sees the whole group: their worker "
+                           "is stuck, or dead and not yet replaced, and their beds are not monitored "
+                           "(processors/group_watch.py).", steps=[(None, "green"), (1, "red")]), 6, 8)
     L.add(stat("Backlog windows", [target('SELECT last("backlog_windows") FROM "pipeline" WHERE $timeFilter '
                                           'GROUP BY "worker"', alias="worker $tag_worker")],
                description="Windows each worker process wrote that had ended before it started (left on the "

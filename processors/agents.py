@@ -29,6 +29,7 @@ from processors.bed import BedState
 from processors.classify import Classifiers
 from processors.decode import reconstruct_batch
 from processors.influx_sink import InfluxSink, line
+from processors.group_watch import GroupWatch
 from processors.hold import HoldPolicy
 from processors import delivery as dl
 from processors.alarms import AlarmState, conditions_from, limits_from, link_step
@@ -80,6 +81,7 @@ class Stats:
         # so they are counted here and kept out of the latency histogram
         self.backlog_windows = 0
         self.backlog_wait_max_ms = 0
+        self.group: dict | None = None  # the group watch's last sample (processors/group_watch.py)
         self.batches = 0
         self.rhythm_decisions = 0
         self.beats_classified = 0
@@ -99,6 +101,7 @@ class Stats:
                 "cpu_s": time.process_time() - self.cpu0,
                 "latency_ms_hist": {str(k): v for k, v in sorted(self.latency_ms.items())},
                 "backlog": {"windows": self.backlog_windows, "wait_max_ms": self.backlog_wait_max_ms},
+                "group": self.group,
                 "influx": vars(sink.stats)}
 
 
@@ -364,6 +367,20 @@ def consumer_lag() -> int | None:
         return None
 
 
+group_watch = GroupWatch(settings, settings.stall_s) if settings.stall_s > 0 else None
+
+
+@app.timer(interval=5.0)
+async def watch_group() -> None:
+    """Every frames partition's group offset against its end (processors/group_watch.py), on its
+    own timer so that an InfluxDB outage blocking the metrics' flush does not stop it."""
+    if group_watch is None:
+        return
+    tr = await group_watch.sample(time.monotonic())
+    if tr is not None:
+        stats.group = {"lag": tr.lag, "stalled_partitions": sorted(tr.stalled)}
+
+
 @app.timer(interval=5.0)
 async def pipeline_metrics() -> None:
     """Worker health into InfluxDB every 5 s (frames, dead letters, write failures, CPU,
@@ -382,6 +399,8 @@ async def pipeline_metrics() -> None:
     lag = consumer_lag()
     if lag is not None:
         fields["consumer_lag"] = lag
+    if stats.group is not None:
+        fields["group_lag"], fields["stalled_partitions"] = stats.group["lag"], len(stats.group["stalled_partitions"])
     sink.add(line("pipeline", {"worker": WORKER_ID}, fields, int(time.time() * 1000)))
     for reason, n in stats.dead.items():
         sink.add(line("dead_letters", {"worker": WORKER_ID, "reason": reason}, {"count": n},

@@ -337,3 +337,65 @@ def test_exactly_once_while_a_second_worker_joins_and_the_first_is_killed(server
         assert len(hr) == 16
     finally:
         pool.stop_all()
+
+
+def test_a_stalled_partition_is_reported_while_its_worker_cannot_write(servers, ward_settings):
+    """While InfluxDB is down the worker holds its batch (it commits only what is written), so the
+    frames partitions' group offsets stand still with frames waiting: its group watch reports them
+    stalled (processors/group_watch.py), and no longer once InfluxDB is back and the backlog
+    written, every window exactly once."""
+    from aiokafka import AIOKafkaProducer
+
+    from device_sim.sources import SyntheticBed
+    from device_sim.ward import Device
+    from stream.topics import bed_key
+
+    s = ward_settings.replace(stall_s=4.0)
+    influx = services.Influx(servers)
+    pool = WorkerPool(s, 1)
+    pool.start_all()
+    try:
+        pool.wait_ready()
+        t0 = int(time.time() * 1e6)
+        devs = [Device(b, SyntheticBed(b), t0 + 1000 * b) for b in (51, 52, 53)]
+
+        async def send(n: int) -> list:
+            p = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap, acks="all", enable_idempotence=True)
+            await p.start()
+            heads = []
+            try:
+                for _ in range(n):
+                    for d in devs:
+                        frame, head = d.next_frame()
+                        await (await p.send(s.frames_topic, frame, key=bed_key(d.bed_id)))
+                        heads.append(head)
+                    await asyncio.sleep(0.5)
+            finally:
+                await p.stop()
+            return heads
+
+        heads = asyncio.run(send(2))
+        influx.down()
+        try:
+            heads += asyncio.run(send(4))
+            stalled, deadline = [], time.monotonic() + 30
+            while not stalled and time.monotonic() < deadline:
+                time.sleep(1.0)
+                stalled = ((pool.workers[0].stats() or {}).get("group") or {}).get("stalled_partitions") or []
+            assert stalled, pool.workers[0].stats().get("group")
+            assert pool.workers[0].stats()["group"]["lag"] > 0
+        finally:
+            influx.up()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            g = (pool.workers[0].stats() or {}).get("group") or {}
+            if g.get("lag") == 0 and not g.get("stalled_partitions"):
+                break
+            time.sleep(1.0)
+        assert g == {"lag": 0, "stalled_partitions": []}, g
+        t_first, t_last = min(h.t_start_us for h in heads), max(h.window_end_us for h in heads)
+        stored = frame_seqs(s, t_first // 1000, t_last // 1000)
+        assert stored == {b: list(range(6)) for b in (51, 52, 53)}, stored
+        assert pool.workers[0].alive()
+    finally:
+        pool.stop_all()

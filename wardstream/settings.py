@@ -60,6 +60,9 @@ class Settings:
     # {"default": {"tachy_bpm": 130}, "wards": {"cardio": {"vtach_beats": 3}}, "beds": {"12": {"brady_bpm": 35}}}
     alarm_limits: str = ""
     device_silent_s: float = 10.0  # no window from a bed this long: technical alarm device_silent
+    # a frames partition with frames waiting whose group offset has not moved this long is
+    # reported stalled by every worker (processors/group_watch.py; 0: not watched)
+    stall_s: float = 30.0
     webhook_timeout_s: float = 5.0
     webhook_max_backoff_s: float = 30.0
     webhook_give_up_s: float = 900.0  # then the alarm becomes a technical "delivery_failed" alarm
@@ -157,6 +160,7 @@ _ENV = {
     "alarm_config": "WARDSTREAM_ALARM_CONFIG",
     "alarm_limits": "WARDSTREAM_ALARM_LIMITS",
     "device_silent_s": "WARDSTREAM_DEVICE_SILENT_S",
+    "stall_s": "WARDSTREAM_STALL_S",
     "webhook_timeout_s": "WARDSTREAM_WEBHOOK_TIMEOUT_S",
     "webhook_max_backoff_s": "WARDSTREAM_WEBHOOK_MAX_BACKOFF_S",
     "webhook_give_up_s": "WARDSTREAM_WEBHOOK_GIVE_UP_S",
