@@ -93,6 +93,31 @@ def _wait_for_all(s, rep, timeout_s: float = 120.0):
         time.sleep(1.0)
 
 
+def _ward_beside(chaos, s, *args, **kwargs):
+    """`run_ward` (its arguments after the settings) while the coroutine function ``chaos`` runs
+    beside it -> the ward's report, once both are done."""
+    async def main():
+        task = asyncio.ensure_future(chaos())
+        rep = await run_ward(s, *args, **kwargs)
+        await task
+        return rep
+
+    return asyncio.run(main())
+
+
+def _assert_exactly_once(s, rep, pool, events):
+    """Every accepted window of ``rep`` in InfluxDB once; a failure says where the lost ones sit
+    in the frames topic and how the workers' logs end."""
+    stored, missing, dup = _wait_for_all(s, rep)
+    if missing:
+        detail = asyncio.run(_explain(s, missing_windows(rep.accepted, stored)[:20]))
+        pytest.fail(f"{missing} accepted windows missing from InfluxDB; events {events}:\n" + "\n".join(detail)
+                    + "\n" + "\n".join(f"worker {w.index} ({'alive' if w.alive() else 'dead'}) {w.log_path} "
+                                        "ends:\n" + _log_tail(w.log_path, 2500) for w in pool.workers))
+    assert dup == 0, f"{dup} windows stored twice"
+    return stored
+
+
 def test_exactly_once_through_worker_kill_broker_restart_and_influx_outage(servers, ward_settings):
     s = ward_settings.replace(codec_model=DD_MODEL, level_policy="dynamic")  # levels switch per window
     pool = WorkerPool(s, 1)
@@ -116,25 +141,11 @@ def test_exactly_once_through_worker_kill_broker_restart_and_influx_outage(serve
                 action()
                 events.append(label)
 
-        async def main():
-            task = asyncio.ensure_future(chaos())
-            rep = await run_ward(s, 20, 32.0, speed=8.0, seed=5, bad_every=150)
-            await task
-            return rep
-
-        rep = asyncio.run(main())
+        rep = _ward_beside(chaos, s, 20, 32.0, speed=8.0, seed=5, bad_every=150)
         assert len(events) == 6, events
         assert rep.frames_accepted >= 0.9 * rep.frames_sent, "most windows must get through"
         assert rep.frames_accepted > 2000
-        stored, missing, dup = _wait_for_all(s, rep)
-        if missing:
-            lost = missing_windows(rep.accepted, stored)
-            detail = asyncio.run(_explain(s, lost[:20]))
-            w = pool.workers[0]
-            pytest.fail(f"{missing} accepted windows missing from InfluxDB; events {events}:\n"
-                        + "\n".join(detail) + f"\nworker alive: {w.alive()}; {w.log_path} ends:\n"
-                        + _log_tail(w.log_path))
-        assert dup == 0, f"{dup} windows stored twice"
+        stored = _assert_exactly_once(s, rep, pool, events)
         assert pool.workers[0].alive(), "the worker must survive a broker restart and an InfluxDB outage"
         # the malformed frames went to the dead-letter topic with a reason, and nothing stopped
         dead = asyncio.run(_dead_letters(s, rep.bad_frames_sent))
@@ -311,24 +322,11 @@ def test_exactly_once_while_a_second_worker_joins_and_the_first_is_killed(server
             pool.start(0)  # as its supervisor would (docker-compose: restart unless-stopped)
             events.append("first worker restarted")
 
-        async def main():
-            task = asyncio.ensure_future(chaos())
-            rep = await run_ward(s, 16, 40.0, speed=4.0, seed=9, bad_every=0)
-            await task
-            return rep
-
-        rep = asyncio.run(main())
+        rep = _ward_beside(chaos, s, 16, 40.0, speed=4.0, seed=9, bad_every=0)
         assert events == ["second worker started", "second worker ready", "first worker killed",
                           "first worker restarted"], events
         assert rep.frames_accepted == rep.frames_sent > 16 * 60
-        stored, missing, dup = _wait_for_all(s, rep)
-        if missing:
-            lost = missing_windows(rep.accepted, stored)
-            detail = asyncio.run(_explain(s, lost[:20]))
-            pytest.fail(f"{missing} accepted windows missing; events {events}:\n" + "\n".join(detail)
-                        + "\n" + "\n".join(f"worker {w.index} ({'alive' if w.alive() else 'dead'}) {w.log_path}:\n"
-                                           + _log_tail(w.log_path, 2500) for w in pool.workers))
-        assert dup == 0, f"{dup} windows stored twice"
+        _assert_exactly_once(s, rep, pool, events)
         assert pool.workers[0].alive() and pool.workers[1].alive()
         # both shared the ward: each had written windows of its own before the first was killed
         assert written[0] > 0 and written[1] > 0, written
