@@ -189,17 +189,18 @@ async def publish_slack_updates(updates: dict[int, float]) -> None:
     log.info("slack corrections sent: %s", ", ".join(f"bed {b} {v:+.2f}" for b, v in sorted(updates.items())))
 
 
-async def publish_hold_updates(updates: dict[int, tuple[int | None, str]]) -> None:
-    """Fidelity holds begun or ended (`processors.hold`) onto the control topic, delivery awaited."""
+async def publish_hold_updates(updates: dict[int, tuple[int | None, str, str]]) -> None:
+    """Fidelity holds begun or ended (`processors.hold`: level, why, by) onto the control topic,
+    delivery awaited."""
     from device_sim.control import hold_key, hold_message
 
-    futs = [await control_topic.send(key=hold_key(bed), value=hold_message(level, why))
-            for bed, (level, why) in sorted(updates.items())]
+    futs = [await control_topic.send(key=hold_key(bed), value=hold_message(level, why, by))
+            for bed, (level, why, by) in sorted(updates.items())]
     for f in futs:
         await f
     stats.hold_updates += len(updates)
     log.info("fidelity holds: %s", ", ".join(f"bed {b} " + (f"level <= {lv} ({why})" if lv is not None else "ended")
-                                             for b, (lv, why) in sorted(updates.items())))
+                                             for b, (lv, why, _) in sorted(updates.items())))
 
 
 async def _dead_letter(key: bytes | None, value: bytes, err: FrameError, source: str) -> None:

@@ -457,7 +457,7 @@ async def _fidelity(bed: int, st: BedState, ast: AlarmState, level: int | None, 
                                 {"on": int(change[0] is not None), "max_level": -1 if change[0] is None else change[0],
                                  "why": change[1]}, now)])
         await sink.flush()
-        await publish_hold_updates({bed: change})
+        await publish_hold_updates({bed: (*change, fidelity.published_by(st, by))})
     bed_table[bed_key(bed)] = st.to_bytes()
     log.info("fidelity hold on bed %s by %s: level <= %s for %s min (%s)", bed, by, level, minutes,
              "published" if change is not None else "no change")

@@ -106,3 +106,12 @@ def step(state, open_conditions, t_end_ms: int, policy: HoldPolicy | None) -> tu
         return None
     state.hold_level = level
     return (level, ",".join(why)) if level >= 0 else (None, "")
+
+
+def published_by(state, default: str = "alarm") -> str:
+    """Who a hold change is published for (its control-topic record's ``by``): "alarm" while the
+    automatic hold is in force, else the clinician whose request is (`request`), else ``default``
+    (an ending: "alarm" when it ran out, the clinician's name when they withdrew it)."""
+    if state.hold_until_ms > 0:
+        return "alarm"
+    return state.manual_by or default

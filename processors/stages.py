@@ -28,6 +28,7 @@ from processors import alarms as al
 from processors import audit
 from processors.bed import BedState, batch_features, process_frame
 from processors.hold import HoldPolicy
+from processors.hold import published_by as hold_by
 from processors.hold import step as hold_step
 from processors.influx_sink import line
 from stream.wire import Frame
@@ -165,7 +166,7 @@ def run_batch(decoded: list[tuple], get_state, classifiers, thresholds=al.Thresh
         if hold is not None or out.states[key].hold_level >= 0 or out.states[key].manual_until_ms:
             change = hold_step(out.states[key], open_, ev.t_end_ms, hold)
             if change is not None:
-                out.hold_updates[int(ev.bed)] = change
+                out.hold_updates[int(ev.bed)] = (*change, hold_by(out.states[key]))
                 out.points.append(line("fidelity_hold", {"bed": str(ev.bed)},
                                        {"on": int(change[0] is not None),
                                         "max_level": -1 if change[0] is None else change[0], "why": change[1]},

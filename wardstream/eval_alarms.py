@@ -168,7 +168,7 @@ def replay(settings, th, signals: dict[str, np.ndarray]) -> tuple[dict, dict, di
         out = run_batch(decoded, lambda key: states.get(key) or BedState(), classifiers, th,
                         audit_predictor=settings.dd_predictor, hold=hold)
         states.update(out.states)
-        for bed, (max_level, _) in out.hold_updates.items():  # from the device's next window on
+        for bed, (max_level, _, _) in out.hold_updates.items():  # from the device's next window on
             enc = encs[records[bed - 1]]
             if hasattr(enc, "max_level"):
                 enc.max_level = max_level

@@ -448,7 +448,8 @@ def test_a_clinician_asks_for_a_beds_ecg_at_full_fidelity_over_the_api(ward_sett
         # what the API says once the worker has published it: the device's hold
         _until(lambda: api(port, "GET", url, TOKEN_ICU)[1]["hold"] is not None, 20)
         shown = api(port, "GET", url, TOKEN_ICU)[1]["hold"]
-        assert (shown["max_level"], shown["why"]) == (0, "requested by dr-b") and shown["at_ms"] > 0
+        assert (shown["max_level"], shown["why"], shown["by"]) == (0, "requested by dr-b", "dr-b")
+        assert shown["at_ms"] > 0
         held = json.loads(asyncio.run(latest(s))[hold_key(3)])
         assert (held["max_level"], held["why"]) == (0, "requested by dr-b")
         dev = Bounds(default=0.5)

@@ -136,9 +136,10 @@ def test_a_latched_vtach_alarm_holds_the_devices_level_through_the_worker_batch(
                         lambda key: states.get(key) or BedState(), clf, hold=pol)
         states.update(res.states)
         points += [p for p in res.points if p.startswith("fidelity_hold,")]
-        for bed, (lv, why) in res.hold_updates.items():  # the control topic, as devices read it
+        for bed, (lv, why, by) in res.hold_updates.items():  # the control topic, as devices read it
             updates.append((k, bed, lv, why))
-            assert bounds.apply(hold_key(bed), hold_message(lv, why))
+            assert by == "alarm"  # an alarm's hold, begun and run out
+            assert bounds.apply(hold_key(bed), hold_message(lv, why, by))
         for b, d in devs.items():
             d.encoder.max_level = bounds.max_level_for(b)
         if k == 3:  # a clinician acknowledges: the latched alarm, its condition gone, resolves
@@ -151,3 +152,23 @@ def test_a_latched_vtach_alarm_holds_the_devices_level_through_the_worker_batch(
     assert max(levels[3][1:7]) <= 1, levels[3]  # held from the next window on
     assert max(levels[3][8:]) >= 3 and max(levels[4][1:7]) >= 3, levels  # the bound's levels otherwise
     assert np.all(np.array(levels[4]) >= 0)
+
+
+def test_a_hold_is_published_for_the_alarm_or_for_the_clinician_who_asked():
+    from processors.bed import BedState
+    from processors.hold import HoldPolicy, published_by, request, step
+
+    pol = HoldPolicy(seconds=60.0)
+    st = BedState()
+    request(st, 0, 10.0, "dr-b", 0)
+    assert step(st, set(), 2_000, pol) == (0, "requested by dr-b") and published_by(st) == "dr-b"
+    step(st, {"vtach"}, 4_000, pol)  # an alarm's hold as well: the alarm's
+    assert published_by(st) == "alarm"
+    request(st, None, 0.0, "dr-b", 6_000)  # withdrawn; the alarm's hold runs out at 64 s
+    assert step(st, set(), 6_000, pol) == (1, "alarm") and published_by(st) == "alarm"
+    assert step(st, set(), 65_000, pol) == (None, "") and published_by(st) == "alarm"
+    st2 = BedState()
+    request(st2, 1, 5.0, "dr-c", 0)
+    step(st2, set(), 2_000, None)
+    request(st2, None, 0.0, "dr-c", 4_000)  # the clinician withdraws it: the ending is theirs
+    assert step(st2, set(), 4_000, None) == (None, "") and published_by(st2, "dr-c") == "dr-c"
