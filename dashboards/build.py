@@ -139,26 +139,29 @@ def alarm_annotation(bed_filter: bool) -> dict:
                          "tags": {"source": "field", "value": "condition"}}}
 
 
+def _point_annotation(name: str, colour: str, ref: str, measurement: str, fields: str, text: str,
+                      bed_filter: bool) -> dict:
+    """An annotation per point of ``measurement`` (its ``text`` field as the text, its bed as the
+    tag), of the selected beds only with ``bed_filter``."""
+    where = "$timeFilter" + (f" AND {BED}" if bed_filter else "")
+    return {"name": name, "datasource": DS, "enable": True, "iconColor": colour,
+            "target": {"refId": ref, "query": f'SELECT {fields}, "bed" FROM "{measurement}" WHERE {where}',
+                       "rawQuery": True, "resultFormat": "table"},
+            "mappings": {"text": {"source": "field", "value": text},
+                         "tags": {"source": "field", "value": "bed"}}}
+
+
 def stay_annotation(bed_filter: bool) -> dict:
     """The end of a patient's stay (`POST /api/v1/beds/{bed}/discharge`): a bed's traces before and
     after it belong to different patients."""
-    where = "$timeFilter" + (f" AND {BED}" if bed_filter else "")
-    return {"name": "Discharges", "datasource": DS, "enable": True, "iconColor": "blue",
-            "target": {"refId": "Stay", "query": f'SELECT "by", "alarms_resolved", "bed" FROM "stay" WHERE {where}',
-                       "rawQuery": True, "resultFormat": "table"},
-            "mappings": {"text": {"source": "field", "value": "by"},
-                         "tags": {"source": "field", "value": "bed"}}}
+    return _point_annotation("Discharges", "blue", "Stay", "stay", '"by", "alarms_resolved"', "by", bed_filter)
 
 
 def hold_annotation(bed_filter: bool) -> dict:
     """The worker's fidelity holds beginning and ending (`processors/hold.py`): why a bed's ECG
     levels fall to 1 and rise again."""
-    where = "$timeFilter" + (f" AND {BED}" if bed_filter else "")
-    return {"name": "Fidelity holds", "datasource": DS, "enable": True, "iconColor": "purple",
-            "target": {"refId": "Hold", "query": f'SELECT "why", "on", "max_level", "bed" FROM "fidelity_hold" WHERE {where}',
-                       "rawQuery": True, "resultFormat": "table"},
-            "mappings": {"text": {"source": "field", "value": "why"},
-                         "tags": {"source": "field", "value": "bed"}}}
+    return _point_annotation("Fidelity holds", "purple", "Hold", "fidelity_hold", '"why", "on", "max_level"', "why",
+                             bed_filter)
 
 
 def dashboard(uid: str, title: str, description: str, layout: Layout, variables: list[dict],
