@@ -379,7 +379,7 @@ async def watch_group() -> None:
         return
     tr = await group_watch.sample(time.monotonic())
     if tr is not None:
-        stats.group = {"lag": tr.lag, "stalled_partitions": sorted(tr.stalled)}
+        stats.group = {"lag": tr.lag, "stalled_partitions": sorted(tr.stalled), "stalls": tr.stalls}
 
 
 @app.timer(interval=5.0)

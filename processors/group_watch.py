@@ -27,6 +27,7 @@ class StallTracker:
     since: dict[int, tuple[int, float]] = field(default_factory=dict)  # partition -> (committed, since when)
     stalled: set[int] = field(default_factory=set)
     lag: int = 0
+    stalls: int = 0  # partitions that became stalled, since this worker started
 
     def update(self, committed: dict[int, int | None], ends: dict[int, int], now: float) -> set[int]:
         """One sample (``committed``: the group's offset per partition, None where none was
@@ -41,6 +42,7 @@ class StallTracker:
                 self.since[p] = (off, now)
             elif now - prev[1] >= self.stall_s:
                 stalled.add(p)
+        self.stalls += len(stalled - self.stalled)
         for p in sorted(stalled - self.stalled):
             log.critical("frames partition %d stalled: %d frames wait, the group's offset %d has not "
                          "moved for %.0f s (its worker stuck, or gone)", p, ends[p] - (committed.get(p) or 0),

@@ -261,6 +261,8 @@ async def run_demo(s: Settings, beds: int, duration_s: float, speed: float, work
             # windows that ended before a worker started (left on the broker by an earlier run or
             # an outage): written, kept out of the latency above (`processors.agents.Stats`)
             "backlog_windows_written": sum(st.get("backlog", {}).get("windows", 0) for st in stats),
+            # frames partitions a worker saw stalled during the run (`processors.group_watch`)
+            "partition_stalls_seen": max(((st.get("group") or {}).get("stalls", 0) for st in stats), default=0),
             "latency_note": ("device window end -> InfluxDB write acknowledged; device clocks are "
                              "the host clock" if speed == 1 else
                              "accelerated run: device time runs ahead of the wall clock, so "
@@ -317,7 +319,7 @@ wardstream demo: {d['beds']} beds, {d['duration_s']:.0f}s at {d['speed']}x, {d['
   windows in InfluxDB  {d['windows_written']}  (per bed {d['windows_written_per_bed']['min']}..{d['windows_written_per_bed']['max']})
   missing / duplicated {d['windows_missing']} / {d['windows_duplicated']}
   latency ms           p50 {fmt(lat['p50'])}  p95 {fmt(lat['p95'])}  p99 {fmt(lat['p99'])}  max {fmt(lat['max'])}{_backlog_note(d)}
-  consumer lag         final {d['consumer_lag']['final']}, max sampled {d['consumer_lag']['max_sampled']}
+  consumer lag         final {d['consumer_lag']['final']}, max sampled {d['consumer_lag']['max_sampled']}; partitions seen stalled {d.get('partition_stalls_seen', 0)}
   device send delay ms {_send_delay_line(d.get('sim_send_delay_ms'))}  (window end -> frame handed to the producer)
   bytes on the wire    {d['wire_bytes']} vs raw 16-bit {d['raw_bytes']} ({d['wire_vs_raw']:.3f}x)
   ECG levels sent      {d['ecg_levels_sent']}  (codec model {d.get('codec_model')}, policy {d['level_policy']}{', bound ' + str(d['bound']) + ', predictor ' + str(d.get('edge_predictor')) if d['level_policy'] == 'dynamic' else ''}, devices {d.get('sim_encoder', 'fp32')})

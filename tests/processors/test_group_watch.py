@@ -30,3 +30,4 @@ def test_a_moving_or_caught_up_partition_is_not_stalled():
     t3.update({0: 5}, {0: 9}, now=0.0)
     assert t3.update({0: 5}, {0: 9}, now=10.0) == {0}
     assert t3.update({0: 9}, {0: 9}, now=11.0) == set() and t3.stalled == set()
+    assert t3.stalls == 1  # counted when it stalled, not again while it stayed so

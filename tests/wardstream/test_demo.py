@@ -24,6 +24,7 @@ def test_demo_summary_has_the_acceptance_keys_and_balances(ward_settings):
     assert d["latency_ms"]["p99"] is not None and 0 <= d["latency_ms"]["p50"] <= d["latency_ms"]["p99"]
     # fresh topics: no backlog from earlier runs, so the latency counts every window written
     assert d["backlog_windows_written"] == 0 and d["latency_ms"]["count"] == d["windows_written"]
+    assert d["partition_stalls_seen"] == 0  # one healthy worker
     assert d["consumer_lag"]["final"] == 0
     # the default codec level: 154-byte frames (wire v2) for 1,024 bytes of samples (header and CRC included)
     assert d["raw_bytes"] >= 5.5 * d["wire_bytes"] > 0
