@@ -456,9 +456,11 @@ async def stats_page(web, request):
 
 @app.on_before_shutdown.connect
 async def close_clients(app, **kwargs) -> None:
-    """Flush what is buffered and close the HTTP session and the gap reader."""
+    """Flush what is buffered and close the HTTP session, the gap reader and the group watch."""
     try:
         await asyncio.wait_for(sink.flush(), timeout=10)
     finally:
         await sink.close()
         await gap_reader.close()
+        if group_watch is not None:
+            await group_watch.close()

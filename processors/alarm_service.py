@@ -168,18 +168,18 @@ holds_in_force: dict[int, dict] = {}  # bed -> the control topic's fidelity hold
 
 
 def _apply_control(key, value) -> None:
-    """The fidelity holds of the control topic (what the beds' devices obey), for the API; its
-    other keys (bounds, slack corrections) are the devices' business."""
-    from device_sim.control import HOLD_PREFIX
+    """The fidelity holds of the control topic, parsed and checked as the devices parse them
+    (`device_sim.control.parse`), for the API; its other keys (bounds, slack corrections) are the
+    devices' business. A record the devices would refuse raises (logged and skipped by `follow`)."""
+    from device_sim.control import parse
 
-    if not key or not key.startswith(HOLD_PREFIX) or not key[len(HOLD_PREFIX):].isdigit():
+    kind, bed, level = parse(key, value)
+    if kind != "max_level":
         return
-    bed = int(key[len(HOLD_PREFIX):])
-    rec = json.loads(value) if value else None
-    if rec and rec.get("max_level") is not None:
-        holds_in_force[bed] = rec
-    else:
+    if level is None:
         holds_in_force.pop(bed, None)
+    else:
+        holds_in_force[bed] = json.loads(value)
 
 
 @app.task

@@ -39,6 +39,13 @@ static const ws_section_tables *tables(const ws_device *d, const ws_modality *m,
     return d->cfg.coded && ws_section_tables_for(m, level, m->n_cb, t) == 0 ? t : 0;
 }
 
+/* The ECG as a raw section (`raw_channel`: the raw window at 1 µV per step), with the front end's
+   state before the window when ``zi`` is given (a raw window after a codec-level one). */
+static ws_section raw_ecg_section(ws_device *d, const double *ecg, const float *zi) {
+    ws_raw_ecg(ecg, d->raw);
+    return (ws_section){0, 0, 0, 0, 0, 0, 0, d->raw, 0.001f, zi};
+}
+
 int ws_device_step(ws_device *d, const double *ecg, const double *eeg, void *scratch, ws_dd_work *work, uint8_t *out,
                    size_t cap, uint64_t (*clock)(void), uint32_t *ticks) {
     const ws_device_config *c = &d->cfg;
@@ -68,8 +75,7 @@ int ws_device_step(ws_device *d, const double *ecg, const double *eeg, void *scr
         L = ws_dd_choose(&d->enc->pred, &d->win, d->bound, d->slack_offset, c->dd, d->max_level, &pcode);
         MARK(4);
         if (L == 0) {
-            ws_raw_ecg(ecg, d->raw); /* `raw_channel`: the raw window at 1 µV per step */
-            sec[0] = (ws_section){0, 0, 0, 0, 0, 0, 0, d->raw, 0.001f, after_codec ? zi : 0};
+            sec[0] = raw_ecg_section(d, ecg, after_codec ? zi : 0);
         } else {
             sec[0] = (ws_section){0, L, code, d->win.idx[L - 1], d->win.n_idx[L - 1], d->win.bits[L - 1],
                                   tables(d, d->ecg, L, &tab[0]), 0, 0, 0};
@@ -78,8 +84,7 @@ int ws_device_step(ws_device *d, const double *ecg, const double *eeg, void *scr
         L = 0;
         MARK(2);
         t[3] = t[4] = t[2]; /* no task features or predictor */
-        ws_raw_ecg(ecg, d->raw);
-        sec[0] = (ws_section){0, 0, 0, 0, 0, 0, 0, d->raw, 0.001f, after_codec ? zi : 0};
+        sec[0] = raw_ecg_section(d, ecg, after_codec ? zi : 0);
     } else {
         if (d->max_level > 0 && d->max_level < L) L = d->max_level; /* a fidelity hold caps the level */
         const int stages = d->ecg->n_cb - L + 1, len = ws_encode(d->ecg, d->x, stages, d->idx[0], 0, scratch);
