@@ -369,17 +369,31 @@ def consumer_lag() -> int | None:
 
 
 group_watch = GroupWatch(settings, settings.stall_s) if settings.stall_s > 0 else None
+_stall_alarms = None  # processors.alarm_service.stall_alarms, when the alarm service is loaded
+
+
+def set_stall_alarms(fn) -> None:
+    global _stall_alarms
+    _stall_alarms = fn
 
 
 @app.timer(interval=5.0)
 async def watch_group() -> None:
     """Every frames partition's group offset against its end (processors/group_watch.py), on its
-    own timer so that an InfluxDB outage blocking the metrics' flush does not stop it."""
+    own timer so that an InfluxDB outage blocking the metrics' flush does not stop it; then the
+    ``monitoring_stalled`` alarms of the beds waiting on stalled partitions."""
     if group_watch is None:
         return
     tr = await group_watch.sample(time.monotonic())
-    if tr is not None:
-        stats.group = {"lag": tr.lag, "stalled_partitions": sorted(tr.stalled), "stalls": tr.stalls}
+    if tr is None:
+        return
+    stats.group = {"lag": tr.lag, "stalled_partitions": sorted(tr.stalled), "stalls": tr.stalls,
+                   "beds_waiting": sorted(b for w in group_watch.waiting.values() for b in w.beds)}
+    if _stall_alarms is not None:
+        try:
+            await _stall_alarms(group_watch)
+        except Exception:  # the alarms topic unreachable for a moment: the next sample tries again
+            log.exception("monitoring_stalled alarms not published this time")
 
 
 @app.timer(interval=5.0)

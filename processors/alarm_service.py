@@ -44,10 +44,12 @@ from aiohttp import web as aioweb
 from faust.web import Request, Response, View
 
 from processors import delivery as dl
-from processors.agents import (BED_LOCK, CONDITIONS, HOLD, LIMITS, WARDS, add_alarm_history, alarms_topic,
-                               control_topic, publish_alarm_events, publish_hold_updates, set_publisher, sink)
+from processors import group_watch as group_watch_mod
+from processors.agents import (BED_LOCK, CONDITIONS, HOLD, LIMITS, WARDS, WORKER_ID, add_alarm_history, alarms_topic,
+                               control_topic, publish_alarm_events, publish_hold_updates, set_publisher,
+                               set_stall_alarms, sink)
 from processors import hold as fidelity
-from processors.alarms import AlarmState, acknowledge, check_limits, discharge
+from processors.alarms import AlarmEvent, AlarmState, acknowledge, check_limits, discharge
 from processors.bed import BedState
 from processors.influx_sink import line
 from processors.stages import alarm_points
@@ -229,6 +231,38 @@ async def fan_out(evs: list[dict]) -> None:
 
 
 set_publisher(fan_out)
+
+STALL_PRIORITY = settings.stall_priority
+if STALL_PRIORITY not in ("high", "medium", "low", "technical"):
+    raise ValueError(f"WARDSTREAM_STALL_PRIORITY={STALL_PRIORITY!r}: one of high, medium, low, technical")
+_stall_sent: dict[str, int] = {}  # event ids this worker published -> when (ms), until the view has them
+
+
+async def stall_alarms(watch) -> None:
+    """After each group-watch sample: the ``monitoring_stalled`` transitions that bring the open
+    alarms (as the alarms topic says, whichever worker raised them) in line with it
+    (`processors.group_watch.stall_transitions`), published like any alarm and written to the
+    alarm history. Waits for the views: before they are caught up the open alarms are unknown."""
+    if not views_ready.is_set():
+        return
+    now_ms = int(time.time() * 1000)
+    for i, t in list(_stall_sent.items()):
+        if now_ms - t > 60_000:
+            del _stall_sent[i]
+    open_ = {b: a for (b, c), a in view.alarms.items() if c == group_watch_mod.CONDITION}
+    evs = [e for e in group_watch_mod.stall_transitions(
+        watch.committed, watch.ends, watch.waiting, open_, now_ms, watch.tracker.stall_s, WARDS.ward_of,
+        STALL_PRIORITY, f"group watch ({WORKER_ID})") if e["id"] not in _stall_sent]
+    if not evs:
+        return
+    await fan_out(evs)
+    for e in evs:
+        _stall_sent[e["id"]] = now_ms
+    add_alarm_history(alarm_points([AlarmEvent(**{k: e[k] for k in AlarmEvent.__dataclass_fields__}) for e in evs]))
+    log.warning("monitoring_stalled: %s", ", ".join(f"bed {e['bed']} {e['state']}" for e in evs))
+
+
+set_stall_alarms(stall_alarms)
 
 
 class Dispatcher:
@@ -616,6 +650,9 @@ class AckView(View):
             if not isinstance(by, str) or not 0 < len(by) <= 80:
                 raise _Http(400, "'by' (who acknowledges, 1-80 characters) is required")
             b, alarm = _open_alarm(p, bed, condition)
+            if condition == group_watch_mod.CONDITION:
+                raise _Http(409, f"the {condition} alarm on bed {b} is the ward's processing, not the bed's: "
+                                 "it resolves itself when the bed's frames partition moves again")
             if alarm["status"] != "active":
                 raise _Http(409, f"the {condition} alarm on bed {b} is already {alarm['status']}")
         except _Http as e:

@@ -11,14 +11,91 @@ group) and reports a partition **stalled** when frames wait on it and its commit
 moved for ``WARDSTREAM_STALL_S`` (default 30 s): in the worker's stats, its ``pipeline`` point
 (``group_lag``, ``stalled_partitions``; the pipeline-health dashboard's "Stalled partitions"),
 and a critical log line when it stalls and an info line when it moves again.
+
+The clinicians are told too: every bed with frames waiting on a stalled partition gets a
+technical ``monitoring_stalled`` alarm (priority ``WARDSTREAM_STALL_PRIORITY``, default
+technical) through the alarm service, as any other alarm: the alarms topic, the subscriptions'
+webhooks, Kafka deliveries and server-sent events, the open alarms of the API and InfluxDB's alarm
+history. It resolves when the partition's group offset moves. Any worker may raise or resolve
+it — the stuck one cannot be relied on, and a worker whose batch waits on an InfluxDB outage is
+stuck while its event loop and Kafka still answer — so the transitions are reconciled against the
+open alarms every worker reads from the alarms topic (`stall_transitions`), and are
+deterministic: the episode is the stalled group offset, the onset the timestamp of the first
+frame waiting behind it plus ``stall_s``, so two workers raising the same stall send the same
+event id (receivers de-duplicate on it) and write the same InfluxDB point.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 
+from processors.delivery import event_id
+
 log = logging.getLogger(__name__)
+
+CONDITION = "monitoring_stalled"
+WAITING_READ_MAX = 5000  # frames read behind a stalled offset to learn whose windows wait
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """What waits on a stalled partition behind its group offset ``offset``."""
+
+    offset: int
+    first_ms: int  # the broker timestamp of the first frame waiting
+    beds: frozenset[int]
+    frames: int  # frames read (at most WAITING_READ_MAX)
+
+
+def bed_of_key(key: bytes | None) -> int | None:
+    """The bed of a frames key (`stream.topics.bed_key`); None for any other key."""
+    if not key or not key.startswith(b"bed-"):
+        return None
+    try:
+        return int(key[4:])
+    except ValueError:
+        return None
+
+
+def stall_transitions(committed: dict[int, int | None], ends: dict[int, int], waiting: dict[int, Waiting],
+                      open_alarms: dict[int, dict], now_ms: int, stall_s: float, ward_of, priority: str,
+                      by: str) -> list[dict]:
+    """The ``monitoring_stalled`` events that bring the open alarms (bed -> its open event, as
+    the alarms topic last said) in line with one sample: ``committed`` / ``ends`` per partition,
+    ``waiting`` for the stalled ones. An open alarm resolves when its partition's group offset
+    has moved from its episode (or nothing waits any more); every bed with frames waiting on a
+    stalled partition and no alarm of that stall gets one."""
+    out = []
+    for bed, a in sorted(open_alarms.items()):
+        p, ep = a.get("partition"), a["episode"]
+        if p in ends and ((committed.get(p) or 0) != ep or ends[p] <= ep):
+            out.append(_event(bed, ward_of(bed), p, ep, "resolved", a["onset_ms"], now_ms, priority, by,
+                              f"frames partition {p} moves again: the group's offset "
+                              f"{committed.get(p) or 0} (stalled at {ep}), {max(0, ends[p] - (committed.get(p) or 0))} "
+                              "frames waiting"))
+    resolved = {e["bed"] for e in out}
+    for p, w in sorted(waiting.items()):
+        onset = w.first_ms + int(stall_s * 1000)
+        for bed in sorted(w.beds):
+            a = open_alarms.get(bed)
+            if a is not None and bed not in resolved and a.get("partition") == p and a["episode"] == w.offset:
+                continue
+            out.append(_event(bed, ward_of(bed), p, w.offset, "active", onset, onset, priority, by,
+                              f"this bed's windows are not being processed: frames partition {p} has "
+                              f"{max(0, ends.get(p, 0) - w.offset)} frames waiting behind the group's offset "
+                              f"{w.offset}, which has not moved for {stall_s:.0f} s (its worker stuck or gone); "
+                              "no other alarm of this bed can be raised meanwhile"))
+    return out
+
+
+def _event(bed: int, ward: str, partition: int, episode: int, state: str, onset_ms: int, t_ms: int,
+           priority: str, by: str, why: str) -> dict:
+    return {"id": event_id(bed, CONDITION, episode, state, onset_ms), "bed": bed, "ward": ward,
+            "condition": CONDITION, "priority": priority, "state": state, "t_ms": t_ms, "by": by, "why": why,
+            "episode": episode, "partition": partition, "onset_ms": onset_ms,
+            "emitted_ms": int(time.time() * 1000)}
 
 
 @dataclass
@@ -60,6 +137,9 @@ class GroupWatch:
         self.s = settings
         self.tracker = StallTracker(stall_s)
         self.consumer = None
+        self.committed: dict[int, int | None] = {}
+        self.ends: dict[int, int] = {}
+        self.waiting: dict[int, Waiting] = {}  # stalled partition -> what waits on it
 
     async def sample(self, now: float) -> StallTracker | None:
         from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -79,11 +159,46 @@ class GroupWatch:
                 return None
             ends = {tp.partition: off for tp, off in (await c.end_offsets(tps)).items()}
             committed = {tp.partition: await c.committed(tp) for tp in tps}
+            stalled = self.tracker.update(committed, ends, now)
+            waiting = {}
+            for p in sorted(stalled):
+                off = committed.get(p) or 0
+                w = self.waiting.get(p)
+                waiting[p] = w if w is not None and w.offset == off else await self._read_waiting(p, off, ends[p])
         except Exception as exc:  # the broker unreachable for a moment: no sample this time
             log.debug("group watch: no sample (%s)", exc)
             return None
-        self.tracker.update(committed, ends, now)
+        self.committed, self.ends, self.waiting = committed, ends, waiting
         return self.tracker
+
+    async def _read_waiting(self, partition: int, offset: int, end: int) -> Waiting:
+        """The beds whose frames wait on ``partition`` from ``offset`` (the frames' keys; read,
+        never committed)."""
+        from aiokafka import TopicPartition
+
+        c, tp = self.consumer, TopicPartition(self.s.frames_topic, partition)
+        c.assign([tp])
+        c.seek(tp, offset)
+        beds, first_ms, n = set(), None, 0
+        stop = min(end, offset + WAITING_READ_MAX)
+        while n < stop - offset:
+            got = await c.getmany(tp, timeout_ms=2000, max_records=500)
+            msgs = got.get(tp) or []
+            if not msgs:
+                break
+            for m in msgs:
+                if m.offset >= stop:
+                    break
+                if first_ms is None:
+                    first_ms = m.timestamp
+                n += 1
+                b = bed_of_key(m.key)
+                if b is not None:
+                    beds.add(b)
+            if msgs[-1].offset + 1 >= stop:
+                break
+        c.assign([])
+        return Waiting(offset, first_ms if first_ms is not None else int(time.time() * 1000), frozenset(beds), n)
 
     async def close(self) -> None:
         if self.consumer is not None:

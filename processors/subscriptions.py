@@ -25,7 +25,8 @@ from processors.alarms import DEFAULT_CONDITIONS, PRIORITIES
 from processors.wards import Principal, WardMap
 
 STATES = ("active", "acknowledged", "escalated", "cleared", "resolved")
-TECHNICAL_CONDITIONS = ("delivery_failed",)  # raised by the delivery path itself
+# raised by the delivery path and the group watch, outside the beds' alarm states
+TECHNICAL_CONDITIONS = ("delivery_failed", "monitoring_stalled")
 KINDS = ("webhook", "kafka", "sse")
 _NAME = re.compile(r"^[\w .,:()/-]{1,120}$")
 

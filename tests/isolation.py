@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import random
 import socket
+import urllib.error
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -56,3 +59,18 @@ def shared_dir():
     from wardstream.settings import PROJECT_ROOT
 
     return Path(os.environ.get("WARDSTREAM_SHARED_DIR") or PROJECT_ROOT.parent / "shared")
+
+
+def api(port: int, method: str, path: str, token: str | None, body=None) -> tuple[int, dict]:
+    """One request to a worker's HTTP API -> (status, JSON body); an error status is returned too."""
+    data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, method=method)
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    if data is not None:
+        req.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, json.loads(r.read() or b"{}")
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"{}")

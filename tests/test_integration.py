@@ -6,14 +6,16 @@ once, and malformed frames must reach the dead-letter topic with their reason.""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 import pytest
 
 from device_sim.ward import run_ward
+from tests.isolation import api
 from wardmodels import DD_MODEL
 from wardstream import services
-from wardstream.influxq import exactly_once, frame_seqs, missing_windows, query
+from wardstream.influxq import exactly_once, frame_seqs, missing_windows, query, query_rows
 from wardstream.workers import WorkerPool
 
 pytestmark = pytest.mark.servers
@@ -32,6 +34,29 @@ async def _dead_letters(s, n_expected: int, timeout_s: float = 30.0) -> list:
             batch = await c.getmany(timeout_ms=500)
             for msgs in batch.values():
                 out.extend(msgs)
+    finally:
+        await c.stop()
+    return out
+
+
+async def _topic_records(s, topic: str) -> list:
+    """Every record on ``topic`` up to its end offsets now."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from stream import kafka_compat
+
+    c = AIOKafkaConsumer(bootstrap_servers=s.kafka_bootstrap, group_id=None, enable_auto_commit=False)
+    await c.start()
+    out = []
+    try:
+        tps = [TopicPartition(topic, p) for p in sorted(await kafka_compat.partitions_of(c, topic, wait_s=10.0))]
+        c.assign(tps)
+        await c.seek_to_beginning(*tps)
+        ends = await c.end_offsets(tps)
+        deadline = time.monotonic() + 30
+        while [tp for tp in tps if await c.position(tp) < ends[tp]] and time.monotonic() < deadline:
+            for msgs in (await c.getmany(timeout_ms=500)).values():
+                out.extend(m for m in msgs if m.offset < ends[TopicPartition(m.topic, m.partition)])
     finally:
         await c.stop()
     return out
@@ -337,18 +362,26 @@ def test_exactly_once_while_a_second_worker_joins_and_the_first_is_killed(server
         pool.stop_all()
 
 
-def test_a_stalled_partition_is_reported_while_its_worker_cannot_write(servers, ward_settings):
+def _stall_alarms(s) -> list[tuple[int, str, int]]:
+    evs = [json.loads(m.value) for m in asyncio.run(_topic_records(s, s.alarms_topic))]
+    return [(e["bed"], e["state"], e["episode"]) for e in evs if e["condition"] == "monitoring_stalled"]
+
+
+def test_a_stalled_partition_is_reported_while_its_worker_cannot_write(servers, ward_settings, monkeypatch):
     """While InfluxDB is down the worker holds its batch (it commits only what is written), so the
     frames partitions' group offsets stand still with frames waiting: its group watch reports them
-    stalled (processors/group_watch.py), and no longer once InfluxDB is back and the backlog
-    written, every window exactly once."""
+    stalled (processors/group_watch.py) and raises a ``monitoring_stalled`` alarm for each bed
+    whose frames wait, on the alarms topic while InfluxDB is still down; once InfluxDB is back and
+    the backlog written, the partitions are no longer stalled, the alarms resolve (both transitions
+    in InfluxDB's alarm history too), and every window is there exactly once."""
     from aiokafka import AIOKafkaProducer
 
     from device_sim.sources import SyntheticBed
     from device_sim.ward import Device
     from stream.topics import bed_key
 
-    s = ward_settings.replace(stall_s=4.0)
+    s = ward_settings.replace(stall_s=4.0, wards="icu:1-50,cardio:51-60")
+    monkeypatch.setenv("WARDSTREAM_API_TOKENS", "cardio-token-0123456789=cardio;icu-token-0123456789=icu")
     influx = services.Influx(servers)
     pool = WorkerPool(s, 1)
     pool.start_all()
@@ -382,6 +415,21 @@ def test_a_stalled_partition_is_reported_while_its_worker_cannot_write(servers, 
                 stalled = ((pool.workers[0].stats() or {}).get("group") or {}).get("stalled_partitions") or []
             assert stalled, pool.workers[0].stats().get("group")
             assert pool.workers[0].stats()["group"]["lag"] > 0
+            deadline, raised = time.monotonic() + 20, []
+            while time.monotonic() < deadline and {b for b, st, _ in raised} != {51, 52, 53}:
+                time.sleep(1.0)
+                raised = _stall_alarms(s)
+            # the clinicians are told while InfluxDB is still down: one alarm per bed, none resolved
+            assert sorted(b for b, st, _ in raised) == [51, 52, 53] and {st for _, st, _ in raised} == {"active"}, raised
+            port = pool.workers[0].port
+            code, body = api(port, "GET", "/api/v1/alarms", "cardio-token-0123456789")
+            assert code == 200 and sorted(a["bed"] for a in body["alarms"] if a["condition"] == "monitoring_stalled") \
+                == [51, 52, 53], body
+            assert api(port, "GET", "/api/v1/alarms", "icu-token-0123456789")[1]["alarms"] == []  # another ward's
+            # it resolves itself: nothing to acknowledge on a bed whose commands wait behind the stall
+            code, body = api(port, "POST", "/api/v1/alarms/52/monitoring_stalled/ack", "cardio-token-0123456789",
+                             {"by": "nurse"})
+            assert code == 409 and "resolves itself" in json.dumps(body), (code, body)
         finally:
             influx.up()
         deadline = time.monotonic() + 60
@@ -391,6 +439,20 @@ def test_a_stalled_partition_is_reported_while_its_worker_cannot_write(servers, 
                 break
             time.sleep(1.0)
         assert g["lag"] == 0 and g["stalled_partitions"] == [] and g["stalls"] >= 1, g
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and len(_stall_alarms(s)) < 6:
+            time.sleep(1.0)
+        after = _stall_alarms(s)
+        assert sorted((b, st) for b, st, _ in after) == [(b, st) for b in (51, 52, 53) for st in ("active", "resolved")]
+        episodes = {b: {ep for b2, _, ep in after if b2 == b} for b in (51, 52, 53)}
+        assert all(len(e) == 1 for e in episodes.values()), after  # each resolves the stall it raised
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:  # the alarm history, written with the backlog
+            hist = query_rows(s, "SELECT * FROM \"alarm\" WHERE \"condition\" = 'monitoring_stalled'")
+            if len(hist) == 6:
+                break
+            time.sleep(1.0)
+        assert sorted((int(r["bed"]), r["state"]) for r in hist) == sorted((b, st) for b, st, _ in after), hist
         t_first, t_last = min(h.t_start_us for h in heads), max(h.window_end_us for h in heads)
         stored = frame_seqs(s, t_first // 1000, t_last // 1000)
         assert stored == {b: list(range(6)) for b in (51, 52, 53)}, stored

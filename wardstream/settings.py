@@ -63,6 +63,7 @@ class Settings:
     # a frames partition with frames waiting whose group offset has not moved this long is
     # reported stalled by every worker (processors/group_watch.py; 0: not watched)
     stall_s: float = 30.0
+    stall_priority: str = "technical"  # of the monitoring_stalled alarm of each bed waiting on one
     webhook_timeout_s: float = 5.0
     webhook_max_backoff_s: float = 30.0
     webhook_give_up_s: float = 900.0  # then the alarm becomes a technical "delivery_failed" alarm
@@ -161,6 +162,7 @@ _ENV = {
     "alarm_limits": "WARDSTREAM_ALARM_LIMITS",
     "device_silent_s": "WARDSTREAM_DEVICE_SILENT_S",
     "stall_s": "WARDSTREAM_STALL_S",
+    "stall_priority": "WARDSTREAM_STALL_PRIORITY",
     "webhook_timeout_s": "WARDSTREAM_WEBHOOK_TIMEOUT_S",
     "webhook_max_backoff_s": "WARDSTREAM_WEBHOOK_MAX_BACKOFF_S",
     "webhook_give_up_s": "WARDSTREAM_WEBHOOK_GIVE_UP_S",

@@ -16,8 +16,6 @@ import contextlib
 import json
 import threading
 import time
-import urllib.error
-import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -25,6 +23,7 @@ import pytest
 from device_sim.ward import WINDOW_US, Device, RawEncoder, make_sources
 from processors import delivery as dl
 from stream.topics import bed_key
+from tests.isolation import api
 from wardstream.influxq import query, query_rows
 from wardstream.workers import WorkerPool
 
@@ -84,20 +83,6 @@ class Receiver:
     def events(self, path: str) -> list[dict]:
         with self.lock:
             return [json.loads(g["body"]) for g in self.got if g["path"] == path]
-
-
-def api(port: int, method: str, path: str, token: str | None, body=None) -> tuple[int, dict]:
-    data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
-    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, method=method)
-    if token:
-        req.add_header("Authorization", f"Bearer {token}")
-    if data is not None:
-        req.add_header("Content-Type", "application/json")
-    try:
-        with urllib.request.urlopen(req, timeout=10) as r:
-            return r.status, json.loads(r.read() or b"{}")
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read() or b"{}")
 
 
 class Ward:

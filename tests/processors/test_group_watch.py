@@ -31,3 +31,66 @@ def test_a_moving_or_caught_up_partition_is_not_stalled():
     assert t3.update({0: 5}, {0: 9}, now=10.0) == {0}
     assert t3.update({0: 9}, {0: 9}, now=11.0) == set() and t3.stalled == set()
     assert t3.stalls == 1  # counted when it stalled, not again while it stayed so
+
+
+def _ward_of(bed: int) -> str:
+    return "icu" if bed <= 24 else "cardio"
+
+
+def test_beds_waiting_on_a_stalled_partition_get_a_monitoring_stalled_alarm_until_it_moves():
+    from processors.alarm_service import AlarmView
+    from processors.group_watch import CONDITION, Waiting, bed_of_key, stall_transitions
+
+    assert bed_of_key(b"bed-000012") == 12
+    assert bed_of_key(b"other") is None and bed_of_key(None) is None and bed_of_key(b"bed-x") is None
+    view = AlarmView()
+
+    def step(committed, ends, waiting, now_ms, by="w1"):
+        open_ = {b: a for (b, c), a in view.alarms.items() if c == CONDITION}
+        evs = stall_transitions(committed, ends, waiting, open_, now_ms, 30.0, _ward_of, "technical", by)
+        for e in evs:
+            view.apply(e)
+        return evs
+
+    w3 = Waiting(offset=100, first_ms=1_000_000, beds=frozenset({3, 30}), frames=7)
+    evs = step({3: 100, 4: 50}, {3: 107, 4: 50}, {3: w3}, now_ms=1_040_000)
+    assert [(e["bed"], e["state"], e["ward"], e["partition"], e["episode"]) for e in evs] == \
+        [(3, "active", "icu", 3, 100), (30, "active", "cardio", 3, 100)]
+    # the onset is the first waiting frame's time plus the stall limit: the same for every worker
+    assert {e["t_ms"] for e in evs} == {1_030_000}
+    assert evs[0]["id"] == "3:monitoring_stalled:100:active:1030000"
+    assert "frames partition 3" in evs[0]["why"] and "7 frames waiting" in evs[0]["why"]
+    # another worker sampling the same stall, with those alarms on the topic: nothing more to say
+    assert step({3: 100, 4: 50}, {3: 112, 4: 50}, {3: w3}, now_ms=1_045_000, by="w2") == []
+    # another bed's frames behind the same offset join it; the open ones are not raised again
+    w3b = Waiting(offset=100, first_ms=1_000_000, beds=frozenset({3, 30, 31}), frames=12)
+    assert [(e["bed"], e["state"]) for e in step({3: 100}, {3: 112}, {3: w3b}, now_ms=1_050_000)] == [(31, "active")]
+    # the offset moves: every bed of that stall resolves, with a deterministic id
+    evs = step({3: 105}, {3: 112}, {}, now_ms=1_060_000)
+    assert [(e["bed"], e["state"]) for e in evs] == [(3, "resolved"), (30, "resolved"), (31, "resolved")]
+    assert evs[0]["id"] == "3:monitoring_stalled:100:resolved:1030000" and evs[0]["t_ms"] == 1_060_000
+    assert not view.alarms
+    assert step({3: 105}, {3: 112}, {}, now_ms=1_065_000) == []
+
+
+def test_a_partition_stalling_again_at_a_later_offset_is_a_new_episode():
+    from processors.alarm_service import AlarmView
+    from processors.group_watch import CONDITION, Waiting, stall_transitions
+
+    view = AlarmView()
+    w = Waiting(offset=10, first_ms=0, beds=frozenset({5}), frames=3)
+    for e in stall_transitions({0: 10}, {0: 13}, {0: w}, {}, 40_000, 30.0, _ward_of, "high", "w"):
+        view.apply(e)
+    open_ = {b: a for (b, c), a in view.alarms.items() if c == CONDITION}
+    assert open_[5]["priority"] == "high" and open_[5]["episode"] == 10
+    # the next sample sees it moved and stalled again behind offset 12 (a sample missed between)
+    w2 = Waiting(offset=12, first_ms=50_000, beds=frozenset({5}), frames=4)
+    evs = stall_transitions({0: 12}, {0: 16}, {0: w2}, open_, 90_000, 30.0, _ward_of, "high", "w")
+    assert [(e["state"], e["episode"]) for e in evs] == [("resolved", 10), ("active", 12)]
+    for e in evs:
+        view.apply(e)
+    assert view.alarms[(5, CONDITION)]["episode"] == 12
+    # nothing waiting any more at the same offset (the frames deleted by retention): resolved
+    open_ = {b: a for (b, c), a in view.alarms.items() if c == CONDITION}
+    evs = stall_transitions({0: 12}, {0: 12}, {}, open_, 95_000, 30.0, _ward_of, "high", "w")
+    assert [(e["state"], e["episode"]) for e in evs] == [("resolved", 12)]
