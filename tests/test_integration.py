@@ -459,3 +459,63 @@ def test_a_stalled_partition_is_reported_while_its_worker_cannot_write(servers, 
         assert pool.workers[0].alive()
     finally:
         pool.stop_all()
+
+
+def test_a_frozen_workers_beds_are_alarmed_by_the_other_worker(servers, ward_settings):
+    """A worker frozen (SIGSTOP: a hung process, which the local broker never expires from the
+    group) holds its partitions; the other worker's group watch raises ``monitoring_stalled`` for
+    exactly the beds of the partitions it sees stalled, and resolves them once the frozen worker
+    goes on (SIGCONT); every window written exactly once."""
+    import os
+    import signal
+
+    from aiokafka.partitioner import DefaultPartitioner
+
+    from stream.topics import bed_key
+
+    s = ward_settings.replace(stall_s=5.0)
+    pool = WorkerPool(s, 2)
+    pool.start_all()
+    events: list[str] = []
+    seen: dict = {}
+    try:
+        pool.wait_ready()
+
+        async def chaos() -> None:
+            await asyncio.sleep(6)
+            os.killpg(pool.workers[0].proc.pid, signal.SIGSTOP)
+            events.append("first worker frozen")
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and not seen.get("raised"):
+                await asyncio.sleep(1.0)
+                g = ((await asyncio.to_thread(pool.workers[1].stats)) or {}).get("group") or {}
+                raised = await asyncio.to_thread(_stall_alarms, s)
+                if g.get("stalled_partitions") and raised and \
+                        {b for b, _, _ in raised} >= set(g.get("beds_waiting") or [0]):
+                    seen.update(stalled=g["stalled_partitions"], raised=raised)
+            os.killpg(pool.workers[0].proc.pid, signal.SIGCONT)
+            events.append("first worker goes on")
+
+        rep = _ward_beside(chaos, s, 12, 45.0, speed=1.0, seed=4, bad_every=0)
+        assert events == ["first worker frozen", "first worker goes on"], events
+        assert seen.get("raised"), "no monitoring_stalled alarm while a worker was frozen"
+        part = DefaultPartitioner()
+        parts = list(range(s.frames_partitions))
+        on_stalled = {b for b in range(1, 13) if part(bed_key(b), parts, parts) in set(seen["stalled"])}
+        assert on_stalled and {b for b, st, _ in seen["raised"] if st == "active"} == on_stalled, (seen, on_stalled)
+        _assert_exactly_once(s, rep, pool, events)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            after = _stall_alarms(s)
+            if {b for b, st, _ in after if st == "resolved"} >= on_stalled:
+                break
+            time.sleep(1.0)
+        resolved = {b for b, st, _ in after if st == "resolved"}
+        assert resolved == {b for b, st, _ in after if st == "active"} == on_stalled, after
+        seen["after"] = after
+        print("monitoring_stalled records:", len(after), "for", len(on_stalled), "beds; partitions", seen["stalled"])
+    finally:
+        for w in pool.workers:
+            if w.alive():
+                os.killpg(w.proc.pid, signal.SIGCONT)
+        pool.stop_all()
