@@ -74,7 +74,7 @@ class Layout:
 
 def stat(title: str, targets: list[dict], unit: str = "none", description: str = "",
          mappings: list | None = None, steps: list | None = None, decimals: int | None = None,
-         colour_mode: str = "background", text_mode: str = "value_and_name") -> dict:
+         colour_mode: str = "background", text_mode: str = "value_and_name", fields: str = "") -> dict:
     defaults: dict = {"unit": unit, "mappings": mappings or [],
                       "thresholds": thresholds(steps or [(None, "green")]), "color": {"mode": "thresholds"}}
     if decimals is not None:
@@ -83,7 +83,7 @@ def stat(title: str, targets: list[dict], unit: str = "none", description: str =
             "targets": targets, "fieldConfig": {"defaults": defaults, "overrides": []},
             "options": {"graphMode": "none", "colorMode": colour_mode, "justifyMode": "auto",
                         "textMode": text_mode, "wideLayout": True, "showPercentChange": False,
-                        "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+                        "reduceOptions": {"calcs": ["lastNotNull"], "fields": fields, "values": False},
                         "percentChangeColorMode": "standard", "orientation": "auto"}}
 
 
@@ -200,6 +200,12 @@ def ward_overview() -> dict:
     L.add(stat("Signal quality", [target(f'SELECT last("sqi") FROM "vitals" {last_by_bed}', alias="bed $tag_bed")],
                unit="percentunit", decimals=2, description="Per bed: ECG signal-quality index of the last window "
                "(0 unusable, 1 clean).", steps=[(None, "red"), (0.5, "orange"), (0.8, "green")]), 12, 6)
+    L.add(stat("Last window written", [target(f'SELECT last("wire_bytes") FROM "frame" {last_by_bed}',
+                                               alias="bed $tag_bed")],
+               unit="dateTimeFromNow", fields="/^Time$/", colour_mode="none",
+               description="Per bed: how long ago its last window was written. The tiles above show each "
+                           "bed's last values: a bed whose device is silent, or whose windows wait behind a "
+                           "stalled worker (alarm monitoring_stalled), shows old values here first."), 24, 4)
     L.row("Alarms")
     L.add(table("Beds by alarm priority",
                 [target('SELECT last("highest") AS "priority", last("open") AS "open alarms" FROM "alarm_level" '
