@@ -36,6 +36,7 @@ from processors.alarms import AlarmState, conditions_from, limits_from, link_ste
 from processors.retention import LIVE, LIVE_SECONDS, STRIP, TREND
 from processors.wards import WardMap
 from processors.stages import alarm_points, run_batch
+from processors.watchdog import LoopWatchdog
 from stream import faust_gaps
 from stream.app import app, bed_table, dlq_topic, frames_topic, settings
 from stream.topics import bed_key
@@ -339,6 +340,19 @@ async def on_start() -> None:
     # one point per worker start: the pipeline-health dashboard counts restarts from these
     sink.add(line("worker_start", {"worker": WORKER_ID}, {"pid": os.getpid()}, int(stats.started * 1000)))
     await sink.flush()
+
+
+@app.task
+async def loop_watchdog() -> None:
+    """The event-loop watchdog (processors/watchdog.py): beats while the worker runs."""
+    if settings.loop_watchdog_s <= 0:
+        return
+    dog = LoopWatchdog(settings.loop_watchdog_s)
+    dog.start()
+    try:
+        await dog.beat()
+    finally:  # the worker stopping: a slow shutdown is no blocked loop
+        dog.stop()
 
 
 def _quantile(hist: Counter, q: float) -> float | None:

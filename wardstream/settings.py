@@ -64,6 +64,9 @@ class Settings:
     # reported stalled by every worker (processors/group_watch.py; 0: not watched)
     stall_s: float = 30.0
     stall_priority: str = "technical"  # of the monitoring_stalled alarm of each bed waiting on one
+    # a worker whose event loop has not run for this long exits (status 70) for its supervisor to
+    # restart it (processors/watchdog.py; 0: off)
+    loop_watchdog_s: float = 60.0
     webhook_timeout_s: float = 5.0
     webhook_max_backoff_s: float = 30.0
     webhook_give_up_s: float = 900.0  # then the alarm becomes a technical "delivery_failed" alarm
@@ -163,6 +166,7 @@ _ENV = {
     "device_silent_s": "WARDSTREAM_DEVICE_SILENT_S",
     "stall_s": "WARDSTREAM_STALL_S",
     "stall_priority": "WARDSTREAM_STALL_PRIORITY",
+    "loop_watchdog_s": "WARDSTREAM_LOOP_WATCHDOG_S",
     "webhook_timeout_s": "WARDSTREAM_WEBHOOK_TIMEOUT_S",
     "webhook_max_backoff_s": "WARDSTREAM_WEBHOOK_MAX_BACKOFF_S",
     "webhook_give_up_s": "WARDSTREAM_WEBHOOK_GIVE_UP_S",

@@ -50,8 +50,9 @@ class WorkerProc:
 
 class WorkerPool:
     def __init__(self, settings: Settings, n: int = 1, base_port: int | None = None,
-                 log_dir: Path | None = None):
+                 log_dir: Path | None = None, module: str = "processors.worker"):
         self.s = settings
+        self.module = module  # what ``python -m`` runs as a worker
         base = base_port or settings.worker_web_port
         self.log_dir = Path(log_dir or Path(settings.state_dir) / "workers")
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -67,7 +68,7 @@ class WorkerPool:
         datadir = Path(self.s.state_dir) / "faust" / f"w{i}"
         datadir.mkdir(parents=True, exist_ok=True)
         env["WARDSTREAM_FAUST_DATADIR"] = str(datadir)
-        w.proc = subprocess.Popen([sys.executable, "-m", "processors.worker"],
+        w.proc = subprocess.Popen([sys.executable, "-m", self.module],
                                   stdout=open(w.log_path, "ab"), stderr=subprocess.STDOUT,
                                   stdin=subprocess.DEVNULL, env=env, start_new_session=True)
         return w
