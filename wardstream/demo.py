@@ -98,10 +98,12 @@ async def drain(pool: WorkerPool, s: Settings, expect_windows: int, expect_dead:
     lag = -1
     stats: list[dict] = []
     while time.monotonic() < deadline:
-        stats = pool.stats()
+        stats = pool.stats() + pool.ended_stats()
         done = sum(st["windows_written"] + st["replays"] for st in stats)
         dead = sum(sum(st["dead_lettered"].values()) for st in stats)
-        if done >= expect_windows and dead >= expect_dead:
+        # a restarted worker's predecessor's counters end at its last sample: then every frame
+        # committed is the test of done
+        if pool.restarts or (done >= expect_windows and dead >= expect_dead):
             lag = await consumer_lag(s)
             if lag == 0:
                 return stats, lag
@@ -204,8 +206,10 @@ async def run_demo(s: Settings, beds: int, duration_s: float, speed: float, work
     await ensure_topics(s)
     pool = WorkerPool(s, workers)
     pool.start_all()
+    supervisor = None
     try:
         pool.wait_ready()
+        supervisor = asyncio.ensure_future(pool.supervise())  # a worker that exits is started again
         # a local ward's beds get new (simulated) patients each run; a ward it does not own is
         # left as it is (--no-services)
         discharged = (await discharge_beds(s, list(range(1, beds + 1)))
@@ -292,6 +296,10 @@ async def run_demo(s: Settings, beds: int, duration_s: float, speed: float, work
                                if rep.bounds is not None else None),
             "task_error_audit": audit_summary(s, rep.t_first_us // 1000, rep.t_last_end_us // 1000, beds),
             "worker_cpu_s": cpu,
+            # workers that exited on their own during the run and were started again (their
+            # counters above end at their last stats sample; the InfluxDB audit is complete)
+            "worker_restarts": [{k: v for k, v in r.items() if k != "at"} | {"at_s": round(r["at"] - t0, 1)}
+                                for r in pool.restarts],
             "influx_write_failures": sum(st["influx"]["write_failures"] for st in stats),
             "replays": sum(st["replays"] for st in stats),
             "wall_s": time.time() - t0,
@@ -303,6 +311,8 @@ async def run_demo(s: Settings, beds: int, duration_s: float, speed: float, work
             save_run(Path(run_dir), s, summary, hist, lag_times, rep)
         return summary
     finally:
+        if supervisor is not None:
+            supervisor.cancel()
         pool.stop_all()
 
 
@@ -326,8 +336,14 @@ wardstream demo: {d['beds']} beds, {d['duration_s']:.0f}s at {d['speed']}x, {d['
   slack corrections    {_slack_line(d)}
   fidelity holds       {_hold_line(d)}
   task error audit     {_audit_line(d.get('task_error_audit') or {})}
-  worker CPU           {d['worker_cpu_s']:.1f}s; InfluxDB write failures {d['influx_write_failures']}
+  worker CPU           {d['worker_cpu_s']:.1f}s; InfluxDB write failures {d['influx_write_failures']}{_restart_note(d)}
 """)
+
+
+def _restart_note(d: dict) -> str:
+    r = d.get("worker_restarts") or []
+    return ("; workers restarted " + ", ".join(f"{x['worker']} (exit {x['exit_status']} at {x['at_s']} s)" for x in r)
+            if r else "")
 
 
 def _backlog_note(d: dict) -> str:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -13,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from wardstream.settings import Settings, to_env
+
+log = logging.getLogger("wardstream.workers")
 
 def settings_env(s: Settings) -> dict[str, str]:
     """Environment that makes a child process see the same settings (secrets pass through)."""
@@ -53,6 +57,9 @@ class WorkerPool:
                  log_dir: Path | None = None, module: str = "processors.worker"):
         self.s = settings
         self.module = module  # what ``python -m`` runs as a worker
+        self.restarts: list[dict] = []  # workers that exited on their own and were started again
+        self._last_stats: dict[tuple[int, int], dict] = {}  # (worker, start) -> its last stats seen
+        self._stopping = False
         base = base_port or settings.worker_web_port
         self.log_dir = Path(log_dir or Path(settings.state_dir) / "workers")
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -95,7 +102,37 @@ class WorkerPool:
             os.killpg(w.proc.pid, sig)
             w.proc.wait(timeout=30)
 
+    async def supervise(self, every_s: float = 1.0, stats_every_s: float = 5.0) -> None:
+        """Start again any worker that exits on its own — a crash, a batch that failed, the
+        event-loop watchdog's exit 70 — as docker-compose's restart policy does, under the same
+        worker id (it rejoins as the group member it was); note each in ``restarts``. Keeps each
+        process's last stats, so that `ended_stats` can count what the ended ones did (up to
+        their last sample). Runs until cancelled."""
+        last = 0.0
+        while not self._stopping:
+            await asyncio.sleep(every_s)
+            if time.monotonic() - last >= stats_every_s:
+                last = time.monotonic()
+                for w in self.workers:
+                    st = await asyncio.to_thread(w.stats) if w.alive() else None
+                    if st is not None:
+                        self._last_stats[(w.index, w.starts)] = st
+            for w in self.workers:
+                if self._stopping or w.proc is None or w.proc.poll() is None:
+                    continue
+                rc = w.proc.returncode
+                log.warning("worker %d exited with status %s (log %s); starting it again", w.index, rc, w.log_path)
+                self.restarts.append({"worker": w.index, "exit_status": rc, "log": str(w.log_path),
+                                      "at": time.time()})
+                self.start(w.index)
+
+    def ended_stats(self) -> list[dict]:
+        """The last stats seen of every worker process that has ended (`supervise`)."""
+        live = {(w.index, w.starts) for w in self.workers}
+        return [st for k, st in sorted(self._last_stats.items()) if k not in live]
+
     def stop_all(self) -> None:
+        self._stopping = True
         for w in self.workers:
             if w.alive():
                 os.killpg(w.proc.pid, signal.SIGTERM)

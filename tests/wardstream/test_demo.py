@@ -72,3 +72,28 @@ def test_the_summary_line_of_the_fidelity_holds():
         "2 begun or ended by the workers; no bed held at the end"
     assert _hold_line({"fidelity_hold_updates_sent": 7, "fidelity_holds": None}).endswith(
         "these devices send raw samples only (nothing to hold)")
+
+
+def test_a_worker_that_exits_during_the_run_is_started_again_and_nothing_is_lost(ward_settings, monkeypatch,
+                                                                                 tmp_path):
+    """The demo supervises its workers as docker-compose's restart policy would: a worker whose
+    event loop blocks mid-run (the watchdog ends it with status 70) is started again, and every
+    accepted window is in InfluxDB exactly once; the summary says so."""
+    import functools
+
+    from wardstream import demo
+    from wardstream.workers import WorkerPool
+
+    flag = tmp_path / "block"
+    flag.touch()
+    monkeypatch.setenv("WARDSTREAM_TEST_BLOCK_FLAG", str(flag))
+    monkeypatch.setenv("WARDSTREAM_TEST_BLOCK_AFTER_FRAMES", "16")  # 4 beds: after ~8 s of the run
+    monkeypatch.setattr(demo, "WorkerPool", functools.partial(WorkerPool, module="tests.blocking_worker"))
+    s = ward_settings.replace(loop_watchdog_s=3.0)
+    d = asyncio.run(run_demo(s, beds=4, duration_s=20.0, speed=1.0, workers=1, source="synthetic",
+                             bad_every=0, seed=5, start_services=False))
+    assert not flag.exists(), "the worker never blocked (the flag is still there)"
+    assert [(r["worker"], r["exit_status"]) for r in d["worker_restarts"]] == [(0, 70)], d["worker_restarts"]
+    assert d["windows_written"] == d["windows_accepted"] >= 36
+    assert d["windows_missing"] == 0 and d["windows_duplicated"] == 0
+    assert d["consumer_lag"]["final"] == 0
