@@ -45,6 +45,7 @@ from faust.web import Request, Response, View
 
 from processors import delivery as dl
 from processors import group_watch as group_watch_mod
+from processors.alarm_view import AlarmView
 from processors.agents import (BED_LOCK, CONDITIONS, HOLD, LIMITS, WARDS, WORKER_ID, add_alarm_history, alarms_topic,
                                control_topic, publish_alarm_events, publish_hold_updates, set_publisher,
                                set_stall_alarms, sink)
@@ -71,36 +72,6 @@ limits_topic = app.topic(settings.limits_topic, key_type=bytes, value_type=bytes
                          value_serializer="raw", partitions=1)
 commands_topic = app.topic(settings.commands_topic, key_type=bytes, value_type=bytes, key_serializer="raw",
                            value_serializer="raw", partitions=settings.frames_partitions)
-OPEN_STATES = ("active", "escalated", "cleared", "acknowledged")
-
-
-class AlarmView:
-    """Open alarms (latest transition per bed and condition) and live listeners."""
-
-    def __init__(self) -> None:
-        self.alarms: dict[tuple[int, str], dict] = {}
-        self.listeners: set[asyncio.Queue] = set()
-
-    def apply(self, ev: dict) -> None:
-        for q in list(self.listeners):
-            if q.qsize() < 1000:  # a listener that stopped reading loses events, not memory
-                q.put_nowait(ev)
-        if ev["condition"] == "delivery_failed":  # a one-shot technical notice, not a bed state
-            return
-        k = (ev["bed"], ev["condition"])
-        if ev["state"] == "resolved":
-            self.alarms.pop(k, None)
-            return
-        cur = self.alarms.get(k)
-        same = cur is not None and cur["episode"] == ev["episode"]
-        status = "acknowledged" if ev["state"] == "acknowledged" or (same and cur["status"] == "acknowledged") \
-            else "active"
-        self.alarms[k] = {**ev, "status": status, "onset_ms": cur["onset_ms"] if same else ev["t_ms"]}
-
-    def visible(self, principal, bed: int | None = None) -> list[dict]:
-        return sorted((a for a in self.alarms.values() if principal.may_see(a["ward"])
-                       and (bed is None or a["bed"] == bed)),
-                      key=lambda a: (["high", "medium", "low", "technical"].index(a["priority"]), a["onset_ms"]))
 
 
 view = AlarmView()

@@ -8,6 +8,7 @@ auto-creates topics would give them one partition.
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass
 
 from wardstream.settings import Settings
@@ -83,3 +84,31 @@ async def ensure_topics(s: Settings, timeout_s: float = 30.0) -> list[str]:
         return [t.name for t in new]
     finally:
         await admin.close()
+
+
+async def read_to_end(bootstrap: str, topic: str, wait_s: float = 10.0, timeout_s: float = 60.0) -> list:
+    """Every record of ``topic`` (all partitions), from its beginning to the end offsets it had
+    when called; no consumer group. Empty when the topic does not exist after ``wait_s``."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from stream import kafka_compat
+
+    c = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    out: list = []
+    try:  # a failed start closes it too
+        await c.start()
+        tps = [TopicPartition(topic, p) for p in sorted(await kafka_compat.partitions_of(c, topic, wait_s=wait_s))]
+        if not tps:
+            return out
+        c.assign(tps)
+        await c.seek_to_beginning(*tps)
+        ends = await c.end_offsets(tps)
+        deadline = time.monotonic() + timeout_s
+        while [tp for tp in tps if await c.position(tp) < ends[tp]]:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{topic}: not read to its end within {timeout_s:.0f} s")
+            for tp, msgs in (await c.getmany(timeout_ms=500)).items():
+                out.extend(m for m in msgs if m.offset < ends[tp])
+    finally:
+        await c.stop()
+    return out

@@ -12,6 +12,7 @@ import time
 import pytest
 
 from device_sim.ward import run_ward
+from stream.topics import read_to_end
 from tests.isolation import api
 from wardmodels import DD_MODEL
 from wardstream import services
@@ -34,29 +35,6 @@ async def _dead_letters(s, n_expected: int, timeout_s: float = 30.0) -> list:
             batch = await c.getmany(timeout_ms=500)
             for msgs in batch.values():
                 out.extend(msgs)
-    finally:
-        await c.stop()
-    return out
-
-
-async def _topic_records(s, topic: str) -> list:
-    """Every record on ``topic`` up to its end offsets now."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
-    from stream import kafka_compat
-
-    c = AIOKafkaConsumer(bootstrap_servers=s.kafka_bootstrap, group_id=None, enable_auto_commit=False)
-    await c.start()
-    out = []
-    try:
-        tps = [TopicPartition(topic, p) for p in sorted(await kafka_compat.partitions_of(c, topic, wait_s=10.0))]
-        c.assign(tps)
-        await c.seek_to_beginning(*tps)
-        ends = await c.end_offsets(tps)
-        deadline = time.monotonic() + 30
-        while [tp for tp in tps if await c.position(tp) < ends[tp]] and time.monotonic() < deadline:
-            for msgs in (await c.getmany(timeout_ms=500)).values():
-                out.extend(m for m in msgs if m.offset < ends[TopicPartition(m.topic, m.partition)])
     finally:
         await c.stop()
     return out
@@ -363,7 +341,7 @@ def test_exactly_once_while_a_second_worker_joins_and_the_first_is_killed(server
 
 
 def _stall_alarms(s) -> list[tuple[int, str, int]]:
-    evs = [json.loads(m.value) for m in asyncio.run(_topic_records(s, s.alarms_topic))]
+    evs = [json.loads(m.value) for m in asyncio.run(read_to_end(s.kafka_bootstrap, s.alarms_topic))]
     return [(e["bed"], e["state"], e["episode"]) for e in evs if e["condition"] == "monitoring_stalled"]
 
 

@@ -261,6 +261,11 @@ def main(argv: list[str] | None = None) -> int:
     co.add_argument("--bound", type=float, default=None)
     co.add_argument("--json", type=Path)
 
+    st = sub.add_parser("status", help="the running ward from the broker and InfluxDB: lag, group, workers, "
+                                       "open alarms (JSON)")
+    _common(st)
+    st.add_argument("--json", type=Path)
+
     ct = sub.add_parser("control", help="publish a run-time setting on the control topic")
     _common(ct)
     ct.add_argument("setting", choices=["bound", "show"],
@@ -709,6 +714,17 @@ def main(argv: list[str] | None = None) -> int:
         from wardstream.cost import cost_report
 
         _write_json(cost_report(s, a.beds, a.split, a.bound), a.json)
+        return 0
+
+    if a.cmd == "status":
+        from wardstream.status import collect
+
+        try:
+            d = asyncio.run(collect(s))
+        except Exception as exc:  # the broker unreachable: say where, not a traceback
+            print(f"error: no status from {s.kafka_bootstrap}: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return 2
+        _write_json(d, a.json)
         return 0
 
     if a.cmd == "control" and a.setting == "show":

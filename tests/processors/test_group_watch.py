@@ -38,7 +38,7 @@ def _ward_of(bed: int) -> str:
 
 
 def test_beds_waiting_on_a_stalled_partition_get_a_monitoring_stalled_alarm_until_it_moves():
-    from processors.alarm_service import AlarmView
+    from processors.alarm_view import AlarmView
     from processors.group_watch import CONDITION, Waiting, bed_of_key, stall_transitions
 
     assert bed_of_key(b"bed-000012") == 12
@@ -74,7 +74,7 @@ def test_beds_waiting_on_a_stalled_partition_get_a_monitoring_stalled_alarm_unti
 
 
 def test_a_partition_stalling_again_at_a_later_offset_is_a_new_episode():
-    from processors.alarm_service import AlarmView
+    from processors.alarm_view import AlarmView
     from processors.group_watch import CONDITION, Waiting, stall_transitions
 
     view = AlarmView()
