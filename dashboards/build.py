@@ -384,13 +384,20 @@ def pipeline_health() -> dict:
                                              'GROUP BY "worker"', alias="seen by $tag_worker")],
                description="Frames partitions with frames waiting whose group offset has not moved for "
                            "WARDSTREAM_STALL_S (default 30 s), as each worker sees the whole group: their worker "
-                           "is stuck, or dead and not yet replaced, and their beds are not monitored "
-                           "(processors/group_watch.py).", steps=[(None, "green"), (1, "red")]), 6, 8)
+                           "is stuck, or dead and not yet replaced, and their beds are not monitored: each "
+                           "such bed has a monitoring_stalled alarm (processors/group_watch.py).",
+               steps=[(None, "green"), (1, "red")]), 6, 8)
     L.add(stat("Backlog windows", [target('SELECT last("backlog_windows") FROM "pipeline" WHERE $timeFilter '
                                           'GROUP BY "worker"', alias="worker $tag_worker")],
                description="Windows each worker process wrote that had ended before it started (left on the "
                            "broker by an outage or a restart): delivered late by the downtime, and kept out "
                            "of the latency percentiles.", colour_mode="none"), 6, 8)
+    L.add(stat("Last pipeline point", [target('SELECT last("frames") FROM "pipeline" WHERE $timeFilter '
+                                              'GROUP BY "worker"', alias="worker $tag_worker")],
+               unit="dateTimeFromNow", fields="/^Time$/", colour_mode="none",
+               description="How long ago each worker wrote its last pipeline point: a live worker writes one "
+                           "every 5 s, so an older one is a worker stopped, stuck (its event-loop watchdog ends "
+                           "it after WARDSTREAM_LOOP_WATCHDOG_S) or unable to reach InfluxDB."), 24, 4)
     return dashboard("pipeline-health", "Pipeline health", "Throughput, lag, latency, dead letters, InfluxDB writes.",
                      L, [], [], ["pipeline"], refresh="5s")
 
