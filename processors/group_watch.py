@@ -44,9 +44,10 @@ class Waiting:
     """What waits on a stalled partition behind its group offset ``offset``."""
 
     offset: int
-    first_ms: int  # the broker timestamp of the first frame waiting
+    first_ms: int  # the timestamp of the first frame waiting
     beds: frozenset[int]
-    frames: int  # frames read (at most WAITING_READ_MAX)
+    frames: int  # frames read (at most WAITING_READ_MAX per sample)
+    read_to: int  # the offset after the last frame read: the next sample reads on from here
 
 
 def bed_of_key(key: bytes | None) -> int | None:
@@ -164,24 +165,30 @@ class GroupWatch:
             for p in sorted(stalled):
                 off = committed.get(p) or 0
                 w = self.waiting.get(p)
-                waiting[p] = w if w is not None and w.offset == off else await self._read_waiting(p, off, ends[p])
+                # frames that arrived since the last sample may be other beds': read on from there
+                waiting[p] = await self._read_waiting(p, w if w is not None and w.offset == off else None, off, ends[p])
         except Exception as exc:  # the broker unreachable for a moment: no sample this time
             log.debug("group watch: no sample (%s)", exc)
             return None
         self.committed, self.ends, self.waiting = committed, ends, waiting
         return self.tracker
 
-    async def _read_waiting(self, partition: int, offset: int, end: int) -> Waiting:
-        """The beds whose frames wait on ``partition`` from ``offset`` (the frames' keys; read,
-        never committed)."""
+    async def _read_waiting(self, partition: int, prev: Waiting | None, offset: int, end: int) -> Waiting:
+        """The beds whose frames wait on ``partition`` behind the group's ``offset`` (the frames'
+        keys; read, never committed), read on from ``prev`` (the last sample's, same offset)."""
         from aiokafka import TopicPartition
 
+        start = prev.read_to if prev is not None else offset
+        if start >= end:
+            return prev if prev is not None else Waiting(offset, int(time.time() * 1000), frozenset(), 0, offset)
         c, tp = self.consumer, TopicPartition(self.s.frames_topic, partition)
         c.assign([tp])
-        c.seek(tp, offset)
-        beds, first_ms, n = set(), None, 0
-        stop = min(end, offset + WAITING_READ_MAX)
-        while n < stop - offset:
+        c.seek(tp, start)
+        beds = set(prev.beds) if prev is not None else set()
+        first_ms = prev.first_ms if prev is not None and prev.frames else None
+        n = 0
+        stop = min(end, start + WAITING_READ_MAX)
+        while n < stop - start:
             got = await c.getmany(tp, timeout_ms=2000, max_records=500)
             msgs = got.get(tp) or []
             if not msgs:
@@ -198,7 +205,8 @@ class GroupWatch:
             if msgs[-1].offset + 1 >= stop:
                 break
         c.assign([])
-        return Waiting(offset, first_ms if first_ms is not None else int(time.time() * 1000), frozenset(beds), n)
+        return Waiting(offset, first_ms if first_ms is not None else int(time.time() * 1000), frozenset(beds),
+                       (prev.frames if prev is not None else 0) + n, start + n)
 
     async def close(self) -> None:
         if self.consumer is not None:

@@ -353,11 +353,13 @@ def test_a_stalled_partition_is_reported_while_its_worker_cannot_write(servers, 
     the backlog written, the partitions are no longer stalled, the alarms resolve (both transitions
     in InfluxDB's alarm history too), and every window is there exactly once."""
     from aiokafka import AIOKafkaProducer
+    from aiokafka.partitioner import DefaultPartitioner
 
     from device_sim.sources import SyntheticBed
     from device_sim.ward import Device
     from stream.topics import bed_key
 
+    part = DefaultPartitioner()
     s = ward_settings.replace(stall_s=4.0, wards="icu:1-50,cardio:51-60")
     monkeypatch.setenv("WARDSTREAM_API_TOKENS", "cardio-token-0123456789=cardio;icu-token-0123456789=icu")
     influx = services.Influx(servers)
@@ -368,7 +370,7 @@ def test_a_stalled_partition_is_reported_while_its_worker_cannot_write(servers, 
         t0 = int(time.time() * 1e6)
         devs = [Device(b, SyntheticBed(b), t0 + 1000 * b) for b in (51, 52, 53)]
 
-        async def send(n: int) -> list:
+        async def send(n: int, devs=devs) -> list:
             p = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap, acks="all", enable_idempotence=True)
             await p.start()
             heads = []
@@ -408,6 +410,17 @@ def test_a_stalled_partition_is_reported_while_its_worker_cannot_write(servers, 
             code, body = api(port, "POST", "/api/v1/alarms/52/monitoring_stalled/ack", "cardio-token-0123456789",
                              {"by": "nurse"})
             assert code == 409 and "resolves itself" in json.dumps(body), (code, body)
+            # a bed whose frames first arrive behind the stall (a device switched on meanwhile) is
+            # alarmed too, in the same episode as the bed beside it on that partition
+            parts = list(range(s.frames_partitions))
+            late = next(b for b in range(54, 61) if part(bed_key(b), parts, parts) == part(bed_key(52), parts, parts))
+            heads += asyncio.run(send(2, [Device(late, SyntheticBed(late), t0 + 1000 * late)]))
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and late not in {b for b, _, _ in raised}:
+                time.sleep(1.0)
+                raised = _stall_alarms(s)
+            ep = {b: e for b, _, e in raised}
+            assert late in ep and ep[late] == ep[52], raised
         finally:
             influx.up()
         deadline = time.monotonic() + 60
@@ -418,22 +431,23 @@ def test_a_stalled_partition_is_reported_while_its_worker_cannot_write(servers, 
             time.sleep(1.0)
         assert g["lag"] == 0 and g["stalled_partitions"] == [] and g["stalls"] >= 1, g
         deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and len(_stall_alarms(s)) < 6:
+        beds = sorted((51, 52, 53, late))
+        while time.monotonic() < deadline and len(_stall_alarms(s)) < 2 * len(beds):
             time.sleep(1.0)
         after = _stall_alarms(s)
-        assert sorted((b, st) for b, st, _ in after) == [(b, st) for b in (51, 52, 53) for st in ("active", "resolved")]
-        episodes = {b: {ep for b2, _, ep in after if b2 == b} for b in (51, 52, 53)}
+        assert sorted((b, st) for b, st, _ in after) == [(b, st) for b in beds for st in ("active", "resolved")]
+        episodes = {b: {ep for b2, _, ep in after if b2 == b} for b in beds}
         assert all(len(e) == 1 for e in episodes.values()), after  # each resolves the stall it raised
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:  # the alarm history, written with the backlog
             hist = query_rows(s, "SELECT * FROM \"alarm\" WHERE \"condition\" = 'monitoring_stalled'")
-            if len(hist) == 6:
+            if len(hist) == 2 * len(beds):
                 break
             time.sleep(1.0)
         assert sorted((int(r["bed"]), r["state"]) for r in hist) == sorted((b, st) for b, st, _ in after), hist
         t_first, t_last = min(h.t_start_us for h in heads), max(h.window_end_us for h in heads)
         stored = frame_seqs(s, t_first // 1000, t_last // 1000)
-        assert stored == {b: list(range(6)) for b in (51, 52, 53)}, stored
+        assert stored == {51: list(range(6)), 52: list(range(6)), 53: list(range(6)), late: [0, 1]}, stored
         assert pool.workers[0].alive()
     finally:
         pool.stop_all()

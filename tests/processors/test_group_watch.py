@@ -52,7 +52,7 @@ def test_beds_waiting_on_a_stalled_partition_get_a_monitoring_stalled_alarm_unti
             view.apply(e)
         return evs
 
-    w3 = Waiting(offset=100, first_ms=1_000_000, beds=frozenset({3, 30}), frames=7)
+    w3 = Waiting(offset=100, first_ms=1_000_000, beds=frozenset({3, 30}), frames=7, read_to=107)
     evs = step({3: 100, 4: 50}, {3: 107, 4: 50}, {3: w3}, now_ms=1_040_000)
     assert [(e["bed"], e["state"], e["ward"], e["partition"], e["episode"]) for e in evs] == \
         [(3, "active", "icu", 3, 100), (30, "active", "cardio", 3, 100)]
@@ -63,7 +63,7 @@ def test_beds_waiting_on_a_stalled_partition_get_a_monitoring_stalled_alarm_unti
     # another worker sampling the same stall, with those alarms on the topic: nothing more to say
     assert step({3: 100, 4: 50}, {3: 112, 4: 50}, {3: w3}, now_ms=1_045_000, by="w2") == []
     # another bed's frames behind the same offset join it; the open ones are not raised again
-    w3b = Waiting(offset=100, first_ms=1_000_000, beds=frozenset({3, 30, 31}), frames=12)
+    w3b = Waiting(offset=100, first_ms=1_000_000, beds=frozenset({3, 30, 31}), frames=12, read_to=112)
     assert [(e["bed"], e["state"]) for e in step({3: 100}, {3: 112}, {3: w3b}, now_ms=1_050_000)] == [(31, "active")]
     # the offset moves: every bed of that stall resolves, with a deterministic id
     evs = step({3: 105}, {3: 112}, {}, now_ms=1_060_000)
@@ -78,13 +78,13 @@ def test_a_partition_stalling_again_at_a_later_offset_is_a_new_episode():
     from processors.group_watch import CONDITION, Waiting, stall_transitions
 
     view = AlarmView()
-    w = Waiting(offset=10, first_ms=0, beds=frozenset({5}), frames=3)
+    w = Waiting(offset=10, first_ms=0, beds=frozenset({5}), frames=3, read_to=13)
     for e in stall_transitions({0: 10}, {0: 13}, {0: w}, {}, 40_000, 30.0, _ward_of, "high", "w"):
         view.apply(e)
     open_ = {b: a for (b, c), a in view.alarms.items() if c == CONDITION}
     assert open_[5]["priority"] == "high" and open_[5]["episode"] == 10
     # the next sample sees it moved and stalled again behind offset 12 (a sample missed between)
-    w2 = Waiting(offset=12, first_ms=50_000, beds=frozenset({5}), frames=4)
+    w2 = Waiting(offset=12, first_ms=50_000, beds=frozenset({5}), frames=4, read_to=16)
     evs = stall_transitions({0: 12}, {0: 16}, {0: w2}, open_, 90_000, 30.0, _ward_of, "high", "w")
     assert [(e["state"], e["episode"]) for e in evs] == [("resolved", 10), ("active", 12)]
     for e in evs:
