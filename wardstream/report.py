@@ -213,6 +213,11 @@ def render(summary: dict, timeline: dict, examples: dict[str, np.ndarray]) -> st
         _kpi("fidelity holds sent / beds held at the end",
              f"{summary.get('fidelity_hold_updates_sent', 0)} / {len(summary.get('fidelity_holds') or {})}"),
         _kpi("worker CPU", f"{summary.get('worker_cpu_s', 0):.1f} s"),
+        _kpi("partitions seen stalled", summary.get("partition_stalls_seen", 0),
+             "bad" if summary.get("partition_stalls_seen") else ""),
+        _kpi("workers restarted (exit status)",
+             ", ".join(f"{r['worker']} ({r['exit_status']})" for r in summary.get("worker_restarts") or []) or "none",
+             "bad" if summary.get("worker_restarts") else ""),
     ])
     ex = "".join(f'<figure><img alt="examples" src="{uri}"><figcaption>{html.escape(c)}</figcaption></figure>'
                  for c, uri in example_figures(examples)) or "<p>No example windows were captured in this run.</p>"

@@ -54,6 +54,7 @@ def test_report_opens_in_headless_chromium_without_console_errors(demo_run, tmp_
     assert "no audited window" not in text
     assert summary["task_error_audit"]["audited_windows"] == len(audited)  # the demo's own summary agrees
     assert f"{summary['windows_written']} / {summary['windows_accepted']}" in text
+    assert summary["worker_restarts"] == [] and "workers restarted (exit status)" in text  # a healthy run
     shot = tmp_path / "report.png"
     assert open_in_chromium(page, shot) == []
     img = mpimg.imread(shot)
