@@ -62,7 +62,9 @@ def document() -> dict:
                          "responses": {"202": {"description": "accepted; the acknowledged transition follows as an event"},
                                        "400": _err("malformed request"),
                                        "404": _err("no open alarm visible to this token"),
-                                       "409": _err("already acknowledged"), **common}}},
+                                       "409": _err("already acknowledged, or a monitoring_stalled alarm "
+                                                   "(it resolves itself when the bed's frames partition moves)"),
+                                       **common}}},
             "/api/v1/alarms/{bed}/{condition}/fhir": {
                 "parameters": [bed, cond],
                 "get": {"summary": "The open alarm as a FHIR DeviceAlert-shaped resource",
