@@ -18,6 +18,7 @@ from wardstream.settings import Settings, to_env
 
 log = logging.getLogger("wardstream.workers")
 
+
 def settings_env(s: Settings) -> dict[str, str]:
     """Environment that makes a child process see the same settings (secrets pass through)."""
     return {**os.environ, **to_env(s)}
