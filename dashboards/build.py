@@ -200,12 +200,18 @@ def ward_overview() -> dict:
     L.add(stat("Signal quality", [target(f'SELECT last("sqi") FROM "vitals" {last_by_bed}', alias="bed $tag_bed")],
                unit="percentunit", decimals=2, description="Per bed: ECG signal-quality index of the last window "
                "(0 unusable, 1 clean).", steps=[(None, "red"), (0.5, "orange"), (0.8, "green")]), 12, 6)
+    L.add(stat("Beds not monitored", [target('SELECT max("beds_stalled") FROM "pipeline" WHERE time > now() - 30s')],
+               description="Beds whose windows wait behind a stalled frames partition (its worker stuck or gone), "
+                           "as the workers' group watches see them in the last 30 s: each has a "
+                           "monitoring_stalled alarm, and its tiles show old values. Empty when no worker "
+                           "wrote a pipeline point in that time (see the pipeline-health dashboard).",
+               steps=[(None, "green"), (1, "red")]), 4, 4)
     L.add(stat("Last window written", [target(f'SELECT last("wire_bytes") FROM "frame" {last_by_bed}',
                                                alias="bed $tag_bed")],
                unit="dateTimeFromNow", fields="/^Time$/", colour_mode="none",
                description="Per bed: how long ago its last window was written. The tiles above show each "
                            "bed's last values: a bed whose device is silent, or whose windows wait behind a "
-                           "stalled worker (alarm monitoring_stalled), shows old values here first."), 24, 4)
+                           "stalled worker (alarm monitoring_stalled), shows old values here first."), 20, 4)
     L.row("Alarms")
     L.add(table("Beds by alarm priority",
                 [target('SELECT last("highest") AS "priority", last("open") AS "open alarms" FROM "alarm_level" '

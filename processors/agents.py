@@ -430,6 +430,7 @@ async def pipeline_metrics() -> None:
         fields["consumer_lag"] = lag
     if stats.group is not None:
         fields["group_lag"], fields["stalled_partitions"] = stats.group["lag"], len(stats.group["stalled_partitions"])
+        fields["beds_stalled"] = len(stats.group["beds_waiting"])  # beds with a monitoring_stalled alarm
     sink.add(line("pipeline", {"worker": WORKER_ID}, fields, int(time.time() * 1000)))
     for reason, n in stats.dead.items():
         sink.add(line("dead_letters", {"worker": WORKER_ID, "reason": reason}, {"count": n},

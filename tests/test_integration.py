@@ -504,6 +504,9 @@ def test_a_frozen_workers_beds_are_alarmed_by_the_other_worker(servers, ward_set
             time.sleep(1.0)
         resolved = {b for b, st, _ in after if st == "resolved"}
         assert resolved == {b for b, st, _ in after if st == "active"} == on_stalled, after
+        # the other worker's pipeline points counted them (the ward overview's "Beds not monitored")
+        most = query_rows(s, 'SELECT max("beds_stalled") AS "m" FROM "pipeline" WHERE "worker" = \'w1\'')
+        assert most and most[0]["m"] == len(on_stalled), most
         seen["after"] = after
         print("monitoring_stalled records:", len(after), "for", len(on_stalled), "beds; partitions", seen["stalled"])
     finally:
