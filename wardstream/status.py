@@ -82,7 +82,7 @@ def workers(s: Settings, now_ms: int, within_s: float = 3600.0) -> list[dict]:
         age = (now_ms - r["time"]) / 1000.0
         out.append({"worker": r.get("worker"), "last_point_age_s": round(age, 1), "silent": age > WORKER_SILENT_S,
                     **{k: r.get(k) for k in ("frames", "windows_written", "consumer_lag", "group_lag",
-                                             "stalled_partitions", "latency_p50_ms", "latency_p95_ms",
+                                             "stalled_partitions", "beds_stalled", "latency_p50_ms", "latency_p95_ms",
                                              "dead_lettered", "write_failures", "uptime_s")}})
     return out
 
