@@ -342,8 +342,8 @@ wardstream demo: {d['beds']} beds, {d['duration_s']:.0f}s at {d['speed']}x, {d['
 
 def _restart_note(d: dict) -> str:
     r = d.get("worker_restarts") or []
-    return ("; workers restarted " + ", ".join(f"{x['worker']} (exit {x['exit_status']} at {x['at_s']} s)" for x in r)
-            if r else "")
+    return ("; restarted: " + ", ".join(f"worker {x['worker']} (exit {x['exit_status']}, {x['at_s']} s into the demo)"
+                                         for x in r) if r else "")
 
 
 def _backlog_note(d: dict) -> str:

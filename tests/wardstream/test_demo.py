@@ -97,3 +97,11 @@ def test_a_worker_that_exits_during_the_run_is_started_again_and_nothing_is_lost
     assert d["windows_written"] == d["windows_accepted"] >= 36
     assert d["windows_missing"] == 0 and d["windows_duplicated"] == 0
     assert d["consumer_lag"]["final"] == 0
+
+
+def test_the_summary_says_which_worker_was_restarted():
+    from wardstream.demo import _restart_note
+
+    assert _restart_note({"worker_restarts": []}) == ""
+    assert _restart_note({"worker_restarts": [{"worker": 1, "exit_status": 70, "at_s": 41.5}]}) == \
+        "; restarted: worker 1 (exit 70, 41.5 s into the demo)"
