@@ -90,6 +90,10 @@ class Stats:
         self.slack_updates = 0
         self.hold_updates = 0
         self.started = time.time()
+        # a window that ended before this counts as backlog: the process's start, or, for a worker
+        # its supervisor started again, when the supervisor first started it (a window delayed by
+        # the restart is latency of the running ward, not backlog from before it)
+        self.backlog_before = float(os.environ.get("WARDSTREAM_SERVICE_STARTED_MS", "0")) / 1000 or self.started
         self.cpu0 = time.process_time()
 
     def as_dict(self, sink: InfluxSink) -> dict:
@@ -289,10 +293,10 @@ async def handle_batch(events) -> None:
             raise
     ack_us = time.time() * 1e6
     worst_ms = 0
-    started_us = stats.started * 1e6
+    started_us = stats.backlog_before * 1e6
     for end_us in written:
         lat = max(0, int((ack_us - end_us) / 1000))
-        if end_us < started_us:  # waited for this process to exist: backlog, not latency
+        if end_us < started_us:  # waited for the worker to exist: backlog, not latency
             stats.backlog_windows += 1
             stats.backlog_wait_max_ms = max(stats.backlog_wait_max_ms, lat)
             continue

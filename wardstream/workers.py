@@ -61,6 +61,7 @@ class WorkerPool:
         self.restarts: list[dict] = []  # workers that exited on their own and were started again
         self._last_stats: dict[tuple[int, int], dict] = {}  # (worker, start) -> its last stats seen
         self._stopping = False
+        self.started_ms: int | None = None  # when the first worker was started (backlog cut-off)
         base = base_port or settings.worker_web_port
         self.log_dir = Path(log_dir or Path(settings.state_dir) / "workers")
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -71,6 +72,10 @@ class WorkerPool:
         env = settings_env(self.s)
         env["WARDSTREAM_WORKER_WEB_PORT"] = str(w.port)
         env["WARDSTREAM_WORKER_ID"] = f"w{i}"
+        if self.started_ms is None:
+            self.started_ms = int(time.time() * 1000)
+        # a worker started again counts the windows its restart delayed as latency, not backlog
+        env["WARDSTREAM_SERVICE_STARTED_MS"] = str(self.started_ms)
         w.starts += 1
         w.log_path = self.log_dir / f"worker-{i}.{w.starts}.log"  # one log per start, kept
         datadir = Path(self.s.state_dir) / "faust" / f"w{i}"

@@ -97,6 +97,8 @@ def test_a_worker_that_exits_during_the_run_is_started_again_and_nothing_is_lost
     assert d["windows_written"] == d["windows_accepted"] >= 36
     assert d["windows_missing"] == 0 and d["windows_duplicated"] == 0
     assert d["consumer_lag"]["final"] == 0
+    # the windows the restart delayed are this run's latency, not backlog from before it
+    assert d["backlog_windows_written"] == 0 and d["latency_ms"]["max"] > 3000, d["latency_ms"]
 
 
 def test_the_summary_says_which_worker_was_restarted():
