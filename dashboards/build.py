@@ -396,8 +396,10 @@ def pipeline_health() -> dict:
     L.add(stat("Backlog windows", [target('SELECT last("backlog_windows") FROM "pipeline" WHERE $timeFilter '
                                           'GROUP BY "worker"', alias="worker $tag_worker")],
                description="Windows each worker process wrote that had ended before it started (left on the "
-                           "broker by an outage or a restart): delivered late by the downtime, and kept out "
-                           "of the latency percentiles.", colour_mode="none"), 6, 8)
+                           "broker by an outage or a restart; a worker its supervisor started again counts "
+                           "from the supervisor's first start when it is told, as the demo's are): delivered "
+                           "late by the downtime, and kept out of the latency percentiles.",
+               colour_mode="none"), 6, 8)
     L.add(stat("Last pipeline point", [target('SELECT last("frames") FROM "pipeline" WHERE $timeFilter '
                                               'GROUP BY "worker"', alias="worker $tag_worker")],
                unit="dateTimeFromNow", fields="/^Time$/", colour_mode="none",

@@ -77,9 +77,9 @@ class Stats:
         self.dead = Counter()
         self.latency_ms = Counter()  # 1-ms buckets: window end (device clock) -> InfluxDB ack
         self.latency_recent = Counter()  # the same since the last pipeline point
-        # windows that ended before this process started (a backlog left on the broker by an
-        # outage or an earlier run): written, but their wait is downtime, not pipeline latency,
-        # so they are counted here and kept out of the latency histogram
+        # windows that ended before this worker started (`backlog_before`: a backlog left on the
+        # broker by an outage or an earlier run): written, but their wait is downtime, not
+        # pipeline latency, so they are counted here and kept out of the latency histogram
         self.backlog_windows = 0
         self.backlog_wait_max_ms = 0
         self.group: dict | None = None  # the group watch's last sample (processors/group_watch.py)
