@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 
 from device_sim.ward import run_ward
-from stream import kafka_compat
 from stream.topics import ensure_topics
 from wardstream import services
 from wardstream.influxq import exactly_once, frame_seqs
@@ -25,24 +24,11 @@ from wardstream.workers import WorkerPool
 log = logging.getLogger("wardstream.demo")
 
 
-async def consumer_lag(s: Settings, group: str | None = None) -> int:
+async def consumer_lag(s: Settings) -> int:
     """Messages on the frames topic not yet committed by the worker group."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from wardstream.status import frames_offsets
 
-    c = AIOKafkaConsumer(bootstrap_servers=s.kafka_bootstrap, group_id=group or s.app_id,
-                         enable_auto_commit=False)
-    try:  # a probe cancelled while it starts (the run's end) still closes its consumer
-        await c.start()
-        parts = await kafka_compat.partitions_of(c, s.frames_topic)
-        tps = [TopicPartition(s.frames_topic, p) for p in sorted(parts)]
-        ends = await c.end_offsets(tps)
-        lag = 0
-        for tp in tps:
-            committed = await c.committed(tp)
-            lag += ends[tp] - (committed or 0)
-        return lag
-    finally:
-        await c.stop()
+    return sum(p["lag"] for p in (await frames_offsets(s)).values())
 
 
 def audit_summary(s: Settings, t0_ms: int, t1_ms: int, beds: int | None = None) -> dict:

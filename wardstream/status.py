@@ -25,6 +25,7 @@ WORKER_SILENT_S = 15.0  # a live worker writes a pipeline point every 5 s
 
 
 async def frames_offsets(s: Settings) -> dict[int, dict]:
+    """Per frames partition: its end offset, the worker group's committed offset, the lag."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     from stream import kafka_compat
