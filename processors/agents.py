@@ -36,7 +36,7 @@ from processors.alarms import AlarmState, conditions_from, limits_from, link_ste
 from processors.retention import LIVE, LIVE_SECONDS, STRIP, TREND
 from processors.wards import WardMap
 from processors.stages import alarm_points, run_batch
-from processors.watchdog import LoopWatchdog
+from processors.watchdog import LoopWatchdog, heartbeat_file
 from stream import faust_gaps
 from stream.app import app, bed_table, dlq_topic, frames_topic, settings
 from stream.topics import bed_key
@@ -357,6 +357,14 @@ async def loop_watchdog() -> None:
         await dog.beat()
     finally:  # the worker stopping: a slow shutdown is no blocked loop
         dog.stop()
+
+
+@app.task
+async def heartbeat() -> None:
+    """Touch the supervisor's heartbeat file every second (processors/watchdog.py), when it set one."""
+    path = os.environ.get("WARDSTREAM_HEARTBEAT_FILE")
+    if path:
+        await heartbeat_file(path)
 
 
 def _quantile(hist: Counter, q: float) -> float | None:

@@ -12,6 +12,11 @@ checks a heartbeat the loop beats every second; when the loop has not beaten for
 it is stuck) and ends the process with exit status 70, uncommitted work left for the restarted
 worker (as a batch that fails does). A suspended process (SIGSTOP, a paused VM) is not taken for a
 blocked loop: when the watchdog's own sleep overran, the loop gets a new grace period.
+
+What this thread cannot see — the whole process stopped (SIGSTOP, a hang in C code that holds the
+GIL, a read stuck in the kernel) — its supervisor sees from outside: when it sets
+``WARDSTREAM_HEARTBEAT_FILE``, the loop touches that file every second (`heartbeat_file`), and the
+supervisor kills a worker whose file has gone stale (`wardstream.workers.WorkerPool.supervise`).
 """
 
 from __future__ import annotations
@@ -33,6 +38,19 @@ EXIT_STATUS = 70
 def _exit(stack: str) -> None:
     logging.shutdown()
     os._exit(EXIT_STATUS)
+
+
+async def heartbeat_file(path: str, every_s: float = 1.0) -> None:
+    """The loop's liveness for its supervisor: touch ``path`` every ``every_s`` while the loop runs
+    (a stale modification time means the loop, or the whole process, stopped)."""
+    while True:
+        try:
+            os.utime(path)
+        except FileNotFoundError:
+            open(path, "a").close()
+        except OSError as e:  # a full disk must not stop the worker; the supervisor will see it
+            log.warning("heartbeat file %s: %s", path, e)
+        await asyncio.sleep(every_s)
 
 
 class LoopWatchdog:

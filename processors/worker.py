@@ -16,9 +16,10 @@ def main(argv: list[str] | None = None) -> None:
     limit_threads(int(os.environ.get("WARDSTREAM_TORCH_THREADS", "1")))
     from stream import kafka_compat
     from stream.app import app
+    from wardstream.workers import broker_wait_s
 
     # a worker (re)started while the broker restarts waits for it instead of exiting
-    kafka_compat.wait_for_broker(float(os.environ.get("WARDSTREAM_BROKER_WAIT_S", "120")))
+    kafka_compat.wait_for_broker(broker_wait_s())
     if os.environ.get("WARDSTREAM_WORKER_ID"):
         # a worker with a stable id restarts as the group member it was (kafka_compat, mend 5)
         kafka_compat.remember_member_ids(app.conf.datadir, os.environ["WARDSTREAM_WORKER_ID"])

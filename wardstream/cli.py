@@ -60,6 +60,9 @@ def main(argv: list[str] | None = None) -> int:
 
     wk = sub.add_parser("worker", help="run one Faust worker in the foreground")
     _common(wk)
+    wk.add_argument("--supervise", action="store_true",
+                    help="run it as a child process that is started again when it exits and killed and "
+                         "started again when its heartbeat goes stale (WARDSTREAM_WORKER_LIVENESS_S)")
 
     sim = sub.add_parser("sim", help="run the device simulator against the broker")
     _common(sim)
@@ -430,6 +433,11 @@ def main(argv: list[str] | None = None) -> int:
 
         print("created:", asyncio.run(ensure_topics(s)) or "nothing (all exist)")
         return 0
+
+    if a.cmd == "worker" and a.supervise:
+        from wardstream.workers import run_supervised
+
+        return run_supervised(s)
 
     if a.cmd == "worker":
         from processors.worker import main as worker_main

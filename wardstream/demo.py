@@ -1,7 +1,7 @@
 """`wardstream demo`: services, workers and a simulated ward, then an exactly-once audit.
 
 Prints and optionally writes a JSON summary; exits non-zero when an accepted window is missing
-from or duplicated in InfluxDB.
+from or duplicated in InfluxDB, or a malformed frame it sent is not on the dead-letter topic.
 """
 
 from __future__ import annotations
@@ -29,6 +29,29 @@ async def consumer_lag(s: Settings) -> int:
     from wardstream.status import frames_offsets
 
     return sum(p["lag"] for p in (await frames_offsets(s)).values())
+
+
+async def dead_letter_audit(s: Settings, since_ms: int) -> tuple[dict[str, int], int]:
+    """The frames dead-lettered since ``since_ms``, read from the dead-letter topic itself (the
+    workers' counters stop at their last sample when one is killed): distinct source frames by
+    reason, and how many records repeated a source already there (a frame dead-lettered again by
+    the worker that took over before its offset was committed: none lost, one kept)."""
+    from stream.topics import read_to_end
+
+    reasons: dict[str, int] = {}
+    seen: set[str] = set()
+    repeated = 0
+    for m in await read_to_end(s.kafka_bootstrap, s.dlq_topic):
+        h = {k: v.decode(errors="replace") for k, v in (m.headers or ())}
+        src = h.get("source", "")
+        if m.timestamp < since_ms or not src.startswith(s.frames_topic + "/"):
+            continue
+        if src in seen:
+            repeated += 1
+            continue
+        seen.add(src)
+        reasons[h.get("reason", "?")] = reasons.get(h.get("reason", "?"), 0) + 1
+    return dict(sorted(reasons.items())), repeated
 
 
 def audit_summary(s: Settings, t0_ms: int, t1_ms: int, beds: int | None = None) -> dict:
@@ -215,6 +238,7 @@ async def run_demo(s: Settings, beds: int, duration_s: float, speed: float, work
                     log.warning("lag probe failed: %s", exc)
 
         prober = asyncio.ensure_future(sample_lag())
+        run_start_ms = int(time.time() * 1000)
         rep = await run_ward(s, beds, duration_s, speed, source=source, seed=seed, bad_every=bad_every,
                              capture_beds=CAPTURE_BEDS if run_dir else (),
                              capture_windows=CAPTURE_WINDOWS)
@@ -223,10 +247,7 @@ async def run_demo(s: Settings, beds: int, duration_s: float, speed: float, work
         stored = frame_seqs(s, rep.t_first_us // 1000, rep.t_last_end_us // 1000)
         missing, dup = exactly_once(rep.accepted, stored)
         hist = merge_hists(stats)
-        dead: dict[str, int] = {}
-        for st in stats:
-            for k, v in st["dead_lettered"].items():
-                dead[k] = dead.get(k, 0) + v
+        dead, dead_repeated = await dead_letter_audit(s, run_start_ms)
         per_bed = {b: len(set(v)) for b, v in stored.items() if b in rep.accepted}
         cpu = sum(st["cpu_s"] for st in stats)
         summary = {
@@ -241,6 +262,10 @@ async def run_demo(s: Settings, beds: int, duration_s: float, speed: float, work
             "frames_received": sum(st["frames"] for st in stats),
             "frames_dead_lettered": sum(dead.values()),
             "dead_letter_reasons": dead,
+            # malformed frames sent that are not on the dead-letter topic (lost), and records that
+            # repeat a frame already there (dead-lettered again after a worker's restart)
+            "malformed_frames_lost": max(rep.bad_frames_sent - sum(dead.values()), 0),
+            "dead_letters_repeated": dead_repeated,
             "windows_written": sum(per_bed.values()),
             "windows_written_per_bed": {"min": min(per_bed.values(), default=0),
                                         "max": max(per_bed.values(), default=0),
@@ -282,8 +307,9 @@ async def run_demo(s: Settings, beds: int, duration_s: float, speed: float, work
                                if rep.bounds is not None else None),
             "task_error_audit": audit_summary(s, rep.t_first_us // 1000, rep.t_last_end_us // 1000, beds),
             "worker_cpu_s": cpu,
-            # workers that exited on their own during the run and were started again (their
-            # counters above end at their last stats sample; the InfluxDB audit is complete)
+            # workers that exited during the run, or that the supervisor killed when their heartbeat
+            # went stale, and were started again (their counters above end at their last stats
+            # sample; the InfluxDB and dead-letter audits are complete)
             "worker_restarts": [{k: v for k, v in r.items() if k != "at"} | {"at_s": round(r["at"] - t0, 1)}
                                 for r in pool.restarts],
             "influx_write_failures": sum(st["influx"]["write_failures"] for st in stats),
@@ -309,8 +335,8 @@ def print_summary(d: dict) -> None:
 wardstream demo: {d['beds']} beds, {d['duration_s']:.0f}s at {d['speed']}x, {d['workers']} worker(s), source {d['source']}
   earlier stays ended  {_discharge_line(d.get('discharged_before_run'))}
   frames sent          {d['frames_sent']}  ({d['windows_sent']} windows + {d['bad_frames_sent']} malformed on purpose)
-  frames received      {d['frames_received']}
-  dead-lettered        {d['frames_dead_lettered']}  {d['dead_letter_reasons']}
+  frames received      {d['frames_received']}{_received_note(d)}
+  dead-lettered        {d['frames_dead_lettered']}  {d['dead_letter_reasons']}{_dead_letter_note(d)}
   windows accepted     {d['windows_accepted']}
   windows in InfluxDB  {d['windows_written']}  (per bed {d['windows_written_per_bed']['min']}..{d['windows_written_per_bed']['max']})
   missing / duplicated {d['windows_missing']} / {d['windows_duplicated']}
@@ -326,9 +352,28 @@ wardstream demo: {d['beds']} beds, {d['duration_s']:.0f}s at {d['speed']}x, {d['
 """)
 
 
+def _received_note(d: dict) -> str:
+    if d.get("worker_restarts"):
+        return "  (the workers' counters: a killed worker's stop at its last 5-s sample)"
+    return ""
+
+
+def _dead_letter_note(d: dict) -> str:
+    """The dead-letter topic's audit: malformed frames that never reached it, frames there twice."""
+    out = f"; {d['malformed_frames_lost']} malformed frames NOT on the topic" if d.get("malformed_frames_lost") else ""
+    if d.get("dead_letters_repeated"):
+        out += f"; {d['dead_letters_repeated']} dead-lettered again after a restart (counted once)"
+    return out or "  (read from the dead-letter topic)"
+
+
 def _restart_note(d: dict) -> str:
     r = d.get("worker_restarts") or []
-    return ("; restarted: " + ", ".join(f"worker {x['worker']} (exit {x['exit_status']}, {x['at_s']} s into the demo)"
+    def why(x: dict) -> str:
+        if x.get("reason", "exited") != "exited":  # the supervisor killed it (its heartbeat went stale)
+            return f"killed, {x['reason']}"
+        return f"exit {x['exit_status']}"
+
+    return ("; restarted: " + ", ".join(f"worker {x['worker']} ({why(x)}, {x['at_s']} s into the demo)"
                                          for x in r) if r else "")
 
 
@@ -386,7 +431,8 @@ def main(s: Settings, beds: int, duration_s: float, speed: float, workers: int, 
     if json_path:  # the run is done and its summary printed: a missing folder must not lose the JSON
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)
         Path(json_path).write_text(json.dumps(d, indent=2))
-    ok = d["windows_missing"] == 0 and d["windows_duplicated"] == 0
+    ok = d["windows_missing"] == 0 and d["windows_duplicated"] == 0 and d["malformed_frames_lost"] == 0
     if not ok:
-        print("FAIL: accepted windows missing or duplicated in InfluxDB")
+        print("FAIL: accepted windows missing or duplicated in InfluxDB, or malformed frames not on the "
+              "dead-letter topic")
     return 0 if ok else 1

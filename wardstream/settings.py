@@ -67,6 +67,10 @@ class Settings:
     # a worker whose event loop has not run for this long exits (status 70) for its supervisor to
     # restart it (processors/watchdog.py; 0: off)
     loop_watchdog_s: float = 60.0
+    # a supervised worker whose loop has not touched its heartbeat file for this long — stopped, or
+    # hung where its own watchdog cannot run — is killed and started again (wardstream/workers.py;
+    # 0: not checked). Longer than the watchdog's limit, so that a blocked loop exits with its stack
+    worker_liveness_s: float = 120.0
     webhook_timeout_s: float = 5.0
     webhook_max_backoff_s: float = 30.0
     webhook_give_up_s: float = 900.0  # then the alarm becomes a technical "delivery_failed" alarm
@@ -167,6 +171,7 @@ _ENV = {
     "stall_s": "WARDSTREAM_STALL_S",
     "stall_priority": "WARDSTREAM_STALL_PRIORITY",
     "loop_watchdog_s": "WARDSTREAM_LOOP_WATCHDOG_S",
+    "worker_liveness_s": "WARDSTREAM_WORKER_LIVENESS_S",
     "webhook_timeout_s": "WARDSTREAM_WEBHOOK_TIMEOUT_S",
     "webhook_max_backoff_s": "WARDSTREAM_WEBHOOK_MAX_BACKOFF_S",
     "webhook_give_up_s": "WARDSTREAM_WEBHOOK_GIVE_UP_S",

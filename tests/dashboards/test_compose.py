@@ -50,6 +50,8 @@ def test_the_stack_has_every_part_with_health_checks_and_named_volumes(compose):
         mounts = [v.split(":")[0] for v in sv[name]["volumes"]]
         assert any(m in named for m in mounts), name
     assert sv["worker"]["deploy"]["replicas"] >= 1
+    # a hung worker is killed and started again by its supervisor (compose restarts only exits)
+    assert sv["worker"]["command"] == ["wardstream", "worker", "--supervise"]
     assert sv["simulator"]["command"][:4] == ["wardstream", "sim", "--beds", "200"]
     assert sv["worker"]["environment"]["WARDSTREAM_KAFKA_BOOTSTRAP"] == "kafka:9092"
 

@@ -21,6 +21,9 @@ def test_demo_summary_has_the_acceptance_keys_and_balances(ward_settings):
     assert d["windows_written"] == d["windows_accepted"] >= 18
     assert d["frames_received"] == d["frames_sent"] == d["windows_sent"] + d["bad_frames_sent"]
     assert d["frames_dead_lettered"] == d["bad_frames_sent"] >= 3
+    # read from the dead-letter topic: every malformed frame is there once, with its reason
+    assert d["malformed_frames_lost"] == 0 and d["dead_letters_repeated"] == 0
+    assert sum(d["dead_letter_reasons"].values()) == d["bad_frames_sent"] and "?" not in d["dead_letter_reasons"]
     assert d["latency_ms"]["p99"] is not None and 0 <= d["latency_ms"]["p50"] <= d["latency_ms"]["p99"]
     # fresh topics: no backlog from earlier runs, so the latency counts every window written
     assert d["backlog_windows_written"] == 0 and d["latency_ms"]["count"] == d["windows_written"]
@@ -107,3 +110,7 @@ def test_the_summary_says_which_worker_was_restarted():
     assert _restart_note({"worker_restarts": []}) == ""
     assert _restart_note({"worker_restarts": [{"worker": 1, "exit_status": 70, "at_s": 41.5}]}) == \
         "; restarted: worker 1 (exit 70, 41.5 s into the demo)"
+    assert _restart_note({"worker_restarts": [
+        {"worker": 0, "exit_status": -9, "reason": "no heartbeat for 121 s", "at_s": 80.0},
+        {"worker": 1, "exit_status": 1, "reason": "exited", "at_s": 90.2}]}) == \
+        "; restarted: worker 0 (killed, no heartbeat for 121 s, 80.0 s into the demo), worker 1 (exit 1, 90.2 s into the demo)"
