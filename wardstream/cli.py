@@ -268,6 +268,9 @@ def main(argv: list[str] | None = None) -> int:
                                        "open alarms (JSON)")
     _common(st)
     st.add_argument("--json", type=Path)
+    st.add_argument("--check", action="store_true",
+                    help="exit 1 when the answer lists problems (frames waiting with nobody processing them, "
+                         "beds not monitored, InfluxDB unreadable), 2 when the broker cannot be reached")
 
     ct = sub.add_parser("control", help="publish a run-time setting on the control topic")
     _common(ct)
@@ -733,6 +736,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: no status from {s.kafka_bootstrap}: {type(exc).__name__}: {exc}", file=sys.stderr)
             return 2
         _write_json(d, a.json)
+        if a.check and d["problems"]:
+            print("problems: " + "; ".join(d["problems"]), file=sys.stderr)
+            return 1
         return 0
 
     if a.cmd == "control" and a.setting == "show":

@@ -10,7 +10,10 @@ to answer, so a stuck one shows as such):
   worker: its age is the first sign of a stuck one) with its lag, the stalled partitions its group
   watch sees, and its latency;
 * ``alarms``: the open alarms as the alarms topic says (`processors.alarm_view`), by priority and
-  condition, and the beds whose monitoring is stalled (``monitoring_stalled``).
+  condition, and the beds whose monitoring is stalled (``monitoring_stalled``);
+* ``problems``: what of the above needs someone now, one sentence each (`problems`); empty when the
+  ward is being monitored. ``wardstream status --check`` exits 1 when there is one (0 when none, 2
+  when the broker cannot be reached), for a monitoring system's probe.
 """
 
 from __future__ import annotations
@@ -106,6 +109,33 @@ async def open_alarms(s: Settings) -> dict:
             "monitoring_stalled_beds": sorted(a["bed"] for a in alarms if a["condition"] == "monitoring_stalled")}
 
 
+def problems(d: dict) -> list[str]:
+    """What in a `collect` answer needs someone now. A worker that stopped cleanly (its last point
+    ages while another took its partitions) is not one; frames waiting with nobody processing them
+    are."""
+    out = []
+    lag = d["frames"]["lag"]
+    if d.get("influxdb_error"):
+        out.append(f"InfluxDB cannot be read ({d['influxdb_error']}): windows may not be written")
+    if lag and not d["group"]["members"]:
+        out.append(f"no worker in group {d['group']['group']} while {lag} frames wait")
+    elif d["frames"]["unassigned_partitions_with_lag"]:
+        out.append(f"frames partitions {d['frames']['unassigned_partitions_with_lag']} have frames waiting "
+                   "and no worker holding them")
+    live = [w for w in d.get("workers") or [] if not w["silent"]]
+    if lag and d.get("workers") is not None and d["group"]["members"] and not live:
+        out.append(f"no worker has written a pipeline point for {WORKER_SILENT_S:.0f} s while {lag} frames wait "
+                   "(stuck, or unable to write)")
+    stalled = max((w.get("stalled_partitions") or 0 for w in live), default=0)
+    if stalled:
+        out.append(f"{stalled} frames partitions reported stalled by the workers' group watch")
+    beds = d["alarms"]["monitoring_stalled_beds"]
+    if beds:
+        out.append(f"{len(beds)} beds not monitored (open monitoring_stalled alarms): {beds[:20]}"
+                   + (" …" if len(beds) > 20 else ""))
+    return out
+
+
 async def collect(s: Settings) -> dict:
     now_ms = int(time.time() * 1000)
     frames = await frames_offsets(s)
@@ -122,4 +152,5 @@ async def collect(s: Settings) -> dict:
         out["workers"] = None
         out["influxdb_error"] = f"{type(exc).__name__}: {exc}"
     out["alarms"] = await open_alarms(s)
+    out["problems"] = problems(out)
     return out
