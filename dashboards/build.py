@@ -187,7 +187,8 @@ def ward_overview() -> dict:
     L.add(stat("Highest active alarm", [target(f'SELECT last("highest") FROM "alarm_level" {last_by_bed}',
                                                 alias="bed $tag_bed")],
                description="Per bed: the highest priority among its open (active, acknowledged or latched) "
-                           "alarms, IEC 60601-1-8 priorities.",
+                           "alarms, IEC 60601-1-8 priorities; a bed whose windows wait behind a stuck worker "
+                           "counts its monitoring_stalled alarm (technical unless the ward set it louder).",
                mappings=value_mappings(PRIORITY_NAMES, PRIORITY_COLOURS),
                steps=[(None, "green"), (1, "blue"), (2, "yellow"), (3, "orange"), (4, "red")]), 24, 6)
     L.add(stat("Heart rate", [target(f'SELECT last("hr_bpm") FROM "vitals" {last_by_bed}', alias="bed $tag_bed")],

@@ -230,6 +230,8 @@ async def stall_alarms(watch) -> None:
     for e in evs:
         _stall_sent[e["id"]] = now_ms
     add_alarm_history(alarm_points([AlarmEvent(**{k: e[k] for k in AlarmEvent.__dataclass_fields__}) for e in evs]))
+    for p in group_watch_mod.stall_alarm_levels(evs, view.alarms):
+        sink.add(p)
     log.warning("monitoring_stalled: %s", ", ".join(f"bed {e['bed']} {e['state']}" for e in evs))
 
 

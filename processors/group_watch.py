@@ -212,3 +212,24 @@ class GroupWatch:
         if self.consumer is not None:
             await self.consumer.stop()
             self.consumer = None
+
+
+def stall_alarm_levels(evs: list[dict], alarms: dict) -> list[str]:
+    """An ``alarm_level`` point per ``monitoring_stalled`` transition, at its time: the bed's highest
+    open priority and open count with the stall counted while it is active. The bed's own worker,
+    which writes its alarm level with every window, is the one stuck, so without these the ward's
+    "Highest active alarm" tile would show a bed nobody monitors as it was before the stall. The
+    other open alarms are the alarms topic's (``alarms``: (bed, condition) -> alarm); deterministic,
+    so two workers sending the same transition write the same point."""
+    from processors.influx_sink import line
+    from processors.stages import PRIORITY_CODE
+
+    out = []
+    for e in evs:
+        pr = [PRIORITY_CODE[a["priority"]] for (b, c), a in alarms.items()
+              if b == e["bed"] and c != CONDITION]
+        if e["state"] == "active":
+            pr.append(PRIORITY_CODE[e["priority"]])
+        out.append(line("alarm_level", {"bed": str(e["bed"])}, {"highest": max(pr, default=0), "open": len(pr)},
+                        e["t_ms"]))
+    return out

@@ -445,6 +445,14 @@ def test_a_stalled_partition_is_reported_while_its_worker_cannot_write(servers, 
                 break
             time.sleep(1.0)
         assert sorted((int(r["bed"]), r["state"]) for r in hist) == sorted((b, st) for b, st, _ in after), hist
+        # the ward tile's alarm level counts the stall while it is open (the beds' own worker, which
+        # writes it with every window, was the stuck one)
+        for r in hist:
+            lv = query_rows(s, f'SELECT "highest", "open" FROM "alarm_level" WHERE "bed" = \'{r["bed"]}\' '
+                               f'AND time = {r["time"]}ms')
+            assert len(lv) == 1, (r, lv)
+            if r["state"] == "active":
+                assert lv[0]["highest"] >= 1 and lv[0]["open"] >= 1, (r, lv)
         t_first, t_last = min(h.t_start_us for h in heads), max(h.window_end_us for h in heads)
         stored = frame_seqs(s, t_first // 1000, t_last // 1000)
         assert stored == {51: list(range(6)), 52: list(range(6)), 53: list(range(6)), late: [0, 1]}, stored

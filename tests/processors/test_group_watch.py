@@ -94,3 +94,25 @@ def test_a_partition_stalling_again_at_a_later_offset_is_a_new_episode():
     open_ = {b: a for (b, c), a in view.alarms.items() if c == CONDITION}
     evs = stall_transitions({0: 12}, {0: 12}, {}, open_, 95_000, 30.0, _ward_of, "high", "w")
     assert [(e["state"], e["episode"]) for e in evs] == [("resolved", 12)]
+
+def test_a_stalled_bed_s_alarm_level_counts_the_stall_while_it_is_open():
+    """The ward tile "Highest active alarm" reads ``alarm_level``, which the bed's own (stuck) worker
+    writes with its windows: the stall's transitions write it too, with the bed's other open
+    alarms as the alarms topic says."""
+    from processors.group_watch import stall_alarm_levels
+
+    alarms = {(3, "tachy"): {"priority": "medium"}, (3, "monitoring_stalled"): {"priority": "technical"},
+              (4, "afib"): {"priority": "high"}}
+    evs = [{"bed": 3, "state": "active", "priority": "technical", "t_ms": 1_030_000},
+           {"bed": 30, "state": "active", "priority": "technical", "t_ms": 1_030_000},
+           {"bed": 3, "state": "resolved", "priority": "technical", "t_ms": 1_060_000},
+           {"bed": 30, "state": "resolved", "priority": "technical", "t_ms": 1_060_000}]
+    assert stall_alarm_levels(evs, alarms) == [
+        "alarm_level,bed=3 highest=3i,open=2i 1030000",  # its tachycardia (medium) and the stall
+        "alarm_level,bed=30 highest=1i,open=1i 1030000",  # the stall alone: technical, not "none"
+        "alarm_level,bed=3 highest=3i,open=1i 1060000",
+        "alarm_level,bed=30 highest=0i,open=0i 1060000",
+    ]
+    # a louder stall priority (WARDSTREAM_STALL_PRIORITY=high) shows as high
+    assert stall_alarm_levels([{"bed": 30, "state": "active", "priority": "high", "t_ms": 5}], {}) == \
+        ["alarm_level,bed=30 highest=4i,open=1i 5"]
