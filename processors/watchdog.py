@@ -45,10 +45,11 @@ async def heartbeat_file(path: str, every_s: float = 1.0) -> None:
     (a stale modification time means the loop, or the whole process, stopped)."""
     while True:
         try:
-            os.utime(path)
-        except FileNotFoundError:
-            open(path, "a").close()
-        except OSError as e:  # a full disk must not stop the worker; the supervisor will see it
+            try:
+                os.utime(path)
+            except FileNotFoundError:
+                open(path, "a").close()
+        except OSError as e:  # a missing folder, a full disk: never stop the worker; the supervisor will see it
             log.warning("heartbeat file %s: %s", path, e)
         await asyncio.sleep(every_s)
 

@@ -126,6 +126,7 @@ class WorkerPool:
             self.started_ms = int(time.time() * 1000)
         # a worker started again counts the windows its restart delayed as latency, not backlog
         env["WARDSTREAM_SERVICE_STARTED_MS"] = str(self.started_ms)
+        self.beat_dir.mkdir(parents=True, exist_ok=True)  # (stop_all removes it; a pool may start again)
         w.heartbeat = self.beat_dir / f"worker-{i}"
         w.heartbeat.unlink(missing_ok=True)
         env["WARDSTREAM_HEARTBEAT_FILE"] = str(w.heartbeat)

@@ -142,3 +142,24 @@ def test_a_worker_whose_loop_blocks_exits_for_its_supervisor(ward_settings, monk
         assert "event loop blocked" in log and "stuck_in_a_synchronous_call" in log, log[-3000:]
     finally:
         pool.stop_all()
+
+
+def test_the_heartbeat_file_is_touched_and_a_missing_folder_does_not_stop_the_loop(tmp_path):
+    from processors.watchdog import heartbeat_file
+
+    beat = tmp_path / "beat"
+    lost = tmp_path / "gone" / "beat"
+
+    async def main():
+        tasks = [asyncio.ensure_future(heartbeat_file(str(beat), every_s=0.05)),
+                 asyncio.ensure_future(heartbeat_file(str(lost), every_s=0.05))]
+        await asyncio.sleep(0.2)
+        first = beat.stat().st_mtime_ns
+        await asyncio.sleep(0.3)
+        assert beat.stat().st_mtime_ns > first  # touched again
+        assert not any(t.done() for t in tasks)  # neither ended, the one without its folder included
+        for t in tasks:
+            t.cancel()
+
+    asyncio.run(main())
+    assert not lost.exists()
