@@ -406,7 +406,16 @@ def pipeline_health() -> dict:
                unit="dateTimeFromNow", fields="/^Time$/", colour_mode="none",
                description="How long ago each worker wrote its last pipeline point: a live worker writes one "
                            "every 5 s, so an older one is a worker stopped, stuck (its event-loop watchdog ends "
-                           "it after WARDSTREAM_LOOP_WATCHDOG_S) or unable to reach InfluxDB."), 24, 4)
+                           "it after WARDSTREAM_LOOP_WATCHDOG_S, its supervisor kills it after "
+                           "WARDSTREAM_WORKER_LIVENESS_S) or unable to reach InfluxDB."), 24, 4)
+    L.add(table("Worker starts and why",
+                [target('SELECT "reason", "pid" FROM "worker_start" WHERE $timeFilter GROUP BY "worker" '
+                        'ORDER BY time DESC LIMIT 50', fmt="table")],
+                description="Every worker process started in the time range, newest first, with what its "
+                            "supervisor said of the one before: start, restart after exit N (70: its event-loop "
+                            "watchdog), restart after kill: no heartbeat for N s (stopped or hung where its "
+                            "watchdog could not run). Empty reason: a worker from before reasons were written."),
+          24, 6)
     return dashboard("pipeline-health", "Pipeline health", "Throughput, lag, latency, dead letters, InfluxDB writes.",
                      L, [], [], ["pipeline"], refresh="5s")
 

@@ -97,7 +97,7 @@ class Stats:
         self.cpu0 = time.process_time()
 
     def as_dict(self, sink: InfluxSink) -> dict:
-        return {"worker": WORKER_ID, "frames": self.frames, "windows_written": self.windows_written,
+        return {"worker": WORKER_ID, "pid": os.getpid(), "frames": self.frames, "windows_written": self.windows_written,
                 "replays": self.replays, "gaps": self.gaps, "late": self.late,
                 "gap_records": self.gap_records, "dead_lettered": dict(self.dead),
                 "batches": self.batches, "rhythm_decisions": self.rhythm_decisions,
@@ -341,8 +341,11 @@ async def process_frames(stream):
 @app.task
 async def on_start() -> None:
     await sink.ready()
-    # one point per worker start: the pipeline-health dashboard counts restarts from these
-    sink.add(line("worker_start", {"worker": WORKER_ID}, {"pid": os.getpid()}, int(stats.started * 1000)))
+    # one point per worker start: the pipeline-health dashboard counts restarts from these, and lists
+    # why each started (its supervisor says: "start", "restart after exit 70", "restart after kill: …")
+    sink.add(line("worker_start", {"worker": WORKER_ID},
+                  {"pid": os.getpid(), "reason": os.environ.get("WARDSTREAM_START_REASON", "start")},
+                  int(stats.started * 1000)))
     await sink.flush()
 
 

@@ -45,6 +45,7 @@ class WorkerProc:
     quick_exits: int = 0  # consecutive runs shorter than QUICK_EXIT_S (the restart back-off)
     restart_at: float | None = None  # the ended process is noted; start again from then (time.time())
     kill_reason: str | None = None  # why the supervisor killed it, if it did
+    last_end: str | None = None  # how its previous process ended ("exit 70", "kill: …"), for the next start
 
     @property
     def url(self) -> str:
@@ -130,6 +131,8 @@ class WorkerPool:
         w.heartbeat = self.beat_dir / f"worker-{i}"
         w.heartbeat.unlink(missing_ok=True)
         env["WARDSTREAM_HEARTBEAT_FILE"] = str(w.heartbeat)
+        # why this process starts, into its worker_start point (the pipeline-health dashboard lists them)
+        env["WARDSTREAM_START_REASON"] = f"restart after {w.last_end}" if w.last_end else "start"
         if w.worker_id is not None:
             env["WARDSTREAM_WORKER_ID"] = w.worker_id
             datadir = Path(self.s.state_dir) / "faust" / w.worker_id
@@ -221,6 +224,7 @@ class WorkerPool:
                     w.quick_exits = w.quick_exits + 1 if now - w.started < QUICK_EXIT_S else 0
                     delay = restart_delay(w.quick_exits)
                     rc = w.proc.returncode
+                    w.last_end = f"kill: {w.kill_reason}" if w.kill_reason else f"exit {rc}"
                     log.warning("worker %d %s (log %s); starting it again%s", w.index,
                                 f"killed: {w.kill_reason}" if w.kill_reason else f"exited with status {rc}",
                                 w.log_path or "on this output", f" in {delay:.0f} s" if delay else "")
@@ -259,8 +263,15 @@ def run_supervised(s: Settings) -> int:
     its output on this one's, until SIGTERM or SIGINT (then the worker is stopped as the demo stops
     its own). What docker-compose runs: compose's restart policy restarts a container whose process
     exits, not one whose process hangs (a health check only marks it unhealthy); this supervisor
-    kills a worker whose heartbeat went stale and starts it again."""
-    pool = WorkerPool(s, 1, worker_ids=[None], inherit_output=True)
+    kills a worker whose heartbeat went stale and starts it again. The worker's id is
+    ``WARDSTREAM_WORKER_ID``, else this host's name (a container's own): stable across the restarts,
+    so a restarted worker rejoins the group as the member it was (`stream.kafka_compat`, mend 5) —
+    a killed member is never expired by the local broker, and only after its session timeout by
+    Apache Kafka."""
+    import socket
+
+    pool = WorkerPool(s, 1, worker_ids=[os.environ.get("WARDSTREAM_WORKER_ID") or socket.gethostname()],
+                      inherit_output=True)
 
     async def main() -> None:
         stop = asyncio.Event()

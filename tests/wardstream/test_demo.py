@@ -85,6 +85,7 @@ def test_a_worker_that_exits_during_the_run_is_started_again_and_nothing_is_lost
     import functools
 
     from wardstream import demo
+    from wardstream.influxq import query_rows
     from wardstream.workers import WorkerPool
 
     flag = tmp_path / "block"
@@ -97,6 +98,8 @@ def test_a_worker_that_exits_during_the_run_is_started_again_and_nothing_is_lost
                              bad_every=0, seed=5, start_services=False))
     assert not flag.exists(), "the worker never blocked (the flag is still there)"
     assert [(r["worker"], r["exit_status"]) for r in d["worker_restarts"]] == [(0, 70)], d["worker_restarts"]
+    starts = sorted(query_rows(s, 'SELECT "reason" FROM "worker_start"'), key=lambda r: r["time"])
+    assert [r["reason"] for r in starts] == ["start", "restart after exit 70"], starts
     assert d["windows_written"] == d["windows_accepted"] >= 36
     assert d["windows_missing"] == 0 and d["windows_duplicated"] == 0
     assert d["consumer_lag"]["final"] == 0

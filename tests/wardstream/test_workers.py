@@ -14,6 +14,8 @@ import urllib.request
 
 import pytest
 
+from device_sim.ward import run_ward
+from wardstream.influxq import query_rows
 from wardstream.settings import PROJECT_ROOT, from_env
 from wardstream.workers import MAX_BACKOFF_S, WorkerPool, WorkerProc, restart_delay, settings_env
 
@@ -41,6 +43,8 @@ def test_a_worker_is_silent_since_its_last_beat_or_its_start_plus_the_broker_wai
     os.utime(w.heartbeat, (w.started + 10, w.started + 10))
     assert pool.silent_s(w, now=w.started + 150, grace_from=w.started + 140) == pytest.approx(10.0)
     assert isinstance(w, WorkerProc)
+    pool.stop_all()  # (nothing started: removes its heartbeat folder)
+    assert not pool.beat_dir.exists()
 
 
 def test_a_worker_that_keeps_exiting_is_started_again_with_a_back_off(tmp_path):
@@ -64,13 +68,18 @@ def test_a_worker_that_keeps_exiting_is_started_again_with_a_back_off(tmp_path):
     assert 1.0 <= gaps[0] < 2.0 and 2.0 <= gaps[1] < 3.0, gaps
 
 
-def _worker_pid(port: int) -> int | None:
-    """The worker's pid from its /stats/ page (its default id is host name and pid), None if it does not answer."""
+def _stats(port: int) -> dict | None:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/stats/", timeout=1.0) as r:
-            return int(json.loads(r.read())["worker"].rsplit("-", 1)[1])
+            return json.loads(r.read())
     except (OSError, ValueError):
         return None
+
+
+def _worker_pid(port: int) -> int | None:
+    """The worker's pid from its /stats/ page, None if it does not answer."""
+    st = _stats(port)
+    return int(st["pid"]) if st else None
 
 
 def _wait_pid(port: int, timeout: float, other_than: int | None = None) -> int:
@@ -84,16 +93,19 @@ def _wait_pid(port: int, timeout: float, other_than: int | None = None) -> int:
 
 
 @pytest.mark.servers
-def test_a_stopped_worker_is_killed_and_started_again_by_its_supervisor(ward_settings):
+def test_a_stopped_worker_is_killed_and_started_again_by_its_supervisor(ward_settings, tmp_path):
     """``wardstream worker --supervise`` (what docker-compose runs): a worker process that stops —
     here SIGSTOP, as a hang where its own watchdog cannot run would — has its heartbeat go stale; the
-    supervisor kills it and starts another, and stops that one on SIGTERM."""
+    supervisor kills it and starts another, which rejoins the group as the member the killed one
+    was (its id is stable: the host's name) and processes the ward's frames; SIGTERM stops both."""
     s = ward_settings.replace(worker_liveness_s=4.0)
     env = settings_env(s)
     env.pop("WARDSTREAM_WORKER_ID", None)
-    sup = subprocess.Popen([sys.executable, "-m", "wardstream.cli", "worker", "--supervise"], env=env,
-                           cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    first = None
+    log = tmp_path / "supervisor.log"
+    with open(log, "wb") as out:
+        sup = subprocess.Popen([sys.executable, "-m", "wardstream.cli", "worker", "--supervise"], env=env,
+                               cwd=PROJECT_ROOT, stdout=out, stderr=subprocess.STDOUT)
+    first = second = None
     try:
         first = _wait_pid(s.worker_web_port, 90.0)
         time.sleep(6.0)  # past the liveness limit while it runs: not killed
@@ -104,17 +116,42 @@ def test_a_stopped_worker_is_killed_and_started_again_by_its_supervisor(ward_set
         assert time.monotonic() - t0 < 60
         with pytest.raises(ProcessLookupError):  # the stopped one was killed, not left behind
             os.kill(first, 0)
+        # each start is in InfluxDB with why it started (the pipeline-health dashboard lists them)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            starts = sorted(query_rows(s, 'SELECT "pid", "reason" FROM "worker_start"'), key=lambda r: r["time"])
+            if len(starts) >= 2:
+                break
+            time.sleep(0.5)
+        assert [r["pid"] for r in starts] == [first, second], (starts, log.read_text(errors="replace")[-3000:])
+        assert starts[0]["reason"] == "start" and starts[1]["reason"].startswith("restart after kill: no heartbeat for"), starts
+        # the new process holds the partitions (on the local broker a new member would wait for the
+        # killed one for good): a ward's windows are written
+        rep = asyncio.run(run_ward(s, 3, 6.0, speed=1.0, seed=4))
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            st = _stats(s.worker_web_port)
+            if st and st["windows_written"] >= rep.frames_accepted:
+                break
+            time.sleep(0.5)
+        assert st and st["pid"] == second and st["windows_written"] >= rep.frames_accepted >= 6, (st, rep.frames_accepted)
         sup.send_signal(signal.SIGTERM)
         assert sup.wait(timeout=60) == 0
         with pytest.raises(ProcessLookupError):  # and the supervisor stopped its worker
             os.kill(second, 0)
     finally:
-        if sup.poll() is None:
-            sup.kill()
-        out = sup.communicate(timeout=30)[0].decode(errors="replace")
-        if first is not None:
+        if sup.poll() is None:  # a failure above: stop it as it stops (its worker with it), then for good
+            sup.send_signal(signal.SIGTERM)
             try:
-                os.kill(first, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+                sup.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                sup.kill()
+                sup.wait()
+        for pid in (first, second):
+            if pid is not None:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+    out = log.read_text(errors="replace")
     assert "no heartbeat for" in out and "killing it to start it again" in out, out[-3000:]
