@@ -25,6 +25,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from wardmodels.shapes import bucket
+
 FS = 128
 RHYTHM_SECONDS = 10
 RHYTHM_SAMPLES = RHYTHM_SECONDS * FS
@@ -423,6 +425,16 @@ def beat_inputs(waves: np.ndarray, beats: np.ndarray, fs: int = FS, first: int =
 
 
 # --------------------------------------------------------------------------- inference
+def _padded(a: np.ndarray, rows: int) -> np.ndarray:
+    """``a`` as contiguous float32 with zero rows appended up to ``rows``."""
+    a = np.ascontiguousarray(a, np.float32)
+    if len(a) >= rows:
+        return a
+    out = np.zeros((rows, *a.shape[1:]), np.float32)
+    out[:len(a)] = a
+    return out
+
+
 @dataclass
 class Classifier:
     """A trained classifier ready for inference (weights possibly restored from packed form)."""
@@ -448,9 +460,11 @@ class Classifier:
             extra = np.asarray(extra)[:, :self.model.cfg.extra_features]
         out = []
         for i in range(0, len(x), batch):
-            xb = torch.from_numpy(np.ascontiguousarray(x[i:i + batch], np.float32)).to(dt)
-            eb = None if extra is None else torch.from_numpy(np.ascontiguousarray(extra[i:i + batch], np.float32)).to(dt)
-            out.append(torch.softmax(self.model(xb, eb).float(), dim=1).numpy())
+            xb, eb = x[i:i + batch], None if extra is None else extra[i:i + batch]
+            n = len(xb)
+            xb = torch.from_numpy(_padded(xb, bucket(n))).to(dt)  # a few batch shapes (`wardmodels.shapes`)
+            eb = None if eb is None else torch.from_numpy(_padded(eb, bucket(n))).to(dt)
+            out.append(torch.softmax(self.model(xb, eb).float(), dim=1)[:n].numpy())
         if not out:
             return np.zeros((0, len(self.classes)), np.float32)
         return np.concatenate(out)

@@ -32,6 +32,7 @@ from wardmodels.codec import MODALITIES, DualCodec
 from wardmodels.frontend import SCALE_BITS, normalise, scale_value
 from wardmodels.hashname import WeightsError, verify_hash  # noqa: F401  (re-exported: where callers look)
 from wardmodels.int8 import Int8Encoder, fp32_indices, snap_codebooks
+from wardmodels.shapes import bucket
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 MANIFEST = WEIGHTS_DIR / "MANIFEST.json"
@@ -236,19 +237,20 @@ class DeployedCodec:
         lookup (stages, or its adapter), the shared decoder then sees them all at once: a
         Dynamic-Deep batch costs one decoder call, not one per level present."""
         n = len(next(v for v in idx.values() if v is not None))
+        run_n = bucket(n)  # a few batch shapes (`wardmodels.shapes`): rows past n are empty windows
         with self._lock, torch.no_grad():
             q, present = {}, {}
             for m in MODALITIES:
                 rows = idx.get(m) or [None] * n
-                q[m] = torch.zeros(n, self.model.cfg.dim, self.positions)
-                present[m] = torch.zeros(n, dtype=torch.bool)
+                q[m] = torch.zeros(run_n, self.model.cfg.dim, self.positions)
+                present[m] = torch.zeros(run_n, dtype=torch.bool)
                 by_width: dict[int, list[int]] = {}
                 for i, v in enumerate(rows):
                     if v is not None:
                         by_width.setdefault(len(v), []).append(i)
                 for members in by_width.values():
                     lat = self._latent(m, np.stack([rows[i] for i in members]))
-                    if len(members) == n:  # every window at one level: no scatter
+                    if len(members) == run_n:  # every window at one level: no scatter
                         q[m] = lat
                     else:
                         q[m][torch.tensor(members)] = lat
@@ -263,7 +265,7 @@ class DeployedCodec:
                 continue
             scale = scale_value(np.array([codes[m][i] for i in have], np.int64), m)
             r = rec[m].numpy()
-            r = ((r if len(have) == n else r[have]) * scale[:, None]).astype(np.float32)
+            r = ((r if len(have) == len(r) else r[have]) * scale[:, None]).astype(np.float32)
             for j, i in enumerate(have):
                 out[m][i] = r[j]
         return out
