@@ -6,8 +6,9 @@ keeps what it prepared for each shape: measured 2026-12-06 (`runs/s20/shape_rss*
 thread), running every batch size from 1 to 240 once grew a process by ~0.8 GB for the two
 classifiers (310 → 1,100 MB) and ~1.1 GB for the codec's decoder (302 → 1,421 MB); padded as
 below, by 0.12 and 0.12 GB (428 and 418 MB). A live ward's batches span few sizes (a 200-bed
-worker's memory levels off at 1.3–1.4 GB within minutes either way); a worker catching up a
-backlog, whose batches take any size, is what this bounds. Padding each batch to one of a few
+worker's memory levels off within minutes either way: 1.36 GB at 10 minutes unpadded, 1.47 GB
+flat from minute 1 to 23 padded); a worker catching up a backlog, whose batches take any size,
+is what this bounds. Padding each batch to one of a few
 sizes — powers of two up to `STEP`, then multiples of `STEP` — bounds the shapes (21 up to 512
 rows) for at most `STEP` - 1 rows of extra work per call. Rows are independent in these networks (inference: folded or frozen
 batch norm, attention within a window pair), so the padding changes no output row beyond float
