@@ -170,7 +170,8 @@ class WorkerPool:
     def kill(self, i: int, sig: int = signal.SIGKILL) -> None:
         w = self.workers[i]
         if w.alive():
-            os.killpg(w.proc.pid, sig)
+            with contextlib.suppress(ProcessLookupError):  # it ended meanwhile
+                os.killpg(w.proc.pid, sig)
             w.proc.wait(timeout=30)
 
     def silent_s(self, w: WorkerProc, now: float, grace_from: float = 0.0) -> float:
@@ -217,9 +218,7 @@ class WorkerPool:
                     w.kill_reason = f"no heartbeat for {silent:.0f} s"
                     log.error("worker %d (pid %d): %s (WARDSTREAM_WORKER_LIVENESS_S=%g): killing it to start it "
                               "again; nothing uncommitted is lost", w.index, w.proc.pid, w.kill_reason, liveness)
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(w.proc.pid, signal.SIGKILL)
-                    await asyncio.to_thread(w.proc.wait)
+                    await asyncio.to_thread(self.kill, w.index)
                 if w.restart_at is None:  # ended: note it once, then start it again after the back-off
                     w.quick_exits = w.quick_exits + 1 if now - w.started < QUICK_EXIT_S else 0
                     delay = restart_delay(w.quick_exits)
@@ -282,7 +281,6 @@ def run_supervised(s: Settings) -> int:
         supervisor = asyncio.ensure_future(pool.supervise())
         await stop.wait()
         log.info("stopping the worker")
-        pool._stopping = True
         supervisor.cancel()
         await asyncio.to_thread(pool.stop_all)
 
