@@ -207,6 +207,7 @@ STALL_PRIORITY = settings.stall_priority
 if STALL_PRIORITY not in ("high", "medium", "low", "technical"):
     raise ValueError(f"WARDSTREAM_STALL_PRIORITY={STALL_PRIORITY!r}: one of high, medium, low, technical")
 _stall_sent: dict[str, int] = {}  # event ids this worker published -> when (ms), until the view has them
+_stall_pending: dict = {}  # (bed, episode) of other workers' partitions -> first ms seen resolvable
 
 
 async def stall_alarms(watch) -> None:
@@ -221,9 +222,14 @@ async def stall_alarms(watch) -> None:
         if now_ms - t > 60_000:
             del _stall_sent[i]
     open_ = {b: a for (b, c), a in view.alarms.items() if c == group_watch_mod.CONDITION}
+    try:  # the owner of a partition resolves its stalls; the others only after a hand-over time
+        owned = {tp.partition for tp in app.consumer.assignment() if tp.topic == settings.frames_topic}
+    except Exception:  # no assignment yet (a rebalance): none owned
+        owned = set()
     evs = [e for e in group_watch_mod.stall_transitions(
         watch.committed, watch.ends, watch.waiting, open_, now_ms, watch.tracker.stall_s, WARDS.ward_of,
-        STALL_PRIORITY, f"group watch ({WORKER_ID})") if e["id"] not in _stall_sent]
+        STALL_PRIORITY, f"group watch ({WORKER_ID})", owned=owned, pending=_stall_pending)
+        if e["id"] not in _stall_sent]
     if not evs:
         return
     await fan_out(evs)

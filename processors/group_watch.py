@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 CONDITION = "monitoring_stalled"
 WAITING_READ_MAX = 5000  # frames read behind a stalled offset to learn whose windows wait
+HANDOVER_MS = 15_000  # a stall another worker's partition no longer has: resolved by its owner, else after this
 
 
 @dataclass(frozen=True)
@@ -62,20 +63,41 @@ def bed_of_key(key: bytes | None) -> int | None:
 
 def stall_transitions(committed: dict[int, int | None], ends: dict[int, int], waiting: dict[int, Waiting],
                       open_alarms: dict[int, dict], now_ms: int, stall_s: float, ward_of, priority: str,
-                      by: str) -> list[dict]:
+                      by: str, owned: set[int] | None = None, pending: dict | None = None,
+                      handover_ms: int = HANDOVER_MS) -> list[dict]:
     """The ``monitoring_stalled`` events that bring the open alarms (bed -> its open event, as
     the alarms topic last said) in line with one sample: ``committed`` / ``ends`` per partition,
     ``waiting`` for the stalled ones. An open alarm resolves when its partition's group offset
     has moved from its episode (or nothing waits any more); every bed with frames waiting on a
-    stalled partition and no alarm of that stall gets one."""
+    stalled partition and no alarm of that stall gets one.
+
+    Who resolves: raising is deterministic (its time is the onset), resolving is not (its time is
+    the sample's), so two workers resolving the same stall would write two ``resolved`` points.
+    With ``owned`` (the partitions this worker is assigned; None: all) a worker resolves at once
+    only the stalls of its own partitions — the owner is the one whose processing moved the
+    offset, so it is alive and samples within one period —, and another's only after the stall
+    has been resolvable for ``handover_ms`` (the owner gone or stuck again right after), tracked in
+    ``pending`` ((bed, episode) -> first ms seen resolvable; the caller keeps it between samples).
+    A bed whose open alarm is of an older episode of a partition stalled again resolves with the
+    new episode's raise, whoever sends it."""
     out = []
+    restalled = {(b, p) for p, w in waiting.items() for b in w.beds}
+    seen = set()
     for bed, a in sorted(open_alarms.items()):
         p, ep = a.get("partition"), a["episode"]
         if p in ends and ((committed.get(p) or 0) != ep or ends[p] <= ep):
+            if owned is not None and p not in owned and (bed, p) not in restalled:
+                seen.add((bed, ep))
+                first = pending.setdefault((bed, ep), now_ms) if pending is not None else now_ms
+                if now_ms - first < handover_ms:
+                    continue
             out.append(_event(bed, ward_of(bed), p, ep, "resolved", a["onset_ms"], now_ms, priority, by,
                               f"frames partition {p} moves again: the group's offset "
                               f"{committed.get(p) or 0} (stalled at {ep}), {max(0, ends[p] - (committed.get(p) or 0))} "
                               "frames waiting"))
+    if pending is not None:
+        for k in [k for k in pending if k not in seen]:
+            del pending[k]
     resolved = {e["bed"] for e in out}
     for p, w in sorted(waiting.items()):
         onset = w.first_ms + int(stall_s * 1000)

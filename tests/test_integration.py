@@ -512,6 +512,19 @@ def test_a_frozen_workers_beds_are_alarmed_by_the_other_worker(servers, ward_set
             time.sleep(1.0)
         resolved = {b for b, st, _ in after if st == "resolved"}
         assert resolved == {b for b, st, _ in after if st == "active"} == on_stalled, after
+        time.sleep(6.0)  # a sample of both workers after the last resolve: neither says it again
+        after = _stall_alarms(s)
+        # one resolve per bed: the partition's owner (the worker that goes on) sends it, the other
+        # worker only after the hand-over time, had the owner not
+        assert sorted(b for b, st, _ in after if st == "resolved") == sorted(on_stalled), after
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:  # the alarm history: one point per transition
+            hist = query_rows(s, "SELECT * FROM \"alarm\" WHERE \"condition\" = 'monitoring_stalled'")
+            if len(hist) >= 2 * len(on_stalled):
+                break
+            time.sleep(1.0)
+        assert sorted((int(r["bed"]), r["state"]) for r in hist) == \
+            sorted((b, st) for b in on_stalled for st in ("active", "resolved")), hist
         # the other worker's pipeline points counted them (the ward overview's "Beds not monitored")
         most = query_rows(s, 'SELECT max("beds_stalled") AS "m" FROM "pipeline" WHERE "worker" = \'w1\'')
         assert most and most[0]["m"] == len(on_stalled), most

@@ -95,6 +95,42 @@ def test_a_partition_stalling_again_at_a_later_offset_is_a_new_episode():
     evs = stall_transitions({0: 12}, {0: 12}, {}, open_, 95_000, 30.0, _ward_of, "high", "w")
     assert [(e["state"], e["episode"]) for e in evs] == [("resolved", 12)]
 
+def test_a_stall_is_resolved_by_its_partition_s_owner_and_by_another_worker_only_after_the_hand_over():
+    """Resolving is the one transition whose time is the sample's, so two workers resolving the
+    same stall would write two ``resolved`` points: the owner of the partition resolves it at once,
+    any other worker only once it has been resolvable for ``handover_ms`` (the owner gone again)."""
+    from processors.group_watch import Waiting, stall_transitions
+
+    w = Waiting(offset=100, first_ms=1_000_000, beds=frozenset({3, 30}), frames=7, read_to=107)
+    raised = stall_transitions({3: 100}, {3: 107}, {3: w}, {}, 1_040_000, 30.0, _ward_of, "technical", "w2",
+                               owned={1, 2}, pending={})
+    # raising is the same for an owner and a non-owner (deterministic: the onset is its time)
+    assert [(e["bed"], e["state"]) for e in raised] == [(3, "active"), (30, "active")]
+    open_ = {e["bed"]: e for e in raised}
+
+    def resolve(now_ms, owned, pending):
+        return [(e["bed"], e["state"], e["t_ms"]) for e in stall_transitions(
+            {3: 105}, {3: 112}, {}, open_, now_ms, 30.0, _ward_of, "technical", "w", owned=owned, pending=pending,
+            handover_ms=15_000)]
+
+    assert resolve(1_060_000, owned={3}, pending={}) == [(3, "resolved", 1_060_000), (30, "resolved", 1_060_000)]
+    assert resolve(1_060_000, owned=None, pending=None) == [(3, "resolved", 1_060_000), (30, "resolved", 1_060_000)]
+    other: dict = {}
+    assert resolve(1_060_000, owned={1, 2}, pending=other) == []  # the owner's to say
+    assert resolve(1_070_000, owned={1, 2}, pending=other) == []
+    assert other == {(3, 100): 1_060_000, (30, 100): 1_060_000}
+    # still open 15 s after this worker first saw it resolvable: its owner did not say it
+    assert resolve(1_075_000, owned={1, 2}, pending=other) == [(3, "resolved", 1_075_000), (30, "resolved", 1_075_000)]
+    # once the alarms are closed (the topic says so) nothing is pending any more
+    assert stall_transitions({3: 105}, {3: 112}, {}, {}, 1_080_000, 30.0, _ward_of, "technical", "w",
+                             owned={1, 2}, pending=other) == [] and other == {}
+    # a partition stalled again at a later offset: the old episode resolves with the new raise, owner or not
+    w2 = Waiting(offset=110, first_ms=1_070_000, beds=frozenset({3}), frames=2, read_to=112)
+    evs = stall_transitions({3: 110}, {3: 112}, {3: w2}, {3: open_[3]}, 1_100_000, 30.0, _ward_of, "technical",
+                            "w", owned=set(), pending={})
+    assert [(e["state"], e["episode"]) for e in evs] == [("resolved", 100), ("active", 110)]
+
+
 def test_a_stalled_bed_s_alarm_level_counts_the_stall_while_it_is_open():
     """The ward tile "Highest active alarm" reads ``alarm_level``, which the bed's own (stuck) worker
     writes with its windows: the stall's transitions write it too, with the bed's other open
