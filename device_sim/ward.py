@@ -243,6 +243,9 @@ class WardReport:
     frames_accepted: int = 0
     frames_failed: int = 0
     bad_frames_sent: int = 0
+    # "topic/partition/offset" of each malformed frame the broker acknowledged: where the workers'
+    # dead letters name their source, so an audit can check every one of them is on the topic
+    bad_sources: list[str] = field(default_factory=list)
     wire_bytes: int = 0
     raw_bytes: int = 0
     accepted: dict[int, list[int]] = field(default_factory=dict)  # bed -> seqs acknowledged
@@ -346,6 +349,7 @@ async def run_ward(settings, n_beds: int, duration_s: float, speed: float = 1.0,
     end_wall = wall0 + duration_s
     pending: list[tuple[asyncio.Future, int, int]] = []
     n_bad = 0
+    bad_pending: list = []
     try:
         while heap and heap[0][0] <= end_wall:
             due, bed = heap[0]
@@ -376,7 +380,7 @@ async def run_ward(settings, n_beds: int, duration_s: float, speed: float = 1.0,
                 if bad_every and rep.frames_sent % bad_every == 0:
                     bad, _ = corrupt(raw, n_bad)
                     n_bad += 1
-                    await producer.send(settings.frames_topic, bad, key=key)
+                    bad_pending.append(await producer.send(settings.frames_topic, bad, key=key))
                     rep.bad_frames_sent += 1
                 heapq.heappush(heap, (due + WINDOW_US / 1e6 / speed, bed))
             if len(pending) >= 2000:
@@ -385,6 +389,13 @@ async def run_ward(settings, n_beds: int, duration_s: float, speed: float = 1.0,
                 on_tick(rep)
         await producer.flush()
         await _settle(pending, rep)
+        for fut in bad_pending:
+            try:
+                md = await fut
+            except Exception as exc:  # never on the frames topic: nothing for a worker to dead-letter
+                log.warning("malformed frame not acknowledged: %s", exc)
+                continue
+            rep.bad_sources.append(f"{md.topic}/{md.partition}/{md.offset}")
     finally:
         if control_task is not None:
             stop_control.set()

@@ -86,9 +86,11 @@ async def ensure_topics(s: Settings, timeout_s: float = 30.0) -> list[str]:
         await admin.close()
 
 
-async def read_to_end(bootstrap: str, topic: str, wait_s: float = 10.0, timeout_s: float = 60.0) -> list:
-    """Every record of ``topic`` (all partitions), from its beginning to the end offsets it had
-    when called; no consumer group. Empty when the topic does not exist after ``wait_s``."""
+async def read_to_end(bootstrap: str, topic: str, wait_s: float = 10.0, timeout_s: float = 60.0,
+                      since_ms: int | None = None) -> list:
+    """Every record of ``topic`` (all partitions), from its beginning (``since_ms``: from each
+    partition's first record with that timestamp or later) to the end offsets it had when called;
+    no consumer group. Empty when the topic does not exist after ``wait_s``."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     from stream import kafka_compat
@@ -101,8 +103,12 @@ async def read_to_end(bootstrap: str, topic: str, wait_s: float = 10.0, timeout_
         if not tps:
             return out
         c.assign(tps)
-        await c.seek_to_beginning(*tps)
         ends = await c.end_offsets(tps)
+        if since_ms is None:
+            await c.seek_to_beginning(*tps)
+        else:  # ListOffsets by time: a long-lived topic is not read from its beginning
+            for tp, found in (await c.offsets_for_times({tp: since_ms for tp in tps})).items():
+                c.seek(tp, found.offset if found is not None else ends[tp])
         deadline = time.monotonic() + timeout_s
         while [tp for tp in tps if await c.position(tp) < ends[tp]]:
             if time.monotonic() > deadline:

@@ -31,17 +31,21 @@ async def consumer_lag(s: Settings) -> int:
     return sum(p["lag"] for p in (await frames_offsets(s)).values())
 
 
-async def dead_letter_audit(s: Settings, since_ms: int) -> tuple[dict[str, int], int]:
+async def dead_letter_audit(s: Settings, since_ms: int, malformed: list[str] | None = None) -> dict:
     """The frames dead-lettered since ``since_ms``, read from the dead-letter topic itself (the
-    workers' counters stop at their last sample when one is killed): distinct source frames by
-    reason, and how many records repeated a source already there (a frame dead-lettered again by
-    the worker that took over before its offset was committed: none lost, one kept)."""
+    workers' counters stop at their last sample when one is killed), from that time on (not the
+    whole topic): distinct source frames by reason (``reasons``), how many records repeated a
+    source already there (``repeated``: a frame dead-lettered again by the worker that took over
+    before its offset was committed: none lost, one kept), and against the malformed frames the
+    simulator sent (``malformed``: their "topic/partition/offset"), how many of those are not
+    there (``lost``) and how many dead letters are of other frames (``other``: good frames the
+    workers refused, e.g. stale ones)."""
     from stream.topics import read_to_end
 
     reasons: dict[str, int] = {}
     seen: set[str] = set()
     repeated = 0
-    for m in await read_to_end(s.kafka_bootstrap, s.dlq_topic):
+    for m in await read_to_end(s.kafka_bootstrap, s.dlq_topic, since_ms=since_ms):
         h = {k: v.decode(errors="replace") for k, v in (m.headers or ())}
         src = h.get("source", "")
         if m.timestamp < since_ms or not src.startswith(s.frames_topic + "/"):
@@ -51,7 +55,9 @@ async def dead_letter_audit(s: Settings, since_ms: int) -> tuple[dict[str, int],
             continue
         seen.add(src)
         reasons[h.get("reason", "?")] = reasons.get(h.get("reason", "?"), 0) + 1
-    return dict(sorted(reasons.items())), repeated
+    bad = set(malformed or ())
+    return {"reasons": dict(sorted(reasons.items())), "repeated": repeated, "lost": len(bad - seen),
+            "other": len(seen - bad)}
 
 
 def audit_summary(s: Settings, t0_ms: int, t1_ms: int, beds: int | None = None) -> dict:
@@ -247,7 +253,8 @@ async def run_demo(s: Settings, beds: int, duration_s: float, speed: float, work
         stored = frame_seqs(s, rep.t_first_us // 1000, rep.t_last_end_us // 1000)
         missing, dup = exactly_once(rep.accepted, stored)
         hist = merge_hists(stats)
-        dead, dead_repeated = await dead_letter_audit(s, run_start_ms)
+        dla = await dead_letter_audit(s, run_start_ms, rep.bad_sources)
+        dead = dla["reasons"]
         per_bed = {b: len(set(v)) for b, v in stored.items() if b in rep.accepted}
         cpu = sum(st["cpu_s"] for st in stats)
         summary = {
@@ -262,10 +269,13 @@ async def run_demo(s: Settings, beds: int, duration_s: float, speed: float, work
             "frames_received": sum(st["frames"] for st in stats),
             "frames_dead_lettered": sum(dead.values()),
             "dead_letter_reasons": dead,
-            # malformed frames sent that are not on the dead-letter topic (lost), and records that
-            # repeat a frame already there (dead-lettered again after a worker's restart)
-            "malformed_frames_lost": max(rep.bad_frames_sent - sum(dead.values()), 0),
-            "dead_letters_repeated": dead_repeated,
+            # malformed frames sent (and acknowledged by the broker) that are not on the dead-letter
+            # topic, matched by their offsets (lost); dead letters of other frames (good ones
+            # refused, e.g. stale); records that repeat a frame already there (dead-lettered again
+            # after a worker's restart)
+            "malformed_frames_lost": dla["lost"],
+            "dead_letters_other": dla["other"],
+            "dead_letters_repeated": dla["repeated"],
             "windows_written": sum(per_bed.values()),
             "windows_written_per_bed": {"min": min(per_bed.values(), default=0),
                                         "max": max(per_bed.values(), default=0),
@@ -361,6 +371,8 @@ def _received_note(d: dict) -> str:
 def _dead_letter_note(d: dict) -> str:
     """The dead-letter topic's audit: malformed frames that never reached it, frames there twice."""
     out = f"; {d['malformed_frames_lost']} malformed frames NOT on the topic" if d.get("malformed_frames_lost") else ""
+    if d.get("dead_letters_other"):
+        out += f"; {d['dead_letters_other']} of them good frames refused"
     if d.get("dead_letters_repeated"):
         out += f"; {d['dead_letters_repeated']} dead-lettered again after a restart (counted once)"
     return out or "  (read from the dead-letter topic)"

@@ -22,7 +22,7 @@ def test_demo_summary_has_the_acceptance_keys_and_balances(ward_settings):
     assert d["frames_received"] == d["frames_sent"] == d["windows_sent"] + d["bad_frames_sent"]
     assert d["frames_dead_lettered"] == d["bad_frames_sent"] >= 3
     # read from the dead-letter topic: every malformed frame is there once, with its reason
-    assert d["malformed_frames_lost"] == 0 and d["dead_letters_repeated"] == 0
+    assert d["malformed_frames_lost"] == 0 and d["dead_letters_repeated"] == 0 and d["dead_letters_other"] == 0
     assert sum(d["dead_letter_reasons"].values()) == d["bad_frames_sent"] and "?" not in d["dead_letter_reasons"]
     assert d["latency_ms"]["p99"] is not None and 0 <= d["latency_ms"]["p50"] <= d["latency_ms"]["p99"]
     # fresh topics: no backlog from earlier runs, so the latency counts every window written
@@ -32,6 +32,40 @@ def test_demo_summary_has_the_acceptance_keys_and_balances(ward_settings):
     # the default codec level: 154-byte frames (wire v2) for 1,024 bytes of samples (header and CRC included)
     assert d["raw_bytes"] >= 5.5 * d["wire_bytes"] > 0
     assert d["codec_model"] == ward_settings.codec_model
+
+
+def test_the_dead_letter_audit_matches_the_malformed_frames_by_offset_from_the_run_s_start(ward_settings):
+    """`demo.dead_letter_audit` on hand-made dead letters: an earlier run's are not read, a
+    malformed frame sent and not there is lost, a good frame refused is counted apart, a frame
+    dead-lettered twice (a worker's restart) once."""
+    import time
+
+    from aiokafka import AIOKafkaProducer
+
+    from wardstream.demo import dead_letter_audit
+
+    s = ward_settings
+    src = [f"{s.frames_topic}/0/{o}" for o in range(5)]
+
+    async def put(rows) -> None:
+        p = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap)
+        await p.start()
+        try:
+            for source, reason in rows:
+                await (await p.send(s.dlq_topic, b"x", partition=0,
+                                    headers=[("reason", reason.encode()), ("source", source.encode())]))
+        finally:
+            await p.stop()
+
+    asyncio.run(put([(src[0], "bad_magic"), (src[1], "crc")]))  # an earlier run's
+    time.sleep(0.05)
+    since = int(time.time() * 1000)
+    asyncio.run(put([(src[2], "crc"), (src[3], "truncated"), (src[2], "crc"), (src[4], "stale"),
+                     ("other.topic/0/7", "crc")]))
+    got = asyncio.run(dead_letter_audit(s, since, [src[2], src[3], f"{s.frames_topic}/1/9"]))
+    assert got == {"reasons": {"crc": 1, "stale": 1, "truncated": 1}, "repeated": 1, "lost": 1, "other": 1}
+    everything = asyncio.run(dead_letter_audit(s, 0, src[:4]))
+    assert everything["lost"] == 0 and everything["other"] == 1 and sum(everything["reasons"].values()) == 5
 
 
 def test_a_ward_on_codec_model_4_keeps_every_window_exactly_once(ward_settings):
