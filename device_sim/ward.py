@@ -294,12 +294,27 @@ def next_clock_start(state_dir: Path) -> int:
     return max(now, last + WINDOW_US)
 
 
+GATHER_S = 0.1  # the longest a complete window waits for others to be encoded with (device time)
+
+
 async def run_ward(settings, n_beds: int, duration_s: float, speed: float = 1.0,
                    source: str = "synthetic", seed: int = 0, bad_every: int = 0,
                    first_bed: int = 1, producer=None,
                    on_tick: Callable[[WardReport], None] | None = None,
-                   capture_beds: tuple[int, ...] = (), capture_windows: int = 0) -> WardReport:
-    """Run the ward for ``duration_s`` of wall time; returns what was sent and acknowledged."""
+                   capture_beds: tuple[int, ...] = (), capture_windows: int = 0,
+                   gather: int | None = None, gather_s: float = GATHER_S) -> WardReport:
+    """Run the ward for ``duration_s`` of wall time; returns what was sent and acknowledged.
+
+    The devices whose windows are complete are encoded together (one call of the batched models).
+    A window whose batch would be small waits for the next ones to complete, until ``gather``
+    windows are complete or it has waited ``gather_s`` of device time (a load generator's
+    economy, not a device's behaviour: a batch of two costs the simulator 6.0 ms of CPU per
+    window, of eight 3.2 ms; measured 2026-12-06 on a 2-vCPU AVX2 EPYC, where at 200 beds the
+    simulator then took a third of the host). The wait shows in the device send delay and in the
+    end-to-end latency; ``gather`` (default ``settings.sim_gather``, `WARDSTREAM_SIM_GATHER`) 1
+    sends every window as soon as it is complete."""
+    if gather is None:
+        gather = settings.sim_gather
     from aiokafka import AIOKafkaProducer
 
     beds = list(range(first_bed, first_bed + n_beds))
@@ -353,6 +368,9 @@ async def run_ward(settings, n_beds: int, duration_s: float, speed: float = 1.0,
     try:
         while heap and heap[0][0] <= end_wall:
             due, bed = heap[0]
+            if gather > 1:  # wait for the gather-th window to complete, at most gather_s after this one
+                kth = heapq.nsmallest(gather, heap)[-1][0]
+                due = min(max(due, kth), due + gather_s / speed, end_wall)
             delay = due - time.time()
             if delay > 0:
                 await _settle(pending, rep)

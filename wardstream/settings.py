@@ -86,6 +86,9 @@ class Settings:
     # positions), "int8" (the bit-exact integer specification the firmware implements) or
     # "firmware" (the C device of firmware/ itself, built for this host: `device_sim.firmware`)
     sim_encoder: str = "fp32"
+    # the simulator encodes the windows that are complete together, waiting for up to this many
+    # (at most 0.1 s of device time; 1: each window as soon as it is complete): `device_sim.ward.run_ward`
+    sim_gather: int = 8
     # "dynamic": each device picks its ECG level per window under a task-error bound (issue 5,
     # needs a codec model with a Dynamic-Deep predictor); "fixed": every window at codec_level.
     # Fixed is the default while dynamic is measured worse (more bytes than fixed level 2 at the
@@ -183,6 +186,7 @@ _ENV = {
     "codec_model": "WARDSTREAM_CODEC_MODEL",
     "codec_level": "WARDSTREAM_CODEC_LEVEL",
     "sim_encoder": "WARDSTREAM_SIM_ENCODER",
+    "sim_gather": "WARDSTREAM_SIM_GATHER",
     "level_policy": "WARDSTREAM_LEVEL_POLICY",
     "dd_bound": "WARDSTREAM_DD_BOUND",
     "dd_predictor": "WARDSTREAM_DD_PREDICTOR",
@@ -235,6 +239,8 @@ def from_env(env: dict[str, str] | None = None, **overrides) -> Settings:
             values[name] = Path(raw)
         else:
             values[name] = raw
+    if int(values.get("sim_gather", base.sim_gather)) < 1:
+        raise ValueError("WARDSTREAM_SIM_GATHER must be 1 or more (windows)")
     if values.get("sim_encoder", base.sim_encoder) not in {"fp32", "int8", "firmware"}:
         raise ValueError("WARDSTREAM_SIM_ENCODER must be 'fp32', 'int8' or 'firmware'")
     if values.get("sim_encoder", base.sim_encoder) == "firmware" and int(values.get("wire_version", base.wire_version)) != 2:
