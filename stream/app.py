@@ -10,6 +10,7 @@ import os
 import faust
 
 from stream import kafka_compat
+from stream.topics import COMPACT_SEGMENT_MS
 from wardstream.settings import from_env
 
 settings = from_env()
@@ -45,4 +46,6 @@ dlq_topic = app.topic(settings.dlq_topic, key_type=bytes, value_type=bytes,
 # frame keys' exact bytes, so the partitioner puts each bed's changelog on its frames partition.
 bed_table = app.Table("bed-state", key_type=bytes, value_type=bytes,
                       partitions=settings.frames_partitions,
-                      use_partitioner=True)
+                      use_partitioner=True,
+                      # Faust makes it compacted; segments that close let compaction run (stream.topics)
+                      extra_topic_configs={"segment.ms": str(COMPACT_SEGMENT_MS)})

@@ -26,6 +26,79 @@ def test_topics_are_created_with_their_partition_counts(ward_settings):
     assert got[s.frames_topic] >= 8 and s.dlq_topic in got
 
 
+def topic_configs(s, names: list[str]) -> dict[str, dict[str, str]]:
+    """The configs the broker reports for ``names`` (DescribeConfigs)."""
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    async def run():
+        admin = AIOKafkaAdminClient(bootstrap_servers=s.kafka_bootstrap)
+        await admin.start()
+        try:
+            return await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, n) for n in names])
+        finally:
+            await admin.close()
+
+    return {res[3]: {c[0]: c[1] for c in res[4]} for r in asyncio.run(run()) for res in r.resources}
+
+
+def test_compacted_topics_close_segments_so_that_compaction_runs(ward_settings):
+    """A compacted topic is cleaned only in closed segments: the ward's get ``segment.ms``
+    (`stream.topics.COMPACT_SEGMENT_MS`), and on the broker a topic whose segments close keeps one
+    record per key of them (with the defaults it kept every record: the bed-state changelog grew
+    the local broker's store by every window of every run)."""
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    from stream.topics import COMPACT_SEGMENT_MS, compact_configs
+
+    s = ward_settings
+    compacted = [t.name for t in topic_specs(s) if t.compact]
+    got = topic_configs(s, compacted)
+    assert compacted and all(got[n]["cleanup.policy"] == "compact" and got[n]["segment.ms"] == str(COMPACT_SEGMENT_MS)
+                             for n in compacted), got
+    name = f"{s.app_id}-compacted"
+
+    async def scenario() -> tuple[int, int]:
+        admin = AIOKafkaAdminClient(bootstrap_servers=s.kafka_bootstrap)
+        await admin.start()
+        try:  # the ward's configs, segments closing every 0.3 s instead of every minute
+            await admin.create_topics([NewTopic(name, 1, 1, topic_configs={**compact_configs(), "segment.ms": "300"})])
+        finally:
+            await admin.close()
+        p = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap)
+        await p.start()
+        try:
+            for _ in range(5):
+                for i in range(200):
+                    await p.send(name, b"v%d" % i, key=b"k%d" % (i % 5), partition=0)
+                await p.flush()
+                await asyncio.sleep(0.6)
+            await (await p.send(name, b"last", key=b"k0", partition=0))
+        finally:
+            await p.stop()
+        c = AIOKafkaConsumer(bootstrap_servers=s.kafka_bootstrap)
+        await c.start()
+        try:
+            tp = TopicPartition(name, 0)
+            c.assign([tp])
+            await c.seek_to_beginning(tp)
+            end, n, last = (await c.end_offsets([tp]))[tp], 0, {}
+            while await c.position(tp) < end:
+                for m in (await c.getmany(tp, timeout_ms=1000)).get(tp, []):
+                    n += 1
+                    last[m.key] = m.value
+            assert last[b"k0"] == b"last" and last[b"k4"] == b"v199"  # the latest value of every key
+            return n, end
+        finally:
+            await c.stop()
+
+    kept, written = asyncio.run(scenario())
+    # the segments before the last one or two hold one record per key (noida-db: 206 of 601 with
+    # three rounds, the last round's segment not yet cleaned)
+    assert written == 1001 and kept <= 410, (kept, written)
+
+
 def test_bed_keys_are_stable_bytes():
     assert bed_key(7) == b"bed-000007" and bed_key(7) != bed_key(70)
 

@@ -32,6 +32,13 @@ def test_demo_summary_has_the_acceptance_keys_and_balances(ward_settings):
     # the default codec level: 154-byte frames (wire v2) for 1,024 bytes of samples (header and CRC included)
     assert d["raw_bytes"] >= 5.5 * d["wire_bytes"] > 0
     assert d["codec_model"] == ward_settings.codec_model
+    # the worker's bed-state changelog closes segments, so that the broker compacts it (stream.topics)
+    from stream.topics import COMPACT_SEGMENT_MS
+    from tests.stream.test_topics import topic_configs
+
+    name = f"{ward_settings.app_id}-bed-state-changelog"
+    cfg = topic_configs(ward_settings, [name])[name]
+    assert cfg["cleanup.policy"] == "compact" and cfg["segment.ms"] == str(COMPACT_SEGMENT_MS), cfg
 
 
 def test_the_dead_letter_audit_matches_the_malformed_frames_by_offset_from_the_run_s_start(ward_settings):
