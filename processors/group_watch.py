@@ -77,7 +77,8 @@ def stall_transitions(committed: dict[int, int | None], ends: dict[int, int], wa
     only the stalls of its own partitions — the owner is the one whose processing moved the
     offset, so it is alive and samples within one period —, and another's only after the stall
     has been resolvable for ``handover_ms`` (the owner gone or stuck again right after), tracked in
-    ``pending`` ((bed, episode) -> first ms seen resolvable; the caller keeps it between samples).
+    ``pending`` ((bed, episode) -> first ms seen resolvable; the caller keeps it between samples;
+    None: no hand-over, every worker resolves at once).
     A bed whose open alarm is of an older episode of a partition stalled again resolves with the
     new episode's raise, whoever sends it."""
     out = []
@@ -86,10 +87,9 @@ def stall_transitions(committed: dict[int, int | None], ends: dict[int, int], wa
     for bed, a in sorted(open_alarms.items()):
         p, ep = a.get("partition"), a["episode"]
         if p in ends and ((committed.get(p) or 0) != ep or ends[p] <= ep):
-            if owned is not None and p not in owned and (bed, p) not in restalled:
+            if owned is not None and p not in owned and (bed, p) not in restalled and pending is not None:
                 seen.add((bed, ep))
-                first = pending.setdefault((bed, ep), now_ms) if pending is not None else now_ms
-                if now_ms - first < handover_ms:
+                if now_ms - pending.setdefault((bed, ep), now_ms) < handover_ms:
                     continue
             out.append(_event(bed, ward_of(bed), p, ep, "resolved", a["onset_ms"], now_ms, priority, by,
                               f"frames partition {p} moves again: the group's offset "

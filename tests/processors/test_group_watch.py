@@ -95,6 +95,7 @@ def test_a_partition_stalling_again_at_a_later_offset_is_a_new_episode():
     evs = stall_transitions({0: 12}, {0: 12}, {}, open_, 95_000, 30.0, _ward_of, "high", "w")
     assert [(e["state"], e["episode"]) for e in evs] == [("resolved", 12)]
 
+
 def test_a_stall_is_resolved_by_its_partition_s_owner_and_by_another_worker_only_after_the_hand_over():
     """Resolving is the one transition whose time is the sample's, so two workers resolving the
     same stall would write two ``resolved`` points: the owner of the partition resolves it at once,
