@@ -119,10 +119,10 @@ async def read_to_end(bootstrap: str, topic: str, wait_s: float = 10.0, timeout_
         if not tps:
             return out
         c.assign(tps)
-        ends = await c.end_offsets(tps)
-        if since_ms is None:
+        if since_ms is None:  # before end_offsets: the other order read nothing at times (aiokafka)
             await c.seek_to_beginning(*tps)
-        else:  # ListOffsets by time: a long-lived topic is not read from its beginning
+        ends = await c.end_offsets(tps)
+        if since_ms is not None:  # ListOffsets by time: a long-lived topic is not read from its beginning
             for tp, found in (await c.offsets_for_times({tp: since_ms for tp in tps})).items():
                 c.seek(tp, found.offset if found is not None else ends[tp])
         deadline = time.monotonic() + timeout_s
