@@ -10,7 +10,7 @@ import os
 import faust
 
 from stream import kafka_compat
-from stream.topics import COMPACT_SEGMENT_MS
+from stream.topics import compact_configs
 from wardstream.settings import from_env
 
 settings = from_env()
@@ -47,5 +47,5 @@ dlq_topic = app.topic(settings.dlq_topic, key_type=bytes, value_type=bytes,
 bed_table = app.Table("bed-state", key_type=bytes, value_type=bytes,
                       partitions=settings.frames_partitions,
                       use_partitioner=True,
-                      # Faust makes it compacted; segments that close let compaction run (stream.topics)
-                      extra_topic_configs={"segment.ms": str(COMPACT_SEGMENT_MS)})
+                      # compacted with segments that close, so that compaction runs (stream.topics)
+                      extra_topic_configs=compact_configs())

@@ -74,3 +74,19 @@ def api(port: int, method: str, path: str, token: str | None, body=None) -> tupl
             return r.status, json.loads(r.read() or b"{}")
     except urllib.error.HTTPError as e:
         return e.code, json.loads(e.read() or b"{}")
+
+
+def topic_configs(s, names: list[str]) -> dict[str, dict[str, str]]:
+    """The configs the broker reports for ``names`` (DescribeConfigs)."""
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    async def run():
+        admin = AIOKafkaAdminClient(bootstrap_servers=s.kafka_bootstrap)
+        await admin.start()
+        try:
+            return await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, n) for n in names])
+        finally:
+            await admin.close()
+
+    return {res[3]: {c[0]: c[1] for c in res[4]} for r in asyncio.run(run()) for res in r.resources}

@@ -3,6 +3,7 @@ import asyncio
 import pytest
 
 from stream.topics import bed_key, topic_specs
+from tests.isolation import topic_configs
 
 pytestmark = pytest.mark.servers
 
@@ -24,22 +25,6 @@ def test_topics_are_created_with_their_partition_counts(ward_settings):
     want = {t.name: t.partitions for t in topic_specs(s)}
     assert got == want
     assert got[s.frames_topic] >= 8 and s.dlq_topic in got
-
-
-def topic_configs(s, names: list[str]) -> dict[str, dict[str, str]]:
-    """The configs the broker reports for ``names`` (DescribeConfigs)."""
-    from aiokafka.admin import AIOKafkaAdminClient
-    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-
-    async def run():
-        admin = AIOKafkaAdminClient(bootstrap_servers=s.kafka_bootstrap)
-        await admin.start()
-        try:
-            return await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, n) for n in names])
-        finally:
-            await admin.close()
-
-    return {res[3]: {c[0]: c[1] for c in res[4]} for r in asyncio.run(run()) for res in r.resources}
 
 
 def test_compacted_topics_close_segments_so_that_compaction_runs(ward_settings):

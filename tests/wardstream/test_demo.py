@@ -34,7 +34,7 @@ def test_demo_summary_has_the_acceptance_keys_and_balances(ward_settings):
     assert d["codec_model"] == ward_settings.codec_model
     # the worker's bed-state changelog closes segments, so that the broker compacts it (stream.topics)
     from stream.topics import COMPACT_SEGMENT_MS
-    from tests.stream.test_topics import topic_configs
+    from tests.isolation import topic_configs
 
     name = f"{ward_settings.app_id}-bed-state-changelog"
     cfg = topic_configs(ward_settings, [name])[name]
