@@ -122,10 +122,15 @@ class _Service:
         raise ServiceError(f"{self.name} did not become healthy on {self.address()} within {timeout:.0f}s "
                            f"(log: {self.logfile})")
 
+    def before_stop(self, timeout: float) -> None:
+        """What the service needs done before its signal (nothing by default)."""
+
     def down(self, timeout: float = 15.0, kill: bool = False) -> None:
         pid = self.pid()
         if pid is None:
             return
+        if not kill:
+            self.before_stop(timeout)
         try:
             os.killpg(pid, signal.SIGKILL if kill else signal.SIGTERM)
         except ProcessLookupError:
@@ -164,6 +169,19 @@ class Broker(_Service):
 
     def prepare(self) -> None:
         (self.dir / "data").mkdir(exist_ok=True)
+
+    def before_stop(self, timeout: float) -> None:
+        """Have noida-db save its store first (`noida-db stop kafka`): it saves in the background
+        as records arrive and its signal handlers do not save what came since, so a plain SIGTERM
+        (or `noida-db down`) lost records it had acknowledged: 266-441 of ~7,500 produced in 3 s
+        with an empty store, ~2,000 with 20 MB in it (`runs/s22/durab2.py`); none after this
+        command. A real Kafka broker keeps acknowledged records through a restart, and the
+        ward's exactly-once and dead-letter guarantees assume it. A SIGKILL still loses them."""
+        try:
+            subprocess.run([self.binary(), "stop", "kafka", "--data-dir", str(self.dir / "data")],
+                           capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL)
+        except (subprocess.TimeoutExpired, OSError, ServiceError):
+            pass  # a hung or vanished broker: the signal below still stops it
 
     def address(self) -> str:
         return self.s.kafka_bootstrap
