@@ -88,11 +88,9 @@ async def follow(appliers: dict, ready: asyncio.Event) -> None:
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     kafka_compat.install()
-    c = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False,
-                         auto_offset_reset="earliest")
-    await c.start()
-    kafka_compat.set_backoff(c, SERVICE_BACKOFF_MS)
-    try:
+
+    async def setup(c):
+        kafka_compat.set_backoff(c, SERVICE_BACKOFF_MS)
         tps = []
         for topic in appliers:
             parts = set()
@@ -103,7 +101,12 @@ async def follow(appliers: dict, ready: asyncio.Event) -> None:
             tps += [TopicPartition(topic, p) for p in sorted(parts)]
         c.assign(tps)
         await c.seek_to_beginning(*tps)
-        ends = await c.end_offsets(tps)
+        return tps, await c.end_offsets(tps)
+
+    c, (tps, ends) = await kafka_compat.started(
+        lambda: AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False,
+                                 auto_offset_reset="earliest"), "subscription and alarm views", setup)
+    try:
         while True:
             batches = await c.getmany(timeout_ms=200)
             for tp, msgs in batches.items():
@@ -286,8 +289,8 @@ class Dispatcher:
     async def run(self) -> None:
         await views_ready.wait()
         self.session = aiohttp.ClientSession()
-        c = _group_consumer(settings.deliveries_topic, f"{settings.app_id}-webhooks")
-        await c.start()
+        c = await kafka_compat.started(lambda: _group_consumer(settings.deliveries_topic, f"{settings.app_id}-webhooks"),
+                                       "webhook deliveries")
         kafka_compat.set_backoff(c, SERVICE_BACKOFF_MS)
         last_commit = 0.0
         try:

@@ -136,6 +136,33 @@ async def partitions_of(consumer, topic: str, wait_s: float = 0.0) -> set[int]:
         await asyncio.sleep(0.2)
 
 
+async def started(make, what: str, setup=None, pause_s: float = 1.0):
+    """A client from ``make()``, started, and ``await setup(client)`` (its result returned with it
+    when given) -- tried again every ``pause_s`` while the broker is unreachable (a KafkaError:
+    a broker restarting while a worker starts). A Faust task that let the error through would
+    crash the whole worker (seen 2026-12-07: a worker restarted 8 s before a broker restart)."""
+    from aiokafka.errors import KafkaError
+
+    while True:
+        c = make()
+        try:
+            await c.start()
+            return (c, await setup(c)) if setup is not None else c
+        except KafkaError as exc:
+            log.warning("%s: broker unreachable (%r); retrying in %.0f s", what, exc, pause_s)
+            try:
+                await c.stop()
+            except Exception:
+                pass
+            await asyncio.sleep(pause_s)
+        except BaseException:
+            try:
+                await c.stop()
+            except Exception:
+                pass
+            raise
+
+
 def _install_keep_member_id() -> None:
     from aiokafka.consumer.group_coordinator import CoordinatorGroupRebalance, GroupCoordinator
     from aiokafka.protocol.commit import OffsetCommitRequest

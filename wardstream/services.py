@@ -177,9 +177,10 @@ class Broker(_Service):
         with an empty store, ~2,000 with 20 MB in it (`runs/s22/durab2.py`); none after this
         command. A real Kafka broker keeps acknowledged records through a restart, and the
         ward's exactly-once and dead-letter guarantees assume it. A SIGKILL still loses them."""
-        try:
-            subprocess.run([self.binary(), "stop", "kafka", "--data-dir", str(self.dir / "data")],
-                           capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL)
+        try:  # what it says goes to the broker's log (a failure there: records may be lost)
+            with open(self.logfile, "ab") as log:
+                subprocess.run([self.binary(), "stop", "kafka", "--data-dir", str(self.dir / "data")],
+                               stdout=log, stderr=subprocess.STDOUT, timeout=timeout, stdin=subprocess.DEVNULL)
         except (subprocess.TimeoutExpired, OSError, ServiceError):
             pass  # a hung or vanished broker: the signal below still stops it
 

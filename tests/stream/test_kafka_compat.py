@@ -102,3 +102,43 @@ def test_several_resets_of_one_stale_generation_keep_the_member_id_until_the_nex
     assert asyncio.run(rebalance.perform_group_join()) is None
     assert [r._member_id for r in sent] == ["m-1"]
     assert (c.generation, c.member_id) == (-1, "")
+
+
+def test_a_client_started_while_the_broker_is_away_is_started_once_it_is_back(tmp_path, caplog):
+    """`kafka_compat.started` against a real broker that comes up 2 s after the first try: the
+    consumer and its setup are tried again until they succeed (a Faust task that let the error
+    through crashed the whole worker)."""
+    import threading
+
+    from aiokafka import AIOKafkaConsumer
+
+    from tests.isolation import free_port
+    from wardstream import services
+    from wardstream.settings import from_env
+
+    s = from_env({}, state_dir=tmp_path, kafka_bootstrap=f"127.0.0.1:{free_port()}")
+    broker = services.Broker(s)
+    tries = []
+
+    async def setup(c):
+        tries.append(len(tries))
+        return sorted(await c.topics())
+
+    async def main():
+        threading.Timer(2.0, broker.up).start()
+        c, topics = await asyncio.wait_for(kafka_compat.started(
+            lambda: AIOKafkaConsumer(bootstrap_servers=s.kafka_bootstrap, request_timeout_ms=2000),
+            "test consumer", setup, pause_s=0.5), timeout=60)
+        try:
+            assert isinstance(topics, list)
+        finally:
+            await c.stop()
+
+    caplog.set_level("WARNING", logger="stream.kafka_compat")
+    try:
+        asyncio.run(main())
+    finally:
+        broker.down()
+    retried = [r for r in caplog.records if "test consumer: broker unreachable" in r.getMessage()]
+    assert len(retried) >= 2  # refused for about 2 s, tried every 0.5 s
+    assert tries == [0]  # set up once: after the start that succeeded
