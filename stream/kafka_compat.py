@@ -139,8 +139,10 @@ async def partitions_of(consumer, topic: str, wait_s: float = 0.0) -> set[int]:
 async def started(make, what: str, setup=None, pause_s: float = 1.0):
     """A client from ``make()``, started, and ``await setup(client)`` (its result returned with it
     when given) -- tried again every ``pause_s`` while the broker is unreachable (a KafkaError:
-    a broker restarting while a worker starts). A Faust task that let the error through would
-    crash the whole worker (seen 2026-12-07: a worker restarted 8 s before a broker restart)."""
+    a broker restarting while a worker starts). In a worker the bootstrap itself already waits
+    for the broker (`wait_for_broker`), but what follows it does not: fresh metadata
+    (`partitions_of`), offsets. A Faust task that let the error through crashed the whole worker
+    (2026-12-07: a worker restarted 8 s before a broker restart, its views' setup hit by it)."""
     from aiokafka.errors import KafkaError
 
     while True:
