@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -298,8 +299,19 @@ def _load_part(data_dir: Path, split: str, model_id: int, keep_recon: bool, deco
     clf = load_deployed_classifier("rhythm")
     recs, source, labels, recon = [], [], [], []
     sigs = _signals(data_dir, split)
+    total = max(1, sum(len(x) for _, _, _, x in sigs))  # samples: records differ 60-fold in length
+    t0 = last = time.monotonic()
+    done = 0
     for k, (src, name, lab, x) in enumerate(sigs):
         a = analyse_record(codec, clf, x)
+        done += len(x)
+        now = time.monotonic()
+        if k == 0 or now - last >= 30 or k + 1 == len(sigs):  # progress every 30 s, with an estimate
+            last = now
+            eta = (now - t0) * (total - done) / done if 0 < done < total else 0.0
+            log.info("%s: %d/%d records analysed (%.0f %% of the signal) in %.0f s%s", split, k + 1, len(sigs),
+                     100 * done / total, now - t0,
+                     "" if not eta else f", about {eta / 60:.0f} min to go" if eta >= 90 else f", about {eta:.0f} s to go")
         if a is None:
             continue
         recs.append(a)
@@ -310,8 +322,6 @@ def _load_part(data_dir: Path, split: str, model_id: int, keep_recon: bool, deco
             n = len(a.feats)
             rc = np.concatenate([x[None, : n * 256], _recons(codec, x[: n * 256])]).astype(np.float16)
         recon.append(rc)
-        if k % 200 == 0:
-            log.info("%s: %d/%d records analysed", split, k + 1, len(sigs))
     part = Part(split, recs, source, labels, recon)
     _save(path, part)
     _note_key(path, base, clf_tag)

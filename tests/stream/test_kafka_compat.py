@@ -124,8 +124,10 @@ def test_a_client_started_while_the_broker_is_away_is_started_once_it_is_back(tm
         tries.append(len(tries))
         return sorted(await c.topics())
 
+    later = threading.Timer(2.0, broker.up)
+
     async def main():
-        threading.Timer(2.0, broker.up).start()
+        later.start()
         c, topics = await asyncio.wait_for(kafka_compat.started(
             lambda: AIOKafkaConsumer(bootstrap_servers=s.kafka_bootstrap, request_timeout_ms=2000),
             "test consumer", setup, pause_s=0.5), timeout=60)
@@ -138,6 +140,7 @@ def test_a_client_started_while_the_broker_is_away_is_started_once_it_is_back(tm
     try:
         asyncio.run(main())
     finally:
+        later.join()  # its `up` done (it returns once the broker answers) before the broker stops
         broker.down()
     retried = [r for r in caplog.records if "test consumer: broker unreachable" in r.getMessage()]
     assert len(retried) >= 2  # refused for about 2 s, tried every 0.5 s
