@@ -146,23 +146,21 @@ async def started(make, what: str, setup=None, pause_s: float = 1.0):
     from aiokafka.errors import KafkaError
 
     while True:
-        c = make()
+        c, ok = make(), False
         try:
             await c.start()
-            return (c, await setup(c)) if setup is not None else c
+            out = (c, await setup(c)) if setup is not None else c
+            ok = True
+            return out
         except KafkaError as exc:
             log.warning("%s: broker unreachable (%r); retrying in %.0f s", what, exc, pause_s)
-            try:
-                await c.stop()
-            except Exception:
-                pass
-            await asyncio.sleep(pause_s)
-        except BaseException:
-            try:
-                await c.stop()
-            except Exception:
-                pass
-            raise
+        finally:
+            if not ok:  # a half-started client is let go, whatever stopped it
+                try:
+                    await c.stop()
+                except Exception:
+                    pass
+        await asyncio.sleep(pause_s)
 
 
 def _install_keep_member_id() -> None:
