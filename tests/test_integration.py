@@ -181,6 +181,42 @@ def test_exactly_once_through_worker_kill_broker_restart_and_influx_outage(serve
         pool.stop_all()
 
 
+
+def test_two_workers_outlive_a_broker_outage_longer_than_their_session(servers, ward_settings):
+    """The broker away for 25 s, longer than the group session (10 s, `stream/app.py`): both
+    workers' sessions expire and their commits of the old generation fail; they rejoin once it is
+    back and go on, and every
+    window the devices got acknowledged (they hold their frames through the outage) is written
+    exactly once. (The chaos test's broker restart is 2 s, within the session.)"""
+    s = ward_settings
+    pool = WorkerPool(s, 2)
+    pool.start_all()
+    broker = services.Broker(servers)
+    events: list[str] = []
+    try:
+        pool.wait_ready()
+
+        async def chaos() -> None:
+            await asyncio.sleep(8)
+            broker.down()
+            events.append("broker stopped")
+            await asyncio.sleep(25)
+            broker.up()
+            events.append("broker back after 25 s")
+
+        rep = _ward_beside(chaos, s, 8, 50.0, speed=1.0, seed=7, bad_every=0)
+        assert events == ["broker stopped", "broker back after 25 s"], events
+        assert rep.frames_accepted >= 0.95 * rep.frames_sent and rep.frames_accepted >= 150, \
+            (rep.frames_sent, rep.frames_accepted)
+        _assert_exactly_once(s, rep, pool, events)
+        assert all(w.alive() for w in pool.workers), [_log_tail(w.log_path) for w in pool.workers]
+        # the premise: the outage outlasted the session (the workers had to rejoin)
+        logs = [w.log_path.read_text(errors="replace") for w in pool.workers]
+        assert all("session expired" in lg or "will rejoin" in lg for lg in logs), \
+            [_log_tail(w.log_path) for w in pool.workers]
+    finally:
+        pool.stop_all()
+
 def test_frame_under_another_beds_key_is_dead_lettered(ward_settings):
     """A frame under another bed's key goes to the dead-letter topic; the bed's other windows are
     written. Windows that ended before the worker started (a backlog) are written too, and kept
