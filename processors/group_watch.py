@@ -138,7 +138,14 @@ class StallTracker:
             waiting = max(0, end - off)
             lag += waiting
             prev = self.since.get(p)
-            if prev is None or prev[0] != off or not waiting:
+            # the clock starts at the first sample that sees frames wait behind this offset, not
+            # at an earlier one that saw nothing wait: the frames may have arrived just now (at
+            # a stall_s of one sample period, every partition at a ward's start was reported
+            # stalled at the first sample after its first frame, whose commit was a second away;
+            # 2026-12-07)
+            if not waiting:
+                self.since.pop(p, None)
+            elif prev is None or prev[0] != off:
                 self.since[p] = (off, now)
             elif now - prev[1] >= self.stall_s:
                 stalled.add(p)

@@ -520,10 +520,12 @@ def test_a_frozen_workers_beds_are_alarmed_by_the_other_worker(servers, ward_set
     once the frozen worker goes on (SIGCONT); every window written exactly once.
 
     The worker is frozen once the ward is steady: both workers have committed on every bed's
-    partition and no stall is reported or open. Before that a fresh worker's first fetch can take
-    longer than this test's 5-s ``stall_s`` on a loaded 2-vCPU host (measured: the first frames
-    waited 8-10 s after "Worker ready"), which the group watch rightly reports as a stall; the
-    alarms of such a start-up stall are told apart by their (bed, episode) and left out."""
+    partition and no stall is reported or open, so that what the watch reports is this freeze.
+    (Until 2026-12-07 the watch reported a partition stalled at the first sample after its first
+    frame when the sample before had seen it idle, and this test, freezing 6 s into the ward,
+    took that start-up report for the freeze: `test_group_watch.py`.) Should a real start-up
+    stall happen on a loaded host (a commit more than 5 s late), its alarms are told apart by
+    their (bed, episode) and left out, and printed."""
     import os
     import signal
 

@@ -33,6 +33,20 @@ def test_a_moving_or_caught_up_partition_is_not_stalled():
     assert t3.stalls == 1  # counted when it stalled, not again while it stayed so
 
 
+def test_an_idle_partition_stalls_only_once_its_first_frames_have_waited_stall_s():
+    """Sampled idle (nothing waiting), then a frame arrives just before the next sample: its wait
+    counts from that sample, not from the idle one (it was reported stalled at once before)."""
+    t = StallTracker(stall_s=5.0)
+    assert t.update({0: None, 1: 7}, {0: 0, 1: 7}, now=0.0) == set()
+    assert t.update({0: None, 1: 7}, {0: 1, 1: 8}, now=5.0) == set()  # arrived at 4.9
+    assert t.update({0: None, 1: 7}, {0: 3, 1: 9}, now=9.0) == set()
+    assert t.update({0: None, 1: 7}, {0: 3, 1: 9}, now=10.0) == {0, 1}
+    # idle again, then waiting at the same offset: a new wait
+    assert t.update({0: 3, 1: 9}, {0: 3, 1: 9}, now=15.0) == set()
+    assert t.update({0: 3, 1: 9}, {0: 4, 1: 9}, now=20.0) == set()
+    assert t.update({0: 3, 1: 9}, {0: 4, 1: 9}, now=25.0) == {0}
+
+
 def _ward_of(bed: int) -> str:
     return "icu" if bed <= 24 else "cardio"
 
