@@ -181,13 +181,12 @@ def test_exactly_once_through_worker_kill_broker_restart_and_influx_outage(serve
         pool.stop_all()
 
 
-
 def test_two_workers_outlive_a_broker_outage_longer_than_their_session(servers, ward_settings):
     """The broker away for 25 s, longer than the group session (10 s, `stream/app.py`): both
     workers' sessions expire and their commits of the old generation fail; they rejoin once it is
-    back and go on, and every
-    window the devices got acknowledged (they hold their frames through the outage) is written
-    exactly once. (The chaos test's broker restart is 2 s, within the session.)"""
+    back and go on, and every window the devices got acknowledged (they hold their frames through
+    the outage) is written exactly once. (The chaos test's broker restart is 2 s, within the
+    session.)"""
     s = ward_settings
     pool = WorkerPool(s, 2)
     pool.start_all()
@@ -216,6 +215,7 @@ def test_two_workers_outlive_a_broker_outage_longer_than_their_session(servers, 
             [_log_tail(w.log_path) for w in pool.workers]
     finally:
         pool.stop_all()
+
 
 def test_frame_under_another_beds_key_is_dead_lettered(ward_settings):
     """A frame under another bed's key goes to the dead-letter topic; the bed's other windows are
