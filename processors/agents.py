@@ -25,6 +25,8 @@ import socket
 import time
 from collections import Counter
 
+from aiokafka.partitioner import DefaultPartitioner
+
 from processors.bed import BedState
 from processors.classify import Classifiers
 from processors.decode import reconstruct_batch
@@ -35,6 +37,7 @@ from processors import delivery as dl
 from processors.alarms import AlarmState, conditions_from, limits_from, link_step
 from processors.retention import LIVE, LIVE_SECONDS, STRIP, TREND
 from processors.wards import WardMap
+from processors.silence import StreamClock
 from processors.stages import alarm_points, run_batch
 from processors.watchdog import LoopWatchdog, heartbeat_file
 from stream import faust_gaps
@@ -223,9 +226,12 @@ async def handle_batch(events) -> None:
     gaps = offsets.check(events, app.consumer_generation_id, app.consumer._committed_offset)
     inputs = [(ev.key, ev.value, f"{ev.message.topic}/{ev.message.partition}/{ev.message.offset}")
               for ev in events]
+    # (partition, offset, broker time in ms: Faust's messages carry seconds, aiokafka's records ms)
+    records = [(ev.message.partition, ev.message.offset, int((ev.message.timestamp or 0) * 1000)) for ev in events]
     for gap in gaps:
         for r in await gap_reader.fetch_range(gap):
             inputs.append((r.key, r.value, f"{r.topic}/{r.partition}/{r.offset}"))
+            records.append((r.partition, r.offset, r.timestamp or 0))
         stats.gap_records += gap.end - gap.start
     parsed = []  # (key, value, source, frame)
     for key, value, source in inputs:
@@ -263,6 +269,9 @@ async def handle_batch(events) -> None:
     for key, st in res.states.items():
         st.seen_ms = seen_ms[key] = int(now_s * 1000)
         silent_open.discard(key)
+    windows_of = {source for _, _, source, _ in parsed}
+    for (key, _, source), (part, off, ts) in zip(inputs, records):
+        stream_clock.note(part, off, ts, key if source in windows_of else None)
     states, written = res.states, res.written
     for p in res.points:
         sink.add(p)
@@ -456,22 +465,50 @@ async def pipeline_metrics() -> None:
 SILENT_FORGET_S = 3600.0  # beds silent longer than this (discharged) are not re-alarmed at start
 seen_ms: dict[bytes, int] = {}  # bed key -> wall ms of its last processed window (mirror of BedState.seen_ms)
 silent_open: set[bytes] = set()  # beds whose device_silent alarm this process has raised
+stream_clock = StreamClock()  # where this worker is in each frames partition (processors/silence.py)
+_partition_of: dict[bytes, int] = {}  # bed key -> its frames partition (the producers' partitioner)
+
+
+def _frames_partition(key: bytes) -> int:
+    p = _partition_of.get(key)
+    if p is None:
+        parts = list(range(settings.frames_partitions))
+        p = _partition_of[key] = DefaultPartitioner()(key, parts, parts)
+    return p
 
 
 @app.timer(interval=2.0)
 async def device_silent() -> None:
     """``device_silent`` for every bed of this worker's partitions with no window for
-    ``WARDSTREAM_DEVICE_SILENT_S`` (technical alarm; the next window resolves it). A bed's state
-    is parsed only when it crosses the limit (or once after a restart, for its time)."""
+    ``WARDSTREAM_DEVICE_SILENT_S`` (technical alarm; the next window resolves it), measured where
+    the worker is in the bed's partition (`processors.silence`: a worker behind on it, after a
+    restart or an outage, does not call the beds whose windows still wait there silent). A bed's
+    state is parsed only when it crosses the limit (or once after a restart, for its time)."""
     now_ms = int(time.time() * 1000)
     limit_ms = settings.device_silent_s * 1000
+    c = app.consumer
+    try:
+        tps = {tp.partition: tp for tp in c.assignment() if tp.topic == settings.frames_topic}
+    except Exception:  # no assignment yet
+        tps = {}
+
+    def position(p: int) -> tuple[int | None, int | None]:
+        tp = tps.get(p)
+        if tp is None:
+            return None, None
+        try:
+            return c.highwater(tp), c._committed_offset.get(tp)
+        except Exception:
+            return None, None
+
     async with BED_LOCK:
         events_all = []
         for key in list(bed_table.keys()):
             seen = seen_ms.get(key)
             if seen is None:  # first look after a (re)start: the stored time
                 seen = seen_ms[key] = BedState.from_bytes(bed_table.get(key)).seen_ms
-            silent = now_ms - seen
+            p = _frames_partition(key)
+            silent = stream_clock.silent_ms(key, p, now_ms, seen, *position(p))
             if not seen or silent < limit_ms or silent > SILENT_FORGET_S * 1000 or key in silent_open:
                 continue
             st = BedState.from_bytes(bed_table.get(key))
