@@ -36,10 +36,12 @@ class StreamClock:
     def behind(self, partition: int, highwater: int | None, committed: int | None) -> bool | None:
         """Records wait on ``partition`` that this worker has not processed (True), it has read
         everything there (False), or it cannot tell yet (None: no fetch answered, nothing read)."""
-        pos = self.read_to.get(partition, committed)
-        if highwater is None or pos is None:
+        # the group's offset where this worker has read less (a partition it had before a
+        # rebalance and got back: the other owner read on meanwhile)
+        known = [o for o in (self.read_to.get(partition), committed) if o is not None]
+        if highwater is None or not known:
             return None
-        return highwater > pos
+        return highwater > max(known)
 
     def silent_ms(self, key: bytes, partition: int, now_ms: int, seen_ms: int, highwater: int | None,
                   committed: int | None) -> int:

@@ -46,3 +46,11 @@ def test_without_a_fetch_answered_the_worker_cannot_tell():
     c = StreamClock()
     assert c.behind(1, None, 50) is None and c.behind(1, 60, None) is None
     assert c.silent_ms(A, 1, now_ms=90_000, seen_ms=1_000, highwater=None, committed=50) == 0
+
+
+def test_a_partition_got_back_after_a_rebalance_is_read_from_the_groups_offset():
+    c = StreamClock()
+    c.note(2, 40, 10_000, A)  # read up to 41, then the partition went to another worker
+    # back with the group's offset at 90 (the other worker read on) and nothing new: caught up
+    assert c.behind(2, 90, 90) is False
+    assert c.silent_ms(A, 2, now_ms=200_000, seen_ms=150_000, highwater=90, committed=90) == 50_000
