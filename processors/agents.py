@@ -487,28 +487,20 @@ async def device_silent() -> None:
     now_ms = int(time.time() * 1000)
     limit_ms = settings.device_silent_s * 1000
     c = app.consumer
-    try:
-        tps = {tp.partition: tp for tp in c.assignment() if tp.topic == settings.frames_topic}
-    except Exception:  # no assignment yet
-        tps = {}
-
-    def position(p: int) -> tuple[int | None, int | None]:
-        tp = tps.get(p)
-        if tp is None:
-            return None, None
-        try:
-            return c.highwater(tp), c._committed_offset.get(tp)
-        except Exception:
-            return None, None
-
     async with BED_LOCK:
+        # each frames partition of this worker: (highwater, committed offset), once per tick
+        try:
+            positions = {tp.partition: (c.highwater(tp), c._committed_offset.get(tp))
+                         for tp in c.assignment() if tp.topic == settings.frames_topic}
+        except Exception:  # no assignment yet, or a rebalance in progress
+            positions = {}
         events_all = []
         for key in list(bed_table.keys()):
             seen = seen_ms.get(key)
             if seen is None:  # first look after a (re)start: the stored time
                 seen = seen_ms[key] = BedState.from_bytes(bed_table.get(key)).seen_ms
             p = _frames_partition(key)
-            silent = stream_clock.silent_ms(key, p, now_ms, seen, *position(p))
+            silent = stream_clock.silent_ms(key, p, now_ms, seen, *positions.get(p, (None, None)))
             if not seen or silent < limit_ms or silent > SILENT_FORGET_S * 1000 or key in silent_open:
                 continue
             st = BedState.from_bytes(bed_table.get(key))
