@@ -463,9 +463,10 @@ async def pipeline_metrics() -> None:
 
 
 SILENT_FORGET_S = 3600.0  # beds silent longer than this (discharged) are not re-alarmed at start
-seen_ms: dict[bytes, int] = {}  # bed key -> wall ms of its last processed window (mirror of BedState.seen_ms)
-silent_open: set[bytes] = set()  # beds whose device_silent alarm this process has raised
-stream_clock = StreamClock()  # where this worker is in each frames partition (processors/silence.py)
+# where this worker is in each frames partition, when it last processed each bed's window (the
+# mirror of BedState.seen_ms) and which beds' device_silent it raised (processors/silence.py)
+stream_clock = StreamClock()
+seen_ms, silent_open = stream_clock.seen_ms, stream_clock.raised
 _partition_of: dict[bytes, int] = {}  # bed key -> its frames partition (the producers' partitioner)
 
 
@@ -475,6 +476,18 @@ def _frames_partition(key: bytes) -> int:
         parts = list(range(settings.frames_partitions))
         p = _partition_of[key] = DefaultPartitioner()(key, parts, parts)
     return p
+
+
+@app.on_partitions_revoked.connect
+async def forget_revoked(sender, revoked, **kwargs) -> None:
+    """A rebalance took ``revoked`` away (Faust revokes every partition, then assigns anew):
+    `StreamClock.forget` the frames partitions among them (no await in it, so the
+    ``device_silent`` timer never sees half of it; not under the bed lock, which a batch holds
+    through an InfluxDB outage, and the rebalance must not wait on that)."""
+    parts = {tp.partition for tp in revoked if tp.topic == settings.frames_topic}
+    if parts:
+        n = len(stream_clock.forget(parts, _frames_partition))
+        log.info("rebalance: forgot the silence bookkeeping of %d beds on %d frames partitions", n, len(parts))
 
 
 @app.timer(interval=2.0)

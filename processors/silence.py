@@ -11,11 +11,14 @@ processed there (the broker's timestamps, one clock for the partition's producer
 read everything on the partition, against the wall clock, since the worker last processed one
 of the bed's windows (the worker's own clock: no producer clock skew).
 
-`StreamClock` is pure bookkeeping; the worker feeds it from each batch and asks it on its timer.
+`StreamClock` is pure bookkeeping; the worker feeds it from each batch and asks it on its timer,
+and forgets a partition's part of it when a rebalance takes the partition away (what it knew is
+stale by the time it gets the partition back: the other owner read on).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 
@@ -24,6 +27,8 @@ class StreamClock:
     read_ms: dict[int, int] = field(default_factory=dict)  # partition -> newest record time processed
     read_to: dict[int, int] = field(default_factory=dict)  # partition -> offset after the last processed
     bed_ms: dict[bytes, int] = field(default_factory=dict)  # bed key -> record time of its newest window processed
+    seen_ms: dict[bytes, int] = field(default_factory=dict)  # bed key -> wall ms the worker last processed its window
+    raised: set[bytes] = field(default_factory=set)  # beds whose device_silent this worker has raised
 
     def note(self, partition: int, offset: int, record_ms: int, key: bytes | None = None) -> None:
         """One processed record (its offset and broker timestamp on ``partition``); ``key``: the
@@ -55,3 +60,21 @@ class StreamClock:
         if read is None:
             return 0
         return max(0, read - self.bed_ms.get(key, seen_ms))
+
+    def forget(self, partitions: Collection[int], partition_of: Callable[[bytes], int]) -> list[bytes]:
+        """``partitions`` revoked in a rebalance (``partition_of``: a bed key's frames partition)
+        -> the beds on them, whose bookkeeping is dropped with the partitions'. Whoever owns them
+        next processes their windows and resolves their alarms, so none of it holds if this worker
+        gets them back: a wall time from before would call a bed silent that was heard meanwhile,
+        a device_silent remembered as raised would keep the bed's next silence from being alarmed.
+        Until the worker processes something there again, `silent_ms` is 0 while it is behind,
+        then counts from the bed's stored time."""
+        keys = [k for k in {*self.seen_ms, *self.raised, *self.bed_ms} if partition_of(k) in partitions]
+        for p in partitions:
+            self.read_ms.pop(p, None)
+            self.read_to.pop(p, None)
+        for k in keys:
+            self.bed_ms.pop(k, None)
+            self.seen_ms.pop(k, None)
+            self.raised.discard(k)
+        return keys

@@ -54,3 +54,20 @@ def test_a_partition_got_back_after_a_rebalance_is_read_from_the_groups_offset()
     # back with the group's offset at 90 (the other worker read on) and nothing new: caught up
     assert c.behind(2, 90, 90) is False
     assert c.silent_ms(A, 2, now_ms=200_000, seen_ms=150_000, highwater=90, committed=90) == 50_000
+
+
+def test_a_revoked_partition_and_its_beds_are_forgotten_until_the_worker_reads_there_again():
+    c = StreamClock()
+    c.note(2, 40, 10_000, A)
+    c.note(5, 7, 10_500, B)
+    c.seen_ms.update({A: 11_000, B: 11_500})
+    c.raised.add(A)  # A's device_silent raised by this worker
+    # partition 2 (bed A's) went to another worker, which heard A again and resolved its alarm
+    assert c.forget({2}, {A: 2, B: 5}.__getitem__) == [A]
+    assert c.read_to == {5: 8} and c.bed_ms == {B: 10_500} and 2 not in c.read_ms
+    assert c.seen_ms == {B: 11_500} and not c.raised  # A's next silence is alarmed again
+    # got back later, behind: no silence counted from what it read before (0 until it reads)
+    assert c.silent_ms(A, 2, now_ms=200_000, seen_ms=150_000, highwater=95, committed=90) == 0
+    c.note(2, 90, 190_000, b"bed-000003")  # another bed's window on the partition, none of A's
+    # from A's stored time (the other owner's last processing of A's window)
+    assert c.silent_ms(A, 2, now_ms=200_000, seen_ms=185_000, highwater=95, committed=90) == 5_000
