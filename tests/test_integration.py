@@ -634,3 +634,98 @@ def test_a_frozen_workers_beds_are_alarmed_by_the_other_worker(servers, ward_set
             if w.alive():
                 os.killpg(w.proc.pid, signal.SIGCONT)
         pool.stop_all()
+
+
+def test_a_worker_that_gets_partitions_back_alarms_their_beds_next_silence(servers, ward_settings):
+    """``device_silent`` across a partition's round trip between workers: worker 0 alone raises it
+    for every bed whose devices stop; worker 1 joins, the devices resume, and each bed's alarm is
+    resolved by whichever worker now owns it; the devices stop again and worker 1 leaves, so worker
+    0 gets back the partitions it lost. Every bed's second silence is alarmed — before the revoked
+    partitions' bookkeeping was forgotten (`StreamClock.forget`), worker 0 still counted the beds
+    that worker 1 had resolved as alarmed, and their second silence went unannounced."""
+    import signal
+    import threading
+
+    from aiokafka import AIOKafkaProducer
+    from aiokafka.partitioner import DefaultPartitioner
+
+    from device_sim.sources import SyntheticBed
+    from device_sim.ward import WINDOW_US, Device
+    from stream.topics import bed_key
+    from wardstream.status import group_members
+
+    s = ward_settings.replace(device_silent_s=10.0)
+    beds = list(range(1, 13))
+    parts = list(range(s.frames_partitions))
+    part_of = {b: DefaultPartitioner()(bed_key(b), parts, parts) for b in beds}
+    pool = WorkerPool(s, 2)
+    sending = {"on": True}
+
+    def silent_events() -> list[tuple[int, str]]:
+        evs = [json.loads(m.value) for m in asyncio.run(read_to_end(s.kafka_bootstrap, s.alarms_topic))]
+        return [(e["bed"], e["state"]) for e in evs if e["condition"] == "device_silent"]
+
+    def wait_until(pred, timeout_s: float, what: str):
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            got = pred()
+            if got:
+                return got
+            time.sleep(0.5)
+        raise AssertionError(f"{what} not within {timeout_s} s; device_silent events {silent_events()}")
+
+    def every_bed(states: list[str]):
+        """The device_silent events if every bed's are ``states``, in order (else None)."""
+        evs = silent_events()
+        return evs if all([st for b2, st in evs if b2 == b] == states for b in beds) else None
+
+    def members(n: int):
+        """The members' frames partitions if the group has ``n`` members, each with some (else None)."""
+        m = [m["frames_partitions"] for m in asyncio.run(group_members(s))["members"]]
+        return m if len(m) == n and all(m) else None
+
+    async def devices() -> None:
+        """Every bed's next window every 2 s while ``sending``; the device clocks keep running
+        while they do not send (a window after a pause starts where the wall clock is)."""
+        t0 = int(time.time() * 1e6)
+        devs = [Device(b, SyntheticBed(b), t0 - 3 * WINDOW_US + 1000 * b) for b in beds]
+        p = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap, acks="all", enable_idempotence=True)
+        await p.start()
+        try:
+            while sending["on"] is not None:
+                if sending["on"]:
+                    for d in devs:
+                        d.seq = max(d.seq, (int(time.time() * 1e6) - d.clock0_us) // WINDOW_US - 1)
+                        frame, _ = d.next_frame()
+                        await p.send_and_wait(s.frames_topic, frame, key=bed_key(d.bed_id))
+                await asyncio.sleep(2.0)
+        finally:
+            await p.stop()
+
+    sender = threading.Thread(target=lambda: asyncio.run(devices()), daemon=True)
+    pool.start(0)
+    try:
+        pool.wait_ready()
+        sender.start()
+        time.sleep(6.0)
+        sending["on"] = False  # every device stops: worker 0 alarms each bed
+        wait_until(lambda: every_bed(["active"]), 40, "the first silence alarmed on every bed")
+        pool.start(1)
+        pool.wait_ready()
+        got = wait_until(lambda: members(2), 60, "two members with partitions")
+        # each worker now owns some of the beds (which half is worker 1's does not matter: both
+        # halves hold beds, so beds moved to worker 1 whichever it is)
+        assert all(any(part_of[b] in m for b in beds) for m in got), (got, part_of)
+        sending["on"] = True  # the devices resume: each bed's alarm resolved by its owner now
+        wait_until(lambda: every_bed(["active", "resolved"]), 40, "every bed's silence resolved")
+        # the devices stop again, and worker 1 leaves (its timer stops well before their silence
+        # reaches the limit): worker 0 gets every partition back
+        sending["on"] = False
+        pool.kill(1, signal.SIGTERM)
+        wait_until(lambda: (lambda m: m if m and sorted(m[0]) == parts else None)(members(1)), 60,
+                   "worker 0 owning every partition")
+        wait_until(lambda: every_bed(["active", "resolved", "active"]), 40, "the second silence alarmed on every bed")
+    finally:
+        sending["on"] = None
+        sender.join(timeout=10)
+        pool.stop_all()
