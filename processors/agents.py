@@ -267,8 +267,8 @@ async def handle_batch(events) -> None:
                     slack_correction=settings.audit_correction, audit_predictor=settings.dd_predictor,
                     hold=HOLD)
     for key, st in res.states.items():
-        st.seen_ms = seen_ms[key] = int(now_s * 1000)
-        silent_open.discard(key)
+        st.seen_ms = stream_clock.seen_ms[key] = int(now_s * 1000)
+        stream_clock.raised.discard(key)
     windows_of = {source for _, _, source, _ in parsed}
     for (key, _, source), (part, off, ts) in zip(inputs, records):
         stream_clock.note(part, off, ts, key if source in windows_of else None)
@@ -466,7 +466,6 @@ SILENT_FORGET_S = 3600.0  # beds silent longer than this (discharged) are not re
 # where this worker is in each frames partition, when it last processed each bed's window (the
 # mirror of BedState.seen_ms) and which beds' device_silent it raised (processors/silence.py)
 stream_clock = StreamClock()
-seen_ms, silent_open = stream_clock.seen_ms, stream_clock.raised
 _partition_of: dict[bytes, int] = {}  # bed key -> its frames partition (the producers' partitioner)
 
 
@@ -509,15 +508,15 @@ async def device_silent() -> None:
             positions = {}
         events_all = []
         for key in list(bed_table.keys()):
-            seen = seen_ms.get(key)
+            seen = stream_clock.seen_ms.get(key)
             if seen is None:  # first look after a (re)start: the stored time
-                seen = seen_ms[key] = BedState.from_bytes(bed_table.get(key)).seen_ms
+                seen = stream_clock.seen_ms[key] = BedState.from_bytes(bed_table.get(key)).seen_ms
             p = _frames_partition(key)
             silent = stream_clock.silent_ms(key, p, now_ms, seen, *positions.get(p, (None, None)))
-            if not seen or silent < limit_ms or silent > SILENT_FORGET_S * 1000 or key in silent_open:
+            if not seen or silent < limit_ms or silent > SILENT_FORGET_S * 1000 or key in stream_clock.raised:
                 continue
             st = BedState.from_bytes(bed_table.get(key))
-            silent_open.add(key)
+            stream_clock.raised.add(key)
             if not st.windows or st.discharged_ms:  # no stay: nobody to miss
                 continue
             ast = AlarmState.from_dict(st.alarms)
