@@ -325,6 +325,7 @@ async def run_demo(s: Settings, beds: int, duration_s: float, speed: float, work
             "influx_write_failures": sum(st["influx"]["write_failures"] for st in stats),
             "replays": sum(st["replays"] for st in stats),
             "wall_s": time.time() - t0,
+            "broker_store_mb": None if (b := services.broker_store_bytes(s)) is None else round(b / 1e6, 1),
         }
         if speed != 1:
             summary["latency_ms"] = {**summary["latency_ms"], "p50": None, "p95": None, "p99": None}
@@ -358,8 +359,25 @@ wardstream demo: {d['beds']} beds, {d['duration_s']:.0f}s at {d['speed']}x, {d['
   slack corrections    {_slack_line(d)}
   fidelity holds       {_hold_line(d)}
   task error audit     {_audit_line(d.get('task_error_audit') or {})}
-  worker CPU           {d['worker_cpu_s']:.1f}s; InfluxDB write failures {d['influx_write_failures']}{_restart_note(d)}
+  worker CPU           {d['worker_cpu_s']:.1f}s; InfluxDB write failures {d['influx_write_failures']}{_restart_note(d)}{_store_line(d)}
 """)
+
+
+# The local broker rewrites its one-file store and its CPU grows with it: 0.24-0.26 of a core
+# during a 200-bed run on an 18-23 MB store, 0.6-0.8 on a 755 MB one, where the 200-bed latency
+# went from p50 0.7 s to 4.1-4.4 s (README, 2026-12-07). Said from a third of that size on.
+STORE_LARGE_MB = 250.0
+
+
+def _store_line(d: dict) -> str:
+    mb = d.get("broker_store_mb")
+    if mb is None:
+        return ""
+    out = f"\n  broker store         {mb:.1f} MB (local noida-db)"
+    if mb >= STORE_LARGE_MB:
+        out += ("; large: its CPU grows with its store and slows the ward (README) — "
+                "`./ward services down; rm -rf .wardstream` starts it empty")
+    return out
 
 
 def _received_note(d: dict) -> str:

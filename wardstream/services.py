@@ -147,6 +147,15 @@ class _Service:
         self.pidfile.unlink(missing_ok=True)
 
 
+def broker_store_bytes(s: Settings) -> int | None:
+    """Bytes the local noida-db keeps under the state directory (its store), or None where there is
+    none (a broker run elsewhere: Apache Kafka, `--no-services`)."""
+    d = Path(s.state_dir) / "broker" / "data"
+    if not d.is_dir():
+        return None
+    return sum(f.stat().st_size for f in d.rglob("*") if f.is_file())
+
+
 class Broker(_Service):
     name = "broker"
 

@@ -158,3 +158,19 @@ def test_the_summary_says_which_worker_was_restarted():
         {"worker": 0, "exit_status": -9, "reason": "no heartbeat for 121 s", "at_s": 80.0},
         {"worker": 1, "exit_status": 1, "reason": "exited", "at_s": 90.2}]}) == \
         "; restarted: worker 0 (killed, no heartbeat for 121 s, 80.0 s into the demo), worker 1 (exit 1, 90.2 s into the demo)"
+
+
+def test_the_summary_gives_the_local_brokers_store_and_says_when_it_is_large(tmp_path, ward_settings):
+    from wardstream.demo import STORE_LARGE_MB, _store_line
+    from wardstream.services import broker_store_bytes
+
+    s = ward_settings.replace(state_dir=tmp_path)
+    assert broker_store_bytes(s) is None  # no local broker here (Apache Kafka, --no-services)
+    (tmp_path / "broker" / "data").mkdir(parents=True)
+    (tmp_path / "broker" / "data" / "kafka.json").write_bytes(b"x" * 3000)
+    assert broker_store_bytes(s) == 3000
+    assert _store_line({"broker_store_mb": None}) == ""
+    small = _store_line({"broker_store_mb": 23.5})
+    assert "23.5 MB" in small and "rm -rf" not in small
+    large = _store_line({"broker_store_mb": STORE_LARGE_MB + 505})
+    assert "755.0 MB" in large and "rm -rf .wardstream" in large
