@@ -325,7 +325,7 @@ async def run_demo(s: Settings, beds: int, duration_s: float, speed: float, work
             "influx_write_failures": sum(st["influx"]["write_failures"] for st in stats),
             "replays": sum(st["replays"] for st in stats),
             "wall_s": time.time() - t0,
-            "broker_store_mb": None if (b := services.broker_store_bytes(s)) is None else round(b / 1e6, 1),
+            "broker_store_mb": None if (b := services.Broker(s).store_bytes()) is None else round(b / 1e6, 1),
         }
         if speed != 1:
             summary["latency_ms"] = {**summary["latency_ms"], "p50": None, "p95": None, "p99": None}

@@ -147,15 +147,6 @@ class _Service:
         self.pidfile.unlink(missing_ok=True)
 
 
-def broker_store_bytes(s: Settings) -> int | None:
-    """Bytes the local noida-db keeps under the state directory (its store), or None where there is
-    none (a broker run elsewhere: Apache Kafka, `--no-services`)."""
-    d = Path(s.state_dir) / "broker" / "data"
-    if not d.is_dir():
-        return None
-    return sum(f.stat().st_size for f in d.rglob("*") if f.is_file())
-
-
 class Broker(_Service):
     name = "broker"
 
@@ -171,13 +162,25 @@ class Broker(_Service):
                                "(`pip install -e .` installs noida-db from PyPI)")
         return exe
 
+    @property
+    def data_dir(self) -> Path:
+        """noida-db's store (its one-file Kafka log)."""
+        return self.dir / "data"
+
+    def store_bytes(self) -> int | None:
+        """Bytes in the store, or None where there is none (a broker run elsewhere: Apache
+        Kafka, `--no-services`)."""
+        if not self.data_dir.is_dir():
+            return None
+        return sum(f.stat().st_size for f in self.data_dir.rglob("*") if f.is_file())
+
     def command(self) -> list[str]:
         host, port = self.s.kafka_bootstrap.rsplit(":", 1)
-        return [self.binary(), "start", "--only", "kafka", "--data-dir", str(self.dir / "data"),
+        return [self.binary(), "start", "--only", "kafka", "--data-dir", str(self.data_dir),
                 "--host", host, "--kafka-port", port]
 
     def prepare(self) -> None:
-        (self.dir / "data").mkdir(exist_ok=True)
+        self.data_dir.mkdir(exist_ok=True)
 
     def before_stop(self, timeout: float) -> None:
         """Have noida-db save its store first (`noida-db stop kafka`): it saves in the background
@@ -188,7 +191,7 @@ class Broker(_Service):
         ward's exactly-once and dead-letter guarantees assume it. A SIGKILL still loses them."""
         try:  # what it says goes to the broker's log (a failure there: records may be lost)
             with open(self.logfile, "ab") as log:
-                subprocess.run([self.binary(), "stop", "kafka", "--data-dir", str(self.dir / "data")],
+                subprocess.run([self.binary(), "stop", "kafka", "--data-dir", str(self.data_dir)],
                                stdout=log, stderr=subprocess.STDOUT, timeout=timeout, stdin=subprocess.DEVNULL)
         except (subprocess.TimeoutExpired, OSError, ServiceError):
             pass  # a hung or vanished broker: the signal below still stops it

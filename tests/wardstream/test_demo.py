@@ -162,13 +162,13 @@ def test_the_summary_says_which_worker_was_restarted():
 
 def test_the_summary_gives_the_local_brokers_store_and_says_when_it_is_large(tmp_path, ward_settings):
     from wardstream.demo import STORE_LARGE_MB, _store_line
-    from wardstream.services import broker_store_bytes
+    from wardstream.services import Broker
 
     s = ward_settings.replace(state_dir=tmp_path)
-    assert broker_store_bytes(s) is None  # no local broker here (Apache Kafka, --no-services)
+    assert Broker(s).store_bytes() is None  # no local broker here (Apache Kafka, --no-services)
     (tmp_path / "broker" / "data").mkdir(parents=True)
     (tmp_path / "broker" / "data" / "kafka.json").write_bytes(b"x" * 3000)
-    assert broker_store_bytes(s) == 3000
+    assert Broker(s).store_bytes() == 3000
     assert _store_line({"broker_store_mb": None}) == ""
     small = _store_line({"broker_store_mb": 23.5})
     assert "23.5 MB" in small and "rm -rf" not in small
