@@ -8,11 +8,19 @@ auto-creates topics would give them one partition.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass
 
 from wardstream.settings import Settings
 
+log = logging.getLogger(__name__)
+
+# How long the frames topic keeps a window (`Settings.frames_retention_h`, 0: this): time to replay
+# after any outage on a deployed broker. A broker that keeps every frame forever grows without
+# bound; the local noida-db also slows down as its store grows, so the demo keeps an hour there
+# (`wardstream.services.LOCAL_FRAMES_RETENTION_H`, README).
+FRAMES_RETENTION_H = 48.0
 
 @dataclass(frozen=True)
 class TopicSpec:
@@ -31,10 +39,8 @@ def bed_key(bed_id: int) -> bytes:
 
 def topic_specs(s: Settings) -> list[TopicSpec]:
     return [
-        # 48 h: time to replay after any outage; a broker that keeps every frame forever grows
-        # without bound (the local noida-db also slows down as its store grows: README)
         TopicSpec(s.frames_topic, s.frames_partitions, "bed_key", "wire frame v1 (stream.wire)",
-                  retention_ms=48 * 3600 * 1000),
+                  retention_ms=frames_retention_ms(s)),
         TopicSpec(s.dlq_topic, max(1, s.frames_partitions // 4), "original key",
                   "original bytes; headers: reason, error, source partition/offset",
                   retention_ms=14 * 24 * 3600 * 1000),
@@ -68,17 +74,34 @@ def compact_configs() -> dict[str, str]:
     return {"cleanup.policy": "compact", "segment.ms": str(COMPACT_SEGMENT_MS)}
 
 
+def frames_retention_ms(s: Settings) -> int:
+    return int(round((s.frames_retention_h or FRAMES_RETENTION_H) * 3600 * 1000))
+
+
+def segment_ms(retention_ms: int) -> int:
+    """``segment.ms`` of a topic that deletes records after ``retention_ms``. A broker deletes
+    only closed segments, and a segment closes after segment.ms (default 7 days) or
+    segment.bytes (1 GB): the frames topic's 16 partitions at 200 beds get ~90 kB a minute each,
+    so with the defaults Apache Kafka would keep 7 days and more of a "48-h" topic. An eighth of
+    the retention (at most a day) keeps at most 1/8 more than asked."""
+    return max(COMPACT_SEGMENT_MS, min(retention_ms // 8, 24 * 3600 * 1000))
+
+
 def _configs(t: TopicSpec) -> dict[str, str]:
     out = {}
     if t.retention_ms:
         out["retention.ms"] = str(t.retention_ms)
+        out["segment.ms"] = str(segment_ms(t.retention_ms))
     if t.compact:
         out.update(compact_configs())
     return out
 
 
 async def ensure_topics(s: Settings, timeout_s: float = 30.0) -> list[str]:
-    """Create missing topics with their partition counts; returns the names created."""
+    """Create missing topics with their partition counts and configs; returns the names created.
+
+    An existing topic keeps its configs, except the frames topic's retention when
+    ``s.frames_retention_h`` is set: then it is brought to it (`_align_configs`)."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
     admin = AIOKafkaAdminClient(bootstrap_servers=s.kafka_bootstrap, request_timeout_ms=10000)
@@ -97,9 +120,36 @@ async def ensure_topics(s: Settings, timeout_s: float = 30.0) -> list[str]:
                for t in topic_specs(s) if t.name not in existing]
         if new:
             await admin.create_topics(new)
+        if s.frames_retention_h and s.frames_topic in existing:
+            await _align_configs(admin, next(t for t in topic_specs(s) if t.name == s.frames_topic))
         return [t.name for t in new]
     finally:
         await admin.close()
+
+
+async def _align_configs(admin, t: TopicSpec) -> dict[str, tuple[str | None, str]]:
+    """Set an existing topic's configs of ``_configs(t)`` where they differ; returns
+    {name: (was, now)} of those changed. AlterConfigs replaces a topic's whole set of configs, so
+    the others set on it (config source 1, DYNAMIC_TOPIC_CONFIG) are sent back unchanged."""
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    (resp,) = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, t.name)])
+    (res,) = resp.resources
+    if res[0]:
+        raise RuntimeError(f"{t.name}: describe configs failed: error {res[0]} {res[1]}")
+    # entries (name, value, read_only, is_default (v0) | config_source (v1+), sensitive, ...)
+    current = {e[0]: e[1] for e in res[4]}
+    own = {e[0]: e[1] for e in res[4] if (not e[3] if resp.API_VERSION == 0 else e[3] == 1)}
+    want = _configs(t)
+    changed = {k: (current.get(k), v) for k, v in want.items() if current.get(k) != v}
+    if changed:
+        (out,) = await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, t.name,
+                                                           configs={**own, **want})])
+        for r in out.resources:
+            if r[0]:
+                raise RuntimeError(f"{t.name}: alter configs failed: error {r[0]} {r[1]}")
+        log.warning("%s: %s", t.name, ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changed.items()))
+    return changed
 
 
 async def read_to_end(bootstrap: str, topic: str, wait_s: float = 10.0, timeout_s: float = 60.0,

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from device_sim.ward import run_ward
-from stream.topics import ensure_topics
+from stream.topics import ensure_topics, frames_retention_ms
 from wardstream import services
 from wardstream.influxq import exactly_once, frame_seqs
 from wardstream.settings import Settings
@@ -218,6 +218,8 @@ async def run_demo(s: Settings, beds: int, duration_s: float, speed: float, work
     t0 = time.time()
     if start_services:
         services.up(s)
+        if not s.frames_retention_h:  # the local broker: keep an hour of frames, not 48 h
+            s = s.replace(frames_retention_h=services.LOCAL_FRAMES_RETENTION_H)
     await ensure_topics(s)
     pool = WorkerPool(s, workers)
     pool.start_all()
@@ -326,6 +328,7 @@ async def run_demo(s: Settings, beds: int, duration_s: float, speed: float, work
             "replays": sum(st["replays"] for st in stats),
             "wall_s": time.time() - t0,
             "broker_store_mb": None if (b := services.Broker(s).store_bytes()) is None else round(b / 1e6, 1),
+            "frames_retention_h": frames_retention_ms(s) / 3.6e6,
         }
         if speed != 1:
             summary["latency_ms"] = {**summary["latency_ms"], "p50": None, "p95": None, "p99": None}
@@ -373,7 +376,7 @@ def _store_line(d: dict) -> str:
     mb = d.get("broker_store_mb")
     if mb is None:
         return ""
-    out = f"\n  broker store         {mb:.1f} MB (local noida-db)"
+    out = f"\n  broker store         {mb:.1f} MB (local noida-db; frames kept {d['frames_retention_h']:g} h)"
     if mb >= STORE_LARGE_MB:
         out += ("; large: its CPU grows with its store and slows the ward (README) — "
                 "`./ward services down; rm -rf .wardstream` starts it empty")

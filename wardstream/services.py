@@ -147,6 +147,14 @@ class _Service:
         self.pidfile.unlink(missing_ok=True)
 
 
+# How long the demo's frames topic keeps a window on the local broker (`Settings.frames_retention_h`
+# unset). noida-db keeps its log in one JSON file that a thread rewrites as records arrive, so its
+# CPU grows with what it keeps (0.24-0.26 of a core at 200 beds on a 20 MB store, 0.6-0.8 on
+# 755 MB; README), and a 200-bed ward adds ~5 MB a minute, two thirds of it frames: 48 h would be
+# ~10 GB. An hour still replays any worker outage a local ward has.
+LOCAL_FRAMES_RETENTION_H = 1.0
+
+
 class Broker(_Service):
     name = "broker"
 

@@ -75,6 +75,9 @@ class Settings:
     webhook_max_backoff_s: float = 30.0
     webhook_give_up_s: float = 900.0  # then the alarm becomes a technical "delivery_failed" alarm
     frames_partitions: int = 16
+    # hours the frames topic keeps a window (0: 48, `stream.topics.FRAMES_RETENTION_H`, at its
+    # creation only); set, it is applied to an existing frames topic too
+    frames_retention_h: float = 0.0
     worker_web_port: int = 6066
     worker_web_host: str = "127.0.0.1"
     device_secret: str = ""  # environment only: master secret for per-device HMAC keys
@@ -179,6 +182,7 @@ _ENV = {
     "webhook_max_backoff_s": "WARDSTREAM_WEBHOOK_MAX_BACKOFF_S",
     "webhook_give_up_s": "WARDSTREAM_WEBHOOK_GIVE_UP_S",
     "frames_partitions": "WARDSTREAM_FRAMES_PARTITIONS",
+    "frames_retention_h": "WARDSTREAM_FRAMES_RETENTION_H",
     "worker_web_port": "WARDSTREAM_WORKER_WEB_PORT",
     "worker_web_host": "WARDSTREAM_WORKER_WEB_HOST",
     "device_secret": "WARDSTREAM_DEVICE_SECRET",
@@ -248,6 +252,8 @@ def from_env(env: dict[str, str] | None = None, **overrides) -> Settings:
     if values.get("level_policy", base.level_policy) not in {"fixed", "dynamic"}:
         raise ValueError("WARDSTREAM_LEVEL_POLICY must be 'fixed' or 'dynamic'")
     pk = str(values.get("dd_predictor", base.dd_predictor))
+    if float(values.get("frames_retention_h", base.frames_retention_h)) < 0:
+        raise ValueError("WARDSTREAM_FRAMES_RETENTION_H must be 0 (48 h, at creation) or more (hours)")
     if pk not in {"default", "decode", "rhythm"}:
         from wardmodels.runtime import check_predictor
 

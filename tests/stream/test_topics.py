@@ -84,6 +84,59 @@ def test_compacted_topics_close_segments_so_that_compaction_runs(ward_settings):
     assert written == 1001 and kept <= 410, (kept, written)
 
 
+def test_topics_that_delete_close_segments_well_inside_their_retention():
+    """A broker deletes closed segments only; with the 7-day default segment.ms (and 1-GB
+    segments a frames partition takes days to fill) a 48-h frames topic would keep 7 days."""
+    from stream.topics import COMPACT_SEGMENT_MS, FRAMES_RETENTION_H, frames_retention_ms, segment_ms
+    from wardstream.settings import Settings
+
+    hour = 3600 * 1000
+    assert frames_retention_ms(Settings()) == FRAMES_RETENTION_H * hour == 48 * hour
+    assert frames_retention_ms(Settings(frames_retention_h=0.5)) == hour // 2
+    assert segment_ms(48 * hour) == 6 * hour and segment_ms(hour) == hour // 8
+    assert segment_ms(30 * 24 * hour) == 24 * hour  # at most a day
+    assert segment_ms(60 * 1000) == COMPACT_SEGMENT_MS  # never below a minute
+    specs = {t.name: t for t in topic_specs(Settings())}
+    assert specs["ward.frames"].retention_ms == 48 * hour and not specs["ward.control"].retention_ms
+
+
+def test_a_frames_retention_set_is_applied_to_the_existing_topic_and_nothing_else_changes(ward_settings):
+    """`WARDSTREAM_FRAMES_RETENTION_H`: an existing frames topic gets the retention (and its
+    segment.ms) while a config set on it by hand stays; unset, an existing topic keeps what it has."""
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    from stream.topics import ensure_topics, segment_ms
+
+    s = ward_settings
+    name, hour = s.frames_topic, 3600 * 1000
+    assert topic_configs(s, [name])[name]["retention.ms"] == str(48 * hour)  # created by the fixture
+
+    async def set_by_hand():
+        admin = AIOKafkaAdminClient(bootstrap_servers=s.kafka_bootstrap)
+        await admin.start()
+        try:  # an operator's setting (AlterConfigs replaces the whole set: retention.ms kept here)
+            await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, name, configs={
+                "retention.ms": str(48 * hour), "segment.ms": str(segment_ms(48 * hour)),
+                "max.message.bytes": "300000"})])
+        finally:
+            await admin.close()
+
+    asyncio.run(set_by_hand())
+    assert asyncio.run(ensure_topics(s)) == []
+    cfg = topic_configs(s, [name])[name]
+    assert cfg["retention.ms"] == str(48 * hour) and cfg["max.message.bytes"] == "300000"
+    one_hour = s.replace(frames_retention_h=1.0)
+    assert asyncio.run(ensure_topics(one_hour)) == []
+    cfg = topic_configs(s, [name])[name]
+    assert (cfg["retention.ms"], cfg["segment.ms"], cfg["max.message.bytes"]) == (str(hour), str(hour // 8), "300000")
+    assert asyncio.run(ensure_topics(s)) == []  # unset again: the topic keeps its hour
+    assert topic_configs(s, [name])[name]["retention.ms"] == str(hour)
+    others = topic_configs(s, [s.dlq_topic, s.alarms_topic])
+    assert others[s.dlq_topic]["retention.ms"] == str(14 * 24 * hour)
+    assert others[s.alarms_topic]["segment.ms"] == str(24 * hour)
+
+
 def test_bed_keys_are_stable_bytes():
     assert bed_key(7) == b"bed-000007" and bed_key(7) != bed_key(70)
 

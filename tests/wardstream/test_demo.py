@@ -170,7 +170,7 @@ def test_the_summary_gives_the_local_brokers_store_and_says_when_it_is_large(tmp
     (tmp_path / "broker" / "data" / "kafka.json").write_bytes(b"x" * 3000)
     assert Broker(s).store_bytes() == 3000
     assert _store_line({"broker_store_mb": None}) == ""
-    small = _store_line({"broker_store_mb": 23.5})
-    assert "23.5 MB" in small and "rm -rf" not in small
-    large = _store_line({"broker_store_mb": STORE_LARGE_MB + 505})
+    small = _store_line({"broker_store_mb": 23.5, "frames_retention_h": 1.0})
+    assert "23.5 MB" in small and "frames kept 1 h" in small and "rm -rf" not in small
+    large = _store_line({"broker_store_mb": STORE_LARGE_MB + 505, "frames_retention_h": 48.0})
     assert "755.0 MB" in large and "rm -rf .wardstream" in large

@@ -21,6 +21,9 @@ def test_settings_from_env_and_flags():
     assert from_env({"WARDSTREAM_DD_PREDICTOR": "rhythm"}).dd_predictor == "rhythm"
     with pytest.raises(ValueError, match="DD_PREDICTOR"):
         from_env({"WARDSTREAM_DD_PREDICTOR": "oracle"})
+    assert from_env({}).frames_retention_h == 0 and from_env({"WARDSTREAM_FRAMES_RETENTION_H": "1.5"}).frames_retention_h == 1.5
+    with pytest.raises(ValueError, match="FRAMES_RETENTION_H"):
+        from_env({"WARDSTREAM_FRAMES_RETENTION_H": "-1"})
 
 
 def test_defaults_bind_to_loopback_and_hold_no_secret():
