@@ -155,6 +155,12 @@ class _Service:
 LOCAL_FRAMES_RETENTION_H = 1.0
 
 
+def _ends_json(path: Path) -> bool:
+    with open(path, "rb") as f:
+        f.seek(-1, os.SEEK_END)
+        return f.read(1) == b"}"
+
+
 class Broker(_Service):
     name = "broker"
 
@@ -175,12 +181,29 @@ class Broker(_Service):
         """noida-db's store (its one-file Kafka log)."""
         return self.dir / "data"
 
-    def store_bytes(self) -> int | None:
+    def store_bytes(self, settle_s: float = 10.0) -> int | None:
         """Bytes in the store, or None where there is none (a broker run elsewhere: Apache
-        Kafka, `--no-services`)."""
+        Kafka, `--no-services`). noida-db rewrites its JSON store in place, for tens of seconds
+        at a 100-MB store, and again as soon as anything changed: a plain size is often a
+        part-written file's (a 200-bed run's store read 43-99 MB in turn). So the size counts
+        once the store ends its JSON and holds still for a moment, within ``settle_s``; else the
+        largest size seen then."""
+        store = self.data_dir / "kafka.json"
         if not self.data_dir.is_dir():
             return None
-        return sum(f.stat().st_size for f in self.data_dir.rglob("*") if f.is_file())
+        others = sum(f.stat().st_size for f in self.data_dir.rglob("*") if f.is_file() and f != store)
+        if not store.is_file():
+            return others
+        deadline, last, largest = time.monotonic() + settle_s, -1, 0
+        while True:
+            size = store.stat().st_size
+            largest = max(largest, size)
+            if size == last and size and _ends_json(store):
+                return others + size
+            if time.monotonic() > deadline:
+                return others + largest
+            last = size
+            time.sleep(0.2)
 
     def command(self) -> list[str]:
         host, port = self.s.kafka_bootstrap.rsplit(":", 1)

@@ -161,14 +161,34 @@ def test_the_summary_says_which_worker_was_restarted():
 
 
 def test_the_summary_gives_the_local_brokers_store_and_says_when_it_is_large(tmp_path, ward_settings):
+    import threading
+    import time
+
     from wardstream.demo import STORE_LARGE_MB, _store_line
     from wardstream.services import Broker
 
     s = ward_settings.replace(state_dir=tmp_path)
     assert Broker(s).store_bytes() is None  # no local broker here (Apache Kafka, --no-services)
     (tmp_path / "broker" / "data").mkdir(parents=True)
-    (tmp_path / "broker" / "data" / "kafka.json").write_bytes(b"x" * 3000)
+    store = tmp_path / "broker" / "data" / "kafka.json"
+    store.write_bytes(b"{" + b"x" * 2998 + b"}")
     assert Broker(s).store_bytes() == 3000
+
+    def rewrite():  # as noida-db does: in place, a piece at a time
+        with open(store, "wb") as f:
+            for _ in range(8):
+                f.write(b"[" + b"1," * 500)
+                f.flush()
+                time.sleep(0.1)
+            f.write(b"}")
+
+    writer = threading.Thread(target=rewrite)
+    writer.start()
+    time.sleep(0.15)
+    assert store.stat().st_size < 8 * 1001 and Broker(s).store_bytes() == 8 * 1001 + 1
+    writer.join()
+    store.write_bytes(b"{" + b"x" * 1999)  # cut short and left so: the largest size seen
+    assert Broker(s).store_bytes(settle_s=0.5) == 2000
     assert _store_line({"broker_store_mb": None}) == ""
     small = _store_line({"broker_store_mb": 23.5, "frames_retention_h": 1.0})
     assert "23.5 MB" in small and "frames kept 1 h" in small and "rm -rf" not in small
