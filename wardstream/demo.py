@@ -218,7 +218,7 @@ async def run_demo(s: Settings, beds: int, duration_s: float, speed: float, work
     t0 = time.time()
     if start_services:
         services.up(s)
-        if not s.frames_retention_h:  # the local broker: keep an hour of frames, not 48 h
+        if not s.frames_retention_h:  # the local broker: keep a quarter of an hour of frames, not 48 h
             s = s.replace(frames_retention_h=services.LOCAL_FRAMES_RETENTION_H)
     await ensure_topics(s)
     pool = WorkerPool(s, workers)
