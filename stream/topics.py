@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 # (`wardstream.services.LOCAL_FRAMES_RETENTION_H`, README).
 FRAMES_RETENTION_H = 48.0
 
+
 @dataclass(frozen=True)
 class TopicSpec:
     name: str

@@ -157,9 +157,12 @@ LOCAL_FRAMES_RETENTION_H = 0.25
 
 
 def _ends_json(path: Path) -> bool:
-    with open(path, "rb") as f:
-        f.seek(-1, os.SEEK_END)
-        return f.read(1) == b"}"
+    try:
+        with open(path, "rb") as f:
+            f.seek(-1, os.SEEK_END)
+            return f.read(1) == b"}"
+    except OSError:  # emptied (or gone) since its size was read
+        return False
 
 
 class Broker(_Service):

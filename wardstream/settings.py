@@ -251,9 +251,9 @@ def from_env(env: dict[str, str] | None = None, **overrides) -> Settings:
         raise ValueError("WARDSTREAM_SIM_ENCODER=firmware sends wire format v2 only (WARDSTREAM_WIRE_VERSION=2)")
     if values.get("level_policy", base.level_policy) not in {"fixed", "dynamic"}:
         raise ValueError("WARDSTREAM_LEVEL_POLICY must be 'fixed' or 'dynamic'")
-    pk = str(values.get("dd_predictor", base.dd_predictor))
     if float(values.get("frames_retention_h", base.frames_retention_h)) < 0:
         raise ValueError("WARDSTREAM_FRAMES_RETENTION_H must be 0 (48 h, at creation) or more (hours)")
+    pk = str(values.get("dd_predictor", base.dd_predictor))
     if pk not in {"default", "decode", "rhythm"}:
         from wardmodels.runtime import check_predictor
 
