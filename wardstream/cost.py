@@ -30,6 +30,7 @@ import time
 
 import numpy as np
 
+from stream.topics import FRAMES_RETENTION_H, segment_ms
 from wardmodels import DD_MODEL
 
 WINDOWS_PER_DAY = 86400 // 2
@@ -51,7 +52,9 @@ PRICES = {
 }
 ASSUMPTIONS = {
     "kafka_record_overhead_bytes": 24,  # key (10 B) + record varints/attributes; batch header amortised
-    "broker_retention_days": 7,
+    # what the deployed frames topic keeps (`stream.topics`): its retention and, at most, one more
+    # segment that is not closed yet (48 h + 6 h); until 2026-12-07 this said 7 days
+    "broker_retention_days": (FRAMES_RETENTION_H * 3600e3 + segment_ms(int(FRAMES_RETENTION_H * 3600e3))) / 86400e3,
     "consumers_per_frame": 1,  # the worker group reads each frame once
     "partitions": 16 + 4 + 1,  # frames, dead letters, control
     "archive_days": 30,  # wire stream kept in object storage for review

@@ -98,6 +98,10 @@ def test_topics_that_delete_close_segments_well_inside_their_retention():
     assert segment_ms(60 * 1000) == COMPACT_SEGMENT_MS  # never below a minute
     specs = {t.name: t for t in topic_specs(Settings())}
     assert specs["ward.frames"].retention_ms == 48 * hour and not specs["ward.control"].retention_ms
+    # the cost model stores on the broker what the frames topic keeps: 48 h and one open 6-h segment
+    from wardstream.cost import ASSUMPTIONS
+
+    assert ASSUMPTIONS["broker_retention_days"] * 24 == 48 + 6
 
 
 def test_a_frames_retention_set_is_applied_to_the_existing_topic_and_nothing_else_changes(ward_settings):
