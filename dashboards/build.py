@@ -313,7 +313,7 @@ def bandwidth_cost() -> dict:
                unit="currencyUSD", decimals=2, colour_mode="none",
                description=f"Byte-driven costs only (broker data in/out, {ASSUMPTIONS['broker_retention_days']}-day "
                            f"broker storage, {ASSUMPTIONS['archive_days']}-day archive) at the list prices of "
-                           "`wardstream cost` (USD {usd:.3g} per byte/s per month); fixed costs (broker cluster, "
+                           f"`wardstream cost` (USD {usd:.3g} per byte/s per month); fixed costs (broker cluster, "
                            "worker VM, InfluxDB) are in its JSON."), 12, 6)
     L.add(stat("Wire vs raw, ward", [target('SELECT sum("wire_bytes") / sum("raw_bytes") FROM "frame" WHERE $timeFilter')],
                unit="percentunit", decimals=3, colour_mode="none",
