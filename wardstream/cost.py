@@ -30,8 +30,9 @@ import time
 
 import numpy as np
 
-from stream.topics import FRAMES_RETENTION_H, segment_ms
+from stream.topics import frames_retention_ms, segment_ms
 from wardmodels import DD_MODEL
+from wardstream.settings import Settings
 
 WINDOWS_PER_DAY = 86400 // 2
 DAYS_PER_MONTH = 30
@@ -50,11 +51,12 @@ PRICES = {
     "influxdb_cloud_data_in_per_mb": 0.0025,
     "influxdb_cloud_storage_per_gb_hour": 0.002,
 }
+_FRAMES_KEPT_MS = frames_retention_ms(Settings())  # the deployed frames topic's retention
 ASSUMPTIONS = {
     "kafka_record_overhead_bytes": 24,  # key (10 B) + record varints/attributes; batch header amortised
     # what the deployed frames topic keeps (`stream.topics`): its retention and, at most, one more
     # segment that is not closed yet (48 h + 6 h); until 2026-12-07 this said 7 days
-    "broker_retention_days": (FRAMES_RETENTION_H * 3600e3 + segment_ms(int(FRAMES_RETENTION_H * 3600e3))) / 86400e3,
+    "broker_retention_days": (_FRAMES_KEPT_MS + segment_ms(_FRAMES_KEPT_MS)) / 86400e3,
     "consumers_per_frame": 1,  # the worker group reads each frame once
     "partitions": 16 + 4 + 1,  # frames, dead letters, control
     "archive_days": 30,  # wire stream kept in object storage for review

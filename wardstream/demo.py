@@ -366,9 +366,10 @@ wardstream demo: {d['beds']} beds, {d['duration_s']:.0f}s at {d['speed']}x, {d['
 """)
 
 
-# The local broker rewrites its one-file store and its CPU grows with it: 0.24-0.26 of a core
-# during a 200-bed run on an 18-23 MB store, 0.6-0.8 on a 755 MB one, where the 200-bed latency
-# went from p50 0.7 s to 4.1-4.4 s (README, 2026-12-07). Said from a third of that size on.
+# The local broker rewrites its one-file store and its CPU grows with it: 0.33-0.39 of a core
+# during a 200-bed run keeping 15 min of frames (80 MB at rest after it), 0.6-0.8 on a 755 MB
+# store, where the 200-bed latency went from p50 0.7 s to 4.1-4.4 s (README, 2026-12-07). Said
+# from a third of that size on (other topics, or a longer `WARDSTREAM_FRAMES_RETENTION_H`).
 STORE_LARGE_MB = 250.0
 
 
