@@ -220,10 +220,12 @@ async def _dead_letter(key: bytes | None, value: bytes, err: FrameError, source:
     log.warning("dead-lettered %s: %s (%s)", source, err.reason, err)
 
 
-async def handle_batch(events) -> None:
+async def handle_batch(events, trailing: list | None = None) -> None:
+    """One batch of frames records: ``events`` as Faust delivered them, with the records it
+    skipped read from Kafka (`stream.faust_gaps`), or only ``trailing`` gaps' records (`sweep_frames`)."""
     t_begin = time.time()
     # records Faust fetched but dropped (see stream.faust_gaps) join this batch
-    gaps = offsets.check(events, app.consumer_generation_id, app.consumer._committed_offset)
+    gaps = offsets.check(events, app.consumer_generation_id, app.consumer._committed_offset) + list(trailing or [])
     inputs = [(ev.key, ev.value, f"{ev.message.topic}/{ev.message.partition}/{ev.message.offset}")
               for ev in events]
     # (partition, offset, broker time in ms: Faust's messages carry seconds, aiokafka's records ms)
@@ -326,6 +328,9 @@ async def handle_batch(events) -> None:
         bed_table[key] = st.to_bytes()
     for gap in gaps:  # processed and written: Faust may now commit past them
         await faust_gaps.mark_done(app.consumer, gap)
+    for gap in trailing or []:
+        offsets.advance(gap.tp, app.consumer_generation_id, gap.end)
+        await faust_gaps.commit_trailing(app.consumer, gap)
     if TRACE:
         log.info("trace flushed+stored %d windows", len(written))
     stats.batches += 1
@@ -345,6 +350,82 @@ async def process_frames(stream):
             # committing instead, so a restarted worker processes the batch again.
             log.critical("unexpected error in a batch; exiting without committing it", exc_info=True)
             os._exit(70)
+
+
+_frames_behind: dict = {}  # TP -> where a sweep found it behind (`faust_gaps.trailing`)
+
+
+@app.timer(interval=2.0)
+async def sweep_frames() -> None:
+    """Process the frames Faust dropped where no later record reveals them (`faust_gaps.trailing`:
+    a quiet partition after a rebalance), read from Kafka, as a batch of their own. Not while a
+    rebalance is in progress (the positions are being reset). A sweep that fails (the broker away)
+    is logged and tried again at the next."""
+    if app.rebalancing:
+        _frames_behind.clear()
+        return
+    try:
+        c, gen = app.consumer, app.consumer_generation_id
+        tps = [tp for tp in c.assignment() if tp.topic == settings.frames_topic]
+        gaps = faust_gaps.trailing(offsets, c, gen, tps, _frames_behind)
+        if not gaps:
+            return
+        async with BED_LOCK:
+            # a batch may have been handed them while this sweep waited for the lock
+            gaps = [g for g in gaps if gen == app.consumer_generation_id
+                    and offsets.expected(g.tp, gen, c._committed_offset) == g.start]
+            for g in gaps:
+                log.warning("frames %s/%s %d..%d fetched but not delivered by Faust: reading them from Kafka",
+                            g.tp.topic, g.tp.partition, g.start, g.end - 1)
+            if gaps:
+                await handle_batch([], trailing=gaps)
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("frames sweep failed; trying again in 2 s")
+
+
+STUCK_S = 15.0  # table recovery, or a frames partition with records waiting, making no progress this long
+_stuck = faust_gaps.StuckWatch(STUCK_S)
+_last_rejoin = [0.0]
+
+
+@app.timer(interval=2.0)
+async def watch_own_progress() -> None:
+    """This worker stuck on its own partitions after a rebalance: its table recovery reading no
+    changelog record for ``STUCK_S`` (Faust dropped records it had fetched: the recovery waits for
+    offsets its consumer has passed), or a frames partition of its own with records waiting that it
+    neither fetches nor is handed for as long (both seen 2026-12-07 under CPU load, after a worker
+    left; `sweep_frames` handles the records fetched and dropped). The group watch alarms such a
+    stall (``monitoring_stalled``) after ``WARDSTREAM_STALL_S``; this worker, which knows it is the
+    one stuck, rejoins the group, so that the rebalance seeks everything again (at most once per
+    ``STUCK_S``)."""
+    now, c, gen = time.monotonic(), app.consumer, app.consumer_generation_id
+    try:
+        if app.rebalancing:
+            remaining = app.tables.recovery.active_remaining_total()
+            stuck = [f"table recovery ({remaining} changelog records to read)"] if _stuck.stuck(
+                now, "recovery", (gen, remaining), remaining > 0) else []
+        else:
+            _stuck.seen.pop("recovery", None)
+            busy = faust_gaps.in_flight(c)
+            stuck = []
+            for tp in c.assignment():
+                if tp.topic != settings.frames_topic:
+                    continue
+                nxt, hw = offsets.expected(tp, gen, c._committed_offset), c.highwater(tp)
+                waiting = nxt is not None and hw is not None and hw > nxt and tp not in busy
+                if _stuck.stuck(now, tp, (gen, nxt, faust_gaps.fetched_to(c, tp)), waiting):
+                    stuck.append(f"frames partition {tp.partition} ({hw - nxt} records wait at offset {nxt})")
+        if stuck and now - _last_rejoin[0] >= STUCK_S:
+            _last_rejoin[0] = now
+            log.error("no progress for %.0f s on %s: rejoining the group", STUCK_S, ", ".join(stuck))
+            _stuck.seen.clear()
+            await faust_gaps.request_rejoin(c)
+    except asyncio.CancelledError:
+        raise
+    except Exception:  # not assigned yet, or a rebalance in progress
+        log.debug("progress watch skipped a tick", exc_info=True)
 
 
 @app.task

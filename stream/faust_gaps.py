@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 log = logging.getLogger("wardstream.gaps")
 
@@ -80,6 +80,56 @@ class OffsetTracker:
             self._next[tp] = (generation, max(off + 1, nxt or 0))
         return gaps
 
+    def expected(self, tp, generation: int, committed: dict) -> int | None:
+        """The offset the agent is to be handed next on ``tp``: after the last one it was handed
+        in this consumer generation, else the committed one (None: not known)."""
+        gen, nxt = self._next.get(tp, (None, None))
+        return nxt if gen == generation else committed.get(tp)
+
+    def advance(self, tp, generation: int, end: int) -> None:
+        """The records of ``tp`` before ``end`` were processed outside Faust's delivery (a
+        `trailing` gap read directly): expect ``end`` next; one Faust delivers late is no gap."""
+        nxt = self.expected(tp, generation, {})
+        self._next[tp] = (generation, max(end, nxt or 0))
+
+
+def fetched_to(consumer, tp) -> int | None:
+    """The offset after the last record of ``tp`` that aiokafka has handed to Faust (its fetch
+    position; None when not known). Records below it are in Faust's hands: delivered to the
+    agents, in a stream's buffer, or dropped (the rebalance of the module docstring)."""
+    from aiokafka import TopicPartition
+
+    try:
+        ak = consumer._thread._ensure_consumer()
+        state = ak._subscription.subscription.assignment.state_value(TopicPartition(tp.topic, tp.partition))
+        return state.position if state is not None and state.has_valid_position else None
+    except Exception:  # not assigned (a rebalance in progress), or the consumer not started
+        return None
+
+
+def in_flight(consumer) -> set:
+    """The TPs with records delivered to a stream and not yet acknowledged."""
+    return {m.tp for m in list(consumer._unacked_messages) if not m.acked}
+
+
+def trailing(tracker: OffsetTracker, consumer, generation: int, tps, behind: dict) -> list[Gap]:
+    """The frames Faust dropped with no later record delivered to reveal them (a quiet partition:
+    its beds stopped sending, so `OffsetTracker.check` never sees the jump; seen 2026-12-07, the
+    last window of a bed fetched again after a rebalance and never delivered, its partition
+    stalled and the bed's next silence never alarmed). Per partition of ``tps``: the records
+    aiokafka handed to Faust (below `fetched_to`) past those the agent was handed, none of them
+    in a stream's hands, at two calls in a row (`overdue`: one call's time for Faust to deliver)."""
+    busy = in_flight(consumer)
+    committed = consumer._committed_offset
+    expected, ends = {}, {}
+    for tp in tps:
+        nxt, end = tracker.expected(tp, generation, committed), fetched_to(consumer, tp)
+        if nxt is None or end is None or tp in busy:
+            behind.pop(tp, None)
+            continue
+        expected[tp], ends[tp] = nxt, end
+    return overdue(expected, ends, behind)
+
 
 def skipped(tp, expected: int, offset: int) -> Gap | None:
     """For a topic whose agent notes the offset it expects next (the commands): the records Faust
@@ -108,6 +158,49 @@ def overdue(expected: dict, ends: dict, behind: dict) -> list[Gap]:
 async def mark_done(consumer, gap: Gap) -> None:
     """Let Faust commit past a gap whose records have been processed."""
     await _original_add_gap(consumer, gap.tp, gap.start, gap.end - 1)
+
+
+@dataclass
+class StuckWatch:
+    """Progress that is due and not made: per key, the value last seen and since when."""
+
+    stuck_s: float
+    seen: dict = field(default_factory=dict)  # key -> (value, since when)
+
+    def stuck(self, now: float, key, value, waiting: bool) -> bool:
+        """``value``: where ``key`` stands now; ``waiting``: whether work waits on it. True once
+        it has waited at the same value for ``stuck_s``."""
+        if not waiting:
+            self.seen.pop(key, None)
+            return False
+        was, since = self.seen.get(key, (None, now))
+        if was != value:
+            self.seen[key] = (value, now)
+            return False
+        return now - since >= self.stuck_s
+
+
+async def request_rejoin(consumer) -> None:
+    """Have the Faust consumer's group coordinator rejoin the group (a rebalance: partitions
+    revoked and assigned again, table recovery and the seek to the committed offsets done anew).
+    aiokafka runs in Faust's consumer thread: the request is made there."""
+    ak = consumer._thread._ensure_consumer()
+
+    async def rejoin() -> None:
+        ak._coordinator.request_rejoin()
+
+    await consumer._thread.call_thread(rejoin)
+
+
+async def commit_trailing(consumer, gap: Gap) -> bool:
+    """Commit past a `trailing` gap whose records have been processed, when the group's offset
+    stands at its start: Faust's own commits move only with records it delivered (a gap handed to
+    it by `mark_done` joins the next delivered one), and on a quiet partition none comes, so the
+    group's offset would stay behind (the stall watch calls that a stall; the next owner reads the
+    records again) -> whether it committed."""
+    if consumer._committed_offset.get(gap.tp) != gap.start:
+        return False  # earlier records still uncommitted: Faust's commit of them takes the gap along
+    return await consumer._commit_offsets({gap.tp: gap.end})
 
 
 class RangeReader:
