@@ -355,13 +355,20 @@ async def process_frames(stream):
 _frames_behind: dict = {}  # TP -> where a sweep found it behind (`faust_gaps.trailing`)
 
 
+def _frames_idle() -> bool:
+    """No batch of frames in progress and none handed to the agent: records that wait now are not
+    held back by a batch (one waiting out an InfluxDB outage, say)."""
+    return not BED_LOCK.locked() and not any(tp.topic == settings.frames_topic
+                                             for tp in faust_gaps.in_flight(app.consumer))
+
+
 @app.timer(interval=2.0)
 async def sweep_frames() -> None:
     """Process the frames Faust dropped where no later record reveals them (`faust_gaps.trailing`:
     a quiet partition after a rebalance), read from Kafka, as a batch of their own. Not while a
     rebalance is in progress (the positions are being reset). A sweep that fails (the broker away)
     is logged and tried again at the next."""
-    if app.rebalancing:
+    if app.rebalancing or not _frames_idle():
         _frames_behind.clear()
         return
     try:
@@ -408,13 +415,13 @@ async def watch_own_progress() -> None:
                 now, "recovery", (gen, remaining), remaining > 0) else []
         else:
             _stuck.seen.pop("recovery", None)
-            busy = faust_gaps.in_flight(c)
+            idle = _frames_idle()
             stuck = []
             for tp in c.assignment():
                 if tp.topic != settings.frames_topic:
                     continue
                 nxt, hw = offsets.expected(tp, gen, c._committed_offset), c.highwater(tp)
-                waiting = nxt is not None and hw is not None and hw > nxt and tp not in busy
+                waiting = idle and nxt is not None and hw is not None and hw > nxt
                 if _stuck.stuck(now, tp, (gen, nxt, faust_gaps.fetched_to(c, tp)), waiting):
                     stuck.append(f"frames partition {tp.partition} ({hw - nxt} records wait at offset {nxt})")
         if stuck and now - _last_rejoin[0] >= STUCK_S:

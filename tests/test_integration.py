@@ -672,7 +672,12 @@ def test_a_worker_that_gets_partitions_back_alarms_their_beds_next_silence(serve
             if got:
                 return got
             time.sleep(0.5)
-        raise AssertionError(f"{what} not within {timeout_s} s; device_silent events {silent_events()}")
+        # what the workers said that was more than routine (rebalances, stalls, recoveries)
+        said = "\n".join(f"worker {w.index} ({w.log_path}):\n" + "\n".join(
+            ln for ln in _log_tail(w.log_path, 200_000).splitlines()
+            if any(x in ln for x in ("WARNING", "ERROR", "CRITICAL", "forgot", "Worker ready")))[-6000:]
+            for w in pool.workers if w.log_path)
+        raise AssertionError(f"{what} not within {timeout_s} s; device_silent events {silent_events()}\n{said}")
 
     def every_bed(states: list[str]):
         """The device_silent events if every bed's are ``states``, in order (else None)."""
