@@ -594,7 +594,7 @@ async def device_silent() -> None:
                          for tp in c.assignment() if tp.topic == settings.frames_topic}
         except Exception:  # no assignment yet, or a rebalance in progress
             positions = {}
-        events_all = []
+        events_all, changed = [], {}
         for key in list(bed_table.keys()):
             seen = stream_clock.seen_ms.get(key)
             if seen is None:  # first look after a (re)start: the stored time
@@ -615,11 +615,16 @@ async def device_silent() -> None:
                 st.alarms = ast.to_dict()
                 events_all.extend(evs)
                 add_alarm_history(alarm_points(evs))
-                bed_table[key] = st.to_bytes()
+                changed[key] = st
         if events_all:
             await sink.flush()
             await publish_alarm_events(events_all)
             stats.alarm_events += len(events_all)
+            # the states record the alarms as raised only once they are published (as a batch's
+            # do): a worker stopped in between leaves them unrecorded, so whoever measures the
+            # silence next raises them again, rather than finding them open and never announcing them
+            for key, st in changed.items():
+                bed_table[key] = st.to_bytes()
 
 
 @app.page("/stats/")
