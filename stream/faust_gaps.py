@@ -18,7 +18,13 @@ compacted, never written transactionally, so every offset holds a record):
   last one seen;
 * the agent reads the missing offsets directly from Kafka (`RangeReader`), processes them with
   its batch, and only after their points are in InfluxDB calls `mark_done`, which hands the gap
-  to Faust's bookkeeping so the commit can move past it.
+  to Faust's bookkeeping so the commit can move past it;
+* on a quiet partition no later record reveals a skip: `trailing` finds the records aiokafka
+  handed to Faust that never reached the agent, which a sweep reads the same way and commits
+  past (`commit_trailing`);
+* and a worker whose table recovery or frames partition makes no progress at all after a
+  rebalance (`StuckWatch`: Faust also drops the changelog records its recovery waits for) rejoins
+  its group (`request_rejoin`), so that the next rebalance seeks everything again.
 """
 
 from __future__ import annotations
