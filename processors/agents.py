@@ -373,8 +373,7 @@ async def sweep_frames() -> None:
         return
     try:
         c, gen = app.consumer, app.consumer_generation_id
-        tps = [tp for tp in c.assignment() if tp.topic == settings.frames_topic]
-        gaps = faust_gaps.trailing(offsets, c, gen, tps, _frames_behind)
+        gaps = faust_gaps.trailing(offsets, c, gen, frames_assignment(), _frames_behind)
         if not gaps:
             return
         async with BED_LOCK:
@@ -417,9 +416,7 @@ async def watch_own_progress() -> None:
             _stuck.seen.pop("recovery", None)
             idle = _frames_idle()
             stuck = []
-            for tp in c.assignment():
-                if tp.topic != settings.frames_topic:
-                    continue
+            for tp in frames_assignment():
                 nxt, hw = offsets.expected(tp, gen, c._committed_offset), c.highwater(tp)
                 waiting = idle and nxt is not None and hw is not None and hw > nxt
                 if _stuck.stuck(now, tp, (gen, nxt, faust_gaps.fetched_to(c, tp)), waiting):
@@ -477,14 +474,18 @@ def _quantile(hist: Counter, q: float) -> float | None:
     return None
 
 
+def frames_assignment() -> list:
+    """This worker's frames partitions (Faust TPs). Raises while the consumer has no assignment
+    (not started, or a rebalance in progress)."""
+    return [tp for tp in app.consumer.assignment() if tp.topic == settings.frames_topic]
+
+
 def consumer_lag() -> int | None:
     """Frames on this worker's partitions not yet consumed (broker high water − position)."""
     try:
         c = app.consumer
         lag = 0
-        for tp in c.assignment():
-            if tp.topic != settings.frames_topic:
-                continue
+        for tp in frames_assignment():
             hw = c.highwater(tp)
             pos = c._committed_offset.get(tp)
             lag += max(0, (hw or 0) - (pos or 0))
@@ -591,7 +592,7 @@ async def device_silent() -> None:
         # each frames partition of this worker: (highwater, committed offset), once per tick
         try:
             positions = {tp.partition: (c.highwater(tp), c._committed_offset.get(tp))
-                         for tp in c.assignment() if tp.topic == settings.frames_topic}
+                         for tp in frames_assignment()}
         except Exception:  # no assignment yet, or a rebalance in progress
             positions = {}
         events_all, changed = [], {}

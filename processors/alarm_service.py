@@ -47,8 +47,8 @@ from processors import delivery as dl
 from processors import group_watch as group_watch_mod
 from processors.alarm_view import AlarmView
 from processors.agents import (BED_LOCK, CONDITIONS, HOLD, LIMITS, WARDS, WORKER_ID, add_alarm_history, alarms_topic,
-                               control_topic, publish_alarm_events, publish_hold_updates, set_publisher,
-                               set_stall_alarms, sink)
+                               control_topic, frames_assignment, publish_alarm_events, publish_hold_updates,
+                               set_publisher, set_stall_alarms, sink)
 from processors import hold as fidelity
 from processors.alarms import AlarmEvent, AlarmState, acknowledge, check_limits, discharge
 from processors.bed import BedState
@@ -226,7 +226,7 @@ async def stall_alarms(watch) -> None:
             del _stall_sent[i]
     open_ = {b: a for (b, c), a in view.alarms.items() if c == group_watch_mod.CONDITION}
     try:  # the owner of a partition resolves its stalls; the others only after a hand-over time
-        owned = {tp.partition for tp in app.consumer.assignment() if tp.topic == settings.frames_topic}
+        owned = {tp.partition for tp in frames_assignment()}
     except Exception:  # no assignment yet (a rebalance): none owned
         owned = set()
     evs = [e for e in group_watch_mod.stall_transitions(
