@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from stream import arith
-from stream.arith import FREQ_BITS, TOTAL  # noqa: F401 (the tables' scale)
+from stream.arith import TOTAL
 
 
 @dataclass

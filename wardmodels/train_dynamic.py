@@ -243,7 +243,6 @@ def export(dd_path: Path, data_dir: Path, model_id: int, calib: int = 2048, chec
     from wardmodels import runtime
     from wardmodels.codec_data import CodecData
     from wardmodels.dd_edge import analyse_int, quantise_chain, save_chains, snap_dd_codebooks
-    from wardmodels.frontend import normalise  # noqa: F401  (CodecData normalises)
 
     dd_path = Path(dd_path)
     blob = torch.load(dd_path, map_location="cpu", weights_only=True)
