@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 # How long the frames topic keeps a window (`Settings.frames_retention_h`, 0: this): time to replay
 # after any outage on a deployed broker. A broker that keeps every frame forever grows without
 # bound; the local noida-db also slows down as its store grows, so the demo keeps 15 min there
-# (`wardstream.services.LOCAL_FRAMES_RETENTION_H`, README).
+# (`wardstream.services.LOCAL_FRAMES_RETENTION_H`, docs/measurements.md).
 FRAMES_RETENTION_H = 48.0
 
 

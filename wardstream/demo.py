@@ -368,7 +368,7 @@ wardstream demo: {d['beds']} beds, {d['duration_s']:.0f}s at {d['speed']}x, {d['
 
 # The local broker rewrites its one-file store and its CPU grows with it: 0.33-0.39 of a core
 # during a 200-bed run keeping 15 min of frames (80 MB at rest after it), 0.6-0.8 on a 755 MB
-# store, where the 200-bed latency went from p50 0.7 s to 4.1-4.4 s (README, 2026-12-07). Said
+# store, where the 200-bed latency went from p50 0.7 s to 4.1-4.4 s (docs/measurements.md, 2026-12-07). Said
 # from a third of that size on (other topics, or a longer `WARDSTREAM_FRAMES_RETENTION_H`).
 STORE_LARGE_MB = 250.0
 
@@ -379,7 +379,7 @@ def _store_line(d: dict) -> str:
         return ""
     out = f"\n  broker store         {mb:.1f} MB (local noida-db; frames kept {d['frames_retention_h']:g} h)"
     if mb >= STORE_LARGE_MB:
-        out += ("; large: its CPU grows with its store and slows the ward (README) — "
+        out += ("; large: its CPU grows with its store and slows the ward (docs/measurements.md) — "
                 "`./ward services down; rm -rf .wardstream` starts it empty")
     return out
 

@@ -151,7 +151,7 @@ class _Service:
 # unset). noida-db keeps its log in one JSON file that a thread rewrites as records arrive, so its
 # CPU grows with what it keeps: in a 15-min, 200-bed demo keeping 1 h of frames it rose from 0.24 to
 # 0.38 of a core as the store grew to 161 MB; keeping 6 min it held at 0.27-0.31 (2026-12-07,
-# README). Frames add ~3 MB a minute there (48 h would be ~9 GB). A quarter of an hour still
+# docs/measurements.md). Frames add ~3 MB a minute there (48 h would be ~9 GB). A quarter of an hour still
 # replays any worker outage the demo's supervisor lets happen (it restarts a worker within 2 min).
 LOCAL_FRAMES_RETENTION_H = 0.25
 

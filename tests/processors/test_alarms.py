@@ -439,7 +439,7 @@ def test_alarm_limits_per_ward_and_bed_override_the_defaults():
 
 
 def test_the_af_rhythm_checks_can_be_switched_off_per_bed():
-    """``afib_irr``, ``afib_entropy`` and ``afib_n_min_p`` take 0 for "not required" (the README's
+    """``afib_irr``, ``afib_entropy`` and ``afib_n_min_p`` take 0 for "not required" (docs/alarms.md's
     way to switch the irregularity condition off for a bed); other limits stay strictly positive."""
     assert check_limits({"afib_irr": 0, "afib_entropy": 0, "afib_n_min_p": 0}, "limits") == \
         {"afib_irr": 0.0, "afib_entropy": 0.0, "afib_n_min_p": 0.0}
