@@ -12,7 +12,16 @@ import pytest
 from tests.isolation import free_port as _free_port
 from tests.isolation import isolated
 from wardstream import services
-from wardstream.settings import Settings, from_env
+from wardstream.settings import Settings, default_data_dir, from_env
+
+
+@pytest.fixture(scope="session")
+def data_dir():
+    """The recordings (``../shared/data`` beside the project); tests that need them skip without."""
+    d = default_data_dir()
+    if not (d / "mitdb" / "100.hea").exists() or not (d / "eegmat" / "eegmat_128hz.npz").exists():
+        pytest.skip(f"recordings not found under {d}")
+    return d
 
 
 @pytest.fixture(scope="session")

@@ -404,6 +404,9 @@ def main(argv: list[str] | None = None) -> int:
     el.add_argument("--encoder", default="int8", choices=["int8", "fp32"])
     el.add_argument("--weights", type=Path, default=None, help="an FP32 checkpoint (.pt) or a packed file (.wpk) instead of the deployed model")
     el.add_argument("--sweep", type=Path, default=None, help="also run the fixed bit/pruning sweep of this FP32 checkpoint")
+    el.add_argument("--robustness", action="store_true",
+                    help="cinc2017: also score the rhythm model under noise, electrode motion and lead-off, "
+                         "and on eegmat's real ECG (key robustness; wardstream/eval_robust.py)")
     el.add_argument("--max-records", type=int, default=None)
     el.add_argument("--json", type=Path)
 
@@ -611,8 +614,12 @@ def main(argv: list[str] | None = None) -> int:
         from wardstream.eval_classifier import evaluate, sweep
 
         try:
+            if a.robustness and a.dataset != "cinc2017":
+                print("error: --robustness scores the rhythm model: --dataset cinc2017", file=sys.stderr)
+                return 2
             d = evaluate(s.data_dir, a.dataset, a.split, s.codec_model,
-                         a.level if a.level is not None else s.codec_level, a.encoder, a.max_records, a.weights)
+                         a.level if a.level is not None else s.codec_level, a.encoder, a.max_records, a.weights,
+                         robust=a.robustness)
             if a.sweep:
                 d["sweep"] = sweep("rhythm" if a.dataset == "cinc2017" else "beat", a.sweep, s.data_dir, a.split)
         except DataMissing as exc:

@@ -13,6 +13,8 @@
   pipeline's own streaming QRS detections (`detected_beats`: an annotated beat the detector misses
   counts against its class's sensitivity), and on codec reconstructions; plus rhythm per 10-s crop
   inside annotated rhythm episodes (`rhythm_crops`).
+* ``--robustness`` (cinc2017): the rhythm model under noise, electrode motion and lead-off, and on
+  eegmat's real ECG (`wardstream.eval_robust`).
 * ``--sweep``: the papers' Table 1 on our model — fixed 1–8-bit weights and 10–90 % magnitude
   pruning over every layer of the FP32 source model (record-level F1 / macro F1 on the split).
 """
@@ -230,7 +232,8 @@ def sweep(kind: str, weights: Path, data_dir: Path, split: str) -> dict:
 
 
 def evaluate(data_dir: Path, dataset: str, split: str, codec_model: int, level: int,
-             encoder: str = "int8", max_records: int | None = None, weights: Path | None = None) -> dict:
+             encoder: str = "int8", max_records: int | None = None, weights: Path | None = None,
+             robust: bool = False) -> dict:
     from wardmodels.clf_runtime import classifier_manifest, load_deployed_classifier
     from wardmodels.runtime import load_deployed
     from wardmodels.train_classifier import load_classifier
@@ -243,6 +246,11 @@ def evaluate(data_dir: Path, dataset: str, split: str, codec_model: int, level: 
     if dataset == "cinc2017":
         clf = load_classifier(weights) if weights else load_deployed_classifier("rhythm")
         out = eval_cinc(clf, data_dir, split, level, codec_model, levels, encoder, max_records)
+        if robust:
+            from wardstream.eval_robust import robustness
+
+            out["robustness"] = robustness(clf, data_dir, split, max_records=max_records,
+                                           codec=(codec_model, level, encoder))
         kind = "rhythm"
     elif dataset == "mitdb":
         clf = load_classifier(weights) if weights else load_deployed_classifier("beat")

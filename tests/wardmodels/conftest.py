@@ -1,15 +1,5 @@
 import pytest
 
-from wardstream.settings import default_data_dir
-
-
-@pytest.fixture(scope="session")
-def data_dir():
-    d = default_data_dir()
-    if not (d / "mitdb" / "100.hea").exists() or not (d / "eegmat" / "eegmat_128hz.npz").exists():
-        pytest.skip(f"recordings not found under {d}")
-    return d
-
 
 @pytest.fixture(scope="session")
 def codec():
