@@ -96,14 +96,23 @@ def cinc_split(data_dir: Path, part: str) -> ds.CincSet:
     return ds.load_cinc(data_dir, "val" if part == "test" else part)
 
 
+def crop_ends(length: int, step: int = 2 * FS) -> np.ndarray:
+    """Where the crops of `crops_for_record` end (sample index after their last sample): every
+    whole 2-s window end from 10 s on; a record shorter than 10 s: one crop, to its last whole
+    window (or its end when it has none)."""
+    n = length // step * step
+    if n < RHYTHM_SAMPLES:
+        return np.array([n if n else length])
+    return np.arange(RHYTHM_SAMPLES, n + 1, step)
+
+
 def crops_for_record(x: np.ndarray, step: int = 2 * FS) -> np.ndarray:
     """The crops the pipeline classifies over a record: the last 10 s at every 2-s window end
     (a record shorter than 10 s: one zero-padded crop). A streaming model's crops at the same
     times: `stream_rhythm.crops_for_record`."""
-    n = len(x) // step * step
-    if n < RHYTHM_SAMPLES:
-        return rhythm_input(x[None, :max(n, step)] if n else x[None])
-    ends = np.arange(RHYTHM_SAMPLES, n + 1, step)
+    ends = crop_ends(len(x), step)
+    if ends[0] < RHYTHM_SAMPLES:
+        return rhythm_input(x[None, :ends[0]])
     return rhythm_input(x[ends[:, None] - RHYTHM_SAMPLES + np.arange(RHYTHM_SAMPLES)])
 
 

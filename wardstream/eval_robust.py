@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 from scipy.signal import butter, sosfilt
 
-from wardmodels.classifier import FS, RHYTHM_CLASSES
+from wardmodels.classifier import FS, RHYTHM_CLASSES, RHYTHM_SAMPLES
 from wardmodels.frontend import filter_record
 
 log = logging.getLogger(__name__)
@@ -115,14 +115,11 @@ def crop_sqi(sig: list[np.ndarray]) -> list[np.ndarray]:
     each of a record's crops (`wardmodels.clf_data.crops_for_record`): the quality the alarm model
     holds the decision to (an AF probability on a window below ``sqi_min`` counts as 0)."""
     from processors.vitals import ecg_quality_batch
+    from wardmodels.clf_data import crop_ends
 
     w = 2 * FS
-    out = []
-    for x in sig:
-        n = len(x) // w * w
-        ends = np.arange(10 * FS, n + 1, w) if n >= 10 * FS else np.array([max(n, min(len(x), w))])
-        out.append(ecg_quality_batch(np.stack([np.pad(x[max(0, e - w):e], (w - min(e, w), 0)) for e in ends]), FS))
-    return out
+    return [ecg_quality_batch(np.stack([np.pad(x[max(0, e - w):e], (w - min(e, w), 0)) for e in crop_ends(len(x))]), FS)
+            for x in sig]
 
 
 def _scores(y: np.ndarray, rec: np.ndarray, per: list[np.ndarray], sqi: list[np.ndarray]) -> dict:
@@ -152,7 +149,7 @@ def robustness(clf, data_dir: Path, split: str, seed: int = 0, max_records: int 
                codec: tuple[int, int, str] | None = None) -> dict:
     """``codec``: (wire model id, level, encoder) — also score `CODEC_CONDITIONS` on what the cloud
     decodes at that level (key ``codec_level``)."""
-    from wardmodels.clf_data import cinc_split, reconstruct, record_proba
+    from wardmodels.clf_data import cinc_split, crop_ends, reconstruct, record_proba
 
     cs = cinc_split(data_dir, split)
     raw = [np.asarray(s, np.float64) for s in cs.signals][:max_records]
@@ -170,11 +167,7 @@ def robustness(clf, data_dir: Path, split: str, seed: int = 0, max_records: int 
     _, per = record_proba(clf, perturbed(raw, "lead_off", None, seed))
     out["lead_off"] = _decision_shares(per)
     _, per = record_proba(clf, perturbed(raw, "lead_off_half", None, seed))
-    tail = []
-    for x, q in zip(raw, per):
-        n = len(x) // (2 * FS) * (2 * FS)
-        ends = np.arange(10 * FS, n + 1, 2 * FS)
-        tail.append(q[(ends - 10 * FS) >= len(x) // 2] if len(ends) == len(q) else q[:0])
+    tail = [q[crop_ends(len(x)) - RHYTHM_SAMPLES >= len(x) // 2] for x, q in zip(raw, per)]
     out["lead_off_half"] = {**_decision_shares(tail), "note": "crops wholly in the lead-off half"}
     if codec is not None:
         model_id, level, encoder = codec
@@ -197,7 +190,7 @@ def robustness(clf, data_dir: Path, split: str, seed: int = 0, max_records: int 
     return out
 
 
-def _eegmat(clf, data_dir: Path) -> dict | None:
+def _eegmat(clf, data_dir: Path) -> dict:
     """The real recordings: eegmat's ECG, every subject in sinus rhythm; its lead-off traces."""
     from wardmodels.clf_data import record_proba
     from wardmodels.codec_data import FLAT_ECG_MV
