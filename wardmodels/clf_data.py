@@ -172,11 +172,15 @@ class RhythmData:
 
     A reconstructed crop is what a bed's buffer holds: with ``mix_levels`` half of them take each
     2-s window at its own level (drawn from the original and every level in ``levels``, as a
-    device under the Dynamic-Deep policy sends them), the other half one level throughout."""
+    device under the Dynamic-Deep policy sends them), the other half one level throughout.
+    ``artefact_share``: that share of the non-noisy crops carries muscle or motion artefacts
+    (`add_artefacts`), labels kept."""
+
+    artefact_share, artefacts = 0.0, None
 
     def __init__(self, data_dir: Path, codec_model: int | None = 2, levels=(1, 2), mit_per_epoch: int = 800,
                  synthetic_per_epoch: int = 120, recon_share: float = 0.5, crops_per_record: int = 1,
-                 mix_levels: bool = False, causal: bool = False):
+                 mix_levels: bool = False, causal: bool = False, artefact_share: float = 0.0):
         if causal and mix_levels:
             raise ValueError("mixed-level crops are not implemented for the streaming (causal) model")
         self.causal = causal
@@ -199,13 +203,18 @@ class RhythmData:
         self.synthetic_per_epoch = synthetic_per_epoch * self.crops_per_record
         self.recon_share = recon_share if self.recon else 0.0
         self.mix_levels = bool(mix_levels and self.recon)
+        if artefact_share and causal:
+            raise ValueError("artefact crops are not implemented for the streaming (causal) model")
+        self.artefact_share = float(artefact_share)
+        self.artefacts = artefact_bank() if self.artefact_share else None
 
     def summary(self) -> dict:
         return {"cinc_fit_records": len(self.signals),
                 "cinc_fit_labels": {c: int((self.labels == i).sum()) for i, c in enumerate(RHYTHM_CLASSES)},
                 "mit_ds1_crops": {c: int((self.mit_y == i).sum()) for i, c in enumerate(RHYTHM_CLASSES)},
                 "reconstruction_levels": list(self.levels), "crops_per_record": self.crops_per_record,
-                "mix_levels": self.mix_levels, **({"causal": True} if self.causal else {})}
+                "mix_levels": self.mix_levels, **({"causal": True} if self.causal else {}),
+                **({"artefact_share": self.artefact_share} if self.artefact_share else {})}
 
     def class_counts(self) -> np.ndarray:
         return np.bincount(self.labels, minlength=len(RHYTHM_CLASSES)).astype(np.float64)
@@ -276,7 +285,67 @@ class RhythmData:
         k = int(noisy.sum())
         x[noisy] += (rng.uniform(0.02, 0.3, (k, 1)) * rng.standard_normal((k, x.shape[1]))).astype(np.float32)
         order = rng.permutation(len(y))
-        return x[order], y[order]
+        x, y = x[order], y[order]
+        if self.artefacts is not None:
+            add_artefacts(rng, x, y, self.artefacts, self.artefact_share)
+        return x, y
+
+
+ARTEFACT_SNR_DB = (3.0, 20.0)
+ARTEFACT_MUSCLE_SHARE = 0.6
+
+
+def artefact_bank(n: int = 3000, seed: int = 123) -> dict[str, np.ndarray]:
+    """Unit-power snippets (``n`` of each kind, one rhythm crop long) of the artefacts a wearable
+    picks up over a rhythm the label still names, as the front end passes them:
+
+    * ``muscle``: EMG-like bursts, white noise band-passed from 15–25 Hz up to 60 Hz (4th-order
+      Butterworth) and amplitude-modulated at 0.1–1 Hz;
+    * ``motion``: electrode motion, 3–11 Gaussian transients of 40–250 ms plus a 0.1–1 Hz drift.
+
+    Each goes through the causal front end (2 s of settling dropped), then zero mean, unit power.
+    Deliberately other generators than the robustness evaluation's (`wardstream.eval_robust`)."""
+    from scipy.signal import butter, sosfilt
+
+    rng = np.random.default_rng(seed)
+    m = RHYTHM_SAMPLES + 2 * FS
+    t = np.arange(m) / FS
+    bank = {}
+    for kind in ("muscle", "motion"):
+        out = []
+        for _ in range(n):
+            if kind == "muscle":
+                lo = rng.uniform(15, 25)
+                z = sosfilt(butter(4, [lo, 60], "bandpass", fs=FS, output="sos"), rng.standard_normal(m))
+                z = z * (0.4 + np.abs(np.sin(2 * np.pi * rng.uniform(0.1, 1.0) * t + rng.uniform(0, 6.3))))
+            else:
+                z = np.zeros(m)
+                for c in rng.uniform(0, m, rng.integers(3, 12)):
+                    w = rng.uniform(0.04, 0.25) * FS
+                    z += rng.normal(0, 1) * np.exp(-0.5 * ((np.arange(m) - c) / w) ** 2)
+                z += rng.uniform(0.2, 1) * np.sin(2 * np.pi * rng.uniform(0.1, 1.0) * t + rng.uniform(0, 6.3))
+            f = filter_record(z.astype(np.float32))[2 * FS:].astype(np.float64)
+            f -= f.mean()
+            out.append((f / max(f.std(), 1e-9)).astype(np.float32))
+        bank[kind] = np.stack(out)
+    return bank
+
+
+def add_artefacts(rng: np.random.Generator, x: np.ndarray, y: np.ndarray, bank: dict[str, np.ndarray],
+                  share: float) -> np.ndarray:
+    """In place: on a ``share`` of the crops not labelled noisy, add a ``bank`` artefact (muscle
+    with probability `ARTEFACT_MUSCLE_SHARE`, else motion) at an SNR drawn uniformly from
+    `ARTEFACT_SNR_DB` against the crop's own power, then renormalise as `rhythm_input` does. The
+    label is kept: AF under muscle noise is still AF. Returns the indices changed."""
+    pick = np.flatnonzero((rng.random(len(x)) < share) & (y != RHYTHM_CLASSES.index("~")))
+    for i in pick:
+        kind = "muscle" if rng.random() < ARTEFACT_MUSCLE_SHARE else "motion"
+        snr = rng.uniform(*ARTEFACT_SNR_DB)
+        nz = bank[kind][rng.integers(len(bank[kind]))]
+        v = x[i] + nz * np.sqrt(10 ** (-snr / 10)) * x[i].std()
+        v = v - v.mean()
+        x[i] = np.clip(v / max(v.std(), 1e-3), -20, 20)
+    return pick
 
 
 def synthetic_noisy(rng: np.random.Generator, n: int, causal: bool = False) -> list[np.ndarray]:

@@ -171,9 +171,9 @@ def _rhythm_qat_batches(data_dir: Path, seed: int, batch: int = 64, recipe: dict
                         teacher=None, distill: float = 0.0, temperature: float = 2.0):
     """Training batches and loss for quantization-aware fine-tuning of the rhythm model: the
     training recipe's own data (`RhythmData`: CinC fit records, their codec reconstructions at
-    the levels the source model was trained with, MIT-BIH DS1 crops, synthetic noise; ``recipe``
-    is the source checkpoint's training arguments) and class-weighted cross-entropy, mixed with
-    distillation from ``teacher`` (the FP32 source) when ``distill`` > 0 (`compress.distill_loss`)."""
+    the levels the source model was trained with, MIT-BIH DS1 crops, synthetic noise, the
+    recipe's artefacts if any; ``recipe`` is the source checkpoint's training arguments) and
+    class-weighted cross-entropy, mixed with distillation from ``teacher`` (the FP32 source) when ``distill`` > 0 (`compress.distill_loss`)."""
     import torch
 
     from wardmodels.clf_data import RhythmData
@@ -183,7 +183,7 @@ def _rhythm_qat_batches(data_dir: Path, seed: int, batch: int = 64, recipe: dict
     r = recipe or {}
     data = RhythmData(data_dir, codec_model=r.get("codec_model", 2), levels=tuple(r.get("levels", (1, 2))),
                       crops_per_record=r.get("crops_per_record", 1), mix_levels=r.get("mix_levels", False),
-                      causal=r.get("variant") == "rhythm-stream")
+                      causal=r.get("variant") == "rhythm-stream", artefact_share=r.get("artefact_share", 0.0))
     ce = rhythm_loss(data.class_counts())
 
     def batches(ep: int):

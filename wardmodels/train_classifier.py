@@ -108,7 +108,7 @@ def train_rhythm(data_dir: Path, epochs: int = 40, batch: int = 64, seed: int = 
                  budget_min: float | None = None, out_dir: Path | None = None, codec_model: int | None = 2,
                  levels: tuple[int, ...] = (1, 2), crops_per_record: int = 1, mix_levels: bool = False,
                  variant: str = "rhythm", init_from: Path | None = None, lr: float = 1e-3,
-                 schedule: str = "plateau", min_lr: float = 1e-5) -> dict:
+                 schedule: str = "plateau", min_lr: float = 1e-5, artefact_share: float = 0.0) -> dict:
     """``levels`` of codec ``codec_model`` join the mix (half the crops); ``mix_levels``: half of
     those take each 2-s window at its own level, as under the Dynamic-Deep policy; ``variant``:
     ``rhythm`` or the streaming ``rhythm-stream`` (`wardmodels.stream_rhythm`).
@@ -117,7 +117,9 @@ def train_rhythm(data_dir: Path, epochs: int = 40, batch: int = 64, seed: int = 
     random initialisation; ``schedule`` ``cosine`` anneals ``lr`` to ``min_lr`` per batch over
     all ``epochs`` (``plateau``: the recipe's ReduceLROnPlateau on the calib loss). The best calib
     epoch is kept either way; an epoch that does not beat the starting model's calib F1 is not kept
-    over it."""
+    over it — unless ``artefact_share`` > 0: then muscle and motion artefacts go onto that share of
+    the crops (`clf_data.add_artefacts`, labels kept) and the starting model, which never saw them,
+    is no candidate (the calib records are clean: they cannot score what the artefacts teach)."""
     from wardmodels.clf_data import RhythmData, cinc_split
     from wardmodels.frontend import filter_record
 
@@ -130,12 +132,14 @@ def train_rhythm(data_dir: Path, epochs: int = 40, batch: int = 64, seed: int = 
         args["variant"] = variant
     if schedule not in ("plateau", "cosine"):
         raise ValueError(f"unknown schedule {schedule!r}: plateau or cosine")
+    if artefact_share:
+        args["artefact_share"] = artefact_share
     if init_from is not None or lr != 1e-3 or schedule != "plateau":
         args.update(init_from=Path(init_from).name if init_from else None, lr=lr, schedule=schedule,
                     **({"min_lr": min_lr} if schedule == "cosine" else {}))
     t0 = time.time()
     data = RhythmData(data_dir, codec_model=codec_model, levels=tuple(levels), crops_per_record=crops_per_record,
-                      mix_levels=mix_levels, causal=cfg.causal)
+                      mix_levels=mix_levels, causal=cfg.causal, artefact_share=artefact_share)
     calib = cinc_split(data_dir, "calib")
     calib_sig = [filter_record(s) for s in calib.signals]
     calib_y = np.array([RHYTHM_CLASSES.index(v) for v in calib.labels])
@@ -150,9 +154,9 @@ def train_rhythm(data_dir: Path, epochs: int = 40, batch: int = 64, seed: int = 
             raise ValueError(f"{init_from} is not a {variant!r} model: its config differs")
         model.load_state_dict(src.state_dict())
         p0 = _record_predict(Classifier(model), calib_sig)
-        best = {"epoch": 0, "calib_f1": cinc_f1(calib_y, p0.argmax(1)),
-                "state": {k: v.clone() for k, v in model.state_dict().items()}}
-        init_f1 = best["calib_f1"]
+        init_f1 = cinc_f1(calib_y, p0.argmax(1))
+        if not artefact_share:
+            best = {"epoch": 0, "calib_f1": init_f1, "state": {k: v.clone() for k, v in model.state_dict().items()}}
         log.info("fine-tuning %s: calib F1 %.4f before", Path(init_from).name, init_f1)
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=1e-3)
     per_epoch = data.epoch_size()

@@ -185,6 +185,9 @@ def main(argv: list[str] | None = None) -> int:
     tk.add_argument("--crops-per-record", type=int, default=1, help="rhythm: random 10-s crops per CinC record per epoch")
     tk.add_argument("--mix-levels", action="store_true",
                     help="rhythm: half the reconstructed crops take each 2-s window at its own level")
+    tk.add_argument("--artefact-share", type=float, default=0.0,
+                    help="rhythm: share of the non-noisy crops given muscle or motion artefacts at 3-20 dB, "
+                         "labels kept (clf_data.add_artefacts)")
     tk.add_argument("--morph-aug", type=float, default=0.0,
                     help="beat: share of training beats reshaped as another patient's (beat and template alike)")
     tk.add_argument("--init-from", type=Path, default=None,
@@ -518,7 +521,8 @@ def main(argv: list[str] | None = None) -> int:
                                              levels=tuple(int(v) for v in a.levels.split(",")),
                                              crops_per_record=a.crops_per_record, mix_levels=a.mix_levels,
                                              variant="rhythm-stream" if a.kind == "rhythm-stream" else "rhythm",
-                                             init_from=a.init_from, lr=a.lr, schedule=a.schedule, min_lr=a.min_lr)
+                                             init_from=a.init_from, lr=a.lr, schedule=a.schedule, min_lr=a.min_lr,
+                                             artefact_share=a.artefact_share)
         if a.kind in ("beat", "both") and res.get("rhythm", {}).get("finished", True):
             res["beat"] = tcl.train_beat(s.data_dir, a.epochs or 30, seed=a.seed, threads=a.threads,
                                          budget_min=a.budget_min, out_dir=a.out_dir, codec_model=cm,

@@ -89,3 +89,40 @@ def test_an_unknown_schedule_is_refused_before_any_data_is_read(tmp_path):
 
     with pytest.raises(ValueError, match="schedule"):
         train_rhythm(tmp_path / "no-data-here", epochs=1, schedule="step")
+
+
+def test_artefacts_go_on_the_chosen_share_of_ecg_crops_at_the_drawn_snr_labels_kept():
+    """Muscle / motion artefacts (`add_artefacts`): only crops not labelled noisy, about the share
+    asked, each one's added power at 3-20 dB below the crop's, renormalised, and labels untouched."""
+    from wardmodels.classifier import RHYTHM_CLASSES, rhythm_input
+    from wardmodels.clf_data import ARTEFACT_SNR_DB, add_artefacts, artefact_bank
+
+    bank = artefact_bank(n=8, seed=5)
+    assert set(bank) == {"muscle", "motion"}
+    for z in bank.values():
+        assert z.shape == (8, RHYTHM_SAMPLES)
+        assert np.allclose(z.std(axis=1), 1.0, atol=1e-3) and np.allclose(z.mean(axis=1), 0.0, atol=1e-3)
+    assert np.array_equal(bank["muscle"], artefact_bank(n=8, seed=5)["muscle"])  # seeded
+    # muscle: power above 15 Hz; motion: below it
+    f = np.fft.rfftfreq(RHYTHM_SAMPLES, 1 / 128)
+    share_hi = {k: (np.abs(np.fft.rfft(z, axis=1)) ** 2)[:, f > 15].sum() / (np.abs(np.fft.rfft(z, axis=1)) ** 2).sum()
+                for k, z in bank.items()}
+    assert share_hi["muscle"] > 0.9 and share_hi["motion"] < 0.1
+
+    rng = np.random.default_rng(0)
+    t = np.arange(RHYTHM_SAMPLES) / 128
+    clean = rhythm_input(np.stack([np.sin(2 * np.pi * (8 + 0.01 * i) * t) for i in range(400)]))  # between both kinds
+    y = np.array([RHYTHM_CLASSES.index("~") if i % 4 == 0 else i % 3 for i in range(400)])
+    x, y0 = clean.copy(), y.copy()
+    pick = add_artefacts(rng, x, y, bank, 0.5)
+    assert np.array_equal(y, y0)
+    changed = np.flatnonzero(np.abs(x - clean).max(axis=1) > 1e-6)
+    assert np.array_equal(changed, pick)
+    assert not (y[pick] == RHYTHM_CLASSES.index("~")).any()
+    assert 0.4 < len(pick) / (y != RHYTHM_CLASSES.index("~")).sum() < 0.6
+    assert np.allclose(x[pick].std(axis=1), 1.0, atol=1e-3)
+    # x = (clean + n) / sd: the clean part's share of the power gives each crop's SNR
+    a = (x[pick] * clean[pick]).mean(axis=1)  # = 1 / sd, the clean crop being unit power
+    snr = 10 * np.log10(a ** 2 / np.maximum(1 - a ** 2, 1e-12))
+    lo, hi = ARTEFACT_SNR_DB
+    assert (snr > lo - 1.5).all() and (snr < hi + 1.5).all() and snr.max() - snr.min() > 8
