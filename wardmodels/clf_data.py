@@ -183,6 +183,10 @@ class RhythmData:
                  mix_levels: bool = False, causal: bool = False, artefact_share: float = 0.0):
         if causal and mix_levels:
             raise ValueError("mixed-level crops are not implemented for the streaming (causal) model")
+        if not 0.0 <= artefact_share <= 1.0:
+            raise ValueError(f"artefact_share is a share of the crops, in [0, 1]: got {artefact_share}")
+        if artefact_share and causal:
+            raise ValueError("artefact crops are not implemented for the streaming (causal) model")
         self.causal = causal
         fit = cinc_split(data_dir, "fit")
         self.signals = [filter_record(s) for s in fit.signals]
@@ -203,8 +207,6 @@ class RhythmData:
         self.synthetic_per_epoch = synthetic_per_epoch * self.crops_per_record
         self.recon_share = recon_share if self.recon else 0.0
         self.mix_levels = bool(mix_levels and self.recon)
-        if artefact_share and causal:
-            raise ValueError("artefact crops are not implemented for the streaming (causal) model")
         self.artefact_share = float(artefact_share)
         self.artefacts = artefact_bank() if self.artefact_share else None
 

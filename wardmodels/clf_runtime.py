@@ -173,7 +173,8 @@ def _rhythm_qat_batches(data_dir: Path, seed: int, batch: int = 64, recipe: dict
     training recipe's own data (`RhythmData`: CinC fit records, their codec reconstructions at
     the levels the source model was trained with, MIT-BIH DS1 crops, synthetic noise, the
     recipe's artefacts if any; ``recipe`` is the source checkpoint's training arguments) and
-    class-weighted cross-entropy, mixed with distillation from ``teacher`` (the FP32 source) when ``distill`` > 0 (`compress.distill_loss`)."""
+    class-weighted cross-entropy, mixed with distillation from ``teacher`` (the FP32 source) when
+    ``distill`` > 0 (`compress.distill_loss`)."""
     import torch
 
     from wardmodels.clf_data import RhythmData

@@ -126,3 +126,11 @@ def test_artefacts_go_on_the_chosen_share_of_ecg_crops_at_the_drawn_snr_labels_k
     snr = 10 * np.log10(a ** 2 / np.maximum(1 - a ** 2, 1e-12))
     lo, hi = ARTEFACT_SNR_DB
     assert (snr > lo - 1.5).all() and (snr < hi + 1.5).all() and snr.max() - snr.min() > 8
+
+
+def test_an_artefact_share_outside_0_1_is_refused_before_any_data_is_read(tmp_path):
+    import pytest
+
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ValueError, match="artefact_share"):
+            RhythmData(tmp_path, artefact_share=bad)  # an empty directory: the check comes first
