@@ -35,8 +35,11 @@ def test_eval_alarms_on_record_200(tmp_path, monkeypatch):
                 "false_high_priority_per_bed_day", "median_detection_delay_s"):
         assert key in r, key
     assert r["split_records"] == ["200"] and r["hours"] == pytest.approx(902 * 2 / 3600, abs=1e-2)
-    # record 200 (DS2): four fast ventricular runs, no AF
-    assert r["vt_runs"]["total"] == 4 and r["vt_runs"]["detected"] >= 3
+    # record 200 (DS2): four fast ventricular runs, no AF. Two of them sit at the rate limit: the
+    # 3-beat run at 1,494 s reads 99-102 bpm depending on the level its window is sent at (missed at
+    # fixed level 1 too) and the 4-beat one at 1,100 s is missed by dynamic devices even sent raw, so
+    # with the deployed bound (0.2482 since 2026-12-07; 3 of 4 at the 0.5058 before) two are certain
+    assert r["vt_runs"]["total"] == 4 and r["vt_runs"]["detected"] >= 2
     assert r["af_episodes"] == {"total": 0, "detected": 0}
     assert r["device"]["level_policy"] == "dynamic" and len(r["device"]["ecg_levels_sent"]) >= 2
     assert r["device"]["edge_predictor"] == "default" and r["device"]["bound"] > 0  # the deployed bound
@@ -56,7 +59,7 @@ def test_eval_alarms_on_record_200(tmp_path, monkeypatch):
     assert hold["max_level"] == 1 and hold["seconds"] == 120 and 100 < hold["windows_held"] < 902
     # the hold caps levels, so the bed sends more of its windows at levels 0-1 and fewer bits are saved
     low = lambda d: sum(v for k, v in d["device"]["ecg_levels_sent"].items() if int(k) <= 1)
-    assert low(h) >= low(r) + hold["windows_held"] // 2
+    assert low(h) >= hold["windows_held"] and low(h) > low(r)  # every held window at level 0 or 1
     assert h["device"]["ecg_mean_compression_gain"] < r["device"]["ecg_mean_compression_gain"]
     assert h["vt_runs"]["total"] == 4 and h["vt_runs"]["detected"] >= 2
 
