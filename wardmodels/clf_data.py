@@ -337,8 +337,10 @@ def add_artefacts(rng: np.random.Generator, x: np.ndarray, y: np.ndarray, bank: 
                   share: float) -> np.ndarray:
     """In place: on a ``share`` of the crops not labelled noisy, add a ``bank`` artefact (muscle
     with probability `ARTEFACT_MUSCLE_SHARE`, else motion) at an SNR drawn uniformly from
-    `ARTEFACT_SNR_DB` against the crop's own power, then renormalise as `rhythm_input` does. The
-    label is kept: AF under muscle noise is still AF. Returns the indices changed."""
+    `ARTEFACT_SNR_DB` against the crop's own power, then renormalise as `rhythm_input` does (but
+    in float64: calling `rhythm_input`, float32, changes the crops in the last bits, and the
+    committed `clf-rhythm-912868549b81` was trained with this arithmetic). The label is kept: AF
+    under muscle noise is still AF. Returns the indices changed."""
     pick = np.flatnonzero((rng.random(len(x)) < share) & (y != RHYTHM_CLASSES.index("~")))
     for i in pick:
         kind = "muscle" if rng.random() < ARTEFACT_MUSCLE_SHARE else "motion"
