@@ -168,23 +168,29 @@ class Device:
         return encode_as_sent(frame, self.hmac_key, self.coded)
 
 
+def encode_windows(encoders: list, ecgs: list, eegs: list) -> list[tuple[Channel, ...]]:
+    """One window per device through its encoder: codec devices (fixed-level and Dynamic-Deep)
+    in one batch (`wardmodels.wire_codec.encode_many`), raw devices (`RawEncoder`) each alone."""
+    chans: list = [None] * len(encoders)
+    coded = [i for i, e in enumerate(encoders) if hasattr(e, "filters")]
+    if coded:
+        from wardmodels.wire_codec import encode_many
+
+        res = encode_many([encoders[i] for i in coded], [ecgs[i] for i in coded], [eegs[i] for i in coded])
+        for i, c in zip(coded, res):
+            chans[i] = c
+    for i, e in enumerate(encoders):
+        if chans[i] is None:
+            chans[i] = e.channels(ecgs[i], eegs[i])
+    return chans
+
+
 def next_frames(devices: list[Device]) -> list[tuple[bytes, Frame]]:
     """The next frame of each device; codec devices are encoded in one batch."""
     windows = [d.source.next_window() for d in devices]
     for d, w in zip(devices, windows):
         d.last_window = w
-    chans: list = [None] * len(devices)
-    coded = [i for i, d in enumerate(devices) if hasattr(d.encoder, "filters")]
-    if coded:
-        from wardmodels.wire_codec import encode_many
-
-        res = encode_many([devices[i].encoder for i in coded], [windows[i][0] for i in coded],
-                          [windows[i][1] for i in coded])
-        for i, c in zip(coded, res):
-            chans[i] = c
-    for i, d in enumerate(devices):
-        if chans[i] is None:
-            chans[i] = d.encoder.channels(*windows[i])
+    chans = encode_windows([d.encoder for d in devices], [w[0] for w in windows], [w[1] for w in windows])
     return [d._frame(c) for d, c in zip(devices, chans)]
 
 

@@ -123,7 +123,7 @@ def replay(settings, th, signals: dict[str, np.ndarray]) -> tuple[dict, dict, di
     bed's device before its next window, as the control topic carries them."""
     import torch
 
-    from device_sim.ward import encoder_factory
+    from device_sim.ward import encode_windows, encoder_factory
     from processors.alarms import AlarmState, acknowledge
     from processors.bed import BedState
     from processors.classify import Classifiers
@@ -131,7 +131,7 @@ def replay(settings, th, signals: dict[str, np.ndarray]) -> tuple[dict, dict, di
     from processors.stages import run_batch
     from stream.topics import bed_key
     from stream.wire import Frame, Modality, decode_frame, encode_as_sent
-    from wardmodels.wire_codec import decode_frames, encode_many, register_deployed
+    from wardmodels.wire_codec import decode_frames, register_deployed
 
     torch.set_num_threads(1)
     register_deployed()
@@ -150,8 +150,8 @@ def replay(settings, th, signals: dict[str, np.ndarray]) -> tuple[dict, dict, di
     sent: dict[str, list] = {r: [] for r in records}
     for k in range(max(n_win.values())):
         live = [r for r in records if k < n_win[r]]
-        chans = encode_many([encs[r] for r in live], [signals[r][k * 256:(k + 1) * 256] for r in live],
-                            [None] * len(live))
+        chans = encode_windows([encs[r] for r in live], [signals[r][k * 256:(k + 1) * 256] for r in live],
+                               [None] * len(live))
         frames = []
         for r, ch in zip(live, chans):
             # as a device sends it: raw sections lossless-coded (the settings'), the sections

@@ -37,7 +37,8 @@ def test_eval_alarms_on_record_200(tmp_path, monkeypatch):
     assert r["split_records"] == ["200"] and r["hours"] == pytest.approx(902 * 2 / 3600, abs=1e-2)
     # record 200 (DS2): four fast ventricular runs, no AF. Two of them sit at the rate limit: the
     # 3-beat run at 1,494 s reads 99-102 bpm depending on the level its window is sent at (missed at
-    # fixed level 1 too) and the 4-beat one at 1,100 s is missed by dynamic devices even sent raw, so
+    # fixed level 1 too) and the 4-beat one at 1,100 s is missed whenever it is sent raw (the
+    # detector drops its third beat: test_eval_alarms_with_raw_devices), so
     # with the deployed bound (0.2482 since 2026-12-07; 3 of 4 at the 0.5058 before) two are certain
     assert r["vt_runs"]["total"] == 4 and r["vt_runs"]["detected"] >= 2
     assert r["af_episodes"] == {"total": 0, "detected": 0}
@@ -62,6 +63,27 @@ def test_eval_alarms_on_record_200(tmp_path, monkeypatch):
     assert low(h) >= hold["windows_held"] and low(h) > low(r)  # every held window at level 0 or 1
     assert h["device"]["ecg_mean_compression_gain"] < r["device"]["ecg_mean_compression_gain"]
     assert h["vt_runs"]["total"] == 4 and h["vt_runs"]["detected"] >= 2
+
+
+def test_eval_alarms_with_raw_devices(tmp_path, monkeypatch):
+    """Devices that send every window raw (level 0, no codec: `RawEncoder`) replay too -- the
+    reference the codec levels are judged against (this crashed before 2026-12-07)."""
+    from wardstream.cli import main
+
+    data = _record_200(tmp_path)
+    monkeypatch.setenv("WARDSTREAM_LEVEL_POLICY", "fixed")
+    monkeypatch.setenv("WARDSTREAM_CODEC_LEVEL", "0")
+    out = tmp_path / "alarms.json"
+    assert main(["eval", "alarms", "--data-dir", str(data), "--split", "all", "--json", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert r["device"]["level_policy"] == "fixed" and r["device"]["ecg_levels_sent"] == {"0": 902}
+    assert 1 < r["device"]["ecg_mean_compression_gain"] < 4  # lossless-coded int16, nothing more
+    # sent raw, the 4-beat run at 1,100 s is missed as by the dynamic devices: its third beat
+    # (1,101.30 s) has less 5-18 Hz energy than the detector's threshold after the large beat
+    # before it (level 1's reconstruction has more, and finds it) -- the detector's, not the codec's
+    runs = {round(x["start_s"]): x for x in r["vt_run_list"]}
+    assert r["vt_runs"]["total"] == 4 and r["vt_runs"]["detected"] >= 2
+    assert all(x["ecg_levels"] and set(x["ecg_levels"]) == {0} for x in runs.values())
 
 
 def test_eval_alarms_replays_and_scores_under_the_limits_given(tmp_path):
