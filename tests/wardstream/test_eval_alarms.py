@@ -81,9 +81,8 @@ def test_eval_alarms_with_raw_devices(tmp_path, monkeypatch):
     # sent raw, the 4-beat run at 1,100 s is missed as by the dynamic devices: its third beat
     # (1,101.30 s) has less 5-18 Hz energy than the detector's threshold after the large beat
     # before it (level 1's reconstruction has more, and finds it) -- the detector's, not the codec's
-    runs = {round(x["start_s"]): x for x in r["vt_run_list"]}
     assert r["vt_runs"]["total"] == 4 and r["vt_runs"]["detected"] >= 2
-    assert all(x["ecg_levels"] and set(x["ecg_levels"]) == {0} for x in runs.values())
+    assert all(set(x["ecg_levels"]) == {0} for x in r["vt_run_list"])
 
 
 def test_eval_alarms_replays_and_scores_under_the_limits_given(tmp_path):
