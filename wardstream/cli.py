@@ -417,7 +417,16 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
     s = _settings(a)
+    from wardstream.datasets import DataMissing
 
+    try:
+        return _dispatch(ap, a, s, sys.argv[1:] if argv is None else argv)
+    except DataMissing as exc:  # every command that reads recordings: one line that says what is missing
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _dispatch(ap: argparse.ArgumentParser, a: argparse.Namespace, s, argv: list[str]) -> int:
     if a.cmd == "services":
         from wardstream import services
 
@@ -548,7 +557,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.cmd == "export" and a.what == "codec":
         from wardmodels.export import export
 
-        cmd = "wardstream export codec " + " ".join(argv or sys.argv[3:])
+        cmd = "wardstream " + " ".join(argv)
         _write_json(export(a.weights, s.data_dir, a.model_id, a.act_bits, classes=a.context_classes,
                            out_dir=a.out_dir, reproduce=[cmd]), None)
         return 0
@@ -614,21 +623,16 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     if a.cmd == "eval" and a.what == "classifier":
-        from wardstream.datasets import DataMissing
         from wardstream.eval_classifier import evaluate, sweep
 
-        try:
-            if a.robustness and a.dataset != "cinc2017":
-                print("error: --robustness scores the rhythm model: --dataset cinc2017", file=sys.stderr)
-                return 2
-            d = evaluate(s.data_dir, a.dataset, a.split, s.codec_model,
-                         a.level if a.level is not None else s.codec_level, a.encoder, a.max_records, a.weights,
-                         robust=a.robustness)
-            if a.sweep:
-                d["sweep"] = sweep("rhythm" if a.dataset == "cinc2017" else "beat", a.sweep, s.data_dir, a.split)
-        except DataMissing as exc:
-            print(f"error: {exc}", file=sys.stderr)
+        if a.robustness and a.dataset != "cinc2017":
+            print("error: --robustness scores the rhythm model: --dataset cinc2017", file=sys.stderr)
             return 2
+        d = evaluate(s.data_dir, a.dataset, a.split, s.codec_model,
+                     a.level if a.level is not None else s.codec_level, a.encoder, a.max_records, a.weights,
+                     robust=a.robustness)
+        if a.sweep:
+            d["sweep"] = sweep("rhythm" if a.dataset == "cinc2017" else "beat", a.sweep, s.data_dir, a.split)
         _write_json(d, a.json)
         return 0
 
@@ -693,7 +697,6 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     if a.cmd == "eval" and a.what == "dynamic-deep":
-        from wardstream.datasets import DataMissing
         from wardstream.eval_dynamic import evaluate as eval_dd
 
         from wardmodels.runtime import check_predictor
@@ -705,19 +708,14 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as exc:
             print(f"error: --predictor: {exc}", file=sys.stderr)
             return 2
-        try:
-            mid = DD_MODEL if a.model_id is None else a.model_id
-            d = eval_dd(s.data_dir, a.split, a.bound, mid, png, audit_every=a.audit_every,
-                        raw_lossless=not a.raw_int16, wire_version=a.wire_version or s.wire_version,
-                        predictor=a.predictor or s.dd_predictor, coded=s.wire_coded and not a.bit_packed)
-        except DataMissing as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
+        mid = DD_MODEL if a.model_id is None else a.model_id
+        d = eval_dd(s.data_dir, a.split, a.bound, mid, png, audit_every=a.audit_every,
+                    raw_lossless=not a.raw_int16, wire_version=a.wire_version or s.wire_version,
+                    predictor=a.predictor or s.dd_predictor, coded=s.wire_coded and not a.bit_packed)
         _write_json(d, a.json)
         return 0
 
     if a.cmd == "eval" and a.what == "alarms":
-        from wardstream.datasets import DataMissing
         from wardstream.eval_alarms import af_irregularity_curve, af_threshold_curve
         from wardstream.eval_alarms import evaluate as eval_alarms
 
@@ -726,7 +724,7 @@ def main(argv: list[str] | None = None) -> int:
                 if a.af_irregularity_curve else \
                 eval_alarms(s, a.split, a.records.split(",") if a.records else None,
                             json.loads(a.limits) if a.limits else None)
-        except (DataMissing, ValueError) as exc:
+        except ValueError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         _write_json(d, a.json)
@@ -783,14 +781,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     if a.cmd == "eval" and a.what == "qrs":
-        from wardstream.datasets import DataMissing
         from wardstream.eval_qrs import evaluate
 
-        try:
-            d = evaluate(s.data_dir, a.split, a.tolerance)
-        except DataMissing as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
+        d = evaluate(s.data_dir, a.split, a.tolerance)
         _write_json(d, a.json)
         return 0
     ap.error("unknown command")

@@ -7,6 +7,10 @@
   reconstruction and on the original 128-Hz signal, scored against the ``.atr`` beats.
 * EEG: eegmat (``test`` = subjects 24–29, ``all`` = every recording present), each of F3, F4,
   C3, C4 decoded jointly with the simultaneous ECG window, as a bed's frame carries them.
+* EEG, Bonn (key ``eeg_bonn``, per set; not in the eegmat keys above): ``test`` = sets N, F
+  (interictal, intracranial) and S (seizures), which no model was trained on; ``train`` = Z, O
+  (healthy scalp, in the codec's training data); ``all`` = every set present. Each segment,
+  resampled to 128 Hz, decoded without an ECG partner (there is none), as an EEG-only device's.
 
 PRD / SNR compare against the band-passed signal the codec is given (which has no DC, so PRD
 and PRDN nearly coincide; both are reported). Windows whose reference is flat (lead off) have
@@ -184,6 +188,46 @@ def _eeg_recording(args) -> dict:
     return out
 
 
+def _bonn_set(args) -> dict:
+    """One Bonn set's segments through the codec at every level, without an ECG partner."""
+    data_dir, bset, weights, model_id, encoder, limit = args
+    codec = _codec(weights, model_id)
+    segs = ds.load_bonn(Path(data_dir), bset)[:limit]
+    refs = [_windows(filter_record(s)) for s in segs]
+    ref = np.concatenate(refs)
+    codes, idx = codec.encode("eeg", ref, 1, encoder)
+    chain = _chain_levels(codec, "eeg", ref, encoder)
+    cuts = np.cumsum([len(r) for r in refs])[:-1]
+    out = {"set": bset, "segments": len(segs), "levels": {}}
+    for level in codec.levels:
+        rec = codec.decode({"ecg": None, "eeg": _level(codec, idx, chain, level)}, {"eeg": codes})["eeg"]
+        wm = window_metrics(ref, rec, "eeg")
+        out["levels"][level] = {**wm, "bandpower": band_power_errors(ref, rec, wm["ok"]),
+                                "coherence": [coherence(a.ravel(), b.ravel())
+                                              for a, b in zip(np.split(ref, cuts), np.split(rec, cuts))]}
+    return out
+
+
+def _bonn_summary(rows: list[dict], level: int) -> dict:
+    out = {}
+    for r in rows:
+        lv = r["levels"][level]
+        ok = lv["ok"]
+        out[r["set"]] = {"segments": r["segments"], "eeg_prd": _dist(lv["prd"][ok]),
+                         "eeg_snr_db": float(lv["snr"][ok].mean()) if ok.any() else None,
+                         "eeg_coherence": float(np.nanmean(lv["coherence"])),
+                         "eeg_bandpower_error": {b: float(v.mean()) if v.size else None
+                                                 for b, v in lv["bandpower"].items()},
+                         "windows_scored": int(ok.sum()), "windows_flat": int((~ok).sum())}
+    return out
+
+
+BONN_SETS = {"test": "NFS", "train": "ZO", "all": "ZONFS"}
+BONN_NOTE = ("Bonn EEG (Andrzejak et al. 2001), per set, each segment resampled 173.61 -> 128 Hz and decoded "
+             "without an ECG partner: Z / O healthy scalp (eyes open / closed; in the codec's training data), "
+             "N / F interictal intracranial, S seizures (intracranial): out of the training distribution")
+
+
 def _wire_spec(codec):
     """The wire format's view of a deployed codec (its coding tables, if any)."""
     from stream.wire import REGISTRY
@@ -229,16 +273,29 @@ def evaluate(data_dir: Path, split: str = "test", level: int = 1, encoder: str =
             subs = range(24, 30) if split == "test" else (range(0, 24) if split == "train" else None)
             eeg_names = sorted(k for k in z.files if k.startswith("Subject")
                                and (subs is None or int(k[7:9]) in subs))
+    bonn_sets = []
+    if (data_dir / "bonn" / "bonn_eeg.npz").exists():
+        with np.load(data_dir / "bonn" / "bonn_eeg.npz") as z:
+            have = set(z["set"].astype(str))
+        bonn_sets = [b for b in BONN_SETS.get(split, "") if b in have]
     if max_records:
         ecg_recs, eeg_names = ecg_recs[:max_records], eeg_names[:max_records]
-    if not ecg_recs and not eeg_names:
-        raise ds.DataMissing(f"no MIT-BIH records or eegmat recordings of split {split!r} under {data_dir}")
+    if not ecg_recs and not eeg_names and not bonn_sets:
+        raise ds.DataMissing(f"no MIT-BIH records, eegmat recordings or Bonn sets of split {split!r} under {data_dir}")
     with ProcessPoolExecutor(max_workers=jobs) as ex:
         ecg_rows = list(ex.map(_ecg_record, [(str(data_dir), r, weights, model_id, encoder, tol_s)
                                              for r in ecg_recs]))
         eeg_rows = list(ex.map(_eeg_recording, [(str(data_dir), n, weights, model_id, encoder) for n in eeg_names]))
+        bonn_rows = list(ex.map(_bonn_set, [(str(data_dir), b, weights, model_id, encoder, max_records)
+                                            for b in bonn_sets]))
     codec = _codec(weights, model_id)
-    return summarise(codec, ecg_rows, eeg_rows, split, level, encoder, weights, data_dir)
+    out = summarise(codec, ecg_rows, eeg_rows, split, level, encoder, weights, data_dir)
+    if bonn_rows:
+        out["eeg_bonn"] = _bonn_summary(bonn_rows, level)
+        out["eeg_bonn_note"] = BONN_NOTE
+        for lv, d in out["levels"].items():
+            d["eeg_bonn"] = _bonn_summary(bonn_rows, lv)
+    return out
 
 
 def summarise(codec, ecg_rows, eeg_rows, split, level, encoder, weights, data_dir) -> dict:

@@ -48,3 +48,29 @@ def test_eval_runs_on_a_subset_directory_and_reports_every_key(data_dir, tmp_pat
 def test_eval_says_what_is_missing(tmp_path):
     with pytest.raises(DataMissing):
         evaluate(tmp_path, split="test", jobs=1)
+
+
+def test_eval_scores_bonn_eeg_per_set_the_unseen_sets_as_the_test_split(data_dir, tmp_path):
+    """Bonn's sets N, F (interictal) and S (seizures) were never trained on: they are `eval codec`'s
+    held-out EEG beside eegmat's subjects (key ``eeg_bonn``, per set); Z and O (training data) only
+    under ``train`` / ``all``. Here on a directory holding only part of a Bonn archive."""
+    import numpy as np
+
+    src = data_dir / "bonn" / "bonn_eeg.npz"
+    if not src.exists():
+        pytest.skip(f"no Bonn archive under {data_dir}")
+    with np.load(src) as z:
+        pick = np.concatenate([np.flatnonzero(z["set"] == s)[:2] for s in ("Z", "S")])
+        (tmp_path / "bonn").mkdir()
+        np.savez(tmp_path / "bonn" / "bonn_eeg.npz", eeg=z["eeg"][pick], set=z["set"][pick],
+                 segment=z["segment"][pick], fs=z["fs"])
+    d = evaluate(tmp_path, split="test", jobs=1, model_id=DD_MODEL)
+    assert list(d["eeg_bonn"]) == ["S"] and d["eeg_recordings"] == [] and d["ecg_records"] == []
+    s = d["eeg_bonn"]["S"]
+    # 2 segments of 23.6 s at 128 Hz: 11 whole windows each, none flat (seizures are large)
+    assert s["segments"] == 2 and s["windows_scored"] == 22 and s["windows_flat"] == 0
+    assert 0 < s["eeg_prd"]["mean"] < 40 and s["eeg_prd"]["n"] == 22  # a real decode: sending nothing is 100
+    assert 0.5 < s["eeg_coherence"] <= 1 and set(s["eeg_bandpower_error"]) == {"delta", "theta", "alpha", "beta"}
+    prd = [d["levels"][lv]["eeg_bonn"]["S"]["eeg_prd"]["mean"] for lv in (1, 2, 3)]
+    assert prd == sorted(prd)  # fewer bits, more error
+    assert list(evaluate(tmp_path, split="all", jobs=1, model_id=DD_MODEL)["eeg_bonn"]) == ["Z", "S"]

@@ -115,6 +115,45 @@ def test_eval_writes_every_key_consistently(small_dir, cache, tmp_path):
     assert audit["aggregate_compression_gain"] < 4096 / (48 + 8 + audit["reference_bits_per_window"]) + 1e-9
 
 
+def test_eval_runs_on_mitdb_alone_and_says_when_a_directory_holds_nothing_to_score(cache, tmp_path, capsys):
+    """A directory of the shared layout may hold a subset of the databases and records: with one
+    DS2 record and no CinC archive the test split is that record (no missing DS2 record or CinC
+    archive is an error), and the CinC F1 keys say "none" rather than a score of 0; a directory with
+    neither gets one line naming what is missing."""
+    from wardstream.cli import main
+
+    src = default_data_dir()
+    if not (src / "mitdb" / "100.hea").exists():
+        pytest.skip(f"recordings not found under {src}")
+    d = tmp_path / "mitdb-only"
+    (d / "mitdb").mkdir(parents=True)
+    for rec in ("100", "101"):  # 100: DS2; 101: DS1, not in the test split
+        for ext in ("hea", "dat", "atr"):
+            os.symlink(src / "mitdb" / f"{rec}.{ext}", d / "mitdb" / f"{rec}.{ext}")
+    out = tmp_path / "dd.json"
+    assert main(["eval", "dynamic-deep", "--data-dir", str(d), "--split", "test", "--json", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert r["records"] == 1 and r["windows"] == r["windows_by_source"]["mitdb"] == 902
+    assert r["f1_cinc_original"] is None and r["f1_cinc_reconstructed"] is None
+    assert all(c["f1_cinc_reconstructed"] is None for c in r["curve"]) and "by_source_cinc" not in r
+    assert r["mean_compression_gain"] > 1 and (tmp_path / "dd.png").stat().st_size > 10_000
+    # raw windows counted as plain int16 (it crashed on the per-window table of coded sections)
+    assert main(["eval", "dynamic-deep", "--data-dir", str(d), "--split", "test", "--raw-int16",
+                 "--json", str(out)]) == 0
+    r16 = json.loads(out.read_text())
+    raw16 = r16["bits_per_window_by_level"]["0"]
+    assert r16["raw_level"] == {"coding": "int16", "mean_bits_all_windows": raw16, "mean_bits_windows_sent_raw": raw16}
+    assert r16["level_histogram"] == r["level_histogram"]
+    empty = tmp_path / "ds1-only"
+    (empty / "mitdb").mkdir(parents=True)
+    for ext in ("hea", "dat", "atr"):
+        os.symlink(src / "mitdb" / f"101.{ext}", empty / "mitdb" / f"101.{ext}")
+    capsys.readouterr()
+    assert main(["eval", "dynamic-deep", "--data-dir", str(empty), "--split", "test"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: no MIT-BIH records") and "CinC 2017" in err and str(empty) in err
+
+
 def test_eval_counts_the_entropy_coded_sections_devices_send(small_dir, cache, tmp_path):
     """By default the devices' sections travel entropy-coded (wire flag bit 6): the same levels,
     errors and F1, fewer bits; each window's coded section is its own (the mean gain is the mean
