@@ -64,8 +64,10 @@ def f1_scores(y: np.ndarray, p: np.ndarray, n_classes: int) -> np.ndarray:
 
 
 def cinc_f1(y: np.ndarray, p: np.ndarray) -> float:
-    """The CinC 2017 score: mean F1 of normal, AF and other rhythm."""
-    return float(f1_scores(y, p, len(RHYTHM_CLASSES))[:3].mean())
+    """The CinC 2017 score: mean F1 of normal, AF and other rhythm — of those that occur (true or
+    called; a subset of the records may lack one: its F1 is undefined, not 0); nan with none."""
+    occur = [c for c in range(3) if np.any(y == c) or np.any(p == c)]
+    return float(f1_scores(y, p, len(RHYTHM_CLASSES))[occur].mean()) if occur else float("nan")
 
 
 class _Checkpoint:

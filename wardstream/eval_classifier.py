@@ -17,6 +17,10 @@
   eegmat's real ECG (`wardstream.eval_robust`).
 * ``--sweep``: the papers' Table 1 on our model — fixed 1–8-bit weights and 10–90 % magnitude
   pruning over every layer of the FP32 source model (record-level F1 / macro F1 on the split).
+
+A class absent from the records scored (a directory may hold a subset) has no sensitivity (None),
+a class never called no PPV, one neither true nor called no F1; `f1_cinc` is then the mean over
+the CinC classes that occur, listed in `f1_cinc_classes` (absent when all three do).
 """
 
 from __future__ import annotations
@@ -39,20 +43,29 @@ def confusion(y: np.ndarray, p: np.ndarray, n: int) -> np.ndarray:
     return c
 
 
+def _ratio(num: np.ndarray, den: np.ndarray, names) -> dict:
+    """Per class ``num / den`` rounded, None where ``den`` is 0 (undefined, not 0: a directory that
+    holds a subset of the records may lack a class)."""
+    return {n: (round(float(a / b), 4) if b else None) for n, a, b in zip(names, num, den)}
+
+
 def class_scores(conf: np.ndarray, names) -> dict:
+    """Sensitivity (None without a true instance), PPV (None without a call), F1 (None with
+    neither) per class of a confusion matrix (rows true, columns called)."""
     tp = np.diag(conf).astype(float)
-    se = tp / np.maximum(conf.sum(1), 1)
-    ppv = tp / np.maximum(conf.sum(0), 1)
-    f1 = 2 * tp / np.maximum(conf.sum(1) + conf.sum(0), 1)
-    return {"sensitivity": dict(zip(names, se.round(4).tolist())), "ppv": dict(zip(names, ppv.round(4).tolist())),
-            "f1": dict(zip(names, f1.round(4).tolist())), "support": dict(zip(names, conf.sum(1).tolist()))}
+    return {"sensitivity": _ratio(tp, conf.sum(1), names), "ppv": _ratio(tp, conf.sum(0), names),
+            "f1": _ratio(2 * tp, conf.sum(1) + conf.sum(0), names), "support": dict(zip(names, conf.sum(1).tolist()))}
 
 
 def _rhythm_scores(y: np.ndarray, p: np.ndarray) -> dict:
     conf = confusion(y, p, 4)
     sc = class_scores(conf, RHYTHM_CLASSES)
-    f1 = np.array([sc["f1"][c] for c in RHYTHM_CLASSES])
-    return {"f1_cinc": float(f1[:3].mean()), "f1": sc["f1"], "accuracy": float((y == p).mean()),
+    # the CinC score: mean F1 of N, A, O (unrounded) — of those that occur (true or called) in these records
+    tp, den = 2 * np.diag(conf)[:3], conf.sum(1)[:3] + conf.sum(0)[:3]
+    scored = [c for c, d in zip(RHYTHM_CLASSES[:3], den) if d]
+    return {"f1_cinc": float(np.mean(tp[den > 0] / den[den > 0])) if scored else None,
+            **({"f1_cinc_classes": scored} if len(scored) < 3 else {}),
+            "f1": sc["f1"], "accuracy": float((y == p).mean()),
             "confusion": conf.tolist(), "sensitivity": sc["sensitivity"], "ppv": sc["ppv"], "n": int(len(y))}
 
 
@@ -77,7 +90,7 @@ def eval_cinc(clf: Classifier, data_dir: Path, split: str, level: int, codec_mod
         r = [x if len(x) else s for x, s in zip(r, sig)]
         rp, _ = record_proba(clf, r)
         by_level[str(lv)] = _rhythm_scores(y, rp.argmax(1))
-    out["reconstructed_by_level"] = {k: {"f1_cinc": v["f1_cinc"], "f1": v["f1"], "accuracy": v["accuracy"]}
+    out["reconstructed_by_level"] = {k: {kk: v[kk] for kk in ("f1_cinc", "f1_cinc_classes", "f1", "accuracy") if kk in v}
                                      for k, v in by_level.items()}
     if str(level) in by_level:
         out["f1_cinc_reconstructed"] = by_level[str(level)]["f1_cinc"]
@@ -158,7 +171,7 @@ def eval_mitdb(clf: Classifier, rhythm: Classifier | None, data_dir: Path, split
     c3 = confusion(y3, p3, 4)
     sc3 = class_scores(c3, BEAT_CLASSES)
     tp3 = np.diag(c3)
-    sc3["sensitivity"] = dict(zip(BEAT_CLASSES, (tp3 / np.maximum(c3.sum(1) + missed, 1)).round(4).tolist()))
+    sc3["sensitivity"] = _ratio(tp3, c3.sum(1) + missed, BEAT_CLASSES)
     out["detected_beats"] = {"note": "streaming detector on reconstructions; missed beats count as misses",
                              **sc3, "missed_by_detector": dict(zip(BEAT_CLASSES, missed.tolist())),
                              "confusion": c3.tolist()}

@@ -465,7 +465,8 @@ def cinc_f1(part: Part, levels_per_record: list[np.ndarray] | None, clf) -> floa
     from wardmodels.train_classifier import cinc_f1 as f1_of
 
     ys, pred = cinc_decisions(part, levels_per_record, clf)
-    return float(f1_of(ys, pred)) if len(ys) else None
+    f1 = float(f1_of(ys, pred)) if len(ys) else float("nan")
+    return f1 if np.isfinite(f1) else None
 
 
 def f1_loss_upper(ys: np.ndarray, pred_orig: np.ndarray, pred_recon: np.ndarray, confidence: float,

@@ -83,6 +83,25 @@ def test_eval_says_what_is_missing(tmp_path):
         evaluate(tmp_path, "mitdb", "test", codec_model=2, level=1)
 
 
+def test_scores_of_a_class_absent_from_the_records_are_undefined_not_zero():
+    """A directory holding a subset of the records may lack a class: a model that calls five
+    normal records normal scores CinC F1 1.0 over the classes present (it read 0.333 before, the
+    absent A and O counted as F1 0), and a class never true has no sensitivity."""
+    from wardstream.eval_classifier import _rhythm_scores, class_scores
+
+    d = _rhythm_scores(np.zeros(5, int), np.zeros(5, int))
+    assert d["f1_cinc"] == 1.0 and d["f1_cinc_classes"] == ["N"]
+    assert d["f1"] == {"N": 1.0, "A": None, "O": None, "~": None} and d["sensitivity"]["A"] is None
+    # an absent class that is called: PPV 0 and F1 0 (false calls), sensitivity undefined
+    d = _rhythm_scores(np.zeros(4, int), np.array([0, 0, 0, 1]))
+    assert d["f1"]["A"] == 0.0 and d["ppv"]["A"] == 0.0 and d["sensitivity"]["A"] is None
+    assert d["f1_cinc"] == pytest.approx((6 / 7 + 0) / 2) and d["f1_cinc_classes"] == ["N", "A"]
+    full = _rhythm_scores(np.array([0, 1, 2, 3]), np.array([0, 1, 2, 2]))
+    assert "f1_cinc_classes" not in full and full["f1_cinc"] == pytest.approx((1 + 1 + 2 / 3) / 3)
+    sc = class_scores(np.array([[3, 1], [0, 0]]), ["N", "V"])
+    assert sc["sensitivity"] == {"N": 0.75, "V": None} and sc["ppv"] == {"N": 1.0, "V": 0.0}
+
+
 def test_compute_choice_is_validated_and_bf16_agrees_with_fp32(data_dir):
     """bf16 arithmetic (the default where the CPU has it) against fp32 on 200 real 10-s crops."""
     from wardmodels.clf_data import cinc_split, crops_for_record
