@@ -207,6 +207,9 @@ def evaluate(settings, split: str = "test", records: list[str] | None = None,
             raise ds.DataMissing(f"no MIT-BIH records under {settings.data_dir}/mitdb")
         want = ds.DS2 if split == "test" else [r for r in present if r not in ds.PACED]
         records = [r for r in want if r in present]
+        if not records:
+            raise ds.DataMissing(f"no MIT-BIH records of split {split!r} (paced ones excluded) under "
+                                 f"{settings.data_dir}/mitdb")
     recs = {r: ds.load_mitdb(settings.data_dir, r) for r in records}
     events, _, n_win, levels, classifiers, sent = replay(settings, th, {r: recs[r].ecg_mv for r in records})
     used = {"rhythm": classifiers.rhythm.name, "beat": classifiers.beat.name,

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from processors.qrs import detect_stream  # noqa: F401 - re-exported: the evals and tests import it from here
+from wardstream import datasets as ds
 from wardstream.datasets import FS, load_mitdb, mitdb_split
 
 WINDOW = 256
@@ -62,7 +63,12 @@ def _one(args: tuple[str, str, float]) -> dict:
 
 def evaluate(data_dir: Path, split: str = "test", tol_s: float = 0.15, jobs: int = 2,
              records: list[str] | None = None) -> dict:
-    recs = records or mitdb_split(split)
+    if records is None:  # the split's records present: a directory may hold a subset of them
+        present = set(ds.mitdb_records_present(data_dir))
+        records = [r for r in mitdb_split(split) if r in present]
+        if not records:
+            raise ds.DataMissing(f"no MIT-BIH records of split {split!r} under {Path(data_dir) / 'mitdb'}")
+    recs = records
     with ProcessPoolExecutor(max_workers=jobs) as ex:
         rows = list(ex.map(_one, [(str(data_dir), r, tol_s) for r in recs]))
     tp = sum(r["tp"] for r in rows)

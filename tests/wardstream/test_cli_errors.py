@@ -27,3 +27,35 @@ def test_a_command_on_a_directory_without_its_recordings_fails_in_one_line(argv,
     err = cap.err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and str(tmp_path) in err[0], cap.err
     assert "Traceback" not in cap.err and cap.out == ""
+
+
+def _mitdb_dir(tmp_path, records):
+    from wardstream.settings import default_data_dir
+
+    src = default_data_dir()
+    if not all((src / "mitdb" / f"{r}.hea").exists() for r in records):
+        pytest.skip(f"recordings not found under {src}")
+    d = tmp_path / "sub"
+    (d / "mitdb").mkdir(parents=True)
+    for r in records:
+        for ext in ("hea", "dat", "atr"):
+            (d / "mitdb" / f"{r}.{ext}").symlink_to(src / "mitdb" / f"{r}.{ext}")
+    return d
+
+
+def test_eval_qrs_scores_the_records_present_and_alarms_say_when_none_is_left(tmp_path, capsys):
+    """`eval qrs --split all` needed all 48 records (it stopped at the first missing one); `eval
+    alarms` on a directory holding only paced records (left out) failed with "max() arg is an empty
+    sequence"."""
+    import json
+
+    d = _mitdb_dir(tmp_path, ["102"])  # paced: its QRS complexes are scored, its beats and alarms are not
+    out = tmp_path / "qrs.json"
+    assert main(["eval", "qrs", "--split", "all", "--data-dir", str(d), "--json", str(out)]) == 0
+    q = json.loads(out.read_text())
+    assert q["records"] == 1 and q["beats"] > 2000 and q["sensitivity"] > 0.99
+    capsys.readouterr()
+    assert main(["eval", "qrs", "--split", "test", "--data-dir", str(d)]) == 2
+    assert capsys.readouterr().err.startswith("error: no MIT-BIH records of split 'test'")
+    assert main(["eval", "alarms", "--split", "all", "--data-dir", str(d)]) == 2
+    assert "paced ones excluded" in capsys.readouterr().err
