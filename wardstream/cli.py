@@ -22,6 +22,17 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", type=Path, help="recordings directory (WARDSTREAM_DATA_DIR)")
 
 
+def _bound(text: str) -> float:
+    """``--bound``: a task-error bound, a finite number ≥ 0 (0: every window's error must be 0)."""
+    try:
+        v = float(text)
+    except ValueError:
+        v = float("nan")
+    if not (v >= 0 and v != float("inf")):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a task-error bound (a finite number >= 0)")
+    return v
+
+
 def _settings(a: argparse.Namespace):
     return from_env(kafka_bootstrap=a.kafka_bootstrap, influx_url=a.influx_url,
                     influx_api=a.influx_api, state_dir=a.state_dir, data_dir=a.data_dir)
@@ -264,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     co.add_argument("--beds", type=int, default=200)
     co.add_argument("--split", default="test", choices=["test", "all", "calib"],
                     help="recordings whose measured level mix prices the Dynamic-Deep option")
-    co.add_argument("--bound", type=float, default=None)
+    co.add_argument("--bound", type=_bound, default=None)
     co.add_argument("--json", type=Path)
 
     st = sub.add_parser("status", help="the running ward from the broker and InfluxDB: lag, group, workers, "
@@ -355,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
     ed = esub.add_parser("dynamic-deep", help="gain, level mix, bound violations, F1 on reconstructions")
     _common(ed)
     ed.add_argument("--split", default="test", choices=["test", "all", "calib", "train"])
-    ed.add_argument("--bound", type=float, default=None, help="default: the deployed bound")
+    ed.add_argument("--bound", type=_bound, default=None, help="default: the deployed bound")
     ed.add_argument("--model-id", type=int, default=None, help="default: the deployed Dynamic-Deep codec")
     ed.add_argument("--json", type=Path)
     ed.add_argument("--predictor", default=None,
@@ -417,11 +428,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
     s = _settings(a)
+    from wardmodels.hashname import WeightsError
     from wardstream.datasets import DataMissing
 
     try:
         return _dispatch(ap, a, s, sys.argv[1:] if argv is None else argv)
-    except DataMissing as exc:  # every command that reads recordings: one line that says what is missing
+    # every command that reads recordings or weights: one line that says what is missing
+    except (DataMissing, WeightsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
@@ -563,9 +576,14 @@ def _dispatch(ap: argparse.ArgumentParser, a: argparse.Namespace, s, argv: list[
         return 0
 
     if a.cmd == "eval" and a.what == "codec":
-        from wardstream.eval_codec import evaluate
+        from wardstream.eval_codec import check_level, evaluate
 
         mid = a.model_id if a.model_id is not None else (None if a.weights else s.codec_model)
+        try:
+            check_level(a.level, a.weights, mid)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         _write_json(evaluate(s.data_dir, a.split, a.level, a.encoder, a.weights,
                              max_records=a.max_records, model_id=mid), a.json)
         return 0
@@ -625,11 +643,18 @@ def _dispatch(ap: argparse.ArgumentParser, a: argparse.Namespace, s, argv: list[
     if a.cmd == "eval" and a.what == "classifier":
         from wardstream.eval_classifier import evaluate, sweep
 
+        from wardstream.eval_codec import check_level
+
         if a.robustness and a.dataset != "cinc2017":
             print("error: --robustness scores the rhythm model: --dataset cinc2017", file=sys.stderr)
             return 2
-        d = evaluate(s.data_dir, a.dataset, a.split, s.codec_model,
-                     a.level if a.level is not None else s.codec_level, a.encoder, a.max_records, a.weights,
+        level = a.level if a.level is not None else s.codec_level
+        try:
+            check_level(level, None, s.codec_model)  # the reconstructions' codec
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        d = evaluate(s.data_dir, a.dataset, a.split, s.codec_model, level, a.encoder, a.max_records, a.weights,
                      robust=a.robustness)
         if a.sweep:
             d["sweep"] = sweep("rhythm" if a.dataset == "cinc2017" else "beat", a.sweep, s.data_dir, a.split)

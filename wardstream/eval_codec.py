@@ -258,6 +258,15 @@ def _dist(v: np.ndarray) -> dict:
             "n": int(v.size)}
 
 
+def check_level(level: int, weights: str | None = None, model_id: int | None = None) -> None:
+    """A ValueError unless ``level`` is one of the codec's (checked before the work, not after it)."""
+    codec = _codec(weights, model_id)
+    if level not in codec.levels:
+        raw = " (level 0 sends windows raw: nothing to reconstruct)" if level == 0 else ""
+        raise ValueError(f"--level {level}: the levels of codec {codec.name} are "
+                         f"{', '.join(map(str, codec.levels))}{raw}")
+
+
 def evaluate(data_dir: Path, split: str = "test", level: int = 1, encoder: str = "int8",
              weights: str | None = None, jobs: int | None = None, tol_s: float = 0.15,
              max_records: int | None = None, model_id: int | None = None) -> dict:
@@ -265,6 +274,7 @@ def evaluate(data_dir: Path, split: str = "test", level: int = 1, encoder: str =
     jobs = jobs or min(2, os.cpu_count() or 1)
     if weights and encoder == "int8":
         encoder = "fp32"  # a bare checkpoint has no calibrated int8 encoder
+    check_level(level, weights, model_id)
     present = set(ds.mitdb_records_present(data_dir)) if (data_dir / "mitdb").exists() else set()
     ecg_recs = [r for r in (ds.ALL_MITDB if split == "all" else ds.mitdb_split(split)) if r in present]
     eeg_names = []

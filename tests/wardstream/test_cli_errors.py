@@ -59,3 +59,28 @@ def test_eval_qrs_scores_the_records_present_and_alarms_say_when_none_is_left(tm
     assert capsys.readouterr().err.startswith("error: no MIT-BIH records of split 'test'")
     assert main(["eval", "alarms", "--split", "all", "--data-dir", str(d)]) == 2
     assert "paced ones excluded" in capsys.readouterr().err
+
+
+BAD_ARGUMENTS = [
+    (["eval", "codec", "--split", "all", "--level", "7"], "error: --level 7: the levels of codec"),
+    (["eval", "classifier", "--dataset", "mitdb", "--split", "all", "--level", "0"], "level 0 sends windows raw"),
+    (["eval", "codec", "--split", "all", "--model-id", "99"], "error: no deployed codec with model id 99"),
+    (["eval", "dynamic-deep", "--split", "all", "--model-id", "99"], "error: no deployed codec with model id 99"),
+]
+
+
+@pytest.mark.parametrize("argv,message", BAD_ARGUMENTS, ids=[" ".join(a[:1] + a[-2:]) for a, _ in BAD_ARGUMENTS])
+def test_a_bad_level_or_model_is_refused_before_any_work(argv, message, tmp_path, capsys):
+    """Before, `eval codec --level 7` and `eval classifier --dataset mitdb --level 0` ran the whole
+    evaluation and then stopped on a KeyError / ValueError traceback; an unknown model id printed one."""
+    d = _mitdb_dir(tmp_path, ["100"])
+    assert main([*argv, "--data-dir", str(d)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("bound", ["-1", "nan", "inf", "x"])
+def test_a_bound_must_be_a_finite_number_at_least_zero(bound, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["eval", "dynamic-deep", "--bound", bound])
+    assert e.value.code == 2 and "is not a task-error bound" in capsys.readouterr().err
