@@ -33,6 +33,28 @@ def _bound(text: str) -> float:
     return v
 
 
+def _positive(text: str) -> float:
+    """A finite number > 0 (``--duration``, ``--speed``)."""
+    try:
+        v = float(text)
+    except ValueError:
+        v = float("nan")
+    if not (0 < v < float("inf")):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number > 0")
+    return v
+
+
+def _count(text: str) -> int:
+    """A whole number ≥ 1 (``--beds``, ``--workers``, ``--first-bed``)."""
+    try:
+        v = int(text)
+    except ValueError:
+        v = 0
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1")
+    return v
+
+
 def _settings(a: argparse.Namespace):
     return from_env(kafka_bootstrap=a.kafka_bootstrap, influx_url=a.influx_url,
                     influx_api=a.influx_api, state_dir=a.state_dir, data_dir=a.data_dir)
@@ -77,21 +99,21 @@ def main(argv: list[str] | None = None) -> int:
 
     sim = sub.add_parser("sim", help="run the device simulator against the broker")
     _common(sim)
-    sim.add_argument("--beds", type=int, default=200)
-    sim.add_argument("--first-bed", type=int, default=1,
+    sim.add_argument("--beds", type=_count, default=200)
+    sim.add_argument("--first-bed", type=_count, default=1,
                      help="beds FIRST .. FIRST+BEDS-1 (several simulators, e.g. devices of another firmware "
                           "or predictor, side by side in one ward)")
-    sim.add_argument("--duration", type=float, default=60.0)
-    sim.add_argument("--speed", type=float, default=1.0)
+    sim.add_argument("--duration", type=_positive, default=60.0)
+    sim.add_argument("--speed", type=_positive, default=1.0)
     sim.add_argument("--source", default="synthetic", choices=["synthetic", "mitdb", "eegmat", "replay"])
     sim.add_argument("--seed", type=int, default=0)
 
     dm = sub.add_parser("demo", help="services + workers + simulated ward + exactly-once audit")
     _common(dm)
-    dm.add_argument("--beds", type=int, default=200)
-    dm.add_argument("--duration", type=float, default=60.0)
-    dm.add_argument("--speed", type=float, default=1.0)
-    dm.add_argument("--workers", type=int, default=1)
+    dm.add_argument("--beds", type=_count, default=200)
+    dm.add_argument("--duration", type=_positive, default=60.0)
+    dm.add_argument("--speed", type=_positive, default=1.0)
+    dm.add_argument("--workers", type=_count, default=1)
     dm.add_argument("--source", default="synthetic", choices=["synthetic", "mitdb", "eegmat", "replay"])
     dm.add_argument("--bad-every", type=int, default=500,
                     help="also send one malformed frame every N windows (0: none)")
@@ -126,8 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     bsub = bn.add_subparsers(dest="what", required=True)
     bp = bsub.add_parser("pipeline", help="windows/s one worker process sustains")
     _common(bp)
-    bp.add_argument("--beds", type=int, default=2000)
-    bp.add_argument("--duration", type=float, default=60.0)
+    bp.add_argument("--beds", type=_count, default=2000)
+    bp.add_argument("--duration", type=_positive, default=60.0)
     bp.add_argument("--json", type=Path)
 
     bc = bsub.add_parser("codec", help="codec decode throughput, encode cost, model sizes")
@@ -479,10 +501,15 @@ def _dispatch(ap: argparse.ArgumentParser, a: argparse.Namespace, s, argv: list[
     if a.cmd == "sim":
         from device_sim.ward import run_ward
 
-        if a.first_bed < 1 or a.beds < 1:
-            raise SystemExit("wardstream sim: --first-bed and --beds must be at least 1")
-        rep = asyncio.run(run_ward(s, a.beds, a.duration, a.speed, source=a.source, seed=a.seed,
-                                   first_bed=a.first_bed))
+        from aiokafka.errors import KafkaConnectionError
+
+        try:
+            rep = asyncio.run(run_ward(s, a.beds, a.duration, a.speed, source=a.source, seed=a.seed,
+                                       first_bed=a.first_bed))
+        except KafkaConnectionError as exc:
+            print(f"error: no broker at {s.kafka_bootstrap} ({exc}); `./ward services up` starts the local one",
+                  file=sys.stderr)
+            return 2
         print(json.dumps(rep.summary(), indent=2))
         return 0 if rep.frames_failed == 0 else 1
 

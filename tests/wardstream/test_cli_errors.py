@@ -84,3 +84,21 @@ def test_a_bound_must_be_a_finite_number_at_least_zero(bound, capsys):
     with pytest.raises(SystemExit) as e:
         main(["eval", "dynamic-deep", "--bound", bound])
     assert e.value.code == 2 and "is not a task-error bound" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["sim", "--beds", "0"], ["sim", "--first-bed", "-3"], ["sim", "--duration", "-5"],
+                                  ["sim", "--speed", "0"], ["demo", "--beds", "0"], ["demo", "--workers", "0"],
+                                  ["demo", "--duration", "nan"], ["bench", "pipeline", "--beds", "x"]],
+                         ids=lambda a: " ".join(a))
+def test_ward_sizes_and_times_are_checked_before_anything_starts(argv, capsys):
+    """`demo --beds 0` started the services and workers, then stopped on a TypeError; `sim --speed 0`
+    and `--duration -5` went on to the broker."""
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2 and "is not a" in capsys.readouterr().err
+
+
+def test_sim_without_a_broker_says_where_it_looked(capsys):
+    assert main(["sim", "--beds", "1", "--duration", "1", "--kafka", "127.0.0.1:1"]) == 2
+    err = capsys.readouterr().err
+    assert "error: no broker at 127.0.0.1:1" in err and "Traceback" not in err
