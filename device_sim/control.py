@@ -195,6 +195,15 @@ class Bounds:
         return True
 
 
+async def _start(client) -> None:
+    """Start an aiokafka client; if it cannot (no broker), close what it opened and raise."""
+    try:
+        await client.start()
+    except BaseException:
+        await client.stop()
+        raise
+
+
 @contextlib.asynccontextmanager
 async def _from_start(settings):
     """A consumer of the control topic's one partition, at its beginning -> (consumer, partition)."""
@@ -202,7 +211,7 @@ async def _from_start(settings):
 
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False,
                                 auto_offset_reset="earliest")
-    await consumer.start()
+    await _start(consumer)
     try:
         tp = TopicPartition(settings.control_topic, 0)
         consumer.assign([tp])
@@ -246,7 +255,7 @@ async def _send(settings, items: list[tuple[bytes, bytes]]) -> None:
     from aiokafka import AIOKafkaProducer
 
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
-    await producer.start()
+    await _start(producer)
     try:
         for key, value in items:
             await producer.send_and_wait(settings.control_topic, value, key=key)

@@ -450,14 +450,21 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
     s = _settings(a)
+    from aiokafka.errors import KafkaConnectionError
+
     from wardmodels.hashname import WeightsError
     from wardstream.datasets import DataMissing
+    from wardstream.report import RunMissing
 
     try:
         return _dispatch(ap, a, s, sys.argv[1:] if argv is None else argv)
-    # every command that reads recordings or weights: one line that says what is missing
-    except (DataMissing, WeightsError) as exc:
+    # what a command needs and does not find (recordings, weights, a run): one line that says what
+    except (DataMissing, WeightsError, RunMissing) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KafkaConnectionError as exc:  # sim, control, topics
+        print(f"error: no broker at {s.kafka_bootstrap} ({exc}); `./ward services up` starts the local one",
+              file=sys.stderr)
         return 2
 
 
@@ -501,15 +508,8 @@ def _dispatch(ap: argparse.ArgumentParser, a: argparse.Namespace, s, argv: list[
     if a.cmd == "sim":
         from device_sim.ward import run_ward
 
-        from aiokafka.errors import KafkaConnectionError
-
-        try:
-            rep = asyncio.run(run_ward(s, a.beds, a.duration, a.speed, source=a.source, seed=a.seed,
-                                       first_bed=a.first_bed))
-        except KafkaConnectionError as exc:
-            print(f"error: no broker at {s.kafka_bootstrap} ({exc}); `./ward services up` starts the local one",
-                  file=sys.stderr)
-            return 2
+        rep = asyncio.run(run_ward(s, a.beds, a.duration, a.speed, source=a.source, seed=a.seed,
+                                   first_bed=a.first_bed))
         print(json.dumps(rep.summary(), indent=2))
         return 0 if rep.frames_failed == 0 else 1
 

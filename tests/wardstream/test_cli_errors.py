@@ -98,7 +98,21 @@ def test_ward_sizes_and_times_are_checked_before_anything_starts(argv, capsys):
     assert e.value.code == 2 and "is not a" in capsys.readouterr().err
 
 
-def test_sim_without_a_broker_says_where_it_looked(capsys):
-    assert main(["sim", "--beds", "1", "--duration", "1", "--kafka", "127.0.0.1:1"]) == 2
+@pytest.mark.parametrize("argv", [["sim", "--beds", "1", "--duration", "1"], ["control", "bound", "0.3"],
+                                  ["control", "show"]], ids=lambda a: " ".join(a[:2]))
+def test_without_a_broker_a_command_says_where_it_looked(argv, capsys, caplog):
+    """They printed a traceback (and asyncio's "Unclosed AIOKafkaProducer"): the client that could
+    not start is closed, and the error names the broker."""
+    import gc
+
+    assert main([*argv, "--kafka", "127.0.0.1:1"]) == 2
+    gc.collect()  # an unclosed client says so when it is collected
     err = capsys.readouterr().err
     assert "error: no broker at 127.0.0.1:1" in err and "Traceback" not in err
+    assert "Unclosed" not in caplog.text
+
+
+def test_report_on_a_directory_that_is_not_a_run_says_so(tmp_path, capsys):
+    assert main(["report", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {tmp_path} is not a run directory") and "Traceback" not in err
