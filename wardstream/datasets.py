@@ -85,6 +85,15 @@ def mitdb_records_present(data_dir: Path) -> list[str]:
     return sorted(p.stem for p in base.glob("*.hea"))
 
 
+def mitdb_records(data_dir: Path, split: str, paced: bool = True) -> list[str]:
+    """The records of ``split`` that ``data_dir`` holds: DS2 (``test``) or DS1 (``train``) present, or
+    (``all``) every record present, whatever its name (a held-out directory's own records);
+    ``paced=False`` leaves the paced ones out (beat and rhythm work)."""
+    present = mitdb_records_present(data_dir)
+    names = present if split == "all" else [r for r in mitdb_split(split) if r in set(present)]
+    return [r for r in names if paced or r not in PACED]
+
+
 @dataclass(frozen=True)
 class EegmatRecording:
     name: str

@@ -205,8 +205,7 @@ def evaluate(settings, split: str = "test", records: list[str] | None = None,
         present = ds.mitdb_records_present(settings.data_dir)
         if not present:
             raise ds.DataMissing(f"no MIT-BIH records under {settings.data_dir}/mitdb")
-        want = ds.DS2 if split == "test" else [r for r in present if r not in ds.PACED]
-        records = [r for r in want if r in present]
+        records = ds.mitdb_records(settings.data_dir, split, paced=False)
         if not records:
             raise ds.DataMissing(f"no MIT-BIH records of split {split!r} (paced ones excluded) under "
                                  f"{settings.data_dir}/mitdb")

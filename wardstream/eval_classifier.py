@@ -121,7 +121,7 @@ def eval_mitdb(clf: Classifier, rhythm: Classifier | None, data_dir: Path, split
     from wardmodels.clf_data import MIT_RHYTHM, reconstruct
     from wardstream.eval_qrs import detect_stream, match_indices
 
-    names = records or [r for r in ds.mitdb_split(split) if r not in ds.PACED]
+    names = records or ds.mitdb_records(data_dir, split, paced=False)
     present = set(ds.mitdb_records_present(data_dir))
     names = [r for r in names if r in present]
     if not names:
@@ -190,7 +190,7 @@ def sweep(kind: str, weights: Path, data_dir: Path, split: str) -> dict:
     import torch
 
     from wardmodels import compress
-    from wardmodels.train_classifier import f1_scores, load_classifier
+    from wardmodels.train_classifier import cinc_f1, f1_scores, load_classifier
 
     src = load_classifier(weights)
     folded = compress.fold_batchnorm(src.model)
@@ -208,12 +208,12 @@ def sweep(kind: str, weights: Path, data_dir: Path, split: str) -> dict:
         def metric(model):
             p = Classifier(model).proba(x)
             rec = np.stack([p[a:b].mean(0) for a, b in zip(bounds[:-1], bounds[1:])])
-            return float(f1_scores(y, rec.argmax(1), 4)[:3].mean())
+            return cinc_f1(y, rec.argmax(1))
     else:
         from wardmodels.clf_data import beat_table
 
         ws, fs_, ys = [], [], []
-        for r in [r for r in ds.mitdb_split(split) if r not in ds.PACED]:
+        for r in ds.mitdb_records(data_dir, split, paced=False):
             rec = ds.load_mitdb(data_dir, r)
             w, f, yy = beat_table(filter_record(rec.ecg_mv), np.round(rec.beat_times_s * FS).astype(np.int64),
                                   rec.beat_symbols)
@@ -270,7 +270,7 @@ def evaluate(data_dir: Path, dataset: str, split: str, codec_model: int, level: 
         out = eval_mitdb(clf, load_deployed_classifier("rhythm") if "rhythm" in man else None,
                          data_dir, split, level, codec_model, encoder,
                          records=None if max_records is None else
-                         [r for r in ds.mitdb_split(split) if r not in ds.PACED][:max_records])
+                         ds.mitdb_records(data_dir, split, paced=False)[:max_records])
         kind = "beat"
     else:
         raise ValueError(f"unknown dataset {dataset!r}; choose cinc2017 or mitdb")

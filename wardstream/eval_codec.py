@@ -275,8 +275,7 @@ def evaluate(data_dir: Path, split: str = "test", level: int = 1, encoder: str =
     if weights and encoder == "int8":
         encoder = "fp32"  # a bare checkpoint has no calibrated int8 encoder
     check_level(level, weights, model_id)
-    present = set(ds.mitdb_records_present(data_dir)) if (data_dir / "mitdb").exists() else set()
-    ecg_recs = [r for r in (ds.ALL_MITDB if split == "all" else ds.mitdb_split(split)) if r in present]
+    ecg_recs = ds.mitdb_records(data_dir, split)
     eeg_names = []
     if (data_dir / "eegmat" / "eegmat_128hz.npz").exists():
         with np.load(data_dir / "eegmat" / "eegmat_128hz.npz") as z:

@@ -91,8 +91,7 @@ def _signals(data_dir: Path, split: str, filtered: bool = True):
     elif split in ("test", "all"):
         # held-out evaluation on any directory of the shared layout, a subset of the databases or
         # records included: the split's MIT-BIH records present, and CinC when its archive is there
-        present = ds.mitdb_records_present(data_dir)
-        mit = [r for r in ds.DS2 if r in present] if split == "test" else [r for r in present if r not in ds.PACED]
+        mit = ds.mitdb_records(data_dir, split, paced=False)
         has_cinc = (Path(data_dir) / "cinc2017" / "cinc2017_128hz.npz").exists()
         if not mit and not has_cinc:
             raise ds.DataMissing(f"no MIT-BIH records (paced ones excluded) or CinC 2017 archive of split {split!r} "

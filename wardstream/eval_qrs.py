@@ -13,7 +13,7 @@ import numpy as np
 
 from processors.qrs import detect_stream  # noqa: F401 - re-exported: the evals and tests import it from here
 from wardstream import datasets as ds
-from wardstream.datasets import FS, load_mitdb, mitdb_split
+from wardstream.datasets import FS, load_mitdb
 
 WINDOW = 256
 
@@ -64,8 +64,7 @@ def _one(args: tuple[str, str, float]) -> dict:
 def evaluate(data_dir: Path, split: str = "test", tol_s: float = 0.15, jobs: int = 2,
              records: list[str] | None = None) -> dict:
     if records is None:  # the split's records present: a directory may hold a subset of them
-        present = set(ds.mitdb_records_present(data_dir))
-        records = [r for r in mitdb_split(split) if r in present]
+        records = ds.mitdb_records(data_dir, split)
         if not records:
             raise ds.DataMissing(f"no MIT-BIH records of split {split!r} under {Path(data_dir) / 'mitdb'}")
     recs = records

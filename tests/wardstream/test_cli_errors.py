@@ -116,3 +116,30 @@ def test_report_on_a_directory_that_is_not_a_run_says_so(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: {tmp_path} is not a run directory") and "Traceback" not in err
+
+
+def test_split_all_is_every_record_a_directory_holds_whatever_its_name(tmp_path):
+    """``--split all`` means every record present: a held-out directory's records need not carry
+    MIT-BIH's names (they were dropped by `eval codec`, `eval qrs` and `eval classifier`, which
+    took the 48 names and kept those present)."""
+    import json
+
+    from wardstream import datasets as ds
+    from wardstream.settings import default_data_dir
+
+    src = default_data_dir() / "mitdb"
+    if not (src / "100.hea").exists():
+        pytest.skip(f"recordings not found under {src}")
+    d = tmp_path / "held-out"
+    (d / "mitdb").mkdir(parents=True)
+    (d / "mitdb" / "900.hea").write_text((src / "100.hea").read_text().replace("100", "900"))
+    for ext in ("dat", "atr"):
+        (d / "mitdb" / f"900.{ext}").symlink_to(src / f"100.{ext}")
+    for ext in ("hea", "dat", "atr"):  # a paced record: scored for QRS, left out of beat work
+        (d / "mitdb" / f"102.{ext}").symlink_to(src / f"102.{ext}")
+    assert ds.mitdb_records(d, "all") == ["102", "900"] and ds.mitdb_records(d, "all", paced=False) == ["900"]
+    assert ds.mitdb_records(d, "test") == [] and ds.mitdb_records(tmp_path / "nothing", "all") == []
+    out = tmp_path / "qrs.json"
+    assert main(["eval", "qrs", "--split", "all", "--data-dir", str(d), "--json", str(out)]) == 0
+    q = json.loads(out.read_text())
+    assert [r["record"] for r in q["per_record"]] == ["102", "900"] and q["sensitivity"] > 0.99
