@@ -14,12 +14,16 @@ from wardmodels import DD_MODEL
 from wardstream.settings import from_env
 
 
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--kafka", dest="kafka_bootstrap", help="bootstrap host:port (WARDSTREAM_KAFKA_BOOTSTRAP)")
-    p.add_argument("--influx-url", help="InfluxDB base URL (WARDSTREAM_INFLUX_URL)")
-    p.add_argument("--influx-api", choices=["v1", "v2"], help="InfluxDB write API (WARDSTREAM_INFLUX_API)")
-    p.add_argument("--state-dir", type=Path, help="where local services keep data (WARDSTREAM_STATE_DIR)")
-    p.add_argument("--data-dir", type=Path, help="recordings directory (WARDSTREAM_DATA_DIR)")
+def _common(p: argparse.ArgumentParser, nested: bool = False) -> None:
+    """The connection and directory options. ``nested``: on a sub-command of a command that has them
+    too (``dashboards check --influx-url …`` as well as ``dashboards --influx-url … check``): not set
+    unless given, so the command's value stands."""
+    kw = {"default": argparse.SUPPRESS} if nested else {}
+    p.add_argument("--kafka", dest="kafka_bootstrap", help="bootstrap host:port (WARDSTREAM_KAFKA_BOOTSTRAP)", **kw)
+    p.add_argument("--influx-url", help="InfluxDB base URL (WARDSTREAM_INFLUX_URL)", **kw)
+    p.add_argument("--influx-api", choices=["v1", "v2"], help="InfluxDB write API (WARDSTREAM_INFLUX_API)", **kw)
+    p.add_argument("--state-dir", type=Path, help="where local services keep data (WARDSTREAM_STATE_DIR)", **kw)
+    p.add_argument("--data-dir", type=Path, help="recordings directory (WARDSTREAM_DATA_DIR)", **kw)
 
 
 def _bound(text: str) -> float:
@@ -128,13 +132,16 @@ def main(argv: list[str] | None = None) -> int:
     _common(db)
     dbs = db.add_subparsers(dest="action", required=True)
     dbb = dbs.add_parser("build", help="write the dashboards' JSON")
+    _common(dbb, nested=True)
     dbb.add_argument("--out", type=Path, default=Path("dashboards/generated"))
     dbc = dbs.add_parser("check", help="run every panel's query against InfluxDB; JSON of rows per panel")
+    _common(dbc, nested=True)
     dbc.add_argument("--beds", default="", help="comma-separated beds for $bed (default: all)")
     dbc.add_argument("--range", type=int, default=3600, help="seconds back from now ($timeFilter)")
     dbc.add_argument("--json", type=Path)
     dbp = dbs.add_parser("push", help="create/update data source, folder and dashboards in Grafana "
                                       "(GRAFANA_URL, GRAFANA_TOKEN from the environment)")
+    _common(dbp, nested=True)
     dbp.add_argument("--grafana-url", default=None, help="default $GRAFANA_URL or http://127.0.0.1:3000")
     dbp.add_argument("--datasource-url", default=None,
                      help="InfluxDB as Grafana reaches it (default: WARDSTREAM_INFLUX_URL)")

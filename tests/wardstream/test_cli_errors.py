@@ -143,3 +143,14 @@ def test_split_all_is_every_record_a_directory_holds_whatever_its_name(tmp_path)
     assert main(["eval", "qrs", "--split", "all", "--data-dir", str(d), "--json", str(out)]) == 0
     q = json.loads(out.read_text())
     assert [r["record"] for r in q["per_record"]] == ["102", "900"] and q["sensitivity"] > 0.99
+
+
+@pytest.mark.parametrize("argv", [["dashboards", "check", "--influx-url", "http://127.0.0.1:9"],
+                                  ["dashboards", "--influx-url", "http://127.0.0.1:9", "check"]])
+def test_dashboards_takes_the_connection_options_before_or_after_its_action(argv, monkeypatch):
+    """`dashboards check --influx-url …` was "unrecognized arguments" (only `dashboards --influx-url … check` worked)."""
+    from wardstream import cli
+
+    seen = {}
+    monkeypatch.setattr(cli, "_dispatch", lambda ap, a, s, argv: seen.setdefault("url", s.influx_url) and 0)
+    assert main(argv) == 0 and seen["url"] == "http://127.0.0.1:9"
