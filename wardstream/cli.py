@@ -26,37 +26,23 @@ def _common(p: argparse.ArgumentParser, nested: bool = False) -> None:
     p.add_argument("--data-dir", type=Path, help="recordings directory (WARDSTREAM_DATA_DIR)", **kw)
 
 
-def _bound(text: str) -> float:
-    """``--bound``: a task-error bound, a finite number ≥ 0 (0: every window's error must be 0)."""
-    try:
-        v = float(text)
-    except ValueError:
-        v = float("nan")
-    if not (v >= 0 and v != float("inf")):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a task-error bound (a finite number >= 0)")
-    return v
+def _arg(kind, ok, what: str):
+    """An argparse type: ``kind(text)`` when ``ok`` of it, else "'text' is not ``what``"."""
+    def parse(text: str):
+        try:
+            v = kind(text)
+        except ValueError:
+            v = None
+        if v is None or not ok(v):
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}")
+        return v
+    return parse
 
 
-def _positive(text: str) -> float:
-    """A finite number > 0 (``--duration``, ``--speed``)."""
-    try:
-        v = float(text)
-    except ValueError:
-        v = float("nan")
-    if not (0 < v < float("inf")):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number > 0")
-    return v
-
-
-def _count(text: str) -> int:
-    """A whole number ≥ 1 (``--beds``, ``--workers``, ``--first-bed``)."""
-    try:
-        v = int(text)
-    except ValueError:
-        v = 0
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1")
-    return v
+# --bound (0: every window's error must be 0); --duration, --speed; --beds, --workers, --first-bed
+_bound = _arg(float, lambda v: 0 <= v < float("inf"), "a task-error bound (a finite number >= 0)")
+_positive = _arg(float, lambda v: 0 < v < float("inf"), "a finite number > 0")
+_count = _arg(int, lambda v: v >= 1, "a whole number >= 1")
 
 
 def _settings(a: argparse.Namespace):
