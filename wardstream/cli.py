@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     _common(ta)
     ta.add_argument("--variant", default="ward")
     ta.add_argument("--steps", type=int, default=1000)
-    ta.add_argument("--max-records", type=int, default=6)
+    ta.add_argument("--max-records", type=_count, default=6)
     ta.add_argument("--run-dir", type=Path, default=Path("runs"))
 
     tk = tsub.add_parser("classifier", help="the rhythm and beat classifiers (ResNet1D)")
@@ -421,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
     ec.add_argument("--level", type=int, default=1, help="level whose metrics are the top-level keys")
     ec.add_argument("--encoder", default="int8", choices=["int8", "fp32"])
     ec.add_argument("--weights", default=None, help="evaluate this checkpoint (fp32) instead of the deployed codec")
-    ec.add_argument("--max-records", type=int, default=None)
+    ec.add_argument("--max-records", type=_count, default=None)
     ec.add_argument("--model-id", type=int, default=None, help="deployed codec (default: the devices' codec)")
     ec.add_argument("--json", type=Path)
 
@@ -436,7 +436,7 @@ def main(argv: list[str] | None = None) -> int:
     el.add_argument("--robustness", action="store_true",
                     help="cinc2017: also score the rhythm model under noise, electrode motion and lead-off, "
                          "and on eegmat's real ECG (key robustness; wardstream/eval_robust.py)")
-    el.add_argument("--max-records", type=int, default=None)
+    el.add_argument("--max-records", type=_count, default=None)
     el.add_argument("--json", type=Path)
 
     a = ap.parse_args(argv)
@@ -767,7 +767,7 @@ def _dispatch(ap: argparse.ArgumentParser, a: argparse.Namespace, s, argv: list[
         try:
             d = af_threshold_curve(s) if a.af_threshold_curve else af_irregularity_curve(s) \
                 if a.af_irregularity_curve else \
-                eval_alarms(s, a.split, a.records.split(",") if a.records else None,
+                eval_alarms(s, a.split, [r.strip() for r in a.records.split(",") if r.strip()] if a.records else None,
                             json.loads(a.limits) if a.limits else None)
         except ValueError as exc:
             print(f"error: {exc}", file=sys.stderr)

@@ -88,7 +88,8 @@ def test_a_bound_must_be_a_finite_number_at_least_zero(bound, capsys):
 
 @pytest.mark.parametrize("argv", [["sim", "--beds", "0"], ["sim", "--first-bed", "-3"], ["sim", "--duration", "-5"],
                                   ["sim", "--speed", "0"], ["demo", "--beds", "0"], ["demo", "--workers", "0"],
-                                  ["demo", "--duration", "nan"], ["bench", "pipeline", "--beds", "x"]],
+                                  ["demo", "--duration", "nan"], ["bench", "pipeline", "--beds", "x"],
+                                  ["eval", "classifier", "--max-records", "0"], ["eval", "codec", "--max-records", "0"]],
                          ids=lambda a: " ".join(a))
 def test_ward_sizes_and_times_are_checked_before_anything_starts(argv, capsys):
     """`demo --beds 0` started the services and workers, then stopped on a TypeError; `sim --speed 0`
