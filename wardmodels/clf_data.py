@@ -83,14 +83,23 @@ def cached_reconstruct(tag: str, signals: list[np.ndarray], model_id: int, level
 
 
 # --------------------------------------------------------------------------- rhythm
+def draw_cinc_calib(train_records: np.ndarray) -> np.ndarray:
+    """The draw the ``calib`` names come from: a seeded 10 % of the shared archive's training
+    split, in its order -> which of ``train_records`` it holds."""
+    rng = np.random.default_rng(7)
+    calib = np.zeros(len(train_records), bool)
+    calib[rng.permutation(len(calib))[: int(round(CALIB_FRACTION * len(calib)))]] = True
+    return calib
+
+
 def cinc_split(data_dir: Path, part: str) -> ds.CincSet:
-    """``fit`` / ``calib``: the CinC training split divided by a seeded draw; ``val``/``all`` as
-    `datasets.load_cinc` (``test`` means ``val`` here: the records held out from training)."""
+    """``fit`` / ``calib``: the CinC training split divided into the records of the project's
+    ``calib`` part (by name, `datasets.cinc_split_names`; drawn by `draw_cinc_calib`) and the others;
+    ``val``/``all`` as `datasets.load_cinc` (``test`` means ``val`` here: the records held out from
+    training)."""
     if part in ("fit", "calib"):
         tr = ds.load_cinc(data_dir, "train")
-        rng = np.random.default_rng(7)
-        calib = np.zeros(len(tr.records), bool)
-        calib[rng.permutation(len(calib))[: int(round(CALIB_FRACTION * len(calib)))]] = True
+        calib = np.isin(tr.records, sorted(ds.cinc_split_names()["calib"]))
         keep = calib if part == "calib" else ~calib
         return ds.CincSet(tr.records[keep], tr.labels[keep], [s for s, k in zip(tr.signals, keep) if k])
     return ds.load_cinc(data_dir, "val" if part == "test" else part)

@@ -5,7 +5,9 @@ Every loader takes a data directory and fails with `DataMissing` naming what it 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from functools import lru_cache
 from fractions import Fraction
 from pathlib import Path
 
@@ -132,9 +134,36 @@ class CincSet:
     fs: int = FS
 
 
-def load_cinc(data_dir: Path, split: str = "all", seed: int = 2017, val_fraction: float = 0.2) -> CincSet:
-    """CinC 2017 records of ``split``: ``train`` / ``val`` (a seeded, label-stratified draw fixed
-    for the project), or ``all`` (every record present — also any held-out set of this layout)."""
+CINC_SPLIT = Path(__file__).with_name("cinc2017_split.json")
+
+
+@lru_cache(maxsize=1)
+def cinc_split_names() -> dict[str, frozenset[str]]:
+    """The names of the CinC records in the project's ``val`` (test) and ``calib`` parts, drawn once
+    from the shared archive (`draw_cinc_val`, `wardmodels.clf_data.draw_cinc_calib`) and kept by name."""
+    d = json.loads(CINC_SPLIT.read_text())
+    return {k: frozenset(d[k]) for k in ("val", "calib")}
+
+
+def draw_cinc_val(records: np.ndarray, labels: np.ndarray, seed: int = 2017, val_fraction: float = 0.2) -> np.ndarray:
+    """The draw the ``val`` names come from (a seeded, label-stratified 20 % of the shared archive):
+    which of ``records`` it holds out."""
+    rng = np.random.default_rng(seed)
+    val = np.zeros(len(records), bool)
+    for lbl in np.unique(labels):
+        idx = np.flatnonzero(labels == lbl)
+        idx = idx[np.argsort(records[idx])]
+        pick = rng.permutation(len(idx))[: int(round(val_fraction * len(idx)))]
+        val[idx[pick]] = True
+    return val
+
+
+def load_cinc(data_dir: Path, split: str = "all") -> CincSet:
+    """CinC 2017 records of ``split``: ``val`` (the records of the project's held-out split,
+    `cinc_split_names`, that the archive holds) / ``train`` (the others), or ``all`` (every record
+    present — also any held-out set of this layout). By name, so that an archive holding a subset
+    of the shared records splits them as the shared archive does (a draw over a subset held out
+    training records, and scored them as a test split)."""
     path = _need(Path(data_dir) / "cinc2017" / "cinc2017_128hz.npz", "CinC 2017 archive")
     with np.load(path, allow_pickle=False) as z:
         ecg, offsets = z["ecg_uv"], z["offsets"].astype(np.int64)
@@ -146,13 +175,7 @@ def load_cinc(data_dir: Path, split: str = "all", seed: int = 2017, val_fraction
         offsets = np.append(offsets, len(ecg))
     keep = np.arange(len(rec))
     if split in ("train", "val"):
-        rng = np.random.default_rng(seed)
-        val = np.zeros(len(rec), bool)
-        for lbl in np.unique(lab):
-            idx = np.flatnonzero(lab == lbl)
-            idx = idx[np.argsort(rec[idx])]
-            pick = rng.permutation(len(idx))[: int(round(val_fraction * len(idx)))]
-            val[idx[pick]] = True
+        val = np.isin(rec, sorted(cinc_split_names()["val"]))
         keep = np.flatnonzero(val if split == "val" else ~val)
     elif split not in ("all", "test"):
         raise ValueError(f"unknown split {split!r}; choose from train, val, all")

@@ -74,6 +74,9 @@ def eval_cinc(clf: Classifier, data_dir: Path, split: str, level: int, codec_mod
     from wardmodels.clf_data import cinc_split, reconstruct, record_proba
 
     cs = cinc_split(data_dir, split)
+    if not len(cs.records):
+        raise ds.DataMissing(f"none of the CinC records under {data_dir} is in split {split!r} (the project's "
+                             "held-out records, by name); --split all scores every record of another set")
     sig = [filter_record(s) for s in cs.signals][:max_records]
     y = np.array([RHYTHM_CLASSES.index(v) for v in cs.labels])[:max_records]
     rec, per = record_proba(clf, sig)

@@ -93,10 +93,11 @@ def _signals(data_dir: Path, split: str, filtered: bool = True):
         # records included: the split's MIT-BIH records present, and CinC when its archive is there
         mit = ds.mitdb_records(data_dir, split, paced=False)
         has_cinc = (Path(data_dir) / "cinc2017" / "cinc2017_128hz.npz").exists()
-        if not mit and not has_cinc:
-            raise ds.DataMissing(f"no MIT-BIH records (paced ones excluded) or CinC 2017 archive of split {split!r} "
-                                 f"under {data_dir}")
         cinc = cinc_split(data_dir, split) if has_cinc else ds.CincSet(np.array([], str), np.array([], str), [])
+        if not mit and not len(cinc.records):
+            raise ds.DataMissing(f"no MIT-BIH records (paced ones excluded) or CinC records of split {split!r} "
+                                 f"under {data_dir} (CinC's test split: the project's held-out records, by name; "
+                                 "--split all scores every record of another set)")
     else:
         raise ValueError(f"unknown split {split!r}; choose from train, calib, test, all")
     f = filter_record if filtered else (lambda x: x)
