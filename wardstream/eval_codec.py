@@ -259,8 +259,15 @@ def _dist(v: np.ndarray) -> dict:
 
 
 def check_level(level: int, weights: str | None = None, model_id: int | None = None) -> None:
-    """A ValueError unless ``level`` is one of the codec's (checked before the work, not after it)."""
-    codec = _codec(weights, model_id)
+    """A ValueError unless ``level`` is one of the codec's (checked before the work, not after it);
+    the caller's torch thread count is left as it was (`_codec` sets one thread for the workers)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        codec = _codec(weights, model_id)
+    finally:
+        torch.set_num_threads(threads)
     if level not in codec.levels:
         raw = " (level 0 sends windows raw: nothing to reconstruct)" if level == 0 else ""
         raise ValueError(f"--level {level}: the levels of codec {codec.name} are "

@@ -155,3 +155,20 @@ def test_dashboards_takes_the_connection_options_before_or_after_its_action(argv
     seen = {}
     monkeypatch.setattr(cli, "_dispatch", lambda ap, a, s, argv: seen.setdefault("url", s.influx_url) and 0)
     assert main(argv) == 0 and seen["url"] == "http://127.0.0.1:9"
+
+
+def test_checking_a_level_leaves_the_callers_thread_count():
+    """`eval classifier` checks its level on the codec before its work: loading the codec for the
+    check must not leave the classifier's process on the evaluation workers' one thread."""
+    import torch
+
+    from wardmodels import DD_MODEL
+    from wardstream.eval_codec import check_level
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        check_level(1, None, DD_MODEL)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
