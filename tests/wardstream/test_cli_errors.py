@@ -157,13 +157,16 @@ def test_dashboards_takes_the_connection_options_before_or_after_its_action(argv
     assert main(argv) == 0 and seen["url"] == "http://127.0.0.1:9"
 
 
-def test_checking_a_level_leaves_the_callers_thread_count():
+def test_checking_a_level_leaves_the_callers_thread_count(monkeypatch):
     """`eval classifier` checks its level on the codec before its work: loading the codec for the
     check must not leave the classifier's process on the evaluation workers' one thread."""
     import torch
 
     from wardmodels import DD_MODEL
+    from wardstream import eval_codec
     from wardstream.eval_codec import check_level
+
+    monkeypatch.setattr(eval_codec, "_CODECS", {})  # loaded afresh, as in a new process
 
     before = torch.get_num_threads()
     torch.set_num_threads(2)
