@@ -195,7 +195,7 @@ class Bounds:
         return True
 
 
-async def _start(client) -> None:
+async def start_client(client) -> None:
     """Start an aiokafka client; if it cannot (no broker), close what it opened and raise."""
     try:
         await client.start()
@@ -211,7 +211,7 @@ async def _from_start(settings):
 
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False,
                                 auto_offset_reset="earliest")
-    await _start(consumer)
+    await start_client(consumer)
     try:
         tp = TopicPartition(settings.control_topic, 0)
         consumer.assign([tp])
@@ -255,7 +255,7 @@ async def _send(settings, items: list[tuple[bytes, bytes]]) -> None:
     from aiokafka import AIOKafkaProducer
 
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
-    await _start(producer)
+    await start_client(producer)
     try:
         for key, value in items:
             await producer.send_and_wait(settings.control_topic, value, key=key)

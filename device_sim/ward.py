@@ -343,11 +343,9 @@ async def run_ward(settings, n_beds: int, duration_s: float, speed: float = 1.0,
         producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all",
                                     enable_idempotence=True, linger_ms=5,
                                     max_batch_size=256 * 1024, request_timeout_ms=30000)
-        try:
-            await producer.start()
-        except BaseException:  # the broker unreachable: close what start() opened, then say so
-            await producer.stop()
-            raise
+        from device_sim.control import start_client
+
+        await start_client(producer)  # the broker unreachable: closed again, the error raised
     rep = WardReport(t_first_us=clock0)
     control_task, stop_control = None, asyncio.Event()
     # devices with a codec level read the control topic: the fidelity holds (every one of them),
