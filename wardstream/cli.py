@@ -447,12 +447,13 @@ def main(argv: list[str] | None = None) -> int:
 
     from wardmodels.hashname import WeightsError
     from wardstream.datasets import DataMissing
+    from wardstream.eval_codec import LevelError
     from wardstream.report import RunMissing
 
     try:
         return _dispatch(ap, a, s, sys.argv[1:] if argv is None else argv)
     # what a command needs and does not find (recordings, weights, a run): one line that says what
-    except (DataMissing, WeightsError, RunMissing) as exc:
+    except (DataMissing, WeightsError, RunMissing, LevelError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KafkaConnectionError as exc:  # sim, control, topics
@@ -596,14 +597,9 @@ def _dispatch(ap: argparse.ArgumentParser, a: argparse.Namespace, s, argv: list[
         return 0
 
     if a.cmd == "eval" and a.what == "codec":
-        from wardstream.eval_codec import check_level, evaluate
+        from wardstream.eval_codec import evaluate
 
         mid = a.model_id if a.model_id is not None else (None if a.weights else s.codec_model)
-        try:
-            check_level(a.level, a.weights, mid)
-        except ValueError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
         _write_json(evaluate(s.data_dir, a.split, a.level, a.encoder, a.weights,
                              max_records=a.max_records, model_id=mid), a.json)
         return 0
@@ -669,11 +665,7 @@ def _dispatch(ap: argparse.ArgumentParser, a: argparse.Namespace, s, argv: list[
             print("error: --robustness scores the rhythm model: --dataset cinc2017", file=sys.stderr)
             return 2
         level = a.level if a.level is not None else s.codec_level
-        try:
-            check_level(level, None, s.codec_model)  # the reconstructions' codec
-        except ValueError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
+        check_level(level, None, s.codec_model)  # the reconstructions' codec, before the work
         d = evaluate(s.data_dir, a.dataset, a.split, s.codec_model, level, a.encoder, a.max_records, a.weights,
                      robust=a.robustness)
         if a.sweep:

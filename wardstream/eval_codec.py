@@ -258,8 +258,12 @@ def _dist(v: np.ndarray) -> dict:
             "n": int(v.size)}
 
 
+class LevelError(ValueError):
+    """A level the codec does not have (the CLI prints it as one line)."""
+
+
 def check_level(level: int, weights: str | None = None, model_id: int | None = None) -> None:
-    """A ValueError unless ``level`` is one of the codec's (checked before the work, not after it);
+    """A `LevelError` unless ``level`` is one of the codec's (checked before the work, not after it);
     the caller's torch thread count is left as it was (`_codec` sets one thread for the workers)."""
     import torch
 
@@ -270,7 +274,7 @@ def check_level(level: int, weights: str | None = None, model_id: int | None = N
         torch.set_num_threads(threads)
     if level not in codec.levels:
         raw = " (level 0 sends windows raw: nothing to reconstruct)" if level == 0 else ""
-        raise ValueError(f"--level {level}: the levels of codec {codec.name} are "
+        raise LevelError(f"--level {level}: the levels of codec {codec.name} are "
                          f"{', '.join(map(str, codec.levels))}{raw}")
 
 
